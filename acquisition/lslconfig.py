@@ -1,0 +1,130 @@
+"""LSL configuration for one experiment: SessionID, resolve scope and peers.
+
+liblsl reads its configuration once per process, at the first LSL call, from the first source
+it finds (``$LSLAPICFG``, ``./lsl_api.cfg``, ``~/lsl_api/lsl_api.cfg``,
+``/etc/lsl_api/lsl_api.cfg``). :func:`apply_lsl_config` writes a private ``lsl_api.cfg`` and
+points ``LSLAPICFG`` at it, so the setting also reaches every subprocess started afterwards.
+
+By default dyadlab changes nothing: the machine's own ``lsl_api.cfg`` stays in force, so that
+LabRecorder and every other LSL application on the lab's machines see the same streams. A lab
+sets ``session_id`` (and, where multicast is blocked, ``known_peers``) per experiment; tests and
+the demo use :meth:`LslConfig.local_only`, which keeps every stream on this machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+RESOLVE_SCOPES = ("machine", "link", "site", "organization", "global")
+_SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+class LslConfigError(ValueError):
+    """An LSL configuration value that liblsl would not accept or that cannot be applied."""
+
+
+@dataclass(frozen=True)
+class LslConfig:
+    """The LSL settings dyadlab may override for one experiment.
+
+    Parameters
+    ----------
+    session_id : str | None
+        LSL ``[lab] SessionID``. Streams of a different SessionID are invisible to each other, so
+        two rooms on one network do not record each other. Both PCs of a dyad need the same one.
+    resolve_scope : str | None
+        ``[multicast] ResolveScope``: one of ``machine``, ``link``, ``site``, ``organization``,
+        ``global``.
+    known_peers : tuple of str
+        ``[lab] KnownPeers``: addresses queried by unicast where multicast is blocked.
+    ipv6 : str | None
+        ``[ports] IPv6``: ``allow``, ``disable`` or ``force``.
+    loopback_only : bool
+        Restrict multicast to 127.0.0.1 (used with ``resolve_scope="machine"``).
+    """
+
+    session_id: str | None = None
+    resolve_scope: str | None = None
+    known_peers: tuple[str, ...] = field(default_factory=tuple)
+    ipv6: str | None = None
+    loopback_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.session_id is not None and not _SESSION_ID_PATTERN.match(self.session_id):
+            raise LslConfigError(
+                f"LSL SessionID {self.session_id!r} is invalid: use 1-64 letters, digits, '.', '_' or '-'."
+            )
+        if self.resolve_scope is not None and self.resolve_scope not in RESOLVE_SCOPES:
+            raise LslConfigError(
+                f"LSL resolve scope {self.resolve_scope!r} is invalid: choose one of {', '.join(RESOLVE_SCOPES)}."
+            )
+        if self.ipv6 is not None and self.ipv6 not in ("allow", "disable", "force"):
+            raise LslConfigError(f"LSL IPv6 setting {self.ipv6!r} is invalid: allow, disable or force.")
+
+    @classmethod
+    def local_only(cls, session_id: str) -> "LslConfig":
+        """Everything on this machine only: for tests, demos and single-PC pilots."""
+        return cls(
+            session_id=session_id,
+            resolve_scope="machine",
+            known_peers=("127.0.0.1",),
+            ipv6="disable",
+            loopback_only=True,
+        )
+
+    @property
+    def overrides_anything(self) -> bool:
+        """Whether this configuration changes anything from the machine's own ``lsl_api.cfg``."""
+        return any((self.session_id, self.resolve_scope, self.known_peers, self.ipv6, self.loopback_only))
+
+    def to_cfg_text(self) -> str:
+        """The ``lsl_api.cfg`` text for these settings."""
+        sections: dict[str, list[str]] = {"ports": [], "multicast": [], "lab": []}
+        if self.ipv6:
+            sections["ports"].append(f"IPv6 = {self.ipv6}")
+        if self.resolve_scope:
+            sections["multicast"].append(f"ResolveScope = {self.resolve_scope}")
+        if self.loopback_only:
+            sections["multicast"] += ["AddressesOverride = {127.0.0.1}", "Interfaces = {127.0.0.1}"]
+        if self.known_peers:
+            sections["lab"].append("KnownPeers = {" + ", ".join(self.known_peers) + "}")
+        if self.session_id:
+            sections["lab"].append(f"SessionID = {self.session_id}")
+        blocks = [f"[{name}]\n" + "\n".join(lines) for name, lines in sections.items() if lines]
+        return "\n\n".join(blocks) + "\n"
+
+
+def apply_lsl_config(config: LslConfig, directory: Path | None = None) -> Path | None:
+    """Make ``config`` the LSL configuration of this process and of its future subprocesses.
+
+    Must run before the first LSL call of the process: liblsl reads its configuration once.
+
+    Parameters
+    ----------
+    config : LslConfig
+        The settings. One that overrides nothing leaves the machine's configuration in force.
+    directory : Path | None
+        Where to write ``lsl_api.cfg``; a private temporary folder by default.
+
+    Returns
+    -------
+    Path | None
+        The configuration file written, or ``None`` when nothing was overridden.
+    """
+    if not config.overrides_anything:
+        logger.info("LSL: using this machine's own lsl_api.cfg")
+        return None
+    folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="dyadlab-lsl-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "lsl_api.cfg"
+    path.write_text(config.to_cfg_text(), encoding="utf-8")
+    os.environ["LSLAPICFG"] = str(path)
+    logger.info("LSL: configuration %s (SessionID=%s, scope=%s)", path, config.session_id, config.resolve_scope)
+    return path
