@@ -1,0 +1,168 @@
+"""Stream identity: names, source ids and LSL metadata shared by every dyadlab stream.
+
+The recorder selects streams by these source ids, preflight checks them, and the quick-check
+recognises participants from the ``desc`` written here, so all of them go through this module.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import pylsl
+
+    from acquisition.sources import EegSource
+
+_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+MARKER_CHANNEL_LABEL = "Marker"
+StreamKind = Literal["eeg", "aux", "markers", "responses"]
+
+
+def _check_token(what: str, value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError(
+            f"{what} {value!r} cannot be used in a stream id: use 1-64 letters, digits, '_' or '-', "
+            "starting with a letter or digit."
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class ParticipantInfo:
+    """Who a stream belongs to.
+
+    Parameters
+    ----------
+    label : str
+        The participant's label within the session, ``"A"`` or ``"B"``.
+    participant_id : str
+        The study's id for the person (e.g. ``sub-017``); no names.
+    role : str
+        The person's role in the dyad (``therapist``, ``patient``, ``stranger``, ``partner``...).
+    """
+
+    label: str
+    participant_id: str
+    role: str = "participant"
+
+    def __post_init__(self) -> None:
+        _check_token("Participant label", self.label)
+
+
+def source_id(study: str, dyad: str, kind: StreamKind, participant: str | None = None) -> str:
+    """The stable LSL ``source_id`` of one dyadlab stream.
+
+    ``dyadlab.{study}.{dyad}.{participant}.{kind}`` for a participant's stream,
+    ``dyadlab.{study}.{dyad}.{kind}`` for session-wide streams (markers, responses).
+    """
+    parts = ["dyadlab", _check_token("Study", study), _check_token("Dyad", dyad)]
+    if kind in ("eeg", "aux"):
+        if participant is None:
+            raise ValueError(f"A {kind} stream belongs to a participant: pass participant='A' or 'B'.")
+        parts.append(_check_token("Participant label", participant))
+    parts.append(kind)
+    return ".".join(parts)
+
+
+def _append_text(element: "pylsl.XMLElement", name: str, value: object) -> None:
+    element.append_child_value(name, "" if value is None else str(value))
+
+
+def eeg_stream_info(
+    study: str, dyad: str, participant: ParticipantInfo, source: "EegSource"
+) -> "pylsl.StreamInfo":
+    """LSL info of a participant's EEG stream: EEG channels in microvolts plus the marker channel.
+
+    The last channel (``Marker``) carries the board marker codes sample-exactly, so the
+    quick-check can measure marker-to-EEG timing per participant.
+    """
+    import pylsl
+
+    labels = list(source.eeg_channel_names)
+    info = pylsl.StreamInfo(
+        name=f"{dyad}-{participant.label}-EEG",
+        type="EEG",
+        channel_count=len(labels) + 1,
+        nominal_srate=float(source.sampling_rate),
+        channel_format="float32",
+        source_id=source_id(study, dyad, "eeg", participant.label),
+    )
+    desc = info.desc()
+    channels = desc.append_child("channels")
+    for label in labels:
+        channel = channels.append_child("channel")
+        _append_text(channel, "label", label)
+        _append_text(channel, "unit", "microvolts")
+        _append_text(channel, "type", "EEG")
+    marker = channels.append_child("channel")
+    _append_text(marker, "label", MARKER_CHANNEL_LABEL)
+    _append_text(marker, "unit", "code")
+    _append_text(marker, "type", "Marker")
+    _describe_owner(desc, study, dyad, participant, "eeg")
+    device = desc.append_child("device")
+    for key, value in source.description.items():
+        _append_text(device, key, value)
+    return info
+
+
+def aux_stream_info(
+    study: str, dyad: str, participant: ParticipantInfo, source: "EegSource"
+) -> "pylsl.StreamInfo":
+    """LSL info of a participant's extra board rows (accelerometer, battery, ...)."""
+    import pylsl
+
+    info = pylsl.StreamInfo(
+        name=f"{dyad}-{participant.label}-AUX",
+        type="AUX",
+        channel_count=len(source.aux_channel_names),
+        nominal_srate=float(source.sampling_rate),
+        channel_format="float32",
+        source_id=source_id(study, dyad, "aux", participant.label),
+    )
+    desc = info.desc()
+    channels = desc.append_child("channels")
+    for label in source.aux_channel_names:
+        channel = channels.append_child("channel")
+        _append_text(channel, "label", label)
+        _append_text(channel, "type", "AUX")
+    _describe_owner(desc, study, dyad, participant, "aux")
+    return info
+
+
+def event_stream_info(study: str, dyad: str, kind: Literal["markers", "responses"]) -> "pylsl.StreamInfo":
+    """LSL info of the session's marker or response stream: one JSON string per event."""
+    import pylsl
+
+    info = pylsl.StreamInfo(
+        name=f"{dyad}-{kind.capitalize()}",
+        type="Markers",
+        channel_count=1,
+        nominal_srate=pylsl.IRREGULAR_RATE,
+        channel_format="string",
+        source_id=source_id(study, dyad, kind),
+    )
+    desc = info.desc()
+    channel = desc.append_child("channels").append_child("channel")
+    _append_text(channel, "label", kind)
+    _append_text(channel, "type", "Marker")
+    _append_text(channel, "format", "json")
+    tags = desc.append_child("dyadlab")
+    _append_text(tags, "kind", kind)
+    _append_text(tags, "study", study)
+    _append_text(tags, "dyad", dyad)
+    return info
+
+
+def _describe_owner(
+    desc: "pylsl.XMLElement", study: str, dyad: str, participant: ParticipantInfo, kind: StreamKind
+) -> None:
+    person = desc.append_child("participant")
+    _append_text(person, "label", participant.label)
+    _append_text(person, "id", participant.participant_id)
+    _append_text(person, "role", participant.role)
+    tags = desc.append_child("dyadlab")
+    _append_text(tags, "kind", kind)
+    _append_text(tags, "study", study)
+    _append_text(tags, "dyad", dyad)
