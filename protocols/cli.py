@@ -13,10 +13,10 @@ import click
 
 # command name -> "module:attribute" of a click.Command
 _COMMANDS: dict[str, str] = {
-    "record": "acquisition.cli:record",
-    "inspect": "acquisition.cli:inspect",
-    "stream": "acquisition.cli:stream",
-    "preflight": "acquisition.cli:preflight",
+    "record": "acquisition.cli.record_command:record",
+    "inspect": "acquisition.cli.inspect_command:inspect",
+    "stream": "acquisition.cli.stream_command:stream",
+    "preflight": "acquisition.cli.preflight_command:preflight",
     "check": "synchrony.cli:check",
     "run": "protocols.commands:run",
     "demo": "protocols.commands:demo",
