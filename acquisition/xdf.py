@@ -1,0 +1,570 @@
+"""Byte-exact XDF 1.0 writer.
+
+The layout follows the reference writer of LabRecorder (``xdfwriter.cpp``) and the readers pyxdf,
+libxdf and xdf-Matlab (see ``docs/architecture.md``):
+
+* the file is the magic ``b"XDF:"`` followed by chunks
+  ``[NumLengthBytes u8 in {1,4,8}][Length][Tag u16][StreamId u32 for tags 2,3,4,6][content]``,
+  where ``Length`` counts the tag, the StreamId (when present) and the content;
+* all numbers are little-endian; every sample is written with a full 8-byte timestamp
+  (``TimeStampBytes = 8``), so no reader ever has to deduce one;
+* a StreamFooter carries the exact ``sample_count`` plus first/last timestamps and clock offsets.
+
+Crash safety: every chunk is assembled in memory and written with a single ``write()`` under a
+single lock; the FileHeader, StreamHeaders, Boundaries and footers are followed by ``fsync``, and
+buffered data reaches the operating system at least every ``flush_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import struct
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "BOUNDARY_UUID",
+    "NUMERIC_FORMATS",
+    "CHANNEL_FORMATS",
+    "TAG_FILE_HEADER",
+    "TAG_STREAM_HEADER",
+    "TAG_SAMPLES",
+    "TAG_CLOCK_OFFSET",
+    "TAG_BOUNDARY",
+    "TAG_STREAM_FOOTER",
+    "StreamStats",
+    "XdfWriter",
+    "XdfWriterError",
+    "encode_varlen",
+]
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"XDF:"
+TAG_FILE_HEADER = 1
+TAG_STREAM_HEADER = 2
+TAG_SAMPLES = 3
+TAG_CLOCK_OFFSET = 4
+TAG_BOUNDARY = 5
+TAG_STREAM_FOOTER = 6
+#: Tags whose chunk carries a 4-byte StreamId before the content.
+TAGS_WITH_STREAM_ID = frozenset({TAG_STREAM_HEADER, TAG_SAMPLES, TAG_CLOCK_OFFSET, TAG_STREAM_FOOTER})
+
+#: The 16 bytes of a Boundary chunk (identical in LabRecorder, pyxdf and xdf-Matlab).
+BOUNDARY_UUID = bytes.fromhex("43A546DCCBF5410FB30ED5467383CBE4")
+
+#: XDF channel_format -> little-endian numpy dtype.
+NUMERIC_FORMATS: dict[str, np.dtype] = {
+    "int8": np.dtype("<i1"),
+    "int16": np.dtype("<i2"),
+    "int32": np.dtype("<i4"),
+    "int64": np.dtype("<i8"),
+    "float32": np.dtype("<f4"),
+    "double64": np.dtype("<f8"),
+}
+CHANNEL_FORMATS = frozenset(NUMERIC_FORMATS) | {"string"}
+
+_MAX_U32 = 0xFFFFFFFF
+_XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_RESERVED_HEADER_KEYS = frozenset({"version", "datetime"})
+
+
+class XdfWriterError(RuntimeError):
+    """A chunk was requested that would make the file invalid (unknown stream, after footer...)."""
+
+
+def encode_varlen(value: int) -> bytes:
+    """Encode a non-negative integer as an XDF variable-length integer.
+
+    Parameters
+    ----------
+    value : int
+        The number to encode (0 <= value < 2**64).
+
+    Returns
+    -------
+    bytes
+        ``01 u8`` below 256, ``04 u32`` up to 0xFFFFFFFF, otherwise ``08 u64``.
+    """
+    if value < 0:
+        raise ValueError(f"XDF variable-length integers are unsigned, got {value}")
+    if value < 256:
+        return struct.pack("<BB", 1, value)
+    if value <= _MAX_U32:
+        return struct.pack("<BI", 4, value)
+    return struct.pack("<BQ", 8, value)
+
+
+def _chunk(tag: int, content: bytes, stream_id: int | None = None) -> bytes:
+    """One complete chunk: varlen length, tag, optional StreamId, content."""
+    prefix = struct.pack("<H", tag) if stream_id is None else struct.pack("<HI", tag, stream_id)
+    return encode_varlen(len(prefix) + len(content)) + prefix + content
+
+
+@dataclass
+class StreamStats:
+    """What has been written for one stream so far (used for its footer).
+
+    Attributes
+    ----------
+    first_timestamp, last_timestamp : float or None
+        Timestamps of the first and last sample written; ``None`` while no sample was written.
+    sample_count : int
+        Exact number of samples written.
+    clock_offsets : list of (collection_time, offset_value)
+        Every ClockOffset written, in order.
+    """
+
+    first_timestamp: float | None = None
+    last_timestamp: float | None = None
+    sample_count: int = 0
+    clock_offsets: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def measured_srate(self) -> float:
+        """Samples per second between the first and last sample (0 when undefined)."""
+        if self.sample_count < 2 or self.first_timestamp is None or self.last_timestamp is None:
+            return 0.0
+        span = self.last_timestamp - self.first_timestamp
+        return (self.sample_count - 1) / span if span > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _StreamSpec:
+    stream_id: int
+    name: str
+    channel_format: str
+    channel_count: int
+    nominal_srate: float
+    sample_dtype: np.dtype | None  # packed record dtype for numeric formats, None for strings
+
+
+def parse_stream_info(info_xml: str) -> tuple[str, str, int, float]:
+    """Read ``name``, ``channel_format``, ``channel_count`` and ``nominal_srate`` of an LSL info XML.
+
+    Raises
+    ------
+    ValueError
+        If the XML does not parse or a field is missing or invalid.
+    """
+    try:
+        root = ET.fromstring(info_xml)
+    except ET.ParseError as exc:
+        raise ValueError(f"stream info XML does not parse ({exc}); pass StreamInfo.as_xml()") from exc
+    if root.tag != "info":
+        raise ValueError(f"stream info XML must have root element <info>, got <{root.tag}>")
+
+    def text(tag: str) -> str:
+        element = root.find(tag)
+        if element is None or element.text is None or not element.text.strip():
+            raise ValueError(f"stream info XML lacks <{tag}>; pass the full StreamInfo.as_xml()")
+        return element.text.strip()
+
+    name_element = root.find("name")
+    name = (name_element.text or "").strip() if name_element is not None else ""
+    channel_format = text("channel_format")
+    if channel_format not in CHANNEL_FORMATS:
+        raise ValueError(
+            f"stream {name!r}: channel_format {channel_format!r} is not an XDF format "
+            f"(one of {sorted(CHANNEL_FORMATS)})"
+        )
+    try:
+        channel_count = int(text("channel_count"))
+    except ValueError as exc:
+        raise ValueError(f"stream {name!r}: channel_count is not an integer") from exc
+    if channel_count < 1:
+        raise ValueError(f"stream {name!r}: channel_count must be >= 1, got {channel_count}")
+    try:
+        nominal_srate = float(text("nominal_srate"))
+    except ValueError as exc:
+        raise ValueError(f"stream {name!r}: nominal_srate is not a number") from exc
+    if not math.isfinite(nominal_srate) or nominal_srate < 0:
+        raise ValueError(f"stream {name!r}: nominal_srate must be finite and >= 0, got {nominal_srate}")
+    return name, channel_format, channel_count, nominal_srate
+
+
+def _file_header_xml(file_metadata: Mapping[str, str]) -> bytes:
+    lines = [
+        '<?xml version="1.0"?>',
+        "<info>",
+        "  <version>1.0</version>",
+        f"  <datetime>{datetime.now().astimezone().isoformat(timespec='seconds')}</datetime>",
+    ]
+    for key, value in file_metadata.items():
+        if not isinstance(key, str) or not _XML_NAME.match(key) or key.lower().startswith("xml"):
+            raise ValueError(
+                f"file metadata key {key!r} is not a valid XML element name "
+                "(use letters, digits, '_', '-', '.'; start with a letter or '_')"
+            )
+        if key in _RESERVED_HEADER_KEYS:
+            raise ValueError(f"file metadata key {key!r} is reserved; the writer sets it itself")
+        element = ET.Element(key)
+        element.text = str(value)
+        lines.append("  " + ET.tostring(element, encoding="unicode"))
+    lines.append("</info>")
+    return "\n".join(lines).encode("utf-8")
+
+
+def _format_float(value: float) -> str:
+    return repr(float(value))
+
+
+class XdfWriter:
+    """Write one XDF 1.0 file, chunk by chunk, from any number of threads.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to create. An existing file is never overwritten (``FileExistsError``).
+    file_metadata : mapping of str to str, optional
+        Extra FileHeader elements (e.g. ``study``, ``dyad``, ``session``, ``recorder``); keys must
+        be XML element names, values are escaped.
+    flush_interval : float
+        Buffered data is handed to the operating system at least this often (seconds), checked at
+        each chunk write.
+
+    Attributes
+    ----------
+    path : Path
+        The file being written.
+    bytes_written : int
+        Bytes written so far (magic included).
+
+    Examples
+    --------
+    >>> with XdfWriter("rec.xdf", file_metadata={"dyad": "d01"}) as writer:  # doctest: +SKIP
+    ...     writer.add_stream(1, info.as_xml())
+    ...     writer.write_samples(1, timestamps, values)
+    ...     writer.write_footer(1)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        file_metadata: Mapping[str, str] | None = None,
+        flush_interval: float = 0.5,
+    ) -> None:
+        self.path = Path(path)
+        if flush_interval < 0:
+            raise ValueError(f"flush_interval must be >= 0 seconds, got {flush_interval}")
+        header = MAGIC + _chunk(TAG_FILE_HEADER, _file_header_xml(file_metadata or {}))
+        try:
+            self._file = open(self.path, "xb")  # noqa: SIM115 - closed in close()
+        except FileExistsError:
+            raise FileExistsError(
+                f"{self.path} already exists; XdfWriter never overwrites a recording. "
+                "Choose a new file name or move the existing file away."
+            ) from None
+        self._lock = threading.Lock()
+        self._flush_interval = flush_interval
+        self._streams: dict[int, _StreamSpec] = {}
+        self._stats: dict[int, StreamStats] = {}
+        self._footed: set[int] = set()
+        self._closed = False
+        self._last_flush = time.monotonic()
+        self.bytes_written = 0
+        try:
+            with self._lock:
+                self._write_locked(header)
+                self._flush_locked(fsync=True)
+        except BaseException:
+            self._file.close()
+            raise
+        logger.debug("opened XDF file %s", self.path)
+
+    # -- context manager -------------------------------------------------------------------
+    def __enter__(self) -> XdfWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- low level -------------------------------------------------------------------------
+    def _write_locked(self, data: bytes) -> None:
+        self._file.write(data)
+        self.bytes_written += len(data)
+        if time.monotonic() - self._last_flush >= self._flush_interval:
+            self._flush_locked(fsync=False)
+
+    def _flush_locked(self, fsync: bool) -> None:
+        self._file.flush()
+        if fsync:
+            os.fsync(self._file.fileno())
+        self._last_flush = time.monotonic()
+
+    def _check_open_locked(self) -> None:
+        if self._closed:
+            raise XdfWriterError(f"{self.path} is already closed; nothing more can be written")
+
+    def _spec_for_chunk_locked(self, stream_id: int, what: str) -> _StreamSpec:
+        self._check_open_locked()
+        spec = self._streams.get(stream_id)
+        if spec is None:
+            raise XdfWriterError(
+                f"cannot write {what} for stream id {stream_id}: no StreamHeader was written for it "
+                f"(known ids: {sorted(self._streams)}); call add_stream() first"
+            )
+        if stream_id in self._footed:
+            raise XdfWriterError(
+                f"cannot write {what} for stream id {stream_id} ({spec.name!r}): "
+                "its StreamFooter was already written"
+            )
+        return spec
+
+    def _spec(self, stream_id: int, what: str) -> _StreamSpec:
+        with self._lock:
+            return self._spec_for_chunk_locked(stream_id, what)
+
+    # -- public API ------------------------------------------------------------------------
+    def add_stream(self, stream_id: int, info_xml: str) -> None:
+        """Write the StreamHeader of a new stream, then flush and fsync.
+
+        Parameters
+        ----------
+        stream_id : int
+            The XDF StreamId (0 <= id <= 0xFFFFFFFF), unique in this file.
+        info_xml : str
+            The stream's full LSL info XML (``pylsl.StreamInfo.as_xml()``), written verbatim.
+
+        Raises
+        ------
+        ValueError
+            If the id is out of range or the XML lacks a valid ``channel_format``,
+            ``channel_count`` or ``nominal_srate``.
+        XdfWriterError
+            If the id is already used or the writer is closed.
+        """
+        if not isinstance(stream_id, (int, np.integer)) or not 0 <= int(stream_id) <= _MAX_U32:
+            raise ValueError(f"stream_id must be an integer in 0..{_MAX_U32}, got {stream_id!r}")
+        stream_id = int(stream_id)
+        name, channel_format, channel_count, nominal_srate = parse_stream_info(info_xml)
+        sample_dtype = None
+        if channel_format != "string":
+            sample_dtype = np.dtype(
+                [
+                    ("timestamp_bytes", "u1"),
+                    ("timestamp", "<f8"),
+                    ("values", NUMERIC_FORMATS[channel_format], (channel_count,)),
+                ]
+            )
+        spec = _StreamSpec(stream_id, name, channel_format, channel_count, nominal_srate, sample_dtype)
+        chunk = _chunk(TAG_STREAM_HEADER, info_xml.encode("utf-8"), stream_id)
+        with self._lock:
+            self._check_open_locked()
+            if stream_id in self._streams:
+                raise XdfWriterError(
+                    f"stream id {stream_id} is already used by {self._streams[stream_id].name!r}"
+                )
+            self._write_locked(chunk)
+            self._flush_locked(fsync=True)
+            self._streams[stream_id] = spec
+            self._stats[stream_id] = StreamStats()
+        logger.debug("stream %d (%s, %s x%d) added", stream_id, name, channel_format, channel_count)
+
+    def write_samples(self, stream_id: int, timestamps: np.ndarray, values: Any) -> None:
+        """Write one Samples chunk.
+
+        Parameters
+        ----------
+        stream_id : int
+            A stream added with :meth:`add_stream` and not yet closed by a footer.
+        timestamps : np.ndarray, shape (n,)
+            Sample timestamps (seconds, ``local_clock()`` of the sender), written as float64.
+        values : np.ndarray of shape (n, channel_count), or sequence of n sequences of str/bytes
+            Numeric values are converted to the stream's exact dtype (integers must fit and be
+            integral); for ``string`` streams each value is ``str`` (encoded as UTF-8) or ``bytes``.
+
+        Notes
+        -----
+        ``n == 0`` writes nothing.
+        """
+        spec = self._spec(stream_id, "samples")
+        timestamps = np.asarray(timestamps, dtype=np.float64)
+        if timestamps.ndim != 1:
+            raise ValueError(f"stream {spec.name!r}: timestamps must be 1-D, got shape {timestamps.shape}")
+        n = timestamps.shape[0]
+        if spec.sample_dtype is None:
+            body = self._pack_strings(spec, timestamps, values)
+        else:
+            body = self._pack_numeric(spec, timestamps, values)
+        if n == 0:
+            return
+        chunk = _chunk(TAG_SAMPLES, encode_varlen(n) + body, stream_id)
+        with self._lock:
+            self._spec_for_chunk_locked(stream_id, "samples")
+            self._write_locked(chunk)
+            stats = self._stats[stream_id]
+            if stats.first_timestamp is None:
+                stats.first_timestamp = float(timestamps[0])
+            stats.last_timestamp = float(timestamps[-1])
+            stats.sample_count += n
+
+    @staticmethod
+    def _pack_numeric(spec: _StreamSpec, timestamps: np.ndarray, values: Any) -> bytes:
+        n = timestamps.shape[0]
+        array = np.asarray(values)
+        if array.ndim == 1 and spec.channel_count == 1 and array.shape[0] == n:
+            array = array.reshape(n, 1)
+        if array.shape != (n, spec.channel_count):
+            raise ValueError(
+                f"stream {spec.name!r}: values must have shape (n_samples, n_channels) = "
+                f"({n}, {spec.channel_count}), got {array.shape}"
+            )
+        if array.dtype.kind not in "biuf":
+            raise ValueError(
+                f"stream {spec.name!r} ({spec.channel_format}): values must be numeric, got dtype {array.dtype}"
+            )
+        target = NUMERIC_FORMATS[spec.channel_format]
+        converted = array.astype(target, copy=False)
+        if target.kind == "i" and not np.can_cast(array.dtype, target, "safe"):
+            if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+                raise ValueError(f"stream {spec.name!r} ({spec.channel_format}): values contain NaN or inf")
+            with np.errstate(invalid="ignore"):
+                exact = np.array_equal(converted, array)
+            if not exact:
+                raise ValueError(
+                    f"stream {spec.name!r}: values do not fit {spec.channel_format} exactly "
+                    f"(out of range or not integral); convert them before writing"
+                )
+        records = np.empty(n, dtype=spec.sample_dtype)
+        records["timestamp_bytes"] = 8
+        records["timestamp"] = timestamps
+        records["values"] = converted
+        return records.tobytes()
+
+    @staticmethod
+    def _pack_strings(spec: _StreamSpec, timestamps: np.ndarray, values: Any) -> bytes:
+        n = timestamps.shape[0]
+        if isinstance(values, (str, bytes)) or len(values) != n:
+            raise ValueError(
+                f"stream {spec.name!r} (string): values must be a sequence of {n} samples, "
+                f"each a sequence of {spec.channel_count} str/bytes"
+            )
+        parts: list[bytes] = []
+        for index, (timestamp, sample) in enumerate(zip(timestamps, values)):
+            if isinstance(sample, (str, bytes)) or not isinstance(sample, (Sequence, np.ndarray)):
+                raise ValueError(
+                    f"stream {spec.name!r} (string): sample {index} must be a sequence of "
+                    f"{spec.channel_count} str/bytes, got {type(sample).__name__}"
+                )
+            if len(sample) != spec.channel_count:
+                raise ValueError(
+                    f"stream {spec.name!r} (string): sample {index} has {len(sample)} values, "
+                    f"expected {spec.channel_count}"
+                )
+            parts.append(struct.pack("<Bd", 8, timestamp))
+            for value in sample:
+                if isinstance(value, str):
+                    raw = value.encode("utf-8")
+                elif isinstance(value, (bytes, bytearray, np.bytes_)):
+                    raw = bytes(value)
+                else:
+                    raise ValueError(
+                        f"stream {spec.name!r} (string): sample {index} holds a "
+                        f"{type(value).__name__}, expected str or bytes"
+                    )
+                parts.append(encode_varlen(len(raw)))
+                parts.append(raw)
+        return b"".join(parts)
+
+    def write_clock_offset(self, stream_id: int, collection_time: float, offset_value: float) -> None:
+        """Write a ClockOffset chunk.
+
+        Parameters
+        ----------
+        stream_id : int
+            The stream the measurement belongs to.
+        collection_time : float
+            When the offset was measured, on the stream's (sender's) clock.
+        offset_value : float
+            Seconds to add to the stream's timestamps to map them onto the recorder's clock.
+        """
+        chunk = _chunk(TAG_CLOCK_OFFSET, struct.pack("<dd", collection_time, offset_value), stream_id)
+        with self._lock:
+            self._spec_for_chunk_locked(stream_id, "a clock offset")
+            self._write_locked(chunk)
+            self._stats[stream_id].clock_offsets.append((float(collection_time), float(offset_value)))
+
+    def write_boundary(self) -> None:
+        """Write a Boundary chunk (a resynchronisation point for readers), then flush and fsync."""
+        chunk = _chunk(TAG_BOUNDARY, BOUNDARY_UUID)
+        with self._lock:
+            self._check_open_locked()
+            self._write_locked(chunk)
+            self._flush_locked(fsync=True)
+
+    def flush(self, fsync: bool = False) -> None:
+        """Hand buffered data to the operating system (and to the disk with ``fsync=True``)."""
+        with self._lock:
+            self._check_open_locked()
+            self._flush_locked(fsync=fsync)
+
+    def stream_stats(self, stream_id: int) -> StreamStats:
+        """A copy of what was written so far for ``stream_id``."""
+        with self._lock:
+            stats = self._stats.get(stream_id)
+            if stats is None:
+                raise XdfWriterError(f"unknown stream id {stream_id} (known: {sorted(self._stats)})")
+            return StreamStats(
+                stats.first_timestamp, stats.last_timestamp, stats.sample_count, list(stats.clock_offsets)
+            )
+
+    def write_footer(self, stream_id: int) -> None:
+        """Write the StreamFooter of ``stream_id``; no further chunk of it is accepted afterwards.
+
+        The footer holds ``first_timestamp``, ``last_timestamp`` (``repr`` precision, 0 for an empty
+        stream), the exact ``sample_count``, ``measured_srate`` and every clock offset written.
+        """
+        with self._lock:
+            spec = self._spec_for_chunk_locked(stream_id, "a footer")
+            stats = self._stats[stream_id]
+            offsets = "".join(
+                f"<offset><time>{_format_float(t)}</time><value>{_format_float(v)}</value></offset>"
+                for t, v in stats.clock_offsets
+            )
+            xml = (
+                '<?xml version="1.0"?>'
+                "<info>"
+                f"<first_timestamp>{_format_float(stats.first_timestamp or 0.0)}</first_timestamp>"
+                f"<last_timestamp>{_format_float(stats.last_timestamp or 0.0)}</last_timestamp>"
+                f"<sample_count>{stats.sample_count}</sample_count>"
+                f"<measured_srate>{_format_float(stats.measured_srate)}</measured_srate>"
+                f"<clock_offsets>{offsets}</clock_offsets>"
+                "</info>"
+            )
+            self._write_locked(_chunk(TAG_STREAM_FOOTER, xml.encode("utf-8"), stream_id))
+            self._flush_locked(fsync=True)
+            self._footed.add(stream_id)
+        logger.debug("footer of stream %d (%s): %d samples", stream_id, spec.name, stats.sample_count)
+
+    def close(self) -> None:
+        """Flush, fsync and close the file. Idempotent; footers are the caller's job."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._flush_locked(fsync=True)
+            finally:
+                self._file.close()
+        missing = sorted(set(self._streams) - self._footed)
+        if missing:
+            logger.warning("%s closed without footers for stream ids %s", self.path, missing)
