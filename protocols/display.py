@@ -1,0 +1,120 @@
+"""A virtual X display for headless machines (CI, servers, ``make demo`` over SSH).
+
+PsychoPy needs an X display. When ``DISPLAY`` is unset, :func:`ensure_display` starts ``Xvfb``
+with two screens joined by Xinerama (so that the one-screen-per-participant layout works too),
+lets Xvfb pick a free display number itself (``-displayfd``), points ``DISPLAY`` at it and stops
+it again at the end. Timing under Xvfb is meaningless (no vsync): it is for running, testing and
+demonstrating, never for measuring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import shutil
+import subprocess
+import time
+from typing import Iterator
+
+logger = logging.getLogger(__name__)
+
+
+class DisplayError(RuntimeError):
+    """No display is available and none could be started."""
+
+
+@contextlib.contextmanager
+def ensure_display(
+    screen_size: tuple[int, int] = (1280, 800), n_screens: int = 2, timeout: float = 15.0
+) -> Iterator[str | None]:
+    """Make sure an X display exists for the duration of the ``with`` block.
+
+    Parameters
+    ----------
+    screen_size : tuple of int
+        Width and height of each virtual screen.
+    n_screens : int
+        How many virtual screens (joined side by side with Xinerama).
+    timeout : float
+        Seconds to wait for Xvfb to come up.
+
+    Yields
+    ------
+    str | None
+        The virtual display (e.g. ``":99"``) started here, or ``None`` if ``DISPLAY`` was set.
+    """
+    if os.environ.get("DISPLAY"):
+        yield None
+        return
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        raise DisplayError(
+            "No display (DISPLAY is unset) and Xvfb is not installed: install it with "
+            "`sudo apt-get install xvfb` (or `make system-deps`), or run on a machine with a screen."
+        )
+    width, height = screen_size
+    screens: list[str] = []
+    for index in range(n_screens):
+        screens += ["-screen", str(index), f"{width}x{height}x24"]
+    read_end, write_end = os.pipe()
+    command = [xvfb, "-displayfd", str(write_end), *screens, "+xinerama", "-nolisten", "tcp", "-noreset"]
+    process = subprocess.Popen(
+        command, pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    os.close(write_end)
+    try:
+        display = _read_display_number(read_end, process, timeout)
+    except BaseException:
+        _stop(process)
+        raise
+    finally:
+        os.close(read_end)
+    previous = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    logger.info("Started a virtual display %s (Xvfb, %d screens of %dx%d)", display, n_screens, width, height)
+    try:
+        yield display
+    finally:
+        if previous is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = previous
+        _stop(process)
+
+
+def _read_display_number(fd: int, process: subprocess.Popen, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    text = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 64)
+            text += chunk
+            if text.endswith(b"\n") or not chunk:
+                break
+        if process.poll() is not None:
+            break
+    number = text.strip()
+    if not number.isdigit():
+        error = b""
+        if process.poll() is not None and process.stderr is not None:
+            error = process.stderr.read() or b""
+        raise DisplayError(
+            "Xvfb did not start a virtual display"
+            + (f": {error.decode(errors='replace').strip()[-400:]}" if error else f" within {timeout:.0f} s")
+        )
+    return f":{number.decode()}"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+    if process.stderr is not None:
+        process.stderr.close()

@@ -1,0 +1,857 @@
+"""The session protocol: a validated description of one dyad session (YAML file, pydantic model).
+
+A protocol says who takes part (two participants with ids, roles and devices), how the screens
+are laid out, which blocks run (paradigm + parameters + duration), how block order and
+participant seats are counterbalanced, where the files go, and how LSL and the quick-check are
+configured. :func:`load_protocol` reads a file and rejects anything broken with the file, the
+field and a fix *before* any device or LSL outlet exists. The reference is ``docs/protocols.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+SIMULATOR_BOARD = "simulator"
+SCHEMA_VERSION = 1
+
+_TOKEN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
+_TOKEN = re.compile(_TOKEN_PATTERN)
+
+# Roles a participant can have in a dyad. `partner type` in a longitudinal design is the role of
+# the patient's partner (therapist, stranger, significant-other...). Add others with `extra_roles`.
+KNOWN_ROLES: tuple[str, ...] = (
+    "participant",
+    "patient",
+    "client",
+    "therapist",
+    "counsellor",
+    "stranger",
+    "confederate",
+    "significant-other",
+    "partner",
+    "friend",
+    "parent",
+    "child",
+    "teacher",
+    "student",
+    "leader",
+    "follower",
+)
+
+# Placeholders of the output pattern, with a sample value used to check format specs.
+OUTPUT_PLACEHOLDERS: dict[str, Any] = {
+    "study": "study",
+    "dyad": "D01",
+    "session": 1,
+    "protocol": "demo",
+    "run": 1,
+    "partner": "therapist",
+}
+
+
+class FieldProblem(ValueError):
+    """A field value that is wrong, with how to fix it (raised inside validators)."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class ProtocolIssue:
+    """One thing wrong with a protocol file.
+
+    Attributes
+    ----------
+    file : str
+        The protocol file (or ``<overrides>`` for command-line values).
+    field : str
+        Path of the field, e.g. ``blocks[2].params.n_trials``; empty for the whole file.
+    message : str
+        What is wrong.
+    fix : str
+        How to fix it.
+    line : int | None
+        1-based line of the field in the file, when known.
+    column : int | None
+        1-based column, when known.
+    """
+
+    file: str
+    field: str
+    message: str
+    fix: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} {self.message}\n    fix: {self.fix}"
+
+
+class ProtocolError(ValueError):
+    """A protocol that cannot run; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: list[ProtocolIssue]) -> None:
+        self.issues = issues
+        count = f"{len(issues)} problem{'s' if len(issues) != 1 else ''}"
+        super().__init__(f"Protocol rejected ({count}):\n" + "\n".join(f"  {issue}" for issue in issues))
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _token(what: str, value: str) -> str:
+    if not _TOKEN.match(value):
+        raise FieldProblem(
+            f"{what} {value!r} cannot be used in stream ids and file names",
+            "use 1-64 letters, digits, '_' or '-', starting with a letter or digit",
+        )
+    return value
+
+
+class BoardParams(_Strict):
+    """BrainFlow connection parameters (``BrainFlowInputParams``); only what the board needs."""
+
+    serial_port: str | None = None
+    mac_address: str | None = None
+    ip_address: str | None = None
+    ip_port: int | None = Field(default=None, ge=0, le=65535)
+    ip_protocol: int | None = Field(default=None, ge=0)
+    other_info: str | None = None
+    serial_number: str | None = None
+    timeout: int | None = Field(default=None, ge=0)
+    file: str | None = None
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The parameters that are set, as keyword arguments."""
+        return self.model_dump(exclude_none=True)
+
+
+class Device(_Strict):
+    """The amplifier of one participant: a BrainFlow board by name, or the simulator."""
+
+    board: str = Field(
+        default="synthetic",
+        description="BrainFlow board name (case-insensitive: synthetic, cyton_daisy, unicorn...) or 'simulator'.",
+    )
+    params: BoardParams = Field(default_factory=BoardParams)
+
+    @field_validator("board")
+    @classmethod
+    def _known_board(cls, value: str) -> str:
+        name = value.strip().lower()
+        if name == SIMULATOR_BOARD:
+            return name
+        return check_board_name(name)
+
+    @property
+    def is_simulator(self) -> bool:
+        """Whether this device is the coupled-dyad simulator."""
+        return self.board == SIMULATOR_BOARD
+
+
+class Participant(_Strict):
+    """One member of the dyad."""
+
+    label: str = Field(description="Label within the session, 'A' or 'B' (streams are named by it).")
+    id: str = Field(description="The study's id for this person (e.g. sub-017); never a name.")
+    role: str = Field(default="participant", description="Role in the dyad; see KNOWN_ROLES.")
+    device: Device = Field(default_factory=Device)
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        return _token("Participant label", value)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return _token("Participant id", value)
+
+
+class Screens(_Strict):
+    """Window layout: one screen both participants share, or one screen each."""
+
+    layout: Literal["shared", "per-participant"] = "shared"
+    fullscreen: bool = False
+    size: tuple[int, int] = Field(default=(1280, 800), description="Window size in pixels (width, height).")
+    screen_numbers: tuple[int, ...] = Field(
+        default=(0, 1),
+        description="Screen index per window: the first for 'shared', one per participant (A, B) otherwise.",
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 100:
+            raise FieldProblem(f"window size {list(value)} is too small", "use at least 100 x 100 pixels, e.g. [1280, 800]")
+        return value
+
+    @model_validator(mode="after")
+    def _enough_screens(self) -> "Screens":
+        needed = 2 if self.layout == "per-participant" else 1
+        if len(self.screen_numbers) < needed:
+            raise FieldProblem(
+                f"layout {self.layout!r} needs {needed} screen numbers, got {list(self.screen_numbers)}",
+                "list one screen index per participant, e.g. screen_numbers: [0, 1]",
+            )
+        return self
+
+
+class Block(_Strict):
+    """One block of the session: a paradigm run with its parameters."""
+
+    task: str = Field(description="Paradigm name (see `dyadlab validate --list-tasks`).")
+    id: str | None = Field(default=None, description="Block id in markers; default '<task>-<n>'.")
+    duration: float | None = Field(
+        default=None, description="Seconds; sets the paradigm's duration parameter when it has one."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Paradigm parameters (its Params model).")
+    fixed: bool = Field(default=False, description="Keep this block in place when the order is counterbalanced.")
+
+    @field_validator("duration")
+    @classmethod
+    def _positive_duration(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise FieldProblem(f"duration must be positive, got {value}", "give the block's length in seconds, e.g. 60")
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _block_id(cls, value: str | None) -> str | None:
+        return None if value is None else _token("Block id", value)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        names = paradigm_names()
+        if value not in names:
+            raise FieldProblem(
+                f"unknown task {value!r}",
+                f"use one of: {', '.join(sorted(names)) or '(no paradigm is installed)'}",
+            )
+        return value
+
+
+BlockOrder = Literal["none", "latin-square", "reverse-on-even-sessions", "reverse-on-odd-sessions", "reverse-on-even-dyads"]
+RoleOrder = Literal["none", "swap-on-even-dyads", "swap-on-even-sessions"]
+
+
+class Counterbalance(_Strict):
+    """Deterministic counterbalancing from the dyad and session numbers."""
+
+    blocks: BlockOrder = Field(default="none", description="Order of the blocks that are not `fixed`.")
+    latin_square_by: Literal["dyad", "session", "dyad+session"] = Field(
+        default="dyad", description="Which number selects the Latin-square row."
+    )
+    roles: RoleOrder = Field(
+        default="none", description="When the two participants exchange labels A and B (seat, screen, task roles)."
+    )
+
+
+class Output(_Strict):
+    """Where the session's files go, relative to the output folder."""
+
+    pattern: str = Field(
+        default="sub-{dyad}/ses-{session:02d}/sub-{dyad}_ses-{session:02d}_task-{protocol}_run-{run:02d}",
+        description="Path of every file without its suffix; placeholders: " + ", ".join(OUTPUT_PLACEHOLDERS),
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        except ValueError as error:
+            raise FieldProblem(f"the pattern is not a valid format string ({error})", "balance every '{' with '}'") from None
+        unknown = sorted({name for name in fields if name not in OUTPUT_PLACEHOLDERS})
+        if unknown:
+            raise FieldProblem(
+                f"unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}",
+                f"use only {', '.join('{' + n + '}' for n in OUTPUT_PLACEHOLDERS)}",
+            )
+        if "run" not in fields:
+            raise FieldProblem(
+                "the pattern has no {run}, so a second run would have nowhere to go",
+                "add _run-{run:02d} to the file name",
+            )
+        try:
+            rendered = value.format(**OUTPUT_PLACEHOLDERS)
+        except (ValueError, TypeError, IndexError) as error:
+            raise FieldProblem(f"the pattern cannot be filled in ({error})", "check the format specs, e.g. {session:02d}") from None
+        if rendered.startswith("/") or ".." in Path(rendered).parts:
+            raise FieldProblem("the pattern leaves the output folder", "use a relative path without '..'")
+        return value
+
+
+class LslSettings(_Strict):
+    """LSL configuration applied before the first LSL call of the session."""
+
+    session_id: str | None = Field(
+        default="auto",
+        description="LSL SessionID; 'auto' = dyadlab-<study>-<dyad>-ses<NN>; null = the machine's lsl_api.cfg.",
+    )
+    resolve_scope: Literal["machine", "link", "site", "organization", "global"] | None = None
+    known_peers: list[str] = Field(default_factory=list)
+    local_only: bool = Field(default=False, description="Keep every stream on this machine (demo, pilots).")
+
+
+class PreflightSettings(_Strict):
+    """Checks of both participants' signals before recording starts."""
+
+    enabled: bool = True
+    seconds: float = Field(default=3.0, gt=0, description="How long to measure each stream.")
+    line_frequency: Literal[50, 60] = 50
+
+
+class QuickCheckSettings(_Strict):
+    """The synchrony quick-check run on the XDF at the end of the session."""
+
+    enabled: bool = True
+    surrogates: int = Field(default=200, ge=0, description="Surrogate count per condition and band.")
+    epoch_seconds: float = Field(default=2.0, gt=0)
+
+
+class Protocol(_Strict):
+    """A whole session; see ``docs/protocols.md``."""
+
+    version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(description="Protocol name; its letters and digits become the {protocol} of file names.")
+    description: str = ""
+    study: str
+    dyad: str = Field(description="Dyad id (e.g. D07); its trailing number drives counterbalancing.")
+    session: int = Field(default=1, ge=1, description="Session number within the dyad (1, 2, ...).")
+    participants: list[Participant] = Field(min_length=2, max_length=2)
+    extra_roles: list[str] = Field(default_factory=list, description="Roles beyond the known ones.")
+    screens: Screens = Field(default_factory=Screens)
+    blocks: list[Block] = Field(min_length=1)
+    counterbalance: Counterbalance = Field(default_factory=Counterbalance)
+    output: Output = Field(default_factory=Output)
+    lsl: LslSettings = Field(default_factory=LslSettings)
+    preflight: PreflightSettings = Field(default_factory=PreflightSettings)
+    quickcheck: QuickCheckSettings = Field(default_factory=QuickCheckSettings)
+
+    @field_validator("name", "study", "dyad")
+    @classmethod
+    def _tokens(cls, value: str, info: Any) -> str:
+        return _token(info.field_name.capitalize(), value)
+
+    @property
+    def protocol_label(self) -> str:
+        """The protocol name reduced to letters and digits (a BIDS task label)."""
+        return re.sub(r"[^A-Za-z0-9]", "", self.name)
+
+    @property
+    def dyad_number(self) -> int | None:
+        """The trailing number of the dyad id (``D07`` -> 7), or ``None``."""
+        match = re.search(r"(\d+)$", self.dyad)
+        return int(match.group(1)) if match else None
+
+    def participant(self, label: str) -> Participant:
+        """The participant with ``label``."""
+        return next(p for p in self.participants if p.label == label)
+
+    def block_ids(self) -> list[str]:
+        """Every block's id, defaults filled in (``<task>-<n>``, n counted per task)."""
+        counts: dict[str, int] = {}
+        ids = []
+        for block in self.blocks:
+            counts[block.task] = counts.get(block.task, 0) + 1
+            ids.append(block.id or f"{block.task}-{counts[block.task]}")
+        return ids
+
+
+# --------------------------------------------------------------------------------------------
+# Registries of the layers below (tasks, boards), looked up lazily
+# --------------------------------------------------------------------------------------------
+
+
+def paradigms() -> Mapping[str, Any]:
+    """The paradigm registry ``tasks.paradigms.PARADIGMS`` (name -> class with ``.Params``)."""
+    try:
+        from tasks.paradigms import PARADIGMS
+    except ImportError:
+        return {}
+    return PARADIGMS
+
+
+def paradigm_names() -> list[str]:
+    """Names of the installed paradigms."""
+    return sorted(paradigms())
+
+
+def check_board_name(name: str) -> str:
+    """Return the canonical BrainFlow board name or raise :class:`FieldProblem` listing valid ones."""
+    from brainflow.board_shim import BoardIds
+
+    valid = {board.name.lower().removesuffix("_board"): board for board in BoardIds if board.value >= -1}
+    key = name.lower().removesuffix("_board")
+    if key not in valid:
+        raise FieldProblem(
+            f"unknown board {name!r}",
+            f"use 'simulator' or a BrainFlow board name: {', '.join(sorted(valid))}",
+        )
+    return key
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_protocol_path(name_or_path: str | Path) -> Path:
+    """A protocol file path, or the bundled protocol of that name (``demo`` -> bundled/demo.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = BUNDLED_DIR / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    choices = ", ".join(bundled_protocols())
+    raise ProtocolError(
+        [
+            ProtocolIssue(
+                str(name_or_path),
+                "",
+                "no such protocol file, and no bundled protocol of that name",
+                f"give the path of a .yaml file or a bundled protocol name: {choices}",
+            )
+        ]
+    )
+
+
+def bundled_protocols() -> list[str]:
+    """Names of the bundled protocols."""
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.yaml"))
+
+
+@dataclass(frozen=True)
+class LoadedProtocol:
+    """A validated protocol with where it came from.
+
+    Attributes
+    ----------
+    protocol : Protocol
+        The validated model (command-line overrides applied).
+    path : Path
+        The file.
+    sha256 : str
+        SHA-256 of the file's bytes, recorded in ``session.json``.
+    text : str
+        The file's text.
+    """
+
+    protocol: Protocol
+    path: Path
+    sha256: str
+    text: str
+
+
+def load_protocol(name_or_path: str | Path, overrides: Mapping[str, Any] | None = None) -> LoadedProtocol:
+    """Read, validate and return a protocol; raise :class:`ProtocolError` listing every problem.
+
+    Parameters
+    ----------
+    name_or_path : str | Path
+        A YAML file, or a bundled protocol name (``demo``, ``cooperation``...).
+    overrides : mapping, optional
+        Top-level values that replace the file's (``dyad``, ``session`` from the command line).
+
+    Returns
+    -------
+    LoadedProtocol
+    """
+    path = resolve_protocol_path(name_or_path)
+    raw_bytes = path.read_bytes()
+    text = raw_bytes.decode("utf-8", errors="replace")
+    protocol = validate_protocol_text(text, file=str(path), overrides=overrides)
+    return LoadedProtocol(protocol=protocol, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest(), text=text)
+
+
+def validate_protocol_text(text: str, *, file: str = "<protocol>", overrides: Mapping[str, Any] | None = None) -> Protocol:
+    """Validate protocol YAML ``text``; raise :class:`ProtocolError` with file/field/fix for each problem."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        raise ProtocolError(
+            [
+                ProtocolIssue(
+                    file,
+                    "",
+                    f"YAML syntax error: {error.problem or error.context}",
+                    "fix the YAML at this line (indentation, a missing ':' or an unclosed quote/bracket)",
+                    line=mark.line + 1 if mark else None,
+                    column=mark.column + 1 if mark else None,
+                )
+            ]
+        ) from None
+    except yaml.YAMLError as error:
+        raise ProtocolError([ProtocolIssue(file, "", f"YAML error: {error}", "fix the YAML syntax")]) from None
+    if not isinstance(data, dict):
+        raise ProtocolError(
+            [ProtocolIssue(file, "", "the file is not a mapping of protocol fields", "start from a bundled protocol, e.g. `name: ...`, `study: ...`")]
+        )
+    positions = _node_positions(node)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    issues: list[ProtocolIssue] = []
+    try:
+        protocol = Protocol.model_validate(data)
+    except ValidationError as error:
+        issues.extend(_issues_from_validation(error, file, positions, Protocol))
+        protocol = None
+    if protocol is not None:
+        issues.extend(_semantic_issues(protocol, file, positions))
+    if issues:
+        raise ProtocolError(issues)
+    return protocol
+
+
+def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple[int, int]]) -> list[ProtocolIssue]:
+    """Checks across fields: participants, roles, task parameters, durations, counterbalancing."""
+    issues: list[ProtocolIssue] = []
+
+    def issue(loc: tuple, message: str, fix: str) -> None:
+        line, column = _position(positions, loc)
+        issues.append(ProtocolIssue(file, _loc_to_path(loc), message, fix, line, column))
+
+    for attribute in ("label", "id"):
+        seen: dict[str, int] = {}
+        for index, person in enumerate(protocol.participants):
+            value = getattr(person, attribute)
+            if value in seen:
+                issue(
+                    ("participants", index, attribute),
+                    f"participant {attribute} {value!r} is used twice (also participants[{seen[value]}])",
+                    "give each participant a unique label (A and B) and id" if attribute == "label" else "give each participant their own id",
+                )
+            seen[value] = index
+    roles = set(KNOWN_ROLES) | set(protocol.extra_roles)
+    for index, person in enumerate(protocol.participants):
+        if person.role not in roles:
+            issue(
+                ("participants", index, "role"),
+                f"unknown role {person.role!r}",
+                f"use one of {', '.join(sorted(roles))}, or declare it under extra_roles",
+            )
+    boards = [(p.device.board, tuple(sorted(p.device.params.as_kwargs().items()))) for p in protocol.participants]
+    if len(set(boards)) < len(boards) and not all(p.device.is_simulator for p in protocol.participants):
+        issue(
+            ("participants", 1, "device"),
+            "both participants use the same board with the same connection parameters; BrainFlow cannot open it twice",
+            "give each board its own serial_port / mac_address / serial_number (synthetic boards: serial_number: A and B)",
+        )
+    ids = protocol.block_ids()
+    seen_ids: dict[str, int] = {}
+    for index, block_id in enumerate(ids):
+        if block_id in seen_ids:
+            issue(("blocks", index, "id"), f"block id {block_id!r} is used twice (also blocks[{seen_ids[block_id]}])", "give every block a unique id")
+        seen_ids[block_id] = index
+    registry = paradigms()
+    for index, block in enumerate(protocol.blocks):
+        paradigm = registry[block.task]
+        try:
+            resolved = resolve_block_params(block, paradigm)
+        except FieldProblem as problem:
+            issue(("blocks", index, "duration"), problem.message, problem.fix)
+            continue
+        try:
+            paradigm.Params.model_validate(resolved)
+        except ValidationError as error:
+            for sub in _issues_from_validation(error, file, positions, paradigm.Params, prefix=("blocks", index, "params")):
+                issues.append(sub)
+    issues.extend(_counterbalance_issues(protocol, file, positions))
+    return issues
+
+
+def _counterbalance_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple[int, int]]) -> list[ProtocolIssue]:
+    issues = []
+    plan = protocol.counterbalance
+    movable = [b for b in protocol.blocks if not b.fixed]
+    needs_dyad_number = plan.roles.endswith("dyads") or plan.blocks.endswith("dyads") or (
+        plan.blocks == "latin-square" and "dyad" in plan.latin_square_by
+    )
+    if needs_dyad_number and protocol.dyad_number is None:
+        line, column = _position(positions, ("dyad",))
+        issues.append(
+            ProtocolIssue(
+                file,
+                "dyad",
+                f"counterbalancing by dyad needs a number at the end of the dyad id, and {protocol.dyad!r} has none",
+                "name dyads with a trailing number (D01, D02, ...), or set counterbalance to none",
+                line,
+                column,
+            )
+        )
+    if plan.blocks != "none" and len(movable) < 2:
+        line, column = _position(positions, ("counterbalance", "blocks"))
+        issues.append(
+            ProtocolIssue(
+                file,
+                "counterbalance.blocks",
+                f"block order {plan.blocks!r} needs at least two blocks that are not fixed, found {len(movable)}",
+                "set counterbalance.blocks: none, or un-fix some blocks",
+                line,
+                column,
+            )
+        )
+    return issues
+
+
+def duration_field(paradigm: Any) -> str | None:
+    """Name of the paradigm's duration parameter (seconds), if it has one."""
+    fields = getattr(paradigm.Params, "model_fields", {})
+    for name in ("duration", "duration_s", "duration_seconds"):
+        if name in fields:
+            return name
+    return None
+
+
+def resolve_block_params(block: Block, paradigm: Any) -> dict[str, Any]:
+    """The block's paradigm parameters with ``duration`` applied to the paradigm's duration field."""
+    params = dict(block.params)
+    if block.duration is None:
+        return params
+    field = duration_field(paradigm)
+    if field is None:
+        raise FieldProblem(
+            f"task {block.task!r} has no duration parameter (it runs a number of trials)",
+            "remove duration and set the number of trials in params",
+        )
+    if field in params and params[field] != block.duration:
+        raise FieldProblem(
+            f"duration is given twice ({block.duration} and params.{field}={params[field]})",
+            f"keep only one of duration and params.{field}",
+        )
+    params[field] = block.duration
+    return params
+
+
+# --------------------------------------------------------------------------------------------
+# Error translation: pydantic errors -> file / field / fix (with YAML line numbers)
+# --------------------------------------------------------------------------------------------
+
+
+def _node_positions(node: yaml.Node | None, loc: tuple = ()) -> dict[tuple, tuple[int, int]]:
+    """Map every field path in the YAML tree to its (line, column), 1-based."""
+    positions: dict[tuple, tuple[int, int]] = {}
+    if node is None:
+        return positions
+    positions[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = loc + (key_node.value,)
+            positions.update(_node_positions(value_node, key))
+            positions[key] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            positions.update(_node_positions(item, loc + (index,)))
+    return positions
+
+
+def _position(positions: dict[tuple, tuple[int, int]], loc: tuple) -> tuple[int | None, int | None]:
+    """The line/column of ``loc`` or of its nearest parent present in the file."""
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in positions:
+            return positions[loc[:end]]
+    return None, None
+
+
+def _loc_to_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += ("." if path else "") + str(part)
+    return path
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that owns the field at ``loc`` (for listing valid keys)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return None
+        annotation = current.model_fields[part].annotation
+        current = _inner_model(annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in getattr(annotation, "__args__", ()):
+        found = _inner_model(argument)
+        if found is not None:
+            return found
+    return None
+
+
+_TYPE_NAMES = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "text",
+    "list": "a list",
+    "dict": "a mapping",
+    "model": "a mapping",
+    "tuple": "a list",
+}
+
+
+def _issues_from_validation(
+    error: ValidationError,
+    file: str,
+    positions: dict[tuple, tuple[int, int]],
+    model: type[BaseModel],
+    prefix: tuple = (),
+) -> Iterator[ProtocolIssue]:
+    issues = []
+    for detail in error.errors(include_url=False):
+        loc = tuple(detail["loc"])
+        full = prefix + loc
+        line, column = _position(positions, full)
+        message, fix = _explain(detail, model, loc)
+        issues.append(ProtocolIssue(file, _loc_to_path(full), message, fix, line, column))
+    return issues
+
+
+def _explain(detail: dict[str, Any], model: type[BaseModel], loc: tuple) -> tuple[str, str]:
+    """A message and a fix for one pydantic error."""
+    kind = detail["type"]
+    context = detail.get("ctx") or {}
+    problem = context.get("error")
+    if isinstance(problem, FieldProblem):
+        return problem.message, problem.fix
+    name = loc[-1] if loc else ""
+    if kind == "extra_forbidden":
+        owner = _model_at(model, loc)
+        valid = ", ".join(owner.model_fields) if owner else ""
+        return f"unknown key {name!r}", f"remove it or correct its spelling; valid keys here: {valid}" if valid else "remove it"
+    if kind == "missing":
+        owner = _model_at(model, loc)
+        description = ""
+        if owner is not None and name in owner.model_fields:
+            description = owner.model_fields[name].description or ""
+        return f"required field {name!r} is missing", f"add `{name}: ...`" + (f" ({description})" if description else "")
+    if kind == "literal_error":
+        return f"{detail['msg']}, got {detail.get('input')!r}", f"use {context.get('expected', 'one of the listed values')}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{detail['msg']}, got {detail.get('input')!r}", "change the value to be within the allowed range"
+    if kind in ("too_short", "too_long"):
+        return detail["msg"], "a dyad has exactly two participants" if name == "participants" else "change the number of items"
+    for type_name, human in _TYPE_NAMES.items():
+        if kind.startswith(type_name):
+            return f"expected {human}, got {detail.get('input')!r}", f"write {human} here"
+    if kind == "value_error" and problem is not None:
+        return str(problem), "correct the value"
+    return detail["msg"], "correct the value"
+
+
+# --------------------------------------------------------------------------------------------
+# Counterbalancing
+# --------------------------------------------------------------------------------------------
+
+
+def balanced_latin_square(n: int) -> list[list[int]]:
+    """Rows of a balanced (Williams) Latin square over ``n`` items.
+
+    Every item appears once in every position and follows every other item equally often:
+    ``n`` rows when ``n`` is even, ``2 n`` rows (each row also reversed) when it is odd.
+    """
+    # First row 0, 1, n-1, 2, n-2, ...; every further row shifts it by one.
+    first = [0] + [((k + 1) // 2 if k % 2 else n - k // 2) % n for k in range(1, n)]
+    rows = [[(item + shift) % n for item in first] for shift in range(n)]
+    if n % 2:
+        rows += [list(reversed(row)) for row in rows]
+    return rows
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """What counterbalancing decided for one dyad and session.
+
+    Attributes
+    ----------
+    block_order : list of int
+        Indices into ``protocol.blocks`` in the order they run.
+    labels : dict of str to str
+        Participant id -> the label (A/B) they get in this session.
+    roles_swapped : bool
+        Whether the participants exchanged labels relative to the file.
+    latin_square_row : int | None
+        The Latin-square row used, when the order came from one.
+    rule : dict
+        The counterbalancing settings and the numbers they were applied to.
+    """
+
+    block_order: list[int]
+    labels: dict[str, str]
+    roles_swapped: bool
+    latin_square_row: int | None
+    rule: dict[str, Any]
+
+
+def plan_session(protocol: Protocol) -> SessionPlan:
+    """Apply the protocol's counterbalancing to its dyad and session numbers (deterministic)."""
+    plan = protocol.counterbalance
+    dyad_number = protocol.dyad_number
+    session = protocol.session
+    movable = [index for index, block in enumerate(protocol.blocks) if not block.fixed]
+    ordered = list(movable)
+    row_used = None
+    if plan.blocks == "latin-square":
+        key = {"dyad": dyad_number or 1, "session": session, "dyad+session": (dyad_number or 1) + session - 1}[plan.latin_square_by]
+        rows = balanced_latin_square(len(movable))
+        row_used = (key - 1) % len(rows)
+        ordered = [movable[i] for i in rows[row_used]]
+    elif plan.blocks == "reverse-on-even-sessions" and session % 2 == 0:
+        ordered.reverse()
+    elif plan.blocks == "reverse-on-odd-sessions" and session % 2 == 1:
+        ordered.reverse()
+    elif plan.blocks == "reverse-on-even-dyads" and (dyad_number or 1) % 2 == 0:
+        ordered.reverse()
+    slots = iter(ordered)
+    order = [index if protocol.blocks[index].fixed else next(slots) for index in range(len(protocol.blocks))]
+    swap = (plan.roles == "swap-on-even-dyads" and (dyad_number or 1) % 2 == 0) or (
+        plan.roles == "swap-on-even-sessions" and session % 2 == 0
+    )
+    first, second = protocol.participants
+    labels = {first.id: first.label, second.id: second.label}
+    if swap:
+        labels = {first.id: second.label, second.id: first.label}
+    return SessionPlan(
+        block_order=order,
+        labels=labels,
+        roles_swapped=swap,
+        latin_square_row=row_used,
+        rule={"blocks": plan.blocks, "latin_square_by": plan.latin_square_by, "roles": plan.roles, "dyad_number": dyad_number, "session": session},
+    )
