@@ -1,0 +1,463 @@
+"""Load a hyperscanning XDF file: the two participants' EEG streams and the session's markers.
+
+Any XDF with two EEG streams and (optionally) a marker stream fits: dyadlab's own recordings
+are recognised from their stream metadata (see ``docs/architecture.md``, "Stream identity"),
+files from LabRecorder or other tools by stream type, with ``eeg=(..., ...)`` to pick the two
+participants' streams by name or ``source_id`` when that is ambiguous.
+
+Timestamps are loaded with pyxdf's clock synchronisation (clock offsets applied, clock resets
+handled) but *without* its de-jittering, so that the quality check sees the timestamps as
+recorded; :mod:`synchrony.segments` builds the analysis timeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Channel labels (lower case) recognised as a board's marker channel when no channel type says so.
+MARKER_CHANNEL_LABELS = ("marker", "markers", "trigger", "triggers", "stim")
+#: Channel labels (lower case) recognised as a packet counter (BrainFlow ``package_num``).
+PACKAGE_CHANNEL_LABELS = ("package_num", "package", "packet", "packet_num", "counter", "sample_counter")
+
+
+class XdfLoadError(ValueError):
+    """The file cannot be read, or does not hold what a dyad quick-check needs."""
+
+
+@dataclass
+class EventMarker:
+    """One marker string with its time.
+
+    Attributes
+    ----------
+    time : float
+        LSL time of the marker (seconds, after clock synchronisation).
+    text : str
+        The marker string as recorded.
+    fields : dict or None
+        The parsed JSON object for dyadlab markers, ``None`` for other strings.
+    stream : str
+        Name of the stream the marker came from.
+    """
+
+    time: float
+    text: str
+    fields: dict[str, Any] | None
+    stream: str
+
+    @property
+    def event(self) -> str | None:
+        """The dyadlab ``event`` name, if the marker is one of ours."""
+        return None if self.fields is None else self.fields.get("event")
+
+
+@dataclass
+class ParticipantEeg:
+    """One participant's EEG stream.
+
+    Attributes
+    ----------
+    label : str
+        ``"A"`` or ``"B"``: the participant's label in the session (from metadata or the order of
+        the ``eeg`` override).
+    stream_name, source_id : str
+        LSL identity of the stream.
+    participant : dict of str to str
+        ``desc/participant`` fields (``label``, ``id``, ``role``) when present.
+    nominal_rate : float
+        Declared sampling rate (Hz).
+    channel_labels : list of str
+        Labels of the EEG channels, in the order of ``data``'s rows.
+    data : np.ndarray, shape (n_eeg_channels, n_samples), float32
+        EEG values (``unit``), NaN where the recording holds NaN.
+    timestamps : np.ndarray, shape (n_samples,), float64
+        Sample times (LSL seconds, clock-synchronised, not de-jittered).
+    unit : str
+        Unit of ``data`` as declared (``microvolts`` for dyadlab streams).
+    board_markers : np.ndarray or None, shape (n_samples,)
+        The board's marker channel (0 = no marker, else the event code), if the stream has one.
+    package_numbers : np.ndarray or None, shape (n_samples,)
+        A packet-counter channel, if the stream has one.
+    clock_times, clock_values : np.ndarray, shape (n_offsets,)
+        The clock-offset measurements recorded for the stream.
+    footer_sample_count : int or None
+        Sample count written in the stream footer (``None``: no footer, the file was not
+        finalised).
+    excluded_channels : list of str
+        Non-EEG channels of the stream (marker, counter, auxiliary), left out of the analysis.
+    """
+
+    label: str
+    stream_name: str
+    source_id: str
+    participant: dict[str, str]
+    nominal_rate: float
+    channel_labels: list[str]
+    data: np.ndarray
+    timestamps: np.ndarray
+    unit: str
+    board_markers: np.ndarray | None
+    package_numbers: np.ndarray | None
+    clock_times: np.ndarray
+    clock_values: np.ndarray
+    footer_sample_count: int | None
+    excluded_channels: list[str] = field(default_factory=list)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.timestamps.shape[0])
+
+    def describe(self) -> str:
+        """A short human-readable identity: ``A (sub-01, therapist; stream d01-A-EEG)``."""
+        who = ", ".join(v for v in (self.participant.get("id"), self.participant.get("role")) if v)
+        return f"{self.label} ({who + '; ' if who else ''}stream {self.stream_name})"
+
+
+@dataclass
+class DyadRecording:
+    """What :func:`load_dyad` returns: both participants' EEG, the markers and load notes.
+
+    Attributes
+    ----------
+    path : Path
+    a, b : ParticipantEeg
+    markers : list of EventMarker
+        Session markers sorted by time (dyadlab ``kind=markers`` streams, or every string marker
+        stream of a file from another tool).
+    responses : list of EventMarker
+        dyadlab response events (``kind=responses``), sorted by time.
+    marker_streams : list of str
+        Names of the streams the markers came from (empty: the file has no marker stream).
+    file_header : dict of str to str
+        Simple FileHeader fields (``datetime``, ``study``, ``dyad``...).
+    other_streams : list of str
+        Streams in the file that were not used.
+    warnings : list of str
+        Problems found while loading (corruption, missing footers, identification by order...).
+    load_seconds : float
+        Wall time spent in pyxdf.
+    """
+
+    path: Path
+    a: ParticipantEeg
+    b: ParticipantEeg
+    markers: list[EventMarker]
+    responses: list[EventMarker]
+    marker_streams: list[str]
+    file_header: dict[str, str]
+    other_streams: list[str]
+    warnings: list[str]
+    load_seconds: float
+
+    @property
+    def participants(self) -> tuple[ParticipantEeg, ParticipantEeg]:
+        return (self.a, self.b)
+
+
+class _PyxdfProblems(logging.Handler):
+    """Collects pyxdf's warnings and errors (it logs corruption and carries on)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _first(mapping: Any, key: str, default: Any = None) -> Any:
+    """pyxdf stores every XML element as a list; return the first item of ``mapping[key]``."""
+    if not isinstance(mapping, dict):
+        return default
+    value = mapping.get(key)
+    if isinstance(value, list):
+        return value[0] if value else default
+    return default if value is None else value
+
+
+def _text(mapping: Any, key: str) -> str:
+    value = _first(mapping, key, "")
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _desc(info: dict) -> dict:
+    desc = _first(info, "desc")
+    return desc if isinstance(desc, dict) else {}
+
+
+def _subsection(desc: dict, name: str) -> dict[str, str]:
+    section = _first(desc, name)
+    if not isinstance(section, dict):
+        return {}
+    return {key: _text(section, key) for key in section}
+
+
+def _channels(info: dict, n_channels: int) -> list[dict[str, str]]:
+    channels = _first(_desc(info), "channels")
+    entries = channels.get("channel", []) if isinstance(channels, dict) else []
+    described = [{k: _text(entry, k) for k in ("label", "type", "unit")} for entry in entries if isinstance(entry, dict)]
+    if len(described) != n_channels:
+        # Missing or inconsistent channel metadata: fall back to numbered channels of unknown type.
+        return [{"label": f"ch{i + 1}", "type": "", "unit": ""} for i in range(n_channels)]
+    return described
+
+
+def _stream_kind(stream: dict) -> str:
+    """``eeg``, ``markers``, ``responses``, ``aux`` or ``other`` for one pyxdf stream."""
+    info = stream["info"]
+    tagged = _text(_first(_desc(info), "dyadlab", {}), "kind").lower()
+    if tagged:
+        return tagged
+    stream_type = _text(info, "type").lower()
+    if stream_type == "eeg":
+        return "eeg"
+    if _text(info, "channel_format") == "string" or stream_type in ("markers", "marker", "events"):
+        return "markers"
+    return "other"
+
+
+def _identity(stream: dict) -> str:
+    info = stream["info"]
+    return f"'{_text(info, 'name')}' (type {_text(info, 'type') or '?'}, source_id '{_text(info, 'source_id')}')"
+
+
+def _pick_eeg_streams(
+    eeg_streams: list[dict], all_streams: list[dict], eeg: Sequence[str] | None, warnings: list[str]
+) -> list[tuple[str, dict]]:
+    """The (label, stream) of participants A and B."""
+    listing = "; ".join(_identity(s) for s in all_streams) or "none"
+    if eeg is not None:
+        if len(eeg) != 2:
+            raise XdfLoadError(f"Pass exactly two EEG streams (participant A, then B), got {len(eeg)}: {list(eeg)}.")
+        picked = []
+        for label, wanted in zip("AB", eeg):
+            matches = [
+                s for s in all_streams if wanted in (_text(s["info"], "name"), _text(s["info"], "source_id"))
+            ]
+            if not matches:
+                raise XdfLoadError(
+                    f"No stream named {wanted!r} (by name or source_id) in the file. Streams found: {listing}."
+                )
+            if len(matches) > 1:
+                raise XdfLoadError(
+                    f"{len(matches)} streams match {wanted!r}: {'; '.join(map(_identity, matches))}. "
+                    "Pass the source_id instead, which is unique per device."
+                )
+            picked.append((label, matches[0]))
+        if picked[0][1] is picked[1][1]:
+            raise XdfLoadError(f"Both --eeg options name the same stream {_identity(picked[0][1])}.")
+        return picked
+
+    if len(eeg_streams) < 2:
+        raise XdfLoadError(
+            f"The file holds {len(eeg_streams)} EEG stream(s), a dyad check needs two (one per participant). "
+            f"Streams found: {listing}. If a participant's EEG is stored with another stream type, "
+            "name both streams with --eeg NAME --eeg NAME (eeg=(..., ...) in Python)."
+        )
+    labelled: dict[str, dict] = {}
+    for stream in eeg_streams:
+        label = _text(_first(_desc(stream["info"]), "participant", {}), "label")
+        if not label:
+            source_id = _text(stream["info"], "source_id")
+            parts = source_id.split(".")
+            if source_id.startswith("dyadlab.") and len(parts) >= 5 and parts[-1] == "eeg":
+                label = parts[-2]
+        if label in ("A", "B") and label not in labelled:
+            labelled[label] = stream
+    if len(labelled) == 2 and len(eeg_streams) == 2:
+        return [("A", labelled["A"]), ("B", labelled["B"])]
+    if len(labelled) == 2 and len(eeg_streams) > 2:
+        warnings.append(
+            f"{len(eeg_streams)} EEG streams in the file; using the two labelled participants A and B "
+            f"({_identity(labelled['A'])}, {_identity(labelled['B'])}). Pass --eeg twice to choose others."
+        )
+        return [("A", labelled["A"]), ("B", labelled["B"])]
+    if len(eeg_streams) > 2:
+        raise XdfLoadError(
+            f"The file holds {len(eeg_streams)} EEG streams and their metadata does not say which two are "
+            f"participants A and B: {'; '.join(map(_identity, eeg_streams))}. "
+            "Pick them with --eeg NAME_OR_SOURCE_ID --eeg NAME_OR_SOURCE_ID (A first)."
+        )
+    warnings.append(
+        "The EEG streams carry no participant labels; participant A is "
+        f"{_identity(eeg_streams[0])} and B is {_identity(eeg_streams[1])} (order in the file). "
+        "Use --eeg A_STREAM --eeg B_STREAM to set the order."
+    )
+    return [("A", eeg_streams[0]), ("B", eeg_streams[1])]
+
+
+def _participant(label: str, stream: dict) -> ParticipantEeg:
+    info = stream["info"]
+    name = _text(info, "name")
+    values = np.asarray(stream["time_series"])
+    timestamps = np.asarray(stream["time_stamps"], dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] == 0:
+        raise XdfLoadError(
+            f"Participant {label}'s EEG stream {_identity(stream)} holds no samples. The amplifier or its "
+            "LSL outlet did not deliver data while recording (check `dyadlab inspect FILE.xdf`)."
+        )
+    if not np.issubdtype(values.dtype, np.number):
+        raise XdfLoadError(f"Participant {label}'s EEG stream {_identity(stream)} is not numeric ({values.dtype}).")
+    channels = _channels(info, values.shape[1])
+    types = [c["type"].lower() for c in channels]
+    labels_lower = [c["label"].lower() for c in channels]
+    marker_index = next(
+        (i for i, (t, lab) in enumerate(zip(types, labels_lower)) if t in ("marker", "markers", "stim", "trigger")
+         or (not t and lab in MARKER_CHANNEL_LABELS)),
+        None,
+    )
+    package_index = next((i for i, lab in enumerate(labels_lower) if lab in PACKAGE_CHANNEL_LABELS), None)
+    if any(types):
+        eeg_index = [i for i, t in enumerate(types) if t == "eeg"]
+        if not eeg_index:
+            raise XdfLoadError(
+                f"Participant {label}'s stream {_identity(stream)} declares no channel of type EEG "
+                f"(types: {sorted(set(types))})."
+            )
+    else:
+        eeg_index = [i for i in range(values.shape[1]) if i not in (marker_index, package_index)]
+    excluded = [channels[i]["label"] for i in range(values.shape[1]) if i not in eeg_index]
+    units = {channels[i]["unit"] for i in eeg_index} - {""}
+    footer = stream.get("footer", {}).get("info") if isinstance(stream.get("footer"), dict) else None
+    footer_count = _text(footer, "sample_count") if footer is not None else ""
+    return ParticipantEeg(
+        label=label,
+        stream_name=name,
+        source_id=_text(info, "source_id"),
+        participant=_subsection(_desc(info), "participant"),
+        nominal_rate=float(_text(info, "nominal_srate") or 0.0),
+        channel_labels=[channels[i]["label"] for i in eeg_index],
+        data=np.ascontiguousarray(values[:, eeg_index].T, dtype=np.float32),
+        timestamps=timestamps,
+        unit=units.pop() if len(units) == 1 else ("mixed" if units else "unknown"),
+        board_markers=None if marker_index is None else np.asarray(values[:, marker_index], dtype=np.float64),
+        package_numbers=None if package_index is None else np.asarray(values[:, package_index], dtype=np.float64),
+        clock_times=np.asarray(stream.get("clock_times", []), dtype=np.float64),
+        clock_values=np.asarray(stream.get("clock_values", []), dtype=np.float64),
+        footer_sample_count=int(float(footer_count)) if footer_count else None,
+        excluded_channels=excluded,
+    )
+
+
+def _events(stream: dict) -> list[EventMarker]:
+    name = _text(stream["info"], "name")
+    events = []
+    for row, t in zip(stream["time_series"], stream["time_stamps"]):
+        text = row[0] if isinstance(row, (list, tuple)) and row else str(row)
+        fields = None
+        if text.startswith("{"):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, dict) and "event" in parsed:
+                fields = parsed
+        events.append(EventMarker(time=float(t), text=text, fields=fields, stream=name))
+    return events
+
+
+def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadRecording:
+    """Read a hyperscanning XDF file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The XDF file (``.xdf`` or ``.xdfz``).
+    eeg : pair of str, optional
+        Participant A's and B's EEG streams, each by stream name or ``source_id``. Needed when the
+        file's metadata does not identify them (more than two EEG streams, or EEG streams of
+        another type).
+
+    Returns
+    -------
+    DyadRecording
+
+    Raises
+    ------
+    XdfLoadError
+        The file is missing, not XDF, unreadable, or does not hold two EEG streams with samples.
+    """
+    import pyxdf
+
+    path = Path(path)
+    if not path.is_file():
+        raise XdfLoadError(f"No such file: {path}")
+    problems = _PyxdfProblems()
+    pyxdf_logger = logging.getLogger("pyxdf")
+    pyxdf_logger.addHandler(problems)
+    started = time.perf_counter()
+    try:
+        # Clock offsets are applied; de-jittering is left to synchrony.segments so that the quality
+        # check sees the recorded timestamps (gaps and jumps) and not a regression line.
+        streams, header = pyxdf.load_xdf(
+            str(path), synchronize_clocks=True, handle_clock_resets=True, dejitter_timestamps=False
+        )
+    except Exception as error:  # pyxdf raises bare Exception/IOError/struct.error on bad files
+        raise XdfLoadError(
+            f"{path} could not be read as XDF ({type(error).__name__}: {error}). The file may be truncated "
+            f"or not an XDF recording; `dyadlab inspect {path}` shows which chunk is damaged."
+        ) from error
+    finally:
+        pyxdf_logger.removeHandler(problems)
+    load_seconds = time.perf_counter() - started
+
+    warnings: list[str] = []
+    if problems.messages:
+        unique = list(dict.fromkeys(problems.messages))
+        warnings.append(
+            f"pyxdf reported {len(problems.messages)} problem(s) reading the file, data may be missing: "
+            + "; ".join(unique[:5])
+            + f". Run `dyadlab inspect {path.name}` for a chunk-by-chunk check."
+        )
+    if not streams:
+        raise XdfLoadError(
+            f"{path} holds no streams. The recording may have failed before any stream was added "
+            f"(`dyadlab inspect {path}` shows the chunks present)."
+        )
+    kinds = [_stream_kind(s) for s in streams]
+    eeg_streams = [s for s, k in zip(streams, kinds) if k == "eeg"]
+    picked = _pick_eeg_streams(eeg_streams, streams, eeg, warnings)
+    a, b = (_participant(label, stream) for label, stream in picked)
+
+    for participant, (_, stream) in zip((a, b), picked):
+        if "footer" not in stream:
+            warnings.append(
+                f"Participant {participant.label}'s stream '{participant.stream_name}' has no footer: the "
+                "recording was not finalised (crash or truncated file); the samples present are analysed."
+            )
+        elif participant.footer_sample_count is not None and participant.footer_sample_count != participant.n_samples:
+            warnings.append(
+                f"Participant {participant.label}'s stream '{participant.stream_name}': the footer counts "
+                f"{participant.footer_sample_count} samples but {participant.n_samples} were read; part of "
+                "the file is damaged or missing."
+            )
+
+    marker_sources = [s for s, k in zip(streams, kinds) if k == "markers" and s not in (picked[0][1], picked[1][1])]
+    markers = sorted((m for s in marker_sources for m in _events(s)), key=lambda m: m.time)
+    responses = sorted(
+        (m for s, k in zip(streams, kinds) if k == "responses" for m in _events(s)), key=lambda m: m.time
+    )
+    used = {id(picked[0][1]), id(picked[1][1])} | {id(s) for s in marker_sources}
+    used |= {id(s) for s, k in zip(streams, kinds) if k == "responses"}
+    header_info = header.get("info", {}) if isinstance(header, dict) else {}
+    return DyadRecording(
+        path=path,
+        a=a,
+        b=b,
+        markers=markers,
+        responses=responses,
+        marker_streams=[_text(s["info"], "name") for s in marker_sources],
+        file_header={k: _text(header_info, k) for k in header_info if isinstance(_first(header_info, k), str)},
+        other_streams=[_text(s["info"], "name") for s in streams if id(s) not in used],
+        warnings=warnings,
+        load_seconds=load_seconds,
+    )

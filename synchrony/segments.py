@@ -1,0 +1,548 @@
+"""From two recordings to band-limited analytic epochs per condition.
+
+The steps, in order, and why:
+
+1. **Conditions.** dyadlab markers delimit condition blocks with ``block_start``/``block_end``
+   events carrying ``condition`` (:func:`blocks_from_markers`); files from other tools use
+   ``NAME=START:END`` specifications (:func:`parse_condition_spec`, :func:`blocks_from_specs`).
+   Without either, the whole overlap of the two recordings is one condition, ``recording``.
+2. **Common timeline** (:func:`align_dyad`). Each participant's timestamps (clock-synchronised by
+   pyxdf) are de-jittered by a least-squares line per segment (segments split at gaps and
+   backward jumps), a participant recorded at a higher rate is resampled to the lower rate with
+   :func:`scipy.signal.resample_poly` (anti-aliased), and both are linearly interpolated onto one
+   uniform grid spanning their overlap. Grid samples outside a participant's segments (gaps) or
+   next to NaN are marked invalid.
+3. **Filtering on the continuous signal, then epoching** (:func:`iter_band_analytic`). Each
+   condition block, extended by ``pad`` seconds of real data on both sides, is band-passed for
+   every band at once in the frequency domain with the squared magnitude response of a
+   4th-order Butterworth band-pass (what forward-backward filtering gives: zero phase, -6 dB at
+   the band edges), and turned into the analytic signal (negative frequencies removed). Epochs
+   of ``epoch_length`` seconds are then cut inside the block, non-overlapping, from the block
+   start. Filtering whole blocks avoids the spurious envelope correlation that per-epoch
+   filtering creates (reference: 0.18 in theta between independent signals).
+4. **Artifact rejection** (:func:`reject_epochs`), on the broadband (1 Hz to the highest band
+   edge) signal of both participants together: an epoch is rejected when any of its samples is
+   invalid (gap, NaN, within ``margin`` seconds of one), or when, in either participant, any
+   channel used for the metrics has an epoch log-variance more than ``z_threshold`` robust
+   standard deviations (1.4826 x MAD over all epochs of the session) above that channel's
+   median. Union over participants: bad in either, dropped for both.
+5. **Analysis rate** (:func:`analysis_step`). The analytic signal of a band is kept at every
+   ``step``-th sample, with ``step`` the largest integer keeping at least four samples per
+   period of the band's upper edge; sums over time of the products the metrics use are then
+   the same to within sampling error, at a fraction of the cost. ``decimate=False`` keeps all
+   samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import scipy.fft
+from scipy import signal
+
+from synchrony.io import EventMarker, ParticipantEeg
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BANDS: dict[str, tuple[float, float]] = {
+    "theta": (4.0, 7.0),
+    "alpha": (8.0, 12.0),
+    "beta": (13.0, 30.0),
+    "gamma": (30.0, 45.0),
+}
+WHOLE_RECORDING = "recording"
+FILTER_ORDER = 4
+
+
+class SegmentationError(ValueError):
+    """Conditions or epochs cannot be built from the recording as asked."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """One continuous stretch of one condition, in LSL seconds."""
+
+    condition: str
+    start: float
+    end: float
+    name: str
+
+
+@dataclass(frozen=True)
+class ConditionSpec:
+    """``NAME=START:END``: blocks of ``name`` open at a marker matching ``start`` and close at the
+    next marker matching ``end``. A pattern matches a marker string when it equals it or when it
+    is a regular expression that matches the whole string."""
+
+    name: str
+    start: str
+    end: str
+
+    def matches(self, pattern: str, text: str) -> bool:
+        if text == pattern:
+            return True
+        try:
+            return re.fullmatch(pattern, text) is not None
+        except re.error:
+            return False
+
+
+def parse_condition_spec(text: str) -> ConditionSpec:
+    """Parse ``NAME=START:END``; a literal ``:`` inside START or END is written ``\\:``.
+
+    Raises
+    ------
+    SegmentationError
+        With an example of the expected form.
+    """
+    example = "e.g. --condition cooperation=start_coop:end_coop or --condition 'rest=rest_on:rest_off'"
+    if "=" not in text:
+        raise SegmentationError(f"Condition {text!r} has no '=': write NAME=START:END ({example}).")
+    name, rule = text.split("=", 1)
+    parts = re.split(r"(?<!\\):", rule)
+    if not name.strip() or len(parts) != 2 or not all(p.strip() for p in parts):
+        raise SegmentationError(
+            f"Condition {text!r} is not NAME=START:END with one unescaped ':' between the start and end "
+            f"markers (write a literal colon as \\:; {example})."
+        )
+    start, end = (p.replace("\\:", ":") for p in parts)
+    return ConditionSpec(name.strip(), start, end)
+
+
+def blocks_from_markers(markers: Sequence[EventMarker], recording_end: float) -> tuple[list[Block], list[str]]:
+    """Condition blocks from dyadlab ``block_start``/``block_end`` markers.
+
+    A block ends at the ``block_end`` with the same ``block`` id (or, without ids, the same
+    condition). A block left open ends at the next ``block_start``, at ``session_end`` or at
+    ``recording_end``, with a warning.
+    """
+    blocks: list[Block] = []
+    warnings: list[str] = []
+    open_block: tuple[str, str, float] | None = None  # condition, block id, start
+
+    def close(at: float, why: str | None) -> None:
+        nonlocal open_block
+        if open_block is None:
+            return
+        condition, name, start = open_block
+        if why:
+            warnings.append(f"Block {name!r} ({condition}) has no block_end; it is taken to end at {why}.")
+        if at > start:
+            blocks.append(Block(condition, start, at, name))
+        open_block = None
+
+    for marker in markers:
+        event = marker.event
+        fields = marker.fields or {}
+        if event == "block_start":
+            close(marker.time, "the next block_start")
+            condition = fields.get("condition")
+            if not condition:
+                warnings.append(f"A block_start at {marker.time:.3f} carries no condition; the block is skipped.")
+                continue
+            open_block = (str(condition), str(fields.get("block") or condition), marker.time)
+        elif event == "block_end" and open_block is not None:
+            same = fields.get("block") in (None, open_block[1]) and fields.get("condition") in (None, open_block[0])
+            if same:
+                close(marker.time, None)
+        elif event == "session_end":
+            close(marker.time, "session_end")
+    close(recording_end, "the end of the recording")
+    return blocks, warnings
+
+
+def blocks_from_specs(
+    markers: Sequence[EventMarker], specs: Sequence[ConditionSpec], recording_end: float
+) -> tuple[list[Block], list[str]]:
+    """Condition blocks from ``NAME=START:END`` specifications (any marker strings)."""
+    blocks: list[Block] = []
+    warnings: list[str] = []
+    seen = list(dict.fromkeys(m.text for m in markers))
+    for spec in specs:
+        start_time: float | None = None
+        found_start = False
+        count = 0
+        for marker in markers:
+            if start_time is None and spec.matches(spec.start, marker.text):
+                start_time, found_start = marker.time, True
+            elif start_time is not None and spec.matches(spec.end, marker.text):
+                count += 1
+                blocks.append(Block(spec.name, start_time, marker.time, f"{spec.name}-{count}"))
+                start_time = None
+        if start_time is not None:
+            count += 1
+            warnings.append(
+                f"Condition {spec.name!r}: a block opened by {spec.start!r} has no {spec.end!r} after it; it is taken "
+                "to end at the end of the recording."
+            )
+            blocks.append(Block(spec.name, start_time, recording_end, f"{spec.name}-{count}"))
+        if not found_start:
+            shown = ", ".join(repr(s) for s in seen[:8]) or "none"
+            warnings.append(
+                f"Condition {spec.name!r}: no marker matches the start {spec.start!r} (marker strings in the file: "
+                f"{shown}{', ...' if len(seen) > 8 else ''})."
+            )
+    return sorted(blocks, key=lambda b: b.start), warnings
+
+
+def parse_bands(text: str | Iterable[str] | dict[str, tuple[float, float]] | None) -> dict[str, tuple[float, float]]:
+    """Bands from ``{"alpha": (8, 12)}``, or strings ``alpha=8-12`` (comma-separated or a list)."""
+    if text is None:
+        return dict(DEFAULT_BANDS)
+    if isinstance(text, dict):
+        items = list(text.items())
+    else:
+        entries = [e for chunk in ([text] if isinstance(text, str) else text) for e in chunk.split(",") if e.strip()]
+        items = []
+        for entry in entries:
+            match = re.fullmatch(r"\s*([A-Za-z][\w\-]*)\s*=\s*([\d.]+)\s*-\s*([\d.]+)\s*", entry)
+            if not match:
+                raise SegmentationError(f"Band {entry!r} is not NAME=LOW-HIGH in Hz (e.g. alpha=8-12).")
+            items.append((match.group(1), (float(match.group(2)), float(match.group(3)))))
+    bands = {}
+    for name, (low, high) in items:
+        if not 0 < low < high:
+            raise SegmentationError(f"Band {name}: need 0 < low < high Hz, got {low}-{high}.")
+        bands[str(name)] = (float(low), float(high))
+    if not bands:
+        raise SegmentationError("No frequency band given.")
+    return bands
+
+
+@dataclass
+class AlignedDyad:
+    """Both participants on one uniform time grid.
+
+    Attributes
+    ----------
+    rate : float
+        Grid rate (Hz): the lower of the two nominal rates.
+    start : float
+        LSL time of grid sample 0.
+    a, b : np.ndarray, shape (n_channels, n_samples), float32
+        Participant A's and B's EEG on the grid (NaN where invalid).
+    valid : np.ndarray, shape (n_samples,), bool
+        Both participants have real data at this grid sample.
+    notes : list of str
+        What was done to get here (resampling), for the report.
+    """
+
+    rate: float
+    start: float
+    a: np.ndarray
+    b: np.ndarray
+    valid: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.valid.size)
+
+    def index(self, t: float) -> int:
+        """Grid index of LSL time ``t`` (rounded, not clipped)."""
+        return int(round((t - self.start) * self.rate))
+
+
+def _segments(timestamps: np.ndarray, gap_limit: float) -> list[tuple[int, int]]:
+    """[first, stop) sample ranges without gaps or backward jumps."""
+    breaks = np.flatnonzero((np.diff(timestamps) > gap_limit) | (np.diff(timestamps) <= 0)) + 1
+    bounds = np.concatenate(([0], breaks, [timestamps.size]))
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= 2]
+
+
+def _regular_times(timestamps: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``t = t0 + k * period`` over one segment: (t0, period)."""
+    k = np.arange(timestamps.size, dtype=np.float64)
+    period, t0 = np.polyfit(k, timestamps - timestamps[0], 1)
+    return float(t0 + timestamps[0]), float(period)
+
+
+def _on_grid(p: ParticipantEeg, rate: float, grid_start: float, n_grid: int, gap_samples: float) -> tuple[np.ndarray, bool]:
+    """Participant's EEG interpolated onto the grid, (n_channels, n_grid) float32 with NaN where invalid."""
+    out = np.full((p.data.shape[0], n_grid), np.nan, dtype=np.float32)
+    grid_t = grid_start + np.arange(n_grid) / rate
+    ratio = Fraction(rate / p.nominal_rate).limit_denominator(1000)
+    resampled = ratio != 1
+    for first, stop in _segments(p.timestamps, gap_samples / p.nominal_rate):
+        t0, period = _regular_times(p.timestamps[first:stop])
+        values = p.data[:, first:stop]
+        if resampled:
+            invalid = ~np.isfinite(values)
+            values = np.where(invalid, 0.0, values)
+            values = signal.resample_poly(values, ratio.numerator, ratio.denominator, axis=1)
+            bad_rows = invalid.any(axis=0).astype(np.float64)
+            spread = signal.resample_poly(bad_rows, ratio.numerator, ratio.denominator)
+            values[:, np.abs(spread) > 1e-3] = np.nan
+            period *= ratio.denominator / ratio.numerator
+        source_t = t0 + np.arange(values.shape[1]) * period
+        inside = np.flatnonzero((grid_t >= source_t[0]) & (grid_t <= source_t[-1]))
+        if inside.size == 0:
+            continue
+        for c in range(values.shape[0]):
+            out[c, inside] = np.interp(grid_t[inside], source_t, values[c])
+    return out, resampled
+
+
+def align_dyad(a: ParticipantEeg, b: ParticipantEeg, *, gap_samples: float = 25.0) -> AlignedDyad:
+    """Put both participants on one uniform grid over their overlap (see the module docstring).
+
+    Raises
+    ------
+    SegmentationError
+        When the two recordings do not overlap in time.
+    """
+    start = max(a.timestamps[0], b.timestamps[0])
+    end = min(a.timestamps[-1], b.timestamps[-1])
+    if end <= start:
+        raise SegmentationError(
+            f"The two EEG recordings do not overlap in time: A runs {a.timestamps[0]:.3f}-{a.timestamps[-1]:.3f} s and "
+            f"B {b.timestamps[0]:.3f}-{b.timestamps[-1]:.3f} s (LSL time, after clock synchronisation). They were "
+            "recorded at different times or without clock offsets; check the file with `dyadlab inspect`."
+        )
+    rate = min(a.nominal_rate, b.nominal_rate)
+    n_grid = int(np.floor((end - start) * rate)) + 1
+    a_grid, a_resampled = _on_grid(a, rate, start, n_grid, gap_samples)
+    b_grid, b_resampled = _on_grid(b, rate, start, n_grid, gap_samples)
+    notes = []
+    for p, resampled in ((a, a_resampled), (b, b_resampled)):
+        if resampled:
+            notes.append(
+                f"Participant {p.label} was recorded at {p.nominal_rate:g} Hz and the other at {rate:g} Hz: "
+                f"{p.label} was resampled to {rate:g} Hz (scipy.signal.resample_poly) for the synchrony analysis."
+            )
+    valid = np.isfinite(a_grid).all(axis=0) & np.isfinite(b_grid).all(axis=0)
+    return AlignedDyad(rate=rate, start=float(start), a=a_grid, b=b_grid, valid=valid, notes=notes)
+
+
+@dataclass
+class EpochGrid:
+    """Epochs of one block: grid indices of their first samples and whether their data are valid."""
+
+    block: Block
+    starts: np.ndarray  # (n_epochs,) int
+    valid: np.ndarray  # (n_epochs,) bool
+
+
+def plan_epochs(aligned: AlignedDyad, blocks: Sequence[Block], epoch_length: float, margin: float = 0.5) -> list[EpochGrid]:
+    """Non-overlapping epochs of ``epoch_length`` seconds inside each block (clipped to the grid).
+
+    An epoch is invalid when any grid sample within ``margin`` seconds of it is invalid (gap,
+    NaN), because filtering spreads a discontinuity over its neighbourhood.
+    """
+    n_epoch = int(round(epoch_length * aligned.rate))
+    if n_epoch < 4:
+        raise SegmentationError(f"Epochs of {epoch_length} s hold fewer than 4 samples at {aligned.rate:g} Hz.")
+    n_margin = int(round(margin * aligned.rate))
+    invalid = np.concatenate(([0], np.cumsum(~aligned.valid)))
+    plans = []
+    for block in blocks:
+        first = max(aligned.index(block.start), 0)
+        stop = min(aligned.index(block.end), aligned.n_samples)
+        n = max((stop - first) // n_epoch, 0)
+        starts = first + n_epoch * np.arange(n)
+        lo = np.clip(starts - n_margin, 0, aligned.n_samples)
+        hi = np.clip(starts + n_epoch + n_margin, 0, aligned.n_samples)
+        plans.append(EpochGrid(block, starts.astype(np.int64), (invalid[hi] - invalid[lo]) == 0))
+    return plans
+
+
+def analysis_step(rate: float, high: float, decimate: bool = True) -> int:
+    """Keep every ``step``-th sample of a band's analytic signal: >= 4 samples per period of ``high``."""
+    return max(1, int(rate // (4.0 * high))) if decimate else 1
+
+
+def _band_gain(freqs: np.ndarray, band: tuple[float, float], rate: float) -> np.ndarray:
+    """Squared magnitude of a Butterworth band-pass (zero phase, as forward-backward filtering)."""
+    low, high = band
+    nyquist = rate / 2
+    if high >= nyquist:
+        raise SegmentationError(f"Band {low:g}-{high:g} Hz reaches the Nyquist frequency ({nyquist:g} Hz) of the data.")
+    sos = signal.butter(FILTER_ORDER, [low, high], btype="bandpass", fs=rate, output="sos")
+    _, response = signal.sosfreqz(sos, worN=freqs, fs=rate)
+    return np.abs(response) ** 2
+
+
+def iter_band_analytic(data: np.ndarray, rate: float, bands: dict[str, tuple[float, float]]) -> Iterator[tuple[str, np.ndarray]]:
+    """Analytic signal of each band of a continuous stretch, one band at a time (bounded memory).
+
+    Parameters
+    ----------
+    data : np.ndarray, shape (n_channels, n_samples)
+        Continuous data; NaN are set to the channel mean first (epochs near them are rejected).
+    rate : float
+    bands : dict of name -> (low, high)
+
+    Yields
+    ------
+    name : str
+    analytic : np.ndarray, shape (n_channels, n_samples), complex128
+    """
+    x = np.asarray(data, dtype=np.float64)
+    mean = np.nanmean(x, axis=1, keepdims=True) if np.isnan(x).any() else x.mean(axis=1, keepdims=True)
+    x = np.where(np.isfinite(x), x - np.nan_to_num(mean), 0.0)
+    n = x.shape[1]
+    n_fft = scipy.fft.next_fast_len(n, real=True)
+    spectrum = scipy.fft.rfft(x, n=n_fft, axis=1, workers=-1)
+    del x
+    freqs = scipy.fft.rfftfreq(n_fft, 1.0 / rate)
+    one_sided = np.full(freqs.size, 2.0)
+    one_sided[0] = 1.0
+    if n_fft % 2 == 0:
+        one_sided[-1] = 1.0
+    for name, band in bands.items():
+        full = np.zeros((spectrum.shape[0], n_fft), dtype=np.complex128)
+        full[:, : freqs.size] = spectrum * (_band_gain(freqs, band, rate) * one_sided)
+        analytic = scipy.fft.ifft(full, axis=1, workers=-1, overwrite_x=True)[:, :n]
+        del full
+        yield name, analytic
+
+
+def block_analytic(data: np.ndarray, rate: float, bands: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
+    """All bands of :func:`iter_band_analytic` at once: dict of name -> (n_channels, n_samples) complex."""
+    return dict(iter_band_analytic(data, rate, bands))
+
+
+def _padded_range(aligned: AlignedDyad, plan: EpochGrid, n_epoch: int, pad: float) -> tuple[int, int]:
+    n_pad = int(round(pad * aligned.rate))
+    first = max(int(plan.starts[0]) - n_pad, 0)
+    stop = min(int(plan.starts[-1]) + n_epoch + n_pad, aligned.n_samples)
+    return first, stop
+
+
+def epoch_log_variance(
+    aligned: AlignedDyad, plans: Sequence[EpochGrid], epoch_length: float, high: float, pad: float = 3.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log-variance of every planned epoch on broadband (1 Hz - ``high``) data.
+
+    Returns
+    -------
+    a, b : np.ndarray, shape (n_epochs_total, n_channels)
+        In the order of ``plans`` and their epochs; NaN for invalid epochs.
+    """
+    n_epoch = int(round(epoch_length * aligned.rate))
+    broadband = {"broadband": (1.0, min(high, 0.45 * aligned.rate))}
+    rows_a, rows_b = [], []
+    for plan in plans:
+        if plan.starts.size == 0:
+            continue
+        first, stop = _padded_range(aligned, plan, n_epoch, pad)
+        for source, rows in ((aligned.a, rows_a), (aligned.b, rows_b)):
+            real = block_analytic(source[:, first:stop], aligned.rate, broadband)["broadband"].real
+            index = (plan.starts - first)[:, None] + np.arange(n_epoch)[None, :]
+            epochs = real[:, index]  # (n_channels, n_epochs, n_epoch)
+            with np.errstate(divide="ignore"):
+                logvar = np.log(epochs.var(axis=2)).T
+            logvar[~plan.valid] = np.nan
+            rows.append(logvar)
+    if not rows_a:
+        return np.zeros((0, aligned.a.shape[0])), np.zeros((0, aligned.b.shape[0]))
+    return np.vstack(rows_a), np.vstack(rows_b)
+
+
+@dataclass
+class Rejection:
+    """Which epochs survive, and why the others did not."""
+
+    keep: np.ndarray  # (n_epochs_total,) bool
+    invalid: int  # gaps / NaN
+    artifact_a: int
+    artifact_b: int
+    z_threshold: float
+
+
+def reject_epochs(
+    logvar_a: np.ndarray,
+    logvar_b: np.ndarray,
+    channels_a: np.ndarray,
+    channels_b: np.ndarray,
+    z_threshold: float = 5.0,
+) -> Rejection:
+    """Union artifact rejection over both participants (see the module docstring).
+
+    Parameters
+    ----------
+    logvar_a, logvar_b : np.ndarray, shape (n_epochs, n_channels)
+        From :func:`epoch_log_variance`; NaN marks invalid epochs.
+    channels_a, channels_b : np.ndarray of bool, shape (n_channels,)
+        Channels used for the metrics (flat/railed/noisy ones excluded).
+    """
+    invalid = ~np.isfinite(logvar_a).all(axis=1) | ~np.isfinite(logvar_b).all(axis=1)
+
+    def artifacts(logvar: np.ndarray, used: np.ndarray) -> np.ndarray:
+        values = logvar[:, used]
+        if values.shape[1] == 0 or (~invalid).sum() < 3:
+            return np.zeros(values.shape[0], dtype=bool)
+        median = np.nanmedian(values[~invalid], axis=0)
+        mad = 1.4826 * np.nanmedian(np.abs(values[~invalid] - median), axis=0)
+        z = (values - median) / np.maximum(mad, 1e-6)
+        return ~invalid & (np.nan_to_num(z, nan=0.0) > z_threshold).any(axis=1)
+
+    bad_a = artifacts(logvar_a, channels_a)
+    bad_b = artifacts(logvar_b, channels_b)
+    keep = ~invalid & ~bad_a & ~bad_b
+    return Rejection(keep, int(invalid.sum()), int(bad_a.sum()), int(bad_b.sum()), z_threshold)
+
+
+def condition_epochs(
+    aligned: AlignedDyad,
+    plans: Sequence[EpochGrid],
+    keep: Sequence[np.ndarray],
+    epoch_length: float,
+    bands: dict[str, tuple[float, float]],
+    channels_a: np.ndarray,
+    channels_b: np.ndarray,
+    *,
+    pad: float = 3.0,
+    decimate: bool = True,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Analytic epochs of the kept epochs of one condition's blocks, per band.
+
+    Parameters
+    ----------
+    plans, keep : sequences of equal length
+        The condition's blocks and, per block, a (n_epochs,) bool mask of epochs to keep.
+    channels_a, channels_b : np.ndarray of bool
+        Channels to return.
+
+    Returns
+    -------
+    dict of band -> (za, zb), complex64 arrays of shape (n_kept, n_channels, n_times_band),
+    ``n_times_band`` = epoch samples / :func:`analysis_step`.
+    """
+    n_epoch = int(round(epoch_length * aligned.rate))
+    parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {band: ([], []) for band in bands}
+    for plan, mask in zip(plans, keep):
+        if not np.any(mask):
+            continue
+        first, stop = _padded_range(aligned, plan, n_epoch, pad)
+        for source, used, side in ((aligned.a, channels_a, 0), (aligned.b, channels_b, 1)):
+            for band, z in iter_band_analytic(source[used, first:stop], aligned.rate, bands):
+                step = analysis_step(aligned.rate, bands[band][1], decimate)
+                index = (plan.starts[mask] - first)[:, None] + np.arange(0, n_epoch, step)[None, :]
+                parts[band][side].append(np.transpose(z[:, index], (1, 0, 2)).astype(np.complex64))
+    out = {}
+    for band, (za, zb) in parts.items():
+        n_times = len(range(0, n_epoch, analysis_step(aligned.rate, bands[band][1], decimate)))
+        out[band] = (
+            np.concatenate(za) if za else np.zeros((0, int(channels_a.sum()), n_times), np.complex64),
+            np.concatenate(zb) if zb else np.zeros((0, int(channels_b.sum()), n_times), np.complex64),
+        )
+    return out
+
+
+def condition_names(blocks: Sequence[Block]) -> list[str]:
+    """Conditions in order of first appearance."""
+    return list(dict.fromkeys(b.condition for b in blocks))
+
+
+def describe_blocks(blocks: Sequence[Block], origin: float) -> list[dict[str, Any]]:
+    """JSON-ready blocks with times relative to ``origin`` (the grid start)."""
+    return [
+        {"condition": b.condition, "name": b.name, "start_s": round(b.start - origin, 3), "end_s": round(b.end - origin, 3)}
+        for b in blocks
+    ]

@@ -1,0 +1,211 @@
+"""Write small hyperscanning XDF files with a known answer, for the quick-check tests.
+
+Files are written with dyadlab's own XDF writer and stream metadata (``acquisition.xdf``,
+``acquisition.streams``, ``acquisition.markers``), so they look exactly like a recorded session:
+two EEG streams (EEG channels plus the board ``Marker`` channel), a JSON marker stream with
+``block_start``/``block_end`` events, clock offsets and footers.
+
+The EEG of each participant is independent background activity (1/f-like noise plus each
+person's own alpha rhythm). In the blocks named in ``coupled`` a shared narrow-band source (the
+"coupling") is added to every channel of both participants, with participant B lagging by
+``coupling_lag`` seconds, so phase-locking metrics (PLV, wPLI, ...) rise in that band and
+condition only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import signal
+
+from acquisition.markers import Marker
+from acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_info
+from acquisition.xdf import XdfWriter
+
+T0 = 5000.0  # LSL time of the first sample (any positive value)
+CHANNELS = ("Fz", "Cz", "Pz", "Oz", "C3", "C4", "P3", "P4")
+
+
+@dataclass
+class _Source:
+    """The subset of ``acquisition.sources.EegSource`` that ``eeg_stream_info`` reads."""
+
+    sampling_rate: float
+    eeg_channel_names: list[str]
+    aux_channel_names: list[str] = field(default_factory=list)
+    description: dict[str, str] = field(default_factory=lambda: {"board": "test-fixture"})
+
+
+@dataclass
+class DyadSpec:
+    """What to write; defaults give a 2-condition session coupled in alpha during ``cooperation``.
+
+    Attributes
+    ----------
+    blocks : list of (condition, seconds)
+        Condition blocks in order, each framed by block_start/block_end markers, with a 2-s gap
+        between blocks.
+    coupled : dict of condition -> (low Hz, high Hz, amplitude µV)
+        The shared source added to both participants in those conditions.
+    coupling_lag : float
+        B's lag behind A for the shared source (seconds); non-zero so wPLI sees it too.
+    rate_a, rate_b : float
+        Nominal (and actual) sampling rates.
+    n_channels : int
+    offset_b : float
+        B's recording starts this many seconds after A's (and ends as much later).
+    nan_b : (start s, stop s) or None
+        Seconds (from B's start) where B's data are NaN on the first two channels.
+    eeg_streams : int
+        0, 1 or 2 EEG streams written (bad-input tests).
+    markers : bool
+        Write the marker stream.
+    labels : bool
+        Write participant metadata and dyadlab source ids (False: a file "from another tool").
+    board_marker_delay : float
+        Board marker channel time minus LSL marker time (seconds).
+    truncate_bytes : int
+        Cut this many bytes off the end of the finished file.
+    seed : int
+    """
+
+    blocks: list[tuple[str, float]] = field(default_factory=lambda: [("rest", 60.0), ("cooperation", 60.0)])
+    coupled: dict[str, tuple[float, float, float]] = field(default_factory=lambda: {"cooperation": (9.0, 11.0, 6.0)})
+    coupling_lag: float = 0.02
+    rate_a: float = 250.0
+    rate_b: float = 250.0
+    n_channels: int = 4
+    offset_b: float = 0.0
+    nan_b: tuple[float, float] | None = None
+    eeg_streams: int = 2
+    markers: bool = True
+    labels: bool = True
+    board_marker_delay: float = 0.004
+    truncate_bytes: int = 0
+    seed: int = 0
+    study: str = "test"
+    dyad: str = "d01"
+
+
+def _background(rng: np.random.Generator, n_channels: int, n: int, fs: float) -> np.ndarray:
+    """Independent 1/f-like noise plus a person's own alpha rhythm, (n_channels, n) in µV."""
+    white = rng.standard_normal((n_channels, n))
+    pink = signal.lfilter([1.0], [1.0, -0.95], white, axis=1) * 3.0
+    sos = signal.butter(2, [8.5, 11.5], btype="bandpass", fs=fs, output="sos")
+    own_alpha = signal.sosfilt(sos, rng.standard_normal((n_channels, n)), axis=1) * 15.0
+    return pink + own_alpha + rng.standard_normal((n_channels, n)) * 2.0
+
+
+def _session_timeline(spec: DyadSpec) -> tuple[float, list[tuple[float, str]]]:
+    """Duration of the session and its (time from start, marker JSON) events."""
+    events = [(0.5, Marker("session_start").to_json())]
+    t = 2.0
+    for index, (condition, seconds) in enumerate(spec.blocks):
+        block = f"{condition}-{index + 1}"
+        events.append((t, Marker("block_start", task=condition, block=block, condition=condition).to_json()))
+        for trial in range(int(seconds // 5)):
+            events.append((t + 5.0 * trial + 1.0, Marker("trial_start", block=block, condition=condition, trial=trial).to_json()))
+        events.append((t + seconds, Marker("block_end", task=condition, block=block, condition=condition).to_json()))
+        t += seconds + 2.0
+    events.append((t, Marker("session_end", value="complete").to_json()))
+    return t + 1.0, events
+
+
+def write_dyad_xdf(path: str | Path, spec: DyadSpec | None = None) -> Path:
+    """Write one test session to ``path`` (see :class:`DyadSpec`) and return the path."""
+    spec = spec or DyadSpec()
+    path = Path(path)
+    rng = np.random.default_rng(spec.seed)
+    duration, events = _session_timeline(spec)
+    labels = list(CHANNELS[: spec.n_channels]) if spec.n_channels <= len(CHANNELS) else [
+        f"E{i + 1}" for i in range(spec.n_channels)
+    ]
+
+    # The shared source on a fine common time base (1 kHz), sampled by each participant's clock.
+    fine_fs = 1000.0
+    fine_t = np.arange(-1.0, duration + abs(spec.offset_b) + 1.0, 1.0 / fine_fs)
+    shared = np.zeros_like(fine_t)
+    block_t = 2.0
+    for condition, seconds in spec.blocks:
+        if condition in spec.coupled:
+            low, high, amplitude = spec.coupled[condition]
+            sos = signal.butter(4, [low, high], btype="bandpass", fs=fine_fs, output="sos")
+            narrow = signal.sosfiltfilt(sos, rng.standard_normal(fine_t.size))
+            narrow *= amplitude / narrow.std()
+            inside = (fine_t >= block_t) & (fine_t < block_t + seconds)
+            shared[inside] += narrow[inside]
+        block_t += seconds + 2.0
+    weights = 0.6 + 0.4 * rng.random((2, spec.n_channels))
+
+    file_metadata = {"study": spec.study, "dyad": spec.dyad, "recorder": "tests.synchrony.xdf_fixtures"}
+    with XdfWriter(path, file_metadata=file_metadata) as writer:
+        stream_id = 0
+        for index, (label, rate, start) in enumerate((("A", spec.rate_a, 0.0), ("B", spec.rate_b, spec.offset_b))):
+            if index >= spec.eeg_streams:
+                break
+            stream_id += 1
+            source = _Source(sampling_rate=rate, eeg_channel_names=labels)
+            info = eeg_stream_info(spec.study, spec.dyad, ParticipantInfo(label, f"sub-{label}", "partner"), source)
+            xml = info.as_xml()
+            if not spec.labels:
+                xml = _strip_identity(xml, label)
+            writer.add_stream(stream_id, xml)
+            n = int(duration * rate)
+            t_rel = start + np.arange(n) / rate  # session time of each sample
+            lag = spec.coupling_lag if label == "B" else 0.0
+            common = np.interp(t_rel - lag, fine_t, shared)
+            eeg = _background(rng, spec.n_channels, n, rate) + weights[index][:, None] * common[None, :]
+            if label == "B" and spec.nan_b is not None:
+                eeg[:2, int(spec.nan_b[0] * rate) : int(spec.nan_b[1] * rate)] = np.nan
+            board = np.zeros(n)
+            for t_event, text in events:
+                code = Marker.from_json(text).code
+                sample = int(np.ceil((t_event + spec.board_marker_delay - start) * rate))
+                if 0 <= sample < n:
+                    board[sample] = code
+            values = np.vstack([eeg, board[None, :]]).T.astype(np.float32)
+            timestamps = T0 + t_rel
+            chunk = int(rate)  # one chunk per second, like a bridge pushing 1-s chunks
+            for first in range(0, n, chunk):
+                writer.write_samples(stream_id, timestamps[first : first + chunk], values[first : first + chunk])
+                if first % (chunk * 5) == 0:
+                    writer.write_clock_offset(stream_id, timestamps[first], 0.0)
+            writer.write_footer(stream_id)
+        if spec.markers:
+            stream_id += 1
+            info = event_stream_info(spec.study, spec.dyad, "markers")
+            xml = info.as_xml() if spec.labels else _strip_identity(info.as_xml(), None)
+            writer.add_stream(stream_id, xml)
+            if spec.labels:
+                texts = [text for _, text in events]
+            else:  # another tool's plain marker strings
+                texts = [_plain_marker(text) for _, text in events]
+            writer.write_samples(stream_id, T0 + np.array([t for t, _ in events]), [[text] for text in texts])
+            writer.write_clock_offset(stream_id, T0, 0.0)
+            writer.write_footer(stream_id)
+    if spec.truncate_bytes:
+        size = path.stat().st_size
+        with open(path, "r+b") as handle:
+            handle.truncate(size - spec.truncate_bytes)
+    return path
+
+
+def _plain_marker(text: str) -> str:
+    """A LabRecorder-style marker string, e.g. ``start_cooperation`` / ``end_cooperation``."""
+    marker = Marker.from_json(text)
+    if marker.event == "block_start":
+        return f"start_{marker.condition}"
+    if marker.event == "block_end":
+        return f"end_{marker.condition}"
+    return marker.event
+
+
+def _strip_identity(xml: str, label: str | None) -> str:
+    """Remove the dyadlab desc and source id, as in a recording from another tool."""
+    import re
+
+    xml = re.sub(r"<participant>.*?</participant>", "", xml, flags=re.S)
+    xml = re.sub(r"<dyadlab>.*?</dyadlab>", "", xml, flags=re.S)
+    return re.sub(r"<source_id>.*?</source_id>", f"<source_id>amp-{label or 'events'}</source_id>", xml)
