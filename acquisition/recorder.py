@@ -73,8 +73,11 @@ _OFFSET_RETRY = 1.0
 _OPEN_TIMEOUT = 5.0
 #: How often a lost stream without source_id, or a late optional stream, is looked for.
 _RESOLVE_POLL = 0.5
+#: How long the matches must stay unchanged before start() trusts them: a continuous resolver
+#: queries in waves 0.5 s apart, and on one host only one outlet may answer each unicast wave.
+_SETTLE = 0.75
 #: How long start() looks for optional streams once every required one is found.
-_OPTIONAL_AT_START = 0.5
+_OPTIONAL_AT_START = 1.0
 #: Seconds a stream that vanished stays in a continuous resolver's results.
 _FORGET_AFTER = 3.0
 #: Extra seconds (beyond the drain bound) allowed for a pull thread to finish at stop.
@@ -776,15 +779,21 @@ class LslRecorder:
         """Wait until every required selector matches exactly one stream (or the wait ends)."""
         resolvers = {s: pylsl.ContinuousResolver(pred=s.query, forget_after=_FORGET_AFTER) for s in self.selectors}
         began = time.monotonic()
+        ready_since: float | None = None
         while True:
             matches = {s: _distinct(resolver.results()) for s, resolver in resolvers.items()}
-            elapsed = time.monotonic() - began
-            if all(len(m) == 1 for m in matches.values()) or elapsed >= self.wait_for_streams:
+            now = time.monotonic()
+            if not all(len(matches[s]) == 1 for s in self.selectors if s.required):
+                ready_since = None
+            elif ready_since is None:
+                ready_since = now
+            if now - began >= self.wait_for_streams:
                 break
-            # Optional streams get a short moment too; the late-stream watcher takes over after it.
-            required_ready = all(len(matches[s]) == 1 for s in self.selectors if s.required)
-            if required_ready and elapsed >= _OPTIONAL_AT_START:
-                break
+            # Answers to one query arrive one by one: a second match (ambiguity) may still come.
+            if ready_since is not None and now - ready_since >= _SETTLE:
+                # Optional streams get a short moment too; the late-stream watcher takes over after it.
+                if all(len(m) == 1 for m in matches.values()) or now - began >= _OPTIONAL_AT_START:
+                    break
             time.sleep(0.05)
         missing = [s for s in self.selectors if s.required and not matches[s]]
         if missing:
