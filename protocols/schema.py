@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tasks.autopilot import AutopilotSettings
+from tasks.display import DisplaySettings
+from tasks.input import KeySettings
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 SIMULATOR_BOARD = "simulator"
@@ -131,54 +135,17 @@ def _token(what: str, value: str) -> str:
     return value
 
 
-class BoardParams(_Strict):
-    """BrainFlow connection parameters (``BrainFlowInputParams``); only what the board needs."""
-
-    serial_port: str | None = None
-    mac_address: str | None = None
-    ip_address: str | None = None
-    ip_port: int | None = Field(default=None, ge=0, le=65535)
-    ip_protocol: int | None = Field(default=None, ge=0)
-    other_info: str | None = None
-    serial_number: str | None = None
-    timeout: int | None = Field(default=None, ge=0)
-    file: str | None = None
-
-    def as_kwargs(self) -> dict[str, Any]:
-        """The parameters that are set, as keyword arguments."""
-        return self.model_dump(exclude_none=True)
-
-
-class Device(_Strict):
-    """The amplifier of one participant: a BrainFlow board by name, or the simulator."""
-
-    board: str = Field(
-        default="synthetic",
-        description="BrainFlow board name (case-insensitive: synthetic, cyton_daisy, unicorn...) or 'simulator'.",
-    )
-    params: BoardParams = Field(default_factory=BoardParams)
-
-    @field_validator("board")
-    @classmethod
-    def _known_board(cls, value: str) -> str:
-        name = value.strip().lower()
-        if name == SIMULATOR_BOARD:
-            return name
-        return check_board_name(name)
-
-    @property
-    def is_simulator(self) -> bool:
-        """Whether this device is the coupled-dyad simulator."""
-        return self.board == SIMULATOR_BOARD
-
-
 class Participant(_Strict):
     """One member of the dyad."""
 
     label: str = Field(description="Label within the session, 'A' or 'B' (streams are named by it).")
     id: str = Field(description="The study's id for this person (e.g. sub-017); never a name.")
     role: str = Field(default="participant", description="Role in the dyad; see KNOWN_ROLES.")
-    device: Device = Field(default_factory=Device)
+    device: dict[str, Any] = Field(
+        default_factory=lambda: {"board": "synthetic"},
+        description="`board: simulator`, or a BrainFlow board name with its connection parameters "
+        "(acquisition.brainflow_source.BoardSpec fields: serial_port, mac_address, serial_number...).",
+    )
 
     @field_validator("label")
     @classmethod
@@ -190,34 +157,18 @@ class Participant(_Strict):
     def _id(cls, value: str) -> str:
         return _token("Participant id", value)
 
+    @property
+    def uses_simulator(self) -> bool:
+        """Whether this participant's device is the coupled-dyad simulator."""
+        return str(self.device.get("board", "")).strip().lower() == SIMULATOR_BOARD
 
-class Screens(_Strict):
-    """Window layout: one screen both participants share, or one screen each."""
+    def board_spec(self) -> Any:
+        """The BrainFlow ``BoardSpec`` of this participant's device (``None`` for the simulator)."""
+        if self.uses_simulator:
+            return None
+        from acquisition.brainflow_source import BoardSpec
 
-    layout: Literal["shared", "per-participant"] = "shared"
-    fullscreen: bool = False
-    size: tuple[int, int] = Field(default=(1280, 800), description="Window size in pixels (width, height).")
-    screen_numbers: tuple[int, ...] = Field(
-        default=(0, 1),
-        description="Screen index per window: the first for 'shared', one per participant (A, B) otherwise.",
-    )
-
-    @field_validator("size")
-    @classmethod
-    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if min(value) < 100:
-            raise FieldProblem(f"window size {list(value)} is too small", "use at least 100 x 100 pixels, e.g. [1280, 800]")
-        return value
-
-    @model_validator(mode="after")
-    def _enough_screens(self) -> "Screens":
-        needed = 2 if self.layout == "per-participant" else 1
-        if len(self.screen_numbers) < needed:
-            raise FieldProblem(
-                f"layout {self.layout!r} needs {needed} screen numbers, got {list(self.screen_numbers)}",
-                "list one screen index per participant, e.g. screen_numbers: [0, 1]",
-            )
-        return self
+        return BoardSpec.model_validate(self.device)
 
 
 class Block(_Strict):
@@ -345,7 +296,11 @@ class Protocol(_Strict):
     session: int = Field(default=1, ge=1, description="Session number within the dyad (1, 2, ...).")
     participants: list[Participant] = Field(min_length=2, max_length=2)
     extra_roles: list[str] = Field(default_factory=list, description="Roles beyond the known ones.")
-    screens: Screens = Field(default_factory=Screens)
+    screens: DisplaySettings = Field(default_factory=DisplaySettings, description="Window layout (tasks.display).")
+    keys: KeySettings = Field(default_factory=KeySettings, description="Response and operator keys (tasks.input).")
+    autopilot: AutopilotSettings = Field(
+        default_factory=AutopilotSettings, description="Simulated participants used with --autopilot (tasks.autopilot)."
+    )
     blocks: list[Block] = Field(min_length=1)
     counterbalance: Counterbalance = Field(default_factory=Counterbalance)
     output: Output = Field(default_factory=Output)
@@ -397,23 +352,15 @@ def paradigms() -> Mapping[str, Any]:
     return PARADIGMS
 
 
+def _board_spec_model() -> type[BaseModel]:
+    from acquisition.brainflow_source import BoardSpec
+
+    return BoardSpec
+
+
 def paradigm_names() -> list[str]:
     """Names of the installed paradigms."""
     return sorted(paradigms())
-
-
-def check_board_name(name: str) -> str:
-    """Return the canonical BrainFlow board name or raise :class:`FieldProblem` listing valid ones."""
-    from brainflow.board_shim import BoardIds
-
-    valid = {board.name.lower().removesuffix("_board"): board for board in BoardIds if board.value >= -1}
-    key = name.lower().removesuffix("_board")
-    if key not in valid:
-        raise FieldProblem(
-            f"unknown board {name!r}",
-            f"use 'simulator' or a BrainFlow board name: {', '.join(sorted(valid))}",
-        )
-    return key
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,6 +472,7 @@ def validate_protocol_text(text: str, *, file: str = "<protocol>", overrides: Ma
     except ValidationError as error:
         issues.extend(_issues_from_validation(error, file, positions, Protocol))
         protocol = None
+    issues.extend(_block_param_issues(data.get("blocks"), file, positions))
     if protocol is not None:
         issues.extend(_semantic_issues(protocol, file, positions))
     if issues:
@@ -559,33 +507,57 @@ def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple
                 f"unknown role {person.role!r}",
                 f"use one of {', '.join(sorted(roles))}, or declare it under extra_roles",
             )
-    boards = [(p.device.board, tuple(sorted(p.device.params.as_kwargs().items()))) for p in protocol.participants]
-    if len(set(boards)) < len(boards) and not all(p.device.is_simulator for p in protocol.participants):
-        issue(
-            ("participants", 1, "device"),
-            "both participants use the same board with the same connection parameters; BrainFlow cannot open it twice",
-            "give each board its own serial_port / mac_address / serial_number (synthetic boards: serial_number: A and B)",
-        )
+    specs: dict[int, Any] = {}
+    for index, person in enumerate(protocol.participants):
+        if person.uses_simulator:
+            extra = sorted(set(person.device) - {"board"})
+            if extra:
+                issue(("participants", index, "device", extra[0]), "the simulator takes no connection parameters", f"remove {', '.join(extra)}")
+            continue
+        try:
+            specs[index] = person.board_spec()
+        except ValidationError as error:
+            issues.extend(_issues_from_validation(error, file, positions, _board_spec_model(), prefix=("participants", index, "device")))
+    if len(specs) == 2:
+        first, second = specs.values()
+        if first == second and first.board != "synthetic":
+            issue(
+                ("participants", 1, "device"),
+                "both participants use the same board with the same connection parameters; BrainFlow cannot open it twice",
+                "give each board its own serial_port / mac_address / serial_number",
+            )
     ids = protocol.block_ids()
     seen_ids: dict[str, int] = {}
     for index, block_id in enumerate(ids):
         if block_id in seen_ids:
             issue(("blocks", index, "id"), f"block id {block_id!r} is used twice (also blocks[{seen_ids[block_id]}])", "give every block a unique id")
         seen_ids[block_id] = index
+    issues.extend(_counterbalance_issues(protocol, file, positions))
+    return issues
+
+
+def _block_param_issues(raw_blocks: Any, file: str, positions: dict[tuple, tuple[int, int]]) -> list[ProtocolIssue]:
+    """Each block's parameters against its paradigm's ``Params`` model (blocks valid otherwise)."""
+    if not isinstance(raw_blocks, list):
+        return []
+    issues: list[ProtocolIssue] = []
     registry = paradigms()
-    for index, block in enumerate(protocol.blocks):
+    for index, raw in enumerate(raw_blocks):
+        try:
+            block = Block.model_validate(raw)
+        except ValidationError:
+            continue  # reported by the protocol model already
         paradigm = registry[block.task]
         try:
             resolved = resolve_block_params(block, paradigm)
         except FieldProblem as problem:
-            issue(("blocks", index, "duration"), problem.message, problem.fix)
+            line, column = _position(positions, ("blocks", index, "duration"))
+            issues.append(ProtocolIssue(file, f"blocks[{index}].duration", problem.message, problem.fix, line, column))
             continue
         try:
             paradigm.Params.model_validate(resolved)
         except ValidationError as error:
-            for sub in _issues_from_validation(error, file, positions, paradigm.Params, prefix=("blocks", index, "params")):
-                issues.append(sub)
-    issues.extend(_counterbalance_issues(protocol, file, positions))
+            issues.extend(_issues_from_validation(error, file, positions, paradigm.Params, prefix=("blocks", index, "params")))
     return issues
 
 
@@ -752,6 +724,10 @@ def _explain(detail: dict[str, Any], model: type[BaseModel], loc: tuple) -> tupl
     if isinstance(problem, FieldProblem):
         return problem.message, problem.fix
     name = loc[-1] if loc else ""
+    if name == "board" and kind == "value_error":
+        from acquisition.brainflow_source import board_names
+
+        return f"unknown board {detail.get('input')!r}", f"use 'simulator' or a BrainFlow board name: {', '.join(board_names())}"
     if kind == "extra_forbidden":
         owner = _model_at(model, loc)
         valid = ", ".join(owner.model_fields) if owner else ""
@@ -764,15 +740,21 @@ def _explain(detail: dict[str, Any], model: type[BaseModel], loc: tuple) -> tupl
         return f"required field {name!r} is missing", f"add `{name}: ...`" + (f" ({description})" if description else "")
     if kind == "literal_error":
         return f"{detail['msg']}, got {detail.get('input')!r}", f"use {context.get('expected', 'one of the listed values')}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return f"{detail['msg']}, got {detail.get('input')!r}", "change the value to be within the allowed range"
+    bounds = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt"), "less_than_equal": ("<=", "le")}
+    if kind in bounds:
+        symbol, key = bounds[kind]
+        return f"{detail['msg'].lower()}, got {detail.get('input')!r}", f"use a value {symbol} {context.get(key)}"
     if kind in ("too_short", "too_long"):
         return detail["msg"], "a dyad has exactly two participants" if name == "participants" else "change the number of items"
     for type_name, human in _TYPE_NAMES.items():
         if kind.startswith(type_name):
             return f"expected {human}, got {detail.get('input')!r}", f"write {human} here"
-    if kind == "value_error" and problem is not None:
-        return str(problem), "correct the value"
+    if kind in ("value_error", "assertion_error") and problem is not None:
+        text = str(problem)
+        head, separator, tail = text.partition("; ")
+        if separator and tail.split(" ", 1)[0].lower() in ("use", "give", "choose", "add", "remove", "set"):
+            return head, tail
+        return text, "correct the value as the message says"
     return detail["msg"], "correct the value"
 
 

@@ -1,0 +1,168 @@
+"""``dyadlab run``, ``dyadlab demo`` and ``dyadlab validate``: sessions from protocol files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from protocols.schema import LoadedProtocol, ProtocolError, bundled_protocols, load_protocol, paradigm_names, plan_session
+
+console = Console(stderr=False, highlight=False)
+error_console = Console(stderr=True, highlight=False)
+
+
+def _print_protocol_error(error: ProtocolError) -> None:
+    error_console.print(f"[bold red]Protocol rejected[/] ({len(error.issues)} problem{'s' if len(error.issues) != 1 else ''}):")
+    for issue in error.issues:
+        where = issue.file + (f":{issue.line}" if issue.line else "") + (f":{issue.column}" if issue.line and issue.column else "")
+        field = f" [bold]{issue.field}[/]:" if issue.field else ""
+        error_console.print(f"  [cyan]{where}[/]:{field} {issue.message}", markup=True)
+        error_console.print(f"      [green]fix:[/] {issue.fix}")
+
+
+def _load(protocol: str, dyad: str | None = None, session: int | None = None) -> LoadedProtocol:
+    try:
+        return load_protocol(protocol, overrides={"dyad": dyad, "session": session})
+    except ProtocolError as error:
+        _print_protocol_error(error)
+        raise SystemExit(2) from None
+
+
+def _describe(loaded: LoadedProtocol) -> None:
+    protocol = loaded.protocol
+    plan = plan_session(protocol)
+    table = Table(title=f"{protocol.name}: study {protocol.study}, dyad {protocol.dyad}, session {protocol.session}", title_justify="left")
+    for column in ("#", "block", "task", "duration / params"):
+        table.add_column(column)
+    ids = protocol.block_ids()
+    for position, index in enumerate(plan.block_order, start=1):
+        block = protocol.blocks[index]
+        detail = f"{block.duration:g} s" if block.duration is not None else ""
+        if block.params:
+            detail += (" " if detail else "") + ", ".join(f"{k}={v}" for k, v in block.params.items())
+        table.add_row(str(position), ids[index], block.task, detail)
+    console.print(table)
+    people = ", ".join(
+        f"{plan.labels[p.id]} = {p.id} ({p.role}, {p.device.board})" for p in protocol.participants
+    )
+    console.print(f"participants: {people}" + (" [roles swapped by counterbalancing]" if plan.roles_swapped else ""))
+
+
+@click.command()
+@click.argument("protocols", nargs=-1)
+@click.option("--list-tasks", is_flag=True, help="List the installed paradigms and bundled protocols.")
+@click.option("--dyad", default=None, help="Validate as for this dyad id (counterbalancing).")
+@click.option("--session", type=click.IntRange(min=1), default=None, help="Validate as for this session number.")
+def validate(protocols: tuple[str, ...], list_tasks: bool, dyad: str | None, session: int | None) -> None:
+    """Check PROTOCOL files (or bundled protocol names) and print OK or every problem with its fix."""
+    if list_tasks:
+        console.print("paradigms: " + ", ".join(paradigm_names()))
+        console.print("bundled protocols: " + ", ".join(bundled_protocols()))
+        if not protocols:
+            return
+    if not protocols:
+        raise click.UsageError("give at least one protocol file or bundled name (see --list-tasks)")
+    failed = False
+    for name in protocols:
+        try:
+            loaded = load_protocol(name, overrides={"dyad": dyad, "session": session})
+        except ProtocolError as error:
+            _print_protocol_error(error)
+            failed = True
+            continue
+        console.print(f"[bold green]OK[/] {loaded.path} (sha256 {loaded.sha256[:12]})")
+        _describe(loaded)
+    if failed:
+        raise SystemExit(2)
+
+
+def _run_session(loaded: LoadedProtocol, *, out: Path, simulate: bool, autopilot: bool, speed: float,
+                 quickcheck: bool, virtual_display: bool, lsl_local: bool) -> int:
+    # Imported here so that `dyadlab validate` never loads PsychoPy, pylsl or BrainFlow.
+    from protocols.display import DisplayError, ensure_display
+    from protocols.runner import SessionRunner
+
+    def status(stage: str, message: str) -> None:
+        console.print(f"[bold blue]{stage:>10}[/] {message}")
+
+    if not os.environ.get("DISPLAY") and not virtual_display:
+        error_console.print(
+            "[red]No display[/] (DISPLAY is unset). Real sessions need a screen; to pilot headless, add --autopilot "
+            "(a virtual display starts automatically)."
+        )
+        return 2
+    _describe(loaded)
+    try:
+        with ensure_display(size := loaded.protocol.screens.size) as started:
+            if started:
+                status("display", f"virtual display {started} (Xvfb, 2 screens of {size[0]}x{size[1]}); timing is not meaningful")
+            runner = SessionRunner(
+                loaded,
+                out_dir=out,
+                simulate=simulate,
+                autopilot=autopilot,
+                speed=speed,
+                quickcheck=quickcheck,
+                lsl_local_only=lsl_local,
+                status=status,
+            )
+            result = runner.run()
+    except DisplayError as error:
+        error_console.print(f"[red]{error}[/]")
+        return 2
+    except Exception as error:  # noqa: BLE001 - the runner already finalized; say what happened
+        error_console.print(f"[bold red]Session failed:[/] {error}")
+        return 1
+    _print_result(result)
+    return 0 if result.complete else 3
+
+
+def _print_result(result: Any) -> None:
+    state = "[bold green]complete[/]" if result.complete else "[bold yellow]INCOMPLETE (aborted)[/]"
+    console.print(f"\nSession {state} in {result.duration:.1f} s. Files:")
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    for kind, path in result.files.items():
+        table.add_row(kind, str(path))
+    console.print(table)
+    if result.quickcheck_summary:
+        console.print("quick-check: " + result.quickcheck_summary)
+    for problem in result.problems:
+        console.print(f"[yellow]warning:[/] {problem}")
+
+
+@click.command()
+@click.argument("protocol")
+@click.option("--simulate", is_flag=True, help="Use the coupled-dyad simulator instead of every board.")
+@click.option("--autopilot", is_flag=True, help="Simulated participants respond (no one at the keyboard).")
+@click.option("--speed", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Run durations this many times faster (autopilot pilots only).")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
+              help="Output folder; files go where the protocol's output pattern says.")
+@click.option("--dyad", default=None, help="Dyad id (overrides the protocol's).")
+@click.option("--session", type=click.IntRange(min=1), default=None, help="Session number (overrides the protocol's).")
+@click.option("--no-quickcheck", is_flag=True, help="Skip the synchrony quick-check at the end.")
+def run(protocol: str, simulate: bool, autopilot: bool, speed: float, out: Path, dyad: str | None,
+        session: int | None, no_quickcheck: bool) -> None:
+    """Run a session from PROTOCOL (a .yaml file or a bundled name: demo, cooperation, ...)."""
+    if speed != 1.0 and not autopilot:
+        raise click.UsageError("--speed changes durations; it is only allowed with --autopilot (pilots, never participants)")
+    loaded = _load(protocol, dyad, session)
+    sys.exit(_run_session(loaded, out=out, simulate=simulate, autopilot=autopilot, speed=speed,
+                          quickcheck=not no_quickcheck, virtual_display=autopilot, lsl_local=False))
+
+
+@click.command()
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
+              show_default=True, help="Output folder.")
+@click.option("--speed", type=click.FloatRange(min=0.01), default=1.0, show_default=True, help="Run faster than real time.")
+def demo(out: Path, speed: float) -> None:
+    """The bundled demo: a ~2-minute simulated dyad session with autopilot, recorded and checked."""
+    loaded = _load("demo")
+    sys.exit(_run_session(loaded, out=out, simulate=True, autopilot=True, speed=speed, quickcheck=True,
+                          virtual_display=True, lsl_local=True))

@@ -1,0 +1,751 @@
+"""The session runner: one protocol in, one recorded and checked session out.
+
+Order of operations (each later step only once the earlier ones succeeded; everything started is
+stopped and released in ``finally`` blocks, in reverse order):
+
+1. apply the LSL configuration (before any LSL call of the process);
+2. create the marker and response outlets (a recorder only sees outlets that exist);
+3. prepare and start the sources (simulator or BrainFlow boards) and their LSL bridges;
+4. preflight: both EEG streams and the marker stream present, signals plausible; a failure stops
+   here with the report and nothing recorded is lost, because nothing was recorded yet;
+5. start the recorder on exactly this session's streams;
+6. open the windows, push ``session_start``, run the blocks in their counterbalanced order;
+7. push ``session_end`` (``complete`` or ``aborted``), close the windows, stop the recorder
+   (the XDF is finalized), stop and release the bridges;
+8. write ``session.json`` and run the quick-check on the XDF.
+
+Escape (``SessionAborted`` from the task kit) ends the session early: the same steps 7-8 run and
+``session.json`` says ``"complete": false``. Any other exception runs 7-8 too, then is re-raised
+as :class:`SessionError` naming the stage that failed and where the files are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from acquisition.lslconfig import LslConfig, apply_lsl_config
+from acquisition.streams import ParticipantInfo, source_id
+from protocols.schema import (
+    LoadedProtocol,
+    Protocol,
+    SessionPlan,
+    paradigms,
+    plan_session,
+    resolve_block_params,
+)
+
+logger = logging.getLogger(__name__)
+
+StatusCallback = Callable[[str, str], None]
+
+
+class SessionError(RuntimeError):
+    """The session failed at ``stage``; everything recorded up to then is finalized on disk."""
+
+    def __init__(self, stage: str, message: str, files: dict[str, Path]) -> None:
+        self.stage = stage
+        self.files = files
+        where = ", ".join(f"{kind}: {path}" for kind, path in files.items() if Path(path).exists())
+        super().__init__(f"Session failed during {stage}: {message}" + (f" (files kept: {where})" if where else ""))
+
+
+class PreflightFailed(SessionError):
+    """Preflight found a participant not ready; nothing was recorded."""
+
+
+@dataclass
+class BlockRecord:
+    """What happened to one block (stored in ``session.json``)."""
+
+    id: str
+    task: str
+    position: int
+    params: dict[str, Any]
+    status: str = "not-run"  # not-run | running | completed | aborted | failed
+    start_lsl: float | None = None
+    end_lsl: float | None = None
+    start_wall: str | None = None
+    end_wall: str | None = None
+    condition: str | None = None
+
+
+@dataclass
+class SessionResult:
+    """The outcome of :meth:`SessionRunner.run`.
+
+    Attributes
+    ----------
+    complete : bool
+        Every block ran to its end.
+    files : dict of str to Path
+        ``xdf``, ``behaviour`` (CSV), ``session`` (session.json), ``quickcheck_json``,
+        ``quickcheck_html`` — those that exist.
+    duration : float
+        Seconds from ``session_start`` to ``session_end`` (0 if the session never started).
+    session : dict
+        The content of ``session.json``.
+    quickcheck : dict | None
+        What :func:`synchrony.check.run_check` returned, if it ran.
+    problems : list of str
+        Warnings the operator should read (recorder problems, quick-check failure...).
+    """
+
+    complete: bool
+    files: dict[str, Path]
+    duration: float
+    session: dict[str, Any]
+    quickcheck: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def quickcheck_summary(self) -> str:
+        """One line about the quick-check for the terminal."""
+        info = self.session.get("quickcheck") or {}
+        if info.get("error"):
+            return f"failed: {info['error']}"
+        return info.get("summary", "")
+
+
+class SessionRunner:
+    """Run one dyad session from a validated protocol.
+
+    Parameters
+    ----------
+    protocol : LoadedProtocol or Protocol
+        From :func:`protocols.schema.load_protocol` (a bare ``Protocol`` is accepted for tests).
+    out_dir : Path
+        Root output folder; files go where ``protocol.output.pattern`` puts them.
+    simulate : bool
+        Use the coupled-dyad simulator for both participants, whatever the devices say.
+    autopilot : bool
+        Simulated participants respond through the task kit's input path.
+    speed : float
+        Factor by which block durations (and, in autopilot, task pacing) are shortened.
+    quickcheck : bool
+        Run the synchrony quick-check at the end (when the protocol enables it).
+    lsl_config : LslConfig | None
+        LSL settings to apply instead of the protocol's. ``LslConfig()`` (nothing overridden)
+        keeps whatever the process already uses (tests).
+    lsl_local_only : bool
+        Keep every stream on this machine (the demo).
+    status : callable(stage, message), optional
+        Progress messages for a user interface.
+    screenshot_dir : Path | None
+        Save each paradigm's main screens there (review, documentation).
+    """
+
+    def __init__(
+        self,
+        protocol: LoadedProtocol | Protocol,
+        *,
+        out_dir: str | os.PathLike[str],
+        simulate: bool = False,
+        autopilot: bool = False,
+        speed: float = 1.0,
+        quickcheck: bool = True,
+        lsl_config: LslConfig | None = None,
+        lsl_local_only: bool = False,
+        status: StatusCallback | None = None,
+        screenshot_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if isinstance(protocol, LoadedProtocol):
+            self.loaded: LoadedProtocol | None = protocol
+            self.protocol = protocol.protocol
+        else:
+            self.loaded = None
+            self.protocol = protocol
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self.out_dir = Path(out_dir)
+        self.simulate = simulate
+        self.autopilot = autopilot
+        self.speed = float(speed)
+        self.run_quickcheck = quickcheck and self.protocol.quickcheck.enabled
+        self.lsl_config = lsl_config
+        self.lsl_local_only = lsl_local_only
+        self.screenshot_dir = None if screenshot_dir is None else Path(screenshot_dir)
+        self._status = status or (lambda stage, message: logger.info("%s: %s", stage, message))
+        self.plan: SessionPlan = plan_session(self.protocol)
+        self.participants = self._participants()
+
+    # -- planning ----------------------------------------------------------------------------
+    def _participants(self) -> list[ParticipantInfo]:
+        """Participants with the labels counterbalancing gave them, ordered A, B."""
+        people = [
+            ParticipantInfo(label=self.plan.labels[p.id], participant_id=p.id, role=p.role)
+            for p in self.protocol.participants
+        ]
+        return sorted(people, key=lambda person: person.label)
+
+    def effective_lsl_config(self) -> LslConfig:
+        """The LSL configuration this session applies."""
+        if self.lsl_config is not None:
+            return self.lsl_config
+        settings = self.protocol.lsl
+        session_id = settings.session_id
+        if session_id == "auto":
+            session_id = f"dyadlab-{self.protocol.study}-{self.protocol.dyad}-ses{self.protocol.session:02d}"
+        if settings.local_only or self.lsl_local_only:
+            return LslConfig.local_only(session_id or "dyadlab-local")
+        return LslConfig(
+            session_id=session_id,
+            resolve_scope=settings.resolve_scope,
+            known_peers=tuple(settings.known_peers),
+        )
+
+    def output_stem(self) -> Path:
+        """The path of this run's files without suffix: the first run number not used yet."""
+        protocol = self.protocol
+        partner = next((p.role for p in self.participants if p.label == "B"), "")
+        for run in range(1, 1000):
+            relative = protocol.output.pattern.format(
+                study=protocol.study,
+                dyad=protocol.dyad,
+                session=protocol.session,
+                protocol=protocol.protocol_label,
+                run=run,
+                partner=partner,
+            )
+            stem = self.out_dir / relative
+            taken = [stem.with_name(stem.name + suffix) for suffix in (".xdf", "_session.json", "_beh.csv")]
+            if not any(path.exists() for path in taken):
+                return stem
+        raise SessionError("setup", f"999 runs already exist for {self.out_dir / relative}", {})
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self) -> SessionResult:
+        """Run the whole session; see the module docstring for the order of operations.
+
+        Returns
+        -------
+        SessionResult
+            Also when the session was aborted with Escape (``complete`` is then False).
+
+        Raises
+        ------
+        PreflightFailed
+            A participant's stream was not ready; nothing was recorded.
+        SessionError
+            Anything else failed; the recording up to then is finalized and listed.
+        """
+        session = _SessionState(self)
+        return session.execute()
+
+
+# Stages, in order, for error messages.
+_STAGES = ("lsl", "outlets", "sources", "preflight", "recorder", "windows", "blocks", "finalize")
+
+
+class _SessionState:
+    """Everything one run creates, so that finalisation can release exactly what exists."""
+
+    def __init__(self, runner: SessionRunner) -> None:
+        self.runner = runner
+        self.protocol = runner.protocol
+        self.stage = "setup"
+        self.files: dict[str, Path] = {}
+        self.problems: list[str] = []
+        self.blocks: list[BlockRecord] = []
+        self.complete = False
+        self.aborted = False
+        self.error: BaseException | None = None
+        self.start_lsl: float | None = None
+        self.end_lsl: float | None = None
+        self.start_wall: str | None = None
+        self.end_wall: str | None = None
+        self.preflight_report: dict[str, Any] | None = None
+        self.recorder_summary: dict[str, Any] | None = None
+        self.quickcheck: dict[str, Any] | None = None
+        self.quickcheck_info: dict[str, Any] | None = None
+        self.lsl_info: dict[str, Any] = {}
+        self.devices: dict[str, dict[str, Any]] = {}
+        self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.recorder: Any = None
+
+    def status(self, stage: str, message: str) -> None:
+        self.runner._status(stage, message)
+
+    # -- the run -----------------------------------------------------------------------------
+    def execute(self) -> SessionResult:
+        runner = self.runner
+        stem = runner.output_stem()
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        self.files = {
+            "xdf": stem.with_name(stem.name + ".xdf"),
+            "behaviour": stem.with_name(stem.name + "_beh.csv"),
+            "session": stem.with_name(stem.name + "_session.json"),
+        }
+        self.stem = stem
+        self._write_session_json()  # a crash from here on still leaves a record of the attempt
+        try:
+            with contextlib.ExitStack() as resources:
+                self._run_stages(resources)
+        except BaseException as error:  # noqa: BLE001 - finalize, then re-raise below
+            self.error = error
+        finally:
+            self._after_recording()
+        return self._result()
+
+    def _run_stages(self, resources: contextlib.ExitStack) -> None:
+        runner = self.runner
+        protocol = self.protocol
+
+        self.stage = "lsl"
+        config = runner.effective_lsl_config()
+        cfg_path = apply_lsl_config(config)
+        self.lsl_info = {
+            "session_id": config.session_id,
+            "resolve_scope": config.resolve_scope,
+            "known_peers": list(config.known_peers),
+            "config_file": str(cfg_path) if cfg_path else os.environ.get("LSLAPICFG"),
+        }
+        from acquisition.markers import MarkerHub, MarkerOutlet
+        from acquisition.streams import event_stream_info
+
+        self.stage = "outlets"
+        marker_outlet = resources.enter_context(MarkerOutlet(event_stream_info(protocol.study, protocol.dyad, "markers")))
+        response_outlet = resources.enter_context(MarkerOutlet(event_stream_info(protocol.study, protocol.dyad, "responses")))
+        hub = MarkerHub(marker_outlet)
+        self.status("streams", f"marker and response outlets for {protocol.study}/{protocol.dyad}")
+
+        self.stage = "sources"
+        bridges = _start_sources(self, resources, hub)
+
+        self.stage = "preflight"
+        if protocol.preflight.enabled:
+            _preflight(self, bridges)
+
+        self.stage = "recorder"
+        self._start_recorder(bridges)
+
+        self.stage = "windows"
+        _run_tasks(self, resources, hub, response_outlet)
+
+    def _start_recorder(self, bridges: list[Any]) -> None:
+        from acquisition.recorder import LslRecorder, StreamSelector
+
+        protocol = self.protocol
+        selectors = [StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "eeg", p.label)) for p in self.runner.participants]
+        selectors += [
+            StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "markers")),
+            StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "responses")),
+        ]
+        for bridge, person in zip(bridges, self.runner.participants):
+            if _has_aux(bridge):
+                selectors.append(StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "aux", person.label)))
+        metadata = {
+            "study": protocol.study,
+            "dyad": protocol.dyad,
+            "session": str(protocol.session),
+            "protocol": protocol.name,
+            "complete_see": self.files["session"].name,
+        }
+        self.recorder = LslRecorder(self.files["xdf"], selectors, file_metadata=metadata)
+        self.recorder.start()
+        self.status("recording", str(self.files["xdf"]))
+
+    # -- finalisation ------------------------------------------------------------------------
+    def _after_recording(self) -> None:
+        """Stop the recorder (if running), write session.json, run the quick-check."""
+        if self.recorder is not None:
+            try:
+                summary = self.recorder.stop()
+                self.recorder_summary = _jsonable(summary)
+                self.problems.extend(summary.problems)
+                self.status("saved", f"{self.files['xdf']} ({summary.file_size / 1e6:.1f} MB, "
+                            + ", ".join(f"{s.name}: {s.sample_count}" for s in summary.streams) + ")")
+            except Exception as error:  # noqa: BLE001 - keep finalizing, report it
+                logger.exception("stopping the recorder failed")
+                self.problems.append(f"stopping the recorder failed: {error}")
+        self.end_wall = self.end_wall or (datetime.now(timezone.utc).isoformat() if self.start_wall else None)
+        self._write_session_json()
+        if self.recorder is not None and self.runner.run_quickcheck and self.files["xdf"].exists():
+            self._quickcheck()
+            self._write_session_json()
+
+    def _quickcheck(self) -> None:
+        try:
+            check = importlib.import_module("synchrony.check")
+            run_check = check.run_check
+        except (ImportError, AttributeError) as error:
+            self.quickcheck_info = {"error": f"quick-check not available ({error})"}
+            self.problems.append("the quick-check is not available in this installation")
+            return
+        json_out = self.stem.with_name(self.stem.name + "_quickcheck.json")
+        html_out = self.stem.with_name(self.stem.name + "_quickcheck.html")
+        self.status("checking", f"synchrony quick-check of {self.files['xdf'].name}")
+        settings = self.protocol.quickcheck
+        kwargs = {"json_out": json_out, "html_out": html_out}
+        kwargs.update(_supported(run_check, {"n_surrogates": settings.surrogates, "epoch_seconds": settings.epoch_seconds,
+                                             "epoch_length": settings.epoch_seconds}))
+        try:
+            result = run_check(self.files["xdf"], **kwargs)
+        except Exception as error:  # noqa: BLE001 - the recording is safe; report the check failure
+            logger.exception("quick-check failed")
+            self.quickcheck_info = {"error": f"{type(error).__name__}: {error}"}
+            self.problems.append(f"quick-check failed: {error}")
+            return
+        self.quickcheck = result if isinstance(result, dict) else None
+        for kind, path in (("quickcheck_json", json_out), ("quickcheck_html", html_out)):
+            if path.exists():
+                self.files[kind] = path
+        self.quickcheck_info = {"json": str(json_out), "html": str(html_out), "summary": _quickcheck_summary(self.quickcheck)}
+
+    def _write_session_json(self) -> None:
+        path = self.files["session"]
+        record = self._session_record()
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _session_record(self) -> dict[str, Any]:
+        protocol = self.protocol
+        loaded = self.runner.loaded
+        duration = (self.end_lsl - self.start_lsl) if self.start_lsl is not None and self.end_lsl is not None else None
+        return {
+            "dyadlab_session_schema": 1,
+            "complete": self.complete,
+            "status": self._status_word(),
+            "error": None if self.error is None else f"{type(self.error).__name__}: {self.error}",
+            "failed_stage": self.stage if self.error is not None and not self.aborted else None,
+            "study": protocol.study,
+            "dyad": protocol.dyad,
+            "session": protocol.session,
+            "protocol": {
+                "name": protocol.name,
+                "file": str(loaded.path) if loaded else None,
+                "sha256": loaded.sha256 if loaded else hashlib.sha256(protocol.model_dump_json().encode()).hexdigest(),
+                "resolved": protocol.model_dump(mode="json"),
+            },
+            "run_options": {"simulate": self.runner.simulate, "autopilot": self.runner.autopilot, "speed": self.runner.speed},
+            "counterbalancing": {
+                **self.plan_record(),
+            },
+            "participants": [
+                {"label": p.label, "id": p.participant_id, "role": p.role, "device": self.devices.get(p.label)}
+                for p in self.runner.participants
+            ],
+            "lsl": self.lsl_info,
+            "timing": {
+                "created_wall": self.created,
+                "start_local_clock": self.start_lsl,
+                "end_local_clock": self.end_lsl,
+                "start_wall": self.start_wall,
+                "end_wall": self.end_wall,
+                "duration_s": duration,
+            },
+            "blocks": [vars(block) for block in self.blocks],
+            "files": {kind: str(path) for kind, path in self.files.items()},
+            "preflight": self.preflight_report,
+            "recorder": self.recorder_summary,
+            "quickcheck": self.quickcheck_info,
+            "problems": self.problems,
+            "versions": _versions(),
+        }
+
+    def plan_record(self) -> dict[str, Any]:
+        plan = self.runner.plan
+        ids = self.protocol.block_ids()
+        return {
+            "rule": plan.rule,
+            "block_order": [ids[i] for i in plan.block_order],
+            "latin_square_row": plan.latin_square_row,
+            "roles_swapped": plan.roles_swapped,
+            "labels": plan.labels,
+        }
+
+    def _status_word(self) -> str:
+        if self.complete:
+            return "complete"
+        if self.aborted:
+            return "aborted"
+        if self.error is not None:
+            return "failed"
+        return "running" if self.start_lsl is not None else "starting"
+
+    def _result(self) -> SessionResult:
+        error = self.error
+        if error is not None and not self.aborted:
+            if isinstance(error, SessionError):
+                raise error
+            files = {kind: path for kind, path in self.files.items() if path.exists()}
+            if isinstance(error, KeyboardInterrupt):
+                raise error
+            raise SessionError(self.stage, f"{type(error).__name__}: {error}", files) from error
+        duration = (self.end_lsl - self.start_lsl) if self.start_lsl is not None and self.end_lsl is not None else 0.0
+        return SessionResult(
+            complete=self.complete,
+            files={kind: path for kind, path in self.files.items() if path.exists()},
+            duration=duration,
+            session=self._session_record(),
+            quickcheck=self.quickcheck,
+            problems=list(self.problems),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Stages that depend on the acquisition, tasks and synchrony layers
+# --------------------------------------------------------------------------------------------
+
+
+def _start_sources(state: _SessionState, resources: contextlib.ExitStack, hub: Any) -> list[Any]:
+    """Create each participant's source, start one bridge per participant (A, B order).
+
+    Every bridge started is stopped (and its source released) when ``resources`` closes.
+    """
+    from acquisition.bridge import BoardBridge
+
+    runner = state.runner
+    protocol = state.protocol
+    by_label = {runner.plan.labels[p.id]: p for p in protocol.participants}
+    simulated = {label for label, p in by_label.items() if runner.simulate or p.uses_simulator}
+    simulator_sources: dict[str, Any] = {}
+    if simulated:
+        from acquisition.simulator import CoupledDyadSimulator
+
+        simulator = CoupledDyadSimulator(**_supported(CoupledDyadSimulator, {"participants": sorted(by_label), "labels": sorted(by_label)}))
+        simulator_sources = _sources_by_label(simulator.sources, sorted(by_label))
+        simulator.follow_markers(source_id(protocol.study, protocol.dyad, "markers"))
+        if hasattr(simulator, "stop_following"):
+            resources.callback(simulator.stop_following)
+    bridges = []
+    for person in runner.participants:
+        if person.label in simulated:
+            source = simulator_sources[person.label]
+        else:
+            from acquisition.brainflow_source import BrainFlowSource
+
+            source = BrainFlowSource(by_label[person.label].board_spec(), participant=person.label)
+        bridge = BoardBridge(source, study=protocol.study, dyad=protocol.dyad, participant=person)
+        resources.callback(_stop_bridge, bridge)
+        bridge.start()
+        hub.add_sink(bridge)
+        bridges.append(bridge)
+        state.devices[person.label] = {
+            "kind": "simulator" if person.label in simulated else "brainflow",
+            "description": dict(getattr(source, "description", {})),
+            "sampling_rate": float(source.sampling_rate),
+            "eeg_channels": list(source.eeg_channel_names),
+            "aux_channels": list(source.aux_channel_names),
+            "stream": bridge.stream_name,
+            "source_id": bridge.source_id,
+            "connection": None if person.label in simulated else by_label[person.label].board_spec().model_dump(mode="json"),
+        }
+        state.status("device", f"{person.label} ({person.participant_id}, {person.role}): {bridge.stream_name} "
+                     f"from {state.devices[person.label]['kind']} at {source.sampling_rate:g} Hz")
+    return bridges
+
+
+def _sources_by_label(sources: Any, labels: list[str]) -> dict[str, Any]:
+    if isinstance(sources, dict):
+        return dict(sources)
+    return dict(zip(labels, sources))
+
+
+def _stop_bridge(bridge: Any) -> None:
+    try:
+        bridge.stop()
+    except Exception:  # noqa: BLE001 - the other bridge must still be stopped
+        logger.exception("stopping %s failed", bridge.stream_name)
+
+
+def _preflight(state: _SessionState, bridges: list[Any]) -> None:
+    raise NotImplementedError
+
+
+def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, responses: Any) -> None:
+    """Open the windows, frame the blocks with session_start / session_end, run them in order."""
+    from acquisition.markers import Marker
+    from tasks.kit import SessionAborted, TaskContext
+
+    runner = state.runner
+    protocol = state.protocol
+    autopilot = None
+    if runner.autopilot:
+        autopilot = protocol.autopilot.model_copy(update={"speed": max(1.0, runner.speed)})
+    context = TaskContext(
+        hub,
+        responses,
+        participants={p.label: p.role for p in runner.participants},
+        data_stem=state.stem.with_name(state.stem.name + "_beh"),
+        display=protocol.screens,
+        keys=protocol.keys,
+        autopilot=autopilot,
+        seed=_session_seed(protocol),
+        screenshot_dir=runner.screenshot_dir,
+        experiment_info={"study": protocol.study, "dyad": protocol.dyad, "session": protocol.session, "protocol": protocol.name},
+    )
+    resources.callback(context.close)
+    context.open()
+    state.status("windows", f"{protocol.screens.layout} layout, {len(context.views)} window(s)"
+                 + (f", autopilot at speed {autopilot.speed:g}" if autopilot else ""))
+
+    state.stage = "blocks"
+    registry = paradigms()
+    ids = protocol.block_ids()
+    for position, index in enumerate(runner.plan.block_order, start=1):
+        block = protocol.blocks[index]
+        params = resolve_block_params(block, registry[block.task])
+        state.blocks.append(BlockRecord(id=ids[index], task=block.task, position=position, params=params))
+    context.mark_on_next_flip(Marker(event="session_start", value=_session_marker_value(state)))
+    context.flip()
+    state.start_lsl = _last_marker_stamp(context, "session_start")
+    state.start_wall = now_wall()
+    state._write_session_json()
+    outcome = "aborted"
+    try:
+        for record in state.blocks:
+            paradigm_class = registry[record.task]
+            paradigm = paradigm_class(paradigm_class.Params.model_validate(record.params))
+            record.status = "running"
+            record.start_wall = now_wall()
+            state.status("block", f"{record.position}/{len(state.blocks)} {record.id} ({record.task})")
+            try:
+                paradigm.run(context, record.id)
+            except SessionAborted:
+                record.status = "aborted"
+                raise
+            except BaseException:
+                record.status = "failed"
+                raise
+            finally:
+                record.end_wall = now_wall()
+                _fill_block_times(record, context)
+            record.status = "completed"
+        outcome = "complete"
+        state.complete = True
+    except SessionAborted:
+        state.aborted = True
+        state.status("aborted", "the operator pressed Escape: finishing the recording")
+    finally:
+        end = Marker(event="session_end", value=outcome)
+        try:
+            context.mark_on_next_flip(end)
+            context._flip()  # no key handling: a second Escape must not lose session_end
+            state.end_lsl = _last_marker_stamp(context, "session_end")
+        except Exception:  # noqa: BLE001 - the windows may be gone; the marker must not be
+            logger.exception("session_end could not be pushed on a flip; pushing it directly")
+            state.end_lsl = hub.push(end)
+        state.end_wall = now_wall()
+
+
+def _last_marker_stamp(context: Any, event: str) -> float | None:
+    for record in reversed(context.flip_log):
+        for marker, stamp in record.markers:
+            if marker.event == event:
+                return stamp
+    return None
+
+
+def _fill_block_times(record: BlockRecord, context: Any) -> None:
+    """The block's start/end LSL stamps and condition, from the markers its flips carried."""
+    for flip in context.flip_log:
+        for marker, stamp in flip.markers:
+            if marker.block != record.id:
+                continue
+            if marker.event == "block_start" and record.start_lsl is None:
+                record.start_lsl = stamp
+                record.condition = marker.condition
+            elif marker.event == "block_end":
+                record.end_lsl = stamp
+
+
+def _session_seed(protocol: Protocol) -> int:
+    """A seed fixed by study, dyad and session: a rerun of the same session randomises the same."""
+    digest = hashlib.sha256(f"{protocol.study}/{protocol.dyad}/{protocol.session}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _session_marker_value(state: _SessionState) -> dict[str, Any]:
+    protocol = state.protocol
+    return {
+        "study": protocol.study,
+        "dyad": protocol.dyad,
+        "session": protocol.session,
+        "protocol": protocol.name,
+        "participants": {p.label: {"id": p.participant_id, "role": p.role} for p in state.runner.participants},
+    }
+
+
+def _has_aux(bridge: Any) -> bool:
+    source = getattr(bridge, "source", None)
+    return bool(getattr(source, "aux_channel_names", None))
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _supported(function: Callable[..., Any], candidates: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``candidates`` that ``function`` accepts."""
+    import inspect
+
+    parameters = inspect.signature(function).parameters
+    return {name: value for name, value in candidates.items() if name in parameters}
+
+
+def _jsonable(value: Any) -> Any:
+    """Dataclasses, paths and numpy scalars as plain JSON values."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
+def _versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in ("dyadlab", "psychopy", "pylsl", "brainflow", "pyxdf", "numpy", "scipy", "pydantic"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        import pylsl
+
+        versions["liblsl"] = str(pylsl.library_version())
+    except Exception:  # noqa: BLE001 - a version string is not worth failing for
+        versions["liblsl"] = None
+    return versions
+
+
+def _quickcheck_summary(result: dict[str, Any] | None) -> str:
+    if not result:
+        return ""
+    return str(result.get("summary", "")) if isinstance(result.get("summary"), str) else "report written"
+
+
+def now_wall() -> str:
+    """Wall-clock time for people (metadata only, never in a stream)."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+@contextlib.contextmanager
+def _timed(state: _SessionState, stage: str) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    logger.info("%s took %.2f s", stage, time.monotonic() - started)
