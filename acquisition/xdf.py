@@ -36,6 +36,9 @@ import numpy as np
 
 __all__ = [
     "BOUNDARY_UUID",
+    "MAGIC",
+    "TAGS_WITH_STREAM_ID",
+    "parse_stream_info",
     "NUMERIC_FORMATS",
     "CHANNEL_FORMATS",
     "TAG_FILE_HEADER",
