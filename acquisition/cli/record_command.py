@@ -1,0 +1,179 @@
+"""``dyadlab record``: record selected LSL streams into one crash-safe XDF file.
+
+Records until ``--duration`` ends or the process gets SIGINT (Ctrl+C) / SIGTERM, then drains every
+stream up to that moment, finalizes the file and prints what it wrote.
+
+Exit codes: 0 a complete recording; 1 the recording has problems (listed); 2 bad input (e.g. the
+output file exists); 3 a required stream was not found (nothing recorded, no file created);
+130 interrupted before recording started.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+import click
+from rich.console import Console
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_BAD_INPUT = 2
+EXIT_MISSING_STREAM = 3
+EXIT_INTERRUPTED = 130
+
+
+def _parse_meta(items: tuple[str, ...]) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not key=value (e.g. --meta dyad=d01)", param_hint="--meta")
+        metadata[key.strip()] = value
+    return metadata
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM set an event instead of killing the process; the handlers are restored after.
+
+    Before recording starts the signals interrupt as usual (KeyboardInterrupt), so a long wait for
+    streams can be abandoned; once recording, a second signal does not abort finalization.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.recording = False
+        self._previous: dict[int, Callable | int | None] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if not self.recording:
+            raise KeyboardInterrupt
+        if self.event.is_set():
+            click.echo("dyadlab record: already stopping; finishing the file, please wait.", err=True)
+        self.event.set()
+
+
+@click.command("record")
+@click.option("--source-id", "source_ids", multiple=True, metavar="ID",
+              help="Record the stream with this exact LSL source_id (repeatable).")
+@click.option("--predicate", "predicates", multiple=True, metavar="XPATH",
+              help="Record the one stream matching this LSL predicate, e.g. \"name='X' and hostname='pc2'\" (repeatable).")
+@click.option("--optional-source-id", "optional_ids", multiple=True, metavar="ID",
+              help="Record this stream if and when it appears (repeatable); its absence is no error.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The XDF file to create; an existing file is never overwritten.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many seconds (default: until Ctrl+C / SIGTERM).")
+@click.option("--wait", "wait", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds to wait for every required stream to appear.")
+@click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE",
+              help="Extra file-header field, e.g. --meta study=pilot --meta dyad=d01 (repeatable).")
+@click.option("--session-id", default=None,
+              help="LSL SessionID to use (default: the one of this machine's lsl_api.cfg / LSLAPICFG).")
+def record(
+    source_ids: tuple[str, ...],
+    predicates: tuple[str, ...],
+    optional_ids: tuple[str, ...],
+    out: Path,
+    duration: float | None,
+    wait: float,
+    meta: tuple[str, ...],
+    session_id: str | None,
+) -> None:
+    """Record the selected LSL streams into one XDF file.
+
+    Select every stream explicitly (nothing is recorded "because it is on the network").
+    Example: dyadlab record --source-id dyadlab.pilot.d01.A.eeg --source-id dyadlab.pilot.d01.markers
+    --out d01.xdf --duration 600
+    """
+    # soft_wrap: long paths, ids and messages stay on one line (readable, and greppable in logs)
+    console = Console(soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True)
+    if not source_ids and not predicates:
+        raise click.UsageError("select at least one stream with --source-id or --predicate")
+    metadata = _parse_meta(meta)
+    if out.exists():
+        err.print(f"[red]{out} already exists[/red]; a recording is never overwritten. "
+                  "Choose a new --out name or move the existing file away.", highlight=False)
+        raise SystemExit(EXIT_BAD_INPUT)
+    if session_id is not None:
+        from acquisition.lslconfig import LslConfig, apply_lsl_config
+
+        apply_lsl_config(LslConfig(session_id=session_id))
+    # Imported here: liblsl reads its configuration at the first LSL call.
+    from acquisition.recorder import LslRecorder, MissingStreamError, RecorderError, StreamSelector
+
+    try:
+        selectors = [StreamSelector(source_id=s) for s in source_ids]
+        selectors += [StreamSelector(predicate=p) for p in predicates]
+        selectors += [StreamSelector(source_id=s, required=False) for s in optional_ids]
+        recorder = LslRecorder(out, selectors, file_metadata=metadata, wait_for_streams=wait)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    with _StopOnSignal() as stopper:
+        try:
+            err.print(f"Looking for {len(selectors)} stream(s) (up to {wait:g} s)...", highlight=False)
+            recorder.start()
+        except KeyboardInterrupt:
+            err.print("Interrupted before recording started; no file was written.")
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        except FileExistsError as exc:
+            err.print(f"[red]{exc}[/red]", highlight=False)
+            raise SystemExit(EXIT_BAD_INPUT) from None
+        except MissingStreamError as exc:
+            err.print(f"[red]Missing stream.[/red] {exc}", highlight=False)
+            raise SystemExit(EXIT_MISSING_STREAM) from None
+        except (RecorderError, OSError) as exc:
+            err.print(f"[red]Cannot record:[/red] {exc}", highlight=False)
+            raise SystemExit(EXIT_PROBLEMS) from None
+        stopper.recording = True
+        try:
+            names = ", ".join(s.name for s in recorder.summary().streams)
+            until = f"for {duration:g} s" if duration else "until Ctrl+C"
+            err.print(f"Recording {names} to {out} {until}.", highlight=False)
+            stopper.event.wait(duration)
+        finally:
+            err.print("Stopping: draining every stream up to this moment...")
+            summary = recorder.stop()
+
+    _print_summary(summary, console)
+    if not summary.ok:
+        for problem in summary.problems:
+            err.print(f"[red]problem:[/red] {problem}", highlight=False)
+        raise SystemExit(EXIT_PROBLEMS)
+
+
+def _print_summary(summary, console: Console) -> None:  # noqa: ANN001 - RecordingSummary, imported lazily
+    state = "[green]complete[/green]" if summary.ok else "[red]INCOMPLETE[/red]"
+    console.print(
+        f"Wrote [bold]{summary.path}[/bold] ({summary.file_size:,} bytes, {summary.duration:.1f} s recorded, {state}):",
+        highlight=False,
+    )
+    for stream in summary.streams:
+        rate = "irregular" if stream.nominal_srate == 0 else f"{stream.nominal_srate:g} Hz"
+        footer = "footer written" if stream.footer_written else "[red]NO footer[/red]"
+        console.print(
+            f"  stream {stream.stream_id}: [bold]{stream.name}[/bold] (source_id {stream.source_id}, "
+            f"{stream.channel_count} x {stream.channel_format}, {rate}): {stream.sample_count:,} samples, "
+            f"{_number(stream.duration, 2)} s, {stream.clock_offsets} clock offsets, {footer}",
+            highlight=False,
+        )
+    for label in summary.not_found:
+        console.print(f"  never appeared: {label}", highlight=False)
