@@ -1,0 +1,191 @@
+"""BoardBridge: real BrainFlow synthetic boards pumped into real LSL outlets, read by real inlets."""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+
+import numpy as np
+import pylsl
+import pytest
+
+from acquisition.brainflow_source import BoardSpec, BrainFlowSource
+from acquisition.bridge import BoardBridge, BridgeState
+from acquisition.sources import SourceChunk, SourceConfigError
+from acquisition.streams import ParticipantInfo
+
+pytestmark = pytest.mark.integration
+
+
+def _bridge(source, unique_id: str, label: str = "A", **kwargs) -> BoardBridge:
+    return BoardBridge(
+        source,
+        study="bridgetest",
+        dyad=f"d{unique_id}",
+        participant=ParticipantInfo(label, f"sub-{label}", role="partner"),
+        **kwargs,
+    )
+
+
+def _inlet(source_id: str) -> pylsl.StreamInlet:
+    found = pylsl.resolve_byprop("source_id", source_id, timeout=10.0)
+    assert len(found) == 1, f"expected one stream {source_id}, found {len(found)}"
+    inlet = pylsl.StreamInlet(found[0], max_buflen=60)
+    inlet.open_stream(timeout=10.0)
+    return inlet
+
+
+def _pull_for(inlet: pylsl.StreamInlet, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    data, stamps = [], []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        chunk, ts = inlet.pull_chunk(timeout=0.2, max_samples=4096)
+        if ts:
+            data.append(np.asarray(chunk))
+            stamps.extend(ts)
+    assert stamps, "no samples arrived"
+    return np.concatenate(data), np.asarray(stamps)
+
+
+def test_stream_timestamps_are_local_clock_and_monotonic(unique_id: str) -> None:
+    with _bridge(BrainFlowSource(participant=f"clk-{unique_id}"), unique_id) as bridge:
+        inlet = _inlet(bridge.source_id)
+        data, stamps = _pull_for(inlet, 1.5)
+        lsl_now = pylsl.local_clock()
+        unix_now = time.time()
+    assert data.shape[1] == 17  # 16 EEG + Marker
+    assert np.all(np.diff(stamps) > 0), "timestamps must increase"
+    # Samples were stamped moments ago on local_clock ...
+    assert -0.05 < lsl_now - stamps[-1] < 1.0
+    # ... and are nowhere near Unix (wall-clock) time, which BrainFlow hands out.
+    assert abs(unix_now - stamps[-1]) > 1e6
+    # Spacing follows the board's 250 Hz (the stamps are per sample, not per chunk).
+    assert np.median(np.diff(stamps)) == pytest.approx(1 / 250, rel=0.05)
+
+
+def test_stream_metadata_and_aux_stream(unique_id: str) -> None:
+    with _bridge(BrainFlowSource(participant=f"meta-{unique_id}"), unique_id, label="B") as bridge:
+        assert bridge.source_id == f"dyadlab.bridgetest.d{unique_id}.B.eeg"
+        assert bridge.aux_source_id == f"dyadlab.bridgetest.d{unique_id}.B.aux"
+        eeg_inlet = _inlet(bridge.source_id)
+        info = eeg_inlet.info(timeout=5.0)
+        aux_inlet = _inlet(bridge.aux_source_id)
+        aux_data, _ = _pull_for(aux_inlet, 0.5)
+    assert info.name() == f"d{unique_id}-B-EEG"
+    assert info.channel_format() == pylsl.cf_float32
+    assert info.nominal_srate() == 250.0
+    channel = info.desc().child("channels").child("channel")
+    labels, units = [], []
+    while not channel.empty():
+        labels.append(channel.child_value("label"))
+        units.append(channel.child_value("unit"))
+        channel = channel.next_sibling()
+    assert labels[:2] == ["Fz", "C3"] and labels[-1] == "Marker"
+    assert set(units[:-1]) == {"microvolts"}
+    assert info.desc().child("participant").child_value("id") == "sub-B"
+    assert info.desc().child("participant").child_value("role") == "partner"
+    device = info.desc().child("device")
+    assert device.child_value("board") == "synthetic"
+    assert device.child_value("board_id") == "-1"
+    assert device.child_value("brainflow_version")
+    assert aux_data.shape[1] == 13
+
+
+def test_markers_reach_the_marker_channel(unique_id: str) -> None:
+    with _bridge(BrainFlowSource(participant=f"mk-{unique_id}"), unique_id) as bridge:
+        inlet = _inlet(bridge.source_id)
+        time.sleep(0.3)
+        for code in (3, 6, 12):
+            bridge.insert_marker(code)
+            time.sleep(0.1)
+        data, _ = _pull_for(inlet, 1.0)
+    assert list(data[:, -1][data[:, -1] != 0]) == [3, 6, 12]
+
+
+def test_status_reports_rate_samples_and_age(unique_id: str) -> None:
+    with _bridge(BrainFlowSource(participant=f"st-{unique_id}"), unique_id, rate_window=1.0) as bridge:
+        time.sleep(2.0)
+        status = bridge.status
+    assert status.state is BridgeState.STREAMING
+    assert status.samples > 250
+    assert 150 < status.rate < 350
+    assert status.last_sample_age is not None and status.last_sample_age < 1.0
+    assert status.dropped_packets == 0 and status.stalls == 0
+    assert bridge.status.state is BridgeState.STOPPED
+
+
+class DroppingSource:
+    """A real synthetic board whose link loses given packets (fault injection: a synthetic board
+    never loses packets, and a radio link cannot be made to lose them on purpose)."""
+
+    def __init__(self, inner: BrainFlowSource, lose: set[int]) -> None:
+        self.inner = inner
+        self.lose = lose
+        self.seen = 0
+        self.sampling_rate = inner.sampling_rate
+        self.eeg_channel_names = inner.eeg_channel_names
+        self.aux_channel_names = inner.aux_channel_names
+        self.description = inner.description
+
+    def read(self) -> SourceChunk:
+        chunk = self.inner.read()
+        index = self.seen + np.arange(chunk.n_samples)
+        self.seen += chunk.n_samples
+        keep = ~np.isin(index, list(self.lose))
+        return SourceChunk(
+            eeg=chunk.eeg[:, keep],
+            aux=chunk.aux[:, keep],
+            timestamps=chunk.timestamps[keep],
+            markers=chunk.markers[keep],
+            package_num=None if chunk.package_num is None else chunk.package_num[keep],
+        )
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_dropped_packets_are_counted_across_chunks_and_wraps(unique_id: str) -> None:
+    lost = {100, 101, 102, 300, 600}  # the counter wraps at 256 between them
+    source = DroppingSource(BrainFlowSource(participant=f"drop-{unique_id}"), lost)
+    with _bridge(source, unique_id) as bridge:
+        deadline = time.monotonic() + 10
+        while source.seen < 700 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = bridge.status
+    assert source.seen >= 700
+    assert status.dropped_packets == len(lost)
+
+
+def test_bad_configuration_fails_before_any_outlet_exists(unique_id: str) -> None:
+    bridge = _bridge(BrainFlowSource(BoardSpec(board="cyton", serial_port="/dev/ttyDYADLAB-NONE")), unique_id)
+    with pytest.raises(SourceConfigError, match="UNABLE_TO_OPEN_PORT_ERROR"):
+        bridge.start()
+    assert pylsl.resolve_byprop("source_id", bridge.source_id, timeout=1.0) == []
+    assert not bridge.running
+    bridge.stop()  # harmless after a failed start
+
+
+def test_two_synthetic_bridges_and_release_on_error(unique_id: str) -> None:
+    spec_a = BoardSpec(serial_number=f"err-A-{unique_id}")
+    spec_b = BoardSpec(serial_number=f"err-B-{unique_id}")
+    with pytest.raises(RuntimeError, match="task crashed"):
+        with ExitStack() as stack:
+            a = stack.enter_context(_bridge(BrainFlowSource(spec_a), unique_id, "A"))
+            b = stack.enter_context(_bridge(BrainFlowSource(spec_b), unique_id, "B"))
+            time.sleep(0.5)
+            assert a.status.samples > 0 and b.status.samples > 0
+            raise RuntimeError("task crashed")
+    assert a.status.state is b.status.state is BridgeState.STOPPED
+    # Both sessions were released: the same identities open again.
+    with BrainFlowSource(spec_a), BrainFlowSource(spec_b):
+        pass
+
+
+def test_invalid_bridge_settings_are_rejected(unique_id: str) -> None:
+    source = BrainFlowSource(participant=f"bad-{unique_id}")
+    with pytest.raises(ValueError, match="poll_interval"):
+        _bridge(source, unique_id, poll_interval=0.5, stall_timeout=0.2)
+    with pytest.raises(ValueError, match="reconnect_backoff"):
+        _bridge(source, unique_id, reconnect_backoff=())
+    with pytest.raises(ValueError, match="Dyad 'bad dyad'"):
+        BoardBridge(source, study="s", dyad="bad dyad", participant=ParticipantInfo("A", "x"))
