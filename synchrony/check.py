@@ -1,0 +1,618 @@
+"""The synchrony quick-check: from one XDF file to a JSON report, an HTML report and a verdict.
+
+:func:`run_check` is the public entry point (the session runner calls it after every session,
+``dyadlab check`` wraps it). The JSON it returns and writes follows the versioned schema in
+``docs/quickcheck-schema.md``.
+
+Pipeline (details in :mod:`synchrony.io`, :mod:`synchrony.quality`, :mod:`synchrony.segments`):
+load -> quality per participant -> conditions from markers -> common timeline -> epochs, union
+artifact rejection -> per condition and band: filter the continuous blocks, analytic signal,
+inter-brain metrics (:mod:`synchrony.metrics`), partner-epoch-shuffle surrogates
+(:mod:`synchrony.surrogates`), z and empirical p of the mean over pairs, FDR over pairs and
+bands (:mod:`synchrony.stats`) -> condition contrasts against rest -> diagnostics -> verdict.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import platform
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from synchrony import quality as quality_mod
+from synchrony import segments as seg
+from synchrony.io import DyadRecording, load_dyad
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1.0"
+#: Metric used for the verdict ("synchrony above chance").
+VERDICT_METRIC = "plv"
+#: A condition x band is "above chance" when the surrogate z of the mean over pairs reaches this
+#: and its empirical p is below :data:`P_DETECT`. z >= 3 is one-sided p ~ 0.0013 for a Gaussian
+#: null, about a Bonferroni 0.05 over 40 cells (10 conditions x 4 bands); the empirical p alone
+#: cannot go below 1 / (n_surrogates + 1).
+Z_DETECT = 3.0
+P_DETECT = 0.05
+#: wPLI at chance (z below this) while PLV is above chance suggests zero-lag common-mode signal.
+Z_CHANCE = 2.0
+MIN_EPOCHS_WARN = 60
+#: Matrices in the JSON are rounded to this many decimals (keeps a 32 x 32-channel report small).
+MATRIX_DECIMALS = 5
+BASELINE_NAMES = ("rest", "baseline", "resting", "rest-facing", "rest_facing")
+RESERVED_CONDITION_KEYS = ("n_epochs", "n_epochs_planned", "duration_s", "blocks")
+
+
+class QuickCheckError(ValueError):
+    """The file cannot be checked as asked (the message says why and what to do)."""
+
+
+@dataclass
+class ReportFigures:
+    """Data for the HTML figures that does not belong in the JSON.
+
+    Attributes
+    ----------
+    traces : list of dict
+        Per condition: ``condition``, ``time`` (s, relative to the block start), ``a`` and ``b``
+        (n_channels_shown, n) broadband µV, channel labels and board marker times of A and B.
+    nulls : dict of (condition, band, metric) -> np.ndarray, shape (n_surrogates,)
+        Surrogate distributions of the mean over pairs.
+    """
+
+    traces: list[dict[str, Any]] = field(default_factory=list)
+    nulls: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
+
+
+class _Progress:
+    """A rich progress bar on stderr when asked for, else nothing."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._bar = None
+        self._task = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+            )
+
+    def __enter__(self) -> "_Progress":
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def stage(self, description: str, total: int = 1) -> None:
+        if self._bar is not None:
+            if self._task is not None:
+                self._bar.remove_task(self._task)
+            self._task = self._bar.add_task(description, total=total)
+        logger.info("%s", description)
+
+    def advance(self) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - started, 3)
+
+
+def _json_ready(value: Any) -> Any:
+    """NaN/inf -> None, numpy -> Python, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("dyadlab", "numpy", "scipy", "pyxdf", "matplotlib"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+def _full_matrix(values: np.ndarray, used_a: np.ndarray, used_b: np.ndarray) -> np.ndarray:
+    """(used_a, used_b) values placed in an (all A channels, all B channels) matrix, NaN elsewhere."""
+    full = np.full((used_a.size, used_b.size), np.nan)
+    full[np.ix_(np.flatnonzero(used_a), np.flatnonzero(used_b))] = values
+    return full
+
+
+def _conditions_and_blocks(
+    recording: DyadRecording, conditions: Sequence[str] | None, recording_span: tuple[float, float]
+) -> tuple[list[seg.Block], str, list[str]]:
+    """Blocks and where they came from: ``condition-specs``, ``markers`` or ``whole-recording``."""
+    start, end = recording_span
+    if conditions:
+        specs = [seg.parse_condition_spec(text) for text in conditions]
+        blocks, warnings = seg.blocks_from_specs(recording.markers, specs, end)
+        if not blocks:
+            raise QuickCheckError(
+                "None of the --condition specifications matched the file's markers: " + " ".join(warnings)
+            )
+        return blocks, "condition-specs", warnings
+    blocks, warnings = seg.blocks_from_markers(recording.markers, end)
+    if blocks:
+        return blocks, "markers", warnings
+    if not recording.marker_streams:
+        why = "The file has no marker stream"
+    else:
+        strings = list(dict.fromkeys(m.text for m in recording.markers))
+        shown = ", ".join(repr(s[:60]) for s in strings[:6]) or "none"
+        why = (
+            f"The marker stream(s) {', '.join(recording.marker_streams)} hold no dyadlab block_start/block_end "
+            f"events (marker strings: {shown})"
+        )
+    warnings.append(
+        f"{why}, so the whole overlap of the two recordings is analysed as one condition "
+        f"'{seg.WHOLE_RECORDING}'. To analyse conditions, pass --condition NAME=START:END (repeatable; START and "
+        "END are marker strings or regular expressions), e.g. --condition cooperation=start_coop:end_coop."
+    )
+    return [seg.Block(seg.WHOLE_RECORDING, start, end, seg.WHOLE_RECORDING)], "whole-recording", warnings
+
+
+def _traces(recording: DyadRecording, aligned: seg.AlignedDyad, blocks: Sequence[seg.Block], used_a: np.ndarray, used_b: np.ndarray) -> list[dict[str, Any]]:
+    """Broadband snippets (2 s before to 3 s after) around the first block start of each condition."""
+    out = []
+    for condition in seg.condition_names(blocks):
+        block = next(b for b in blocks if b.condition == condition)
+        first = aligned.index(block.start - 2.0)
+        stop = aligned.index(block.start + 3.0)
+        if first < 0 or stop > aligned.n_samples or stop - first < 10:
+            continue
+        snippet = {"condition": condition, "time": (np.arange(first, stop) - aligned.index(block.start)) / aligned.rate}
+        for side, data, used, p in (("a", aligned.a, used_a, recording.a), ("b", aligned.b, used_b, recording.b)):
+            channels = np.flatnonzero(used)[:3]
+            ext_first = max(first - int(aligned.rate), 0)
+            ext_stop = min(stop + int(aligned.rate), aligned.n_samples)
+            filtered = seg.block_analytic(data[channels, ext_first:ext_stop], aligned.rate, {"bb": (1.0, min(40.0, 0.45 * aligned.rate))})["bb"].real
+            snippet[side] = filtered[:, first - ext_first : stop - ext_first]
+            snippet[f"{side}_labels"] = [p.channel_labels[c] for c in channels]
+            board = []
+            if p.board_markers is not None:
+                hits = np.flatnonzero(np.nan_to_num(p.board_markers) != 0)
+                times = p.timestamps[hits] - block.start
+                board = times[(times >= -2.0) & (times <= 3.0)].tolist()
+            snippet[f"{side}_board_markers"] = board
+        snippet["lsl_markers"] = [m.time - block.start for m in recording.markers if -2.0 <= m.time - block.start <= 3.0]
+        out.append(snippet)
+    return out
+
+
+def _baseline(conditions: Sequence[str]) -> str | None:
+    for name in conditions:
+        if name.lower() in BASELINE_NAMES:
+            return name
+    return None
+
+
+def run_check(
+    xdf_path: str | Path,
+    *,
+    eeg: Sequence[str] | None = None,
+    conditions: Sequence[str] | None = None,
+    bands: dict[str, tuple[float, float]] | Sequence[str] | str | None = None,
+    epoch_length: float = 2.0,
+    n_surrogates: int = 200,
+    json_out: str | Path | None = None,
+    html_out: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    metrics: Sequence[str] | None = None,
+    surrogate: str = "epoch-shuffle",
+    reject_z: float = 5.0,
+    decimate: bool = True,
+    thresholds: quality_mod.QualityThresholds | None = None,
+) -> dict[str, Any]:
+    """Check one hyperscanning recording: data quality, timing and inter-brain synchrony.
+
+    Parameters
+    ----------
+    xdf_path : str or Path
+        The XDF file.
+    eeg : pair of str, optional
+        Participant A's and B's EEG streams by name or source_id, when the file's metadata does
+        not identify them.
+    conditions : sequence of str, optional
+        ``NAME=START:END`` condition definitions (marker strings or regular expressions) for files
+        without dyadlab block markers. Default: dyadlab ``block_start``/``block_end`` markers.
+    bands : dict or str or sequence of str, optional
+        ``{"alpha": (8, 12)}`` or ``"alpha=8-12,beta=13-30"``; default theta 4-7, alpha 8-12,
+        beta 13-30, gamma 30-45 Hz.
+    epoch_length : float
+        Epoch length in seconds (non-overlapping epochs inside condition blocks).
+    n_surrogates : int
+        Surrogates per condition (0 skips the statistics).
+    json_out, html_out : str or Path, optional
+        Where to write the JSON and the self-contained HTML report.
+    seed : int
+        Seed of the surrogate generator (the result is reproducible).
+    progress : bool
+        Show a rich progress bar on stderr.
+    metrics : sequence of str, optional
+        Default :data:`synchrony.metrics.METRICS`.
+    surrogate : {"epoch-shuffle", "circular-shift"}
+        The null: partner-epoch shuffle within condition, or circular shift of B's epochs.
+    reject_z : float
+        Artifact rejection threshold (robust z of epoch log-variance).
+    decimate : bool
+        Compute metrics on the analytic signal at >= 4 samples per period of each band's upper
+        edge (see :func:`synchrony.segments.analysis_step`); ``False`` uses every sample.
+    thresholds : QualityThresholds, optional
+
+    Returns
+    -------
+    dict
+        The report (schema ``docs/quickcheck-schema.md``, version :data:`SCHEMA_VERSION`).
+
+    Raises
+    ------
+    synchrony.io.XdfLoadError
+        The file cannot be read or does not hold two EEG streams.
+    QuickCheckError
+        The recordings do not overlap, conditions cannot be built, or no channel is usable.
+    """
+    from synchrony import metrics as metrics_mod
+    from synchrony import stats, surrogates
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    thresholds = thresholds or quality_mod.QualityThresholds()
+    band_map = seg.parse_bands(bands)
+    for name in band_map:
+        if name in RESERVED_CONDITION_KEYS:
+            raise QuickCheckError(f"A band cannot be called {name!r} (reserved key of the report).")
+    metric_names = metrics_mod.validate_metrics(metrics or metrics_mod.METRICS)
+    if epoch_length <= 0:
+        raise QuickCheckError(f"epoch_length must be positive, got {epoch_length}.")
+    if n_surrogates < 0:
+        raise QuickCheckError(f"n_surrogates must be >= 0, got {n_surrogates}.")
+    if surrogate not in ("epoch-shuffle", "circular-shift"):
+        raise QuickCheckError(f"surrogate must be 'epoch-shuffle' or 'circular-shift', got {surrogate!r}.")
+    rng = np.random.default_rng(seed)
+    figures = ReportFigures()
+
+    with _Progress(progress) as bar:
+        bar.stage("Loading XDF")
+        with _timed(timings, "load"):
+            recording = load_dyad(xdf_path, eeg=eeg)
+        warnings = list(recording.warnings)
+
+        bar.stage("Data quality")
+        with _timed(timings, "quality"):
+            quality: dict[str, Any] = {}
+            for p in recording.participants:
+                quality[p.label], problems = quality_mod.participant_quality(p, recording.markers, thresholds)
+                warnings.extend(problems)
+            quality["overlap"], problems = quality_mod.recording_overlap(recording.a, recording.b, thresholds)
+            warnings.extend(problems)
+        used = {}
+        for p in recording.participants:
+            channels = quality[p.label]["channels"]
+            excluded = set(channels["flat"]) | set(channels["railed"]) | set(channels["noisy"])
+            used[p.label] = np.array([label not in excluded for label in p.channel_labels])
+            if not used[p.label].any():
+                raise QuickCheckError(
+                    f"Participant {p.label} has no usable EEG channel (flat: {channels['flat']}, railed: "
+                    f"{channels['railed']}, noisy: {channels['noisy']}); nothing to analyse."
+                )
+
+        bar.stage("Aligning and epoching")
+        with _timed(timings, "align"):
+            try:
+                aligned = seg.align_dyad(recording.a, recording.b, gap_samples=thresholds.gap_samples)
+            except seg.SegmentationError as error:
+                raise QuickCheckError(str(error)) from error
+            warnings.extend(aligned.notes)
+            span = (aligned.start, aligned.start + (aligned.n_samples - 1) / aligned.rate)
+            try:
+                blocks, block_source, block_warnings = _conditions_and_blocks(recording, conditions, span)
+            except seg.SegmentationError as error:
+                raise QuickCheckError(str(error)) from error
+            warnings.extend(block_warnings)
+            outside = [b for b in blocks if b.end <= span[0] or b.start >= span[1]]
+            if outside:
+                warnings.append(
+                    f"{len(outside)} block(s) lie outside the overlap of the two recordings and are skipped: "
+                    + ", ".join(b.name for b in outside[:5])
+                )
+            blocks = [b for b in blocks if b not in outside]
+            if not blocks:
+                raise QuickCheckError("No condition block lies within the overlap of the two recordings.")
+        with _timed(timings, "epochs"):
+            plans = seg.plan_epochs(aligned, blocks, epoch_length)
+            high = max(high for _, high in band_map.values())
+            logvar_a, logvar_b = seg.epoch_log_variance(aligned, plans, epoch_length, high)
+            rejection = seg.reject_epochs(logvar_a, logvar_b, used["A"], used["B"], reject_z)
+            keep_per_plan = np.split(rejection.keep, np.cumsum([p.starts.size for p in plans])[:-1])
+            figures.traces = _traces(recording, aligned, blocks, used["A"], used["B"])
+
+        # The raw recordings are no longer needed: free them before the heavy part.
+        recording.a.data = recording.b.data = np.zeros((0, 0), np.float32)
+        condition_list = seg.condition_names(blocks)
+        result_conditions: dict[str, Any] = {}
+        epochs_table: dict[str, Any] = {}
+        pair_p: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+        bar.stage("Synchrony and surrogates", total=len(condition_list) * len(band_map))
+        for condition in condition_list:
+            index = [i for i, p in enumerate(plans) if p.block.condition == condition]
+            c_plans = [plans[i] for i in index]
+            c_keep = [keep_per_plan[i] for i in index]
+            planned = int(sum(p.starts.size for p in c_plans))
+            invalid = int(sum((~p.valid).sum() for p in c_plans))
+            n_used = int(sum(k.sum() for k in c_keep))
+            epochs_table[condition] = {
+                "planned": planned, "invalid_data": invalid, "rejected_artifacts": planned - invalid - n_used, "used": n_used,
+            }
+            entry: dict[str, Any] = {
+                "n_epochs": n_used,
+                "n_epochs_planned": planned,
+                "duration_s": round(sum(p.block.end - p.block.start for p in c_plans), 3),
+                "blocks": [p.block.name for p in c_plans],
+            }
+            if n_used < MIN_EPOCHS_WARN:
+                warnings.append(
+                    f"Condition {condition!r}: {n_used} clean epoch(s) of {epoch_length:g} s (of {planned}); at least "
+                    f"{MIN_EPOCHS_WARN} are recommended for stable synchrony estimates."
+                )
+            pair_p[condition] = {}
+            with _timed(timings, "filter_epochs"):
+                band_epochs = seg.condition_epochs(
+                    aligned, c_plans, c_keep, epoch_length, band_map, used["A"], used["B"], decimate=decimate
+                ) if n_used else {}
+            for band in band_map:
+                entry[band] = {}
+                if n_used == 0:
+                    entry[band] = {m: {"mean": None, "z": None, "p": None, "matrix": None} for m in metric_names}
+                    bar.advance()
+                    continue
+                za, zb = band_epochs.pop(band)
+                with _timed(timings, "metrics"):
+                    observed = metrics_mod.inter_brain_connectivity(za, zb, metric_names)
+                null = None
+                if n_surrogates and n_used >= 2:
+                    with _timed(timings, "surrogates"):
+                        if surrogate == "epoch-shuffle":
+                            null = surrogates.epoch_shuffle_surrogates(za, zb, n_surrogates, metric_names, rng=rng)
+                        else:
+                            null = surrogates.circular_shift_surrogates(za, zb, n_surrogates, metric_names, rng=rng)
+                for metric in metric_names:
+                    matrix = observed[metric]
+                    cell: dict[str, Any] = {"mean": float(np.nanmean(matrix)), "z": None, "p": None}
+                    if null is not None:
+                        null_means = np.nanmean(null[metric], axis=(1, 2))
+                        z, p = stats.surrogate_z_p(cell["mean"], null_means)
+                        _, pp = stats.surrogate_z_p(matrix, null[metric])
+                        cell.update(
+                            z=float(z), p=float(p),
+                            null_mean=float(np.mean(null_means)), null_std=float(np.std(null_means, ddof=1)),
+                            null_p95=float(np.percentile(null_means, 95)),
+                        )
+                        pair_p[condition].setdefault(metric, {})[band] = np.asarray(pp)
+                        figures.nulls[(condition, band, metric)] = null_means
+                    cell["matrix"] = np.round(_full_matrix(matrix, used["A"], used["B"]), MATRIX_DECIMALS)
+                    entry[band][metric] = cell
+                del za, zb, observed, null
+                bar.advance()
+            # FDR over the pairs and bands of each metric, within the condition.
+            for metric, per_band in pair_p[condition].items():
+                pooled = np.concatenate([per_band[b].ravel() for b in per_band])
+                reject, adjusted = stats.fdr(pooled, alpha=0.05)
+                offset = 0
+                for band_name in per_band:
+                    size = per_band[band_name].size
+                    shape = per_band[band_name].shape
+                    cell = entry[band_name][metric]
+                    cell["pair_p_fdr"] = np.round(_full_matrix(np.asarray(adjusted[offset : offset + size]).reshape(shape), used["A"], used["B"]), MATRIX_DECIMALS)
+                    cell["n_significant_pairs"] = int(np.asarray(reject[offset : offset + size]).sum())
+                    offset += size
+            result_conditions[condition] = entry
+
+    contrasts = _contrasts(result_conditions, condition_list, band_map, metric_names)
+    diagnostics, diag_warnings = _diagnostics(result_conditions, quality, band_map, metric_names)
+    warnings.extend(diag_warnings)
+    timings["total"] = round(time.perf_counter() - started, 3)
+    path = Path(xdf_path)
+    result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "generated_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "file": {"path": str(path.resolve()), "name": path.name, "size_bytes": path.stat().st_size, "header": recording.file_header},
+        "inputs": {
+            "eeg": list(eeg) if eeg else None,
+            "conditions": list(conditions) if conditions else None,
+            "bands": {k: list(v) for k, v in band_map.items()},
+            "metrics": list(metric_names),
+            "epoch_length_s": epoch_length,
+            "n_surrogates": n_surrogates,
+            "surrogate": surrogate,
+            "seed": seed,
+            "reject_z": reject_z,
+            "decimate": decimate,
+            "thresholds": quality_mod.thresholds_dict(thresholds),
+        },
+        "versions": _versions(),
+        "participants": {
+            p.label: {"stream": p.stream_name, "source_id": p.source_id, "participant": p.participant, "channels": p.channel_labels}
+            for p in recording.participants
+        },
+        "quality": quality,
+        "alignment": {
+            "rate_hz": aligned.rate,
+            "start": aligned.start,
+            "duration_s": (aligned.n_samples - 1) / aligned.rate,
+            "valid_fraction": float(aligned.valid.mean()),
+            "notes": aligned.notes,
+            "analysis_step": {b: seg.analysis_step(aligned.rate, hi, decimate) for b, (_, hi) in band_map.items()},
+        },
+        "segmentation": {
+            "source": block_source,
+            "blocks": seg.describe_blocks(blocks, aligned.start),
+            "epochs": epochs_table,
+            "rejection": {
+                "rule": f"union over A and B: invalid samples within 0.5 s, or any used channel's epoch log-variance "
+                f"> {reject_z:g} robust z above its median (1-{min(high, 0.45 * aligned.rate):g} Hz)",
+                "invalid_data": rejection.invalid,
+                "artifact_A": rejection.artifact_a,
+                "artifact_B": rejection.artifact_b,
+            },
+        },
+        "conditions": result_conditions,
+        "contrasts": contrasts,
+        "diagnostics": diagnostics,
+        "warnings": list(dict.fromkeys(warnings)),
+        "timing_s": {**timings, "pyxdf_load": round(recording.load_seconds, 3)},
+    }
+    result["verdict"] = _verdict(result, band_map)
+    result["summary"] = _one_line(result["verdict"])
+    result = _json_ready(result)
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps(result, indent=1, allow_nan=False), encoding="utf-8")
+    if html_out is not None:
+        from synchrony.report import write_html
+
+        write_html(html_out, result, figures)
+    return result
+
+
+def _contrasts(conditions: dict[str, Any], names: Sequence[str], bands: dict[str, Any], metrics: Sequence[str]) -> dict[str, Any]:
+    """Each non-baseline condition minus the baseline (rest), per band and metric.
+
+    The difference of the means over pairs, and the difference of their surrogate z (each z is
+    against its own condition's null, so the z difference removes condition-specific bias).
+    """
+    baseline = _baseline(names)
+    if baseline is None:
+        return {}
+    out: dict[str, Any] = {"baseline": baseline}
+    for name in names:
+        if name == baseline:
+            continue
+        pair = {}
+        for band in bands:
+            pair[band] = {}
+            for metric in metrics:
+                this, base = conditions[name][band][metric], conditions[baseline][band][metric]
+                diff = None if this["mean"] is None or base["mean"] is None else this["mean"] - base["mean"]
+                dz = None if this["z"] is None or base["z"] is None else this["z"] - base["z"]
+                pair[band][metric] = {"difference": diff, "z_difference": dz}
+        out[f"{name}-vs-{baseline}"] = pair
+    return out
+
+
+def _diagnostics(conditions: dict[str, Any], quality: dict[str, Any], bands: dict[str, Any], metrics: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    warnings = []
+    common_mode = []
+    if "plv" in metrics and "wpli" in metrics:
+        for condition, entry in conditions.items():
+            for band in bands:
+                plv, wpli = entry[band]["plv"], entry[band]["wpli"]
+                if plv["z"] is not None and wpli["z"] is not None and plv["z"] >= Z_DETECT and wpli["z"] < Z_CHANCE:
+                    common_mode.append({"condition": condition, "band": band, "plv_z": plv["z"], "wpli_z": wpli["z"]})
+                    warnings.append(
+                        f"{condition}/{band}: PLV is far above chance (z {plv['z']:.1f}) but wPLI is not (z {wpli['z']:.1f}): "
+                        "zero-lag coupling suggests a common-mode signal (shared reference, line noise, movement) "
+                        "rather than brain-to-brain synchrony."
+                    )
+    iaf_a, iaf_b = quality["A"]["alpha_peak_hz"], quality["B"]["alpha_peak_hz"]
+    diff = None if iaf_a is None or iaf_b is None else round(iaf_b - iaf_a, 2)
+    if diff is not None and abs(diff) >= 1.0:
+        warnings.append(
+            f"The partners' individual alpha peaks differ by {abs(diff):.1f} Hz (A {iaf_a:g} Hz, B {iaf_b:g} Hz): alpha-band "
+            "phase synchrony between them is limited by the frequency mismatch."
+        )
+    return {"alpha_peak_hz": {"A": iaf_a, "B": iaf_b, "difference_B_minus_A": diff}, "common_mode": common_mode}, warnings
+
+
+def _one_line(verdict: dict[str, Any]) -> str:
+    """The verdict in one line (session logs, ``session.json``)."""
+    found = verdict["synchrony_above_chance"]
+    synchrony = (
+        "synchrony above chance in " + ", ".join(f"{d['condition']}/{d['band']} (z {d['z']:.1f})" for d in found)
+        if found else "no synchrony above chance"
+    )
+    return (
+        f"data quality {verdict['data_quality'].upper()}, timing {verdict['timing'].upper()}, {synchrony}; "
+        f"{verdict['n_warnings']} warning(s)"
+    )
+
+
+def _verdict(result: dict[str, Any], bands: dict[str, Any]) -> dict[str, Any]:
+    """The one-minute summary at the top of the report."""
+    quality = result["quality"]
+    lines = []
+    data_ok = all(quality[label]["verdict"] == "ok" for label in ("A", "B"))
+    for label in ("A", "B"):
+        q = quality[label]
+        lines.append(
+            f"Participant {label}: {q['duration_s']:.0f} s at {q['effective_rate_hz']:.1f} Hz (nominal {q['nominal_rate_hz']:g}), "
+            f"{len(q['problems'])} problem(s)."
+        )
+    overlap = quality["overlap"]
+    lines.append(f"Recordings overlap {overlap['overlap_s']:.0f} s ({100 * overlap['overlap_fraction']:.0f}%).")
+    residuals = [quality[label]["marker_residuals"] for label in ("A", "B") if quality[label]["marker_residuals"]]
+    for label in ("A", "B"):
+        r = quality[label]["marker_residuals"]
+        if r and r.get("median_ms") is not None:
+            lines.append(f"Markers vs EEG ({label}): median {r['median_ms']:+.1f} ms, max |{r['max_abs_ms']:.1f}| ms.")
+    detected = []
+    for condition, entry in result["conditions"].items():
+        for band in bands:
+            cell = entry[band].get(VERDICT_METRIC) if isinstance(entry.get(band), dict) else None
+            if cell and cell.get("z") is not None and cell["z"] >= Z_DETECT and cell["p"] < P_DETECT:
+                detected.append({"condition": condition, "band": band, "metric": VERDICT_METRIC, "z": cell["z"], "p": cell["p"], "mean": cell["mean"]})
+    if detected:
+        lines.append(
+            "Inter-brain synchrony above chance (PLV, surrogate z >= 3): "
+            + ", ".join(f"{d['condition']}/{d['band']} (z {d['z']:.1f})" for d in detected) + "."
+        )
+    elif any(entry[b][VERDICT_METRIC].get("z") is not None for entry in result["conditions"].values() for b in bands if VERDICT_METRIC in entry[b]):
+        lines.append("No condition and band shows inter-brain synchrony above chance (PLV, surrogate z >= 3).")
+    else:
+        lines.append("Synchrony statistics were not computed (no surrogates or too few epochs).")
+    timing_ok = all(not r or (r.get("max_abs_ms") or 0) <= result["inputs"]["thresholds"]["residual_warn_ms"] for r in residuals)
+    return {
+        "data_quality": "ok" if data_ok else "check",
+        "timing": "ok" if timing_ok else "check",
+        "synchrony_above_chance": detected,
+        "rule": f"{VERDICT_METRIC} mean over pairs: surrogate z >= {Z_DETECT:g} and empirical p < {P_DETECT:g}",
+        "summary": lines,
+        "n_warnings": len(result["warnings"]),
+    }

@@ -1,0 +1,305 @@
+"""Self-contained HTML report of a quick-check: verdict first, then quality, timing, synchrony.
+
+Figures are matplotlib PNGs embedded as base64 data URIs; the page loads nothing from outside
+(no scripts, fonts or style sheets), so it can be mailed or archived with the recording.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from synchrony.check import ReportFigures
+
+HEADLINE_METRICS = ("plv", "accorr", "envcorr", "wpli")
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4} td.l,th.l{text-align:left}
+.verdict{border-radius:6px;padding:1em 1.2em;margin:1em 0;background:#f6f8fa;border-left:6px solid #888}
+.ok{border-left-color:#2e7d32} .check{border-left-color:#e65100}
+.badge{display:inline-block;padding:.1em .5em;border-radius:4px;color:#fff;font-weight:600;font-size:.85em}
+.b-ok{background:#2e7d32} .b-check{background:#e65100}
+.sig{background:#c8e6c9;font-weight:600} .warn li{margin:.2em 0} .small{color:#666;font-size:.85em}
+img{max-width:100%}
+"""
+
+
+def _png(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return '<img alt="figure" src="data:image/png;base64,' + base64.b64encode(buffer.getvalue()).decode("ascii") + '">'
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return _e(value)
+
+
+def _badge(state: str) -> str:
+    return f'<span class="badge b-{_e(state)}">{"OK" if state == "ok" else "CHECK"}</span>'
+
+
+def _quality_table(result: dict[str, Any]) -> str:
+    q = result["quality"]
+    rows = [
+        ("Stream", lambda d: d["stream"]),
+        ("Participant id / role", lambda d: f"{d['participant'].get('id', '–')} / {d['participant'].get('role', '–')}"),
+        ("Samples", lambda d: d["samples"]),
+        ("Duration (s)", lambda d: _fmt(d["duration_s"], 5)),
+        ("Nominal / effective rate (Hz)", lambda d: f"{d['nominal_rate_hz']:g} / {d['effective_rate_hz']:.3f}"),
+        ("Missing samples (from duration)", lambda d: d["missing_samples"]),
+        ("Gaps (largest, s)", lambda d: f"{d['gaps']} ({d['largest_gap_s']:.3f})"),
+        ("Backward timestamp jumps", lambda d: d["backward_jumps"]),
+        ("Dropped packets", lambda d: _fmt(d["dropped_packets"])),
+        ("Clock offsets (range, ms)", lambda d: f"{d['clock_offsets']} ({_fmt(d['clock_offset_range_ms'])})"),
+        ("NaN samples", lambda d: d["nan_samples"]),
+        ("Channels used / excluded streams", lambda d: f"{d['channels_used']} / {', '.join(d['excluded_channels']) or '–'}"),
+        ("Flat channels", lambda d: ", ".join(d["channels"]["flat"]) or "–"),
+        ("Railed channels", lambda d: ", ".join(d["channels"]["railed"]) or "–"),
+        ("Noisy channels", lambda d: ", ".join(d["channels"]["noisy"]) or "–"),
+        ("Line noise", lambda d: (f"{d['channels']['line_frequency_hz']:g} Hz; > threshold: " + (", ".join(d["channels"]["line_noise_channels"]) or "none"))
+         if d["channels"]["line_frequency_hz"] else "no mains peak"),
+        ("Board vs LSL markers (median / max |.| ms)", lambda d: "no board markers" if not d["marker_residuals"] else
+         f"{d['marker_residuals']['matched']}/{d['marker_residuals']['lsl_markers']} matched; "
+         f"{_fmt(d['marker_residuals'].get('median_ms'))} / {_fmt(d['marker_residuals'].get('max_abs_ms'))}"),
+        ("Alpha peak (Hz)", lambda d: _fmt(d["alpha_peak_hz"])),
+        ("Verdict", lambda d: _badge(d["verdict"])),
+    ]
+    body = "".join(
+        f'<tr><th class="l">{_e(name)}</th>'
+        + "".join(f"<td>{cell if name == 'Verdict' else _e(cell)}</td>" for cell in (get(q["A"]), get(q["B"])))
+        + "</tr>"
+        for name, get in rows
+    )
+    o = q["overlap"]
+    return (
+        '<table><tr><th class="l"></th><th>A</th><th>B</th></tr>' + body + "</table>"
+        f'<p>Overlap {o["overlap_s"]:.1f} s ({100 * o["overlap_fraction"]:.0f}%); B starts {o["start_difference_s"]:+.3f} s '
+        f'and ends {o["end_difference_s"]:+.3f} s relative to A.</p>'
+    )
+
+
+def _synchrony_table(result: dict[str, Any]) -> str:
+    bands = list(result["inputs"]["bands"])
+    metrics = [m for m in HEADLINE_METRICS if m in result["inputs"]["metrics"]] or result["inputs"]["metrics"][:4]
+    z_detect = 3.0
+    head = "<tr><th class='l'>condition</th><th>epochs</th><th class='l'>band</th>" + "".join(
+        f"<th>{_e(m)} mean</th><th>{_e(m)} z</th>" for m in metrics
+    ) + "</tr>"
+    rows = []
+    for condition, entry in result["conditions"].items():
+        for i, band in enumerate(bands):
+            cells = ""
+            for metric in metrics:
+                cell = entry[band][metric]
+                cls = " class='sig'" if cell.get("z") is not None and cell["z"] >= z_detect and (cell.get("p") or 1) < 0.05 else ""
+                cells += f"<td>{_fmt(cell.get('mean'))}</td><td{cls}>{_fmt(cell.get('z'), 2)}</td>"
+            first = f"<td class='l' rowspan='{len(bands)}'>{_e(condition)}</td><td rowspan='{len(bands)}'>{entry['n_epochs']}</td>" if i == 0 else ""
+            rows.append(f"<tr>{first}<td class='l'>{_e(band)}</td>{cells}</tr>")
+    return "<table>" + head + "".join(rows) + "</table>"
+
+
+def _epochs_table(result: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td class='l'>{_e(c)}</td><td>{e['planned']}</td><td>{e['invalid_data']}</td><td>{e['rejected_artifacts']}</td><td>{e['used']}</td></tr>"
+        for c, e in result["segmentation"]["epochs"].items()
+    )
+    return (
+        "<table><tr><th class='l'>condition</th><th>planned</th><th>invalid data</th><th>artifacts</th><th>used</th></tr>"
+        + rows + "</table>" + f"<p class='small'>Rejection: {_e(result['segmentation']['rejection']['rule'])}.</p>"
+    )
+
+
+def _contrast_table(result: dict[str, Any]) -> str:
+    contrasts = {k: v for k, v in result["contrasts"].items() if k != "baseline"}
+    if not contrasts:
+        return "<p>No rest/baseline condition: no contrasts.</p>"
+    bands = list(result["inputs"]["bands"])
+    metrics = [m for m in HEADLINE_METRICS if m in result["inputs"]["metrics"]]
+    head = "<tr><th class='l'>contrast</th><th class='l'>band</th>" + "".join(f"<th>Δ {_e(m)}</th><th>Δz {_e(m)}</th>" for m in metrics) + "</tr>"
+    rows = []
+    for name, per_band in contrasts.items():
+        for band in bands:
+            cells = "".join(
+                f"<td>{_fmt(per_band[band][m]['difference'])}</td><td>{_fmt(per_band[band][m]['z_difference'], 2)}</td>" for m in metrics
+            )
+            rows.append(f"<tr><td class='l'>{_e(name)}</td><td class='l'>{_e(band)}</td>{cells}</tr>")
+    return "<table>" + head + "".join(rows) + "</table>"
+
+
+def _traces_figure(figures: "ReportFigures") -> str:
+    from matplotlib.figure import Figure
+
+    if not figures.traces:
+        return "<p>No block start inside the recording to show.</p>"
+    n = len(figures.traces)
+    fig = Figure(figsize=(11, 2.4 * n))
+    axes = fig.subplots(n, 1, squeeze=False)[:, 0]
+    for ax, trace in zip(axes, figures.traces):
+        t = trace["time"]
+        spread = max(float(np.nanstd(np.concatenate([trace["a"].ravel(), trace["b"].ravel()]))) * 5, 1e-6)
+        offset = 0.0
+        ticks, labels = [], []
+        for side, colour in (("a", "tab:blue"), ("b", "tab:orange")):
+            for row, label in zip(trace[side], trace[f"{side}_labels"]):
+                ax.plot(t, row + offset, color=colour, lw=0.6)
+                ticks.append(offset)
+                labels.append(f"{side.upper()} {label}")
+                offset -= spread
+            for board_time in trace[f"{side}_board_markers"]:
+                ax.plot([board_time], [offset + spread * 0.5], marker="v", color=colour, ms=6)
+        for marker_time in trace["lsl_markers"]:
+            ax.axvline(marker_time, color="k", lw=0.8, ls="--")
+        ax.set_yticks(ticks, labels, fontsize=7)
+        ax.set_title(f"{trace['condition']}: block start at 0 s (dashed: LSL markers, triangles: board markers)", fontsize=9)
+        ax.set_xlim(t[0], t[-1])
+    axes[-1].set_xlabel("time from block start (s); 1-40 Hz")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _matrices_figure(result: dict[str, Any], metric: str) -> str:
+    from matplotlib.figure import Figure
+
+    conditions = list(result["conditions"])
+    bands = list(result["inputs"]["bands"])
+    if not conditions or metric not in result["inputs"]["metrics"]:
+        return ""
+    fig = Figure(figsize=(2.3 * len(bands) + 1, 2.2 * len(conditions) + 0.5))
+    axes = fig.subplots(len(conditions), len(bands), squeeze=False)
+    values = [
+        np.array(result["conditions"][c][b][metric]["matrix"], dtype=float)
+        for c in conditions for b in bands if result["conditions"][c][b][metric].get("matrix") is not None
+    ]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([0.0, 1.0])
+    vmin, vmax = (float(np.min(finite)), float(np.max(finite))) if finite.size else (0.0, 1.0)
+    image = None
+    for i, condition in enumerate(conditions):
+        for j, band in enumerate(bands):
+            ax = axes[i, j]
+            cell = result["conditions"][condition][band][metric]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if cell.get("matrix") is None:
+                ax.text(0.5, 0.5, "no epochs", ha="center", va="center", transform=ax.transAxes)
+                continue
+            matrix = np.array(cell["matrix"], dtype=float)
+            image = ax.imshow(matrix, vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
+            if cell.get("pair_p_fdr") is not None:
+                significant = np.argwhere(np.nan_to_num(np.array(cell["pair_p_fdr"], dtype=float), nan=1.0) < 0.05)
+                if significant.size:
+                    ax.plot(significant[:, 1], significant[:, 0], "r.", ms=3)
+            z = cell.get("z")
+            ax.set_title(f"{condition} · {band}\nmean {cell['mean']:.3f}" + (f", z {z:.1f}" if z is not None else ""), fontsize=8)
+            if j == 0:
+                ax.set_ylabel("A channels", fontsize=7)
+            if i == len(conditions) - 1:
+                ax.set_xlabel("B channels", fontsize=7)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label=metric)
+    return _png(fig)
+
+
+def _nulls_figure(result: dict[str, Any], figures: "ReportFigures", metric: str) -> str:
+    from matplotlib.figure import Figure
+
+    conditions = list(result["conditions"])
+    bands = list(result["inputs"]["bands"])
+    if not any(key[2] == metric for key in figures.nulls):
+        return "<p>No surrogate distributions (surrogates disabled or too few epochs).</p>"
+    fig = Figure(figsize=(2.4 * len(bands) + 0.5, 1.9 * len(conditions) + 0.5))
+    axes = fig.subplots(len(conditions), len(bands), squeeze=False)
+    for i, condition in enumerate(conditions):
+        for j, band in enumerate(bands):
+            ax = axes[i, j]
+            null = figures.nulls.get((condition, band, metric))
+            cell = result["conditions"][condition][band][metric]
+            if null is None:
+                ax.set_axis_off()
+                continue
+            ax.hist(null, bins=30, color="0.7")
+            ax.axvline(cell["mean"], color="tab:red", lw=2)
+            ax.set_title(f"{condition} · {band}: z {cell['z']:.1f}, p {cell['p']:.3f}", fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.suptitle(f"{metric}: surrogate null of the mean over pairs (grey) and the observed mean (red)", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def render_html(result: dict[str, Any], figures: "ReportFigures") -> str:
+    """The report as one HTML string (no external resources)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    verdict = result["verdict"]
+    overall = "ok" if verdict["data_quality"] == "ok" and verdict["timing"] == "ok" else "check"
+    detected = verdict["synchrony_above_chance"]
+    sync_line = (
+        "Synchrony above chance in: <b>" + ", ".join(f"{_e(d['condition'])} / {_e(d['band'])} (z {d['z']:.1f})" for d in detected) + "</b>"
+        if detected else "No condition and band with synchrony above chance."
+    )
+    warnings = "".join(f"<li>{_e(w)}</li>" for w in result["warnings"]) or "<li>none</li>"
+    participants = result["participants"]
+    title = f"Quick-check: {result['file']['name']}"
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f"<p class='small'>{_e(result['generated_utc'])} · schema {_e(result['schema_version'])} · "
+        f"A = {_e(participants['A']['stream'])}, B = {_e(participants['B']['stream'])}</p>",
+        f"<div class='verdict {overall}'><p>Data quality {_badge(verdict['data_quality'])} &nbsp; Timing {_badge(verdict['timing'])}"
+        f" &nbsp; {len(result['warnings'])} warning(s)</p><p>{sync_line}</p><ul>"
+        + "".join(f"<li>{_e(line)}</li>" for line in verdict["summary"]) + "</ul>"
+        f"<p class='small'>Rule: {_e(verdict['rule'])}.</p></div>",
+        "<h2>Warnings</h2><ul class='warn'>" + warnings + "</ul>",
+        "<h2>Synchrony per condition and band</h2>",
+        f"<p class='small'>Surrogates: {result['inputs']['n_surrogates']} × {_e(result['inputs']['surrogate'])}; "
+        "z of the mean over inter-brain pairs against the surrogate distribution of that mean. Highlighted: z ≥ 3 and p &lt; 0.05.</p>",
+        _synchrony_table(result),
+        "<h2>Condition contrasts</h2>",
+        _contrast_table(result),
+        "<h2>Data quality per participant</h2>",
+        _quality_table(result),
+        "<h2>Epochs</h2>",
+        _epochs_table(result),
+        "<h2>Aligned traces around block starts</h2>",
+        _traces_figure(figures),
+        "<h2>Inter-brain PLV matrices (red dots: pairs significant after FDR)</h2>",
+        _matrices_figure(result, "plv"),
+        "<h2>Inter-brain wPLI matrices</h2>",
+        _matrices_figure(result, "wpli"),
+        "<h2>Surrogate distributions</h2>",
+        _nulls_figure(result, figures, "plv"),
+        "<h2>Inputs and versions</h2>",
+        f"<pre>{_e(_pretty({'inputs': result['inputs'], 'versions': result['versions'], 'alignment': result['alignment'], 'timing_s': result['timing_s']}))}</pre>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _pretty(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=1)
+
+
+def write_html(path: str | Path, result: dict[str, Any], figures: "ReportFigures") -> Path:
+    """Write :func:`render_html` to ``path``."""
+    path = Path(path)
+    path.write_text(render_html(result, figures), encoding="utf-8")
+    return path
