@@ -125,6 +125,10 @@ def test_footer_reports_exact_stats_offsets_and_measured_rate(tmp_path: Path) ->
     np.testing.assert_array_equal(streams["eeg"]["clock_times"], [100.25, 104.5])
     np.testing.assert_array_equal(streams["eeg"]["clock_values"], [-2.5e-5, -3.0e-5])
     assert len(streams["eeg"]["time_stamps"]) == 1000
+    # and pyxdf's default processing (clock sync with the two offsets, dejittering) accepts it
+    synced = by_name(pyxdf.load_xdf(str(path))[0])
+    assert len(synced["eeg"]["time_stamps"]) == 1000
+    assert synced["eeg"]["info"]["effective_srate"] == pytest.approx(250.0, rel=1e-5)
     empty_footer = streams["empty"]["footer"]["info"]
     assert empty_footer["sample_count"] == ["0"]
     assert len(streams["empty"]["time_stamps"]) == 0

@@ -466,3 +466,28 @@ def test_cli_table_json_and_exit_codes(small_file: tuple[bytes, list[Chunk]], tm
     result = runner.invoke(inspect_command, [str(tmp_path / "nope.xdf")])
     assert result.exit_code == 2
     assert "nope.xdf" in result.output
+
+
+def test_random_corruption_never_raises(small_file: tuple[bytes, list[Chunk]]) -> None:
+    """Flipped, inserted and deleted bytes anywhere: always a report, never an exception."""
+    data, _ = small_file
+    rng = np.random.default_rng(20261126)
+    defects = 0
+    for _ in range(1500):
+        mutated = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            position = int(rng.integers(4, len(mutated)))
+            action = rng.integers(3)
+            if action == 0:
+                mutated[position] = int(rng.integers(256))
+            elif action == 1:
+                mutated.insert(position, int(rng.integers(256)))
+            else:
+                del mutated[position]
+        result = inspect_bytes(bytes(mutated))
+        if not result.valid:
+            defects += 1
+            assert 0 <= result.defect.byte_offset <= len(mutated)
+            assert result.defect.message
+        json.dumps(result.to_dict())
+    assert defects > 1300, defects  # most random damage must be detected
