@@ -454,7 +454,8 @@ def run_check(
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "generated_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "file": {"path": str(path.resolve()), "name": path.name, "size_bytes": path.stat().st_size, "header": recording.file_header},
+        "file": {"path": str(path.resolve()), "name": path.name, "size_bytes": path.stat().st_size, "header": recording.file_header,
+                 "load_problems": recording.file_problems, "other_streams": recording.other_streams},
         "inputs": {
             "eeg": list(eeg) if eeg else None,
             "conditions": list(conditions) if conditions else None,
@@ -578,13 +579,15 @@ def _verdict(result: dict[str, Any], bands: dict[str, Any]) -> dict[str, Any]:
     """The one-minute summary at the top of the report."""
     quality = result["quality"]
     lines = []
-    data_ok = all(quality[label]["verdict"] == "ok" for label in ("A", "B"))
+    data_ok = all(quality[label]["verdict"] == "ok" for label in ("A", "B")) and not result["file"]["load_problems"]
     for label in ("A", "B"):
         q = quality[label]
         lines.append(
-            f"Participant {label}: {q['duration_s']:.0f} s at {q['effective_rate_hz']:.1f} Hz (nominal {q['nominal_rate_hz']:g}), "
+            f"Participant {label} ({q['stream']}): {q['duration_s']:.0f} s at {q['effective_rate_hz']:.1f} Hz (nominal {q['nominal_rate_hz']:g}), "
             f"{len(q['problems'])} problem(s)."
         )
+    if result["file"]["load_problems"]:
+        lines.append(f"The file has {len(result['file']['load_problems'])} loading problem(s) (see warnings).")
     overlap = quality["overlap"]
     lines.append(f"Recordings overlap {overlap['overlap_s']:.0f} s ({100 * overlap['overlap_fraction']:.0f}%).")
     residuals = [quality[label]["marker_residuals"] for label in ("A", "B") if quality[label]["marker_residuals"]]

@@ -142,9 +142,13 @@ class DyadRecording:
     other_streams : list of str
         Streams in the file that were not used.
     warnings : list of str
-        Problems found while loading (corruption, missing footers, identification by order...).
+        Everything worth telling found while loading (``file_problems`` included, identification
+        by stream order, empty marker stream...).
     load_seconds : float
         Wall time spent in pyxdf.
+    file_problems : list of str
+        Damage or loss in the file itself (corruption reported by pyxdf, missing footers, sample
+        counts that disagree with the footer).
     """
 
     path: Path
@@ -157,6 +161,7 @@ class DyadRecording:
     other_streams: list[str]
     warnings: list[str]
     load_seconds: float
+    file_problems: list[str] = field(default_factory=list)
 
     @property
     def participants(self) -> tuple[ParticipantEeg, ParticipantEeg]:
@@ -411,11 +416,12 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
     load_seconds = time.perf_counter() - started
 
     warnings: list[str] = []
+    file_problems: list[str] = []  # damage or loss in the file itself (also listed in warnings)
     if problems.messages:
         unique = list(dict.fromkeys(problems.messages))
-        warnings.append(
+        file_problems.append(
             f"pyxdf reported {len(problems.messages)} problem(s) reading the file, data may be missing: "
-            + "; ".join(unique[:5])
+            + "; ".join(m.rstrip(". ") for m in unique[:5])
             + f". Run `dyadlab inspect {path.name}` for a chunk-by-chunk check."
         )
     if not streams:
@@ -429,13 +435,8 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
     a, b = (_participant(label, stream) for label, stream in picked)
 
     for participant, (_, stream) in zip((a, b), picked):
-        if "footer" not in stream:
-            warnings.append(
-                f"Participant {participant.label}'s stream '{participant.stream_name}' has no footer: the "
-                "recording was not finalised (crash or truncated file); the samples present are analysed."
-            )
-        elif participant.footer_sample_count is not None and participant.footer_sample_count != participant.n_samples:
-            warnings.append(
+        if participant.footer_sample_count is not None and participant.footer_sample_count != participant.n_samples:
+            file_problems.append(
                 f"Participant {participant.label}'s stream '{participant.stream_name}': the footer counts "
                 f"{participant.footer_sample_count} samples but {participant.n_samples} were read; part of "
                 "the file is damaged or missing."
@@ -448,6 +449,15 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
     )
     used = {id(picked[0][1]), id(picked[1][1])} | {id(s) for s in marker_sources}
     used |= {id(s) for s, k in zip(streams, kinds) if k == "responses"}
+    for stream in streams:
+        if id(stream) in used and "footer" not in stream:
+            file_problems.append(
+                f"Stream '{_text(stream['info'], 'name')}' has no footer: the recording was not finalised (crash or "
+                "truncated file); the data present are analysed."
+            )
+    for stream in marker_sources:
+        if len(stream["time_stamps"]) == 0:
+            warnings.append(f"The marker stream '{_text(stream['info'], 'name')}' holds no markers.")
     header_info = header.get("info", {}) if isinstance(header, dict) else {}
     return DyadRecording(
         path=path,
@@ -458,6 +468,7 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
         marker_streams=[_text(s["info"], "name") for s in marker_sources],
         file_header={k: _text(header_info, k) for k in header_info if isinstance(_first(header_info, k), str)},
         other_streams=[_text(s["info"], "name") for s in streams if id(s) not in used],
-        warnings=warnings,
+        warnings=file_problems + warnings,
+        file_problems=file_problems,
         load_seconds=load_seconds,
     )
