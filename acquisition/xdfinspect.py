@@ -296,8 +296,11 @@ class _Inspector:
                     0,
                     None,
                 )
+            hint = ""
+            if magic[:2] == b"\x1f\x8b":
+                hint = " (it is gzip-compressed: decompress it, e.g. with gunzip, and inspect again)"
             raise _DefectFound(
-                f"not an XDF file: starts with {magic!r} instead of the magic b'XDF:'", 0, None
+                f"not an XDF file: starts with {magic!r} instead of the magic b'XDF:'{hint}", 0, None
             )
 
     # -- chunks ----------------------------------------------------------------------------
@@ -623,8 +626,9 @@ class _Inspector:
             )
             return
         summary.clock_offset_count += 1
-        summary.clock_offset_min = offset if summary.clock_offset_min is None else min(summary.clock_offset_min, offset)
-        summary.clock_offset_max = offset if summary.clock_offset_max is None else max(summary.clock_offset_max, offset)
+        low, high = summary.clock_offset_min, summary.clock_offset_max
+        summary.clock_offset_min = offset if low is None else min(low, offset)
+        summary.clock_offset_max = offset if high is None else max(high, offset)
 
     def _boundary(self, content: bytes, start: int, index: int) -> None:
         if content != BOUNDARY_UUID:
@@ -700,11 +704,13 @@ class _Inspector:
             if state.invalid_utf8:
                 warnings.append(f"{label}: {state.invalid_utf8} string value(s) are not valid UTF-8")
             if self.result.defect is None:
-                if summary.clock_offset_count < 2:
+                if summary.clock_offset_count == 0:
                     warnings.append(
-                        f"{label}: {summary.clock_offset_count} clock offset(s); pyxdf needs at least 2 "
-                        "to synchronise the stream's clock"
+                        f"{label}: no clock offsets; readers cannot map its timestamps onto the "
+                        "recorder's clock (pyxdf leaves it unsynchronised)"
                     )
+                elif summary.clock_offset_count == 1:
+                    warnings.append(f"{label}: only 1 clock offset; readers cannot estimate clock drift")
                 if summary.sample_count == 0:
                     warnings.append(f"{label}: no samples")
         if self.result.defect is None and not self.result.streams:

@@ -259,6 +259,7 @@ def test_structural_defects(small_file: tuple[bytes, list[Chunk]]) -> None:
     data, chunks = small_file
     assert "not an XDF file" in inspect_bytes(b"XDFX" + data[4:]).defect.message
     assert inspect_bytes(b"").defect.message.startswith("file is 0 bytes long")
+    assert "gzip-compressed" in inspect_bytes(b"\x1f\x8b\x08\x00rest").defect.message
 
     header = data[4 : chunks[0].end]
     result = inspect_bytes(data + header)
@@ -326,7 +327,7 @@ def test_timestamp_warnings_gaps_and_missing_offsets(tmp_path: Path) -> None:
     assert irregular.gap_count == 0 and irregular.largest_gap is None  # no gaps for irregular streams
     warnings = "\n".join(result.warnings)
     assert "stream 5 ('eeg'): timestamps go backwards 1 time(s), first at t=2.5" in warnings
-    assert "stream 6 ('jitter'): 0 clock offset(s)" in warnings
+    assert "stream 6 ('jitter'): no clock offsets" in warnings
 
 
 def chunk(tag: int, content: bytes, stream_id: int | None = None) -> bytes:
@@ -466,6 +467,7 @@ def test_cli_table_json_and_exit_codes(small_file: tuple[bytes, list[Chunk]], tm
     result = runner.invoke(inspect_command, [str(tmp_path / "nope.xdf")])
     assert result.exit_code == 2
     assert "nope.xdf" in result.output
+    assert runner.invoke(inspect_command, [str(tmp_path)]).exit_code == 2  # a directory
 
 
 def test_random_corruption_never_raises(small_file: tuple[bytes, list[Chunk]]) -> None:
