@@ -84,7 +84,7 @@ class NumberedPusher:
                 for index in indices:
                     self.outlet.push_sample([str(index)] * self.channels, stamp)
             elif self.block == 1:
-                self.outlet.push_sample(np.full(self.channels, indices[0], dtype=np.float64), stamp)
+                self.outlet.push_sample([int(indices[0])] * self.channels, stamp)
             else:
                 values = np.repeat(indices[:, None], self.channels, axis=1).astype(np.float32)
                 self.outlet.push_chunk(values, stamp)  # the stamp belongs to the last sample
