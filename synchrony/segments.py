@@ -280,7 +280,8 @@ def _on_grid(p: ParticipantEeg, rate: float, grid_start: float, n_grid: int, gap
             values[:, np.abs(spread) > 1e-3] = np.nan
             period *= ratio.denominator / ratio.numerator
         source_t = t0 + np.arange(values.shape[1]) * period
-        inside = np.flatnonzero((grid_t >= source_t[0]) & (grid_t <= source_t[-1]))
+        # Half a sample of tolerance at the ends: the fitted line's end points carry rounding error.
+        inside = np.flatnonzero((grid_t >= source_t[0] - period / 2) & (grid_t <= source_t[-1] + period / 2))
         if inside.size == 0:
             continue
         for c in range(values.shape[0]):

@@ -1,0 +1,184 @@
+"""Conditions from markers, the common timeline, continuous filtering, epochs and union rejection."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from synchrony import segments as seg
+from synchrony.io import EventMarker, ParticipantEeg, load_dyad
+from synchrony.metrics import inter_brain_connectivity
+from tests.synchrony.xdf_fixtures import DyadSpec, write_dyad_xdf
+
+
+def _marker(t: float, event: str, **fields) -> EventMarker:
+    payload = {"event": event, **fields}
+    return EventMarker(time=t, text=json.dumps(payload), fields=payload, stream="m")
+
+
+def _plain(t: float, text: str) -> EventMarker:
+    return EventMarker(time=t, text=text, fields=None, stream="m")
+
+
+def _participant(label: str, data: np.ndarray, rate: float, t0: float = 0.0, timestamps=None) -> ParticipantEeg:
+    n = data.shape[1]
+    return ParticipantEeg(
+        label=label, stream_name=label, source_id=label, participant={}, nominal_rate=rate,
+        channel_labels=[f"c{i}" for i in range(data.shape[0])], data=data.astype(np.float32),
+        timestamps=t0 + np.arange(n) / rate if timestamps is None else timestamps, unit="microvolts",
+        board_markers=None, package_numbers=None, clock_times=np.zeros(1), clock_values=np.zeros(1),
+        footer_sample_count=n,
+    )
+
+
+def test_condition_spec_parsing():
+    spec = seg.parse_condition_spec("coop=start_coop:end_coop")
+    assert (spec.name, spec.start, spec.end) == ("coop", "start_coop", "end_coop")
+    spec = seg.parse_condition_spec(r"talk=phase\:talk:phase\:rest")
+    assert (spec.start, spec.end) == ("phase:talk", "phase:rest")
+    assert spec.matches(r"S\s+1", "S  1") and spec.matches("a.b", "a.b") and not spec.matches("a", "ab")
+    for bad in ("coop", "coop=start", "=a:b", "coop=a:b:c"):
+        with pytest.raises(seg.SegmentationError, match="NAME=START:END"):
+            seg.parse_condition_spec(bad)
+
+
+def test_blocks_from_dyadlab_markers_close_open_blocks_with_a_warning():
+    markers = [
+        _marker(1.0, "block_start", condition="rest", block="rest-1"),
+        _marker(2.0, "trial_start", condition="rest"),
+        _marker(11.0, "block_end", condition="rest", block="rest-1"),
+        _marker(12.0, "block_start", condition="coop", block="coop-1"),
+        _marker(30.0, "session_end", value="aborted"),
+    ]
+    blocks, warnings = seg.blocks_from_markers(markers, recording_end=40.0)
+    assert [(b.condition, b.start, b.end) for b in blocks] == [("rest", 1.0, 11.0), ("coop", 12.0, 30.0)]
+    assert len(warnings) == 1 and "coop-1" in warnings[0] and "session_end" in warnings[0]
+
+
+def test_blocks_from_specs_with_regular_expressions_and_unmatched_names():
+    markers = [_plain(1, "start_coop"), _plain(5, "end_coop"), _plain(6, "S 10"), _plain(9, "S 11"), _plain(10, "start_coop")]
+    specs = [seg.parse_condition_spec("coop=start_coop:end_coop"), seg.parse_condition_spec(r"task=S 1\d:S 11"),
+             seg.parse_condition_spec("rest=rest_on:rest_off")]
+    blocks, warnings = seg.blocks_from_specs(markers, specs, recording_end=20.0)
+    assert [(b.condition, b.start, b.end) for b in blocks] == [("coop", 1, 5), ("task", 6, 9), ("coop", 10, 20.0)]
+    assert any("no 'end_coop' after it" in w for w in warnings)
+    assert any("no marker matches the start 'rest_on'" in w and "'start_coop'" in w for w in warnings)
+
+
+def test_bands_parsing():
+    assert seg.parse_bands(None) == seg.DEFAULT_BANDS
+    assert seg.parse_bands("alpha=8-12, beta=13-30") == {"alpha": (8.0, 12.0), "beta": (13.0, 30.0)}
+    assert seg.parse_bands(["mu=8-13"]) == {"mu": (8.0, 13.0)}
+    with pytest.raises(seg.SegmentationError, match="NAME=LOW-HIGH"):
+        seg.parse_bands("alpha:8-12")
+    with pytest.raises(seg.SegmentationError, match="low < high"):
+        seg.parse_bands({"x": (12, 8)})
+
+
+def test_alignment_resamples_the_faster_participant_and_keeps_the_signal(tmp_path):
+    rate = 250.0
+    t = np.arange(int(20 * rate)) / rate
+    tone = np.sin(2 * np.pi * 10 * t)[None, :]
+    fast_t = np.arange(int(20 * 500)) / 500.0
+    a = _participant("A", tone, rate, t0=100.0)
+    b = _participant("B", np.sin(2 * np.pi * 10 * fast_t)[None, :], 500.0, t0=100.0)
+    aligned = seg.align_dyad(a, b)
+    assert aligned.rate == rate
+    assert len(aligned.notes) == 1 and "B was resampled to 250 Hz" in aligned.notes[0] and "resample_poly" in aligned.notes[0]
+    inner = slice(100, -100)  # resampling edges
+    np.testing.assert_allclose(aligned.b[0, inner], aligned.a[0, inner], atol=0.02)
+
+
+def test_alignment_corrects_a_start_offset_and_refuses_disjoint_recordings():
+    rate = 100.0
+    t = np.arange(3000) / rate
+    x = np.sin(2 * np.pi * 3 * t)[None, :]
+    a = _participant("A", x, rate, t0=10.0)
+    # B started 0.255 s later: its sample k is A's sample k + 25.5.
+    b = _participant("B", np.sin(2 * np.pi * 3 * (t + 0.255))[None, :], rate, t0=10.255)
+    aligned = seg.align_dyad(a, b)
+    assert aligned.start == pytest.approx(10.255)
+    np.testing.assert_allclose(aligned.a[0, :-2], aligned.b[0, :-2], atol=0.01)
+    late = _participant("B", x, rate, t0=100.0)
+    with pytest.raises(seg.SegmentationError, match="do not overlap"):
+        seg.align_dyad(a, late)
+
+
+def test_gaps_and_nans_invalidate_only_the_epochs_near_them():
+    rate = 100.0
+    n = 6000
+    rng = np.random.default_rng(1)
+    a = _participant("A", rng.standard_normal((2, n)), rate)
+    b_data = rng.standard_normal((2, n))
+    b_data[1, 1000:1010] = np.nan  # 10.0-10.1 s
+    stamps = np.arange(n) / rate
+    stamps[3000:] += 1.0  # a 1-s gap at 30 s: B lost 100 samples
+    b = _participant("B", b_data, rate, timestamps=stamps)
+    aligned = seg.align_dyad(a, b)
+    plans = seg.plan_epochs(aligned, [seg.Block("all", 0.0, 60.0, "all")], epoch_length=2.0, margin=0.5)
+    invalid_starts = plans[0].starts[~plans[0].valid] / rate
+    # NaN at 10.0-10.1 s hits the epoch 10-12 and (with the 0.5-s margin) 8-10; the gap 30-31 s hits 28-30, 30-32.
+    assert set(invalid_starts.tolist()) == {8.0, 10.0, 28.0, 30.0}
+
+
+def test_continuous_filtering_gives_no_spurious_envelope_correlation():
+    """Independent white noise: per-block filtering keeps theta envcorr near 0 (HyPyP's per-epoch: 0.18)."""
+    rate = 256.0
+    rng = np.random.default_rng(7)
+    n = int(130 * rate)
+    a = _participant("A", rng.standard_normal((4, n)), rate)
+    b = _participant("B", rng.standard_normal((4, n)), rate)
+    aligned = seg.align_dyad(a, b)
+    plans = seg.plan_epochs(aligned, [seg.Block("all", 2.0, 122.0, "all")], 2.0)
+    used = np.ones(4, bool)
+    epochs = seg.condition_epochs(aligned, plans, [plans[0].valid], 2.0, {"theta": (4.0, 7.0)}, used, used, decimate=False)
+    za, zb = epochs["theta"]
+    assert za.shape == (60, 4, 512)
+    values = inter_brain_connectivity(za, zb, ("envcorr", "plv"))
+    assert abs(np.mean(values["envcorr"])) < 0.03
+    # PLV chance level for a 3-Hz band and 2-s epochs (reference: 0.25-0.28).
+    assert 0.2 < np.mean(values["plv"]) < 0.33
+
+
+def test_band_filter_passes_the_band_and_rejects_outside():
+    rate = 250.0
+    t = np.arange(int(30 * rate)) / rate
+    x = np.vstack([np.sin(2 * np.pi * 10 * t), np.sin(2 * np.pi * 20 * t)])
+    analytic = seg.block_analytic(x, rate, {"alpha": (8.0, 12.0)})["alpha"]
+    middle = slice(1000, -1000)
+    np.testing.assert_allclose(np.abs(analytic[0, middle]), 1.0, atol=0.05)  # 10 Hz: passed, envelope 1
+    assert np.abs(analytic[1, middle]).max() < 0.01  # 20 Hz: stopped
+    # Zero phase: the analytic signal's real part is the input tone itself.
+    np.testing.assert_allclose(analytic[0, middle].real, x[0, middle], atol=0.05)
+
+
+def test_union_rejection_drops_an_epoch_bad_in_either_participant():
+    rng = np.random.default_rng(3)
+    logvar_a = rng.normal(0, 0.1, (50, 4))
+    logvar_b = rng.normal(0, 0.1, (50, 3))
+    logvar_a[5, 2] += 3.0  # artifact in A only
+    logvar_b[9, 0] += 3.0  # artifact in B only
+    logvar_b[20, 1] += 3.0  # artifact on a channel left out of the metrics: ignored
+    logvar_a[30] = np.nan  # invalid data
+    used_b = np.array([True, False, True])
+    rejection = seg.reject_epochs(logvar_a, logvar_b, np.ones(4, bool), used_b, z_threshold=5.0)
+    assert np.flatnonzero(~rejection.keep).tolist() == [5, 9, 30]
+    assert (rejection.invalid, rejection.artifact_a, rejection.artifact_b) == (1, 1, 1)
+
+
+def test_recorded_file_epochs_per_condition(tmp_path):
+    path = write_dyad_xdf(tmp_path / "s.xdf", DyadSpec(blocks=[("rest", 20.0), ("cooperation", 21.0)]))
+    recording = load_dyad(path)
+    aligned = seg.align_dyad(recording.a, recording.b)
+    blocks, warnings = seg.blocks_from_markers(recording.markers, aligned.start + aligned.n_samples / aligned.rate)
+    assert warnings == []
+    plans = seg.plan_epochs(aligned, blocks, 2.0)
+    assert [p.starts.size for p in plans] == [10, 10]
+    assert all(p.valid.all() for p in plans)
+    step = seg.analysis_step(aligned.rate, 12.0)
+    assert step == 5  # 250 Hz -> 50 Hz >= 4 x 12 Hz
+    used = np.ones(4, bool)
+    epochs = seg.condition_epochs(aligned, plans[1:], [plans[1].valid], 2.0, {"alpha": (8.0, 12.0)}, used, used)
+    assert epochs["alpha"][0].shape == (10, 4, 100) and epochs["alpha"][0].dtype == np.complex64
