@@ -164,7 +164,7 @@ def parse_stream_info(info_xml: str) -> tuple[str, str, int, float]:
     """
     try:
         root = ET.fromstring(info_xml)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError) as exc:  # LookupError: unknown encoding declared
         raise ValueError(f"stream info XML does not parse ({exc}); pass StreamInfo.as_xml()") from exc
     if root.tag != "info":
         raise ValueError(f"stream info XML must have root element <info>, got <{root.tag}>")

@@ -388,7 +388,7 @@ class _Inspector:
     def _parse_xml(self, content: bytes, kind: str, start: int, index: int) -> ET.Element:
         try:
             root = ET.fromstring(content)
-        except ET.ParseError as exc:
+        except (ET.ParseError, LookupError, ValueError) as exc:  # LookupError: unknown encoding
             raise _DefectFound(f"{kind} XML does not parse ({exc})", start, index) from None
         if root.tag != "info":
             raise _DefectFound(f"{kind} XML root is <{root.tag}>, expected <info>", start, index)

@@ -275,6 +275,12 @@ def test_structural_defects(small_file: tuple[bytes, list[Chunk]]) -> None:
     broken = corrupt(data, data.index(b"<name>"), b"<name ")
     assert "StreamHeader XML does not parse" in inspect_bytes(broken).defect.message
 
+    declared = b'<?xml version="1.0" encoding="zz"?><info>  '
+    bad_encoding = data.replace(b'<?xml version="1.0"?><info><name>eeg</name>', declared, 1)
+    assert len(bad_encoding) == len(data)
+    result = inspect_bytes(bad_encoding)
+    assert "StreamHeader XML does not parse (unknown encoding: zz)" in result.defect.message
+
     no_format = data.replace(b"<channel_format>int16</channel_format>", b"<channel_fxrmat>int16</channel_fxrmat>")
     assert "lacks <channel_format>" in inspect_bytes(no_format).defect.message
 
