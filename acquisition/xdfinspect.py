@@ -470,25 +470,37 @@ class _Inspector:
             raise _DefectFound(f"{label}: the chunk ends inside its sample count", start, index)
         (count,) = struct.unpack(_VARLEN_FORMATS[width], content[1 : 1 + width])
         body = memoryview(content)[1 + width :]
+        value_bytes = state.value_dtype.itemsize if state.value_dtype is not None else 2  # >= varlen
+        smallest_sample = 1 + value_bytes * summary.channel_count
+        if count * smallest_sample > len(body):
+            raise _DefectFound(
+                f"{label} cannot be decoded: it announces {count} samples, but {len(body)} bytes "
+                f"cannot hold more than {len(body) // smallest_sample}",
+                start,
+                index,
+            )
         try:
             if state.record_dtype is not None:
-                timestamps = self._numeric_timestamps(state, body, count)
+                timestamps, deduced = self._numeric_timestamps(state, body, count)
             else:
-                timestamps = self._string_timestamps(state, body, count)
+                timestamps, deduced = self._string_timestamps(state, body, count)
         except ValueError as exc:
             raise _DefectFound(f"{label} cannot be decoded: {exc}", start, index) from None
+        summary.deduced_timestamp_count += deduced
         self._account(state, timestamps)
 
-    def _numeric_timestamps(self, state: _StreamState, body: memoryview, count: int) -> np.ndarray:
+    def _numeric_timestamps(self, state: _StreamState, body: memoryview, count: int) -> tuple[np.ndarray, int]:
+        """Timestamps of one numeric Samples chunk body, and how many were deduced."""
         record = state.record_dtype
         assert record is not None and state.value_dtype is not None
         if len(body) == count * record.itemsize:
             records = np.frombuffer(body, dtype=record, count=count)
             if count == 0 or np.all(records["timestamp_bytes"] == 8):
-                return records["timestamp"].astype(np.float64)
+                return records["timestamp"].astype(np.float64), 0
         # deduced (0-byte) timestamps: sample sizes differ, walk sample by sample
         value_bytes = state.value_dtype.itemsize * state.summary.channel_count
         timestamps = np.empty(count, dtype=np.float64)
+        deduced = 0
         position = 0
         last = state.last_timestamp
         step = 1.0 / state.summary.nominal_srate if state.summary.nominal_srate > 0 else None
@@ -506,7 +518,7 @@ class _Inspector:
                 position += 8
             elif stamp_bytes == 0:
                 last = self._deduce(last, step, sample)
-                state.summary.deduced_timestamp_count += 1
+                deduced += 1
             else:
                 raise ValueError(f"sample {sample} has timestamp byte {stamp_bytes} (must be 0 or 8)")
             timestamps[sample] = last
@@ -515,7 +527,7 @@ class _Inspector:
                 raise ValueError(f"the values of sample {sample} run past the end of the chunk")
         if position != total:
             raise ValueError(f"{total - position} bytes left over after the {count} announced samples")
-        return timestamps
+        return timestamps, deduced
 
     @staticmethod
     def _deduce(last: float | None, step: float | None, sample: int) -> float:
@@ -528,8 +540,10 @@ class _Inspector:
             raise ValueError(f"sample {sample} has no timestamp, but the stream is irregular (rate 0)")
         return last + step
 
-    def _string_timestamps(self, state: _StreamState, body: memoryview, count: int) -> np.ndarray:
+    def _string_timestamps(self, state: _StreamState, body: memoryview, count: int) -> tuple[np.ndarray, int]:
+        """Timestamps of one string Samples chunk body (checking every string), and how many were deduced."""
         timestamps = np.empty(count, dtype=np.float64)
+        deduced = 0
         channels = state.summary.channel_count
         step = 1.0 / state.summary.nominal_srate if state.summary.nominal_srate > 0 else None
         last = state.last_timestamp
@@ -548,7 +562,7 @@ class _Inspector:
                 position += 8
             elif stamp_bytes == 0:
                 last = self._deduce(last, step, sample)
-                state.summary.deduced_timestamp_count += 1
+                deduced += 1
             else:
                 raise ValueError(f"sample {sample} has timestamp byte {stamp_bytes} (must be 0 or 8)")
             timestamps[sample] = last
@@ -575,7 +589,7 @@ class _Inspector:
                 position += length
         if position != total:
             raise ValueError(f"{total - position} bytes left over after the {count} announced samples")
-        return timestamps
+        return timestamps, deduced
 
     def _account(self, state: _StreamState, timestamps: np.ndarray) -> None:
         count = timestamps.shape[0]

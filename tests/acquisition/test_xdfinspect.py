@@ -249,6 +249,10 @@ def test_undecodable_samples(small_file: tuple[bytes, list[Chunk]]) -> None:
     # announce 6 samples where there are 5
     result = inspect_bytes(corrupt(data, samples.start + 9, b"\x06"))
     assert "announces 6 samples but ends after 5" in result.defect.message
+    # a corrupted 8-byte sample count must be refused before anything is allocated for it
+    huge = chunk(3, b"\x08" + struct.pack("<Q", 2**60) + bytes(13), 1)
+    result = inspect_bytes(data[: samples.start] + huge)
+    assert f"announces {2**60} samples, but 13 bytes cannot hold more than 2" in result.defect.message
     # a string length that runs past the chunk
     _, strings = first(chunks, "Samples", 1)
     result = inspect_bytes(corrupt(data, strings.start + 10 + 9 + 1, b"\xff"))
