@@ -26,9 +26,11 @@ def _print_protocol_error(error: ProtocolError) -> None:
         error_console.print(f"      [green]fix:[/] {issue.fix}")
 
 
-def _load(protocol: str, dyad: str | None = None, session: int | None = None) -> LoadedProtocol:
+def _load(protocol: str, dyad: str | None = None, session: int | None = None,
+          partner: str | None = None, partner_id: str | None = None) -> LoadedProtocol:
+    overrides = {"dyad": dyad, "session": session, "partner_role": partner, "partner_id": partner_id}
     try:
-        return load_protocol(protocol, overrides={"dyad": dyad, "session": session})
+        return load_protocol(protocol, overrides=overrides)
     except ProtocolError as error:
         _print_protocol_error(error)
         raise SystemExit(2) from None
@@ -49,7 +51,7 @@ def _describe(loaded: LoadedProtocol) -> None:
         table.add_row(str(position), ids[index], block.task, detail)
     console.print(table)
     people = ", ".join(
-        f"{plan.labels[p.id]} = {p.id} ({p.role}, {p.device.board})" for p in protocol.participants
+        f"{plan.labels[p.id]} = {p.id} ({p.role}, {p.device.get('board', 'synthetic')})" for p in protocol.participants
     )
     console.print(f"participants: {people}" + (" [roles swapped by counterbalancing]" if plan.roles_swapped else ""))
 
@@ -99,7 +101,7 @@ def _run_session(loaded: LoadedProtocol, *, out: Path, simulate: bool, autopilot
         return 2
     _describe(loaded)
     try:
-        with ensure_display(size := loaded.protocol.screens.size) as started:
+        with ensure_display(size := loaded.protocol.screens.size, keep_until_exit=True) as started:
             if started:
                 status("display", f"virtual display {started} (Xvfb, 2 screens of {size[0]}x{size[1]}); timing is not meaningful")
             runner = SessionRunner(
@@ -113,13 +115,13 @@ def _run_session(loaded: LoadedProtocol, *, out: Path, simulate: bool, autopilot
                 status=status,
             )
             result = runner.run()
+            _print_result(result)
     except DisplayError as error:
         error_console.print(f"[red]{error}[/]")
         return 2
     except Exception as error:  # noqa: BLE001 - the runner already finalized; say what happened
         error_console.print(f"[bold red]Session failed:[/] {error}")
         return 1
-    _print_result(result)
     return 0 if result.complete else 3
 
 
@@ -146,13 +148,15 @@ def _print_result(result: Any) -> None:
               help="Output folder; files go where the protocol's output pattern says.")
 @click.option("--dyad", default=None, help="Dyad id (overrides the protocol's).")
 @click.option("--session", type=click.IntRange(min=1), default=None, help="Session number (overrides the protocol's).")
+@click.option("--partner", default=None, help="Role of participant B this run (therapist, stranger, significant-other...).")
+@click.option("--partner-id", default=None, help="Id of participant B this run.")
 @click.option("--no-quickcheck", is_flag=True, help="Skip the synchrony quick-check at the end.")
 def run(protocol: str, simulate: bool, autopilot: bool, speed: float, out: Path, dyad: str | None,
-        session: int | None, no_quickcheck: bool) -> None:
+        session: int | None, partner: str | None, partner_id: str | None, no_quickcheck: bool) -> None:
     """Run a session from PROTOCOL (a .yaml file or a bundled name: demo, cooperation, ...)."""
     if speed != 1.0 and not autopilot:
         raise click.UsageError("--speed changes durations; it is only allowed with --autopilot (pilots, never participants)")
-    loaded = _load(protocol, dyad, session)
+    loaded = _load(protocol, dyad, session, partner, partner_id)
     sys.exit(_run_session(loaded, out=out, simulate=simulate, autopilot=autopilot, speed=speed,
                           quickcheck=not no_quickcheck, virtual_display=autopilot, lsl_local=False))
 

@@ -9,6 +9,7 @@ demonstrating, never for measuring.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -27,7 +28,7 @@ class DisplayError(RuntimeError):
 
 @contextlib.contextmanager
 def ensure_display(
-    screen_size: tuple[int, int] = (1280, 800), n_screens: int = 2, timeout: float = 15.0
+    screen_size: tuple[int, int] = (1280, 800), n_screens: int = 2, timeout: float = 15.0, keep_until_exit: bool = False
 ) -> Iterator[str | None]:
     """Make sure an X display exists for the duration of the ``with`` block.
 
@@ -39,6 +40,10 @@ def ensure_display(
         How many virtual screens (joined side by side with Xinerama).
     timeout : float
         Seconds to wait for Xvfb to come up.
+    keep_until_exit : bool
+        Leave Xvfb running until the process exits instead of stopping it with the ``with``
+        block: pyglet keeps its X connection open until interpreter exit, and Xlib ends the
+        process when its server disappears under it.
 
     Yields
     ------
@@ -74,6 +79,10 @@ def ensure_display(
     previous = os.environ.get("DISPLAY")
     os.environ["DISPLAY"] = display
     logger.info("Started a virtual display %s (Xvfb, %d screens of %dx%d)", display, n_screens, width, height)
+    if keep_until_exit:
+        atexit.register(_stop, process)  # registered before pyglet's own handlers: runs after them
+        yield display
+        return
     try:
         yield display
     finally:

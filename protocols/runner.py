@@ -29,12 +29,10 @@ import json
 import logging
 import os
 import platform
-import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from acquisition.lslconfig import LslConfig, apply_lsl_config
 from acquisition.streams import ParticipantInfo, source_id
@@ -245,10 +243,6 @@ class SessionRunner:
         return session.execute()
 
 
-# Stages, in order, for error messages.
-_STAGES = ("lsl", "outlets", "sources", "preflight", "recorder", "windows", "blocks", "finalize")
-
-
 class _SessionState:
     """Everything one run creates, so that finalisation can release exactly what exists."""
 
@@ -274,6 +268,7 @@ class _SessionState:
         self.devices: dict[str, dict[str, Any]] = {}
         self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.recorder: Any = None
+        self.simulator_truth: Callable[[], dict[str, Any]] | None = None
 
     def status(self, stage: str, message: str) -> None:
         self.runner._status(stage, message)
@@ -329,12 +324,12 @@ class _SessionState:
             _preflight(self, bridges)
 
         self.stage = "recorder"
-        self._start_recorder(bridges)
+        self._start_recorder(resources, bridges)
 
         self.stage = "windows"
         _run_tasks(self, resources, hub, response_outlet)
 
-    def _start_recorder(self, bridges: list[Any]) -> None:
+    def _start_recorder(self, resources: contextlib.ExitStack, bridges: list[Any]) -> None:
         from acquisition.recorder import LslRecorder, StreamSelector
 
         protocol = self.protocol
@@ -353,24 +348,30 @@ class _SessionState:
             "protocol": protocol.name,
             "complete_see": self.files["session"].name,
         }
-        self.recorder = LslRecorder(self.files["xdf"], selectors, file_metadata=metadata)
-        self.recorder.start()
+        recorder = LslRecorder(self.files["xdf"], selectors, file_metadata=metadata)
+        recorder.start()
+        self.recorder = recorder
+        # Unwinding order: windows close, then the recorder stops, then the bridges stop.
+        resources.callback(self._stop_recorder)
         self.status("recording", str(self.files["xdf"]))
 
     # -- finalisation ------------------------------------------------------------------------
+    def _stop_recorder(self) -> None:
+        """Drain and finalize the XDF (before the bridges and outlets go away)."""
+        try:
+            summary = self.recorder.stop()
+        except Exception as error:  # noqa: BLE001 - keep finalizing, report it
+            logger.exception("stopping the recorder failed")
+            self.problems.append(f"stopping the recorder failed: {error}")
+            return
+        self.recorder_summary = _jsonable(summary)
+        self.problems.extend(summary.problems)
+        self.status("saved", f"{self.files['xdf']} ({summary.file_size / 1e6:.1f} MB; "
+                    + ", ".join(f"{s.name}: {s.sample_count}" for s in summary.streams) + ")")
+
     def _after_recording(self) -> None:
-        """Stop the recorder (if running), write session.json, run the quick-check."""
-        if self.recorder is not None:
-            try:
-                summary = self.recorder.stop()
-                self.recorder_summary = _jsonable(summary)
-                self.problems.extend(summary.problems)
-                self.status("saved", f"{self.files['xdf']} ({summary.file_size / 1e6:.1f} MB, "
-                            + ", ".join(f"{s.name}: {s.sample_count}" for s in summary.streams) + ")")
-            except Exception as error:  # noqa: BLE001 - keep finalizing, report it
-                logger.exception("stopping the recorder failed")
-                self.problems.append(f"stopping the recorder failed: {error}")
-        self.end_wall = self.end_wall or (datetime.now(timezone.utc).isoformat() if self.start_wall else None)
+        """Write session.json, then run the quick-check on the finalized XDF."""
+        self.end_wall = self.end_wall or (now_wall() if self.start_wall else None)
         self._write_session_json()
         if self.recorder is not None and self.runner.run_quickcheck and self.files["xdf"].exists():
             self._quickcheck()
@@ -389,8 +390,8 @@ class _SessionState:
         self.status("checking", f"synchrony quick-check of {self.files['xdf'].name}")
         settings = self.protocol.quickcheck
         kwargs = {"json_out": json_out, "html_out": html_out}
-        kwargs.update(_supported(run_check, {"n_surrogates": settings.surrogates, "epoch_seconds": settings.epoch_seconds,
-                                             "epoch_length": settings.epoch_seconds}))
+        kwargs.update(_supported(run_check, {"n_surrogates": settings.surrogates, "epoch_length": settings.epoch_seconds,
+                                             "seed": _session_seed(self.protocol), "progress": False}))
         try:
             result = run_check(self.files["xdf"], **kwargs)
         except Exception as error:  # noqa: BLE001 - the recording is safe; report the check failure
@@ -452,6 +453,7 @@ class _SessionState:
             "preflight": self.preflight_report,
             "recorder": self.recorder_summary,
             "quickcheck": self.quickcheck_info,
+            "simulator": self.simulator_truth() if self.simulator_truth is not None else None,
             "problems": self.problems,
             "versions": _versions(),
         }
@@ -516,11 +518,11 @@ def _start_sources(state: _SessionState, resources: contextlib.ExitStack, hub: A
     if simulated:
         from acquisition.simulator import CoupledDyadSimulator
 
-        simulator = CoupledDyadSimulator(**_supported(CoupledDyadSimulator, {"participants": sorted(by_label), "labels": sorted(by_label)}))
-        simulator_sources = _sources_by_label(simulator.sources, sorted(by_label))
+        simulator = CoupledDyadSimulator(participants=tuple(sorted(by_label)), seed=_session_seed(protocol))
+        resources.callback(simulator.close)  # after the bridges (LIFO): stops the marker follower
+        simulator_sources = dict(zip(simulator.participants, simulator.sources))
         simulator.follow_markers(source_id(protocol.study, protocol.dyad, "markers"))
-        if hasattr(simulator, "stop_following"):
-            resources.callback(simulator.stop_following)
+        state.simulator_truth = simulator.ground_truth
     bridges = []
     for person in runner.participants:
         if person.label in simulated:
@@ -549,12 +551,6 @@ def _start_sources(state: _SessionState, resources: contextlib.ExitStack, hub: A
     return bridges
 
 
-def _sources_by_label(sources: Any, labels: list[str]) -> dict[str, Any]:
-    if isinstance(sources, dict):
-        return dict(sources)
-    return dict(zip(labels, sources))
-
-
 def _stop_bridge(bridge: Any) -> None:
     try:
         bridge.stop()
@@ -563,7 +559,14 @@ def _stop_bridge(bridge: Any) -> None:
 
 
 def _preflight(state: _SessionState, bridges: list[Any]) -> None:
-    raise NotImplementedError
+    """Check both EEG streams and the marker stream; raise :class:`PreflightFailed` if not ready."""
+    try:
+        from acquisition import preflight
+    except ImportError as error:
+        state.preflight_report = {"skipped": f"acquisition.preflight is not available ({error})"}
+        state.problems.append("preflight was skipped: acquisition.preflight is not available")
+        return
+    raise NotImplementedError(preflight)
 
 
 def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, responses: Any) -> None:
@@ -609,12 +612,14 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
     try:
         for record in state.blocks:
             paradigm_class = registry[record.task]
-            paradigm = paradigm_class(paradigm_class.Params.model_validate(record.params))
+            paradigm = paradigm_class()
+            params = paradigm_class.Params.model_validate(record.params)
+            first_flip = len(context.flip_log)
             record.status = "running"
             record.start_wall = now_wall()
             state.status("block", f"{record.position}/{len(state.blocks)} {record.id} ({record.task})")
             try:
-                paradigm.run(context, record.id)
+                paradigm.run(context, params, record.id)
             except SessionAborted:
                 record.status = "aborted"
                 raise
@@ -623,7 +628,7 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
                 raise
             finally:
                 record.end_wall = now_wall()
-                _fill_block_times(record, context)
+                _fill_block_times(record, context.flip_log[first_flip:])
             record.status = "completed"
         outcome = "complete"
         state.complete = True
@@ -650,17 +655,23 @@ def _last_marker_stamp(context: Any, event: str) -> float | None:
     return None
 
 
-def _fill_block_times(record: BlockRecord, context: Any) -> None:
-    """The block's start/end LSL stamps and condition, from the markers its flips carried."""
-    for flip in context.flip_log:
+def _fill_block_times(record: BlockRecord, flips: list[Any]) -> None:
+    """The block's first block_start / last block_end stamps and its condition(s), from its flips.
+
+    A composite paradigm (e.g. the synchrony probe) emits several analysis blocks; their
+    conditions are listed in order.
+    """
+    conditions: list[str] = []
+    for flip in flips:
         for marker, stamp in flip.markers:
-            if marker.block != record.id:
-                continue
-            if marker.event == "block_start" and record.start_lsl is None:
-                record.start_lsl = stamp
-                record.condition = marker.condition
+            if marker.event == "block_start":
+                if record.start_lsl is None:
+                    record.start_lsl = stamp
+                if marker.condition:
+                    conditions.append(marker.condition)
             elif marker.event == "block_end":
                 record.end_lsl = stamp
+    record.condition = "+".join(conditions) or None
 
 
 def _session_seed(protocol: Protocol) -> int:
@@ -742,10 +753,3 @@ def _quickcheck_summary(result: dict[str, Any] | None) -> str:
 def now_wall() -> str:
     """Wall-clock time for people (metadata only, never in a stream)."""
     return datetime.now(timezone.utc).isoformat()
-
-
-@contextlib.contextmanager
-def _timed(state: _SessionState, stage: str) -> Iterator[None]:
-    started = time.monotonic()
-    yield
-    logger.info("%s took %.2f s", stage, time.monotonic() - started)

@@ -424,7 +424,8 @@ def load_protocol(name_or_path: str | Path, overrides: Mapping[str, Any] | None 
     name_or_path : str | Path
         A YAML file, or a bundled protocol name (``demo``, ``cooperation``...).
     overrides : mapping, optional
-        Top-level values that replace the file's (``dyad``, ``session`` from the command line).
+        Values from the command line that replace the file's: top-level fields (``dyad``,
+        ``session``) and ``partner_role`` / ``partner_id`` (participant B's role and id).
 
     Returns
     -------
@@ -463,9 +464,7 @@ def validate_protocol_text(text: str, *, file: str = "<protocol>", overrides: Ma
             [ProtocolIssue(file, "", "the file is not a mapping of protocol fields", "start from a bundled protocol, e.g. `name: ...`, `study: ...`")]
         )
     positions = _node_positions(node)
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            data[key] = value
+    _apply_overrides(data, overrides or {})
     issues: list[ProtocolIssue] = []
     try:
         protocol = Protocol.model_validate(data)
@@ -478,6 +477,19 @@ def validate_protocol_text(text: str, *, file: str = "<protocol>", overrides: Ma
     if issues:
         raise ProtocolError(issues)
     return protocol
+
+
+def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    """Command-line values: top-level fields, and ``partner_role`` / ``partner_id`` for participant B."""
+    partner = {"role": overrides.get("partner_role"), "id": overrides.get("partner_id")}
+    for key, value in overrides.items():
+        if value is not None and key not in ("partner_role", "partner_id"):
+            data[key] = value
+    if any(value is not None for value in partner.values()):
+        people = data.get("participants")
+        target = next((p for p in people if isinstance(p, dict) and p.get("label") == "B"), None) if isinstance(people, list) else None
+        if target is not None:
+            target.update({key: value for key, value in partner.items() if value is not None})
 
 
 def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple[int, int]]) -> list[ProtocolIssue]:
