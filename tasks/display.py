@@ -1,0 +1,259 @@
+"""The session's window(s): one shared screen, or one screen per participant.
+
+A *view* is one window plus the participants who look at it. With ``layout="shared"`` there is
+one view seen by everyone; with ``layout="per-participant"`` each participant has a window on
+their own screen (PsychoPy ``Window(screen=n)``; two X screens need Xinerama). Paradigms draw per
+view, so the same code serves both layouts.
+
+Flip order and marker time: every frame flips the views in participant order. Only the first
+window waits for the vertical blank (``waitBlanking=True``); the others are created with
+``waitBlanking=False`` so that two blocking flips in series do not halve the frame rate. Markers
+are stamped in the first window's ``callOnFlip``, i.e. at the moment the first participant's
+screen changed; how late the other screens follow must be measured with a photodiode on each
+screen (see ``docs/tasks.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from psychopy import visual
+
+logger = logging.getLogger(__name__)
+
+Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
+
+
+class DisplaySettings(BaseModel):
+    """How the task windows are laid out.
+
+    Attributes
+    ----------
+    layout : "shared" | "per-participant"
+        One screen both participants look at, or one screen each.
+    screens : list of int
+        Screen index per window: one entry for ``shared`` (default ``[0]``), one per participant
+        in participant order for ``per-participant`` (default ``[0, 1]``).
+    fullscreen : bool
+        Full-screen windows (the lab setting); ``False`` opens ``size`` windows (piloting, tests).
+    size : (int, int)
+        Window size in pixels when not full screen.
+    background : str
+        Window colour (any PsychoPy colour name or hex).
+    photodiode_corner : corner or None
+        Draw a square in this corner that is white on every frame that carries a marker and
+        black otherwise, for the photodiode timing check.
+    check_timing : bool
+        Let PsychoPy measure the refresh rate when a window opens (about a second per window).
+    max_frame_rate : float or None
+        Sleep before a flip so frames are at least ``1 / max_frame_rate`` apart. Only for
+        displays without vsync (Xvfb, where flips return at once and a frame loop would busy a
+        CPU core); leave ``None`` on lab screens, where vsync paces the flips.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    layout: Literal["shared", "per-participant"] = "shared"
+    screens: list[int] | None = None
+    fullscreen: bool = True
+    size: tuple[int, int] = (1280, 800)
+    background: str = "#101010"
+    photodiode_corner: Corner | None = None
+    check_timing: bool = True
+    max_frame_rate: float | None = Field(None, gt=0, le=1000)
+
+    @model_validator(mode="after")
+    def _screens_match_layout(self) -> "DisplaySettings":
+        if self.screens is not None:
+            expected = 1 if self.layout == "shared" else 2
+            if len(self.screens) != expected:
+                raise ValueError(
+                    f"layout {self.layout!r} needs {expected} screen index(es) in 'screens', got {self.screens}; "
+                    "use e.g. screens: [0] for a shared screen or screens: [0, 1] for one screen per participant."
+                )
+        return self
+
+    def screen_indices(self) -> list[int]:
+        """The screen index of each window."""
+        if self.screens is not None:
+            return list(self.screens)
+        return [0] if self.layout == "shared" else [0, 1]
+
+
+@dataclass
+class View:
+    """One window and the participants who look at it.
+
+    Attributes
+    ----------
+    window : psychopy.visual.Window
+    participants : list of str
+        Labels of the participants who see this window.
+    name : str
+        ``"shared"`` or the participant label; used in screenshot file names.
+    """
+
+    window: "visual.Window"
+    participants: list[str]
+    name: str
+    _stims: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def text(self, key: str, text: str, **kwargs: Any) -> Any:
+        """A cached ``TextStim`` named ``key`` on this window, with ``text`` and ``kwargs`` applied."""
+        from psychopy import visual
+
+        stim = self._stims.get(key)
+        if stim is None:
+            defaults: dict[str, Any] = {"height": 0.045, "wrapWidth": 1.2, "color": "white", "font": "Arial"}
+            defaults.update(kwargs)
+            stim = visual.TextStim(self.window, text=text, **defaults)
+            self._stims[key] = stim
+        else:
+            if stim.text != text:
+                stim.text = text
+            for name, value in kwargs.items():
+                setattr(stim, name, value)
+        return stim
+
+    def circle(self, key: str, **kwargs: Any) -> Any:
+        """A cached ``Circle`` named ``key``; ``kwargs`` are applied on every call."""
+        from psychopy import visual
+
+        stim = self._stims.get(key)
+        if stim is None:
+            defaults: dict[str, Any] = {"radius": 0.08, "edges": 64, "lineWidth": 0}
+            defaults.update(kwargs)
+            stim = visual.Circle(self.window, **defaults)
+            self._stims[key] = stim
+        else:
+            for name, value in kwargs.items():
+                setattr(stim, name, value)
+        return stim
+
+    def rect(self, key: str, **kwargs: Any) -> Any:
+        """A cached ``Rect`` named ``key``; ``kwargs`` are applied on every call."""
+        from psychopy import visual
+
+        stim = self._stims.get(key)
+        if stim is None:
+            stim = visual.Rect(self.window, **{"lineWidth": 0, **kwargs})
+            self._stims[key] = stim
+        else:
+            for name, value in kwargs.items():
+                setattr(stim, name, value)
+        return stim
+
+
+class SessionDisplay:
+    """Opens, flips and closes the session's windows.
+
+    Parameters
+    ----------
+    settings : DisplaySettings
+    participants : list of str
+        Participant labels in order (``["A", "B"]``); with ``per-participant`` the i-th
+        participant gets the i-th screen.
+    """
+
+    def __init__(self, settings: DisplaySettings, participants: list[str]) -> None:
+        if settings.layout == "per-participant" and len(participants) != 2:
+            raise ValueError(f"A per-participant layout needs two participants, got {participants}.")
+        self.settings = settings
+        self.participants = list(participants)
+        self.views: list[View] = []
+        self._last_flip: float | None = None
+
+    def open(self) -> None:
+        """Open the windows; raises ``RuntimeError`` naming the screen that could not open."""
+        from psychopy import visual
+
+        screens = self.settings.screen_indices()
+        names = ["shared"] if self.settings.layout == "shared" else self.participants
+        seers = [self.participants] if self.settings.layout == "shared" else [[p] for p in self.participants]
+        try:
+            for index, (screen, name, who) in enumerate(zip(screens, names, seers)):
+                window = visual.Window(
+                    size=self.settings.size,
+                    screen=screen,
+                    fullscr=self.settings.fullscreen,
+                    units="height",
+                    color=self.settings.background,
+                    allowGUI=False,
+                    winType="pyglet",
+                    waitBlanking=index == 0,
+                    checkTiming=self.settings.check_timing,
+                )
+                window.mouseVisible = False
+                self.views.append(View(window=window, participants=who, name=name))
+        except Exception as error:
+            self.close()
+            raise RuntimeError(
+                f"Could not open the task window on screen {screen} ({error}). Check that the screen exists "
+                "(a second X screen needs Xinerama: Xvfb '-screen 0 ... -screen 1 ... +xinerama'), or use "
+                "layout 'shared'."
+            ) from error
+        logger.info("Opened %d task window(s) on screen(s) %s", len(self.views), screens)
+
+    @property
+    def primary(self) -> "visual.Window":
+        """The window whose flip stamps the markers."""
+        if not self.views:
+            raise RuntimeError("The display is not open: call SessionDisplay.open() first.")
+        return self.views[0].window
+
+    def view_of(self, participant: str) -> View:
+        """The view a participant looks at."""
+        for view in self.views:
+            if participant in view.participants:
+                return view
+        raise KeyError(f"No window shows participant {participant!r}; participants are {self.participants}.")
+
+    def flip(self) -> tuple[float, list[float]]:
+        """Flip every window; return the primary flip time and the others' (PsychoPy clock)."""
+        if self.settings.max_frame_rate is not None and self._last_flip is not None:
+            wait = self._last_flip + 1.0 / self.settings.max_frame_rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+        self._last_flip = time.perf_counter()
+        primary_time = self.views[0].window.flip()
+        others = [view.window.flip() for view in self.views[1:]]
+        return primary_time, others
+
+    def grab(self) -> None:
+        """Keep a copy of what was drawn for the coming flip (back buffer) of every window.
+
+        The front buffer cannot be read back reliably (it is black under Xvfb/Mesa), so a
+        screen is grabbed after drawing and before its flip, and saved later with :meth:`save_grabbed`.
+        """
+        for view in self.views:
+            view.window.getMovieFrame(buffer="back")
+
+    def save_grabbed(self, stem: Path) -> list[Path]:
+        """Save the grabbed frames as ``<stem>.png`` (``<stem>_<view>.png`` with several windows)."""
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for view in self.views:
+            if not view.window.movieFrames:
+                continue
+            name = f"{stem.name}.png" if len(self.views) == 1 else f"{stem.name}_{view.name}.png"
+            path = stem.with_name(name)
+            view.window.movieFrames = view.window.movieFrames[-1:]
+            view.window.saveMovieFrames(str(path))  # also empties movieFrames
+            paths.append(path)
+        return paths
+
+    def close(self) -> None:
+        """Close every window; idempotent."""
+        views, self.views = self.views, []
+        for view in views:
+            try:
+                view.window.close()
+            except Exception:  # noqa: BLE001 - closing the others matters more
+                logger.exception("Could not close the window %s", view.name)

@@ -1,0 +1,591 @@
+"""The task kit: what every paradigm runs on.
+
+A :class:`TaskContext` owns, for one session, the task window(s), the flip-locked marker path,
+per-participant key input (with the operator's abort and pause keys), the response stream, the
+behavioural data file (PsychoPy ``ExperimentHandler``) and, when piloting, the autopilot.
+
+Markers
+-------
+``ctx.mark_on_next_flip(marker)`` queues a marker; the next ``ctx.flip()`` registers
+``hub.push(marker)`` with ``win.callOnFlip`` on the primary window, so the LSL stamp is a
+``local_clock()`` read inside PsychoPy's flip, right after the buffer swap. PsychoPy's own times
+(flip returns, key-down times) never enter LSL unconverted: key-down times are converted with a
+measured offset (:mod:`tasks.timing`) for the response stream.
+
+Operator keys
+-------------
+``escape`` aborts: an ``abort`` marker, then ``block_end`` (``value="aborted"``) for the running
+block, the behavioural CSV is saved, and :class:`SessionAborted` propagates to the caller.
+``f9`` pauses: a ``pause`` marker on the pause screen's flip, ``resume`` on the first task flip
+after ``f9`` is pressed again; timed screens are extended by the pause.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+from acquisition.markers import Marker, MarkerHub, MarkerOutlet
+from tasks.autopilot import Autopilot, AutopilotSettings
+from tasks.display import DisplaySettings, SessionDisplay, View
+from tasks.input import KeyPress, KeyReader, KeySettings
+from tasks.timing import PsychopyToLslClock
+
+if TYPE_CHECKING:
+    from psychopy import data as psychopy_data
+
+logger = logging.getLogger(__name__)
+
+_CORNER_POS = {
+    "top-left": (-1, 1),
+    "top-right": (1, 1),
+    "bottom-left": (-1, -1),
+    "bottom-right": (1, -1),
+}
+_PATCH_SIZE = 0.06
+
+
+class SessionAborted(Exception):
+    """The operator aborted the session (Escape).
+
+    When this reaches the caller, the ``abort`` marker and the running block's ``block_end``
+    (``value="aborted"``) have been pushed and the behavioural CSV has been saved; the caller
+    still stops the recording, pushes ``session_end`` (``value="aborted"``) and closes the context.
+    """
+
+
+@dataclass(frozen=True)
+class Response:
+    """A participant's key press as the task sees it.
+
+    Attributes
+    ----------
+    participant : str
+    key : str
+    t_down : float
+        Key-down time, PsychoPy clock.
+    lsl_time : float
+        Key-down time on ``local_clock()`` (the response stream's stamp).
+    rt : float | None
+        Seconds from the current RT origin (the last flip marked ``rt_origin=True``) to key-down;
+        negative for a press before it, ``None`` when the block has no origin yet.
+    """
+
+    participant: str
+    key: str
+    t_down: float
+    lsl_time: float
+    rt: float | None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One flip: its time and the presses read after it.
+
+    Attributes
+    ----------
+    flip_time : float
+        PsychoPy-clock time of the primary window's flip.
+    responses : list of Response
+        Participant presses.
+    operator_keys : list of str
+        Other keys pressed (e.g. the operator's proceed key); abort and pause never appear.
+    """
+
+    flip_time: float
+    responses: list[Response]
+    operator_keys: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MarkedFlip:
+    """A flip that carried markers (kept in ``TaskContext.flip_log`` for timing checks).
+
+    Attributes
+    ----------
+    flip_time : float
+        PsychoPy-clock time ``win.flip()`` returned for the primary window.
+    other_flip_times : list of float
+        The other windows' flip times (per-participant layout).
+    markers : list of (Marker, float)
+        Each marker with the LSL stamp ``hub.push`` gave it inside the flip.
+    """
+
+    flip_time: float
+    other_flip_times: list[float]
+    markers: list[tuple[Marker, float]] = field(default_factory=list)
+
+
+@dataclass
+class _Block:
+    task: str
+    block: str
+    condition: str | None
+
+
+class TaskContext:
+    """Everything a paradigm needs for one session; create it once, run blocks, close it.
+
+    Lifecycle: ``open()`` (windows, keyboard, autopilot, data file) → run blocks →
+    ``close()`` (saves the CSV, stops the autopilot, closes the windows); or ``with``.
+
+    Parameters
+    ----------
+    hub : MarkerHub
+        The session marker stream (and board marker channels).
+    responses : MarkerOutlet
+        The session response stream.
+    participants : mapping
+        Participant label → role, in screen order, e.g. ``{"A": "therapist", "B": "patient"}``.
+    data_stem : Path
+        Behavioural data path without extension; the CSV is ``<data_stem>.csv``.
+    display : DisplaySettings
+    keys : KeySettings
+        Must assign a key to every participant.
+    autopilot : AutopilotSettings or None
+        Simulated participants; ``None`` for real ones.
+    seed : int or None
+        Seed of the task's own randomisation (ITI jitter, computer partner).
+    screenshot_dir : Path or None
+        If set, each paradigm's main screens are saved there once as ``<task>_<screen>.png``.
+    experiment_info : mapping
+        Extra columns for every CSV row (study, dyad, session...).
+    """
+
+    def __init__(
+        self,
+        hub: MarkerHub,
+        responses: MarkerOutlet,
+        participants: Mapping[str, str],
+        data_stem: Path,
+        display: DisplaySettings | None = None,
+        keys: KeySettings | None = None,
+        autopilot: AutopilotSettings | None = None,
+        seed: int | None = None,
+        screenshot_dir: Path | None = None,
+        experiment_info: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.keys = keys or KeySettings()
+        missing = [label for label in participants if label not in self.keys.participants]
+        if missing:
+            raise ValueError(f"No response key for participant(s) {missing}: add them to the key settings.")
+        self.hub = hub
+        self.responses = responses
+        self.roles: dict[str, str] = dict(participants)
+        self.participants: list[str] = list(participants)
+        self.data_stem = Path(data_stem)
+        self.display = SessionDisplay(display or DisplaySettings(), self.participants)
+        self.autopilot_settings = autopilot
+        self.autopilot: Autopilot | None = None
+        self.rng = np.random.default_rng(seed)
+        self.screenshot_dir = screenshot_dir
+        self.experiment_info = dict(experiment_info or {})
+        self.flip_log: list[MarkedFlip] = []
+        self.paused_total = 0.0
+        self.trial: int | None = None
+        self.exp: "psychopy_data.ExperimentHandler | None" = None
+        self.clock: PsychopyToLslClock | None = None
+        self._reader: KeyReader | None = None
+        self._pending: list[Marker] = []
+        self._pending_rt_origin = False
+        self._rt_origin: float | None = None
+        self._block: _Block | None = None
+        self._announced: _Block | None = None  # the block whose instructions are on screen
+        self._captured: set[str] = set()
+        self._open = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def open(self) -> "TaskContext":
+        """Open the windows, the keyboard, the data file and the autopilot."""
+        from psychopy import data
+
+        self.data_stem.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.display.open()
+            self.clock = PsychopyToLslClock()
+            self._reader = KeyReader(self.keys)
+            self.exp = data.ExperimentHandler(
+                name="dyadlab",
+                extraInfo=self.experiment_info,
+                dataFileName=str(self.data_stem),
+                savePickle=False,
+                saveWideText=False,
+            )
+            if self.autopilot_settings is not None:
+                keys = {label: self.keys.participants[label].respond for label in self.participants}
+                self.autopilot = Autopilot(self.autopilot_settings, keys)
+                self.autopilot.start()
+        except BaseException:
+            self.close()
+            raise
+        self._open = True
+        return self
+
+    def close(self) -> None:
+        """Save the CSV, stop the autopilot, close the windows; idempotent."""
+        self._open = False
+        if self.autopilot is not None:
+            self.autopilot.stop()
+            self.autopilot = None
+        if self.exp is not None:
+            try:
+                self.save_data()
+            finally:
+                self.exp.abort()  # our own save is done; stop PsychoPy's atexit save
+                self.exp = None
+        self.display.close()
+
+    def __enter__(self) -> "TaskContext":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- facts -----------------------------------------------------------------------------
+    @property
+    def views(self) -> list[View]:
+        """The windows and who sees them."""
+        return self.display.views
+
+    @property
+    def csv_path(self) -> Path:
+        """The behavioural CSV."""
+        return self.data_stem.with_name(self.data_stem.name + ".csv")
+
+    @property
+    def speed(self) -> float:
+        """Acceleration of shortenable durations (1 without autopilot)."""
+        return self.autopilot_settings.speed if self.autopilot_settings is not None else 1.0
+
+    def scaled(self, seconds: float) -> float:
+        """A shortenable duration (rest, conversation, reading) under the autopilot's speed."""
+        return seconds / self.speed
+
+    def now(self) -> float:
+        """PsychoPy-clock time now."""
+        from psychopy import core
+
+        return core.getTime()
+
+    def key_of(self, participant: str) -> str:
+        """The participant's respond key."""
+        return self.keys.participants[participant].respond
+
+    @property
+    def current_block(self) -> _Block | None:
+        """Task, block id and condition of the running block."""
+        return self._block
+
+    # ---- markers and flips -----------------------------------------------------------------
+    def marker(self, event: str, **fields: Any) -> Marker:
+        """A marker filled with the running block's task, block id, condition and trial."""
+        block = self._block or self._announced
+        defaults: dict[str, Any] = {
+            "task": block.task if block else None,
+            "block": block.block if block else None,
+            "condition": block.condition if block else None,
+            "trial": self.trial,
+        }
+        defaults.update(fields)
+        return Marker(event=event, **defaults)
+
+    def mark_on_next_flip(self, marker: Marker, rt_origin: bool = False) -> None:
+        """Push ``marker`` at the next flip; ``rt_origin`` makes that flip the RT origin."""
+        self._pending.append(marker)
+        self._pending_rt_origin = self._pending_rt_origin or rt_origin
+
+    def _push_on_flip(self, record: MarkedFlip, marker: Marker) -> None:
+        record.markers.append((marker, self.hub.push(marker)))
+
+    def _draw_photodiode_patch(self, lit: bool) -> None:
+        corner = self.display.settings.photodiode_corner
+        if corner is None:
+            return
+        for view in self.views:
+            half_width = view.window.size[0] / view.window.size[1] / 2.0
+            sx, sy = _CORNER_POS[corner]
+            pos = (sx * (half_width - _PATCH_SIZE / 2), sy * (0.5 - _PATCH_SIZE / 2))
+            color = "white" if lit else "black"
+            view.rect("photodiode", width=_PATCH_SIZE, height=_PATCH_SIZE, pos=pos, fillColor=color).draw()
+
+    def _flip(self, grab: bool = False) -> float:
+        """Flip with the queued markers (``grab``: keep the frame for a screenshot); no key handling."""
+        if self.clock is None:
+            raise RuntimeError("The task context is not open: use 'with TaskContext(...) as ctx'.")
+        markers, self._pending = self._pending, []
+        self._draw_photodiode_patch(lit=bool(markers))
+        if grab:
+            self.display.grab()
+        record = MarkedFlip(flip_time=float("nan"), other_flip_times=[])
+        for marker in markers:
+            self.display.primary.callOnFlip(self._push_on_flip, record, marker)
+        flip_time, others = self.display.flip()
+        if markers:
+            record.flip_time = flip_time
+            record.other_flip_times = others
+            self.flip_log.append(record)
+        if self._pending_rt_origin:
+            self._rt_origin = flip_time
+            self._pending_rt_origin = False
+        self.clock.refresh()
+        return flip_time
+
+    def flip(self, grab: bool = False) -> Frame:
+        """Flip every window (pushing queued markers), then read keys.
+
+        Participant presses are pushed to the response stream and returned. Operator keys are
+        handled here: abort raises :class:`SessionAborted`; pause blocks on a pause screen.
+        ``grab`` keeps the frame for :meth:`capture`.
+        """
+        flip_time = self._flip(grab)
+        responses = []
+        operator_keys = []
+        for press in self._read_keys():
+            if press.key == self.keys.abort:
+                self._abort()
+            elif press.key == self.keys.pause:
+                self._pause()
+            elif press.participant is not None:
+                responses.append(self._record_response(press))
+            else:
+                operator_keys.append(press.key)
+        return Frame(flip_time=flip_time, responses=responses, operator_keys=operator_keys)
+
+    def _read_keys(self) -> list[KeyPress]:
+        assert self._reader is not None
+        return self._reader.read()
+
+    def _record_response(self, press: KeyPress) -> Response:
+        assert self.clock is not None and press.participant is not None
+        rt = None if self._rt_origin is None else press.t_down - self._rt_origin
+        response = Response(
+            participant=press.participant,
+            key=press.key,
+            t_down=press.t_down,
+            lsl_time=self.clock.to_lsl(press.t_down),
+            rt=rt,
+        )
+        value = {"key": press.key, "rt": None if rt is None else round(rt, 6)}
+        self.responses.push(self.marker("response", participant=press.participant, value=value), response.lsl_time)
+        return response
+
+    def reset_rt_origin(self) -> None:
+        """Report RTs as ``None`` until the next ``rt_origin`` flip (e.g. at a trial start)."""
+        self._rt_origin = None
+
+    def clear_keys(self) -> None:
+        """Forget presses made before now (e.g. before an instruction screen)."""
+        assert self._reader is not None
+        self._reader.clear()
+
+    # ---- operator keys ---------------------------------------------------------------------
+    def _draw_message(self, key: str, text: str) -> None:
+        for view in self.views:
+            view.text(key, text, height=0.05, color="white").draw()
+
+    def _pause(self) -> None:
+        started = self.now()
+        self.mark_on_next_flip(self.marker("pause"))
+        logger.info("Session paused by the operator")
+        while True:
+            self._draw_message("_pause", "Paused\n\nThe experimenter will continue shortly.")
+            self._flip()
+            keys = [press.key for press in self._read_keys()]
+            if self.keys.abort in keys:
+                self.paused_total += self.now() - started
+                self._abort()
+            if self.keys.pause in keys:
+                break
+        self.paused_total += self.now() - started
+        self.mark_on_next_flip(self.marker("resume"))
+        logger.info("Session resumed after %.1f s", self.now() - started)
+
+    def _abort(self) -> None:
+        if self.autopilot is not None:
+            self.autopilot.cancel_pending()
+        self.mark_on_next_flip(self.marker("abort", value="operator pressed the abort key"))
+        self._draw_message("_abort", "The session was stopped.")
+        self._flip()
+        logger.warning("Session aborted by the operator during block %s", self._block.block if self._block else None)
+        raise SessionAborted("The operator pressed the abort key.")
+
+    # ---- blocks, screens, data -------------------------------------------------------------
+    @contextmanager
+    def block(self, task: str, block_id: str, condition: str, value: Any = None) -> Iterator[None]:
+        """Delimit an analysis block: ``block_start`` on the next flip, ``block_end`` on exit.
+
+        ``block_end`` carries ``value="complete"`` or ``"aborted"`` (when :class:`SessionAborted`
+        or any error leaves the block); the CSV is saved either way.
+        """
+        if self._block is not None:
+            raise RuntimeError(f"Block {block_id!r} cannot start inside block {self._block.block!r}.")
+        self._block = _Block(task=task, block=block_id, condition=condition)
+        self._rt_origin = None
+        self.trial = None
+        self.mark_on_next_flip(self.marker("block_start", value=value))
+        outcome = "aborted"
+        try:
+            yield
+            outcome = "complete"
+        finally:
+            self.trial = None
+            try:
+                self.mark_on_next_flip(self.marker("block_end", value=outcome))
+                if outcome == "aborted":
+                    self._pending = [m for m in self._pending if m.event == "block_end"]
+                    self._draw_message("_abort", "The session was stopped.")
+                self._flip()
+            finally:
+                self._block = None
+                self._rt_origin = None
+                self.save_data()
+
+    def show(
+        self,
+        draw: Callable[[View], None],
+        duration: float | None = None,
+        marker: Marker | None = None,
+        rt_origin: bool = False,
+        until: Callable[[Frame], bool] | None = None,
+        on_frame: Callable[[Frame], None] | None = None,
+        screenshot: str | None = None,
+    ) -> tuple[float, list[Response]]:
+        """Show a screen until ``duration`` passed (pauses excluded) or ``until(frame)`` is true.
+
+        Parameters
+        ----------
+        draw : callable
+            Called with each view before every flip.
+        duration : float or None
+            Seconds from onset; ``None`` waits for ``until``.
+        marker : Marker or None
+            Pushed on the onset flip.
+        rt_origin : bool
+            Make the onset flip the RT origin.
+        until : callable or None
+            Ends the screen when it returns true for a frame.
+        on_frame : callable or None
+            Called after every flip (e.g. to schedule autopilot presses at onset).
+        screenshot : str or None
+            Screen name for :meth:`capture` (saved at onset).
+
+        Returns
+        -------
+        onset : float
+            PsychoPy-clock time of the onset flip.
+        responses : list of Response
+            Every participant press during the screen.
+        """
+        if duration is None and until is None:
+            raise ValueError("show() needs a duration or an until() condition.")
+        if marker is not None:
+            self.mark_on_next_flip(marker, rt_origin=rt_origin)
+        elif rt_origin:
+            self._pending_rt_origin = True
+        collected: list[Response] = []
+        onset: float | None = None
+        paused_at_onset = self.paused_total
+        while True:
+            for view in self.views:
+                draw(view)
+            frame = self.flip(grab=onset is None and self._wants_capture(screenshot))
+            collected.extend(frame.responses)
+            first = onset is None
+            if first:
+                onset = frame.flip_time
+            if on_frame is not None:
+                on_frame(frame)  # first: it may schedule autopilot presses relative to the onset
+            if first and screenshot is not None:
+                self.capture(screenshot)
+            if until is not None and until(frame):
+                break
+            if duration is not None:
+                elapsed = self.now() - onset - (self.paused_total - paused_at_onset)
+                if elapsed >= duration:
+                    break
+        return onset, collected
+
+    def instructions(self, text: str, task: str, block_id: str, screenshot: str | None = "instructions") -> None:
+        """Show instructions until every participant pressed their key (or the operator ``space``).
+
+        Pushes an ``instructions`` marker (outside any block). The autopilot acknowledges after
+        its reading time.
+        """
+        ready: set[str] = set()
+        self.clear_keys()
+
+        def draw(view: View) -> None:
+            view.text("_instructions", text, pos=(0, 0.08), height=0.042).draw()
+            status = "    ".join(
+                f"{label}: {'ready' if label in ready else 'press ' + self.key_of(label).upper() + ' when ready'}"
+                for label in view.participants
+            )
+            view.text("_ready", status, pos=(0, -0.38), height=0.035, color="#99ccee").draw()
+
+        onset: list[float] = []
+
+        def on_frame(frame: Frame) -> None:
+            if not onset:
+                onset.append(frame.flip_time)
+                if self.autopilot is not None:
+                    for label in self.participants:
+                        self.autopilot.acknowledge(label, frame.flip_time)
+            ready.update(response.participant for response in frame.responses)
+            if self.keys.proceed in frame.operator_keys:
+                ready.update(self.participants)
+
+        def until(frame: Frame) -> bool:
+            return ready >= set(self.participants)
+
+        self._announced = _Block(task=task, block=block_id, condition=None)
+        try:
+            self.show(draw, marker=self.marker("instructions"), until=until, on_frame=on_frame,
+                      screenshot=f"{task}_{screenshot}" if screenshot else None)
+        finally:
+            self._announced = None
+        self.clear_keys()
+
+    def show_break(self, seconds: float, text: str = "Short break") -> None:
+        """A break screen for ``seconds`` (shortened by the autopilot speed), with a ``break`` marker."""
+        remaining = self.scaled(seconds)
+
+        def draw(view: View) -> None:
+            view.text("_break", text, height=0.05).draw()
+
+        self.show(draw, duration=remaining, marker=self.marker("break", value={"seconds": seconds}))
+
+    def _wants_capture(self, name: str | None) -> bool:
+        return self.screenshot_dir is not None and name is not None and name not in self._captured
+
+    def capture(self, name: str) -> list[Path]:
+        """Save the last grabbed frame(s) as ``<screenshot_dir>/<name>.png``, once per name.
+
+        A frame is grabbed by ``flip(grab=True)`` (``show(screenshot=...)`` does it at onset).
+        """
+        if not self._wants_capture(name):
+            return []
+        self._captured.add(name)
+        return self.display.save_grabbed(Path(self.screenshot_dir) / name)  # type: ignore[arg-type]
+
+    def add_row(self, **values: Any) -> None:
+        """One row of the behavioural CSV, with the block's task, block id and condition."""
+        if self.exp is None:
+            raise RuntimeError("The task context is not open.")
+        block = self._block
+        row = {"task": block.task if block else None, "block": block.block if block else None,
+               "condition": block.condition if block else None}
+        row.update(values)
+        for name, value in row.items():
+            self.exp.addData(name, value)
+        self.exp.nextEntry()
+
+    def save_data(self) -> None:
+        """Write the behavioural CSV now (overwriting the previous save)."""
+        if self.exp is None or not self.exp.entries:
+            return
+        self.exp.saveAsWideText(str(self.csv_path), fileCollisionMethod="overwrite")

@@ -1,0 +1,93 @@
+"""The paradigms, by the task name used in protocol files.
+
+``PARADIGMS[name]`` is a :class:`~tasks.paradigms.base.Paradigm` subclass with ``.Params`` (a
+pydantic model that validates the block's parameters) and ``run(ctx, params, block_id)``.
+:func:`run_block` validates a protocol's parameter mapping and runs the block.
+Importing this package imports no PsychoPy and opens no window.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from pydantic import BaseModel, ValidationError
+
+from tasks.paradigms.base import Paradigm, ParadigmParams
+from tasks.paradigms.conversation import Conversation, ConversationParams
+from tasks.paradigms.joint_press import JointPress, JointPressParams
+from tasks.paradigms.probe import Probe, ProbeParams
+from tasks.paradigms.rest import Rest, RestParams
+from tasks.paradigms.tapping import Tapping, TappingParams
+
+if TYPE_CHECKING:
+    from tasks.kit import TaskContext
+
+PARADIGMS: dict[str, type[Paradigm]] = {
+    paradigm.name: paradigm for paradigm in (Rest, JointPress, Tapping, Conversation, Probe)
+}
+
+
+class ParadigmParamsError(ValueError):
+    """A block's parameters do not fit its paradigm (the message names block, field and fix)."""
+
+
+def get_paradigm(task: str) -> Paradigm:
+    """The paradigm registered as ``task``; ``KeyError`` lists the known names."""
+    try:
+        return PARADIGMS[task]()
+    except KeyError:
+        raise KeyError(f"Unknown task {task!r}; known tasks: {', '.join(sorted(PARADIGMS))}.") from None
+
+
+def validate_params(task: str, params: Mapping[str, Any] | BaseModel | None, block_id: str = "?") -> ParadigmParams:
+    """Validate a block's parameters against the paradigm's model.
+
+    Raises
+    ------
+    KeyError
+        Unknown task name.
+    ParadigmParamsError
+        With one line per problem: block, field, message.
+    """
+    paradigm = get_paradigm(task)
+    if isinstance(params, paradigm.Params):
+        return params
+    raw = params.model_dump() if isinstance(params, BaseModel) else dict(params or {})
+    try:
+        return paradigm.Params.model_validate(raw)
+    except ValidationError as error:
+        lines = [
+            f"block {block_id!r} (task {task!r}), field {'.'.join(str(p) for p in problem['loc']) or '<params>'}: {problem['msg']}"
+            for problem in error.errors()
+        ]
+        raise ParadigmParamsError("Invalid task parameters:\n  " + "\n  ".join(lines)) from error
+
+
+def run_block(ctx: "TaskContext", task: str, params: Mapping[str, Any] | BaseModel | None, block_id: str) -> None:
+    """Validate ``params`` and run the ``task`` block(s) ``block_id`` in ``ctx``.
+
+    Raises
+    ------
+    tasks.kit.SessionAborted
+        The operator aborted (markers pushed, CSV saved).
+    KeyError, ParadigmParamsError
+        Before anything is shown.
+    """
+    validated = validate_params(task, params, block_id)
+    get_paradigm(task).run(ctx, validated, block_id)
+
+
+__all__ = [
+    "PARADIGMS",
+    "Paradigm",
+    "ParadigmParams",
+    "ParadigmParamsError",
+    "RestParams",
+    "JointPressParams",
+    "TappingParams",
+    "ConversationParams",
+    "ProbeParams",
+    "get_paradigm",
+    "validate_params",
+    "run_block",
+]

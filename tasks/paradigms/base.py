@@ -1,0 +1,55 @@
+"""What every paradigm provides: a parameter model, its conditions, and ``run``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from tasks.kit import TaskContext
+
+
+class ParadigmParams(BaseModel):
+    """Parameters shared by every paradigm.
+
+    Attributes
+    ----------
+    instructions : str or None
+        Replaces the paradigm's default instruction text.
+    show_instructions : bool
+        Show the instruction screen (and wait for both participants) before the block.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    instructions: str | None = Field(None, min_length=1)
+    show_instructions: bool = True
+
+
+def check_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
+    """Validate a ``(min, max)`` pair of seconds."""
+    low, high = value
+    if low < 0 or high < low:
+        raise ValueError(f"{name} must be (min, max) seconds with 0 <= min <= max, got {list(value)}.")
+    return value
+
+
+class Paradigm(ABC):
+    """A task that runs one block (or, for composites, a fixed sequence of blocks)."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[ParadigmParams]]
+
+    @abstractmethod
+    def conditions(self, params: ParadigmParams) -> list[str]:
+        """The ``condition`` of each block it emits, in order."""
+
+    @abstractmethod
+    def run(self, ctx: "TaskContext", params: ParadigmParams, block_id: str) -> None:
+        """Run the block(s); may raise :class:`tasks.kit.SessionAborted`."""
+
+    def instructions_text(self, params: ParadigmParams, default: str) -> str:
+        """The instruction text: the protocol's override or ``default``."""
+        return params.instructions if params.instructions is not None else default
