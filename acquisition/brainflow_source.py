@@ -460,10 +460,12 @@ class BrainFlowSource:
                 raise SourceDisconnectedError(
                     f"Board {self.spec.board!r} stopped delivering: {explain_brainflow_error(error)}."
                 ) from error
-            assert self._clock is not None
-            if data.shape[1] == 0:
-                return SourceChunk.empty(len(self._eeg_rows), len(self._aux_rows))
-            timestamps = self._clock.to_lsl(data[self._timestamp_row])
+            clock = self._clock
+        # Converted outside the lock, so that insert_marker() from the task never waits for it.
+        assert clock is not None
+        if data.shape[1] == 0:
+            return SourceChunk.empty(len(self._eeg_rows), len(self._aux_rows))
+        timestamps = clock.to_lsl(data[self._timestamp_row])
         return SourceChunk(
             eeg=data[self._eeg_rows],
             aux=data[self._aux_rows],
