@@ -45,6 +45,8 @@ P_DETECT = 0.05
 #: wPLI at chance (z below this) while PLV is above chance suggests zero-lag common-mode signal.
 Z_CHANCE = 2.0
 MIN_EPOCHS_WARN = 60
+#: Smallest circular shift of B (seconds), beyond the signals' autocorrelation time.
+CIRCULAR_MIN_SHIFT_S = 2.0
 #: Matrices in the JSON are rounded to this many decimals (keeps a 32 x 32-channel report small).
 MATRIX_DECIMALS = 5
 BASELINE_NAMES = ("rest", "baseline", "resting", "rest-facing", "rest_facing")
@@ -396,7 +398,8 @@ def run_check(
             pair_p[condition] = {}
             with _timed(timings, "filter_epochs"):
                 band_epochs = seg.condition_epochs(
-                    aligned, c_plans, c_keep, epoch_length, band_map, used["A"], used["B"], decimate=decimate
+                    aligned, c_plans, c_keep, epoch_length, band_map, used["A"], used["B"],
+                    decimate=decimate, continuous=surrogate == "circular-shift",
                 ) if n_used else {}
             for band in band_map:
                 entry[band] = {}
@@ -404,16 +407,21 @@ def run_check(
                     entry[band] = {m: {"mean": None, "z": None, "p": None, "matrix": None} for m in metric_names}
                     bar.advance()
                     continue
-                za, zb = band_epochs.pop(band)
+                epochs = band_epochs.pop(band)
                 with _timed(timings, "metrics"):
-                    observed = metrics_mod.inter_brain_connectivity(za, zb, metric_names)
+                    observed = metrics_mod.inter_brain_connectivity(epochs.za, epochs.zb, metric_names)
                 null = None
                 if n_surrogates and n_used >= 2:
                     with _timed(timings, "surrogates"):
                         if surrogate == "epoch-shuffle":
-                            null = surrogates.epoch_shuffle_surrogates(za, zb, n_surrogates, metric_names, rng=rng)
+                            null = surrogates.epoch_shuffle_surrogates(epochs.za, epochs.zb, n_surrogates, metric_names, rng=rng)
                         else:
-                            null = surrogates.circular_shift_surrogates(za, zb, n_surrogates, metric_names, rng=rng)
+                            null, skipped = _circular_null(epochs, n_surrogates, metric_names, rng)
+                            if skipped:
+                                warnings.append(
+                                    f"{condition}/{band}: {skipped} block(s) too short for circular shifts of at least "
+                                    f"{CIRCULAR_MIN_SHIFT_S:g} s both ways were left out of the null."
+                                )
                 for metric in metric_names:
                     matrix = observed[metric]
                     cell: dict[str, Any] = {"mean": float(np.nanmean(matrix)), "z": None, "p": None}
@@ -430,7 +438,7 @@ def run_check(
                         figures.nulls[(condition, band, metric)] = null_means
                     cell["matrix"] = np.round(_full_matrix(matrix, used["A"], used["B"]), MATRIX_DECIMALS)
                     entry[band][metric] = cell
-                del za, zb, observed, null
+                del epochs, observed, null
                 bar.advance()
             # FDR over the pairs and bands of each metric, within the condition.
             for metric, per_band in pair_p[condition].items():
@@ -511,6 +519,35 @@ def run_check(
 
         write_html(html_out, result, figures)
     return result
+
+
+def _circular_null(
+    epochs: seg.BandEpochs, n_surrogates: int, metrics: Sequence[str], rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray] | None, int]:
+    """Circular-shift null of a condition: per block, combined as an epoch-weighted mean.
+
+    Returns the null (``None`` when no block is long enough) and the number of blocks skipped.
+    """
+    from synchrony import surrogates
+
+    total: dict[str, np.ndarray] = {}
+    weight = 0
+    skipped = 0
+    for block in epochs.blocks:
+        n_samples = block.za.shape[1]
+        if n_samples - 2 * int(np.ceil(CIRCULAR_MIN_SHIFT_S * block.rate)) < 1:
+            skipped += 1
+            continue
+        null = surrogates.circular_shift_surrogates(
+            block.za, block.zb, n_surrogates, metrics, sfreq=block.rate, epoch_starts=block.starts,
+            epoch_samples=block.epoch_samples, min_shift_s=CIRCULAR_MIN_SHIFT_S, rng=rng,
+        )
+        for metric, values in null.items():
+            total[metric] = total.get(metric, 0.0) + values * block.starts.size
+        weight += block.starts.size
+    if not weight:
+        return None, skipped
+    return {metric: values / weight for metric, values in total.items()}, skipped
 
 
 def _contrasts(conditions: dict[str, Any], names: Sequence[str], bands: dict[str, Any], metrics: Sequence[str]) -> dict[str, Any]:

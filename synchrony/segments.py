@@ -489,6 +489,39 @@ def reject_epochs(
     return Rejection(keep, int(invalid.sum()), int(bad_a.sum()), int(bad_b.sum()), z_threshold)
 
 
+@dataclass
+class BlockSignal:
+    """One block's band-limited analytic signal at the analysis rate, for circular-shift nulls.
+
+    Attributes
+    ----------
+    za, zb : np.ndarray, shape (n_channels, n_samples), complex64
+        Continuous analytic signal of A and B over the block (padding removed).
+    starts : np.ndarray of int, shape (n_kept,)
+        First sample of each kept epoch in ``za``/``zb``.
+    epoch_samples : int
+        Epoch length in samples at the analysis rate.
+    rate : float
+        Analysis rate (Hz).
+    """
+
+    za: np.ndarray
+    zb: np.ndarray
+    starts: np.ndarray
+    epoch_samples: int
+    rate: float
+
+
+@dataclass
+class BandEpochs:
+    """Analytic epochs of one condition and band: ``za``, ``zb`` of shape (n_kept, n_channels,
+    n_times), complex64, and (when asked for) each block's continuous signal."""
+
+    za: np.ndarray
+    zb: np.ndarray
+    blocks: list[BlockSignal] = field(default_factory=list)
+
+
 def condition_epochs(
     aligned: AlignedDyad,
     plans: Sequence[EpochGrid],
@@ -500,7 +533,8 @@ def condition_epochs(
     *,
     pad: float = 3.0,
     decimate: bool = True,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    continuous: bool = False,
+) -> dict[str, BandEpochs]:
     """Analytic epochs of the kept epochs of one condition's blocks, per band.
 
     Parameters
@@ -509,29 +543,50 @@ def condition_epochs(
         The condition's blocks and, per block, a (n_epochs,) bool mask of epochs to keep.
     channels_a, channels_b : np.ndarray of bool
         Channels to return.
+    continuous : bool
+        Also return each block's continuous analytic signal (:class:`BlockSignal`).
 
     Returns
     -------
-    dict of band -> (za, zb), complex64 arrays of shape (n_kept, n_channels, n_times_band),
-    ``n_times_band`` = epoch samples / :func:`analysis_step`.
+    dict of band -> BandEpochs
+        Epochs have ``epoch samples / step`` time samples (:func:`analysis_step`), taken from the
+        block's signal at the analysis rate, so that epochs and blocks agree sample by sample.
     """
     n_epoch = int(round(epoch_length * aligned.rate))
-    parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {band: ([], []) for band in bands}
+    collected: dict[str, dict[str, list]] = {band: {"a": [], "b": [], "blocks": []} for band in bands}
     for plan, mask in zip(plans, keep):
         if not np.any(mask):
             continue
         first, stop = _padded_range(aligned, plan, n_epoch, pad)
-        for source, used, side in ((aligned.a, channels_a, 0), (aligned.b, channels_b, 1)):
+        block_first = int(plan.starts[0])
+        block_stop = int(plan.starts[-1]) + n_epoch
+        signals: dict[str, dict[str, np.ndarray]] = {band: {} for band in bands}
+        for source, used, side in ((aligned.a, channels_a, "a"), (aligned.b, channels_b, "b")):
             for band, z in iter_band_analytic(source[used, first:stop], aligned.rate, bands):
                 step = analysis_step(aligned.rate, bands[band][1], decimate)
-                index = (plan.starts[mask] - first)[:, None] + np.arange(0, n_epoch, step)[None, :]
-                parts[band][side].append(np.transpose(z[:, index], (1, 0, 2)).astype(np.complex64))
+                signals[band][side] = z[:, block_first - first : block_stop - first : step].astype(np.complex64)
+        for band in bands:
+            step = analysis_step(aligned.rate, bands[band][1], decimate)
+            n_times = len(range(0, n_epoch, step))
+            starts = np.round((plan.starts[mask] - block_first) / step).astype(np.int64)
+            starts = np.minimum(starts, signals[band]["a"].shape[1] - n_times)
+            window = starts[:, None] + np.arange(n_times)[None, :]
+            for side in ("a", "b"):
+                collected[band][side].append(np.transpose(signals[band][side][:, window], (1, 0, 2)))
+            if continuous:
+                collected[band]["blocks"].append(
+                    BlockSignal(signals[band]["a"], signals[band]["b"], starts, n_times, aligned.rate / step)
+                )
+        del signals
     out = {}
-    for band, (za, zb) in parts.items():
+    for band, parts in collected.items():
         n_times = len(range(0, n_epoch, analysis_step(aligned.rate, bands[band][1], decimate)))
-        out[band] = (
-            np.concatenate(za) if za else np.zeros((0, int(channels_a.sum()), n_times), np.complex64),
-            np.concatenate(zb) if zb else np.zeros((0, int(channels_b.sum()), n_times), np.complex64),
+        empty_a = np.zeros((0, int(channels_a.sum()), n_times), np.complex64)
+        empty_b = np.zeros((0, int(channels_b.sum()), n_times), np.complex64)
+        out[band] = BandEpochs(
+            np.concatenate(parts["a"]) if parts["a"] else empty_a,
+            np.concatenate(parts["b"]) if parts["b"] else empty_b,
+            parts["blocks"],
         )
     return out
 

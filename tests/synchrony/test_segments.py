@@ -134,7 +134,7 @@ def test_continuous_filtering_gives_no_spurious_envelope_correlation():
     plans = seg.plan_epochs(aligned, [seg.Block("all", 2.0, 122.0, "all")], 2.0)
     used = np.ones(4, bool)
     epochs = seg.condition_epochs(aligned, plans, [plans[0].valid], 2.0, {"theta": (4.0, 7.0)}, used, used, decimate=False)
-    za, zb = epochs["theta"]
+    za, zb = epochs["theta"].za, epochs["theta"].zb
     assert za.shape == (60, 4, 512)
     values = inter_brain_connectivity(za, zb, ("envcorr", "plv"))
     assert abs(np.mean(values["envcorr"])) < 0.03
@@ -180,5 +180,10 @@ def test_recorded_file_epochs_per_condition(tmp_path):
     step = seg.analysis_step(aligned.rate, 12.0)
     assert step == 5  # 250 Hz -> 50 Hz >= 4 x 12 Hz
     used = np.ones(4, bool)
-    epochs = seg.condition_epochs(aligned, plans[1:], [plans[1].valid], 2.0, {"alpha": (8.0, 12.0)}, used, used)
-    assert epochs["alpha"][0].shape == (10, 4, 100) and epochs["alpha"][0].dtype == np.complex64
+    epochs = seg.condition_epochs(aligned, plans[1:], [plans[1].valid], 2.0, {"alpha": (8.0, 12.0)}, used, used, continuous=True)
+    alpha = epochs["alpha"]
+    assert alpha.za.shape == (10, 4, 100) and alpha.za.dtype == np.complex64
+    # The block's continuous signal holds the very same epochs.
+    block = alpha.blocks[0]
+    assert block.rate == 50.0 and block.epoch_samples == 100
+    np.testing.assert_array_equal(block.zb[:, block.starts[3] : block.starts[3] + 100], alpha.zb[3])
