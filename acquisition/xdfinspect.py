@@ -464,7 +464,9 @@ class _Inspector:
         label = f"Samples chunk of stream {stream_id} ({summary.name!r})"
         if not content or content[0] not in _VARLEN_FORMATS:
             width = content[0] if content else None
-            raise _DefectFound(f"{label}: invalid sample-count width {width} (must be 1, 4 or 8)", start, index)
+            raise _DefectFound(
+                f"{label}: invalid sample-count width {width} (must be 1, 4 or 8)", start, index
+            )
         width = content[0]
         if len(content) < 1 + width:
             raise _DefectFound(f"{label}: the chunk ends inside its sample count", start, index)
@@ -489,7 +491,9 @@ class _Inspector:
         summary.deduced_timestamp_count += deduced
         self._account(state, timestamps)
 
-    def _numeric_timestamps(self, state: _StreamState, body: memoryview, count: int) -> tuple[np.ndarray, int]:
+    def _numeric_timestamps(
+        self, state: _StreamState, body: memoryview, count: int
+    ) -> tuple[np.ndarray, int]:
         """Timestamps of one numeric Samples chunk body, and how many were deduced."""
         record = state.record_dtype
         assert record is not None and state.value_dtype is not None
@@ -540,8 +544,10 @@ class _Inspector:
             raise ValueError(f"sample {sample} has no timestamp, but the stream is irregular (rate 0)")
         return last + step
 
-    def _string_timestamps(self, state: _StreamState, body: memoryview, count: int) -> tuple[np.ndarray, int]:
-        """Timestamps of one string Samples chunk body (checking every string), and how many were deduced."""
+    def _string_timestamps(
+        self, state: _StreamState, body: memoryview, count: int
+    ) -> tuple[np.ndarray, int]:
+        """Timestamps of one string Samples chunk body (every string checked), and how many were deduced."""
         timestamps = np.empty(count, dtype=np.float64)
         deduced = 0
         channels = state.summary.channel_count
@@ -609,7 +615,8 @@ class _Inspector:
             if gaps.size:
                 summary.gap_count += int(gaps.size)
                 largest = float(gaps.max())
-                summary.largest_gap = largest if summary.largest_gap is None else max(summary.largest_gap, largest)
+                previous_largest = summary.largest_gap
+                summary.largest_gap = largest if previous_largest is None else max(previous_largest, largest)
         if summary.first_timestamp is None:
             summary.first_timestamp = float(timestamps[0])
         summary.last_timestamp = float(timestamps[-1])
@@ -672,14 +679,19 @@ class _Inspector:
                 ) from None
             summary.footer_sample_count = footer_count
             if footer_count != summary.sample_count:
+                hint = ""
+                if abs(footer_count - summary.sample_count) == 1:
+                    hint = " (an off-by-one like LabRecorder's before its January 2025 fix)"
                 raise _DefectFound(
                     f"StreamFooter of stream {stream_id} ({summary.name!r}) says sample_count "
-                    f"{footer_count}, but {summary.sample_count} samples were read",
+                    f"{footer_count}, but {summary.sample_count} samples were read{hint}",
                     start,
                     index,
                 )
         else:
-            self.result.warnings.append(f"StreamFooter of stream {stream_id} ({summary.name!r}) has no sample_count")
+            self.result.warnings.append(
+                f"StreamFooter of stream {stream_id} ({summary.name!r}) has no sample_count"
+            )
         for tag, observed in (
             ("first_timestamp", summary.first_timestamp),
             ("last_timestamp", summary.last_timestamp),
@@ -690,7 +702,9 @@ class _Inspector:
             try:
                 declared = float(text)
             except ValueError:
-                self.result.warnings.append(f"StreamFooter of stream {stream_id}: {tag} {text!r} is not a number")
+                self.result.warnings.append(
+                    f"StreamFooter of stream {stream_id}: {tag} {text!r} is not a number"
+                )
                 continue
             # LabRecorder's timestamp compression can leave its footer one sample period off
             tolerance = 1e-6 + (1.0 / summary.nominal_srate if summary.nominal_srate > 0 else 0.0)

@@ -301,6 +301,7 @@ def test_structural_defects(small_file: tuple[bytes, list[Chunk]]) -> None:
     missing_chunk = data[: eeg_samples.start] + data[eeg_samples.end :]
     result = inspect_bytes(missing_chunk)
     assert "says sample_count 10, but 5 samples were read" in result.defect.message
+    assert "off-by-one" not in result.defect.message
 
     result = inspect_bytes(data + data[eeg_samples.start : eeg_samples.end])
     assert "Samples for stream 1 ('eeg') after its StreamFooter" in result.defect.message
@@ -381,6 +382,8 @@ def test_deduced_timestamps_and_four_byte_counts_match_pyxdf(tmp_path: Path) -> 
         assert summary.first_timestamp == stamps[0] and summary.last_timestamp == stamps[-1]
     assert result.streams[0].deduced_timestamp_count == 40 - 14
     assert result.streams[1].deduced_timestamp_count == 1
+    off_by_one = inspect_bytes(data.replace(b"<sample_count>40<", b"<sample_count>41<"))
+    assert "says sample_count 41, but 40 samples were read (an off-by-one" in off_by_one.defect.message
 
     no_first_stamp = data[: data.index(chunk(3, b"\x01\x02" + strings, 9))] + chunk(
         3, b"\x01\x01\x00\x01\x01x", 9
