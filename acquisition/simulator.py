@@ -631,7 +631,8 @@ class CoupledDyadSimulator:
         at : float | None
             ``local_clock()`` time from which the condition holds (default: now). Samples already
             delivered cannot change, so a time in the past takes effect at the next sample not yet
-            generated; the returned change says where it landed.
+            generated; the returned change says where it landed. A change still scheduled for a
+            later sample is superseded (dropped).
 
         Returns
         -------
@@ -648,7 +649,8 @@ class CoupledDyadSimulator:
                 stamp = self._t0 + index / self.sampling_rate
             self._timeline.schedule(index, condition)
             change = ConditionChange(str(condition), int(index), stamp, None if at is None else float(at))
-            self._changes.append(change)
+            # A change scheduled for later than this one never happens: it is superseded.
+            self._changes = [c for c in self._changes if c.sample_index < index] + [change]
             self._current = str(condition)
         logger.info("Simulator condition -> %s (sample %d)", condition, index)
         return change
@@ -995,6 +997,8 @@ class MarkerFollower:
         inlet = pylsl.StreamInlet(info, processing_flags=pylsl.proc_clocksync)
         try:
             inlet.open_stream(timeout=5.0)
+            # The first clock-offset measurement blocks (~0.6 s): take it now, not on the first marker.
+            inlet.time_correction(timeout=5.0)
             self.connected.set()
             logger.info("Simulator follows markers of %s", self.marker_source_id)
             while not self._stop.is_set():
