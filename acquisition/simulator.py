@@ -597,6 +597,7 @@ class CoupledDyadSimulator:
         self._t0: float | None = None
         self._n_generated = 0
         self._followers: list[MarkerFollower] = []
+        self.closed = False
         self._sources = tuple(SimulatedEegSource(self, index, label) for index, label in enumerate(participants))
 
     # ------------------------------------------------------------------ configuration
@@ -663,7 +664,7 @@ class CoupledDyadSimulator:
         A background thread resolves the stream by ``source_id`` (waiting for it if it does not
         exist yet), then applies each event at its marker timestamp (see :meth:`set_condition`).
         ``session_end`` and ``abort`` also return to the baseline. The follower stops with
-        :meth:`close` (or when both sources are released).
+        :meth:`close` (use the simulator as a context manager).
 
         Parameters
         ----------
@@ -685,8 +686,9 @@ class CoupledDyadSimulator:
         return follower
 
     def close(self) -> None:
-        """Stop marker followers and release both sources; idempotent."""
+        """Stop marker followers and release both sources for good; idempotent."""
         with self._lock:
+            self.closed = True
             followers, self._followers = self._followers, []
         for follower in followers:
             follower.stop()
@@ -824,13 +826,6 @@ class CoupledDyadSimulator:
                 source._buffer(eeg[index], timestamps, start)
         self._n_generated = target
 
-    def _release_one(self) -> None:
-        if all(source.released for source in self._sources):
-            with self._lock:
-                followers, self._followers = self._followers, []
-            for follower in followers:
-                follower.stop()
-
 
 class SimulatedEegSource:
     """One participant of a :class:`CoupledDyadSimulator`, as an :class:`~acquisition.sources.EegSource`.
@@ -865,10 +860,14 @@ class SimulatedEegSource:
         return f"SimulatedEegSource(participant={self.label!r}, seed={self._sim.seed})"
 
     def prepare(self) -> None:
-        """Nothing to open; fails if the source was released."""
-        if self.released:
-            raise SourceError(f"Simulated source {self.label} was released; create a new CoupledDyadSimulator.")
-        self.prepared = True
+        """Nothing to open; also re-opens a released source (as a bridge's reconnection does)."""
+        with self._sim._lock:
+            if self._sim.closed:
+                raise SourceError(
+                    f"Simulated source {self.label}: its simulator was closed; create a new CoupledDyadSimulator."
+                )
+            self.prepared = True
+            self.released = False
 
     def start(self) -> None:
         """Start streaming (the shared simulation clock starts with the first participant)."""
@@ -919,12 +918,11 @@ class SimulatedEegSource:
             self._pending_markers.clear()
 
     def release(self) -> None:
-        """Stop and release; idempotent. When both participants are released the followers stop."""
-        if self.released:
-            return
+        """Stop and release; idempotent. The simulation goes on for the other participant."""
         self.stop()
-        self.released = True
-        self._sim._release_one()
+        with self._sim._lock:
+            self.prepared = False
+            self.released = True
 
     def _buffer(self, eeg: np.ndarray, timestamps: np.ndarray, start: int) -> None:
         markers = np.zeros(timestamps.size)

@@ -195,9 +195,16 @@ def test_lifecycle_errors_are_clear() -> None:
     with pytest.raises(SourceError, match="not streaming"):
         source_a.insert_marker(1)
     assert source_a.read().n_samples == 0
+    source_a.start()
+    source_a.release()
+    source_a.release()  # idempotent
+    source_a.prepare()  # a bridge reconnects by release -> prepare -> start
+    source_a.start()
+    time.sleep(0.05)
+    assert source_a.read().n_samples > 0
     simulator.close()
     simulator.close()  # idempotent
-    with pytest.raises(SourceError, match="released"):
+    with pytest.raises(SourceError, match="closed"):
         source_a.prepare()
 
 
