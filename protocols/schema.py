@@ -623,9 +623,10 @@ def resolve_block_params(block: Block, paradigm: Any) -> dict[str, Any]:
         return params
     field = duration_field(paradigm)
     if field is None:
+        length_fields = [name for name in paradigm.Params.model_fields if name.startswith("n_") or name.endswith("_s")]
         raise FieldProblem(
-            f"task {block.task!r} has no duration parameter (it runs a number of trials)",
-            "remove duration and set the number of trials in params",
+            f"task {block.task!r} has no duration parameter (its length follows from its own parameters)",
+            f"remove duration and set the block's length in params ({', '.join(length_fields)})",
         )
     if field in params and params[field] != block.duration:
         raise FieldProblem(
