@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from contextlib import ExitStack
 
@@ -189,3 +192,54 @@ def test_invalid_bridge_settings_are_rejected(unique_id: str) -> None:
         _bridge(source, unique_id, reconnect_backoff=())
     with pytest.raises(ValueError, match="Dyad 'bad dyad'"):
         BoardBridge(source, study="s", dyad="bad dyad", participant=ParticipantInfo("A", "x"))
+
+
+# -- dyadlab stream (subprocess, real boards, real LSL; LSLAPICFG is inherited from conftest) --
+
+def _dyadlab(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from protocols.cli import main; main()", "stream", *args]
+
+
+def test_stream_command_streams_two_synthetic_boards_and_stops_on_ctrl_c(unique_id: str) -> None:
+    dyad = f"c{unique_id}"
+    process = subprocess.Popen(
+        _dyadlab("--study", "clitest", "--dyad", dyad),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        inlets = [_inlet(f"dyadlab.clitest.{dyad}.{label}.eeg") for label in ("A", "B")]
+        for inlet in inlets:
+            data, _ = _pull_for(inlet, 0.5)
+            assert data.shape[1] == 17
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert f"{dyad}-A-EEG:" in out and f"{dyad}-B-EEG:" in out
+    assert out.count("board released") == 2
+    assert "streaming" in err  # the live status table
+
+
+def test_stream_command_rejects_a_bad_board_before_publishing(unique_id: str) -> None:
+    dyad = f"c{unique_id}"
+    result = subprocess.run(
+        _dyadlab("--dyad", dyad, "--board", "cyton", "--board-param", "B:serial_port=/dev/ttyDYADLAB-NONE",
+                 "--participant", "B"),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "UNABLE_TO_OPEN_PORT_ERROR" in result.stderr and "/dev/ttyDYADLAB-NONE" in result.stderr
+    unknown = subprocess.run(_dyadlab("--board", "cytonn", "--duration", "1"), capture_output=True, text=True,
+                             timeout=60)
+    assert unknown.returncode == 2 and "Valid board names" in unknown.stderr and "cyton_daisy" in unknown.stderr
+
+
+def test_board_params_are_sorted_by_participant() -> None:
+    from acquisition.cli.stream_command import split_board_params
+
+    params = split_board_params(["timeout=5", "A:serial_port=/dev/ttyUSB0", "b:serial_port=/dev/ttyUSB1"], ["A", "B"])
+    assert params == {"A": ["timeout=5", "serial_port=/dev/ttyUSB0"], "B": ["timeout=5", "serial_port=/dev/ttyUSB1"]}
