@@ -68,11 +68,11 @@ SUPPORTED_METRICS: tuple[str, ...] = METRICS + ("powcorr",)
 
 # Metrics that need Im(x_a conj(x_b)) sample by sample (not expressible as matrix products).
 _LAG_METRICS = frozenset({"pli", "wpli"})
-# Upper bound on the number of float64 elements of one (pairs, C_a, C_b, n) chunk used by
-# PLI/wPLI (16 MB per temporary array).
+# Upper bound on the float64 elements of one (pairs, C_a, C_b, n) chunk in the NumPy
+# PLI/wPLI path (16 MB per temporary array).
 _LAG_CHUNK_ELEMENTS = 2_000_000
-# Upper bound on epoch pairs per matrix-product batch (bounds the gathered copies).
-_PAIR_CHUNK = 256
+# Upper bound on epoch pairs per batch of matrix products (bounds the gathered copies).
+_PAIR_CHUNK = 128
 
 
 def analytic_signal(data: np.ndarray) -> np.ndarray:
@@ -103,7 +103,14 @@ def analytic_signal(data: np.ndarray) -> np.ndarray:
     return scipy.signal.hilbert(np.asarray(data, dtype=np.float64), axis=-1)
 
 
-def _validate_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
+def validate_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
+    """Check metric names; return them as a tuple without duplicates (order kept).
+
+    Raises
+    ------
+    ValueError
+        If the sequence is empty or names a metric not in :data:`SUPPORTED_METRICS`.
+    """
     if isinstance(metrics, str):
         metrics = (metrics,)
     metrics = tuple(metrics)
@@ -139,36 +146,32 @@ def _validate_signal(z: np.ndarray, name: str) -> np.ndarray:
     return z.astype(np.complex128, copy=False)
 
 
-def _validate_pair(za: np.ndarray, zb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def validate_pair(za: np.ndarray, zb: np.ndarray, *, same_epochs: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Check two participants' analytic signals; return them as complex128.
+
+    Parameters
+    ----------
+    za, zb : np.ndarray, shape (n_epochs, n_channels, n_times), complex
+    same_epochs : bool
+        Also require the same number of epochs (simultaneous epochs).
+
+    Raises
+    ------
+    ValueError
+        On non-3-D or real input, NaN/inf samples, or mismatched epoch lengths/counts.
+    """
     za = _validate_signal(za, "za")
     zb = _validate_signal(zb, "zb")
     if za.shape[2] != zb.shape[2]:
         raise ValueError(
             f"za and zb must have the same epoch length; got {za.shape[2]} and {zb.shape[2]} samples"
         )
+    if same_epochs and za.shape[0] != zb.shape[0]:
+        raise ValueError(
+            f"za and zb must contain the same epochs; got {za.shape[0]} and {zb.shape[0]} epochs "
+            "(reject an epoch in both participants, never in one)"
+        )
     return za, zb
-
-
-@dataclass
-class _Terms:
-    """Per-participant, per-epoch quantities the metrics are built from.
-
-    Arrays of shape ``(n_epochs, n_channels, n_times)`` are time series; arrays of shape
-    ``(n_epochs, n_channels)`` are sums over time. Only what the requested metrics need is
-    filled in.
-    """
-
-    n_times: int
-    signal: np.ndarray | None = None  # x (complex)
-    unit: np.ndarray | None = None  # u = x / |x| (complex)
-    power_sum: np.ndarray | None = None  # sum |x|^2
-    unit_sq_sum: np.ndarray | None = None  # sum u^2 = sum e^{2ip}
-    centred_sin: np.ndarray | None = None  # sin(p - circular mean)
-    centred_sin_ss: np.ndarray | None = None  # sum sin^2(p - circular mean)
-    envelope: np.ndarray | None = None  # |x| - mean
-    envelope_ss: np.ndarray | None = None
-    power: np.ndarray | None = None  # |x|^2 - mean
-    power_ss: np.ndarray | None = None
 
 
 def _centred(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,48 +179,129 @@ def _centred(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return centred, np.einsum("ect,ect->ec", centred, centred)
 
 
-def _terms(z: np.ndarray, metrics: Sequence[str]) -> _Terms:
-    wanted = set(metrics)
-    terms = _Terms(n_times=z.shape[-1])
-    amplitude = np.abs(z)
-    if wanted & {"coh", "imcoh", "pli", "wpli"}:
-        terms.signal = z
-    if wanted & {"coh", "imcoh"}:
-        terms.power_sum = np.einsum("ect,ect->ec", amplitude, amplitude)
-    if wanted & {"plv", "accorr", "ccorr"}:
-        with np.errstate(invalid="ignore", divide="ignore"):  # zero amplitude -> NaN, as HyPyP
-            unit = z / amplitude
-        if wanted & {"plv", "accorr"}:
-            terms.unit = unit
-        if "accorr" in wanted:
-            terms.unit_sq_sum = np.sum(unit * unit, axis=-1)
-        if "ccorr" in wanted:
-            # sin(p - m) = Im(u e^{-im}), m = atan2(mean sin p, mean cos p) (Fisher 1995)
-            mean_direction = np.angle(unit.sum(axis=-1))
-            centred = (unit * np.exp(-1j * mean_direction)[..., None]).imag
-            terms.centred_sin = centred
-            terms.centred_sin_ss = np.einsum("ect,ect->ec", centred, centred)
-    if "envcorr" in wanted:
-        terms.envelope, terms.envelope_ss = _centred(amplitude)
-    if "powcorr" in wanted:
-        terms.power, terms.power_ss = _centred(amplitude * amplitude)
-    return terms
+@dataclass
+class EpochTerms:
+    """Per-participant, per-epoch quantities the metrics are built from (one band).
 
-
-def _cross(xa: np.ndarray, xb: np.ndarray, *, conjugate: bool) -> np.ndarray:
-    """Per-pair sums over time of ``x_a * conj(x_b)`` (or ``x_a * x_b``).
-
-    ``xa``: (n_pairs, C_a, n), ``xb``: (n_pairs, C_b, n) -> (n_pairs, C_a, C_b).
+    Build with :meth:`from_signal`. Arrays of shape ``(n_epochs, n_channels, n_times)`` are
+    time series; ``(n_epochs, n_channels)`` arrays are sums over time. Only what the requested
+    metrics need is filled in. Computing them once lets surrogates reuse them for every
+    epoch pairing.
     """
-    xb_t = np.swapaxes(xb, -1, -2)
-    if conjugate and np.iscomplexobj(xb_t):
-        xb_t = xb_t.conj()
-    return np.matmul(xa, xb_t)
+
+    n_epochs: int
+    n_channels: int
+    n_times: int
+    signal: np.ndarray | None = None  # x (complex)
+    unit: np.ndarray | None = None  # u = x / |x| (complex)
+    power_sum: np.ndarray | None = None  # sum |x|^2
+    unit_sq_sum: np.ndarray | None = None  # sum u^2 = sum e^{2ip} (complex)
+    centred_sin: np.ndarray | None = None  # sin(p - circular mean)
+    centred_sin_ss: np.ndarray | None = None  # sum sin^2(p - circular mean)
+    envelope: np.ndarray | None = None  # |x| - mean
+    envelope_ss: np.ndarray | None = None
+    power: np.ndarray | None = None  # |x|^2 - mean
+    power_ss: np.ndarray | None = None
+
+    @classmethod
+    def from_signal(cls, z: np.ndarray, metrics: Sequence[str]) -> EpochTerms:
+        """Terms of analytic signal ``z`` (n_epochs, n_channels, n_times) for ``metrics``."""
+        wanted = set(metrics)
+        n_epochs, n_channels, n_times = z.shape
+        terms = cls(n_epochs=n_epochs, n_channels=n_channels, n_times=n_times)
+        amplitude = np.abs(z)
+        if wanted & {"coh", "imcoh", "pli", "wpli"}:
+            terms.signal = np.ascontiguousarray(z)
+        if wanted & {"coh", "imcoh"}:
+            terms.power_sum = np.einsum("ect,ect->ec", amplitude, amplitude)
+        if wanted & {"plv", "accorr", "ccorr"}:
+            with np.errstate(invalid="ignore", divide="ignore"):  # zero amplitude -> NaN, as HyPyP
+                unit = z / amplitude
+            if wanted & {"plv", "accorr"}:
+                terms.unit = unit
+            if "accorr" in wanted:
+                terms.unit_sq_sum = np.sum(unit * unit, axis=-1)
+            if "ccorr" in wanted:
+                # sin(p - m) = Im(u e^{-im}), m = atan2(mean sin p, mean cos p) (Fisher 1995)
+                mean_direction = np.angle(unit.sum(axis=-1))
+                centred = np.ascontiguousarray((unit * np.exp(-1j * mean_direction)[..., None]).imag)
+                terms.centred_sin = centred
+                terms.centred_sin_ss = np.einsum("ect,ect->ec", centred, centred)
+        if "envcorr" in wanted:
+            terms.envelope, terms.envelope_ss = _centred(amplitude)
+        if "powcorr" in wanted:
+            terms.power, terms.power_ss = _centred(amplitude * amplitude)
+        return terms
 
 
-def _outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n_pairs, C_a) and (n_pairs, C_b) -> (n_pairs, C_a, C_b) products."""
-    return a[:, :, None] * b[:, None, :]
+class PairList:
+    """Explicit epoch pairs: epoch ``epochs_a[k]`` of A with epoch ``epochs_b[k]`` of B.
+
+    Values come out with shape ``(n_pairs, n_channels_a, n_channels_b)``.
+    """
+
+    def __init__(self, epochs_a: np.ndarray, epochs_b: np.ndarray):
+        self.epochs_a = np.asarray(epochs_a, dtype=np.intp)
+        self.epochs_b = np.asarray(epochs_b, dtype=np.intp)
+
+    def __len__(self) -> int:
+        return self.epochs_a.size
+
+    def chunks(self, size: int):
+        """Consecutive sub-lists of at most ``size`` pairs, with their slice."""
+        for start in range(0, len(self), size):
+            sl = slice(start, start + size)
+            yield sl, PairList(self.epochs_a[sl], self.epochs_b[sl])
+
+    def products(self, xa: np.ndarray, xb: np.ndarray, *, conjugate: bool = False) -> np.ndarray:
+        """``sum_t xa[i, a, t] * xb[j, b, t]`` (``conj(xb)`` if asked) per pair: (n_pairs, C_a, C_b)."""
+        xb_t = np.swapaxes(xb[self.epochs_b], 1, 2)
+        return np.matmul(xa[self.epochs_a], xb_t.conj() if conjugate else xb_t)
+
+    def a_term(self, values: np.ndarray) -> np.ndarray:
+        """Per-epoch, per-channel A values (E_a, C_a) broadcast to the output shape."""
+        return values[self.epochs_a][:, :, None]
+
+    def b_term(self, values: np.ndarray) -> np.ndarray:
+        """Per-epoch, per-channel B values (E_b, C_b) broadcast to the output shape."""
+        return values[self.epochs_b][:, None, :]
+
+
+class AllPairs:
+    """Every pairing of the A epochs ``epochs_a`` with every one of the ``n_epochs_b`` B epochs.
+
+    Values come out with shape ``(len(epochs_a), n_channels_a, n_epochs_b, n_channels_b)``:
+    element ``[k, a, j, b]`` pairs epoch ``epochs_a[k]`` of A with epoch ``j`` of B. Each
+    product over time is a single matrix multiplication for the whole block, which is what
+    makes the all-pairings tensor of the surrogate statistics cheap.
+    """
+
+    def __init__(self, epochs_a: np.ndarray, n_epochs_b: int):
+        self.block_a = np.asarray(epochs_a, dtype=np.intp)
+        self.n_epochs_b = int(n_epochs_b)
+        self.epochs_a = np.repeat(self.block_a, self.n_epochs_b)
+        self.epochs_b = np.tile(np.arange(self.n_epochs_b), self.block_a.size)
+
+    def __len__(self) -> int:
+        return self.epochs_a.size
+
+    def products(self, xa: np.ndarray, xb: np.ndarray, *, conjugate: bool = False) -> np.ndarray:
+        """``sum_t xa[i, a, t] * xb[j, b, t]`` (``conj(xb)`` if asked): (k, C_a, E_b, C_b)."""
+        n_block, (n_a, n_times), (n_b, c_b) = self.block_a.size, xa.shape[1:], xb.shape[:2]
+        rhs = xb.reshape(n_b * c_b, n_times).T
+        block = xa[self.block_a].reshape(n_block * n_a, n_times) @ (rhs.conj() if conjugate else rhs)
+        return block.reshape(n_block, n_a, n_b, c_b)
+
+    def a_term(self, values: np.ndarray) -> np.ndarray:
+        """Per-epoch, per-channel A values (E_a, C_a) broadcast to the output shape."""
+        return values[self.block_a][:, :, None, None]
+
+    def b_term(self, values: np.ndarray) -> np.ndarray:
+        """Per-epoch, per-channel B values (E_b, C_b) broadcast to the output shape."""
+        return values[None, None, :, :]
+
+
+Pairing = PairList | AllPairs
 
 
 def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -225,76 +309,103 @@ def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         return numerator / denominator
 
 
-def _bilinear_metrics(
-    ta: _Terms, tb: _Terms, ia: np.ndarray, ib: np.ndarray, metrics: Sequence[str]
+def _accorr_denominator(
+    phase_cross: np.ndarray, phase_sum: np.ndarray, sq_sum_a: np.ndarray, sq_sum_b: np.ndarray, n: int
+) -> np.ndarray:
+    """accorr's denominator ``2 sqrt(sum sin^2(p_a - m) sum sin^2(p_b - k))`` per pair.
+
+    The pair centring is ``m = (d + s) / 2`` for A and ``k = (s - d) / 2`` for B, with ``d``
+    and ``s`` the angles of ``phase_cross = sum e^{i(p_a - p_b)}`` and ``phase_sum =
+    sum e^{i(p_a + p_b)}``. With ``sum_t sin^2(p - c) = n/2 - Re(e^{-2ic} sum_t e^{2ip}) / 2``
+    and ``e^{-i(d + s)} = conj(cross * sum) / (|cross| |sum|)`` no angle is ever taken.
+    ``sq_sum_*`` are ``sum_t e^{2ip}`` broadcast to the pair shape.
+    """
+    both = phase_cross * phase_sum
+    mixed = phase_cross * np.conj(phase_sum)
+    scale = np.abs(both)
+    zero = scale == 0
+    if zero.any():  # np.angle(0) == 0: a vanishing sum contributes direction 1, as in HyPyP
+        cross_dir = np.where(phase_cross == 0, 1.0, phase_cross)
+        sum_dir = np.where(phase_sum == 0, 1.0, phase_sum)
+        both = np.where(zero, cross_dir * sum_dir, both)
+        mixed = np.where(zero, cross_dir * np.conj(sum_dir), mixed)
+        scale = np.abs(both)
+    ss_a = 0.5 * n - 0.5 * (both.real * sq_sum_a.real + both.imag * sq_sum_a.imag) / scale
+    ss_b = 0.5 * n - 0.5 * (mixed.real * sq_sum_b.real - mixed.imag * sq_sum_b.imag) / scale
+    denominator = 2.0 * np.sqrt(np.clip(ss_a, 0.0, None) * np.clip(ss_b, 0.0, None))
+    denominator[denominator == 0] = 1.0  # HyPyP's guard: a zero denominator counts as 1
+    return denominator
+
+
+def bilinear_from_terms(
+    ta: EpochTerms, tb: EpochTerms, pairing: Pairing, metrics: Sequence[str]
 ) -> dict[str, np.ndarray]:
-    """Metrics expressible as matrix products, for epoch pairs ``(ia[k], ib[k])``."""
+    """Metrics expressible as matrix products, per pair (shapes as in :func:`connectivity_from_terms`).
+
+    Computes every requested metric but PLI and wPLI; when ``"wpli"`` is requested, also
+    returns wPLI's numerator ``|Im sum_t x_a conj(x_b)|`` under the key ``"wpli_numerator"``
+    (see :func:`lag_metrics_from_sums`).
+    """
     n = ta.n_times
     out: dict[str, np.ndarray] = {}
     wanted = set(metrics)
     if wanted & {"plv", "accorr"}:
-        phase_cross = _cross(ta.unit[ia], tb.unit[ib], conjugate=True)  # sum e^{i(pa-pb)}
+        phase_cross = pairing.products(ta.unit, tb.unit, conjugate=True)  # sum e^{i(pa - pb)}
+        abs_cross = np.abs(phase_cross)
         if "plv" in wanted:
-            out["plv"] = np.abs(phase_cross) / n
+            out["plv"] = abs_cross / n
         if "accorr" in wanted:
-            phase_sum = _cross(ta.unit[ia], tb.unit[ib], conjugate=False)  # sum e^{i(pa+pb)}
-            diff_angle = np.angle(phase_cross)
-            sum_angle = np.angle(phase_sum)
-            # sum sin^2(p - c) = n/2 - Re(e^{-2ic} sum e^{2ip}) / 2, with 2m = d + s, 2k = s - d
-            sin_ss_a = 0.5 * n - 0.5 * np.real(
-                np.exp(-1j * (diff_angle + sum_angle)) * ta.unit_sq_sum[ia][:, :, None]
+            phase_sum = pairing.products(ta.unit, tb.unit)  # sum e^{i(pa + pb)}
+            denominator = _accorr_denominator(
+                phase_cross, phase_sum, pairing.a_term(ta.unit_sq_sum), pairing.b_term(tb.unit_sq_sum), n
             )
-            sin_ss_b = 0.5 * n - 0.5 * np.real(
-                np.exp(-1j * (sum_angle - diff_angle)) * tb.unit_sq_sum[ib][:, None, :]
-            )
-            denominator = 2.0 * np.sqrt(np.clip(sin_ss_a, 0.0, None) * np.clip(sin_ss_b, 0.0, None))
-            denominator[denominator == 0] = 1.0  # HyPyP's guard: a zero denominator counts as 1
-            out["accorr"] = (np.abs(phase_cross) - np.abs(phase_sum)) / denominator
+            out["accorr"] = (abs_cross - np.abs(phase_sum)) / denominator
     if "ccorr" in wanted:
-        numerator = _cross(ta.centred_sin[ia], tb.centred_sin[ib], conjugate=False)
-        out["ccorr"] = np.abs(
-            _safe_ratio(numerator, np.sqrt(_outer(ta.centred_sin_ss[ia], tb.centred_sin_ss[ib])))
-        )
+        numerator = pairing.products(ta.centred_sin, tb.centred_sin)
+        norm = np.sqrt(pairing.a_term(ta.centred_sin_ss) * pairing.b_term(tb.centred_sin_ss))
+        out["ccorr"] = np.abs(_safe_ratio(numerator, norm))
     if wanted & {"coh", "imcoh", "wpli"}:
-        signal_cross = _cross(ta.signal[ia], tb.signal[ib], conjugate=True)
+        signal_cross = pairing.products(ta.signal, tb.signal, conjugate=True)
         if wanted & {"coh", "imcoh"}:
-            norm = np.sqrt(_outer(ta.power_sum[ia], tb.power_sum[ib]))
+            norm = np.sqrt(pairing.a_term(ta.power_sum) * pairing.b_term(tb.power_sum))
             if "coh" in wanted:
                 out["coh"] = _safe_ratio(np.abs(signal_cross), norm)
             if "imcoh" in wanted:
                 out["imcoh"] = _safe_ratio(np.abs(signal_cross.imag), norm)
         if "wpli" in wanted:
             # wPLI's numerator is bilinear: sum_t Im(x_a conj x_b) = Im(sum_t x_a conj x_b).
-            out["_wpli_numerator"] = np.abs(signal_cross.imag)
-    for name, centred, ss in (
+            out["wpli_numerator"] = np.abs(signal_cross.imag)
+    for name, series, ss in (
         ("envcorr", "envelope", "envelope_ss"),
         ("powcorr", "power", "power_ss"),
     ):
         if name in wanted:
-            numerator = _cross(getattr(ta, centred)[ia], getattr(tb, centred)[ib], conjugate=False)
-            out[name] = _safe_ratio(numerator, np.sqrt(_outer(getattr(ta, ss)[ia], getattr(tb, ss)[ib])))
+            numerator = pairing.products(getattr(ta, series), getattr(tb, series))
+            norm = np.sqrt(pairing.a_term(getattr(ta, ss)) * pairing.b_term(getattr(tb, ss)))
+            out[name] = _safe_ratio(numerator, norm)
     return out
 
 
-def _lag_sums(ta: _Terms, tb: _Terms, ia: np.ndarray, ib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pair ``sum_t sign(Im(x_a conj x_b))`` and ``sum_t |Im(x_a conj x_b)|``.
+def _lag_sums_numpy(
+    signal_a: np.ndarray, signal_b: np.ndarray, epochs_a: np.ndarray, epochs_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pair ``sum_t sign(Im(x_a conj x_b))`` and ``sum_t |Im(x_a conj x_b)|`` (NumPy).
 
-    ``Im(x_a conj x_b) = Im(x_a) Re(x_b) - Re(x_a) Im(x_b)`` is formed sample by sample in
-    chunks of at most ``_LAG_CHUNK_ELEMENTS`` elements (the same float expression as HyPyP,
-    so the sign of an exact zero is the same).
+    ``Im(x_a conj x_b) = Im x_a Re x_b - Re x_a Im x_b`` is formed sample by sample in chunks
+    of at most ``_LAG_CHUNK_ELEMENTS`` elements: the same float expression as HyPyP, so an
+    exact zero (identical phases) has the same sign, 0.
+
+    Returns two arrays of shape (n_pairs, C_a, C_b).
     """
-    n_pairs = len(ia)
-    n_a, n_b, n = ta.signal.shape[1], tb.signal.shape[1], ta.n_times
-    sign_sum = np.empty((n_pairs, n_a, n_b))
-    abs_sum = np.empty((n_pairs, n_a, n_b))
+    n_a, n_b, n = signal_a.shape[1], signal_b.shape[1], signal_a.shape[2]
+    sign_sum = np.empty((epochs_a.size, n_a, n_b))
+    abs_sum = np.empty((epochs_a.size, n_a, n_b))
     chunk = max(1, _LAG_CHUNK_ELEMENTS // (n_a * n_b * n))
-    re_a, im_a = ta.signal.real, ta.signal.imag
-    re_b, im_b = tb.signal.real, tb.signal.imag
-    for start in range(0, n_pairs, chunk):
+    for start in range(0, epochs_a.size, chunk):
         sl = slice(start, start + chunk)
-        pa, pb = ia[sl], ib[sl]
-        lagged = im_a[pa][:, :, None, :] * re_b[pb][:, None, :, :]
-        lagged -= re_a[pa][:, :, None, :] * im_b[pb][:, None, :, :]
+        xa, xb = signal_a[epochs_a[sl]], signal_b[epochs_b[sl]]
+        lagged = xa.imag[:, :, None, :] * xb.real[:, None, :, :]
+        lagged -= xa.real[:, :, None, :] * xb.imag[:, None, :, :]
         sign_sum[sl] = np.count_nonzero(lagged > 0, axis=-1)
         sign_sum[sl] -= np.count_nonzero(lagged < 0, axis=-1)
         np.abs(lagged, out=lagged)
@@ -302,19 +413,119 @@ def _lag_sums(ta: _Terms, tb: _Terms, ia: np.ndarray, ib: np.ndarray) -> tuple[n
     return sign_sum, abs_sum
 
 
-def _pair_chunk_metrics(
-    ta: _Terms, tb: _Terms, ia: np.ndarray, ib: np.ndarray, metrics: Sequence[str]
+_numba_lag_kernel = None
+
+
+def _lag_sums_numba(
+    signal_a: np.ndarray, signal_b: np.ndarray, epochs_a: np.ndarray, epochs_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Same as :func:`_lag_sums_numpy`, as one fused, parallel numba loop (no temporaries).
+
+    ``fastmath`` is limited to re-association of the ``|Im|`` sum (vectorisation); fused
+    multiply-add contraction stays off so ``Im`` is rounded exactly as in NumPy and HyPyP.
+    The kernel is compiled on first use and cached on disk by numba.
+    """
+    global _numba_lag_kernel
+    if _numba_lag_kernel is None:
+        import numba
+
+        @numba.njit(parallel=True, cache=True, fastmath={"reassoc"})
+        def kernel(signal_a, signal_b, epochs_a, epochs_b, sign_sum, abs_sum):  # pragma: no cover - JIT
+            n_a = signal_a.shape[1]
+            n_b = signal_b.shape[1]
+            n = signal_a.shape[2]
+            for p in numba.prange(epochs_a.size):
+                xa = signal_a[epochs_a[p]]
+                xb = signal_b[epochs_b[p]]
+                for a in range(n_a):
+                    ra = xa[a].real
+                    ia = xa[a].imag
+                    for b in range(n_b):
+                        rb = xb[b].real
+                        ib = xb[b].imag
+                        positive = 0
+                        negative = 0
+                        total = 0.0
+                        for t in range(n):
+                            value = ia[t] * rb[t] - ra[t] * ib[t]
+                            positive += value > 0.0
+                            negative += value < 0.0
+                            total += abs(value)
+                        sign_sum[p, a, b] = positive - negative
+                        abs_sum[p, a, b] = total
+
+        _numba_lag_kernel = kernel
+    sign_sum = np.empty((epochs_a.size, signal_a.shape[1], signal_b.shape[1]))
+    abs_sum = np.empty_like(sign_sum)
+    _numba_lag_kernel(
+        signal_a, signal_b, np.ascontiguousarray(epochs_a), np.ascontiguousarray(epochs_b), sign_sum, abs_sum
+    )
+    return sign_sum, abs_sum
+
+
+def _numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def lag_sums(
+    signal_a: np.ndarray, signal_b: np.ndarray, epochs_a: np.ndarray, epochs_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """PLI/wPLI sums per epoch pair, shape (n_pairs, C_a, C_b) each.
+
+    Uses numba when it is installed (a fused loop, about 10x faster), else NumPy in chunks.
+    """
+    if _numba_available():
+        return _lag_sums_numba(signal_a, signal_b, epochs_a, epochs_b)
+    return _lag_sums_numpy(signal_a, signal_b, epochs_a, epochs_b)
+
+
+def lag_metrics_from_sums(
+    sign_sum: np.ndarray,
+    abs_sum: np.ndarray,
+    wpli_numerator: np.ndarray | None,
+    n_times: int,
+    metrics: Sequence[str],
 ) -> dict[str, np.ndarray]:
-    out = _bilinear_metrics(ta, tb, ia, ib, metrics)
+    """PLI and/or wPLI from :func:`lag_sums` and wPLI's bilinear numerator (same shapes)."""
+    out = {}
+    if "pli" in metrics:
+        out["pli"] = np.abs(sign_sum) / n_times
+    if "wpli" in metrics:
+        # 0/0 -> 0 (HyPyP replaces a zero denominator by 1); the numerator is then 0 up to
+        # rounding, so it is zeroed explicitly.
+        zero = abs_sum == 0
+        out["wpli"] = np.where(zero, 0.0, wpli_numerator / np.where(zero, 1.0, abs_sum))
+    return out
+
+
+def connectivity_from_terms(
+    ta: EpochTerms, tb: EpochTerms, pairing: Pairing, metrics: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Per-pair metric values from precomputed terms.
+
+    ``metrics`` must be validated and ``ta``/``tb`` built for (at least) these metrics.
+    Shapes: (n_pairs, C_a, C_b) for a :class:`PairList`, (k, C_a, E_b, C_b) for
+    :class:`AllPairs`.
+    """
+    if isinstance(pairing, PairList):
+        keys = [m for m in metrics if m not in _LAG_METRICS] + (["wpli_numerator"] if "wpli" in metrics else [])
+        out = {k: np.empty((len(pairing), ta.n_channels, tb.n_channels)) for k in keys}
+        for sl, chunk in pairing.chunks(_PAIR_CHUNK):
+            for key, values in bilinear_from_terms(ta, tb, chunk, metrics).items():
+                out[key][sl] = values
+    else:
+        out = bilinear_from_terms(ta, tb, pairing, metrics)
     if _LAG_METRICS & set(metrics):
-        sign_sum, abs_sum = _lag_sums(ta, tb, ia, ib)
-        if "pli" in metrics:
-            out["pli"] = np.abs(sign_sum) / ta.n_times
-        if "wpli" in metrics:
-            numerator = out.pop("_wpli_numerator")
-            # 0/0 -> 0 (HyPyP replaces a zero denominator by 1); the numerator is then 0 up
-            # to rounding, so it is zeroed explicitly.
-            out["wpli"] = np.where(abs_sum == 0, 0.0, numerator / np.where(abs_sum == 0, 1.0, abs_sum))
+        sign_sum, abs_sum = lag_sums(ta.signal, tb.signal, pairing.epochs_a, pairing.epochs_b)
+        if isinstance(pairing, AllPairs):  # (k * E_b, C_a, C_b) -> (k, C_a, E_b, C_b)
+            layout = (pairing.block_a.size, pairing.n_epochs_b, ta.n_channels, tb.n_channels)
+            sign_sum = sign_sum.reshape(layout).transpose(0, 2, 1, 3)
+            abs_sum = abs_sum.reshape(layout).transpose(0, 2, 1, 3)
+        out.update(lag_metrics_from_sums(sign_sum, abs_sum, out.pop("wpli_numerator", None), ta.n_times, metrics))
     return out
 
 
@@ -347,8 +558,8 @@ def pairing_connectivity(
         One value per epoch pairing and inter-brain channel pair (NaN where a channel is
         flat in that epoch).
     """
-    metrics = _validate_metrics(metrics)
-    za, zb = _validate_pair(za, zb)
+    metrics = validate_metrics(metrics)
+    za, zb = validate_pair(za, zb, same_epochs=False)
     epochs_a = np.asarray(epochs_a, dtype=np.intp).ravel()
     epochs_b = np.asarray(epochs_b, dtype=np.intp).ravel()
     if epochs_a.shape != epochs_b.shape:
@@ -356,30 +567,14 @@ def pairing_connectivity(
             f"epochs_a and epochs_b must have the same length, got {epochs_a.size} and {epochs_b.size}"
         )
     for name, idx, n in (("epochs_a", epochs_a, za.shape[0]), ("epochs_b", epochs_b, zb.shape[0])):
-        if idx.size and (idx.min() < -n or idx.max() >= n):
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"{name} has an index outside 0..{n - 1}")
-    return _pairing_connectivity(_terms(za, metrics), _terms(zb, metrics), epochs_a, epochs_b, metrics)
-
-
-def _pairing_connectivity(
-    ta: _Terms, tb: _Terms, epochs_a: np.ndarray, epochs_b: np.ndarray, metrics: Sequence[str]
-) -> dict[str, np.ndarray]:
-    """:func:`pairing_connectivity` on precomputed, validated terms."""
-    n_a, n_b = _n_channels(ta), _n_channels(tb)
-    out = {m: np.empty((epochs_a.size, n_a, n_b)) for m in metrics}
-    for start in range(0, epochs_a.size, _PAIR_CHUNK):
-        sl = slice(start, start + _PAIR_CHUNK)
-        chunk = _pair_chunk_metrics(ta, tb, epochs_a[sl], epochs_b[sl], metrics)
-        for m in metrics:
-            out[m][sl] = chunk[m]
-    return out
-
-
-def _n_channels(terms: _Terms) -> int:
-    for value in (terms.signal, terms.unit, terms.centred_sin, terms.envelope, terms.power):
-        if value is not None:
-            return value.shape[1]
-    raise AssertionError("terms were built for no metric")
+    return connectivity_from_terms(
+        EpochTerms.from_signal(za, metrics),
+        EpochTerms.from_signal(zb, metrics),
+        PairList(epochs_a, epochs_b),
+        metrics,
+    )
 
 
 def _epoch_mean(values: np.ndarray) -> np.ndarray:
@@ -422,15 +617,12 @@ def inter_brain_connectivity(
         On unknown metrics, non-complex or non-3-D input, NaN/inf samples, or mismatched
         epoch counts or lengths.
     """
-    metrics = _validate_metrics(metrics)
-    za, zb = _validate_pair(za, zb)
-    if za.shape[0] != zb.shape[0]:
-        raise ValueError(
-            f"za and zb must contain the same epochs; got {za.shape[0]} and {zb.shape[0]} epochs "
-            "(reject an epoch in both participants, never in one)"
-        )
+    metrics = validate_metrics(metrics)
+    za, zb = validate_pair(za, zb, same_epochs=True)
     epochs = np.arange(za.shape[0])
-    per_epoch = _pairing_connectivity(_terms(za, metrics), _terms(zb, metrics), epochs, epochs, metrics)
+    per_epoch = connectivity_from_terms(
+        EpochTerms.from_signal(za, metrics), EpochTerms.from_signal(zb, metrics), PairList(epochs, epochs), metrics
+    )
     if not epochs_average:
         return per_epoch
     return {m: _epoch_mean(v) for m, v in per_epoch.items()}
