@@ -1,0 +1,197 @@
+"""The quick-check end to end: known coupling detected, bad inputs explained, JSON schema, HTML, CLI.
+
+Every test runs on a real XDF file written with dyadlab's writer and stream metadata
+(``xdf_fixtures``); the coupled session has a shared alpha source in ``cooperation`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from synchrony.check import SCHEMA_VERSION, QuickCheckError, run_check
+from synchrony.io import XdfLoadError
+from tests.synchrony.xdf_fixtures import DyadSpec, write_dyad_xdf
+
+BANDS = ("theta", "alpha", "beta", "gamma")
+COUPLED = DyadSpec(
+    blocks=[("rest", 60.0), ("cooperation", 60.0), ("competition", 60.0)],
+    coupled={"cooperation": (9.0, 11.0, 4.0)},
+    seed=11,
+)
+SHORT = [("rest", 20.0), ("cooperation", 20.0)]
+
+
+@pytest.fixture(scope="module")
+def coupled(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("coupled")
+    path = write_dyad_xdf(folder / "session.xdf", COUPLED)
+    result = run_check(
+        path, n_surrogates=100, json_out=folder / "qc.json", html_out=folder / "qc.html", seed=1, progress=False
+    )
+    return result, folder
+
+
+def test_coupled_band_and_condition_are_detected_and_nothing_else(coupled):
+    result, _ = coupled
+    detected = {(d["condition"], d["band"]) for d in result["verdict"]["synchrony_above_chance"]}
+    assert detected == {("cooperation", "alpha")}
+    for condition in ("rest", "cooperation", "competition"):
+        for band in BANDS:
+            cell = result["conditions"][condition][band]["plv"]
+            if (condition, band) == ("cooperation", "alpha"):
+                assert cell["z"] > 5 and cell["p"] < 0.02
+                # Lagged coupling: the lag-based metrics see it too.
+                assert result["conditions"][condition][band]["wpli"]["z"] > 3
+            else:
+                assert cell["z"] < 3
+    contrasts = result["contrasts"]
+    assert contrasts["baseline"] == "rest"
+    assert contrasts["cooperation-vs-rest"]["alpha"]["plv"]["difference"] > 0.1
+    assert abs(contrasts["competition-vs-rest"]["alpha"]["plv"]["difference"]) < 0.05
+    assert result["diagnostics"]["common_mode"] == []
+    assert "synchrony above chance in cooperation/alpha" in result["summary"]
+
+
+def test_json_follows_the_documented_schema(coupled):
+    result, folder = coupled
+    on_disk = json.loads((folder / "qc.json").read_text())  # strict JSON: no NaN
+    assert on_disk == result
+    assert result["schema_version"] == SCHEMA_VERSION
+    for key in ("file", "inputs", "versions", "participants", "quality", "alignment", "segmentation",
+                "conditions", "contrasts", "diagnostics", "warnings", "verdict", "summary", "timing_s"):
+        assert key in result, key
+    for label in ("A", "B"):
+        quality = result["quality"][label]
+        for key in ("samples", "duration_s", "effective_rate_hz", "nominal_rate_hz", "gaps", "backward_jumps",
+                    "dropped_packets", "clock_offsets", "channels", "marker_residuals", "alpha_peak_hz", "verdict"):
+            assert key in quality, key
+    assert result["quality"]["overlap"]["overlap_fraction"] == pytest.approx(1.0)
+    assert result["conditions"]["rest"]["n_epochs"] == 30
+    for condition in ("rest", "cooperation", "competition"):
+        for band in BANDS:
+            for metric in ("plv", "accorr", "ccorr", "coh", "imcoh", "envcorr", "pli", "wpli"):
+                cell = result["conditions"][condition][band][metric]
+                assert {"mean", "z", "p", "matrix", "pair_p_fdr", "null_mean", "null_std"} <= set(cell)
+                matrix = np.array(cell["matrix"], dtype=float)
+                assert matrix.shape == (4, 4)
+                assert cell["mean"] == pytest.approx(np.nanmean(matrix), abs=1e-4)
+    assert result["inputs"]["n_surrogates"] == 100 and result["inputs"]["seed"] == 1
+    assert result["versions"]["numpy"] == np.__version__
+
+
+def test_html_report_is_self_contained_with_the_verdict_first(coupled):
+    _, folder = coupled
+    page = (folder / "qc.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", page)
+    assert references and all(ref.startswith("data:image/png;base64,") for ref in references)
+    assert "<script" not in page and "@import" not in page and "url(" not in page
+    assert page.index("class='verdict") < page.index("Data quality per participant")
+    assert "cooperation / alpha" in page
+
+
+def test_same_seed_same_result(tmp_path):
+    path = write_dyad_xdf(tmp_path / "s.xdf", DyadSpec(blocks=SHORT))
+    first = run_check(path, n_surrogates=20, seed=5, progress=False, bands="alpha=8-12", metrics=("plv",))
+    second = run_check(path, n_surrogates=20, seed=5, progress=False, bands="alpha=8-12", metrics=("plv",))
+    assert first["conditions"] == second["conditions"]
+
+
+def test_one_eeg_stream(tmp_path):
+    path = write_dyad_xdf(tmp_path / "one.xdf", DyadSpec(blocks=SHORT, eeg_streams=1))
+    with pytest.raises(XdfLoadError, match=r"1 EEG stream\(s\), a dyad check needs two"):
+        run_check(path, n_surrogates=0, progress=False)
+
+
+def test_no_markers_analyses_the_whole_recording_and_says_how_to_define_conditions(tmp_path):
+    path = write_dyad_xdf(tmp_path / "nomarkers.xdf", DyadSpec(blocks=SHORT, markers=False))
+    result = run_check(path, n_surrogates=0, progress=False)
+    assert list(result["conditions"]) == ["recording"]
+    assert result["segmentation"]["source"] == "whole-recording"
+    message = next(w for w in result["warnings"] if "no marker stream" in w)
+    assert "--condition NAME=START:END" in message and "whole overlap" in message
+
+
+def test_conditions_from_plain_marker_strings(tmp_path):
+    path = write_dyad_xdf(tmp_path / "other.xdf", DyadSpec(blocks=[("rest", 40.0), ("cooperation", 40.0)], labels=False))
+    result = run_check(
+        path, conditions=["rest=start_rest:end_rest", "coop=start_coop.*:end_coop.*"], n_surrogates=60,
+        bands="alpha=8-12,beta=13-30", progress=False,
+    )
+    assert result["segmentation"]["source"] == "condition-specs"
+    assert result["conditions"]["coop"]["n_epochs"] == 20
+    assert {(d["condition"], d["band"]) for d in result["verdict"]["synchrony_above_chance"]} == {("coop", "alpha")}
+    with pytest.raises(QuickCheckError, match="matched"):
+        run_check(path, conditions=["x=nothing:none"], n_surrogates=0, progress=False)
+
+
+def test_non_overlapping_streams(tmp_path):
+    path = write_dyad_xdf(tmp_path / "apart.xdf", DyadSpec(blocks=SHORT, offset_b=500.0))
+    with pytest.raises(QuickCheckError, match="do not overlap in time"):
+        run_check(path, n_surrogates=0, progress=False)
+
+
+def test_different_sampling_rates_are_resampled_and_said_so(tmp_path):
+    path = write_dyad_xdf(tmp_path / "rates.xdf", DyadSpec(blocks=[("rest", 30.0), ("cooperation", 30.0)], rate_b=500.0))
+    result = run_check(path, n_surrogates=60, bands="alpha=8-12", progress=False)
+    assert result["alignment"]["rate_hz"] == 250.0
+    assert any("B was resampled to 250 Hz" in w for w in result["warnings"])
+    assert "resampled" in " ".join(result["alignment"]["notes"])
+    assert result["quality"]["B"]["nominal_rate_hz"] == 500.0
+    # The coupling survives the resampling.
+    assert result["conditions"]["cooperation"]["alpha"]["plv"]["z"] > 3
+
+
+def test_nans_are_located_and_their_epochs_rejected(tmp_path):
+    path = write_dyad_xdf(tmp_path / "nan.xdf", DyadSpec(blocks=SHORT, nan_b=(10.0, 13.0)))
+    result = run_check(path, n_surrogates=0, progress=False)
+    warning = next(w for w in result["warnings"] if "NaN" in w)
+    assert "Participant B" in warning and "Fz, Cz" in warning and "10.0-13.0 s" in warning
+    epochs = result["segmentation"]["epochs"]["rest"]
+    assert epochs["invalid_data"] >= 2 and epochs["used"] == epochs["planned"] - epochs["invalid_data"]
+    assert result["quality"]["B"]["verdict"] == "check"
+
+
+def test_truncated_file_is_checked_with_the_damage_in_the_verdict(tmp_path):
+    path = write_dyad_xdf(tmp_path / "cut.xdf", DyadSpec(blocks=SHORT, truncate_bytes=5000))
+    result = run_check(path, n_surrogates=0, progress=False)
+    assert result["file"]["load_problems"]
+    assert result["verdict"]["data_quality"] == "check"
+    assert any("dyadlab inspect" in w or "not finalised" in w for w in result["warnings"])
+
+
+def test_cli_writes_json_and_html_and_prints_the_summary(tmp_path):
+    from synchrony.cli import check
+
+    path = write_dyad_xdf(tmp_path / "s.xdf", DyadSpec(blocks=SHORT))
+    json_out, html_out = tmp_path / "out.json", tmp_path / "out.html"
+    outcome = CliRunner().invoke(
+        check,
+        [str(path), "--json", str(json_out), "--report", str(html_out), "--surrogates", "30", "--bands",
+         "alpha=8-12,beta=13-30", "--epoch-length", "2", "--seed", "3", "--no-progress"],
+    )
+    assert outcome.exit_code == 0, outcome.output
+    assert "Quick-check: s.xdf" in outcome.output and "Synchrony" in outcome.output
+    data = json.loads(json_out.read_text())
+    assert data["schema_version"] == SCHEMA_VERSION
+    assert set(data["conditions"]["cooperation"]) >= {"n_epochs", "alpha", "beta"}
+    assert set(data["conditions"]["cooperation"]["alpha"]["plv"]) >= {"mean", "z", "p", "matrix"}
+    assert data["inputs"]["seed"] == 3 and data["inputs"]["bands"] == {"alpha": [8.0, 12.0], "beta": [13.0, 30.0]}
+    page = html_out.read_text()
+    assert "http://" not in page and "https://" not in page and "data:image/png;base64," in page
+
+
+def test_cli_explains_a_file_that_does_not_fit(tmp_path):
+    from synchrony.cli import check
+
+    path = write_dyad_xdf(tmp_path / "one.xdf", DyadSpec(blocks=SHORT, eeg_streams=1))
+    outcome = CliRunner().invoke(check, [str(path), "--no-progress"])
+    assert outcome.exit_code == 1
+    assert "1 EEG stream(s)" in outcome.output and "--eeg" in outcome.output
+    outcome = CliRunner().invoke(check, [str(path), "--eeg", "only-one", "--no-progress"])
+    assert outcome.exit_code == 2 and "exactly twice" in outcome.output
