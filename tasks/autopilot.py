@@ -157,6 +157,11 @@ class Autopilot:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.injector_name = self._choose_injector()
+        # (key, down, local_clock() right after the event was sent): lets tests bound latency
+        self.sent: list[tuple[str, bool, float]] = []
+        import pylsl
+
+        self._local_clock = pylsl.local_clock
 
     def _choose_injector(self) -> str:
         if self.settings.injector != "auto":
@@ -223,7 +228,10 @@ class Autopilot:
                     _, _, key, down = heapq.heappop(self._queue)
                 try:
                     injector.send(key, down)
+                    sent_at = self._local_clock()
                     (held.add if down else held.discard)(key)
+                    with self._wake:
+                        self.sent.append((key, down, sent_at))
                 except Exception:  # noqa: BLE001 - a lost simulated press must not kill the thread
                     logger.exception("Autopilot could not send key %r", key)
         finally:

@@ -1,0 +1,61 @@
+"""Helpers of the task tests: reading the event streams back, CSV rows, blank-image check."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from acquisition.markers import Marker, MarkerHub, MarkerOutlet
+
+needs_display = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs an X display: run under xvfb-run")
+
+
+@dataclass
+class EventStreams:
+    """Marker hub and response outlet of a test session, with an inlet on each."""
+
+    hub: MarkerHub
+    responses: MarkerOutlet
+    marker_inlet: Any
+    response_inlet: Any
+
+    def _drain(self, inlet: Any) -> list[tuple[Marker, float]]:
+        received: list[tuple[Marker, float]] = []
+        while True:
+            sample, stamp = inlet.pull_sample(timeout=0.5)
+            if sample is None:
+                return received
+            received.append((Marker.from_json(sample[0]), stamp))
+
+    def markers(self) -> list[tuple[Marker, float]]:
+        """Every marker received so far (blocks until the stream is quiet for 0.5 s)."""
+        return self._drain(self.marker_inlet)
+
+    def response_events(self) -> list[tuple[Marker, float]]:
+        """Every response received so far."""
+        return self._drain(self.response_inlet)
+
+
+def events(markers: list[tuple[Marker, float]]) -> list[str]:
+    """The event names in order."""
+    return [marker.event for marker, _ in markers]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a PsychoPy wide-text CSV (UTF-8 with BOM)."""
+    import csv
+
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def pixel_std(path: Path) -> float:
+    """Standard deviation of a PNG's pixel values (0 for a blank image)."""
+    import numpy as np
+    from PIL import Image
+
+    return float(np.asarray(Image.open(path).convert("L"), dtype=float).std())
