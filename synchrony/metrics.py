@@ -193,7 +193,10 @@ class EpochTerms:
     n_channels: int
     n_times: int
     signal: np.ndarray | None = None  # x (complex)
+    signal_re: np.ndarray | None = None  # Re x, contiguous (PLI/wPLI kernels)
+    signal_im: np.ndarray | None = None  # Im x, contiguous
     unit: np.ndarray | None = None  # u = x / |x| (complex)
+    unit_stack: np.ndarray | None = None  # (E, 2C, n): Re u over Im u (accorr)
     power_sum: np.ndarray | None = None  # sum |x|^2
     unit_sq_sum: np.ndarray | None = None  # sum u^2 = sum e^{2ip} (complex)
     centred_sin: np.ndarray | None = None  # sin(p - circular mean)
@@ -210,8 +213,11 @@ class EpochTerms:
         n_epochs, n_channels, n_times = z.shape
         terms = cls(n_epochs=n_epochs, n_channels=n_channels, n_times=n_times)
         amplitude = np.abs(z)
-        if wanted & {"coh", "imcoh", "pli", "wpli"}:
+        if wanted & {"coh", "imcoh", "wpli"}:
             terms.signal = np.ascontiguousarray(z)
+        if wanted & {"pli", "wpli"}:
+            terms.signal_re = np.ascontiguousarray(z.real)
+            terms.signal_im = np.ascontiguousarray(z.imag)
         if wanted & {"coh", "imcoh"}:
             terms.power_sum = np.einsum("ect,ect->ec", amplitude, amplitude)
         if wanted & {"plv", "accorr", "ccorr"}:
@@ -220,6 +226,7 @@ class EpochTerms:
             if wanted & {"plv", "accorr"}:
                 terms.unit = unit
             if "accorr" in wanted:
+                terms.unit_stack = np.ascontiguousarray(np.concatenate((unit.real, unit.imag), axis=1))
                 terms.unit_sq_sum = np.sum(unit * unit, axis=-1)
             if "ccorr" in wanted:
                 # sin(p - m) = Im(u e^{-im}), m = atan2(mean sin p, mean cos p) (Fisher 1995)
@@ -304,6 +311,29 @@ class AllPairs:
 Pairing = PairList | AllPairs
 
 
+def _conjugate_and_plain_products(
+    pairing: Pairing, stack_a: np.ndarray, stack_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``sum x_a conj(x_b)`` and ``sum x_a x_b`` per pair from (E, 2C, n) Re-over-Im stacks.
+
+    One real matrix product gives the four blocks Re.Re, Re.Im, Im.Re, Im.Im, i.e. both
+    complex products for the price of one.
+    """
+    n_a, n_b = stack_a.shape[1] // 2, stack_b.shape[1] // 2
+    g = pairing.products(stack_a, stack_b)
+    if isinstance(pairing, AllPairs):  # (k, 2C_a, E_b, 2C_b)
+        rr, ri, ir, ii = g[:, :n_a, :, :n_b], g[:, :n_a, :, n_b:], g[:, n_a:, :, :n_b], g[:, n_a:, :, n_b:]
+    else:  # (n_pairs, 2C_a, 2C_b)
+        rr, ri, ir, ii = g[:, :n_a, :n_b], g[:, :n_a, n_b:], g[:, n_a:, :n_b], g[:, n_a:, n_b:]
+    conjugate = np.empty(rr.shape, dtype=np.complex128)
+    conjugate.real = rr + ii
+    conjugate.imag = ir - ri
+    plain = np.empty(rr.shape, dtype=np.complex128)
+    plain.real = rr - ii
+    plain.imag = ir + ri
+    return conjugate, plain
+
+
 def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return numerator / denominator
@@ -350,12 +380,15 @@ def bilinear_from_terms(
     out: dict[str, np.ndarray] = {}
     wanted = set(metrics)
     if wanted & {"plv", "accorr"}:
-        phase_cross = pairing.products(ta.unit, tb.unit, conjugate=True)  # sum e^{i(pa - pb)}
+        if "accorr" in wanted:
+            # sum e^{i(pa - pb)} and sum e^{i(pa + pb)} from the same four real products.
+            phase_cross, phase_sum = _conjugate_and_plain_products(pairing, ta.unit_stack, tb.unit_stack)
+        else:
+            phase_cross = pairing.products(ta.unit, tb.unit, conjugate=True)  # sum e^{i(pa - pb)}
         abs_cross = np.abs(phase_cross)
         if "plv" in wanted:
             out["plv"] = abs_cross / n
         if "accorr" in wanted:
-            phase_sum = pairing.products(ta.unit, tb.unit)  # sum e^{i(pa + pb)}
             denominator = _accorr_denominator(
                 phase_cross, phase_sum, pairing.a_term(ta.unit_sq_sum), pairing.b_term(tb.unit_sq_sum), n
             )
@@ -387,25 +420,26 @@ def bilinear_from_terms(
 
 
 def _lag_sums_numpy(
-    signal_a: np.ndarray, signal_b: np.ndarray, epochs_a: np.ndarray, epochs_b: np.ndarray
+    re_a: np.ndarray, im_a: np.ndarray, re_b: np.ndarray, im_b: np.ndarray, epochs_a: np.ndarray, epochs_b: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-pair ``sum_t sign(Im(x_a conj x_b))`` and ``sum_t |Im(x_a conj x_b)|`` (NumPy).
 
+    ``re_*``/``im_*`` are the real and imaginary parts (E, C, n) of the analytic signals.
     ``Im(x_a conj x_b) = Im x_a Re x_b - Re x_a Im x_b`` is formed sample by sample in chunks
     of at most ``_LAG_CHUNK_ELEMENTS`` elements: the same float expression as HyPyP, so an
     exact zero (identical phases) has the same sign, 0.
 
     Returns two arrays of shape (n_pairs, C_a, C_b).
     """
-    n_a, n_b, n = signal_a.shape[1], signal_b.shape[1], signal_a.shape[2]
+    n_a, n_b, n = re_a.shape[1], re_b.shape[1], re_a.shape[2]
     sign_sum = np.empty((epochs_a.size, n_a, n_b))
     abs_sum = np.empty((epochs_a.size, n_a, n_b))
     chunk = max(1, _LAG_CHUNK_ELEMENTS // (n_a * n_b * n))
     for start in range(0, epochs_a.size, chunk):
         sl = slice(start, start + chunk)
-        xa, xb = signal_a[epochs_a[sl]], signal_b[epochs_b[sl]]
-        lagged = xa.imag[:, :, None, :] * xb.real[:, None, :, :]
-        lagged -= xa.real[:, :, None, :] * xb.imag[:, None, :, :]
+        ea, eb = epochs_a[sl], epochs_b[sl]
+        lagged = im_a[ea][:, :, None, :] * re_b[eb][:, None, :, :]
+        lagged -= re_a[ea][:, :, None, :] * im_b[eb][:, None, :, :]
         sign_sum[sl] = np.count_nonzero(lagged > 0, axis=-1)
         sign_sum[sl] -= np.count_nonzero(lagged < 0, axis=-1)
         np.abs(lagged, out=lagged)
@@ -417,32 +451,33 @@ _numba_lag_kernel = None
 
 
 def _lag_sums_numba(
-    signal_a: np.ndarray, signal_b: np.ndarray, epochs_a: np.ndarray, epochs_b: np.ndarray
+    re_a: np.ndarray, im_a: np.ndarray, re_b: np.ndarray, im_b: np.ndarray, epochs_a: np.ndarray, epochs_b: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Same as :func:`_lag_sums_numpy`, as one fused, parallel numba loop (no temporaries).
 
-    ``fastmath`` is limited to re-association of the ``|Im|`` sum (vectorisation); fused
-    multiply-add contraction stays off so ``Im`` is rounded exactly as in NumPy and HyPyP.
-    The kernel is compiled on first use and cached on disk by numba.
+    Real and imaginary parts come as separate contiguous arrays so the time loop vectorises.
+    ``fastmath`` is limited to re-association of the ``|Im|`` sum; fused multiply-add
+    contraction stays off so ``Im`` is rounded exactly as in NumPy and HyPyP. The kernel is
+    compiled on first use and cached on disk by numba.
     """
     global _numba_lag_kernel
     if _numba_lag_kernel is None:
         import numba
 
         @numba.njit(parallel=True, cache=True, fastmath={"reassoc"})
-        def kernel(signal_a, signal_b, epochs_a, epochs_b, sign_sum, abs_sum):  # pragma: no cover - JIT
-            n_a = signal_a.shape[1]
-            n_b = signal_b.shape[1]
-            n = signal_a.shape[2]
+        def kernel(re_a, im_a, re_b, im_b, epochs_a, epochs_b, sign_sum, abs_sum):  # pragma: no cover - JIT
+            n_a = re_a.shape[1]
+            n_b = re_b.shape[1]
+            n = re_a.shape[2]
             for p in numba.prange(epochs_a.size):
-                xa = signal_a[epochs_a[p]]
-                xb = signal_b[epochs_b[p]]
+                i = epochs_a[p]
+                j = epochs_b[p]
                 for a in range(n_a):
-                    ra = xa[a].real
-                    ia = xa[a].imag
+                    ra = re_a[i, a]
+                    ia = im_a[i, a]
                     for b in range(n_b):
-                        rb = xb[b].real
-                        ib = xb[b].imag
+                        rb = re_b[j, b]
+                        ib = im_b[j, b]
                         positive = 0
                         negative = 0
                         total = 0.0
@@ -455,10 +490,10 @@ def _lag_sums_numba(
                         abs_sum[p, a, b] = total
 
         _numba_lag_kernel = kernel
-    sign_sum = np.empty((epochs_a.size, signal_a.shape[1], signal_b.shape[1]))
+    sign_sum = np.empty((epochs_a.size, re_a.shape[1], re_b.shape[1]))
     abs_sum = np.empty_like(sign_sum)
     _numba_lag_kernel(
-        signal_a, signal_b, np.ascontiguousarray(epochs_a), np.ascontiguousarray(epochs_b), sign_sum, abs_sum
+        re_a, im_a, re_b, im_b, np.ascontiguousarray(epochs_a), np.ascontiguousarray(epochs_b), sign_sum, abs_sum
     )
     return sign_sum, abs_sum
 
@@ -472,15 +507,15 @@ def _numba_available() -> bool:
 
 
 def lag_sums(
-    signal_a: np.ndarray, signal_b: np.ndarray, epochs_a: np.ndarray, epochs_b: np.ndarray
+    ta: EpochTerms, tb: EpochTerms, epochs_a: np.ndarray, epochs_b: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """PLI/wPLI sums per epoch pair, shape (n_pairs, C_a, C_b) each.
+    """PLI/wPLI sums ``sum_t sign(Im(x_a conj x_b))`` and ``sum_t |Im(x_a conj x_b)|`` per pair.
 
-    Uses numba when it is installed (a fused loop, about 10x faster), else NumPy in chunks.
+    Returns two arrays of shape (n_pairs, C_a, C_b). Uses numba when it is installed (one
+    fused loop, several times faster), else NumPy in bounded chunks.
     """
-    if _numba_available():
-        return _lag_sums_numba(signal_a, signal_b, epochs_a, epochs_b)
-    return _lag_sums_numpy(signal_a, signal_b, epochs_a, epochs_b)
+    kernel = _lag_sums_numba if _numba_available() else _lag_sums_numpy
+    return kernel(ta.signal_re, ta.signal_im, tb.signal_re, tb.signal_im, epochs_a, epochs_b)
 
 
 def lag_metrics_from_sums(
@@ -520,7 +555,7 @@ def connectivity_from_terms(
     else:
         out = bilinear_from_terms(ta, tb, pairing, metrics)
     if _LAG_METRICS & set(metrics):
-        sign_sum, abs_sum = lag_sums(ta.signal, tb.signal, pairing.epochs_a, pairing.epochs_b)
+        sign_sum, abs_sum = lag_sums(ta, tb, pairing.epochs_a, pairing.epochs_b)
         if isinstance(pairing, AllPairs):  # (k * E_b, C_a, C_b) -> (k, C_a, E_b, C_b)
             layout = (pairing.block_a.size, pairing.n_epochs_b, ta.n_channels, tb.n_channels)
             sign_sum = sign_sum.reshape(layout).transpose(0, 2, 1, 3)

@@ -174,7 +174,7 @@ def epoch_shuffle_surrogates(
             pairs = np.unique(
                 np.stack([np.repeat(block_a, n_surrogates), permutations[:, block_a].T.ravel()], axis=1), axis=0
             )
-            sign_sum, abs_sum = lag_sums(ta.signal, tb.signal, pairs[:, 0], pairs[:, 1])
+            sign_sum, abs_sum = lag_sums(ta, tb, pairs[:, 0], pairs[:, 1])
             row = np.full((n_epochs, n_epochs), -1, dtype=np.intp)
             row[pairs[:, 0], pairs[:, 1]] = np.arange(len(pairs))
         for local, epoch in enumerate(block_a):
