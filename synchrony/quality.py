@@ -44,7 +44,10 @@ class QualityThresholds:
         of samples is railed (a clipped amplifier repeats its limit).
     noisy_robust_z : float
         A channel whose log standard deviation lies more than this many robust standard
-        deviations (1.4826 x MAD) above the median of the participant's channels is noisy.
+        deviations (1.4826 x MAD) above the median of the participant's channels, *and* whose
+        standard deviation is at least ``noisy_ratio`` times that median, is noisy (the ratio
+        keeps a tight montage, whose MAD is tiny, from flagging ordinary differences).
+    noisy_ratio : float
     noisy_std_uv : float
         A channel with a high-passed standard deviation above this (µV) is noisy.
     line_noise_db : float
@@ -62,6 +65,7 @@ class QualityThresholds:
     flat_repeat_fraction: float = 0.5
     railed_fraction: float = 0.01
     noisy_robust_z: float = 3.5
+    noisy_ratio: float = 2.0
     noisy_std_uv: float = 100.0
     line_noise_db: float = 20.0
     residual_warn_ms: float = 20.0
@@ -163,7 +167,8 @@ def _channels(p: ParticipantEeg, th: QualityThresholds) -> tuple[dict[str, Any],
     z = _robust_z(log_std)
     flat = (repeat > th.flat_repeat_fraction) | (microvolts & (std < th.flat_std_uv)) | ~np.isfinite(std)
     is_railed = railed >= th.railed_fraction
-    noisy = ~flat & ((z > th.noisy_robust_z) | (microvolts & (std > th.noisy_std_uv)))
+    ratio = std / np.nanmedian(std[~flat]) if (~flat).any() else np.ones_like(std)
+    noisy = ~flat & (((z > th.noisy_robust_z) & (ratio >= th.noisy_ratio)) | (microvolts & (std > th.noisy_std_uv)))
     labels = p.channel_labels
     line = _line_noise(freqs, psd, fs)
     line_bad = [labels[i] for i in np.flatnonzero(np.nan_to_num(line["ratio_db"], nan=0.0) > th.line_noise_db)]

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from synchrony.check import SCHEMA_VERSION, QuickCheckError, run_check
 from synchrony.io import XdfLoadError
-from tests.synchrony.xdf_fixtures import DyadSpec, write_dyad_xdf
+from tests.synchrony.xdf_fixtures import DyadSpec, write_dyad_xdf, write_simulated_xdf
 
 BANDS = ("theta", "alpha", "beta", "gamma")
 COUPLED = DyadSpec(
@@ -55,6 +55,19 @@ def test_coupled_band_and_condition_are_detected_and_nothing_else(coupled):
     assert abs(contrasts["competition-vs-rest"]["alpha"]["plv"]["difference"]) < 0.05
     assert result["diagnostics"]["common_mode"] == []
     assert "synchrony above chance in cooperation/alpha" in result["summary"]
+
+
+def test_simulator_recording_detects_its_coupled_conditions_only(tmp_path):
+    """acquisition.simulator couples alpha in cooperation and theta in tapping (its defaults)."""
+    from acquisition.simulator import DEFAULT_COUPLING
+
+    assert DEFAULT_COUPLING["cooperation"] == {"alpha": 0.7} and DEFAULT_COUPLING["tapping"] == {"theta": 0.8}
+    blocks = [("rest", 60.0), ("cooperation", 60.0), ("tapping", 60.0), ("competition", 60.0)]
+    path = write_simulated_xdf(tmp_path / "sim.xdf", blocks, channel_names=("Fz", "Cz", "Pz", "Oz", "C3", "C4", "O1", "O2"), seed=3)
+    result = run_check(path, n_surrogates=100, progress=False)
+    detected = {(d["condition"], d["band"]) for d in result["verdict"]["synchrony_above_chance"]}
+    assert detected == {("cooperation", "alpha"), ("tapping", "theta")}
+    assert result["verdict"]["data_quality"] == "ok"
 
 
 def test_json_follows_the_documented_schema(coupled):

@@ -25,6 +25,7 @@ from acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_i
 from acquisition.xdf import XdfWriter
 
 T0 = 5000.0  # LSL time of the first sample (any positive value)
+BLOCK_GAP_S = 2.0  # baseline before, between and after condition blocks
 CHANNELS = ("Fz", "Cz", "Pz", "Oz", "C3", "C4", "P3", "P4")
 
 
@@ -98,17 +99,17 @@ def _background(rng: np.random.Generator, n_channels: int, n: int, fs: float) ->
     return pink + own_alpha + rng.standard_normal((n_channels, n)) * 2.0
 
 
-def _session_timeline(spec: DyadSpec) -> tuple[float, list[tuple[float, str]]]:
+def _session_timeline(blocks: list[tuple[str, float]]) -> tuple[float, list[tuple[float, str]]]:
     """Duration of the session and its (time from start, marker JSON) events."""
     events = [(0.5, Marker("session_start").to_json())]
-    t = 2.0
-    for index, (condition, seconds) in enumerate(spec.blocks):
+    t = BLOCK_GAP_S
+    for index, (condition, seconds) in enumerate(blocks):
         block = f"{condition}-{index + 1}"
         events.append((t, Marker("block_start", task=condition, block=block, condition=condition).to_json()))
         for trial in range(int(seconds // 5)):
             events.append((t + 5.0 * trial + 1.0, Marker("trial_start", block=block, condition=condition, trial=trial).to_json()))
         events.append((t + seconds, Marker("block_end", task=condition, block=block, condition=condition).to_json()))
-        t += seconds + 2.0
+        t += seconds + BLOCK_GAP_S
     events.append((t, Marker("session_end", value="complete").to_json()))
     return t + 1.0, events
 
@@ -116,9 +117,8 @@ def _session_timeline(spec: DyadSpec) -> tuple[float, list[tuple[float, str]]]:
 def write_dyad_xdf(path: str | Path, spec: DyadSpec | None = None) -> Path:
     """Write one test session to ``path`` (see :class:`DyadSpec`) and return the path."""
     spec = spec or DyadSpec()
-    path = Path(path)
     rng = np.random.default_rng(spec.seed)
-    duration, events = _session_timeline(spec)
+    duration, events = _session_timeline(spec.blocks)
     labels = list(CHANNELS[: spec.n_channels]) if spec.n_channels <= len(CHANNELS) else [
         f"E{i + 1}" for i in range(spec.n_channels)
     ]
@@ -127,7 +127,7 @@ def write_dyad_xdf(path: str | Path, spec: DyadSpec | None = None) -> Path:
     fine_fs = 1000.0
     fine_t = np.arange(-1.0, duration + abs(spec.offset_b) + 1.0, 1.0 / fine_fs)
     shared = np.zeros_like(fine_t)
-    block_t = 2.0
+    block_t = BLOCK_GAP_S
     for condition, seconds in spec.blocks:
         if condition in spec.coupled:
             low, high, amplitude = spec.coupled[condition]
@@ -136,40 +136,60 @@ def write_dyad_xdf(path: str | Path, spec: DyadSpec | None = None) -> Path:
             narrow *= amplitude / narrow.std()
             inside = (fine_t >= block_t) & (fine_t < block_t + seconds)
             shared[inside] += narrow[inside]
-        block_t += seconds + 2.0
+        block_t += seconds + BLOCK_GAP_S
     weights = 0.6 + 0.4 * rng.random((2, spec.n_channels))
+    eeg = []
+    for index, (label, rate, start) in enumerate((("A", spec.rate_a, 0.0), ("B", spec.rate_b, spec.offset_b))):
+        n = int(duration * rate)
+        t_rel = start + np.arange(n) / rate  # session time of each sample
+        lag = spec.coupling_lag if label == "B" else 0.0
+        common = np.interp(t_rel - lag, fine_t, shared)
+        data = _background(rng, spec.n_channels, n, rate) + weights[index][:, None] * common[None, :]
+        if label == "B" and spec.nan_b is not None:
+            data[:2, int(spec.nan_b[0] * rate) : int(spec.nan_b[1] * rate)] = np.nan
+        eeg.append(data)
+    return write_session_xdf(path, eeg[0], eeg[1], labels, events, spec)
 
+
+def write_session_xdf(
+    path: str | Path, eeg_a: np.ndarray, eeg_b: np.ndarray, channel_labels: list[str],
+    events: list[tuple[float, str]], spec: DyadSpec,
+) -> Path:
+    """Write both participants' EEG, the board marker channel and the marker stream as a session.
+
+    Parameters
+    ----------
+    eeg_a, eeg_b : np.ndarray, shape (n_channels, n_samples)
+        µV at ``spec.rate_a`` / ``spec.rate_b``; sample 0 of B is at session time ``spec.offset_b``.
+    events : list of (session seconds, marker JSON)
+    spec : DyadSpec
+        Rates, offset, which streams to write, metadata, board-marker delay, truncation.
+    """
+    path = Path(path)
     file_metadata = {"study": spec.study, "dyad": spec.dyad, "recorder": "tests.synchrony.xdf_fixtures"}
     with XdfWriter(path, file_metadata=file_metadata) as writer:
         stream_id = 0
-        for index, (label, rate, start) in enumerate((("A", spec.rate_a, 0.0), ("B", spec.rate_b, spec.offset_b))):
+        for index, (label, eeg, rate, start) in enumerate(
+            (("A", eeg_a, spec.rate_a, 0.0), ("B", eeg_b, spec.rate_b, spec.offset_b))
+        ):
             if index >= spec.eeg_streams:
                 break
             stream_id += 1
-            source = _Source(sampling_rate=rate, eeg_channel_names=labels)
+            source = _Source(sampling_rate=rate, eeg_channel_names=list(channel_labels))
             info = eeg_stream_info(spec.study, spec.dyad, ParticipantInfo(label, f"sub-{label}", "partner"), source)
-            xml = info.as_xml()
-            if not spec.labels:
-                xml = _strip_identity(xml, label)
+            xml = info.as_xml() if spec.labels else _strip_identity(info.as_xml(), label)
             writer.add_stream(stream_id, xml)
-            n = int(duration * rate)
-            t_rel = start + np.arange(n) / rate  # session time of each sample
-            lag = spec.coupling_lag if label == "B" else 0.0
-            common = np.interp(t_rel - lag, fine_t, shared)
-            eeg = _background(rng, spec.n_channels, n, rate) + weights[index][:, None] * common[None, :]
-            if label == "B" and spec.nan_b is not None:
-                eeg[:2, int(spec.nan_b[0] * rate) : int(spec.nan_b[1] * rate)] = np.nan
+            n = eeg.shape[1]
             board = np.zeros(n)
             for t_event, text in events:
-                code = Marker.from_json(text).code
                 sample = int(np.ceil((t_event + spec.board_marker_delay - start) * rate))
                 if 0 <= sample < n:
-                    board[sample] = code
-            values = np.vstack([eeg, board[None, :]]).T.astype(np.float32)
-            timestamps = T0 + t_rel
+                    board[sample] = Marker.from_json(text).code
+            timestamps = T0 + start + np.arange(n) / rate
             chunk = int(rate)  # one chunk per second, like a bridge pushing 1-s chunks
             for first in range(0, n, chunk):
-                writer.write_samples(stream_id, timestamps[first : first + chunk], values[first : first + chunk])
+                values = np.vstack([eeg[:, first : first + chunk], board[None, first : first + chunk]]).T
+                writer.write_samples(stream_id, timestamps[first : first + chunk], values.astype(np.float32))
                 if first % (chunk * 5) == 0:
                     writer.write_clock_offset(stream_id, timestamps[first], 0.0)
             writer.write_footer(stream_id)
@@ -178,10 +198,8 @@ def write_dyad_xdf(path: str | Path, spec: DyadSpec | None = None) -> Path:
             info = event_stream_info(spec.study, spec.dyad, "markers")
             xml = info.as_xml() if spec.labels else _strip_identity(info.as_xml(), None)
             writer.add_stream(stream_id, xml)
-            if spec.labels:
-                texts = [text for _, text in events]
-            else:  # another tool's plain marker strings
-                texts = [_plain_marker(text) for _, text in events]
+            # Another tool's files carry plain strings such as start_cooperation / end_cooperation.
+            texts = [text if spec.labels else _plain_marker(text) for _, text in events]
             writer.write_samples(stream_id, T0 + np.array([t for t, _ in events]), [[text] for text in texts])
             writer.write_clock_offset(stream_id, T0, 0.0)
             writer.write_footer(stream_id)
@@ -190,6 +208,26 @@ def write_dyad_xdf(path: str | Path, spec: DyadSpec | None = None) -> Path:
         with open(path, "r+b") as handle:
             handle.truncate(size - spec.truncate_bytes)
     return path
+
+
+def write_simulated_xdf(
+    path: str | Path, blocks: list[tuple[str, float]], *, rate: float = 250.0,
+    channel_names: tuple[str, ...] | None = None, seed: int = 0, **simulator_options: object,
+) -> Path:
+    """A session of ``acquisition.simulator``'s coupled dyad, with dyadlab markers, as XDF.
+
+    ``blocks`` are condition blocks framed by block_start/block_end with 2-s baseline gaps,
+    as in :func:`write_dyad_xdf`; ``simulator_options`` go to ``CoupledDyadSimulator``.
+    """
+    from acquisition.simulator import DEFAULT_CHANNEL_NAMES, simulate_dyad
+
+    duration, events = _session_timeline(blocks)
+    schedule = []
+    for condition, seconds in blocks:
+        schedule += [("rest", BLOCK_GAP_S), (condition, seconds)]
+    names = tuple(channel_names or DEFAULT_CHANNEL_NAMES)
+    dyad = simulate_dyad(duration, schedule, sampling_rate=rate, channel_names=names, seed=seed, **simulator_options)
+    return write_session_xdf(path, dyad.a, dyad.b, list(names), events, DyadSpec(rate_a=rate, rate_b=rate))
 
 
 def _plain_marker(text: str) -> str:
