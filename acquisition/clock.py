@@ -19,6 +19,7 @@ by a second one, then adopted at once and logged; samples of the chunk stamped b
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
 import time
 from collections import deque
@@ -30,12 +31,6 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 ClockFunction = Callable[[], float]
-
-
-def _default_lsl_clock() -> float:
-    import pylsl
-
-    return pylsl.local_clock()
 
 
 @dataclass(frozen=True)
@@ -108,7 +103,11 @@ class UnixToLslClock:
         if step_threshold <= 0:
             raise ValueError("step_threshold must be positive (seconds).")
         self._wall_clock = wall_clock
-        self._lsl_clock = lsl_clock or _default_lsl_clock
+        if lsl_clock is None:
+            import pylsl
+
+            lsl_clock = pylsl.local_clock
+        self._lsl_clock = lsl_clock
         self._tries = tries
         self._step_threshold = step_threshold
         self._measurements: deque[OffsetMeasurement] = deque(maxlen=window)
@@ -117,6 +116,7 @@ class UnixToLslClock:
         self._last_lsl_stamp: float | None = None
         self.steps: list[ClockStep] = []
         self._measurements.append(self.measure())
+        self._offset = self._measurements[0].offset
 
     def measure(self) -> OffsetMeasurement:
         """Take one bracketed measurement of ``wall_clock() - lsl_clock()`` (not stored)."""
@@ -139,7 +139,11 @@ class UnixToLslClock:
             return self._running_offset()
 
     def _running_offset(self) -> float:
-        return float(np.median([m.offset for m in self._measurements]))
+        return self._offset
+
+    def _remember(self, *measurements: OffsetMeasurement) -> None:
+        self._measurements.extend(measurements)
+        self._offset = statistics.median(m.offset for m in self._measurements)
 
     def update(self) -> ClockStep | None:
         """Re-measure the offset; return the step if the wall clock was just found to have jumped."""
@@ -150,7 +154,7 @@ class UnixToLslClock:
         current = self._running_offset()
         measurement = self.measure()
         if abs(measurement.offset - current) <= self._step_threshold:
-            self._measurements.append(measurement)
+            self._remember(measurement)
             return None
         confirmation = self.measure()
         if abs(confirmation.offset - measurement.offset) > self._step_threshold:
@@ -162,7 +166,7 @@ class UnixToLslClock:
             return None
         step = ClockStep(lsl_time=confirmation.lsl_time, old_offset=current, new_offset=confirmation.offset)
         self._measurements.clear()
-        self._measurements.extend((measurement, confirmation))
+        self._remember(measurement, confirmation)
         self.steps.append(step)
         logger.warning(
             "The wall clock stepped by %+.6f s (NTP or a manual change); BrainFlow timestamps are "
