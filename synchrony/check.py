@@ -20,6 +20,7 @@ import logging
 import math
 import platform
 import time
+import warnings as warnings_module
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ P_DETECT = 0.05
 #: wPLI at chance (z below this) while PLV is above chance suggests zero-lag common-mode signal.
 Z_CHANCE = 2.0
 MIN_EPOCHS_WARN = 60
+CONTRAST_PERMUTATIONS = 1000
 #: Smallest circular shift of B (seconds), beyond the signals' autocorrelation time.
 CIRCULAR_MIN_SHIFT_S = 2.0
 #: Matrices in the JSON are rounded to this many decimals (keeps a 32 x 32-channel report small).
@@ -373,6 +375,7 @@ def run_check(
         result_conditions: dict[str, Any] = {}
         epochs_table: dict[str, Any] = {}
         pair_p: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+        epoch_means: dict[tuple[str, str, str], np.ndarray] = {}  # per-epoch mean over pairs, for contrasts
         bar.stage("Synchrony and surrogates", total=len(condition_list) * len(band_map))
         for condition in condition_list:
             index = [i for i, p in enumerate(plans) if p.block.condition == condition]
@@ -409,7 +412,13 @@ def run_check(
                     continue
                 epochs = band_epochs.pop(band)
                 with _timed(timings, "metrics"):
-                    observed = metrics_mod.inter_brain_connectivity(epochs.za, epochs.zb, metric_names)
+                    per_epoch = metrics_mod.inter_brain_connectivity(epochs.za, epochs.zb, metric_names, epochs_average=False)
+                    with np.errstate(all="ignore"), warnings_module.catch_warnings():
+                        warnings_module.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs stay NaN
+                        observed = {m: np.nanmean(v, axis=0) for m, v in per_epoch.items()}
+                        for m, v in per_epoch.items():
+                            epoch_means[(condition, band, m)] = np.nanmean(v, axis=(1, 2))
+                    del per_epoch
                 null = None
                 if n_surrogates and n_used >= 2:
                     with _timed(timings, "surrogates"):
@@ -454,7 +463,8 @@ def run_check(
                     offset += size
             result_conditions[condition] = entry
 
-    contrasts = _contrasts(result_conditions, condition_list, band_map, metric_names)
+    with _timed(timings, "contrasts"):
+        contrasts = _contrasts(condition_list, band_map, metric_names, epoch_means, figures.nulls, rng)
     diagnostics, diag_warnings = _diagnostics(result_conditions, quality, band_map, metric_names)
     warnings.extend(diag_warnings)
     timings["total"] = round(time.perf_counter() - started, 3)
@@ -550,27 +560,44 @@ def _circular_null(
     return {metric: values / weight for metric, values in total.items()}, skipped
 
 
-def _contrasts(conditions: dict[str, Any], names: Sequence[str], bands: dict[str, Any], metrics: Sequence[str]) -> dict[str, Any]:
-    """Each non-baseline condition minus the baseline (rest), per band and metric.
+def _contrasts(
+    names: Sequence[str],
+    bands: dict[str, Any],
+    metrics: Sequence[str],
+    epoch_means: dict[tuple[str, str, str], np.ndarray],
+    nulls: dict[tuple[str, str, str], np.ndarray],
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Each non-baseline condition against the baseline (rest), per band and metric.
 
-    The difference of the means over pairs, and the difference of their surrogate z (each z is
-    against its own condition's null, so the z difference removes condition-specific bias).
+    :func:`synchrony.stats.condition_contrast` on the per-epoch means over pairs: the
+    difference of the conditions' means, each minus its own surrogate mean when both nulls
+    exist (bias-corrected), with a two-sided permutation p (epoch labels exchanged).
     """
+    from synchrony import stats
+
     baseline = _baseline(names)
     if baseline is None:
         return {}
-    out: dict[str, Any] = {"baseline": baseline}
+    out: dict[str, Any] = {"baseline": baseline, "n_permutations": CONTRAST_PERMUTATIONS}
     for name in names:
         if name == baseline:
             continue
-        pair = {}
+        pair: dict[str, Any] = {}
         for band in bands:
             pair[band] = {}
             for metric in metrics:
-                this, base = conditions[name][band][metric], conditions[baseline][band][metric]
-                diff = None if this["mean"] is None or base["mean"] is None else this["mean"] - base["mean"]
-                dz = None if this["z"] is None or base["z"] is None else this["z"] - base["z"]
-                pair[band][metric] = {"difference": diff, "z_difference": dz}
+                key, base_key = (name, band, metric), (baseline, band, metric)
+                this, base = epoch_means.get(key), epoch_means.get(base_key)
+                if this is None or base is None or this.size < 2 or base.size < 2:
+                    pair[band][metric] = {"difference": None, "p": None, "bias_corrected": False}
+                    continue
+                corrected = key in nulls and base_key in nulls
+                result = stats.condition_contrast(
+                    this, base, nulls[key] if corrected else None, nulls[base_key] if corrected else None,
+                    n_permutations=CONTRAST_PERMUTATIONS, rng=rng,
+                )
+                pair[band][metric] = {"difference": float(result.difference), "p": float(result.p), "bias_corrected": corrected}
         out[f"{name}-vs-{baseline}"] = pair
     return out
 

@@ -126,20 +126,24 @@ def _epochs_table(result: dict[str, Any]) -> str:
 
 
 def _contrast_table(result: dict[str, Any]) -> str:
-    contrasts = {k: v for k, v in result["contrasts"].items() if k != "baseline"}
+    contrasts = {k: v for k, v in result["contrasts"].items() if k not in ("baseline", "n_permutations")}
     if not contrasts:
         return "<p>No rest/baseline condition: no contrasts.</p>"
+    note = ("<p class='small'>Difference of the per-epoch means over pairs (each minus its own surrogate mean when "
+            f"available) and two-sided permutation p ({result['contrasts']['n_permutations']} epoch-label exchanges), "
+            f"against {_e(result['contrasts']['baseline'])}.</p>")
     bands = list(result["inputs"]["bands"])
     metrics = [m for m in HEADLINE_METRICS if m in result["inputs"]["metrics"]]
-    head = "<tr><th class='l'>contrast</th><th class='l'>band</th>" + "".join(f"<th>Δ {_e(m)}</th><th>Δz {_e(m)}</th>" for m in metrics) + "</tr>"
+    head = "<tr><th class='l'>contrast</th><th class='l'>band</th>" + "".join(f"<th>Δ {_e(m)}</th><th>p {_e(m)}</th>" for m in metrics) + "</tr>"
     rows = []
     for name, per_band in contrasts.items():
         for band in bands:
             cells = "".join(
-                f"<td>{_fmt(per_band[band][m]['difference'])}</td><td>{_fmt(per_band[band][m]['z_difference'], 2)}</td>" for m in metrics
+                f"<td>{_fmt(per_band[band][m]['difference'])}</td>"
+                f"<td{' class=sig' if (per_band[band][m]['p'] or 1) < 0.05 else ''}>{_fmt(per_band[band][m]['p'], 2)}</td>" for m in metrics
             )
             rows.append(f"<tr><td class='l'>{_e(name)}</td><td class='l'>{_e(band)}</td>{cells}</tr>")
-    return "<table>" + head + "".join(rows) + "</table>"
+    return note + "<table>" + head + "".join(rows) + "</table>"
 
 
 def _traces_figure(figures: "ReportFigures") -> str:

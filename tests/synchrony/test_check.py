@@ -52,6 +52,8 @@ def test_coupled_band_and_condition_are_detected_and_nothing_else(coupled):
     contrasts = result["contrasts"]
     assert contrasts["baseline"] == "rest"
     assert contrasts["cooperation-vs-rest"]["alpha"]["plv"]["difference"] > 0.1
+    assert contrasts["cooperation-vs-rest"]["alpha"]["plv"]["p"] < 0.01
+    assert contrasts["cooperation-vs-rest"]["alpha"]["plv"]["bias_corrected"]
     assert abs(contrasts["competition-vs-rest"]["alpha"]["plv"]["difference"]) < 0.05
     assert result["diagnostics"]["common_mode"] == []
     assert "synchrony above chance in cooperation/alpha" in result["summary"]
