@@ -9,6 +9,7 @@ are never 0 and are valid (Phipson & Smyth 2010).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,17 @@ __all__ = [
     "max_statistic_threshold",
     "surrogate_z_p",
 ]
+
+
+# Elements per vectorised batch of permutations/resamples (bounds memory, ~64 MB).
+_BATCH_ELEMENTS = 8_000_000
+
+
+def _batches(n_total: int, elements_per_item: int):
+    """Batch sizes that add up to ``n_total`` with at most ``_BATCH_ELEMENTS`` elements each."""
+    size = max(1, _BATCH_ELEMENTS // max(1, elements_per_item))
+    for start in range(0, n_total, size):
+        yield min(size, n_total - start)
 
 
 def _null_and_observed(observed: np.ndarray, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -228,10 +240,12 @@ def condition_contrast(
     pooled = np.concatenate([epochs_a, epochs_b])
     n_a = len(epochs_a)
     exceed = np.zeros(difference.shape)
-    for _ in range(n_permutations):
-        order = rng.permutation(len(pooled))
-        permuted = np.nanmean(pooled[order[:n_a]], axis=0) - np.nanmean(pooled[order[n_a:]], axis=0)
-        exceed += np.abs(permuted) >= np.abs(difference)
+    for batch in _batches(n_permutations, len(pooled) * max(1, difference.size)):
+        order = rng.permuted(np.tile(np.arange(len(pooled)), (batch, 1)), axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN element stays NaN
+            permuted = np.nanmean(pooled[order[:, :n_a]], axis=1) - np.nanmean(pooled[order[:, n_a:]], axis=1)
+        exceed += np.sum(np.abs(permuted) >= np.abs(difference), axis=0)
     p = (1.0 + exceed) / (1.0 + n_permutations)
     return ContrastResult(difference=difference, p=np.where(np.isnan(difference), np.nan, p))
 
@@ -296,9 +310,11 @@ def group_level(
         )
     real_mean = np.nanmean(real, axis=0)
     exceed = np.zeros(real_mean.shape)
-    for _ in range(n_resamples):
-        draw = rng.choice(n_pseudo, size=n_real, replace=False)
-        exceed += np.nanmean(pseudo[draw], axis=0) >= real_mean
+    for batch in _batches(n_resamples, n_real * max(1, real_mean.size)):
+        draws = np.argsort(rng.random((batch, n_pseudo)), axis=1)[:, :n_real]  # without replacement
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            exceed += np.sum(np.nanmean(pseudo[draws], axis=1) >= real_mean, axis=0)
     p = (1.0 + exceed) / (1.0 + n_resamples)
     return GroupResult(
         difference=real_mean - np.nanmean(pseudo, axis=0),

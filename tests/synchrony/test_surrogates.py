@@ -1,0 +1,183 @@
+"""Surrogate nulls: equality with brute force, calibration on pure noise, pseudo-dyads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from synchrony import surrogates
+from synchrony.metrics import SUPPORTED_METRICS, inter_brain_connectivity
+from synchrony.stats import group_level, surrogate_z_p
+from synchrony.surrogates import circular_shift_surrogates, derangements, epoch_shuffle_surrogates, pseudo_dyads
+
+
+def complex_noise(rng, shape):
+    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+
+def smooth_noise(rng, n_channels, n_samples, width=8):
+    """Complex noise with a few samples of autocorrelation (a crude band-limited signal)."""
+    kernel = np.hanning(width)
+    raw = complex_noise(rng, (n_channels, n_samples + width))
+    return np.stack([np.convolve(row, kernel, mode="valid")[:n_samples] for row in raw])
+
+
+def test_derangements_are_permutations_without_fixed_points():
+    perms = derangements(5, 300, np.random.default_rng(0))
+    assert perms.shape == (300, 5)
+    np.testing.assert_array_equal(np.sort(perms, axis=1), np.tile(np.arange(5), (300, 1)))
+    assert not np.any(perms == np.arange(5))
+    assert len({tuple(p) for p in perms}) == 44  # every derangement of 5 items appears
+    with pytest.raises(ValueError, match="at least 2 epochs"):
+        derangements(1, 10, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("block_elements", [4_000_000, 50])  # one block; one A epoch per block
+def test_epoch_shuffle_equals_brute_force_per_permutation(monkeypatch, block_elements):
+    monkeypatch.setattr(surrogates, "_BLOCK_ELEMENTS", block_elements)
+    rng = np.random.default_rng(1)
+    za, zb = complex_noise(rng, (7, 3, 64)), complex_noise(rng, (7, 4, 64))
+    zb[:, 0] = 0.7 * za[:, 0] + 0.3 * zb[:, 0]
+    za[2, 1] = 0  # a flat channel in one epoch: NaN for that epoch, left out of the mean
+    perms = derangements(7, 6, rng)
+    null = epoch_shuffle_surrogates(za, zb, 6, SUPPORTED_METRICS, rng=rng, permutations=perms)
+    for metric in SUPPORTED_METRICS:
+        expected = np.stack([inter_brain_connectivity(za, zb[p], [metric])[metric] for p in perms])
+        assert null[metric].shape == (6, 3, 4)
+        np.testing.assert_allclose(null[metric], expected, rtol=0, atol=1e-12, err_msg=metric)
+
+
+def test_epoch_shuffle_rejects_invalid_permutations():
+    rng = np.random.default_rng(2)
+    za, zb = complex_noise(rng, (4, 2, 32)), complex_noise(rng, (4, 2, 32))
+    with pytest.raises(ValueError, match="without fixed points"):
+        epoch_shuffle_surrogates(za, zb, 1, ["plv"], rng=rng, permutations=np.array([[1, 0, 2, 3]]))
+    with pytest.raises(ValueError, match="shape"):
+        epoch_shuffle_surrogates(za, zb, 2, ["plv"], rng=rng, permutations=np.array([[1, 0, 3, 2]]))
+    with pytest.raises(ValueError, match="same epochs"):
+        epoch_shuffle_surrogates(za, zb[:3], 2, ["plv"], rng=rng)
+
+
+def test_pure_noise_z_near_zero_and_five_percent_false_positives():
+    """Independent participants: z ~ 0 and p < 0.05 in about 5 % of tests (uncorrected).
+
+    400 independent dyads x 4 metrics (PLV, accorr, envcorr, wPLI) on the pair mean, 99
+    surrogates each. Under the null the false-positive count is Binomial(400, 0.05) per
+    metric (mean 20, sd 4.4); the bounds 8..34 are about +-3 sd.
+    """
+    rng = np.random.default_rng(3)
+    tested = ["plv", "accorr", "envcorr", "wpli"]
+    n_dyads, n_epochs, n_surrogates = 400, 12, 99
+    z_values = {m: [] for m in tested}
+    positives = {m: 0 for m in tested}
+    for _ in range(n_dyads):
+        xa = smooth_noise(rng, 2, n_epochs * 64).reshape(2, n_epochs, 64).transpose(1, 0, 2)
+        xb = smooth_noise(rng, 2, n_epochs * 64).reshape(2, n_epochs, 64).transpose(1, 0, 2)
+        observed = inter_brain_connectivity(xa, xb, tested)
+        null = epoch_shuffle_surrogates(xa, xb, n_surrogates, tested, rng=rng)
+        for m in tested:
+            z, p = surrogate_z_p(observed[m].mean(), null[m].mean(axis=(1, 2)))
+            z_values[m].append(float(z))
+            positives[m] += bool(p < 0.05)
+    for m in tested:
+        assert abs(np.mean(z_values[m])) < 0.2, (m, np.mean(z_values[m]))
+        assert 0.8 < np.std(z_values[m]) < 1.25, (m, np.std(z_values[m]))
+        assert 8 <= positives[m] <= 34, (m, positives[m])
+
+
+def test_coupled_dyad_is_far_above_its_surrogates():
+    rng = np.random.default_rng(4)
+    xa = smooth_noise(rng, 3, 30 * 64)
+    xb = smooth_noise(rng, 3, 30 * 64)
+    xb[0] = 0.5 * xa[0] + 0.5 * xb[0]
+    za, zb = (x.reshape(3, 30, 64).transpose(1, 0, 2) for x in (xa, xb))
+    observed = inter_brain_connectivity(za, zb, ["plv", "accorr"])
+    null = epoch_shuffle_surrogates(za, zb, 200, ["plv", "accorr"], rng=rng)
+    for m in ("plv", "accorr"):
+        z, p = surrogate_z_p(observed[m], null[m])
+        assert z[0, 0] > 10 and p[0, 0] == pytest.approx(1 / 201), m
+        assert np.abs(z[1:, 1:]).max() < 4, m
+
+
+def test_circular_shift_equals_brute_force_with_the_same_lags():
+    rng = np.random.default_rng(5)
+    sfreq, n_samples = 64.0, 64 * 20
+    za_cont, zb_cont = smooth_noise(rng, 2, n_samples), smooth_noise(rng, 3, n_samples)
+    starts = np.array([0, 64, 300, 900, 1200])
+    null = circular_shift_surrogates(
+        za_cont, zb_cont, 4, ["plv", "wpli", "envcorr"], sfreq=sfreq, epoch_starts=starts, epoch_samples=64,
+        min_shift_s=3.0, rng=np.random.default_rng(9),
+    )
+    lags = np.random.default_rng(9).integers(192, n_samples - 192 + 1, size=4)
+    window = starts[:, None] + np.arange(64)
+    za = za_cont[:, window].transpose(1, 0, 2)
+    for s, lag in enumerate(lags):
+        zb = np.roll(zb_cont, lag, axis=1)[:, window].transpose(1, 0, 2)
+        expected = inter_brain_connectivity(za, zb, ["plv", "wpli", "envcorr"])
+        for m, values in expected.items():
+            np.testing.assert_allclose(null[m][s], values, atol=1e-12, err_msg=m)
+
+
+def test_circular_shift_null_of_a_coupled_block():
+    rng = np.random.default_rng(6)
+    sfreq, n_samples = 64.0, 64 * 60
+    za_cont = smooth_noise(rng, 2, n_samples)
+    zb_cont = 0.6 * za_cont + 0.4 * smooth_noise(rng, 2, n_samples)
+    starts = np.arange(0, n_samples - 128 + 1, 128)
+    null = circular_shift_surrogates(
+        za_cont, zb_cont, 100, ["plv"], sfreq=sfreq, epoch_starts=starts, epoch_samples=128, rng=rng
+    )
+    window = starts[:, None] + np.arange(128)
+    observed = inter_brain_connectivity(za_cont[:, window].transpose(1, 0, 2), zb_cont[:, window].transpose(1, 0, 2), ["plv"])
+    z, p = surrogate_z_p(observed["plv"], null["plv"])
+    assert np.all(np.diag(z) > 10)
+    assert null["plv"].mean() < 0.35  # chance level for 128 samples of smooth noise, not the coupling
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_shift_s": 10.0}, "too short for circular shifts"),
+        ({"epoch_starts": [0, 600]}, "do not fit"),
+        ({"epoch_starts": []}, "no epochs"),
+        ({"sfreq": 0.0}, "sfreq must be positive"),
+    ],
+)
+def test_circular_shift_bad_input(kwargs, message):
+    rng = np.random.default_rng(7)
+    args = {"sfreq": 32.0, "epoch_starts": [0, 64], "epoch_samples": 64, "min_shift_s": 2.0, "rng": rng}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        circular_shift_surrogates(complex_noise(rng, (2, 640)), complex_noise(rng, (2, 640)), 3, ["plv"], **args)
+
+
+def test_pseudo_dyads_between_dyads_and_across_sessions():
+    dyads = ["d1", "d1", "d2", "d3"]
+    sessions = ["s1", "s2", "s1", "s1"]
+    between = list(pseudo_dyads(dyads))
+    assert len(between) == 4 * 3 - 2  # every ordered pair but the two of the same dyad
+    assert all(dyads[i] != dyads[j] for i, j in between)
+    across = list(pseudo_dyads(dyads, sessions, across_sessions=True))
+    assert across == [(0, 1), (1, 0)]
+    with pytest.raises(ValueError, match="at least two different dyads"):
+        list(pseudo_dyads(["d1", "d1"]))
+    with pytest.raises(ValueError, match="session identifier"):
+        list(pseudo_dyads(dyads, across_sessions=True))
+    with pytest.raises(ValueError, match="same \\(dyad, session\\)"):
+        list(pseudo_dyads(["d1", "d1"], ["s1", "s1"], across_sessions=True))
+
+
+def test_pseudo_dyad_group_null_is_calibrated():
+    """Pseudo-dyads of independent recordings are exchangeable with real ones: p ~ uniform."""
+    rng = np.random.default_rng(8)
+    p_values = []
+    for _ in range(40):
+        a = [complex_noise(rng, (10, 2, 32)) for _ in range(6)]
+        b = [complex_noise(rng, (10, 2, 32)) for _ in range(6)]
+        real = np.array([inter_brain_connectivity(a[i], b[i], ["plv"])["plv"].mean() for i in range(6)])
+        pseudo = np.array(
+            [inter_brain_connectivity(a[i], b[j], ["plv"])["plv"].mean() for i, j in pseudo_dyads(range(6))]
+        )
+        p_values.append(group_level(real, pseudo, n_resamples=300, rng=rng).p)
+    assert scipy.stats.kstest(p_values, "uniform").pvalue > 0.001
