@@ -1,0 +1,766 @@
+"""Preflight: is the dyad ready to record? Streams, clocks and every EEG channel, before the session.
+
+:func:`run_preflight` looks for the configured dyad's streams by their ``source_id`` (see
+:mod:`acquisition.streams`): participant EEG streams and the session marker stream. Streams of
+other sessions or rooms are ignored twice: LSL only shows streams of this PC's SessionID, and only
+the expected source ids are considered. For a few seconds it then reads every EEG stream and
+checks
+
+* presence and uniqueness (two streams claiming one ``source_id`` is an error),
+* effective sampling rate (from the sample timestamps) against the nominal/expected rate,
+* timestamps: strictly increasing, without gaps, and on ``local_clock()`` (a stream stamped with
+  Unix time is ~1.8e9 s off, the muse-lsl/BlueMuse failure),
+* that the clock offset to each stream's host can be measured (``time_correction``),
+* per EEG channel (the trailing ``Marker`` channel excluded): flat, railed, noisy (absolute and
+  relative to the other channels) and line noise (50/60 Hz).
+
+Thresholds (see :class:`ChannelThresholds`) are computed on the channel after a 1 Hz high-pass
+(offsets and drifts of DC-coupled amplifiers are not noise):
+
+=============  ==============================================================================
+flat           std < 0.5 µV
+railed         >= 5 % of the samples pinned at the channel's extreme value, when that value is
+               >= 1000 µV in magnitude (or >= 98 % of ``rail_uv`` when the amplifier's rail is
+               known); a railed channel is not also reported as flat
+noisy          std > 100 µV, or robust z of log(std) across the participant's channels > 5
+               (z uses the median and the MAD, with the MAD floored at 0.25, so a channel needs
+               about 3.5 times the median std to stand out)
+line noise     Welch power within ±1 Hz of the line frequency > 0.5 x the 1-40 Hz EEG power
+rate           |effective / expected - 1| <= 2 %
+local_clock    median (receipt time - (stamp + clock offset)) within ±1 s
+=============  ==============================================================================
+
+A participant is ready when its EEG stream passes every stream check and has at most
+``max_bad_channels`` (default 0) bad channels; the dyad is ready when every participant is, and
+the marker stream is present when ``require_markers`` is set.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import scipy.signal
+
+from acquisition.streams import MARKER_CHANNEL_LABEL, source_id
+
+logger = logging.getLogger(__name__)
+
+Severity = Literal["error", "warning"]
+_UNIX_EPOCH_OFFSET_S = 1e8  # a Unix timestamp is ~1.8e9 s; local_clock() is seconds since boot
+_HIGHPASS_HZ = 1.0
+_EEG_BAND_HZ = (1.0, 40.0)
+_LINE_HALF_WIDTH_HZ = 1.0
+_MIN_LOG_STD_SCALE = 0.25
+
+
+@dataclass(frozen=True)
+class ChannelThresholds:
+    """Per-channel signal-quality limits (microvolts after a 1 Hz high-pass).
+
+    Parameters
+    ----------
+    flat_std_uv : float
+        Below this standard deviation a channel is flat.
+    noisy_std_uv : float
+        Above this standard deviation a channel is noisy.
+    noisy_robust_z : float
+        Above this robust z of log(std) across channels a channel is noisy.
+    railed_fraction : float
+        Fraction of samples pinned at the extreme (or beyond 98 % of ``rail_uv``) that is railed.
+    rail_uv : float | None
+        The amplifier's input range in µV, when known (e.g. 187500 for a Cyton at gain 24).
+    min_rail_uv : float
+        Without ``rail_uv``: a pinned extreme must be at least this large to count as railed.
+    line_noise_ratio : float
+        Line-noise power (±1 Hz) relative to the 1-40 Hz EEG power above which a channel is flagged.
+    """
+
+    flat_std_uv: float = 0.5
+    noisy_std_uv: float = 100.0
+    noisy_robust_z: float = 5.0
+    railed_fraction: float = 0.05
+    rail_uv: float | None = None
+    min_rail_uv: float = 1000.0
+    line_noise_ratio: float = 0.5
+
+
+@dataclass(frozen=True)
+class PreflightConfig:
+    """What to check and how strictly.
+
+    Parameters
+    ----------
+    study, dyad : str
+        Identify the streams (``acquisition.streams.source_id``).
+    participants : sequence of str
+        Participant labels whose EEG must be ready.
+    duration_s : float
+        Seconds of data read from every EEG stream.
+    expected_rate : float | None
+        Required sampling rate in Hz; ``None`` takes each stream's declared (nominal) rate.
+    rate_tolerance : float
+        Allowed relative difference between effective and expected rate.
+    line_freq : float
+        Mains frequency, 50 or 60 Hz.
+    require_markers : bool
+        The session marker stream must be present (an error otherwise, else a warning).
+    resolve_timeout_s : float
+        How long to wait for streams to answer (longer on a busy network).
+    clock_timeout_s : float
+        Timeout of each clock-offset measurement.
+    max_clock_mismatch_s : float
+        Largest allowed distance between sample stamps and ``local_clock()`` at receipt.
+    max_bad_channels : int
+        Bad channels tolerated per participant (reported as warnings).
+    thresholds : ChannelThresholds
+        Per-channel limits.
+    """
+
+    study: str
+    dyad: str
+    participants: tuple[str, ...] = ("A", "B")
+    duration_s: float = 3.0
+    expected_rate: float | None = None
+    rate_tolerance: float = 0.02
+    line_freq: float = 50.0
+    require_markers: bool = True
+    resolve_timeout_s: float = 2.0
+    clock_timeout_s: float = 2.0
+    max_clock_mismatch_s: float = 1.0
+    max_bad_channels: int = 0
+    thresholds: ChannelThresholds = field(default_factory=ChannelThresholds)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "participants", tuple(self.participants))
+        for label in self.participants:
+            source_id(self.study, self.dyad, "eeg", label)  # validates study, dyad and label
+        if not self.participants or len(set(self.participants)) != len(self.participants):
+            raise ValueError(f"Preflight participants must be distinct labels, got {self.participants}.")
+        if not self.duration_s > 0:
+            raise ValueError(f"Preflight duration must be > 0 s, got {self.duration_s!r}.")
+        if self.expected_rate is not None and not self.expected_rate > 0:
+            raise ValueError(f"Expected sampling rate must be > 0 Hz, got {self.expected_rate!r}.")
+        if not self.line_freq > 0:
+            raise ValueError(f"Line frequency must be 50 or 60 Hz, got {self.line_freq!r}.")
+        if self.max_bad_channels < 0:
+            raise ValueError("max_bad_channels must be >= 0.")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: what is wrong, where, and how to fix it."""
+
+    severity: Severity
+    check: str
+    message: str
+    fix: str
+    participant: str | None = None
+    stream: str | None = None
+    channel: str | None = None
+
+    def __str__(self) -> str:
+        where = " / ".join(part for part in (self.participant and f"participant {self.participant}",
+                                              self.channel and f"channel {self.channel}") if part)
+        prefix = f"[{self.severity}] " + (f"{where}: " if where else "")
+        return f"{prefix}{self.message} Fix: {self.fix}"
+
+
+@dataclass
+class ChannelResult:
+    """Signal quality of one EEG channel (µV after a 1 Hz high-pass)."""
+
+    label: str
+    std_uv: float
+    robust_z: float
+    railed_fraction: float
+    line_noise_ratio: float | None
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.flags
+
+
+@dataclass
+class StreamResult:
+    """What preflight found for one expected stream."""
+
+    source_id: str
+    kind: str
+    found: int = 0
+    name: str | None = None
+    hostname: str | None = None
+    channel_count: int | None = None
+    nominal_rate: float | None = None
+    expected_rate: float | None = None
+    effective_rate: float | None = None
+    samples: int = 0
+    monotonic: bool | None = None
+    largest_gap_s: float | None = None
+    clock_offset_s: float | None = None
+    stamp_to_local_clock_s: float | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.found == 1
+
+
+@dataclass
+class ParticipantResult:
+    """One participant: their EEG stream, channels and readiness."""
+
+    label: str
+    eeg: StreamResult
+    channels: list[ChannelResult] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return self.eeg.present and not any(p.severity == "error" for p in self.problems)
+
+
+@dataclass
+class PreflightReport:
+    """The outcome of :func:`run_preflight`."""
+
+    config: PreflightConfig
+    session_id: str
+    participants: dict[str, ParticipantResult]
+    markers: StreamResult
+    marker_problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Problem]:
+        """Every problem: participants first (in order), then the marker stream."""
+        found = [p for result in self.participants.values() for p in result.problems]
+        return found + list(self.marker_problems)
+
+    @property
+    def ready(self) -> bool:
+        """Every participant ready and no error on the marker stream."""
+        return all(result.ready for result in self.participants.values()) and not any(
+            p.severity == "error" for p in self.marker_problems
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable report."""
+        return {
+            "ready": self.ready,
+            "study": self.config.study,
+            "dyad": self.config.dyad,
+            "lsl_session_id": self.session_id,
+            "config": asdict(self.config),
+            "participants": {
+                label: {
+                    "ready": result.ready,
+                    "eeg": asdict(result.eeg),
+                    "channels": [asdict(channel) for channel in result.channels],
+                }
+                for label, result in self.participants.items()
+            },
+            "markers": asdict(self.markers),
+            "problems": [asdict(problem) for problem in self.problems],
+        }
+
+
+# --------------------------------------------------------------------------- LSL configuration
+
+
+def effective_session_id() -> str:
+    """The LSL SessionID this process uses, read like liblsl reads its configuration.
+
+    ``$LSLAPICFG``, then ``./lsl_api.cfg``, ``~/lsl_api/lsl_api.cfg``,
+    ``/etc/lsl_api/lsl_api.cfg``; the first readable file wins; ``default`` otherwise.
+    """
+    candidates = [os.environ.get("LSLAPICFG"), "lsl_api.cfg", "~/lsl_api/lsl_api.cfg", "/etc/lsl_api/lsl_api.cfg"]
+    for candidate in candidates:
+        if not candidate:
+            continue
+        path = Path(candidate).expanduser()
+        if not path.is_file():
+            continue
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            return "default"
+        return parser.get("lab", "SessionID", fallback="default").strip() or "default"
+    return "default"
+
+
+# --------------------------------------------------------------------------- reading streams
+
+
+def _resolve_all(window_s: float) -> list[Any]:
+    """Every stream that answers during ``window_s`` seconds (union over repeated query waves).
+
+    One query wave can miss a stream when a UDP packet is lost; collecting over the whole window
+    (as LabRecorder's continuous resolver does) also reveals every stream claiming a source_id.
+    """
+    import pylsl
+
+    resolver = pylsl.ContinuousResolver(forget_after=max(5.0, 2 * window_s))
+    found: dict[str, Any] = {}
+    deadline = time.monotonic() + window_s
+    try:
+        while True:
+            for info in resolver.results():
+                found[info.uid()] = info
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        del resolver
+    return list(found.values())
+
+
+@dataclass
+class _Probe:
+    """Raw material gathered from one stream."""
+
+    info: Any
+    values: np.ndarray | None = None  # (n_samples, n_channels)
+    stamps: np.ndarray | None = None  # (n_samples,)
+    receipts: list[tuple[float, float]] = field(default_factory=list)  # (receipt time, newest stamp)
+    clock_offset: float | None = None
+    full_info: Any = None
+    error: str | None = None
+
+
+def _probe(probe: _Probe, read_s: float | None, clock_timeout_s: float, open_timeout_s: float) -> None:
+    import pylsl
+
+    inlet = pylsl.StreamInlet(probe.info, max_buflen=max(30, int(2 * (read_s or 0) + 10)), processing_flags=0)
+    try:
+        inlet.open_stream(timeout=open_timeout_s)
+        probe.full_info = inlet.info(timeout=open_timeout_s)
+        try:
+            probe.clock_offset = float(inlet.time_correction(timeout=clock_timeout_s))
+        except pylsl.TimeoutError:
+            probe.clock_offset = None
+        if read_s is None:
+            return
+        while inlet.pull_chunk(timeout=0.0, max_samples=4096)[1]:
+            pass  # what arrived while the clock was measured: its receipt times are meaningless
+        values: list[Any] = []
+        stamps: list[float] = []
+        deadline = pylsl.local_clock() + read_s
+        while pylsl.local_clock() < deadline:
+            chunk, chunk_stamps = inlet.pull_chunk(timeout=0.05, max_samples=4096)
+            if chunk_stamps:
+                probe.receipts.append((pylsl.local_clock(), float(chunk_stamps[-1])))
+                values.extend(chunk)
+                stamps.extend(chunk_stamps)
+        probe.values = np.asarray(values, dtype=float).reshape(len(stamps), -1)
+        probe.stamps = np.asarray(stamps, dtype=float)
+    except Exception as error:  # noqa: BLE001 - reported as a problem of this stream
+        logger.exception("Preflight could not read %s", probe.info.source_id())
+        probe.error = f"{type(error).__name__}: {error}"
+    finally:
+        inlet.close_stream()
+
+
+def _channel_labels(full_info: Any, count: int) -> list[str]:
+    labels = []
+    if full_info is not None:
+        channel = full_info.desc().child("channels").child("channel")
+        while not channel.empty() and len(labels) < count:
+            labels.append(channel.child_value("label"))
+            channel = channel.next_sibling("channel")
+    if len(labels) != count or not all(labels):
+        return [f"ch{i + 1}" for i in range(count)]
+    return labels
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _problem(severity: Severity, check: str, message: str, fix: str, **where: Any) -> Problem:
+    return Problem(severity=severity, check=check, message=message, fix=fix, **where)
+
+
+def _missing_problem(
+    config: PreflightConfig,
+    expected: str,
+    expected_name: str,
+    what: str,
+    session: str,
+    visible: Sequence[Any],
+    **where: Any,
+) -> Problem:
+    suffix = "." + ".".join(expected.split(".")[3:])  # ".A.eeg" or ".markers"
+    lookalikes = [
+        f"'{info.name()}' ({info.source_id()})"
+        for info in visible
+        if info.source_id() != expected and (info.name() == expected_name or info.source_id().endswith(suffix))
+    ]
+    message = (
+        f"No {what} stream with source_id '{expected}' is visible from this PC (LSL SessionID "
+        f"'{session}', waited {config.resolve_timeout_s:g} s)."
+    )
+    if lookalikes:
+        message += f" Visible instead: {', '.join(lookalikes[:5])} - is the study or dyad id different?"
+    if what == "marker":
+        fix = (
+            "Start the session's marker outlet before preflight (the session runner does this; a task run "
+            "alone must create it), with the same study and dyad ids."
+        )
+    else:
+        fix = (
+            f"Start participant {where.get('participant')}'s bridge (`dyadlab stream`) with study '{config.study}' "
+            f"and dyad '{config.dyad}'. If it runs on another PC, that PC must use the same LSL SessionID "
+            f"('{session}' here: `--session-id` or lsl_api.cfg [lab] SessionID) and the firewall must allow LSL "
+            "(UDP 16571-16604, TCP 16572-16604); a stream of another SessionID is invisible by design."
+        )
+    return _problem("error", "presence", message, fix, stream=expected, **where)
+
+
+def _duplicate_problem(expected: str, infos: Sequence[Any], **where: Any) -> Problem:
+    hosts = ", ".join(sorted(f"{info.hostname()} (uid {info.uid()[:8]})" for info in infos))
+    return _problem(
+        "error",
+        "uniqueness",
+        f"{len(infos)} streams claim source_id '{expected}': {hosts}. The recorder could pick the wrong one.",
+        "Stop the extra bridge or simulator (a second `dyadlab stream` or a forgotten demo, possibly on "
+        "another PC of this SessionID), or give the other session a different dyad id.",
+        stream=expected,
+        **where,
+    )
+
+
+def _check_timing(result: StreamResult, probe: _Probe, config: PreflightConfig, label: str) -> list[Problem]:
+    problems: list[Problem] = []
+    where = {"participant": label, "stream": result.source_id}
+    if probe.clock_offset is None:
+        problems.append(_problem(
+            "error", "clock_offset",
+            f"The clock offset to {result.hostname} could not be measured within {config.clock_timeout_s:g} s, "
+            "so the recording could not be synchronized.",
+            "Allow LSL's UDP time probes through the firewall on both PCs (UDP 16571-16604) and check the "
+            "network link; on Wi-Fi prefer a cable.",
+            **where,
+        ))
+    stamps = probe.stamps if probe.stamps is not None else np.empty(0)
+    result.samples = int(stamps.size)
+    expected_rate = result.expected_rate or 0.0
+    if stamps.size < 2:
+        problems.append(_problem(
+            "error", "data",
+            f"The EEG stream exists but delivered {stamps.size} samples in {config.duration_s:g} s.",
+            "The board or bridge has stopped: check the amplifier is on and in range, its cable or dongle, "
+            "and the bridge's status line; then restart the bridge.",
+            **where,
+        ))
+        return problems
+    steps = np.diff(stamps)
+    result.monotonic = bool(np.all(steps > 0))
+    result.largest_gap_s = float(steps.max())
+    if not result.monotonic:
+        problems.append(_problem(
+            "error", "monotonic",
+            f"Timestamps go backwards or repeat {int(np.sum(steps <= 0))} times in {stamps.size} samples.",
+            "The source stamps samples inconsistently (clock reset, or chunks stamped with one time): stamp "
+            "each sample from one monotonic clock, pylsl.local_clock(); restart the bridge.",
+            **where,
+        ))
+    span = stamps[-1] - stamps[0]
+    result.effective_rate = float((stamps.size - 1) / span) if span > 0 else None
+    if expected_rate > 0 and result.effective_rate is not None:
+        deviation = result.effective_rate / expected_rate - 1.0
+        if abs(deviation) > config.rate_tolerance:
+            problems.append(_problem(
+                "error", "rate",
+                f"Effective sampling rate {result.effective_rate:.1f} Hz differs from the expected "
+                f"{expected_rate:g} Hz by {deviation * 100:+.1f} % (tolerance ±{config.rate_tolerance * 100:g} %).",
+                "Check the board's sampling-rate setting and that the right board type was chosen; a wireless "
+                "board losing packets (distance, interference, low battery) also lowers the rate.",
+                **where,
+            ))
+        gap_limit = max(0.1, 10.0 / expected_rate)
+        if result.largest_gap_s > gap_limit and result.monotonic:
+            problems.append(_problem(
+                "warning", "gaps",
+                f"Timestamps jump by up to {result.largest_gap_s * 1000:.0f} ms (samples missing).",
+                "Move the wireless board closer to its dongle, remove interference (USB 3 hubs, Wi-Fi), "
+                "and check CPU load on the acquisition PC.",
+                **where,
+            ))
+        received_share = stamps.size / (config.duration_s * expected_rate)
+        if received_share < 0.5:
+            problems.append(_problem(
+                "error", "data",
+                f"Only {stamps.size} samples arrived in {config.duration_s:g} s ({received_share:.0%} of "
+                f"{expected_rate:g} Hz).",
+                "The stream is stalling: check the board's connection and the bridge's status line.",
+                **where,
+            ))
+    if probe.receipts:
+        offset = probe.clock_offset or 0.0
+        mismatch = float(np.median([receipt - (stamp + offset) for receipt, stamp in probe.receipts]))
+        result.stamp_to_local_clock_s = mismatch
+        if abs(mismatch) > _UNIX_EPOCH_OFFSET_S:
+            problems.append(_problem(
+                "error", "local_clock",
+                f"Timestamps are {-mismatch:.3g} s away from LSL's local_clock(): the source stamps samples "
+                "with Unix wall-clock time (time.time()), as muse-lsl and BlueMuse once did. XDF "
+                "synchronization assumes local_clock() and would misalign this stream with the markers.",
+                "Stamp samples on pylsl.local_clock(): convert device timestamps (dyadlab's bridge does this "
+                "with acquisition.clock.UnixToLslClock) or let LSL stamp them at push time.",
+                **where,
+            ))
+        elif abs(mismatch) > config.max_clock_mismatch_s:
+            problems.append(_problem(
+                "error", "local_clock",
+                f"Sample timestamps are {mismatch:+.2f} s off local_clock() at receipt (after the clock "
+                "offset): the source uses another clock or a large, unconverted delay.",
+                "Stamp samples on pylsl.local_clock() of the acquisition PC (convert the device clock "
+                "per chunk), then restart the bridge.",
+                **where,
+            ))
+    return problems
+
+
+def _railed_fraction(values: np.ndarray, thresholds: ChannelThresholds) -> np.ndarray:
+    """Fraction of samples at the rail (known) or pinned at a large extreme value, per channel.
+
+    Both extremes count: a saturating input clips at +rail and at -rail.
+    """
+    if thresholds.rail_uv is not None:
+        return np.mean(np.abs(values) >= 0.98 * thresholds.rail_uv, axis=0)
+    fraction = np.zeros(values.shape[1])
+    for extreme in (values.max(axis=0), values.min(axis=0)):
+        pinned = np.mean(values == extreme[None, :], axis=0)
+        fraction += np.where(np.abs(extreme) >= thresholds.min_rail_uv, pinned, 0.0)
+    return np.minimum(fraction, 1.0)
+
+
+def _line_noise_ratio(signal: np.ndarray, fs: float, line_freq: float) -> np.ndarray | None:
+    """Line-noise power (±1 Hz) over the 1-40 Hz EEG power, per channel; None if not measurable."""
+    if fs / 2 <= line_freq + 2 * _LINE_HALF_WIDTH_HZ or signal.shape[0] < int(fs):
+        return None
+    freqs, psd = scipy.signal.welch(signal, fs=fs, nperseg=int(fs), axis=0)  # 1 Hz resolution
+    step = freqs[1] - freqs[0]
+    line = psd[np.abs(freqs - line_freq) <= _LINE_HALF_WIDTH_HZ].sum(axis=0) * step
+    eeg = psd[(freqs >= _EEG_BAND_HZ[0]) & (freqs <= _EEG_BAND_HZ[1])].sum(axis=0) * step
+    return line / np.maximum(eeg, 1e-12)
+
+
+def _check_channels(
+    probe: _Probe, result: StreamResult, config: PreflightConfig, label: str
+) -> tuple[list[ChannelResult], list[Problem]]:
+    if probe.values is None or probe.values.shape[0] < 16:
+        return [], []
+    labels = _channel_labels(probe.full_info, probe.values.shape[1])
+    keep = [i for i, name in enumerate(labels) if name != MARKER_CHANNEL_LABEL]
+    values = probe.values[:, keep]
+    names = [labels[i] for i in keep]
+    fs = result.effective_rate or result.nominal_rate or 0.0
+    thresholds = config.thresholds
+    if fs > 2 * _HIGHPASS_HZ and values.shape[0] > 30:
+        sos = scipy.signal.butter(2, _HIGHPASS_HZ, btype="highpass", fs=fs, output="sos")
+        filtered = scipy.signal.sosfiltfilt(sos, values - values.mean(axis=0), axis=0)
+    else:
+        filtered = values - values.mean(axis=0)
+    std = filtered.std(axis=0)
+    log_std = np.log(np.maximum(std, 1e-6))
+    center = np.median(log_std)
+    scale = max(1.4826 * np.median(np.abs(log_std - center)), _MIN_LOG_STD_SCALE)
+    robust_z = (log_std - center) / scale
+    railed = _railed_fraction(values, thresholds)
+    line = _line_noise_ratio(filtered, fs, config.line_freq) if fs else None
+    channels = []
+    for i, name in enumerate(names):
+        flags = []
+        if railed[i] >= thresholds.railed_fraction:
+            flags.append("railed")
+        elif std[i] < thresholds.flat_std_uv:
+            flags.append("flat")
+        else:
+            if std[i] > thresholds.noisy_std_uv or robust_z[i] > thresholds.noisy_robust_z:
+                flags.append("noisy")
+            if line is not None and line[i] > thresholds.line_noise_ratio:
+                flags.append("line_noise")
+        channels.append(ChannelResult(
+            label=name,
+            std_uv=float(std[i]),
+            robust_z=float(robust_z[i]),
+            railed_fraction=float(railed[i]),
+            line_noise_ratio=None if line is None else float(line[i]),
+            flags=flags,
+        ))
+    bad = [channel for channel in channels if channel.flags]
+    severity: Severity = "error" if len(bad) > config.max_bad_channels else "warning"
+    problems = [
+        _channel_problem(severity, flag, channel, config, label, result.source_id)
+        for channel in bad
+        for flag in channel.flags
+    ]
+    return channels, problems
+
+
+def _channel_problem(
+    severity: Severity, flag: str, channel: ChannelResult, config: PreflightConfig, label: str, stream: str
+) -> Problem:
+    thresholds = config.thresholds
+    if flag == "flat":
+        message = f"No signal (std {channel.std_uv:.2f} µV < {thresholds.flat_std_uv:g} µV)."
+        fix = ("Re-seat the electrode and check its lead and the amplifier connector; check the channel is "
+               "switched on in the board settings.")
+    elif flag == "railed":
+        message = f"Railed: {channel.railed_fraction:.0%} of the samples sit at the amplifier's limit."
+        fix = ("The input saturates: re-seat the electrode (it may be off the scalp), check the reference and "
+               "ground electrodes, and lower the gain if the board allows it.")
+    elif flag == "noisy":
+        message = (f"Noisy: std {channel.std_uv:.1f} µV (limit {thresholds.noisy_std_uv:g} µV; robust z "
+                   f"{channel.robust_z:.1f} against the other channels, limit {thresholds.noisy_robust_z:g}).")
+        fix = ("Improve the contact (more gel, part the hair, re-seat the electrode), secure the cable against "
+               "movement, and ask the participant to relax jaw and shoulders.")
+    else:
+        message = (f"Strong {config.line_freq:g} Hz line noise: {channel.line_noise_ratio:.2f} x the 1-40 Hz "
+                   f"EEG power (limit {thresholds.line_noise_ratio:g}).")
+        fix = ("Lower the electrode impedance (this one and the ground/reference), keep mains cables and power "
+               "supplies away from the cap and amplifier, run the laptop on battery.")
+    return _problem(severity, flag, message, fix, participant=label, stream=stream, channel=channel.label)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_preflight(config: PreflightConfig) -> PreflightReport:
+    """Check that the configured dyad is ready to record.
+
+    Takes about ``resolve_timeout_s + clock_timeout_s (at most) + duration_s`` seconds: every stream
+    is read at the same time.
+
+    Parameters
+    ----------
+    config : PreflightConfig
+
+    Returns
+    -------
+    PreflightReport
+        ``.ready``, ``.problems`` (each with a fix), per-participant stream and channel results,
+        ``.to_dict()`` for JSON.
+    """
+    import pylsl
+
+    session = effective_session_id()
+    visible = _resolve_all(config.resolve_timeout_s)
+    logger.info("Preflight: %d LSL streams visible (SessionID %s)", len(visible), session)
+
+    def matching(expected: str) -> list[Any]:
+        return [info for info in visible if info.source_id() == expected]
+
+    participants: dict[str, ParticipantResult] = {}
+    probes: dict[str, _Probe] = {}
+    for label in config.participants:
+        expected = source_id(config.study, config.dyad, "eeg", label)
+        result = ParticipantResult(label=label, eeg=StreamResult(source_id=expected, kind="eeg"))
+        participants[label] = result
+        infos = matching(expected)
+        result.eeg.found = len(infos)
+        if not infos:
+            result.problems.append(
+                _missing_problem(
+                    config, expected, f"{config.dyad}-{label}-EEG", f"participant {label} EEG", session, visible,
+                    participant=label,
+                )
+            )
+        elif len(infos) > 1:
+            result.problems.append(_duplicate_problem(expected, infos, participant=label))
+        else:
+            info = infos[0]
+            result.eeg.name, result.eeg.hostname = info.name(), info.hostname()
+            result.eeg.channel_count = info.channel_count()
+            result.eeg.nominal_rate = info.nominal_srate()
+            result.eeg.expected_rate = config.expected_rate or info.nominal_srate()
+            probes[label] = _Probe(info)
+
+    marker_id = source_id(config.study, config.dyad, "markers")
+    markers = StreamResult(source_id=marker_id, kind="markers")
+    marker_problems: list[Problem] = []
+    marker_infos = matching(marker_id)
+    markers.found = len(marker_infos)
+    marker_probe: _Probe | None = None
+    if not marker_infos:
+        problem = _missing_problem(config, marker_id, f"{config.dyad}-Markers", "marker", session, visible)
+        if not config.require_markers:
+            problem = Problem(**{**asdict(problem), "severity": "warning"})
+        marker_problems.append(problem)
+    elif len(marker_infos) > 1:
+        marker_problems.append(_duplicate_problem(marker_id, marker_infos))
+    else:
+        markers.name, markers.hostname = marker_infos[0].name(), marker_infos[0].hostname()
+        marker_probe = _Probe(marker_infos[0])
+
+    open_timeout = max(2.0, config.resolve_timeout_s)
+    threads = [
+        threading.Thread(target=_probe, args=(probe, config.duration_s, config.clock_timeout_s, open_timeout),
+                         name=f"preflight-{label}", daemon=True)
+        for label, probe in probes.items()
+    ]
+    if marker_probe is not None:
+        threads.append(threading.Thread(target=_probe, args=(marker_probe, None, config.clock_timeout_s, open_timeout),
+                                        name="preflight-markers", daemon=True))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(open_timeout + config.clock_timeout_s + config.duration_s + 10.0)
+
+    for label, probe in probes.items():
+        result = participants[label]
+        if probe.error is not None:
+            result.problems.append(_problem(
+                "error", "read", f"Reading the EEG stream failed: {probe.error}.",
+                "Restart the participant's bridge; if it persists, check the network between the PCs.",
+                participant=label, stream=result.eeg.source_id,
+            ))
+            continue
+        if config.expected_rate is not None and abs(result.eeg.nominal_rate - config.expected_rate) > 1e-6:
+            result.problems.append(_problem(
+                "error", "rate",
+                f"The stream declares {result.eeg.nominal_rate:g} Hz but the session expects "
+                f"{config.expected_rate:g} Hz.",
+                "Set the board's sampling rate to the protocol's, or correct the protocol's expected rate.",
+                participant=label, stream=result.eeg.source_id,
+            ))
+        result.problems.extend(_check_timing(result.eeg, probe, config, label))
+        result.eeg.clock_offset_s = probe.clock_offset
+        result.channels, channel_problems = _check_channels(probe, result.eeg, config, label)
+        result.problems.extend(channel_problems)
+    if marker_probe is not None:
+        markers.clock_offset_s = marker_probe.clock_offset
+        if marker_probe.error is not None or marker_probe.clock_offset is None:
+            marker_problems.append(_problem(
+                "error", "clock_offset",
+                f"The marker stream's clock offset could not be measured ({marker_probe.error or 'timeout'}).",
+                "Allow LSL's UDP time probes through the firewall (UDP 16571-16604) on the stimulus PC.",
+                stream=marker_id,
+            ))
+    report = PreflightReport(config, session, participants, markers, marker_problems)
+    logger.info("Preflight of %s/%s: %s, %d problem(s)", config.study, config.dyad,
+                "ready" if report.ready else "NOT ready", len(report.problems))
+    for problem in report.problems:
+        logger.info("Preflight: %s", problem)
+    return report
+
+
+__all__ = [
+    "ChannelResult",
+    "ChannelThresholds",
+    "ParticipantResult",
+    "PreflightConfig",
+    "PreflightReport",
+    "Problem",
+    "StreamResult",
+    "effective_session_id",
+    "run_preflight",
+]

@@ -1,0 +1,292 @@
+"""Preflight tests: each fault is produced by a real LSL outlet and must be caught and explained.
+
+Faulty streams are real pylsl outlets (built by ``acquisition.streams.eeg_stream_info``) pushing
+crafted float32 EEG from a background thread with ``local_clock()`` stamps; the healthy dyad is
+the coupled-dyad simulator pumped through the real ``BoardBridge``. The other-SessionID stream
+runs in a subprocess with its own ``lsl_api.cfg``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Iterator
+
+import numpy as np
+import pylsl
+import pytest
+
+from acquisition.lslconfig import LslConfig
+from acquisition.markers import MarkerOutlet
+from acquisition.preflight import PreflightConfig, PreflightReport, effective_session_id, run_preflight
+from acquisition.simulator import DEFAULT_CHANNEL_NAMES, simulate_dyad
+from acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_info, source_id
+
+STUDY = "preflighttest"
+FS = 250.0
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+_HEALTHY = simulate_dyad(8.0, seed=21, blinks=False).a  # (16, 2000) realistic EEG in µV
+
+
+def _config(dyad: str, **overrides: object) -> PreflightConfig:
+    options: dict = dict(
+        study=STUDY, dyad=dyad, participants=("A",), duration_s=1.5, resolve_timeout_s=1.0,
+        require_markers=False,
+    )
+    options.update(overrides)
+    return PreflightConfig(**options)
+
+
+class CraftedStream:
+    """A real EEG outlet pushing ``data`` (C, N), cycled, from a thread.
+
+    Parameters
+    ----------
+    push_rate : float
+        Samples actually pushed per second (the outlet declares ``declared_rate``).
+    stamp_offset : float
+        Added to every ``local_clock()`` stamp (e.g. the Unix epoch offset).
+    """
+
+    def __init__(
+        self,
+        dyad: str,
+        label: str,
+        data: np.ndarray,
+        *,
+        declared_rate: float = FS,
+        push_rate: float = FS,
+        stamp_offset: float = 0.0,
+    ) -> None:
+        fake_source = SimpleNamespace(
+            sampling_rate=declared_rate, eeg_channel_names=list(DEFAULT_CHANNEL_NAMES), description={"board": "test"}
+        )
+        self.info = eeg_stream_info(STUDY, dyad, ParticipantInfo(label, f"sub-{label}"), fake_source)
+        self.outlet = pylsl.StreamOutlet(self.info)
+        self.data = np.vstack([data, np.zeros((1, data.shape[1]))]).astype(np.float32)  # + Marker channel
+        self.push_rate = push_rate
+        self.stamp_offset = stamp_offset
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        t0 = pylsl.local_clock()
+        sent = 0
+        while not self._stop.wait(0.02):
+            due = int((pylsl.local_clock() - t0) * self.push_rate) + 1
+            if due > sent:
+                index = np.arange(sent, due)
+                chunk = np.ascontiguousarray(self.data[:, index % self.data.shape[1]].T)
+                stamps = t0 + index / self.push_rate + self.stamp_offset
+                self.outlet.push_chunk(chunk, stamps.tolist())
+                sent = due
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        del self.outlet
+
+
+@pytest.fixture
+def crafted(unique_id: str) -> Iterator[Callable[..., CraftedStream]]:
+    streams: list[CraftedStream] = []
+
+    def make(label: str, data: np.ndarray = _HEALTHY, **options: object) -> CraftedStream:
+        stream = CraftedStream(f"d{unique_id}", label, data, **options)
+        streams.append(stream)
+        return stream
+
+    yield make
+    for stream in streams:
+        stream.close()
+
+
+def _problem_checks(report: PreflightReport, participant: str = "A") -> dict[tuple[str, str | None], str]:
+    return {
+        (problem.check, problem.channel): str(problem)
+        for problem in report.problems
+        if problem.participant == participant
+    }
+
+
+def test_healthy_dyad_from_the_simulator_through_bridges_is_ready(unique_id: str, tmp_path: Path) -> None:
+    from acquisition.bridge import BoardBridge
+    from acquisition.simulator import CoupledDyadSimulator
+
+    dyad = f"d{unique_id}"
+    with CoupledDyadSimulator(seed=3, line_noise_hz=50.0, line_noise_uv=2.0) as simulator, MarkerOutlet(
+        event_stream_info(STUDY, dyad, "markers")
+    ):
+        bridges = [
+            BoardBridge(source, study=STUDY, dyad=dyad, participant=ParticipantInfo(label, f"sub-{label}"))
+            for source, label in zip(simulator.sources, "AB")
+        ]
+        try:
+            for bridge in bridges:
+                bridge.start()
+            report = run_preflight(_config(dyad, participants=("A", "B"), require_markers=True, duration_s=2.0))
+        finally:
+            for bridge in bridges:
+                bridge.stop()
+    assert report.ready, "\n".join(map(str, report.problems))
+    assert report.problems == []
+    assert report.markers.present and report.markers.clock_offset_s is not None
+    for label in "AB":
+        result = report.participants[label]
+        assert result.ready and result.eeg.present
+        assert result.eeg.effective_rate == pytest.approx(FS, rel=0.005)
+        assert result.eeg.monotonic
+        assert abs(result.eeg.stamp_to_local_clock_s) < 0.5
+        assert abs(result.eeg.clock_offset_s) < 0.01  # same machine
+        assert [c.label for c in result.channels] == list(DEFAULT_CHANNEL_NAMES)  # Marker excluded
+    data = report.to_dict()
+    (tmp_path / "preflight.json").write_text(json.dumps(data))
+    assert data["ready"] is True and data["lsl_session_id"] == effective_session_id()
+
+
+def test_missing_participant_stream_is_reported_with_how_to_fix(crafted, lsl_session_id: str) -> None:
+    stream = crafted("A")
+    dyad = stream.info.source_id().split(".")[2]
+    report = run_preflight(_config(dyad, participants=("A", "B"), require_markers=True))
+    assert not report.ready
+    assert report.participants["A"].ready
+    assert not report.participants["B"].ready and report.participants["B"].eeg.found == 0
+    missing_b = _problem_checks(report, "B")[("presence", None)]
+    assert source_id(STUDY, dyad, "eeg", "B") in missing_b and lsl_session_id in missing_b
+    assert "dyadlab stream" in missing_b and "SessionID" in missing_b
+    markers = [p for p in report.problems if p.participant is None]
+    assert [p.check for p in markers] == ["presence"] and markers[0].severity == "error"
+    assert "marker outlet" in markers[0].fix
+
+
+def test_flat_channel(crafted) -> None:
+    data = _HEALTHY.copy()
+    data[3] = -20.0  # F3: a constant offset, no signal
+    stream = crafted("A", data)
+    report = run_preflight(_config(stream.info.source_id().split(".")[2]))
+    checks = _problem_checks(report)
+    assert set(checks) == {("flat", "F3")}, checks
+    assert "Re-seat the electrode" in checks["flat", "F3"]
+    assert not report.ready
+
+
+def test_railed_channel(crafted) -> None:
+    data = _HEALTHY.copy()
+    data[9] = np.clip(data[9] * 20000.0, -187500.0, 187500.0)  # C4 saturates at the Cyton's rail
+    stream = crafted("A", data)
+    report = run_preflight(_config(stream.info.source_id().split(".")[2]))
+    checks = _problem_checks(report)
+    assert set(checks) == {("railed", "C4")}, checks
+    channel = next(c for c in report.participants["A"].channels if c.label == "C4")
+    assert channel.railed_fraction > 0.3 and channel.flags == ["railed"]
+
+
+def test_50_hz_line_noise(crafted) -> None:
+    data = _HEALTHY.copy()
+    seconds = np.arange(data.shape[1]) / FS
+    data[14] += 25.0 * np.sin(2 * np.pi * 50.0 * seconds)  # Oz picks up mains
+    stream = crafted("A", data)
+    dyad = stream.info.source_id().split(".")[2]
+    report = run_preflight(_config(dyad, line_freq=50.0))
+    checks = _problem_checks(report)
+    assert set(checks) == {("line_noise", "Oz")}, checks
+    assert "50 Hz" in checks["line_noise", "Oz"] and "impedance" in checks["line_noise", "Oz"]
+    # Tolerated as a warning when the lab allows one bad channel.
+    lenient = run_preflight(_config(dyad, max_bad_channels=1))
+    assert lenient.ready and [p.severity for p in lenient.problems if p.participant == "A"] == ["warning"]
+
+
+def test_noisy_channel(crafted) -> None:
+    data = _HEALTHY.copy()
+    data[11] += np.random.default_rng(0).normal(0, 60.0, data.shape[1])  # Pz: poor contact
+    stream = crafted("A", data)
+    report = run_preflight(_config(stream.info.source_id().split(".")[2]))
+    checks = _problem_checks(report)
+    assert set(checks) == {("noisy", "Pz")}, checks
+
+
+def test_wrong_sampling_rate(crafted) -> None:
+    stream = crafted("A", declared_rate=250.0, push_rate=200.0)
+    report = run_preflight(_config(stream.info.source_id().split(".")[2]))
+    result = report.participants["A"]
+    assert result.eeg.effective_rate == pytest.approx(200.0, rel=0.01)
+    checks = _problem_checks(report)
+    assert ("rate", None) in checks and "250 Hz" in checks["rate", None]
+    assert not report.ready
+
+
+def test_unix_time_stamps_are_caught_with_the_muse_lsl_explanation(crafted) -> None:
+    stream = crafted("A", stamp_offset=time.time() - pylsl.local_clock())
+    report = run_preflight(_config(stream.info.source_id().split(".")[2]))
+    checks = _problem_checks(report)
+    assert set(checks) == {("local_clock", None)}, checks
+    assert "Unix" in checks["local_clock", None] and "muse-lsl" in checks["local_clock", None]
+    assert report.participants["A"].eeg.stamp_to_local_clock_s < -1e9
+
+
+def test_duplicate_source_id_is_an_error(crafted) -> None:
+    first = crafted("A")
+    dyad = first.info.source_id().split(".")[2]
+    second = CraftedStream(dyad, "A", _HEALTHY)
+    try:
+        report = run_preflight(_config(dyad))
+    finally:
+        second.close()
+    checks = _problem_checks(report)
+    assert set(checks) == {("uniqueness", None)}, checks
+    assert report.participants["A"].eeg.found == 2 and not report.ready
+
+
+_OTHER_SESSION_PUSHER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np, pylsl
+    from types import SimpleNamespace
+    from acquisition.streams import ParticipantInfo, eeg_stream_info
+
+    study, dyad = sys.argv[1], sys.argv[2]
+    source = SimpleNamespace(sampling_rate=250.0, eeg_channel_names=["Fz", "Cz"], description={})
+    outlet = pylsl.StreamOutlet(eeg_stream_info(study, dyad, ParticipantInfo("B", "sub-B"), source))
+    found = pylsl.resolve_byprop("source_id", outlet.get_info().source_id(), 1, 5.0)
+    print("visible-in-own-session" if found else "not-visible", flush=True)
+    end = time.time() + 60
+    while time.time() < end:
+        outlet.push_chunk(np.random.randn(5, 3).astype(np.float32) * 10)
+        time.sleep(0.02)
+    """
+)
+
+
+def test_stream_from_another_session_id_is_ignored(crafted, tmp_path: Path, lsl_session_id: str) -> None:
+    stream_a = crafted("A")
+    dyad = stream_a.info.source_id().split(".")[2]
+    other_session = f"{lsl_session_id}-other"
+    cfg = tmp_path / "lsl_api.cfg"
+    cfg.write_text(LslConfig.local_only(other_session).to_cfg_text())
+    env = {**os.environ, "LSLAPICFG": str(cfg), "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", _OTHER_SESSION_PUSHER, STUDY, dyad],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "visible-in-own-session"
+        report = run_preflight(_config(dyad, participants=("A", "B")))
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert report.participants["A"].ready
+    result_b = report.participants["B"]
+    assert result_b.eeg.found == 0 and not report.ready
+    message = _problem_checks(report, "B")[("presence", None)]
+    assert "SessionID" in message and lsl_session_id in message
