@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import platform
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -319,6 +320,8 @@ class _SessionState:
         self.stage = "sources"
         bridges = _start_sources(self, resources, hub)
 
+        _wait_until_published(self, [marker_outlet.source_id, response_outlet.source_id] + [b.source_id for b in bridges])
+
         self.stage = "preflight"
         if protocol.preflight.enabled:
             _preflight(self, bridges)
@@ -551,6 +554,19 @@ def _start_sources(state: _SessionState, resources: contextlib.ExitStack, hub: A
     return bridges
 
 
+def _wait_until_published(state: _SessionState, source_ids: list[str], timeout: float = 10.0) -> None:
+    """Wait until LSL discovery answers for every session stream (a fresh outlet on a busy
+    machine can miss the first query waves); preflight and the recorder then find them at once."""
+    import pylsl
+
+    deadline = time.monotonic() + timeout
+    for wanted in source_ids:
+        found = pylsl.resolve_byprop("source_id", wanted, minimum=1, timeout=max(0.1, deadline - time.monotonic()))
+        if not found:
+            logger.warning("stream %s is not visible on LSL after %.0f s", wanted, timeout)
+            return
+
+
 def _stop_bridge(bridge: Any) -> None:
     try:
         bridge.stop()
@@ -560,13 +576,30 @@ def _stop_bridge(bridge: Any) -> None:
 
 def _preflight(state: _SessionState, bridges: list[Any]) -> None:
     """Check both EEG streams and the marker stream; raise :class:`PreflightFailed` if not ready."""
-    try:
-        from acquisition import preflight
-    except ImportError as error:
-        state.preflight_report = {"skipped": f"acquisition.preflight is not available ({error})"}
-        state.problems.append("preflight was skipped: acquisition.preflight is not available")
-        return
-    raise NotImplementedError(preflight)
+    from acquisition.preflight import PreflightConfig, run_preflight
+
+    protocol = state.protocol
+    settings = protocol.preflight
+    config = PreflightConfig(
+        study=protocol.study,
+        dyad=protocol.dyad,
+        participants=tuple(p.label for p in state.runner.participants),
+        duration_s=settings.seconds,
+        line_freq=float(settings.line_frequency),
+    )
+    state.status("preflight", f"checking both participants' signals for {settings.seconds:g} s")
+    report = run_preflight(config)
+    state.preflight_report = report.to_dict()
+    for problem in report.problems:
+        state.status("preflight", str(problem))
+    if not report.ready:
+        listed = "\n".join(f"  - {problem}" for problem in report.problems)
+        raise PreflightFailed(
+            "preflight",
+            f"a participant is not ready; nothing was recorded. Fix these and start again:\n{listed}",
+            {kind: path for kind, path in state.files.items() if path.exists()},
+        )
+    state.status("preflight", "both participants ready")
 
 
 def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, responses: Any) -> None:
