@@ -117,6 +117,15 @@ class BoardBridge:
     rate_window : float
         Seconds of sample time over which :attr:`status` computes the effective rate.
 
+    Attributes
+    ----------
+    stream_name, source_id : str
+        The EEG stream's LSL name and ``source_id`` (known before :meth:`start`).
+    aux_source_id : str | None
+        The AUX stream's ``source_id`` once started, ``None`` when the source has no aux rows.
+    stall_detected_at : list of float
+        ``local_clock()`` of every detected stop of the source (for the session log).
+
     Examples
     --------
     >>> source = BrainFlowSource(BoardSpec(board="synthetic"), participant="A")  # doctest: +SKIP

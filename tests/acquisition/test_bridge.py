@@ -243,3 +243,15 @@ def test_board_params_are_sorted_by_participant() -> None:
 
     params = split_board_params(["timeout=5", "A:serial_port=/dev/ttyUSB0", "b:serial_port=/dev/ttyUSB1"], ["A", "B"])
     assert params == {"A": ["timeout=5", "serial_port=/dev/ttyUSB0"], "B": ["timeout=5", "serial_port=/dev/ttyUSB1"]}
+
+
+def test_stream_command_simulate_streams_the_coupled_dyad(unique_id: str) -> None:
+    dyad = f"s{unique_id}"
+    result = subprocess.run(_dyadlab("--simulate", "--seed", "1", "--dyad", dyad, "--duration", "1.5"),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for label in ("A", "B"):
+        line = next(line for line in result.stdout.splitlines() if line.startswith(f"{dyad}-{label}-EEG:"))
+        samples = int(line.split(":")[1].split()[0])
+        assert samples > 200, line
+    assert "dyadlab-simulator" in result.stderr
