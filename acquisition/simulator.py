@@ -419,13 +419,6 @@ class _CouplingTimeline:
         self._changes = [change for change in self._changes if change[0] < sample_index]
         self._changes.append((sample_index, condition))
 
-    def condition_at(self, sample_index: int) -> str:
-        current = self._changes[0][1]
-        for start, condition in self._changes:
-            if start <= sample_index:
-                current = condition
-        return current
-
     def labels(self, start: int, n: int) -> np.ndarray:
         """Condition name per sample, shape (n,)."""
         out = np.empty(n, dtype=object)

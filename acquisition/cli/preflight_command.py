@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from acquisition.preflight import ParticipantResult, PreflightReport
 
 EXIT_READY = 0
 EXIT_NOT_READY = 1
@@ -24,7 +28,7 @@ def _fmt(value: float | None, pattern: str, missing: str = "-") -> str:
     return missing if value is None else pattern.format(value)
 
 
-def _stream_table(report: "PreflightReport") -> Table:  # noqa: F821 - imported lazily
+def _stream_table(report: "PreflightReport") -> Table:
     table = Table(title="Streams", box=None, header_style="bold", pad_edge=False)
     for column in ("stream", "found", "rate (Hz)", "samples", "timestamps", "clock offset", "stamp vs local_clock"):
         table.add_column(column)
@@ -48,7 +52,7 @@ def _stream_table(report: "PreflightReport") -> Table:  # noqa: F821 - imported 
     return table
 
 
-def _channel_table(label: str, result: "ParticipantResult") -> Table:  # noqa: F821
+def _channel_table(label: str, result: "ParticipantResult") -> Table:
     status = "[green]READY[/green]" if result.ready else "[red]NOT READY[/red]"
     table = Table(title=f"Participant {label}: {status}", box=None, header_style="bold", pad_edge=False)
     for column in ("channel", "std (µV)", "robust z", "railed", "line noise", "status"):

@@ -290,3 +290,30 @@ def test_stream_from_another_session_id_is_ignored(crafted, tmp_path: Path, lsl_
     assert result_b.eeg.found == 0 and not report.ready
     message = _problem_checks(report, "B")[("presence", None)]
     assert "SessionID" in message and lsl_session_id in message
+
+
+def test_cli_prints_tables_writes_json_and_exits_1_when_a_participant_is_not_ready(crafted, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from acquisition.cli.preflight_command import EXIT_NOT_READY, preflight
+
+    stream_a = crafted("A")
+    dyad = stream_a.info.source_id().split(".")[2]
+    flat_b = _HEALTHY.copy()
+    flat_b[0] = 0.0
+    crafted("B", flat_b)
+    out = tmp_path / "report" / "preflight.json"
+    result = CliRunner().invoke(
+        preflight,
+        ["--study", STUDY, "--dyad", dyad, "--duration", "1.5", "--resolve-timeout", "1",
+         "--no-markers", "--json", str(out)],
+        terminal_width=160,
+    )
+    assert result.exit_code == EXIT_NOT_READY, result.output
+    assert "Participant A: READY" in result.output and "Participant B: NOT READY" in result.output
+    assert "participant B / channel Fp1: No signal" in result.output and "Re-seat the electrode" in result.output
+    assert "Not ready: participant(s) B not ready" in result.output
+    saved = json.loads(out.read_text())
+    assert saved["ready"] is False
+    assert saved["participants"]["A"]["ready"] is True and saved["participants"]["B"]["ready"] is False
+    assert [p["channel"] for p in saved["problems"] if p["severity"] == "error"] == ["Fp1"]
