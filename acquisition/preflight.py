@@ -337,6 +337,7 @@ class _Probe:
 
 def _probe(probe: _Probe, read_s: float | None, clock_timeout_s: float, open_timeout_s: float) -> None:
     import pylsl
+    from pylsl.util import TimeoutError as LslTimeoutError
 
     inlet = pylsl.StreamInlet(probe.info, max_buflen=max(30, int(2 * (read_s or 0) + 10)), processing_flags=0)
     try:
@@ -344,7 +345,7 @@ def _probe(probe: _Probe, read_s: float | None, clock_timeout_s: float, open_tim
         probe.full_info = inlet.info(timeout=open_timeout_s)
         try:
             probe.clock_offset = float(inlet.time_correction(timeout=clock_timeout_s))
-        except pylsl.TimeoutError:
+        except LslTimeoutError:
             probe.clock_offset = None
         if read_s is None:
             return

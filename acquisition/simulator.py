@@ -980,6 +980,7 @@ class MarkerFollower:
 
     def _run(self) -> None:
         import pylsl
+        from pylsl.util import TimeoutError as LslTimeoutError
 
         info = self._resolve()
         if info is None:
@@ -989,7 +990,11 @@ class MarkerFollower:
         try:
             inlet.open_stream(timeout=5.0)
             # The first clock-offset measurement blocks (~0.6 s): take it now, not on the first marker.
-            inlet.time_correction(timeout=5.0)
+            try:
+                inlet.time_correction(timeout=5.0)
+            except LslTimeoutError:
+                logger.warning("Simulator: clock offset to the marker stream not measurable yet (UDP blocked?); "
+                               "condition changes may be late")
             self.connected.set()
             logger.info("Simulator follows markers of %s", self.marker_source_id)
             while not self._stop.is_set():

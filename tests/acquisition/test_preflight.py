@@ -234,6 +234,15 @@ def test_unix_time_stamps_are_caught_with_the_muse_lsl_explanation(crafted) -> N
     assert report.participants["A"].eeg.stamp_to_local_clock_s < -1e9
 
 
+def test_unmeasurable_clock_offset_is_an_error(crafted) -> None:
+    stream = crafted("A")
+    # No clock-offset probe exchange completes within 1 ms (8 probes take ~0.5 s): as if UDP were blocked.
+    report = run_preflight(_config(stream.info.source_id().split(".")[2], clock_timeout_s=0.001))
+    checks = _problem_checks(report)
+    assert set(checks) == {("clock_offset", None)}, checks
+    assert "firewall" in checks["clock_offset", None] and report.participants["A"].eeg.clock_offset_s is None
+
+
 def test_duplicate_source_id_is_an_error(crafted) -> None:
     first = crafted("A")
     dyad = first.info.source_id().split(".")[2]
