@@ -269,7 +269,7 @@ def test_numba_and_numpy_lag_kernels_agree():
 
 def test_numpy_fallback_path_equals_reference(monkeypatch):
     monkeypatch.setattr(metrics, "_numba_available", lambda: False)
-    monkeypatch.setattr(metrics, "_LAG_CHUNK_ELEMENTS", 1000)  # several chunks
+    monkeypatch.setattr(metrics, "_LAG_BLOCK_ELEMENTS", 500)  # blocks of 2 A channels, one ragged
     za, zb = band_limited_pair(np.random.default_rng(9))
     result = inter_brain_connectivity(za, zb, ["pli", "wpli"], epochs_average=False)
     for m in ("pli", "wpli"):

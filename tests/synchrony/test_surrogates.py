@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from synchrony import surrogates
+from synchrony import metrics, surrogates
 from synchrony.metrics import SUPPORTED_METRICS, inter_brain_connectivity
 from synchrony.stats import group_level, surrogate_z_p
 from synchrony.surrogates import circular_shift_surrogates, derangements, epoch_shuffle_surrogates, pseudo_dyads
@@ -33,9 +33,15 @@ def test_derangements_are_permutations_without_fixed_points():
         derangements(1, 10, np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("block_elements", [4_000_000, 50])  # one block; one A epoch per block
-def test_epoch_shuffle_equals_brute_force_per_permutation(monkeypatch, block_elements):
+@pytest.mark.parametrize(
+    ("block_elements", "numba_min_elements"),
+    [(4_000_000, 10**12), (50, 10**12), (4_000_000, 0)],  # one block; one A epoch per block; numba PLI/wPLI
+)
+def test_epoch_shuffle_equals_brute_force_per_permutation(monkeypatch, block_elements, numba_min_elements):
+    if numba_min_elements == 0:
+        pytest.importorskip("numba")
     monkeypatch.setattr(surrogates, "_BLOCK_ELEMENTS", block_elements)
+    monkeypatch.setattr(metrics, "_NUMBA_MIN_ELEMENTS", numba_min_elements)
     rng = np.random.default_rng(1)
     za, zb = complex_noise(rng, (7, 3, 64)), complex_noise(rng, (7, 4, 64))
     zb[:, 0] = 0.7 * za[:, 0] + 0.3 * zb[:, 0]
