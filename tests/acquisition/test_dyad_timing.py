@@ -8,13 +8,14 @@ code); the median and maximum residuals are printed.
 
 What "within one sample period" can mean on a shared machine. BrainFlow puts a marker on the
 next sample its board thread produces, stamped when that thread produces it; so the residual is
-(a) the time from the LSL stamp to the ``insert_marker`` call (the hub, the GIL, the scheduler),
+(a) the time from the LSL stamp until ``insert_marker`` has queued the code (the hub, the GIL,
+the scheduler),
 plus (b) the wait for the board's next sample, at most one sample period, plus (c) how late the
 board thread woke up for it (visible in its own stamps as a longer interval before that sample).
 (a) and (c) are the operating system's, and on a loaded 2-core CI box they reach several ms. The
 test measures (a) with a timing wrapper around each bridge and (c) from the stamps, and asserts
 that what remains, the dyadlab clock chain, is within one sample period for every marker; the
-raw residuals must never be negative and their median must be within one sample period.
+raw residuals must never be negative (a marker cannot land on a sample taken before the event).
 """
 
 from __future__ import annotations
@@ -46,15 +47,19 @@ TOLERANCE = 0.001  # seconds: stamp jitter of the board thread below one period 
 
 
 class TimedSink:
-    """Passes markers to a bridge and notes when ``insert_marker`` was called (instrumentation)."""
+    """Passes markers to a bridge and notes when ``insert_marker`` returned (instrumentation).
+
+    The marker is in BrainFlow's queue by then at the latest, so the sample that carries it is
+    produced at most one sample period (plus the board thread's own lateness) after that.
+    """
 
     def __init__(self, bridge: BoardBridge) -> None:
         self.bridge = bridge
-        self.called_at: list[float] = []
+        self.returned_at: list[float] = []
 
     def insert_marker(self, code: float) -> None:
-        self.called_at.append(pylsl.local_clock())
         self.bridge.insert_marker(code)
+        self.returned_at.append(pylsl.local_clock())
 
 
 def test_board_markers_match_lsl_markers_within_one_sample(tmp_path: Path, unique_id: str) -> None:
@@ -106,7 +111,7 @@ def test_board_markers_match_lsl_markers_within_one_sample(tmp_path: Path, uniqu
         # Matched by order and code: the same events, in the same order, on every board.
         np.testing.assert_array_equal(data[tagged, -1].astype(int), lsl_codes)
         residuals = stamps[tagged] - lsl_times
-        insert_delay = np.asarray(sink.called_at) - lsl_times
+        insert_delay = np.asarray(sink.returned_at) - lsl_times
         board_wakeup_delay = np.maximum(0.0, (stamps[tagged] - stamps[tagged - 1]) - period)
         clock_chain = residuals - insert_delay - board_wakeup_delay
         message = (
@@ -119,7 +124,7 @@ def test_board_markers_match_lsl_markers_within_one_sample(tmp_path: Path, uniqu
         print(message)
         logger.info(message)
         assert np.min(residuals) >= -TOLERANCE, message
-        assert np.median(residuals) <= period, message
+        assert np.median(clock_chain) <= period, message
         assert np.all(clock_chain <= period + TOLERANCE), message
 
         # The participant's stream covers the whole recording, monotonically.
