@@ -128,10 +128,8 @@ def _run_session(loaded: LoadedProtocol, *, out: Path, simulate: bool, autopilot
 def _print_result(result: Any) -> None:
     state = "[bold green]complete[/]" if result.complete else "[bold yellow]INCOMPLETE (aborted)[/]"
     console.print(f"\nSession {state} in {result.duration:.1f} s. Files:")
-    table = Table(show_header=False, box=None, padding=(0, 2))
     for kind, path in result.files.items():
-        table.add_row(kind, str(path))
-    console.print(table)
+        click.echo(f"  {kind:<16} {path}")
     if result.quickcheck_summary:
         console.print("quick-check: " + result.quickcheck_summary)
     for problem in result.problems:

@@ -9,7 +9,6 @@ demonstrating, never for measuring.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
@@ -41,9 +40,9 @@ def ensure_display(
     timeout : float
         Seconds to wait for Xvfb to come up.
     keep_until_exit : bool
-        Leave Xvfb running until the process exits instead of stopping it with the ``with``
-        block: pyglet keeps its X connection open until interpreter exit, and Xlib ends the
-        process when its server disappears under it.
+        Leave Xvfb running until the process has exited (Linux ``PR_SET_PDEATHSIG``) instead of
+        stopping it with the ``with`` block: pyglet keeps its X connection open until the
+        interpreter ends, and Xlib kills a process whose server disappears under it.
 
     Yields
     ------
@@ -66,7 +65,12 @@ def ensure_display(
     read_end, write_end = os.pipe()
     command = [xvfb, "-displayfd", str(write_end), *screens, "+xinerama", "-nolisten", "tcp", "-noreset"]
     process = subprocess.Popen(
-        command, pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        command,
+        pass_fds=(write_end,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_die_with_parent if keep_until_exit else None,
     )
     os.close(write_end)
     try:
@@ -80,8 +84,7 @@ def ensure_display(
     os.environ["DISPLAY"] = display
     logger.info("Started a virtual display %s (Xvfb, %d screens of %dx%d)", display, n_screens, width, height)
     if keep_until_exit:
-        atexit.register(_stop, process)  # registered before pyglet's own handlers: runs after them
-        yield display
+        yield display  # Xvfb gets SIGTERM from the kernel when this process has exited
         return
     try:
         yield display
@@ -115,6 +118,15 @@ def _read_display_number(fd: int, process: subprocess.Popen, timeout: float) -> 
             + (f": {error.decode(errors='replace').strip()[-400:]}" if error else f" within {timeout:.0f} s")
         )
     return f":{number.decode()}"
+
+
+def _die_with_parent() -> None:
+    """In the Xvfb child before exec: receive SIGTERM when the parent process ends (Linux)."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _stop(process: subprocess.Popen) -> None:
