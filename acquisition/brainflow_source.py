@@ -6,9 +6,12 @@ connection parameters BrainFlow needs for it (serial port, MAC or IP address, se
 
 Units
 -----
-BrainFlow scales EEG rows to microvolts for every board it supports (its data format
-documentation: "EEG, EMG, ECG, EOG: uV"), so EEG rows are passed through unscaled. Aux rows
-keep the board's own units (accelerometer in g, battery in %, temperature in °C ...).
+BrainFlow's convention is that its boards' EEG rows are in microvolts (each driver scales the
+ADC counts, e.g. Cyton by its gain), so EEG rows are passed through unscaled and the stream
+declares ``microvolts``. The convention is the driver's: a board whose values look 1000x off
+(reported for a Neurosity Notion in EEG-ExPy pull request 114) needs checking against the
+vendor's software before a study. Aux rows keep the board's own units (accelerometer in g,
+battery in %, temperature in °C...).
 
 Two boards of one kind in one process
 -------------------------------------
