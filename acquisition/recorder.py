@@ -6,8 +6,8 @@ How it records (see ``docs/architecture.md`` and the XDF/LSL reference, sections
   "everything on the network". A required stream that cannot be found within
   ``wait_for_streams`` seconds raises :class:`MissingStreamError` *before* the file is created.
 * Each stream gets one pull thread with its own inlet (``max_buflen=360``, ``recover=True``,
-  no postprocessing, i.e. raw sender timestamps). The thread pulls with a blocking
-  ``pull_chunk`` straight into numpy memory (all seven formats; strings as raw bytes, so NUL
+  no postprocessing, i.e. raw sender timestamps). Every 0.2 s the thread drains the inlet
+  (``pull_chunk`` until less than a full chunk comes back) straight into numpy memory (all seven formats; strings as raw bytes, so NUL
   bytes and UTF-8 survive) and writes every chunk through :class:`acquisition.xdf.XdfWriter`.
 * Clock offsets: one as soon as the inlet is open, one every ``offset_interval`` seconds and one
   at stop, so even a 2-second recording holds two per stream. A probe that times out is skipped,
@@ -61,8 +61,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a blocking pull waits for a full chunk; bounds how late a sample reaches the file.
-_PULL_TIMEOUT = 0.2
+#: Seconds between two drains of an inlet; bounds how late a sample reaches the file. Sleeping
+#: between non-blocking drains (instead of blocking pulls, which wake up at every pushed chunk)
+#: keeps the recorder's CPU use low at high sampling rates.
+_PULL_INTERVAL = 0.2
+#: Seconds between drains while waiting for the stop moment to be reached.
+_STOP_POLL = 0.02
 #: Samples per pull; a full pull means more is buffered, so the thread pulls again at once.
 _MAX_CHUNK_SAMPLES = 1024
 #: Timeout of one clock-offset probe; the first probe of an inlet takes ~0.65 s on loopback.
@@ -74,10 +78,10 @@ _OPEN_TIMEOUT = 5.0
 #: How often a lost stream without source_id, or a late optional stream, is looked for.
 _RESOLVE_POLL = 0.5
 #: How long the matches must stay unchanged before start() trusts them: a continuous resolver
-#: queries in waves 0.5 s apart, and on one host only one outlet may answer each unicast wave.
-_SETTLE = 0.75
+#: queries in waves 0.5 s apart, and on one host not every outlet answers every (unicast) wave.
+_SETTLE = 1.0
 #: How long start() looks for optional streams once every required one is found.
-_OPTIONAL_AT_START = 1.0
+_OPTIONAL_AT_START = 1.5
 #: Seconds a stream that vanished stays in a continuous resolver's results.
 _FORGET_AFTER = 3.0
 #: Extra seconds (beyond the drain bound) allowed for a pull thread to finish at stop.
@@ -359,7 +363,7 @@ class _StreamRecording:
                 if stopping_since is None and rec._stop_requested.is_set():
                     stopping_since = time.monotonic()
                 try:
-                    n_pulled, newest = self._pull(wait_for_first_only=stopping_since is not None)
+                    n_pulled, newest = self._drain()
                 except LslLostError:
                     self._reacquire()
                     next_offset = self._measure_offset()
@@ -370,6 +374,7 @@ class _StreamRecording:
                 if stopping_since is None:
                     if now >= next_offset:
                         next_offset = self._measure_offset()
+                    rec._stop_requested.wait(_PULL_INTERVAL)
                     continue
                 if newest is not None and newest + self.offset >= rec._t_stop:
                     break  # pulled past the stop moment: everything pushed before it is in
@@ -381,6 +386,7 @@ class _StreamRecording:
                         "although data kept arriving; draining was cut off"
                     )
                     break
+                time.sleep(_STOP_POLL)
             self._measure_offset()  # the final offset
         except _StreamGone:
             self._note_error("the stream was lost and had not come back when the recording stopped")
@@ -390,25 +396,29 @@ class _StreamRecording:
             logger.exception("stream %d (%s): recording failed", self.stream_id, self.selector.label)
             self._note_error(f"recording failed: {type(exc).__name__}: {exc}")
 
-    def _pull(self, wait_for_first_only: bool) -> tuple[int, float | None]:
-        """Pull one chunk (blocking up to the pull timeout) and write it.
+    def _drain(self) -> tuple[int, float | None]:
+        """Pull and write everything the inlet holds, until a pull returns less than a full chunk.
 
         Returns the number of samples and the newest raw timestamp (None if nothing came).
         """
+        total, newest = 0, None
+        while True:
+            n, chunk_newest = self._pull_chunk()
+            total += n
+            if chunk_newest is not None:
+                newest = chunk_newest if newest is None else max(newest, chunk_newest)
+            if n < _MAX_CHUNK_SAMPLES:
+                return total, newest
+
+    def _pull_chunk(self) -> tuple[int, float | None]:
+        """One non-blocking pull (straight into numpy memory), written as one Samples chunk."""
         assert self.inlet is not None
-        min_samples = 1 if wait_for_first_only else None
         if self._buffer is not None:
             values, timestamps = self.inlet.pull_chunk(
-                timeout=_PULL_TIMEOUT,
-                max_samples=_MAX_CHUNK_SAMPLES,
-                dest_obj=self._buffer,
-                min_samples=min_samples,
-                as_numpy=True,
+                timeout=0.0, max_samples=_MAX_CHUNK_SAMPLES, dest_obj=self._buffer, as_numpy=True
             )
-        else:
-            values, timestamps = self.inlet.pull_chunk(
-                timeout=_PULL_TIMEOUT, max_samples=_MAX_CHUNK_SAMPLES, min_samples=min_samples, as_numpy=True
-            )
+        else:  # strings: raw bytes, NUL-safe, UTF-8 untouched
+            values, timestamps = self.inlet.pull_chunk(timeout=0.0, max_samples=_MAX_CHUNK_SAMPLES, as_numpy=True)
         n = len(timestamps)
         if n == 0:
             return 0, None
@@ -848,15 +858,17 @@ class LslRecorder:
         warned_ambiguous: set[StreamSelector] = set()
         while not self._stop_requested.wait(_RESOLVE_POLL):
             for selector in list(self._pending):
-                candidates = _distinct(resolvers[selector].results())
-                if len(candidates) > 1:
-                    if selector not in warned_ambiguous:
-                        logger.error("%s matches %d streams; not recording it: %s", selector.label,
-                                     len(candidates), _describe(candidates))
-                        warned_ambiguous.add(selector)
-                    continue
-                if len(candidates) == 1:
-                    self._add_late_stream(selector, candidates[0])
+                try:
+                    candidates = _distinct(resolvers[selector].results())
+                    if len(candidates) > 1:
+                        if selector not in warned_ambiguous:
+                            logger.error("%s matches %d streams; not recording it: %s", selector.label,
+                                         len(candidates), _describe(candidates))
+                            warned_ambiguous.add(selector)
+                    elif len(candidates) == 1:
+                        self._add_late_stream(selector, candidates[0])
+                except Exception:  # noqa: BLE001 - keep watching; one bad answer must not end the watch
+                    logger.exception("while looking for %s", selector.label)
 
     def _add_late_stream(self, selector: StreamSelector, resolved: pylsl.StreamInfo) -> None:
         stream = _StreamRecording(self, 0, selector)
