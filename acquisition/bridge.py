@@ -322,11 +322,14 @@ class BoardBridge:
             self._set_state(BridgeState.STOPPED, "pump thread failed (see log)")
 
     def _push(self, chunk: SourceChunk) -> None:
-        eeg = np.vstack((chunk.eeg, chunk.markers[np.newaxis, :])).T.astype(np.float32)
+        # One copy each into the (n_samples, n_channels) float32 layout LSL sends as is.
+        eeg = np.empty((chunk.n_samples, chunk.eeg.shape[0] + 1), dtype=np.float32)
+        eeg[:, :-1] = chunk.eeg.T
+        eeg[:, -1] = chunk.markers
         stamps = chunk.timestamps.tolist()
         self._eeg_outlet.push_chunk(eeg, stamps)
         if self._aux_outlet is not None and chunk.aux.shape[0]:
-            self._aux_outlet.push_chunk(chunk.aux.T.astype(np.float32), stamps)
+            self._aux_outlet.push_chunk(np.ascontiguousarray(chunk.aux.T, dtype=np.float32), stamps)
         self._last_data_at = time.monotonic()
         dropped = self._count_dropped(chunk.package_num)
         with self._stats_lock:
