@@ -217,13 +217,19 @@ class SessionDisplay:
 
     def flip(self) -> tuple[float, list[float]]:
         """Flip every window; return the primary flip time and the others' (PsychoPy clock)."""
+        from psychopy import core
+
         if self.settings.max_frame_rate is not None and self._last_flip is not None:
             wait = self._last_flip + 1.0 / self.settings.max_frame_rate - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
         self._last_flip = time.perf_counter()
-        primary_time = self.views[0].window.flip()
-        others = [view.window.flip() for view in self.views[1:]]
+        primary_time = float(self.views[0].window.flip())
+        others = []
+        for view in self.views[1:]:
+            # a window that does not wait for the blank returns no time: use when the call returned
+            returned = view.window.flip()
+            others.append(float(returned) if returned is not None else core.getTime())
         return primary_time, others
 
     def grab(self) -> None:

@@ -23,6 +23,7 @@ after ``f9`` is pressed again; timed screens are extended by the pause.
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ _CORNER_POS = {
     "bottom-right": (1, -1),
 }
 _PATCH_SIZE = 0.06
+_SWITCH_INTERVAL_S = 0.0005
 
 
 class SessionAborted(Exception):
@@ -198,6 +200,10 @@ class TaskContext:
         self._announced: _Block | None = None  # the block whose instructions are on screen
         self._captured: set[str] = set()
         self._open = False
+        self._switch_interval: float | None = None
+        import pylsl
+
+        self._local_clock = pylsl.local_clock
 
     # ---- lifecycle -------------------------------------------------------------------------
     def open(self) -> "TaskContext":
@@ -205,6 +211,11 @@ class TaskContext:
         from psychopy import data
 
         self.data_stem.parent.mkdir(parents=True, exist_ok=True)
+        # Another Python thread (autopilot, board bridges, LSL pumps in this process) can hold the
+        # GIL for up to the switch interval (5 ms by default) when the flip's marker callback
+        # needs it, delaying the stamp; while tasks run, threads switch every 0.5 ms.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, _SWITCH_INTERVAL_S))
         try:
             self.display.open()
             self.clock = PsychopyToLslClock()
@@ -239,6 +250,9 @@ class TaskContext:
                 self.exp.abort()  # our own save is done; stop PsychoPy's atexit save
                 self.exp = None
         self.display.close()
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
 
     def __enter__(self) -> "TaskContext":
         return self.open()
@@ -299,8 +313,12 @@ class TaskContext:
         self._pending.append(marker)
         self._pending_rt_origin = self._pending_rt_origin or rt_origin
 
-    def _push_on_flip(self, record: MarkedFlip, marker: Marker) -> None:
-        record.markers.append((marker, self.hub.push(marker)))
+    def _push_on_flip(self, record: MarkedFlip, markers: list[Marker]) -> None:
+        # Runs inside win.flip(), right after the swap: one local_clock() read is the onset of
+        # every marker of this frame.
+        stamp = self._local_clock()
+        for marker in markers:
+            record.markers.append((marker, self.hub.push(marker, stamp)))
 
     def _draw_photodiode_patch(self, lit: bool) -> None:
         corner = self.display.settings.photodiode_corner
@@ -322,8 +340,8 @@ class TaskContext:
         if grab:
             self.display.grab()
         record = MarkedFlip(flip_time=float("nan"), other_flip_times=[])
-        for marker in markers:
-            self.display.primary.callOnFlip(self._push_on_flip, record, marker)
+        if markers:
+            self.display.primary.callOnFlip(self._push_on_flip, record, markers)
         flip_time, others = self.display.flip()
         if markers:
             record.flip_time = flip_time

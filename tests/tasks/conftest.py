@@ -16,7 +16,7 @@ from acquisition.streams import event_stream_info, source_id
 from tests.tasks.helpers import EventStreams
 
 
-def _open_inlet(source: str) -> Any:
+def _open_inlet(source: str, outlet: MarkerOutlet) -> Any:
     import pylsl
 
     found = []
@@ -24,7 +24,7 @@ def _open_inlet(source: str) -> Any:
         found = pylsl.resolve_byprop("source_id", source, minimum=1, timeout=8.0)
         if found:
             break
-    assert found, f"stream {source} not found"
+    assert found, f"stream {source} not found; outlet info: {outlet._outlet.get_info().as_xml()}"
     inlet = pylsl.StreamInlet(found[0], max_buflen=60, recover=False)
     inlet.open_stream(timeout=5.0)
     return inlet
@@ -36,8 +36,8 @@ def streams(unique_id: str) -> Iterator[EventStreams]:
     dyad = f"t{unique_id}"
     outlet = MarkerOutlet(event_stream_info("tasktest", dyad, "markers"))
     responses = MarkerOutlet(event_stream_info("tasktest", dyad, "responses"))
-    marker_inlet = _open_inlet(source_id("tasktest", dyad, "markers"))
-    response_inlet = _open_inlet(source_id("tasktest", dyad, "responses"))
+    marker_inlet = _open_inlet(source_id("tasktest", dyad, "markers"), outlet)
+    response_inlet = _open_inlet(source_id("tasktest", dyad, "responses"), responses)
     yield EventStreams(MarkerHub(outlet), responses, marker_inlet, response_inlet)
     marker_inlet.close_stream()
     response_inlet.close_stream()
