@@ -166,3 +166,19 @@ def test_release_on_exception_inside_the_context() -> None:
 def test_playback_board_needs_its_master_board() -> None:
     with pytest.raises(SourceConfigError, match="master_board"):
         BrainFlowSource(BoardSpec(board="playback_file", file="x.csv"))
+
+
+def test_newest_sample_is_stamped_just_before_it_was_read() -> None:
+    """A converted stamp is never in the future and, for a 250 Hz board read every 50 ms, fresh."""
+    with BrainFlowSource(participant="fresh") as source:
+        source.start()
+        ages = []
+        for _ in range(10):
+            time.sleep(0.05)
+            chunk = source.read()
+            read_at = pylsl.local_clock()
+            if chunk.n_samples:
+                ages.append(read_at - chunk.timestamps[-1])
+    assert len(ages) >= 5
+    assert min(ages) >= -0.001, f"a sample stamped in the future: ages {ages}"
+    assert np.median(ages) < 0.1, f"stale stamps: ages {ages}"
