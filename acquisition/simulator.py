@@ -215,9 +215,14 @@ def _draw_parameters(
 # --------------------------------------------------------------------------- signal generator
 
 
-def _unit_gain(sos: np.ndarray | None, b: np.ndarray | None = None, a: np.ndarray | None = None) -> float:
-    """Standard deviation of a filter's output for unit-variance white input."""
-    impulse = np.zeros(20000)
+def _unit_gain(
+    sos: np.ndarray | None, b: np.ndarray | None = None, a: np.ndarray | None = None, *, length: int
+) -> float:
+    """Standard deviation of a filter's output for unit-variance white input.
+
+    ``length`` samples of impulse response must cover its decay (a minute of signal does).
+    """
+    impulse = np.zeros(length)
     impulse[0] = 1.0
     response = scipy.signal.sosfilt(sos, impulse) if sos is not None else scipy.signal.lfilter(b, a, impulse)
     return float(np.sqrt(np.sum(response**2)))
@@ -253,7 +258,8 @@ class _DyadModel:
         n_channels = len(params.channel_names)
         self._index = 0
         # Pink background, one filter state per participant and channel.
-        self._pink_gain = _unit_gain(None, _PINK_B, _PINK_A)
+        response_length = int(60 * self._fs)
+        self._pink_gain = _unit_gain(None, _PINK_B, _PINK_A, length=response_length)
         self._pink_zi = np.zeros((2 * n_channels, len(_PINK_A) - 1))
         # Band oscillators: complex baseband low-pass, three processes per band (A, B, driver).
         self._band_sos: dict[str, np.ndarray] = {}
@@ -262,13 +268,13 @@ class _DyadModel:
         for band, model in BANDS.items():
             sos = scipy.signal.butter(2, model.bandwidth_hz / 2.0, fs=self._fs, output="sos")
             self._band_sos[band] = sos
-            self._band_gain[band] = _unit_gain(sos) * math.sqrt(2.0)  # complex: 2 unit-variance parts
+            self._band_gain[band] = _unit_gain(sos, length=response_length) * math.sqrt(2.0)  # 2 real parts
             self._band_zi[band] = np.zeros((sos.shape[0], 3, 2), dtype=complex)
         # Slow log-amplitude modulation, one per participant and band.
         self._envelope_sos = scipy.signal.butter(2, _ENVELOPE_CUTOFF_HZ, fs=self._fs, output="sos")
-        self._envelope_gain = _unit_gain(self._envelope_sos)
+        self._envelope_gain = _unit_gain(self._envelope_sos, length=response_length)
         self._envelope_zi = np.zeros((self._envelope_sos.shape[0], 2 * len(BANDS), 2))
-        # Start the slow filters in their stationary regime rather than at zero.
+        # Start every filter in its stationary regime rather than at zero.
         self._warm_up()
         # Blinks: a gamma-shaped template whose tail carries over into the next block.
         tau = _BLINK_TAU_S * self._fs
@@ -287,6 +293,10 @@ class _DyadModel:
         n_pink = int(10 * self._fs)
         pink = self._rng.standard_normal((self._pink_zi.shape[0], n_pink))
         _, self._pink_zi = scipy.signal.lfilter(_PINK_B, _PINK_A, pink, axis=-1, zi=self._pink_zi)
+        n_band = int(5 * self._fs)
+        for band, sos in self._band_sos.items():
+            white = self._rng.standard_normal((3, n_band)) + 1j * self._rng.standard_normal((3, n_band))
+            _, self._band_zi[band] = scipy.signal.sosfilt(sos, white, axis=-1, zi=self._band_zi[band])
 
     def generate(self, strengths: Mapping[str, np.ndarray]) -> np.ndarray:
         """The next block of both participants' EEG.
