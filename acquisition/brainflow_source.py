@@ -26,11 +26,14 @@ the synthetic board ignores the field otherwise.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import importlib.resources
 import itertools
 import logging
+import queue
 import threading
+import time
 import weakref
 from typing import Any, Iterator
 
@@ -285,6 +288,78 @@ _synthetic_instance_numbers: Iterator[int] = itertools.count(1)
 _open_sources: "weakref.WeakSet[BrainFlowSource]" = weakref.WeakSet()
 
 
+class _SessionChanges:
+    """Counts BrainFlow session changes in flight in this process.
+
+    BrainFlow serialises every call of every board behind one process-wide lock, and opening a
+    board that does not answer (switched off, out of range) holds it for seconds (about 6 s for a
+    Cyton). Meanwhile ``insert_marker`` on the *other* board would block the task's flip callback.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        with self._lock:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._count -= 1
+
+    @property
+    def busy(self) -> bool:
+        return self._count > 0
+
+
+class _DeferredMarkers:
+    """Inserts, in order and from its own thread, markers that would wait for BrainFlow's lock."""
+
+    def __init__(self) -> None:
+        self._queue: "queue.SimpleQueue[tuple[BrainFlowSource, float, float]]" = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self._pending > 0
+
+    def put(self, source: "BrainFlowSource", code: float) -> None:
+        with self._lock:
+            self._pending += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="brainflow-deferred-markers", daemon=True)
+                self._thread.start()
+        self._queue.put((source, code, time.monotonic()))
+
+    def _run(self) -> None:
+        while True:
+            source, code, queued_at = self._queue.get()
+            try:
+                source._insert_now(code)
+            except SourceError as error:
+                logger.warning("Marker %g was not inserted into board %s: %s", code, source.spec.board, error)
+            else:
+                logger.warning(
+                    "Marker %g reached board %s %.3f s late: another board's connection attempt held "
+                    "BrainFlow's process-wide lock (the LSL marker stream has the exact time).",
+                    code,
+                    source.spec.board,
+                    time.monotonic() - queued_at,
+                )
+            finally:
+                with self._lock:
+                    self._pending -= 1
+
+
+_session_changes = _SessionChanges()
+_deferred_markers = _DeferredMarkers()
+
+
 @atexit.register
 def _release_open_sources() -> None:
     """Release board sessions still open at interpreter exit (BrainFlow's ``__del__`` may fail then)."""
@@ -415,7 +490,8 @@ class BrainFlowSource:
                 return
             board = BoardShim(self.spec.board_id, self.spec.input_params())
             try:
-                board.prepare_session()
+                with _session_changes.running():
+                    board.prepare_session()
             except BrainFlowError as error:
                 raise SourceConfigError(
                     f"Could not open BrainFlow board {self.spec.board!r} "
@@ -439,7 +515,8 @@ class BrainFlowSource:
             if self._clock is None:
                 self._clock = UnixToLslClock()
             try:
-                self._board.start_stream(self._buffer_size)
+                with _session_changes.running():
+                    self._board.start_stream(self._buffer_size)
             except BrainFlowError as error:
                 raise SourceError(
                     f"Board {self.spec.board!r} did not start streaming: {explain_brainflow_error(error)}."
@@ -478,14 +555,32 @@ class BrainFlowSource:
         )
 
     def insert_marker(self, code: float) -> None:
-        """Tag the next sample BrainFlow parses with ``code`` (non-zero)."""
+        """Tag the next sample BrainFlow parses with ``code`` (non-zero); never blocks for long.
+
+        While another board of this process is being opened or closed (a reconnection), BrainFlow
+        would make this call wait for seconds; the marker is then inserted, in order, by a
+        background thread as soon as BrainFlow lets it, and a warning says how late it landed.
+
+        Raises
+        ------
+        SourceError
+            This board is not streaming (e.g. it is itself reconnecting): the marker is lost.
+        """
         if code == 0:
             raise ValueError("Marker code 0 means 'no marker' in the board channel; use a non-zero code.")
+        if self._board is None or not self._streaming:
+            raise SourceError(f"Board {self.spec.board!r} is not streaming; marker {code:g} not inserted.")
+        if _session_changes.busy or _deferred_markers.pending:
+            _deferred_markers.put(self, float(code))
+            return
+        self._insert_now(float(code))
+
+    def _insert_now(self, code: float) -> None:
         with self._lock:
             if self._board is None or not self._streaming:
                 raise SourceError(f"Board {self.spec.board!r} is not streaming; marker {code:g} not inserted.")
             try:
-                self._board.insert_marker(float(code), self.spec.preset_value)
+                self._board.insert_marker(code, self.spec.preset_value)
             except BrainFlowError as error:
                 raise SourceError(
                     f"Board {self.spec.board!r} refused marker {code:g}: {explain_brainflow_error(error)}."
@@ -498,7 +593,8 @@ class BrainFlowSource:
                 return
             self._streaming = False
             try:
-                self._board.stop_stream()
+                with _session_changes.running():
+                    self._board.stop_stream()
             except BrainFlowError as error:
                 logger.warning("Board %s: stop_stream failed: %s", self.spec.board, explain_brainflow_error(error))
 
@@ -511,7 +607,8 @@ class BrainFlowSource:
             if board is None:
                 return
             try:
-                board.release_session()
+                with _session_changes.running():
+                    board.release_session()
             except BrainFlowError as error:
                 logger.warning("Board %s: release_session failed: %s", self.spec.board, explain_brainflow_error(error))
             else:

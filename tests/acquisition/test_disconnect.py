@@ -9,6 +9,7 @@ fails like a missing device. Everything else is real: BrainFlow, LSL, the record
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from contextlib import ExitStack
@@ -19,7 +20,7 @@ import pylsl
 import pytest
 import pyxdf
 
-from acquisition.brainflow_source import BrainFlowSource
+from acquisition.brainflow_source import BoardSpec, BrainFlowSource
 from acquisition.bridge import BoardBridge, BridgeState
 from acquisition.recorder import LslRecorder, StreamSelector
 from acquisition.sources import SourceChunk, SourceConfigError, SourceDisconnectedError
@@ -178,3 +179,58 @@ def test_stop_while_reconnecting_returns_promptly_and_releases(unique_id: str) -
     assert not bridge.running
     assert not inner.is_prepared
     assert bridge.status.state is BridgeState.STOPPED
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal to stand in for a serial port")
+def test_a_slow_reconnection_blocks_neither_the_other_boards_markers_nor_its_data(unique_id: str) -> None:
+    """BrainFlow serialises all boards behind one lock, and opening a Cyton that does not answer
+    holds it for seconds. The silent Cyton here is BrainFlow's real Cyton driver on a pseudo-
+    terminal nobody answers on: exactly what a switched-off amplifier behind its dongle looks like."""
+    master, slave = os.openpty()
+    try:
+        with _bridge(BrainFlowSource(participant=f"slow-{unique_id}"), unique_id, "B") as healthy:
+            inlet = _open_inlet(healthy.source_id)
+            silent = BrainFlowSource(BoardSpec(board="cyton", serial_port=os.ttyname(slave)))
+            failures: list[Exception] = []
+
+            def reconnect_attempt() -> None:
+                try:
+                    silent.prepare()
+                except SourceConfigError as error:
+                    failures.append(error)
+
+            attempt = threading.Thread(target=reconnect_attempt)
+            attempt.start()
+            time.sleep(0.5)
+            assert attempt.is_alive(), "the silent Cyton should still be waiting for its greeting"
+            began = time.monotonic()
+            healthy.insert_marker(9)
+            took = time.monotonic() - began
+            attempt.join(timeout=60)
+            assert failures and "BOARD_NOT_READY_ERROR" in str(failures[0])
+            data, stamps = _pull(inlet, seconds=1.5)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert took < 0.1, f"insert_marker blocked for {took:.3f} s"
+    assert list(data[:, -1][data[:, -1] != 0]) == [9], "the marker must still reach the board, once"
+    assert np.max(np.diff(stamps)) < 0.25, "the healthy board's data must be complete (no gap)"
+
+
+def _open_inlet(source_id: str) -> pylsl.StreamInlet:
+    found = pylsl.resolve_byprop("source_id", source_id, timeout=10.0)
+    assert found, f"stream {source_id} not found"
+    inlet = pylsl.StreamInlet(found[0], max_buflen=60)
+    inlet.open_stream(timeout=10.0)
+    return inlet
+
+
+def _pull(inlet: pylsl.StreamInlet, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    data, stamps = [], []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        chunk, ts = inlet.pull_chunk(timeout=0.2, max_samples=8192)
+        if ts:
+            data.append(np.asarray(chunk))
+            stamps.extend(ts)
+    return np.concatenate(data), np.asarray(stamps)
