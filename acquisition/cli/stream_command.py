@@ -154,9 +154,13 @@ def stream(
 ) -> None:
     """Stream participants' EEG boards into LSL with a live status line per stream.
 
-    With no options: two synthetic boards, participants A and B.
-    Example (one amplifier per PC): dyadlab stream --participant A --board cyton_daisy
-    --board-param serial_port=/dev/ttyUSB0 --study pilot --dyad d07 --session-id lab2
+    With no options: two synthetic boards, participants A and B. Ctrl+C stops the streams and
+    releases the boards.
+
+    \b
+    Example, one amplifier per PC (run the same with --participant B on the other PC):
+      dyadlab stream --participant A --board cyton_daisy \\
+        --board-param serial_port=/dev/ttyUSB0 --study pilot --dyad d07 --session-id lab2
     """
     err = Console(stderr=True, soft_wrap=True)
     labels = list(dict.fromkeys(p.upper() for p in participants)) or list(PARTICIPANTS)
