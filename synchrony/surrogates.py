@@ -91,15 +91,36 @@ def derangements(n_epochs: int, n_surrogates: int, rng: np.random.Generator) -> 
     return np.concatenate(accepted)[:n_surrogates]
 
 
-def _nan_mean_accumulate(total: np.ndarray, count: np.ndarray, values: np.ndarray) -> None:
-    finite = np.isfinite(values)
-    total += np.where(finite, values, 0.0)
-    count += finite
+class _EpochMean:
+    """Running ``nanmean`` over epochs of the surrogates' values, as selection-matrix products.
 
+    Surrogate s averages ``V[i, pi_s(i)]`` over A's epochs i. With a 0/1 matrix ``W`` that
+    selects, for each surrogate, the pairings it uses, the sums over epochs of all surrogates
+    are one product ``W @ V``: it reads each pairing's values once (a gather per surrogate
+    and epoch would copy them ~n_surrogates / n_epochs times) and runs as a BLAS product.
+    NaNs (flat channels) are counted with a second product only when present.
+    """
 
-def _finish_mean(total: np.ndarray, count: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    def __init__(self, shape: tuple[int, ...]):
+        self.total = np.zeros(shape)
+        self.finite_count = np.zeros(shape)
+        self.full_count = 0.0  # epochs whose values were all finite, counted once
+
+    def add(self, selection: np.ndarray, values: np.ndarray, epochs_per_surrogate: int) -> None:
+        """``selection``: (n_surrogates, n_rows) weights; ``values``: (n_rows, C_a, C_b)."""
+        flat = values.reshape(values.shape[0], -1)
+        finite = np.isfinite(flat)
+        if finite.all():
+            self.total += (selection @ flat).reshape(self.total.shape)
+            self.full_count += epochs_per_surrogate
+        else:
+            self.total += (selection @ np.where(finite, flat, 0.0)).reshape(self.total.shape)
+            self.finite_count += (selection @ finite.astype(np.float64)).reshape(self.total.shape)
+
+    def mean(self) -> np.ndarray:
+        count = self.finite_count + self.full_count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, self.total / np.maximum(count, 1), np.nan)
 
 
 def epoch_shuffle_surrogates(
@@ -161,34 +182,36 @@ def epoch_shuffle_surrogates(
     n_a, n_b = za.shape[1], zb.shape[1]
     bilinear = [m for m in metrics if m not in _LAG_METRICS]
     lagged = [m for m in metrics if m in _LAG_METRICS]
-    total = {m: np.zeros((n_surrogates, n_a, n_b)) for m in metrics}
-    count = {m: np.zeros((n_surrogates, n_a, n_b), dtype=np.int64) for m in metrics}
+    means = {m: _EpochMean((n_surrogates, n_a, n_b)) for m in metrics}
+    surrogate_index = np.arange(n_surrogates)[:, None]
     block = max(1, _BLOCK_ELEMENTS // (n_epochs * n_a * n_b))
     for start in range(0, n_epochs, block):
         block_a = np.arange(start, min(start + block, n_epochs))
+        partners = permutations[:, block_a]  # (n_surrogates, k): B epoch paired with each A epoch
         # Bilinear metrics (and wPLI's numerator) for every pairing of the block: one matrix
         # product per term, far cheaper per pairing than per-surrogate products.
-        values = bilinear_from_terms(ta, tb, AllPairs(block_a, n_epochs), metrics)
+        values = bilinear_from_terms(ta, tb, AllPairs(block_a, n_epochs), metrics)  # (k, C_a, E, C_b)
+        selection = np.zeros((n_surrogates, block_a.size, n_epochs))
+        selection[surrogate_index, np.arange(block_a.size), partners] = 1.0
+        selection = selection.reshape(n_surrogates, -1)  # columns: (A epoch in block, B epoch)
+        for m in bilinear:
+            rows = np.ascontiguousarray(values[m].transpose(0, 2, 1, 3)).reshape(-1, n_a, n_b)
+            means[m].add(selection, rows, block_a.size)
         if lagged:
             # PLI/wPLI cost one pass over time per pairing: only the pairings in use.
-            pairs = np.unique(
-                np.stack([np.repeat(block_a, n_surrogates), permutations[:, block_a].T.ravel()], axis=1), axis=0
+            local_a = np.broadcast_to(np.arange(block_a.size), partners.shape)
+            pairs, inverse = np.unique(
+                np.stack([local_a.ravel(), partners.ravel()], axis=1), axis=0, return_inverse=True
             )
-            sign_sum, abs_sum = lag_sums(ta, tb, pairs[:, 0], pairs[:, 1])
-            row = np.full((n_epochs, n_epochs), -1, dtype=np.intp)
-            row[pairs[:, 0], pairs[:, 1]] = np.arange(len(pairs))
-        for local, epoch in enumerate(block_a):
-            partners = permutations[:, epoch]
-            for m in bilinear:
-                _nan_mean_accumulate(total[m], count[m], values[m][local, :, partners, :])
-            if lagged:
-                rows = row[epoch, partners]
-                numerator = values["wpli_numerator"][local, :, partners, :] if "wpli" in lagged else None
-                gathered = lag_metrics_from_sums(sign_sum[rows], abs_sum[rows], numerator, ta.n_times, lagged)
-                for m in lagged:
-                    _nan_mean_accumulate(total[m], count[m], gathered[m])
+            sign_sum, abs_sum = lag_sums(ta, tb, block_a[pairs[:, 0]], pairs[:, 1])
+            numerator = values["wpli_numerator"][pairs[:, 0], :, pairs[:, 1], :] if "wpli" in lagged else None
+            per_pair = lag_metrics_from_sums(sign_sum, abs_sum, numerator, ta.n_times, lagged)
+            lag_selection = np.zeros((n_surrogates, len(pairs)))
+            lag_selection[np.repeat(np.arange(n_surrogates), block_a.size), inverse.ravel()] = 1.0
+            for m in lagged:
+                means[m].add(lag_selection, per_pair[m], block_a.size)
         del values
-    return {m: _finish_mean(total[m], count[m]) for m in metrics}
+    return {m: means[m].mean() for m in metrics}
 
 
 def circular_shift_surrogates(
