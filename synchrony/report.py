@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from synchrony.check import ReportFigures
 
 HEADLINE_METRICS = ("plv", "accorr", "envcorr", "wpli")
+MAX_TRACE_PANELS = 6  # first block start of the first six conditions
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
@@ -33,8 +34,10 @@ img{max-width:100%}
 
 
 def _png(figure: Any) -> str:
+    # No bbox_inches="tight" and no tight_layout on the many-panel figures: their text-extent
+    # searches cost tens of seconds for 10 conditions x 4 bands; layouts are set by hand.
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=80)
     return '<img alt="figure" src="data:image/png;base64,' + base64.b64encode(buffer.getvalue()).decode("ascii") + '">'
 
 
@@ -151,10 +154,11 @@ def _traces_figure(figures: "ReportFigures") -> str:
 
     if not figures.traces:
         return "<p>No block start inside the recording to show.</p>"
-    n = len(figures.traces)
+    traces = figures.traces[:MAX_TRACE_PANELS]
+    n = len(traces)
     fig = Figure(figsize=(11, 2.4 * n))
     axes = fig.subplots(n, 1, squeeze=False)[:, 0]
-    for ax, trace in zip(axes, figures.traces):
+    for ax, trace in zip(axes, traces):
         t = trace["time"]
         spread = max(float(np.nanstd(np.concatenate([trace["a"].ravel(), trace["b"].ravel()]))) * 5, 1e-6)
         offset = 0.0
@@ -173,75 +177,77 @@ def _traces_figure(figures: "ReportFigures") -> str:
         ax.set_title(f"{trace['condition']}: block start at 0 s (dashed: LSL markers, triangles: board markers)", fontsize=9)
         ax.set_xlim(t[0], t[-1])
     axes[-1].set_xlabel("time from block start (s); 1-40 Hz")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.99, bottom=0.6 / fig.get_figheight(), top=1 - 0.3 / fig.get_figheight(), hspace=0.45)
     return _png(fig)
 
 
 def _matrices_figure(result: dict[str, Any], metric: str) -> str:
+    """All conditions (rows) x bands (columns) as one mosaic image: one axes, fast to draw."""
     from matplotlib.figure import Figure
 
     conditions = list(result["conditions"])
     bands = list(result["inputs"]["bands"])
     if not conditions or metric not in result["inputs"]["metrics"]:
         return ""
-    fig = Figure(figsize=(2.3 * len(bands) + 1, 2.2 * len(conditions) + 0.5))
-    axes = fig.subplots(len(conditions), len(bands), squeeze=False)
-    values = [
-        np.array(result["conditions"][c][b][metric]["matrix"], dtype=float)
-        for c in conditions for b in bands if result["conditions"][c][b][metric].get("matrix") is not None
-    ]
-    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([0.0, 1.0])
-    vmin, vmax = (float(np.min(finite)), float(np.max(finite))) if finite.size else (0.0, 1.0)
-    image = None
+    n_a = len(result["participants"]["A"]["channels"])
+    n_b = len(result["participants"]["B"]["channels"])
+    gap = max(2, n_a // 8)
+    mosaic = np.full((len(conditions) * (n_a + gap), len(bands) * (n_b + gap)), np.nan)
+    fig = Figure(figsize=(1.6 * len(bands) + 2.6, 1.3 * len(conditions) + 0.9))
+    ax = fig.add_axes((0.2, 0.06, 0.62, 0.9))
+    dots_x, dots_y = [], []
     for i, condition in enumerate(conditions):
         for j, band in enumerate(bands):
-            ax = axes[i, j]
             cell = result["conditions"][condition][band][metric]
-            ax.set_xticks([])
-            ax.set_yticks([])
+            top, left = i * (n_a + gap), j * (n_b + gap)
             if cell.get("matrix") is None:
-                ax.text(0.5, 0.5, "no epochs", ha="center", va="center", transform=ax.transAxes)
+                ax.text(left + n_b / 2, top + n_a / 2, "no epochs", ha="center", va="center", fontsize=6)
                 continue
-            matrix = np.array(cell["matrix"], dtype=float)
-            image = ax.imshow(matrix, vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
+            mosaic[top : top + n_a, left : left + n_b] = np.array(cell["matrix"], dtype=float)
             if cell.get("pair_p_fdr") is not None:
-                significant = np.argwhere(np.nan_to_num(np.array(cell["pair_p_fdr"], dtype=float), nan=1.0) < 0.05)
-                if significant.size:
-                    ax.plot(significant[:, 1], significant[:, 0], "r.", ms=3)
+                rows, cols = np.nonzero(np.nan_to_num(np.array(cell["pair_p_fdr"], dtype=float), nan=1.0) < 0.05)
+                dots_y.extend(top + rows)
+                dots_x.extend(left + cols)
             z = cell.get("z")
-            ax.set_title(f"{condition} · {band}\nmean {cell['mean']:.3f}" + (f", z {z:.1f}" if z is not None else ""), fontsize=8)
-            if j == 0:
-                ax.set_ylabel("A channels", fontsize=7)
-            if i == len(conditions) - 1:
-                ax.set_xlabel("B channels", fontsize=7)
-    if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.6, label=metric)
+            ax.text(left + n_b / 2, top - 0.3, f"{cell['mean']:.3f}" + (f" z {z:.1f}" if z is not None else ""),
+                    ha="center", va="bottom", fontsize=6)
+    image = ax.imshow(mosaic, cmap="viridis", aspect="auto", interpolation="nearest")
+    if dots_x:
+        ax.plot(dots_x, dots_y, "r.", ms=1.5)
+    ax.set_xticks([j * (n_b + gap) + n_b / 2 for j in range(len(bands))], bands, fontsize=8)
+    ax.set_yticks([i * (n_a + gap) + n_a / 2 for i in range(len(conditions))], conditions, fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    cax = fig.add_axes((0.86, 0.3, 0.02, 0.4))
+    fig.colorbar(image, cax=cax, label=metric)
     return _png(fig)
 
 
 def _nulls_figure(result: dict[str, Any], figures: "ReportFigures", metric: str) -> str:
+    """Per band: each condition's surrogate distribution (box: 2.5-97.5 %) and observed mean (red)."""
     from matplotlib.figure import Figure
 
     conditions = list(result["conditions"])
     bands = list(result["inputs"]["bands"])
     if not any(key[2] == metric for key in figures.nulls):
         return "<p>No surrogate distributions (surrogates disabled or too few epochs).</p>"
-    fig = Figure(figsize=(2.4 * len(bands) + 0.5, 1.9 * len(conditions) + 0.5))
-    axes = fig.subplots(len(conditions), len(bands), squeeze=False)
-    for i, condition in enumerate(conditions):
-        for j, band in enumerate(bands):
-            ax = axes[i, j]
-            null = figures.nulls.get((condition, band, metric))
-            cell = result["conditions"][condition][band][metric]
-            if null is None:
-                ax.set_axis_off()
-                continue
-            ax.hist(null, bins=30, color="0.7")
-            ax.axvline(cell["mean"], color="tab:red", lw=2)
-            ax.set_title(f"{condition} · {band}: z {cell['z']:.1f}, p {cell['p']:.3f}", fontsize=8)
-            ax.tick_params(labelsize=7)
-    fig.suptitle(f"{metric}: surrogate null of the mean over pairs (grey) and the observed mean (red)", fontsize=10)
-    fig.tight_layout()
+    width, height = 3.0 * len(bands) + 1.5, 0.35 * len(conditions) + 1.2
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=1.4 / width, right=0.98, bottom=0.55 / height, top=1 - 0.45 / height, wspace=0.08)
+    axes = fig.subplots(1, len(bands), squeeze=False, sharey=True)[0]
+    for ax, band in zip(axes, bands):
+        rows = [(i, figures.nulls[(c, band, metric)], result["conditions"][c][band][metric]) for i, c in enumerate(conditions)
+                if (c, band, metric) in figures.nulls]
+        if rows:
+            ax.boxplot([null for _, null, _ in rows], positions=[i for i, _, _ in rows], vert=False, whis=(2.5, 97.5),
+                       showfliers=False, widths=0.6)
+            ax.plot([cell["mean"] for _, _, cell in rows], [i for i, _, _ in rows], "o", color="tab:red", ms=5)
+        ax.set_title(band, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_yticks(range(len(conditions)), conditions)
+        ax.set_ylim(len(conditions) - 0.5, -0.5)
+    fig.suptitle(f"{metric}: surrogate null of the mean over pairs (box 25-75 %, whiskers 2.5-97.5 %) and observed mean (red)", fontsize=9)
     return _png(fig)
 
 
@@ -283,7 +289,8 @@ def render_html(result: dict[str, Any], figures: "ReportFigures") -> str:
         _epochs_table(result),
         "<h2>Aligned traces around block starts</h2>",
         _traces_figure(figures),
-        "<h2>Inter-brain PLV matrices (red dots: pairs significant after FDR)</h2>",
+        "<h2>Inter-brain PLV matrices</h2><p class='small'>Each block: A's channels (rows) by B's channels "
+        "(columns); above it the mean over pairs and its surrogate z; red dots: pairs significant after FDR.</p>",
         _matrices_figure(result, "plv"),
         "<h2>Inter-brain wPLI matrices</h2>",
         _matrices_figure(result, "wpli"),
