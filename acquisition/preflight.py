@@ -8,8 +8,8 @@ checks
 
 * presence and uniqueness (two streams claiming one ``source_id`` is an error),
 * effective sampling rate (from the sample timestamps) against the nominal/expected rate,
-* timestamps: strictly increasing, without gaps, and on ``local_clock()`` (a stream stamped with
-  Unix time is ~1.8e9 s off, the muse-lsl/BlueMuse failure),
+* timestamps: strictly increasing, without gaps, on ``local_clock()`` (a stream stamped with
+  Unix time is ~1.8e9 s off, the muse-lsl/BlueMuse failure) and keeping pace with it,
 * that the clock offset to each stream's host can be measured (``time_correction``),
 * per EEG channel (the trailing ``Marker`` channel excluded): flat, railed, noisy (absolute and
   relative to the other channels) and line noise (50/60 Hz).
@@ -28,6 +28,8 @@ noisy          std > 100 µV, or robust z of log(std) across the participant's c
 line noise     Welch power within ±1 Hz of the line frequency > 0.5 x the 1-40 Hz EEG power
 rate           |effective / expected - 1| <= 2 %
 local_clock    median (receipt time - (stamp + clock offset)) within ±1 s
+drift          robust (Theil-Sen) slope of that difference over the reading <= 2 % (20 ms/s): a
+               device delivering fewer samples than its stamps claim falls behind
 =============  ==============================================================================
 
 A participant is ready when its EEG stream passes every stream check and has at most
@@ -48,6 +50,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 import scipy.signal
+import scipy.stats
 
 from acquisition.streams import MARKER_CHANNEL_LABEL, source_id
 
@@ -207,6 +210,7 @@ class StreamResult:
     largest_gap_s: float | None = None
     clock_offset_s: float | None = None
     stamp_to_local_clock_s: float | None = None
+    stamp_drift: float | None = None
 
     @property
     def present(self) -> bool:
@@ -526,7 +530,32 @@ def _check_timing(result: StreamResult, probe: _Probe, config: PreflightConfig, 
                 "per chunk), then restart the bridge.",
                 **where,
             ))
+        if abs(mismatch) <= _UNIX_EPOCH_OFFSET_S:
+            problems.extend(_check_drift(result, probe, config, where))
     return problems
+
+
+def _check_drift(result: StreamResult, probe: _Probe, config: PreflightConfig, where: dict[str, str]) -> list[Problem]:
+    """Do the stamps keep pace with local_clock()? A device that delivers fewer samples than its
+    stamps claim (or whose sample clock runs off) falls behind by a growing amount."""
+    receipts = np.array(probe.receipts)
+    if receipts.shape[0] < 10 or receipts[-1, 0] - receipts[0, 0] < 0.5 or not result.expected_rate:
+        return []
+    lag = receipts[:, 0] - receipts[:, 1]
+    result.stamp_drift = float(scipy.stats.theilslopes(lag, receipts[:, 0])[0])  # robust to stalls
+    if abs(result.stamp_drift) <= config.rate_tolerance:
+        return []
+    true_rate = result.expected_rate * (1.0 - result.stamp_drift)
+    return [_problem(
+        "error", "drift",
+        f"Sample timestamps fall {'behind' if result.stamp_drift > 0 else 'ahead of'} local_clock() by "
+        f"{abs(result.stamp_drift) * 1000:.0f} ms per second: samples arrive at about {true_rate:.0f} Hz while "
+        f"their stamps claim {result.expected_rate:g} Hz.",
+        "The device's real rate differs from its nominal one, or samples are lost and stamped as if they were "
+        "not: check the board's rate setting and connection; stamp samples from the device clock converted to "
+        "local_clock() instead of counting at the nominal rate.",
+        **where,
+    )]
 
 
 def _railed_fraction(values: np.ndarray, thresholds: ChannelThresholds) -> np.ndarray:

@@ -53,6 +53,8 @@ class CraftedStream:
     ----------
     push_rate : float
         Samples actually pushed per second (the outlet declares ``declared_rate``).
+    stamp_rate : float | None
+        Rate the stamps are spaced at (default ``push_rate``: honest stamps).
     stamp_offset : float
         Added to every ``local_clock()`` stamp (e.g. the Unix epoch offset).
     """
@@ -65,6 +67,7 @@ class CraftedStream:
         *,
         declared_rate: float = FS,
         push_rate: float = FS,
+        stamp_rate: float | None = None,
         stamp_offset: float = 0.0,
     ) -> None:
         fake_source = SimpleNamespace(
@@ -74,6 +77,7 @@ class CraftedStream:
         self.outlet = pylsl.StreamOutlet(self.info)
         self.data = np.vstack([data, np.zeros((1, data.shape[1]))]).astype(np.float32)  # + Marker channel
         self.push_rate = push_rate
+        self.stamp_rate = push_rate if stamp_rate is None else stamp_rate
         self.stamp_offset = stamp_offset
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -87,7 +91,7 @@ class CraftedStream:
             if due > sent:
                 index = np.arange(sent, due)
                 chunk = np.ascontiguousarray(self.data[:, index % self.data.shape[1]].T)
-                stamps = t0 + index / self.push_rate + self.stamp_offset
+                stamps = t0 + index / self.stamp_rate + self.stamp_offset
                 self.outlet.push_chunk(chunk, stamps.tolist())
                 sent = due
 
@@ -148,6 +152,7 @@ def test_healthy_dyad_from_the_simulator_through_bridges_is_ready(unique_id: str
         assert result.eeg.monotonic
         assert abs(result.eeg.stamp_to_local_clock_s) < 0.5
         assert abs(result.eeg.clock_offset_s) < 0.01  # same machine
+        assert abs(result.eeg.stamp_drift) < 0.02
         assert [c.label for c in result.channels] == list(DEFAULT_CHANNEL_NAMES)  # Marker excluded
     data = report.to_dict()
     (tmp_path / "preflight.json").write_text(json.dumps(data))
@@ -223,6 +228,19 @@ def test_wrong_sampling_rate(crafted) -> None:
     checks = _problem_checks(report)
     assert ("rate", None) in checks and "250 Hz" in checks["rate", None]
     assert not report.ready
+
+
+def test_stamps_at_the_nominal_rate_from_a_slower_device_drift_off_local_clock(crafted) -> None:
+    """A device delivering 200 samples/s but stamping them 1/250 s apart: the stamp-based rate
+    looks right, but the stamps fall behind local_clock() by 200 ms every second."""
+    stream = crafted("A", declared_rate=250.0, push_rate=200.0, stamp_rate=250.0)
+    report = run_preflight(_config(stream.info.source_id().split(".")[2]))
+    result = report.participants["A"].eeg
+    assert result.effective_rate == pytest.approx(250.0, rel=0.01)
+    assert result.stamp_drift == pytest.approx(0.2, abs=0.03)
+    checks = _problem_checks(report)
+    assert set(checks) == {("drift", None)}, checks
+    assert "about 200 Hz" in checks["drift", None]
 
 
 def test_unix_time_stamps_are_caught_with_the_muse_lsl_explanation(crafted) -> None:
