@@ -168,6 +168,8 @@ class SessionRunner:
             self.protocol = protocol
         if speed <= 0:
             raise ValueError(f"speed must be positive, got {speed}")
+        if speed != 1.0 and not autopilot:
+            raise ValueError("speed shortens durations for autopilot pilots only; real participants run at speed 1")
         self.out_dir = Path(out_dir)
         self.simulate = simulate
         self.autopilot = autopilot
@@ -270,6 +272,7 @@ class _SessionState:
         self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.recorder: Any = None
         self.simulator_truth: Callable[[], dict[str, Any]] | None = None
+        self.bridges: list[Any] = []
 
     def status(self, stage: str, message: str) -> None:
         self.runner._status(stage, message)
@@ -319,6 +322,7 @@ class _SessionState:
 
         self.stage = "sources"
         bridges = _start_sources(self, resources, hub)
+        self.bridges = bridges
 
         _wait_until_published(self, [marker_outlet.source_id, response_outlet.source_id] + [b.source_id for b in bridges])
 
@@ -650,7 +654,7 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
             first_flip = len(context.flip_log)
             record.status = "running"
             record.start_wall = now_wall()
-            state.status("block", f"{record.position}/{len(state.blocks)} {record.id} ({record.task})")
+            state.status("block", f"{record.position}/{len(state.blocks)} {record.id} ({record.task}); {_stream_health(state)}")
             try:
                 paradigm.run(context, params, record.id)
             except SessionAborted:
@@ -678,6 +682,18 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
             logger.exception("session_end could not be pushed on a flip; pushing it directly")
             state.end_lsl = hub.push(end)
         state.end_wall = now_wall()
+
+
+def _stream_health(state: _SessionState) -> str:
+    """One line about both EEG streams for the operator: rate, dropped packets, faults."""
+    parts = []
+    for bridge in state.bridges:
+        status = bridge.status
+        text = f"{bridge.participant.label} {status.rate:.0f}/{status.nominal_rate:.0f} Hz"
+        if status.dropped_packets or status.reconnects or status.state.value != "streaming":
+            text += f" [{status.state.value}, {status.dropped_packets} dropped, {status.reconnects} reconnects]"
+        parts.append(text)
+    return ", ".join(parts)
 
 
 def _last_marker_stamp(context: Any, event: str) -> float | None:

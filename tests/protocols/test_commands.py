@@ -87,3 +87,11 @@ def test_existing_display_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None
     with ensure_display() as display:
         assert display is None
     assert os.environ["DISPLAY"] == ":12345"
+
+
+def test_runner_refuses_speed_without_autopilot(tmp_path: Path) -> None:
+    from protocols.runner import SessionRunner
+    from protocols.schema import load_protocol
+
+    with pytest.raises(ValueError, match="autopilot"):
+        SessionRunner(load_protocol("demo"), out_dir=tmp_path, simulate=True, speed=3.0)

@@ -166,9 +166,9 @@ def check_responses_match_csv(result: SessionResult, streams: dict[str, Any]) ->
 
 
 @pytest.mark.parametrize("name", bundled_protocols())
-def test_bundled_protocol_end_to_end(name: str, tmp_path: Path) -> None:
+def test_bundled_protocol_end_to_end(name: str, tmp_path: Path, artifacts_dir: Path) -> None:
     loaded = shortened(name, tmp_path)
-    result = run_session(loaded, tmp_path / "out")
+    result = run_session(loaded, tmp_path / "out", screenshot_dir=artifacts_dir / "protocols" / name)
     assert result.complete
     session = json.loads(result.files["session"].read_text())
     assert session["complete"] is True and session["status"] == "complete"
