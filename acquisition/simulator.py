@@ -100,6 +100,7 @@ _BLINK_AMPLITUDE_UV = (80.0, 160.0)
 _BLINK_CENTER = (0.0, 1.15)  # just in front of Fpz
 _BLINK_SPREAD = 0.35
 _BLINK_TAU_S = 0.05  # gamma-shaped blink: peak after 2 tau, over after ~0.5 s
+_MAX_UNREAD_S = 60.0  # a started source keeps at most this much unread signal
 _ENVELOPE_CUTOFF_HZ = 0.2  # slow waxing and waning of each rhythm
 _ENVELOPE_DEPTH = 0.35  # standard deviation of the log amplitude
 _BACKGROUND_SMOOTHING = 0.5  # spatial correlation length of the pink background
@@ -857,6 +858,7 @@ class SimulatedEegSource:
         self.streaming = False
         self.released = False
         self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._dropping = False
         self._pending_markers: dict[int, float] = {}
 
     def __repr__(self) -> str:
@@ -891,6 +893,7 @@ class SimulatedEegSource:
                 return SourceChunk.empty(n_channels, 0)
             self._sim._generate_until_now()
             chunks, self._chunks = self._chunks, []
+            self._dropping = False
         if not chunks:
             return SourceChunk.empty(n_channels, 0)
         eeg = np.concatenate([c[0] for c in chunks], axis=1)
@@ -933,6 +936,15 @@ class SimulatedEegSource:
         for index in [i for i in self._pending_markers if i < end]:
             markers[max(index, start) - start] = self._pending_markers.pop(index)
         self._chunks.append((eeg, timestamps, markers))
+        buffered = sum(chunk[1].size for chunk in self._chunks)
+        if buffered > _MAX_UNREAD_S * self.sampling_rate:
+            # Nobody reads this participant although it was started: keep memory bounded, like a
+            # board's ring buffer, and say so (the dropped samples never reach LSL).
+            self._chunks.pop(0)
+            if not self._dropping:
+                self._dropping = True
+                logger.warning("Simulated source %s: not read for over %.0f s; dropping its oldest unread samples",
+                               self.label, _MAX_UNREAD_S)
 
 
 class MarkerFollower:
