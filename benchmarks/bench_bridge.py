@@ -11,6 +11,8 @@ Reported per bridge:
 * end-to-end latency of every sample: ``local_clock()`` when the inlet returned it minus its
   timestamp (the board's host stamp converted to ``local_clock()``), i.e. BrainFlow buffering
   + bridge polling + LSL transport + the inlet thread's own scheduling; median, p95, max;
+* the share of samples "stamped in the future" (negative latency): impossible unless the
+  Unix-to-LSL conversion is wrong, e.g. an offset read once while the thread was preempted;
 * samples received and the effective rate;
 * CPU: the bridge process (board thread, pump, LSL threads) and the pump thread alone, in CPU
   seconds per second (1.0 = one core busy), from psutil.
@@ -253,6 +255,8 @@ def run_scenario(board: str, seconds: float, session_id: str, playback_file: str
                 "latency_ms_median": float(np.median(latency)),
                 "latency_ms_p95": float(np.percentile(latency, 95)),
                 "latency_ms_max": float(np.max(latency)),
+                # A sample cannot arrive before it was taken: negative latencies are clock errors.
+                "samples_stamped_in_future": float(np.mean(latency < 0)),
                 "samples_received": int(latency.size),
                 "effective_rate_hz": (stamps.size - 1) / (stamps[-1] - stamps[0]),
                 **measured,
@@ -276,12 +280,13 @@ def _print_table(results: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"BrainFlow -> LSL inlet, {results['seconds']:g} s, 4 bridges per run (2 dyadlab + 2 minimal)")
-    for column in ("board", "bridge", "who", "latency median (ms)", "p95 (ms)", "max (ms)", "rate (Hz)",
-                   "process CPU (s/s)", "pump CPU (s/s)"):
+    for column in ("board", "bridge", "who", "latency median (ms)", "p95 (ms)", "max (ms)", "stamped in future",
+                   "rate (Hz)", "process CPU (s/s)", "pump CPU (s/s)"):
         table.add_column(column, justify="right")
     for r in results["rows"]:
         table.add_row(r["board"], r["implementation"], r["participant"], f"{r['latency_ms_median']:.1f}",
-                      f"{r['latency_ms_p95']:.1f}", f"{r['latency_ms_max']:.1f}", f"{r['effective_rate_hz']:.1f}",
+                      f"{r['latency_ms_p95']:.1f}", f"{r['latency_ms_max']:.1f}",
+                      f"{r['samples_stamped_in_future']:.1%}", f"{r['effective_rate_hz']:.1f}",
                       f"{r['process_cpu_per_s']:.3f}", f"{r['pump_cpu_per_s']:.4f}")
     Console(width=160).print(table)
     for board, ratio in results["ratios_dyadlab_over_minimal"].items():
