@@ -254,3 +254,18 @@ def test_follow_markers_switches_condition_from_the_marker_stream(unique_id: str
         truth_changes = simulator.ground_truth()["condition_changes"]
         assert [c["condition"] for c in truth_changes] == ["tapping", "rest"]
     assert not follower._thread.is_alive()
+
+
+def test_a_started_but_unread_participant_keeps_bounded_memory(monkeypatch, caplog) -> None:
+    import acquisition.simulator as simulator_module
+
+    monkeypatch.setattr(simulator_module, "_MAX_UNREAD_S", 0.3)
+    with CoupledDyadSimulator(seed=1) as simulator:
+        source_a, source_b = _started(simulator)
+        for _ in range(8):
+            source_a.read()
+            time.sleep(0.1)
+        kept = source_b.read()
+    assert 0 < kept.n_samples <= 0.3 * FS + 40  # plus at most one generated block
+    assert np.all(np.diff(kept.timestamps) > 0)
+    assert sum("dropping its oldest unread samples" in record.message for record in caplog.records) == 1
