@@ -21,6 +21,14 @@ MAC address or serial number, which the lab must set. Synthetic boards have no i
 neither ``serial_number`` nor ``other_info`` is set, :class:`BrainFlowSource` sets
 ``serial_number`` to ``dyadlab-<participant>`` (or a process-unique ``dyadlab-synthetic-<n>``);
 the synthetic board ignores the field otherwise.
+
+BrainFlow also serialises every call of every board in a process behind one lock, and opening a
+board that does not answer holds it for seconds (about 6 s for a switched-off Cyton). While one
+participant's board is being reconnected, the other's data therefore arrives late (none is lost:
+BrainFlow keeps acquiring into its ring buffer, stamped at acquisition), and its markers are
+queued and inserted, in order, as soon as the lock is free (a warning says how late); the LSL
+marker stream keeps the exact times. Labs with unreliable wireless amplifiers can avoid the
+coupling altogether by running one ``dyadlab stream --participant X`` process per amplifier.
 """
 
 from __future__ import annotations
