@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import inspect
 import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -240,8 +241,10 @@ def _nulls_figure(result: dict[str, Any], figures: "ReportFigures", metric: str)
         rows = [(i, figures.nulls[(c, band, metric)], result["conditions"][c][band][metric]) for i, c in enumerate(conditions)
                 if (c, band, metric) in figures.nulls]
         if rows:
-            ax.boxplot([null for _, null, _ in rows], positions=[i for i, _, _ in rows], vert=False, whis=(2.5, 97.5),
-                       showfliers=False, widths=0.6)
+            # matplotlib >= 3.10 says orientation=, older versions vert=False.
+            horizontal = {"orientation": "horizontal"} if "orientation" in inspect.signature(ax.boxplot).parameters else {"vert": False}
+            ax.boxplot([null for _, null, _ in rows], positions=[i for i, _, _ in rows], whis=(2.5, 97.5),
+                       showfliers=False, widths=0.6, **horizontal)
             ax.plot([cell["mean"] for _, _, cell in rows], [i for i, _, _ in rows], "o", color="tab:red", ms=5)
         ax.set_title(band, fontsize=9)
         ax.tick_params(labelsize=7)
