@@ -157,8 +157,8 @@ class Autopilot:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.injector_name = self._choose_injector()
-        # (key, down, local_clock() right after the event was sent): lets tests bound latency
-        self.sent: list[tuple[str, bool, float]] = []
+        # (key, down, local_clock() before and after sending): bounds when the event happened
+        self.sent: list[tuple[str, bool, float, float]] = []
         import pylsl
 
         self._local_clock = pylsl.local_clock
@@ -227,11 +227,12 @@ class Autopilot:
                         continue
                     _, _, key, down = heapq.heappop(self._queue)
                 try:
+                    before = self._local_clock()
                     injector.send(key, down)
-                    sent_at = self._local_clock()
+                    after = self._local_clock()
                     (held.add if down else held.discard)(key)
                     with self._wake:
-                        self.sent.append((key, down, sent_at))
+                        self.sent.append((key, down, before, after))
                 except Exception:  # noqa: BLE001 - a lost simulated press must not kill the thread
                     logger.exception("Autopilot could not send key %r", key)
         finally:

@@ -50,6 +50,8 @@ _CORNER_POS = {
 }
 _PATCH_SIZE = 0.06
 _SWITCH_INTERVAL_S = 0.0005
+_PAUSE_TEXT = "Paused\n\nThe experimenter will continue shortly."
+_ABORT_TEXT = "The session was stopped."
 
 
 class SessionAborted(Exception):
@@ -227,6 +229,9 @@ class TaskContext:
                 savePickle=False,
                 saveWideText=False,
             )
+            # built now, so that pausing or aborting shows its screen without a font-loading delay
+            self._message_stims("_pause", _PAUSE_TEXT)
+            self._message_stims("_abort", _ABORT_TEXT)
             if self.autopilot_settings is not None:
                 keys = {label: self.keys.participants[label].respond for label in self.participants}
                 self.autopilot = Autopilot(self.autopilot_settings, keys)
@@ -402,17 +407,21 @@ class TaskContext:
         self._reader.clear()
 
     # ---- operator keys ---------------------------------------------------------------------
+    def _message_stims(self, key: str, text: str) -> list[Any]:
+        return [view.text(key, text, height=0.05, color="white") for view in self.views]
+
     def _draw_message(self, key: str, text: str) -> None:
-        for view in self.views:
-            view.text(key, text, height=0.05, color="white").draw()
+        for stim in self._message_stims(key, text):
+            stim.draw()
 
     def _pause(self) -> None:
-        started = self.now()
         self.mark_on_next_flip(self.marker("pause"))
         logger.info("Session paused by the operator")
+        started: float | None = None  # the pause screen's first flip
         while True:
-            self._draw_message("_pause", "Paused\n\nThe experimenter will continue shortly.")
-            self._flip()
+            self._draw_message("_pause", _PAUSE_TEXT)
+            flip_time = self._flip()
+            started = flip_time if started is None else started
             keys = [press.key for press in self._read_keys()]
             if self.keys.abort in keys:
                 self.paused_total += self.now() - started
@@ -427,7 +436,7 @@ class TaskContext:
         if self.autopilot is not None:
             self.autopilot.cancel_pending()
         self.mark_on_next_flip(self.marker("abort", value="operator pressed the abort key"))
-        self._draw_message("_abort", "The session was stopped.")
+        self._draw_message("_abort", _ABORT_TEXT)
         self._flip()
         logger.warning("Session aborted by the operator during block %s", self._block.block if self._block else None)
         raise SessionAborted("The operator pressed the abort key.")
@@ -456,7 +465,7 @@ class TaskContext:
                 self.mark_on_next_flip(self.marker("block_end", value=outcome))
                 if outcome == "aborted":
                     self._pending = [m for m in self._pending if m.event == "block_end"]
-                    self._draw_message("_abort", "The session was stopped.")
+                    self._draw_message("_abort", _ABORT_TEXT)
                 self._flip()
             finally:
                 self._block = None

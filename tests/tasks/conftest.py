@@ -16,17 +16,25 @@ from acquisition.streams import event_stream_info, source_id
 from tests.tasks.helpers import EventStreams
 
 
-def _open_inlet(source: str, outlet: MarkerOutlet) -> Any:
-    import pylsl
+def _open_inlet(outlet: MarkerOutlet) -> Any:
+    """An inlet connected straight to ``outlet``'s TCP data port on 127.0.0.1.
 
-    found = []
-    for _ in range(3):  # loopback discovery on a loaded 2-core machine occasionally misses a round
-        found = pylsl.resolve_byprop("source_id", source, minimum=1, timeout=8.0)
-        if found:
-            break
-    assert found, f"stream {source} not found; outlet info: {outlet._outlet.get_info().as_xml()}"
-    inlet = pylsl.StreamInlet(found[0], max_buflen=60, recover=False)
-    inlet.open_stream(timeout=5.0)
+    Why not resolve: on a machine where many LSL processes run at once (parallel test runs),
+    liblsl gives an outlet a random service port once its port range is used up, and discovery
+    (which scans only that range) then cannot see it. Connecting by the outlet's own info is the
+    same LSL data path without the discovery step.
+    """
+    import ctypes
+
+    import pylsl
+    from pylsl.lib import lib
+
+    xml = outlet._outlet.get_info().as_xml().replace("<v4address></v4address>", "<v4address>127.0.0.1</v4address>")
+    lib.lsl_streaminfo_from_xml.restype = ctypes.c_void_p
+    lib.lsl_streaminfo_from_xml.argtypes = [ctypes.c_char_p]
+    info = pylsl.StreamInfo(handle=lib.lsl_streaminfo_from_xml(xml.encode()))
+    inlet = pylsl.StreamInlet(info, max_buflen=60, recover=False)
+    inlet.open_stream(timeout=10.0)
     return inlet
 
 
@@ -36,8 +44,9 @@ def streams(unique_id: str) -> Iterator[EventStreams]:
     dyad = f"t{unique_id}"
     outlet = MarkerOutlet(event_stream_info("tasktest", dyad, "markers"))
     responses = MarkerOutlet(event_stream_info("tasktest", dyad, "responses"))
-    marker_inlet = _open_inlet(source_id("tasktest", dyad, "markers"), outlet)
-    response_inlet = _open_inlet(source_id("tasktest", dyad, "responses"), responses)
+    marker_inlet = _open_inlet(outlet)
+    response_inlet = _open_inlet(responses)
+    assert marker_inlet.info().source_id() == source_id("tasktest", dyad, "markers")
     yield EventStreams(MarkerHub(outlet), responses, marker_inlet, response_inlet)
     marker_inlet.close_stream()
     response_inlet.close_stream()

@@ -75,12 +75,13 @@ def test_response_stamps_are_key_down_times_on_the_lsl_clock(make_context, strea
     ctx = make_context()
     run_block(ctx, "joint-press", {**FAST_PRESS, "n_trials": 3, "show_instructions": False}, "rt-1")
     responses = streams.response_events()
-    downs = [(key, at) for key, down, at in ctx.autopilot.sent if down]
+    downs = [(key, before, after) for key, down, before, after in ctx.autopilot.sent if down]
     assert responses and len(responses) == len(downs)
-    for (marker, stamp), (key, sent_at) in zip(responses, downs):
+    for (marker, stamp), (key, before, after) in zip(responses, downs):
         assert marker.value["key"] == key
-        # sent_at is read right after XTEST returns; PTB stamps the event when its thread reads it
-        assert -0.005 < stamp - sent_at < 0.02, f"response stamp {stamp - sent_at:+.4f} s from the key event"
+        # the X server gets the event between the two reads (the second one can be late under
+        # load); PTB stamps it when its HID thread reads it, a few ms later at most
+        assert before - 0.001 < stamp < after + 0.02, f"response stamp {stamp - before:+.4f} s after the send began"
 
 
 def test_escape_mid_block_pushes_abort_and_block_end_and_saves_the_csv(make_context, streams):
@@ -123,7 +124,10 @@ def test_operator_pause_marks_pause_and_resume_and_extends_the_block(make_contex
     t = {m.event: stamp for m, stamp in markers}
     paused = t["resume"] - t["pause"]
     assert 0.8 < paused < 1.4
-    assert (t["block_end"] - t["block_start"]) - paused == pytest.approx(1.2, abs=0.25)
+    # the 1.2 s rest runs 1.2 s of unpaused screen time: the pause is added, not eaten into
+    # (the upper margin allows for stalled frames on a loaded machine)
+    shown = (t["block_end"] - t["block_start"]) - paused
+    assert 1.15 < shown < 1.8
 
 
 def test_instructions_wait_for_both_participants_or_the_operator(make_context, streams):
