@@ -25,7 +25,7 @@ import logging
 import math
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -755,7 +755,7 @@ class CoupledDyadSimulator:
             "blinks": self._model_options["blinks"],
             "line_noise_hz": self._model_options["line_noise_hz"],
             "line_noise_uv": self._model_options["line_noise_uv"] if self._model_options["line_noise_hz"] else 0.0,
-            "condition_changes": [change.__dict__.copy() for change in self.condition_changes],
+            "condition_changes": [asdict(change) for change in self.condition_changes],
         }
 
     def simulate(

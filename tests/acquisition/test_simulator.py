@@ -7,6 +7,7 @@ synchrony package. Real-time tests use real LSL outlets/inlets on loopback.
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -251,7 +252,8 @@ def test_follow_markers_switches_condition_from_the_marker_stream(unique_id: str
             time.sleep(0.01)
         assert simulator.current_condition == "rest"
         assert follower.markers_seen == 2
-        truth_changes = simulator.ground_truth()["condition_changes"]
+        truth = json.loads(json.dumps(simulator.ground_truth()))
+        truth_changes = truth["condition_changes"]
         assert [c["condition"] for c in truth_changes] == ["tapping", "rest"]
     assert not follower._thread.is_alive()
 
