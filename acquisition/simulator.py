@@ -381,9 +381,9 @@ class ConditionChange:
     sample_index : int
         First sample of the new condition (the coupling ramps from there over ``transition_s``).
     timestamp : float | None
-        That sample's ``local_clock()`` time in real time; ``sample_index / fs`` offline.
+        That sample's ``local_clock()`` time; ``None`` if set before the sources started.
     requested_at : float | None
-        The time asked for (e.g. the marker's timestamp); ``None`` offline.
+        The time asked for (e.g. the marker's timestamp); ``None`` for "now".
     """
 
     condition: str
