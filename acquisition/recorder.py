@@ -430,12 +430,13 @@ class _StreamRecording:
         assert self.inlet is not None
         try:
             offset = self.inlet.time_correction(timeout=_OFFSET_TIMEOUT)
-        except LslTimeoutError:
+        except (LslTimeoutError, LslLostError) as exc:
+            # Never write a made-up value; the next pull notices a lost stream and reacquires it.
             logger.warning(
-                "stream %d (%s): clock offset probe timed out after %g s; skipped (not written)",
+                "stream %d (%s): clock offset probe failed (%s); skipped, not written",
                 self.stream_id,
                 self.selector.label,
-                _OFFSET_TIMEOUT,
+                "timed out" if isinstance(exc, LslTimeoutError) else "stream lost",
             )
             return time.monotonic() + _OFFSET_RETRY
         now = pylsl.local_clock()
@@ -463,6 +464,20 @@ class _StreamRecording:
                     return
             time.sleep(_RESOLVE_POLL)
         raise _StreamGone
+
+    def release(self) -> None:
+        """Close and drop the inlet (after the pull thread ended).
+
+        An inlet left alive after its outlet is gone keeps trying to reconnect in the background
+        (``recover=True``), querying the network for as long as it exists.
+        """
+        inlet, self.inlet = self.inlet, None
+        if inlet is not None:
+            try:
+                inlet.close_stream()
+            except Exception:  # noqa: BLE001 - releasing must never fail a stop
+                logger.debug("closing the inlet of stream %d failed", self.stream_id, exc_info=True)
+            del inlet  # liblsl destroys the inlet with the last reference
 
     def _note_error(self, message: str) -> None:
         self.error = message if self.error is None else f"{self.error}; {message}"
@@ -649,6 +664,8 @@ class LslRecorder:
             # Nothing but headers was written: leave no half-made recording behind.
             writer.close()
             self.path.unlink(missing_ok=True)
+            for stream in self._streams:
+                stream.release()
             self._streams.clear()
             raise
         self._writer = writer
@@ -720,6 +737,9 @@ class LslRecorder:
                 self._problems.append(f"closing the file failed: {exc}")
         finally:
             self._gate.release()
+        for stream in streams:
+            if stream.thread is not None and not stream.thread.is_alive():
+                stream.release()
         self._problems.extend(
             f"stream {s.stream_id} ({s.info.name() if s.info else s.selector.label}): {s.error}"
             for s in streams
@@ -882,6 +902,7 @@ class LslRecorder:
             try:
                 self._write(lambda w: w.add_stream(stream.stream_id, full_info.as_xml()))
             except _FileSealed:
+                stream.release()
                 return
             self._streams.append(stream)
             self._pending.remove(selector)
