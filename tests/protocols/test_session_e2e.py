@@ -239,3 +239,38 @@ def test_escape_mid_block_leaves_complete_xdf_and_incomplete_session(tmp_path: P
     session_end = streams["markers"]["time_stamps"][-1]
     for stream in eeg:  # the EEG was recorded up to the end of the aborted session
         assert stream["time_stamps"][-1] >= session_end - 0.5
+
+
+def test_crash_in_a_block_finalizes_then_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: the tapping paradigm raises on entry (standing in for a bug in a task).
+
+    The recording must still be finalized and loadable, session.json must say what failed, and
+    the error must reach the caller as a SessionError naming the stage.
+    """
+    from protocols.runner import SessionError
+    from tasks.paradigms.tapping import Tapping
+
+    def broken_run(self, ctx, params, block_id):  # type: ignore[no-untyped-def]
+        raise RuntimeError("simulated bug in the tapping paradigm")
+
+    monkeypatch.setattr(Tapping, "run", broken_run)
+    loaded = shortened(
+        "demo",
+        tmp_path,
+        blocks=[
+            {"id": "rest", "task": "rest", "params": {"duration_s": 2.0, "show_instructions": False}},
+            {"id": "tap", "task": "tapping", "params": {"n_pacer_ticks": 4}},
+        ],
+    )
+    with pytest.raises(SessionError, match="blocks.*simulated bug") as caught:
+        run_session(loaded, tmp_path / "out")
+    files = caught.value.files
+    session = json.loads(files["session"].read_text())
+    assert session["complete"] is False and session["status"] == "failed"
+    assert session["failed_stage"] == "blocks"
+    assert [b["status"] for b in session["blocks"]] == ["completed", "failed"]
+    assert session["recorder"]["closed"] is True
+    streams = _streams(files["xdf"])
+    events = _events(streams["markers"])
+    assert events[0]["event"] == "session_start"
+    assert events[-1]["event"] == "session_end" and events[-1]["value"] == "aborted"
