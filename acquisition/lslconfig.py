@@ -23,6 +23,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 RESOLVE_SCOPES = ("machine", "link", "site", "organization", "global")
+LOOPBACK_PORT_RANGE = 1024
 _SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -47,7 +48,10 @@ class LslConfig:
     ipv6 : str | None
         ``[ports] IPv6``: ``allow``, ``disable`` or ``force``.
     loopback_only : bool
-        Restrict multicast to 127.0.0.1 (used with ``resolve_scope="machine"``).
+        Restrict discovery to 127.0.0.1 (used with ``resolve_scope="machine"``). Discovery then
+        goes by unicast to each port of the port range, so the range is widened to
+        ``LOOPBACK_PORT_RANGE``: with liblsl's default 32 ports, the 33rd outlet on the machine
+        takes a random port and cannot be found.
     """
 
     session_id: str | None = None
@@ -89,6 +93,8 @@ class LslConfig:
         sections: dict[str, list[str]] = {"ports": [], "multicast": [], "lab": []}
         if self.ipv6:
             sections["ports"].append(f"IPv6 = {self.ipv6}")
+        if self.loopback_only:
+            sections["ports"].append(f"PortRange = {LOOPBACK_PORT_RANGE}")
         if self.resolve_scope:
             sections["multicast"].append(f"ResolveScope = {self.resolve_scope}")
         if self.loopback_only:

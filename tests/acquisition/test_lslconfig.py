@@ -30,6 +30,7 @@ def test_local_only_config_text():
     assert "KnownPeers = {127.0.0.1}" in text
     assert "SessionID = study-1_dyad.3" in text
     assert "IPv6 = disable" in text
+    assert "PortRange = 1024" in text
 
 
 def test_default_config_overrides_nothing(tmp_path, monkeypatch):
