@@ -246,6 +246,11 @@ def test_follow_markers_switches_condition_from_the_marker_stream(unique_id: str
         assert change.requested_at == pytest.approx(pushed_at, abs=1e-3)
         latency = change.timestamp - pushed_at
         assert 0 <= latency < 0.5, f"condition switched {latency * 1000:.1f} ms after the marker"
+        block_end = time.monotonic() + 0.3  # a block lasts a while (a 0-sample block would be superseded)
+        while time.monotonic() < block_end:
+            for source in simulator.sources:
+                source.read()
+            time.sleep(0.02)
         outlet.push(Marker("block_end", task="tapping", block="t1", condition="tapping"))
         deadline = time.monotonic() + 5
         while simulator.current_condition != "rest" and time.monotonic() < deadline:
