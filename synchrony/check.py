@@ -365,7 +365,8 @@ def run_check(
             plans = seg.plan_epochs(aligned, blocks, epoch_length)
             high = max(high for _, high in band_map.values())
             logvar_a, logvar_b = seg.epoch_log_variance(aligned, plans, epoch_length, high)
-            rejection = seg.reject_epochs(logvar_a, logvar_b, used["A"], used["B"], reject_z)
+            conditions_of_epochs = np.concatenate([[p.block.condition] * p.starts.size for p in plans] or [[]])
+            rejection = seg.reject_epochs(logvar_a, logvar_b, used["A"], used["B"], reject_z, groups=conditions_of_epochs)
             keep_per_plan = np.split(rejection.keep, np.cumsum([p.starts.size for p in plans])[:-1])
             figures.traces = _traces(recording, aligned, blocks, used["A"], used["B"])
 
@@ -507,7 +508,7 @@ def run_check(
             "epochs": epochs_table,
             "rejection": {
                 "rule": f"union over A and B: invalid samples within 0.5 s, or any used channel's epoch log-variance "
-                f"> {reject_z:g} robust z above its median (1-{min(high, 0.45 * aligned.rate):g} Hz)",
+                f"> {reject_z:g} robust z above its median within the condition (1-{min(high, 0.45 * aligned.rate):g} Hz)",
                 "invalid_data": rejection.invalid,
                 "artifact_A": rejection.artifact_a,
                 "artifact_B": rejection.artifact_b,

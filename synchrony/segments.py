@@ -24,8 +24,8 @@ The steps, in order, and why:
    edge) signal of both participants together: an epoch is rejected when any of its samples is
    invalid (gap, NaN, within ``margin`` seconds of one), or when, in either participant, any
    channel used for the metrics has an epoch log-variance more than ``z_threshold`` robust
-   standard deviations (1.4826 x MAD over all epochs of the session) above that channel's
-   median. Union over participants: bad in either, dropped for both.
+   standard deviations (1.4826 x MAD over the valid epochs of the same condition) above that
+   channel's median. Union over participants: bad in either, dropped for both.
 5. **Analysis rate** (:func:`analysis_step`). The analytic signal of a band is kept at every
    ``step``-th sample, with ``step`` the largest integer keeping at least four samples per
    period of the band's upper edge; sums over time of the products the metrics use are then
@@ -462,6 +462,7 @@ def reject_epochs(
     channels_a: np.ndarray,
     channels_b: np.ndarray,
     z_threshold: float = 5.0,
+    groups: np.ndarray | None = None,
 ) -> Rejection:
     """Union artifact rejection over both participants (see the module docstring).
 
@@ -471,17 +472,29 @@ def reject_epochs(
         From :func:`epoch_log_variance`; NaN marks invalid epochs.
     channels_a, channels_b : np.ndarray of bool, shape (n_channels,)
         Channels used for the metrics (flat/railed/noisy ones excluded).
+    z_threshold : float
+    groups : np.ndarray, shape (n_epochs,), optional
+        Condition of each epoch. Medians and MADs are taken within each condition, so that a
+        condition with more power (speaking, movement, a strong shared rhythm) is not rejected
+        wholesale as an outlier of the session; without ``groups``, over all epochs.
     """
     invalid = ~np.isfinite(logvar_a).all(axis=1) | ~np.isfinite(logvar_b).all(axis=1)
+    groups = np.zeros(invalid.size, dtype=int) if groups is None else np.asarray(groups)
 
     def artifacts(logvar: np.ndarray, used: np.ndarray) -> np.ndarray:
+        bad = np.zeros(logvar.shape[0], dtype=bool)
         values = logvar[:, used]
-        if values.shape[1] == 0 or (~invalid).sum() < 3:
-            return np.zeros(values.shape[0], dtype=bool)
-        median = np.nanmedian(values[~invalid], axis=0)
-        mad = 1.4826 * np.nanmedian(np.abs(values[~invalid] - median), axis=0)
-        z = (values - median) / np.maximum(mad, 1e-6)
-        return ~invalid & (np.nan_to_num(z, nan=0.0) > z_threshold).any(axis=1)
+        if values.shape[1] == 0:
+            return bad
+        for group in np.unique(groups):
+            members = (groups == group) & ~invalid
+            if members.sum() < 5:  # too few epochs for a robust spread: keep them
+                continue
+            median = np.median(values[members], axis=0)
+            mad = 1.4826 * np.median(np.abs(values[members] - median), axis=0)
+            z = (values[members] - median) / np.maximum(mad, 1e-6)
+            bad[np.flatnonzero(members)] = (z > z_threshold).any(axis=1)
+        return bad
 
     bad_a = artifacts(logvar_a, channels_a)
     bad_b = artifacts(logvar_b, channels_b)

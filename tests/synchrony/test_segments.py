@@ -168,6 +168,21 @@ def test_union_rejection_drops_an_epoch_bad_in_either_participant():
     assert (rejection.invalid, rejection.artifact_a, rejection.artifact_b) == (1, 1, 1)
 
 
+def test_rejection_is_relative_to_each_condition():
+    """A condition with more power (speaking, a shared rhythm) is not an artifact of the session."""
+    rng = np.random.default_rng(4)
+    logvar = rng.normal(0, 0.1, (60, 2))
+    logvar[50:] += 2.0  # the shorter condition has 7x the variance throughout
+    logvar[55, 1] += 3.0  # one real artifact in it
+    groups = np.array(["rest"] * 50 + ["talk"] * 10)
+    used = np.ones(2, bool)
+    quiet = rng.normal(0, 0.1, (60, 2))
+    rejection = seg.reject_epochs(logvar, quiet, used, used, groups=groups)
+    assert np.flatnonzero(~rejection.keep).tolist() == [55]
+    pooled = seg.reject_epochs(logvar, quiet, used, used)  # one session-wide median: all of talk looks bad
+    assert (~pooled.keep).sum() == 10
+
+
 def test_recorded_file_epochs_per_condition(tmp_path):
     path = write_dyad_xdf(tmp_path / "s.xdf", DyadSpec(blocks=[("rest", 20.0), ("cooperation", 21.0)]))
     recording = load_dyad(path)
