@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib
-import importlib.resources
 import itertools
 import logging
 import queue
@@ -45,6 +43,15 @@ import time
 import weakref
 from typing import Any, Iterator
 
+from brainflow.board_shim import (
+    BoardIds,
+    BoardShim,
+    BrainFlowError,
+    BrainFlowInputParams,
+    BrainFlowPresets,
+    IpProtocolTypes,
+)
+from brainflow.exit_codes import BrainFlowExitCodes
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from acquisition.clock import UnixToLslClock
@@ -53,40 +60,6 @@ from acquisition.sources import SourceChunk, SourceConfigError, SourceDisconnect
 logger = logging.getLogger(__name__)
 
 
-def _files_of_module_or_package(anchor: Any) -> Any:
-    """``importlib.resources.files`` that, like Python >= 3.12, accepts a plain module's name."""
-    try:
-        return importlib.resources.files(anchor)
-    except TypeError:
-        return importlib.resources.files(str(anchor).rpartition(".")[0])
-
-
-def _load_brainflow() -> Any:
-    """Import ``brainflow.board_shim`` so that it finds its native library on Python 3.10-3.11.
-
-    BrainFlow 5.23 locates ``libBoardController`` with ``importlib.resources.files(__name__)``
-    from inside a module, which only Python >= 3.12 accepts; on older Pythons it falls back to
-    ``pkg_resources``, which setuptools >= 81 no longer ships (``No module named
-    'pkg_resources'``). Giving its modules a ``files`` that accepts module names fixes the
-    lookup without touching anything else.
-    """
-    import brainflow.board_shim as board_shim
-
-    for module_name in ("brainflow.board_shim", "brainflow.data_filter", "brainflow.ml_model"):
-        module = importlib.import_module(module_name)
-        if getattr(module, "files", None) is importlib.resources.files:
-            module.files = _files_of_module_or_package
-    return board_shim
-
-
-_board_shim = _load_brainflow()
-BoardShim = _board_shim.BoardShim
-BoardIds = _board_shim.BoardIds
-BrainFlowError = _board_shim.BrainFlowError
-BrainFlowInputParams = _board_shim.BrainFlowInputParams
-BrainFlowPresets = _board_shim.BrainFlowPresets
-IpProtocolTypes = _board_shim.IpProtocolTypes
-from brainflow.exit_codes import BrainFlowExitCodes  # noqa: E402
 
 # Board-description keys whose rows go to the AUX stream (everything else but EEG is dropped:
 # ECG/EMG/EOG alias the EEG rows, "other" rows are undocumented board internals).
