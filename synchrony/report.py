@@ -212,7 +212,8 @@ def _matrices_figure(result: dict[str, Any], metric: str) -> str:
             z = cell.get("z")
             ax.text(left + n_b / 2, top - 0.3, f"{cell['mean']:.3f}" + (f" z {z:.1f}" if z is not None else ""),
                     ha="center", va="bottom", fontsize=6)
-    image = ax.imshow(mosaic, cmap="viridis", aspect="auto", interpolation="nearest")
+    image = ax.imshow(mosaic[:-gap, :-gap], cmap="viridis", aspect="auto", interpolation="nearest")
+    ax.set_ylim(mosaic.shape[0] - gap - 0.5, -gap)  # room above the first row for its labels
     if dots_x:
         ax.plot(dots_x, dots_y, "r.", ms=1.5)
     ax.set_xticks([j * (n_b + gap) + n_b / 2 for j in range(len(bands))], bands, fontsize=8)
