@@ -202,3 +202,25 @@ def test_recorded_file_epochs_per_condition(tmp_path):
     block = alpha.blocks[0]
     assert block.rate == 50.0 and block.epoch_samples == 100
     np.testing.assert_array_equal(block.zb[:, block.starts[3] : block.starts[3] + 100], alpha.zb[3])
+
+
+def test_analysis_rate_keeps_every_metric_within_a_hundredth(tmp_path):
+    """Metrics on the analytic signal at >= 4 samples per period of the band's upper edge agree with
+    full-rate values (the decimation documented in synchrony.segments)."""
+    from tests.synchrony.xdf_fixtures import write_simulated_xdf
+
+    path = write_simulated_xdf(tmp_path / "sim.xdf", [("cooperation", 40.0)], rate=500.0, seed=3,
+                               channel_names=("Fz", "Cz", "Pz", "Oz", "C3", "C4"))
+    recording = load_dyad(path)
+    aligned = seg.align_dyad(recording.a, recording.b)
+    blocks, _ = seg.blocks_from_markers(recording.markers, 1e12)
+    plans = seg.plan_epochs(aligned, blocks, 2.0)
+    used = np.ones(6, bool)
+    full = seg.condition_epochs(aligned, plans, [p.valid for p in plans], 2.0, seg.DEFAULT_BANDS, used, used, decimate=False)
+    fast = seg.condition_epochs(aligned, plans, [p.valid for p in plans], 2.0, seg.DEFAULT_BANDS, used, used)
+    for band in seg.DEFAULT_BANDS:
+        assert fast[band].za.shape[2] < full[band].za.shape[2]
+        exact = inter_brain_connectivity(full[band].za, full[band].zb)
+        approx = inter_brain_connectivity(fast[band].za, fast[band].zb)
+        for metric in exact:
+            assert abs(np.mean(approx[metric]) - np.mean(exact[metric])) < 0.01, (band, metric)
