@@ -580,7 +580,7 @@ def _stop_bridge(bridge: Any) -> None:
 
 def _preflight(state: _SessionState, bridges: list[Any]) -> None:
     """Check both EEG streams and the marker stream; raise :class:`PreflightFailed` if not ready."""
-    from acquisition.preflight import PreflightConfig, run_preflight
+    from acquisition.preflight import ChannelThresholds, PreflightConfig, run_preflight
 
     protocol = state.protocol
     settings = protocol.preflight
@@ -590,6 +590,8 @@ def _preflight(state: _SessionState, bridges: list[Any]) -> None:
         participants=tuple(p.label for p in state.runner.participants),
         duration_s=settings.seconds,
         line_freq=float(settings.line_frequency),
+        max_bad_channels=settings.max_bad_channels,
+        thresholds=ChannelThresholds(noisy_std_uv=settings.noisy_std_uv),
     )
     state.status("preflight", f"checking both participants' signals for {settings.seconds:g} s")
     report = run_preflight(config)

@@ -275,6 +275,10 @@ class PreflightSettings(_Strict):
     enabled: bool = True
     seconds: float = Field(default=3.0, gt=0, description="How long to measure each stream.")
     line_frequency: Literal[50, 60] = 50
+    noisy_std_uv: float = Field(
+        default=100.0, gt=0, description="A channel whose standard deviation exceeds this (µV, 1 Hz high-passed) is noisy."
+    )
+    max_bad_channels: int = Field(default=0, ge=0, description="Bad channels tolerated per participant (then warnings).")
 
 
 class QuickCheckSettings(_Strict):
