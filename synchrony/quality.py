@@ -3,8 +3,8 @@
 Every threshold is a field of :class:`QualityThresholds`, documented there and in
 ``docs/quickcheck-schema.md``; the JSON report carries the values used.
 
-Channel statistics are computed on a 1-Hz high-passed copy of each channel (zero-phase
-Butterworth, order 2), so electrode offsets (DC) do not count as signal.
+Channel standard deviations are taken above 1 Hz, from each channel's Welch spectrum (2-s
+segments, mean removed per segment), so electrode offsets and slow drifts do not count as signal.
 """
 
 from __future__ import annotations
@@ -133,7 +133,6 @@ def _channels(p: ParticipantEeg, th: QualityThresholds) -> tuple[dict[str, Any],
     """Per-channel checks; also returns the Welch PSD (n_channels, n_freqs) and its frequencies."""
     fs = p.nominal_rate
     n_channels = p.data.shape[0]
-    highpass = signal.butter(2, 1.0, btype="highpass", fs=fs, output="sos")
     nperseg = int(min(p.n_samples, round(2 * fs)))
     std = np.zeros(n_channels)
     repeat = np.zeros(n_channels)
@@ -150,16 +149,16 @@ def _channels(p: ParticipantEeg, th: QualityThresholds) -> tuple[dict[str, Any],
             continue
         if not finite.all():
             x[~finite] = np.median(x[finite])
-        y = signal.sosfiltfilt(highpass, x) if x.size > 30 else x - x.mean()
-        std[c] = float(y[finite].std())
         repeat[c] = float(np.mean(np.diff(x) == 0)) if x.size > 1 else 1.0
         lo, hi = x[finite].min(), x[finite].max()
         railed[c] = float(np.mean((x[finite] == lo) | (x[finite] == hi))) if hi > lo else 0.0
-        f, pxx = signal.welch(y, fs=fs, nperseg=nperseg)
+        f, pxx = signal.welch(x, fs=fs, nperseg=nperseg, detrend="constant")
         if psd is None:
             psd = np.full((n_channels, f.size), np.nan)
             freqs = f
         psd[c] = pxx
+        # Standard deviation above 1 Hz, from the spectrum (no filtering pass over the data).
+        std[c] = float(np.sqrt(np.sum(pxx[f >= 1.0]) * (f[1] - f[0]))) if f.size > 1 else float(x.std())
     if psd is None:
         psd = np.full((n_channels, 1), np.nan)
     microvolts = p.unit.lower() in ("microvolts", "uv", "µv")
