@@ -346,6 +346,13 @@ def run_check(
             except seg.SegmentationError as error:
                 raise QuickCheckError(str(error)) from error
             warnings.extend(aligned.notes)
+            too_high = [f"{name} {low:g}-{high:g} Hz" for name, (low, high) in band_map.items() if high >= 0.45 * aligned.rate]
+            if too_high:
+                raise QuickCheckError(
+                    f"Band(s) {', '.join(too_high)} reach the Nyquist frequency of the data ({aligned.rate / 2:g} Hz at "
+                    f"{aligned.rate:g} Hz); choose bands below {0.45 * aligned.rate:g} Hz with --bands (e.g. --bands "
+                    "theta=4-7,alpha=8-12,beta=13-30)."
+                )
             span = (aligned.start, aligned.start + (aligned.n_samples - 1) / aligned.rate)
             try:
                 blocks, block_source, block_warnings = _conditions_and_blocks(recording, conditions, span)

@@ -117,6 +117,14 @@ def test_same_seed_same_result(tmp_path):
     assert first["conditions"] == second["conditions"]
 
 
+def test_bands_beyond_the_data_rate_are_refused(tmp_path):
+    path = write_dyad_xdf(tmp_path / "slow.xdf", DyadSpec(blocks=SHORT, rate_a=100.0, rate_b=100.0))
+    with pytest.raises(QuickCheckError, match=r"gamma 30-45 Hz reach the Nyquist frequency .*--bands"):
+        run_check(path, n_surrogates=0, progress=False)
+    result = run_check(path, n_surrogates=0, progress=False, bands="alpha=8-12")
+    assert list(result["conditions"]["rest"]) == ["n_epochs", "n_epochs_planned", "duration_s", "blocks", "alpha"]
+
+
 def test_one_eeg_stream(tmp_path):
     path = write_dyad_xdf(tmp_path / "one.xdf", DyadSpec(blocks=SHORT, eeg_streams=1))
     with pytest.raises(XdfLoadError, match=r"1 EEG stream\(s\), a dyad check needs two"):
