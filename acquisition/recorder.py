@@ -30,6 +30,7 @@ How it records (see ``docs/architecture.md`` and the XDF/LSL reference, sections
 from __future__ import annotations
 
 import configparser
+import importlib.metadata
 import logging
 import os
 import threading
@@ -579,7 +580,7 @@ class LslRecorder:
         if not 0 < boundary_interval <= 10:
             raise ValueError(f"boundary_interval must be in (0, 10] seconds, got {boundary_interval}")
         self.file_metadata = dict(file_metadata or {})
-        self.file_metadata.setdefault("recorder", "dyadlab.acquisition.recorder")
+        self.file_metadata.setdefault("recorder", _recorder_name())
         self.wait_for_streams = wait_for_streams
         self.boundary_interval = boundary_interval
         self.offset_interval = offset_interval
@@ -658,8 +659,8 @@ class LslRecorder:
                         f"{selector.label} was found but could not be opened within {_OPEN_TIMEOUT:g} s "
                         f"({type(exc).__name__}); is its outlet still running?"
                     ) from exc
-                writer.add_stream(stream.stream_id, full_info.as_xml())
                 self._streams.append(stream)
+                writer.add_stream(stream.stream_id, full_info.as_xml())
         except BaseException:
             # Nothing but headers was written: leave no half-made recording behind.
             writer.close()
@@ -807,6 +808,7 @@ class LslRecorder:
 
     def _resolve_at_start(self) -> list[tuple[StreamSelector, pylsl.StreamInfo]]:
         """Wait until every required selector matches exactly one stream (or the wait ends)."""
+        self._pending = []
         resolvers = {s: pylsl.ContinuousResolver(pred=s.query, forget_after=_FORGET_AFTER) for s in self.selectors}
         began = time.monotonic()
         ready_since: float | None = None
@@ -908,6 +910,13 @@ class LslRecorder:
             self._pending.remove(selector)
         stream.start_thread()
         logger.info("late %s added as stream id %d (%r)", selector.label, stream.stream_id, full_info.name())
+
+
+def _recorder_name() -> str:
+    try:
+        return f"dyadlab {importlib.metadata.version('dyadlab')} (pylsl {pylsl.__version__}, liblsl {pylsl.library_version()})"
+    except importlib.metadata.PackageNotFoundError:
+        return f"dyadlab (pylsl {pylsl.__version__}, liblsl {pylsl.library_version()})"
 
 
 def _distinct(infos: Sequence[pylsl.StreamInfo]) -> list[pylsl.StreamInfo]:

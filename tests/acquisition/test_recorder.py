@@ -94,7 +94,11 @@ def test_round_trip_all_formats_and_markers(tmp_path: Path, unique_id: str) -> N
                                    channels=channels, rate=100.0)
     outlets["string"] = make_outlet(f"rt-string-{unique_id}", f"rt-string-{unique_id}", channel_format="string",
                                     channels=1, rate=0.0, stream_type="Markers")
+    # A marker stream that never sends anything (LabRecorder once froze on those) is recorded too.
+    silent = make_outlet(f"rt-silent-{unique_id}", f"rt-silent-{unique_id}", channel_format="string",
+                         stream_type="Markers")
     selectors = [StreamSelector(source_id=f"rt-{fmt}-{unique_id}") for fmt in outlets]
+    selectors.append(StreamSelector(source_id=f"rt-silent-{unique_id}"))
     path = tmp_path / "roundtrip.xdf"
     recorder = LslRecorder(path, selectors, file_metadata={"study": "roundtrip"})
     recorder.start()
@@ -119,7 +123,11 @@ def test_round_trip_all_formats_and_markers(tmp_path: Path, unique_id: str) -> N
 
     assert summary.ok, summary.problems
     streams = load_raw(path)
-    assert len(streams) == len(outlets)
+    assert len(streams) == len(outlets) + 1
+    empty = streams[f"rt-silent-{unique_id}"]
+    assert len(empty["time_stamps"]) == 0 and int(empty["footer"]["info"]["sample_count"][0]) == 0
+    assert len(empty["clock_times"]) >= 2
+    del silent
     for fmt, (stamps, values) in pushed.items():
         stream = streams[f"rt-{fmt}-{unique_id}"]
         assert stream["info"]["channel_format"][0] == fmt
@@ -144,7 +152,7 @@ def test_round_trip_all_formats_and_markers(tmp_path: Path, unique_id: str) -> N
     # The default (synchronizing, dejittering) load works as well.
     synced, header = pyxdf.load_xdf(str(path))
     assert header["info"]["study"] == ["roundtrip"]
-    assert len(synced) == len(outlets)
+    assert len(synced) == len(outlets) + 1
 
 
 # ------------------------------------------------------------------------------------------

@@ -57,19 +57,24 @@ def _values(stream: dict) -> np.ndarray:
 
 def test_record_for_a_duration_prints_what_it_wrote(tmp_path: Path, unique_id: str) -> None:
     outlet = make_outlet(f"cli-{unique_id}", f"cli-{unique_id}", channels=2, rate=250.0)
+    by_predicate = make_outlet(f"cli-markers-{unique_id}", f"cli-mk-{unique_id}", channel_format="string",
+                               stream_type="Markers")
     pusher = NumberedPusher(outlet, 250.0).start()
     path = tmp_path / "cli.xdf"
     try:
         result = CliRunner().invoke(
-            record, ["--source-id", f"cli-{unique_id}", "--out", str(path), "--duration", "1.5",
-                     "--meta", "study=pilot", "--meta", "dyad=d01"],
+            record, ["--source-id", f"cli-{unique_id}", "--predicate", f"name='cli-markers-{unique_id}' and type='Markers'",
+                     "--out", str(path), "--duration", "1.5", "--meta", "study=pilot", "--meta", "dyad=d01"],
         )
     finally:
         pusher.stop()
     assert result.exit_code == 0, result.output
     assert f"cli-{unique_id}" in result.output and "footer written" in result.output
-    streams, header = pyxdf.load_xdf(str(path), synchronize_clocks=False, dejitter_timestamps=False)
+    assert f"cli-markers-{unique_id}" in result.output and "0 samples" in result.output
+    loaded, header = pyxdf.load_xdf(str(path), synchronize_clocks=False, dejitter_timestamps=False)
     assert header["info"]["study"] == ["pilot"] and header["info"]["dyad"] == ["d01"]
+    streams = [s for s in loaded if s["info"]["name"][0] == f"cli-{unique_id}"]
+    assert len(loaded) == 2 and len(streams) == 1
     samples = len(streams[0]["time_stamps"])
     assert 250 < samples < 1000
     offsets = len(streams[0]["clock_times"])
@@ -99,7 +104,8 @@ def test_record_needs_a_selection(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--source-id" in result.output
 
 
-def test_sigterm_stops_gracefully_and_loses_nothing(tmp_path: Path, unique_id: str) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_gracefully_and_loses_nothing(tmp_path: Path, unique_id: str, signum: int) -> None:
     outlet = make_outlet(f"term-{unique_id}", f"term-{unique_id}", channels=2, rate=500.0)
     pusher = NumberedPusher(outlet, 500.0, block=5).start()
     path = tmp_path / "term.xdf"
@@ -107,7 +113,7 @@ def test_sigterm_stops_gracefully_and_loses_nothing(tmp_path: Path, unique_id: s
         process, _ = _start_recording_process(["--source-id", f"term-{unique_id}", "--out", str(path)])
         time.sleep(1.5)
         pushed_before = pusher.count
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=30)
     finally:
         pusher.stop()
