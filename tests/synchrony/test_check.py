@@ -110,6 +110,16 @@ def test_html_report_is_self_contained_with_the_verdict_first(coupled):
     assert "cooperation / alpha" in page
 
 
+def test_zero_lag_coupling_is_flagged_as_possible_common_mode(tmp_path):
+    """A shared signal with no lag (like a common reference) raises PLV but not wPLI."""
+    spec = DyadSpec(blocks=[("rest", 30.0), ("cooperation", 30.0)], coupling_lag=0.0, coupled={"cooperation": (9.0, 11.0, 6.0)})
+    path = write_dyad_xdf(tmp_path / "zerolag.xdf", spec)
+    result = run_check(path, n_surrogates=60, bands="alpha=8-12", progress=False)
+    flagged = result["diagnostics"]["common_mode"]
+    assert [(f["condition"], f["band"]) for f in flagged] == [("cooperation", "alpha")]
+    assert any("common-mode" in w and "cooperation/alpha" in w for w in result["warnings"])
+
+
 def test_same_seed_same_result(tmp_path):
     path = write_dyad_xdf(tmp_path / "s.xdf", DyadSpec(blocks=SHORT))
     first = run_check(path, n_surrogates=20, seed=5, progress=False, bands="alpha=8-12", metrics=("plv",))
