@@ -48,6 +48,7 @@ from pylsl.util import LostError as LslLostError
 from pylsl.util import TimeoutError as LslTimeoutError
 
 from acquisition.xdf import NUMERIC_FORMATS, XdfWriter
+from acquisition.xdf import _file_header_xml  # the writer's own FileHeader validation
 
 __all__ = [
     "AmbiguousStreamError",
@@ -581,6 +582,8 @@ class LslRecorder:
             raise ValueError(f"boundary_interval must be in (0, 10] seconds, got {boundary_interval}")
         self.file_metadata = dict(file_metadata or {})
         self.file_metadata.setdefault("recorder", _recorder_name())
+        # Bad metadata keys must fail now, not after waiting for the streams.
+        _file_header_xml(self.file_metadata)
         self.wait_for_streams = wait_for_streams
         self.boundary_interval = boundary_interval
         self.offset_interval = offset_interval

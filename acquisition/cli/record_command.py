@@ -99,8 +99,13 @@ def record(
     """Record the selected LSL streams into one XDF file.
 
     Select every stream explicitly (nothing is recorded "because it is on the network").
-    Example: dyadlab record --source-id dyadlab.pilot.d01.A.eeg --source-id dyadlab.pilot.d01.markers
-    --out d01.xdf --duration 600
+    Stops after --duration, or on Ctrl+C / SIGTERM, after draining every stream up to that moment.
+
+    \b
+    Example:
+      dyadlab record --source-id dyadlab.pilot.d01.A.eeg \\
+        --source-id dyadlab.pilot.d01.B.eeg --source-id dyadlab.pilot.d01.markers \\
+        --out d01.xdf --meta study=pilot --meta dyad=d01
     """
     # soft_wrap: long paths, ids and messages stay on one line (readable, and greppable in logs)
     console = Console(soft_wrap=True)

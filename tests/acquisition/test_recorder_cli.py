@@ -159,3 +159,12 @@ def test_kill_9_leaves_a_readable_file_with_all_but_the_last_second(tmp_path: Pa
         # Every sample pushed up to 1 s before the kill is in the file.
         assert stamps[-1] >= killed_at - 1.0, f"{name}: last sample {killed_at - stamps[-1]:.2f} s before the kill"
         assert len(stream["clock_times"]) >= 1
+
+
+def test_record_rejects_bad_metadata_before_waiting(tmp_path: Path) -> None:
+    path = tmp_path / "meta.xdf"
+    result = CliRunner().invoke(record, ["--source-id", "x", "--out", str(path), "--meta", "bad key=1"])
+    assert result.exit_code == 2 and "not a valid XML element name" in result.output
+    result = CliRunner().invoke(record, ["--source-id", "x", "--out", str(path), "--meta", "novalue"])
+    assert result.exit_code == 2 and "key=value" in result.output
+    assert not path.exists()
