@@ -321,15 +321,12 @@ def _participant(label: str, stream: dict) -> ParticipantEeg:
         None,
     )
     package_index = next((i for i, lab in enumerate(labels_lower) if lab in PACKAGE_CHANNEL_LABELS), None)
-    if any(types):
-        eeg_index = [i for i, t in enumerate(types) if t == "eeg"]
-        if not eeg_index:
-            raise XdfLoadError(
-                f"Participant {label}'s stream {_identity(stream)} declares no channel of type EEG "
-                f"(types: {sorted(set(types))})."
-            )
-    else:
+    eeg_index = [i for i, t in enumerate(types) if t == "eeg"]
+    if not eeg_index:
+        # No channel typed EEG (untyped, or e.g. "ExG"): every channel but marker and counter.
         eeg_index = [i for i in range(values.shape[1]) if i not in (marker_index, package_index)]
+    if not eeg_index:
+        raise XdfLoadError(f"Participant {label}'s stream {_identity(stream)} holds no EEG channel (only marker/counter channels).")
     excluded = [channels[i]["label"] for i in range(values.shape[1]) if i not in eeg_index]
     units = {channels[i]["unit"] for i in eeg_index} - {""}
     footer = stream.get("footer", {}).get("info") if isinstance(stream.get("footer"), dict) else None
