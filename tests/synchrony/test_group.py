@@ -1,0 +1,262 @@
+"""Group and longitudinal level (``synchrony.group``, ``dyadlab group``) on real XDF sessions.
+
+Sessions are written with dyadlab's XDF writer through ``xdf_fixtures`` (known coupling: a shared
+alpha source in the coupled conditions only). ``xdf_fixtures`` writes fixed participant ids and no
+session number, so :func:`_write_session` swaps in the ids, roles and header ``session`` field a
+real protocol run writes (same writer, same stream metadata helpers).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from acquisition.streams import ParticipantInfo
+from acquisition.xdf import XdfWriter
+from synchrony.check import run_check
+from synchrony.group import (
+    SCHEMA_VERSION,
+    GroupError,
+    LayoutMismatchError,
+    pooled_group_p,
+    real_vs_pseudo,
+    run_group,
+    session_summary,
+    trend,
+)
+from synchrony.group_command import group
+from tests.synchrony import xdf_fixtures
+
+BANDS = "theta=4-7,alpha=8-12"
+METRICS = ("plv", "wpli")
+N_SURROGATES = 30
+BLOCKS = [("rest", 12.0), ("cooperation", 20.0)]
+
+
+def _write_session(path, *, dyad, ids, roles, session, coupling, seed, blocks=BLOCKS, n_channels=2):
+    """One session XDF; ``coupling`` is the alpha amplitude (µV) of the shared source in cooperation."""
+    spec = xdf_fixtures.DyadSpec(
+        blocks=blocks, coupled={"cooperation": (9.0, 11.0, coupling)} if coupling else {},
+        n_channels=n_channels, seed=seed, dyad=dyad,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(xdf_fixtures, "ParticipantInfo", lambda label, _id, _role: ParticipantInfo(label, ids[label], roles[label]))
+        patch.setattr(
+            xdf_fixtures, "XdfWriter",
+            lambda target, file_metadata: XdfWriter(target, file_metadata={**file_metadata, "session": str(session)}),
+        )
+        return xdf_fixtures.write_dyad_xdf(path, spec)
+
+
+def _four_dyads(folder, coupling):
+    """Four different dyads (patient + therapist each), coupled in cooperation/alpha when ``coupling``.
+
+    Four, because with three (6 pseudo-dyads) the permutation's smallest p, 1 / C(9, 3) = 0.012, cannot
+    survive FDR over 8 cells; with four it is 1 / C(16, 4) = 0.0005.
+    """
+    return [
+        _write_session(folder / f"dyad{k}.xdf", dyad=f"d{k}", ids={"A": f"pat-{k}", "B": f"ther-{k}"},
+                       roles={"A": "patient", "B": "therapist"}, session=1, coupling=coupling, seed=20 + k)
+        for k in range(4)
+    ]
+
+
+@pytest.fixture(scope="module")
+def coupled(tmp_path_factory):
+    """The command end to end on three coupled dyads: its JSON, HTML and terminal output."""
+    folder = tmp_path_factory.mktemp("group-coupled")
+    paths = _four_dyads(folder, coupling=6.0)
+    result = CliRunner().invoke(group, [
+        *map(str, paths), "--json", str(folder / "group.json"), "--report", str(folder / "group.html"),
+        "--bands", BANDS, "--metrics", ",".join(METRICS), "--surrogates", str(N_SURROGATES), "--seed", "3", "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    return json.loads((folder / "group.json").read_text()), folder, result.output, paths
+
+
+def test_real_dyads_beat_pseudo_dyads_only_where_coupled(coupled):
+    report, _, _, _ = coupled
+    group_result = report["real_vs_pseudo"]
+    assert group_result["available"]
+    assert group_result["channels"] == {"A": ["Fz", "Cz"], "B": ["Fz", "Cz"]}
+    for condition in ("rest", "cooperation"):
+        entry = group_result["conditions"][condition]
+        assert (entry["n_real"], entry["n_pseudo"]) == (4, 12)
+        assert all(pair["a_from"] != pair["b_from"] for pair in entry["pseudo_pairs"])
+        for band in ("theta", "alpha"):
+            for metric in METRICS:
+                cell = entry[band][metric]
+                if (condition, band) == ("cooperation", "alpha"):
+                    assert cell["significant"] and cell["p_fdr"] < 0.01
+                    assert cell["real_mean"] > cell["pseudo_mean"] + 0.1
+                    assert min(cell["real"]) > max(cell["pseudo"])
+                else:
+                    assert not cell["significant"] and cell["p_fdr"] > 0.05
+    assert group_result["fdr"]["n_tests"] == 8
+    assert group_result["notes"] == []  # 4 dyads: enough resolution, nothing to caution about
+
+
+def test_real_dyad_values_are_the_quick_check_means(coupled):
+    """The group's real-dyad values come from the same epochs and channels as each session's quick-check."""
+    report, _, _, _ = coupled
+    by_file = {s["file"]: s for s in report["sessions"]}
+    for condition, entry in report["real_vs_pseudo"]["conditions"].items():
+        for k, real in enumerate(entry["real_dyads"]):
+            session = by_file[real["session"]]
+            assert real["n_epochs"] == session["conditions"][condition]["n_epochs"]
+            for band in ("theta", "alpha"):
+                for metric in METRICS:
+                    quick_check = session["conditions"][condition][band][metric]["mean"]
+                    assert entry[band][metric]["real"][k] == pytest.approx(quick_check, rel=1e-6)
+
+
+def test_session_summaries_carry_identity_and_order(coupled):
+    report, _, _, _ = coupled
+    assert report["schema_version"] == SCHEMA_VERSION
+    sessions = report["sessions"]
+    assert [s["order"] for s in sessions] == [1, 2, 3, 4]
+    first = sessions[0]
+    assert first["participants"]["A"]["role"] == "patient" and first["participants"]["B"]["role"] == "therapist"
+    assert first["session_number"] == 1 and first["kind"] == "xdf" and first["datetime"]
+    cell = first["conditions"]["cooperation"]["alpha"]["plv"]
+    assert cell["corrected"] == pytest.approx(cell["mean"] - cell["null_mean"])
+    assert cell["z"] > 3
+    assert report["skipped"] == []
+    # Every participant appears once: no longitudinal view.
+    assert report["longitudinal"]["participants"] == {}
+
+
+def test_html_is_self_contained_and_terminal_shows_tables(coupled):
+    _, folder, output, _ = coupled
+    page = (folder / "group.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.count("data:image/png;base64,") >= 1
+    assert not re.search(r"""(src|href)=["']?https?://""", page)
+    assert "Real dyads vs pseudo-dyads" in page
+    assert "Real dyads vs pseudo-dyads" in output and "cooperation" in output
+
+
+def test_no_coupling_anywhere_is_not_detected(tmp_path):
+    paths = _four_dyads(tmp_path, coupling=0.0)
+    report = run_group(paths, bands=BANDS, metrics=METRICS, n_surrogates=N_SURROGATES, seed=5)
+    cells = [
+        entry[band][metric]
+        for entry in report["real_vs_pseudo"]["conditions"].values() for band in ("theta", "alpha") for metric in METRICS
+    ]
+    assert len(cells) == 8
+    assert not any(cell["significant"] for cell in cells)
+    assert all(abs(cell["difference"]) < 0.1 for cell in cells)
+
+
+@pytest.fixture(scope="module")
+def patient_sessions(tmp_path_factory):
+    """One patient over sessions: therapist coupling rises 0 -> 6 µV over sessions 1-4, strangers never couple.
+
+    Written to quick-check JSONs (``dyadlab check --json``), the other input ``dyadlab group`` takes.
+    """
+    folder = tmp_path_factory.mktemp("group-patient")
+    plan = [("pt", "ther-1", "therapist", s, amp) for s, amp in zip((1, 2, 3, 4), (0.0, 2.0, 4.0, 6.0))]
+    plan += [(f"ps{s}", f"str-{s}", "stranger", s, 0.0) for s in (1, 2, 3)]
+    files = []
+    for k, (dyad, partner, role, session, amplitude) in enumerate(plan):
+        xdf = _write_session(
+            folder / f"{dyad}-ses{session}.xdf", dyad=dyad, ids={"A": "pat-7", "B": partner},
+            roles={"A": "patient", "B": role}, session=session, coupling=amplitude, seed=40 + k,
+            blocks=[("cooperation", 20.0)],
+        )
+        files.append(folder / f"{dyad}-ses{session}.json")
+        run_check(xdf, bands="alpha=8-12", metrics=["plv"], n_surrogates=N_SURROGATES, json_out=files[-1],
+                  seed=k, progress=False)
+    return files
+
+
+def test_longitudinal_trend_rises_with_the_therapist_only(patient_sessions):
+    report = run_group(patient_sessions, bands="alpha=8-12", metrics=["plv"], seed=1)
+    assert not report["real_vs_pseudo"]["available"]
+    assert "quick-check JSONs hold summaries only" in report["real_vs_pseudo"]["reason"]
+    person = report["longitudinal"]["participants"]["pat-7"]
+    assert person["n_sessions"] == 7 and person["x_axis"].startswith("session number")
+    therapist = person["by_partner_type"]["therapist"]["series"]["cooperation"]["alpha"]["plv"]
+    stranger = person["by_partner_type"]["stranger"]["series"]["cooperation"]["alpha"]["plv"]
+    assert therapist["x"] == [1, 2, 3, 4] and stranger["x"] == [1, 2, 3]
+    assert therapist["trend"]["slope"] > 0.05  # corrected PLV per session
+    # Four sessions: the 95 % interval is wide (it may reach below 0), but it brackets the slope.
+    assert therapist["trend"]["ci_low"] <= therapist["trend"]["slope"] <= therapist["trend"]["ci_high"]
+    assert therapist["trend"]["descriptive_only"]
+    assert abs(stranger["trend"]["slope"]) < therapist["trend"]["slope"] / 3
+    # The therapist partners are the ones who are followed too (one id, four sessions).
+    assert report["longitudinal"]["participants"]["ther-1"]["by_partner_type"]["patient"]["series"]["cooperation"]["alpha"]["plv"]["x"] == [1, 2, 3, 4]
+    z_report = run_group(patient_sessions[:4], bands="alpha=8-12", metrics=["plv"], trend_value="z")
+    z_trend = z_report["longitudinal"]["participants"]["pat-7"]["by_partner_type"]["therapist"]["series"]["cooperation"]["alpha"]["plv"]["trend"]
+    assert z_trend["slope"] > 0
+
+
+def test_unreadable_input_is_skipped_with_its_name_or_stops_when_strict(patient_sessions, tmp_path):
+    broken = tmp_path / "broken.xdf"
+    broken.write_bytes(b"this is not an XDF file")
+    report = run_group([broken, *patient_sessions[:2]], bands="alpha=8-12", metrics=["plv"])
+    assert [s["path"] for s in report["skipped"]] == [str(broken)]
+    assert any(w.startswith("broken.xdf was skipped") for w in report["warnings"])
+    assert len(report["sessions"]) == 2
+    with pytest.raises(GroupError, match="broken.xdf"):
+        run_group([broken, *patient_sessions[:2]], bands="alpha=8-12", metrics=["plv"], strict=True)
+    not_a_report = tmp_path / "other.json"
+    not_a_report.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(GroupError, match="Only 1 of 2 input"):
+        run_group([not_a_report, patient_sessions[0]], bands="alpha=8-12", metrics=["plv"])
+
+
+def test_fewer_than_two_recordings_is_explained(coupled):
+    _, _, _, paths = coupled
+    with pytest.raises(GroupError, match="at least 2 recordings"):
+        run_group(paths[:1])
+    result = CliRunner().invoke(group, [str(paths[0])])
+    assert result.exit_code == 1 and "pseudo-dyads pair participant A of one" in result.output
+
+
+def test_mismatched_channel_sets_stop_the_analysis(coupled, tmp_path):
+    _, _, _, paths = coupled
+    wider = _write_session(tmp_path / "wider.xdf", dyad="d9", ids={"A": "x", "B": "y"}, roles={"A": "patient", "B": "therapist"},
+                           session=1, coupling=0.0, seed=9, n_channels=3)
+    with pytest.raises(LayoutMismatchError, match=r"channels differ between dyad0.xdf .* wider.xdf.*only in the second \['Pz'\]"):
+        run_group([paths[0], wider], bands="alpha=8-12", metrics=["plv"], n_surrogates=0)
+
+
+def test_one_dyad_only_has_no_pseudo_dyads(coupled):
+    report, _, _, _ = coupled
+    same = [dict(s, dyad="d0") for s in report["sessions"][:2]]
+    with pytest.raises(GroupError, match="two different dyads"):
+        real_vs_pseudo(same, [None, None], bands=["alpha"], metrics=["plv"], rng=np.random.default_rng(0))
+
+
+def test_group_p_holds_its_level_with_few_recordings():
+    """Null calibration of the real-vs-pseudo p with 3 recordings (6 pseudo-dyads), exchangeable values.
+
+    Drawing the reference means from the pseudo-dyads alone rejects about 20 % of these null cases at
+    p < 0.05; the pooled permutation must stay near 5 % (binomial 99.9 % bound for 400 draws: 0.09).
+    """
+    rng = np.random.default_rng(7)
+    rejections = 0
+    for _ in range(400):
+        values = rng.standard_normal(9)
+        rejections += pooled_group_p(values[:3], values[3:], n_resamples=300, rng=rng) < 0.05
+    assert rejections / 400 < 0.09
+    strong = pooled_group_p(np.array([3.0, 3.1, 3.2]), rng.standard_normal(6), n_resamples=2000, rng=rng)
+    assert strong == pytest.approx(1 / 84, abs=0.006)  # the smallest attainable p: 1 / C(9, 3)
+
+
+def test_session_summary_rejects_other_json():
+    with pytest.raises(GroupError, match="not a quick-check report"):
+        session_summary({"file": {"name": "x"}}, source="x.json")
+
+
+def test_trend_recovers_a_known_slope_and_refuses_too_few_points():
+    fit = trend([1, 2, 3, 4, 5, 6], [0.1, 0.3, 0.5, 0.7, 0.9, 1.1])
+    assert fit["slope"] == pytest.approx(0.2) and fit["ci_low"] == pytest.approx(0.2) and fit["descriptive_only"]
+    short = trend([1, 2], [0.0, 1.0])
+    assert short["slope"] is None and "at least 3" in short["note"]
+    assert trend([1, 2, 3, 4], [0.0, None, 0.2, float("nan")])["n"] == 2
