@@ -353,7 +353,7 @@ class _SessionState:
             "dyad": protocol.dyad,
             "session": str(protocol.session),
             "protocol": protocol.name,
-            "complete_see": self.files["session"].name,
+            "session_record": self.files["session"].name,
         }
         recorder = LslRecorder(self.files["xdf"], selectors, file_metadata=metadata)
         recorder.start()
