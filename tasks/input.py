@@ -114,31 +114,39 @@ class KeyReader:
                 self.backend,
             )
         self._held: list[Any] = []  # presses already reported and not yet released
+        self._forget_held_keys()
+
+    def _forget_held_keys(self) -> None:
+        # PsychoPy's keyboard device (a process-wide singleton) pairs each key-up with the oldest
+        # still-down press of that key. clearEvents() discards queued key-ups but not that
+        # still-down list, so a press whose key-up was discarded (or came from an earlier
+        # context) would later take a new press's key-up and come back as a bogus, old press.
+        # Forgetting both lists makes keys held now produce nothing when released.
         self._keyboard.clearEvents()
+        still_down = getattr(self._keyboard.device, "_keysStillDown", None)
+        if still_down is not None:
+            still_down.clear()
+        self._held.clear()
 
     def clear(self) -> None:
-        """Forget presses that happened before now.
-
-        Presses already reported stay remembered: a key still held now will be released later,
-        and its release must not be mistaken for a new press.
-        """
-        self._keyboard.clearEvents()
-        del self._held[:-_MAX_HELD]
+        """Forget presses that happened before now; keys held now produce nothing when released."""
+        self._forget_held_keys()
 
     def read(self) -> list[KeyPress]:
         """Presses since the last call, in key-down order."""
         new = []
         for press in self._keyboard.getKeys(waitRelease=False, clear=True):
-            if not any(press is seen for seen in self._held):
-                self._held.append(press)
-                new.append(press)
+            if any(press is seen for seen in self._held):
+                continue
+            self._held.append(press)
+            new.append(press)
         del self._held[:-_MAX_HELD]
         for press in self._keyboard.getKeys(waitRelease=True, clear=True):
             reported = next((seen for seen in self._held if seen is press), None)
-            if reported is not None:
-                self._held.remove(reported)
-            else:
+            if reported is None:
                 new.append(press)
+            else:
+                self._held.remove(reported)
         presses = []
         for press in new:
             name = press.name[0] if isinstance(press.name, (list, tuple)) else press.name

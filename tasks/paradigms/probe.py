@@ -3,7 +3,7 @@
 The same short, standardised sequence runs at every session of a longitudinal study (therapy
 sessions and assessments), so that inter-brain synchrony can be compared across sessions with
 identical parameters. It runs three ordinary blocks, not a block around them, so conditions
-never nest: ``<block_id>-rest`` (``rest-eyes-open``), ``<block_id>-tapping`` (``tapping``) and
+never nest: ``<block_id>-rest`` (``rest``), ``<block_id>-tapping`` (``tapping``) and
 ``<block_id>-conversation`` (``conversation``). Default total: 2 min rest + about 30 s tapping
 + 3 min structured conversation.
 """

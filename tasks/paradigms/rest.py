@@ -1,7 +1,9 @@
 """Resting baselines: eyes open facing the partner, eyes closed, and separated.
 
-Conditions: ``rest-eyes-open``, ``rest-eyes-closed``, ``rest-separated``. The block's
-``block_start`` value says ``{"variant", "eyes", "facing", "duration_s"}``. In the separated
+Conditions: ``rest`` (eyes open, facing the partner: the standard baseline, the name the
+simulator and the quick-check treat as baseline), ``rest-eyes-closed`` and ``rest-separated``;
+a protocol may name the condition itself with ``condition``. The block's ``block_start`` value
+says ``{"variant", "eyes", "facing", "duration_s"}``. In the separated
 variant participants face away from each other (a screen or back to back, arranged by the
 experimenter) and look at a fixation cross (``fixation`` marker at onset).
 """
@@ -24,6 +26,7 @@ _INSTRUCTIONS = {
     "tells you the rest is over. Please do not talk.",
     "separated": "Resting, apart.\n\nYou are facing away from your partner.\nSit still, relax and look at the cross.",
 }
+_DEFAULT_CONDITION = {"eyes-open": "rest", "eyes-closed": "rest-eyes-closed", "separated": "rest-separated"}
 _SCREEN = {
     "eyes-open": "Rest\n\nlook at your partner",
     "eyes-closed": "Rest\n\neyes closed",
@@ -39,10 +42,13 @@ class RestParams(ParadigmParams):
     variant : "eyes-open" | "eyes-closed" | "separated"
     duration_s : float
         Rest length (shortened by the autopilot's speed).
+    condition : str or None
+        Analysis condition; default ``rest``, ``rest-eyes-closed`` or ``rest-separated``.
     """
 
     variant: Literal["eyes-open", "eyes-closed", "separated"] = "eyes-open"
     duration_s: float = Field(120.0, gt=0, le=3600)
+    condition: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 
 
 class Rest(Paradigm):
@@ -52,7 +58,9 @@ class Rest(Paradigm):
     Params: ClassVar[type[RestParams]] = RestParams
 
     def conditions(self, params: RestParams) -> list[str]:  # type: ignore[override]
-        return [f"rest-{params.variant}"]
+        if params.condition is not None:
+            return [params.condition]
+        return [_DEFAULT_CONDITION[params.variant]]
 
     def run(self, ctx: "TaskContext", params: RestParams, block_id: str) -> None:  # type: ignore[override]
         if params.show_instructions:

@@ -145,10 +145,27 @@ def test_instructions_wait_for_both_participants_or_the_operator(make_context, s
 
 
 def test_a_held_key_is_one_response(make_context, streams):
-    ctx = make_context(autopilot=AutopilotSettings(seed=1, key_hold=0.4))
+    """Keys held across many frames and beyond the X autorepeat delay (660 ms) count once."""
+    ctx = make_context(autopilot=AutopilotSettings(seed=1, key_hold=1.0))
     start = ctx.now()
     ctx.autopilot.press("l", start + 0.1)
     ctx.autopilot.press("a", start + 0.2)
-    _, responses = ctx.show(lambda view: view.text("x", "hold").draw(), duration=1.0)
+    _, responses = ctx.show(lambda view: view.text("x", "hold").draw(), duration=1.6)
     assert [(r.participant, r.key) for r in responses] == [("B", "l"), ("A", "a")]
     assert [m.participant for m, _ in streams.response_events()] == ["B", "A"]
+
+
+def test_a_key_released_between_contexts_does_not_come_back_as_a_press(make_context, streams):
+    """PsychoPy's keyboard is a process-wide singleton: a key-up lost when one context closes must
+    not pair with the next press of that key in the next context (a bogus press with an old time)."""
+    first = make_context(autopilot=AutopilotSettings(seed=1, key_hold=1.0))
+    first.autopilot.press("a", first.now() + 0.05)
+    _, held = first.show(lambda view: view.text("x", "hold").draw(), duration=0.4)
+    assert [r.key for r in held] == ["a"]
+    first.close()  # the autopilot releases the key as it stops
+    second = make_context(autopilot=AutopilotSettings(seed=1))
+    pressed_at = second.now() + 0.2
+    second.autopilot.press("a", pressed_at)
+    _, responses = second.show(lambda view: view.text("x", "again").draw(), duration=0.8)
+    assert [r.key for r in responses] == ["a"]
+    assert responses[0].t_down == pytest.approx(pressed_at, abs=0.05)

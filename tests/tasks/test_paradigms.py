@@ -54,7 +54,7 @@ def test_rest_variants_mark_their_conditions(make_context, streams, artifacts_di
         "block_start", "block_end",
     ]
     starts = [m for m, _ in markers if m.event == "block_start"]
-    assert [m.condition for m in starts] == ["rest-eyes-open", "rest-separated", "rest-eyes-closed"]
+    assert [m.condition for m in starts] == ["rest", "rest-separated", "rest-eyes-closed"]
     assert starts[2].value["eyes"] == "closed" and starts[1].value["facing"] is False
     # 20 s at autopilot speed 40 = 0.5 s of rest, measured between the flip-locked markers
     stamps = {m.block: [] for m, _ in markers}
@@ -125,7 +125,9 @@ def test_tapping_pacer_taps_and_csv(make_context, streams, artifacts_dir, partne
     assert [m.value["tick"] for m, _ in structure if m.event == "pacer"] == list(range(6))
     assert all(m.condition == condition for m, _ in markers if m.event != "instructions")
     ticks = [t for m, t in structure if m.event == "pacer"]
-    assert all(0.3 < b - a < 0.6 for a, b in zip(ticks, ticks[1:])), "pacer period drifted beyond Xvfb frame jitter"
+    # each flash is shown at the first frame after its scheduled time: a stalled frame on a loaded
+    # machine delays one flash, but the schedule does not drift
+    assert (ticks[-1] - ticks[0]) / 5 == pytest.approx(0.4, abs=0.06)
 
     rows = read_csv(ctx.csv_path)
     # presses on the instruction screen carry the block id but no condition: they are not taps
@@ -188,7 +190,7 @@ def test_probe_runs_rest_tapping_conversation(make_context, streams):
     run_block(ctx, "probe", params, "probe-1")
     markers = streams.markers()
     blocks = [(m.block, m.condition) for m, _ in markers if m.event == "block_start"]
-    assert blocks == [("probe-1-rest", "rest-eyes-open"), ("probe-1-tapping", "tapping"), ("probe-1-conversation", "conversation")]
+    assert blocks == [("probe-1-rest", "rest"), ("probe-1-tapping", "tapping"), ("probe-1-conversation", "conversation")]
     # blocks never nest: each block_end follows its own block_start
     open_block = None
     for marker, _ in markers:

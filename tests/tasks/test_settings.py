@@ -31,6 +31,7 @@ def test_registry_names_match_protocol_task_names():
         ("joint-press", {"mode": "collaboration"}, "mode"),
         ("rest", {"duration": 60}, "duration"),
         ("rest", {"variant": "eyes-half-open"}, "variant"),
+        ("rest", {"condition": "rest eyes"}, "condition"),
         ("tapping", {"period_s": 0.05}, "period_s"),
         ("conversation", {"turn_s": 90, "topic_s": 60}, "turn_s"),
         ("conversation", {"topics": []}, "topics"),
@@ -53,7 +54,9 @@ def test_conditions_per_paradigm():
     assert get_paradigm("rest").conditions(validate_params("rest", {"variant": "separated"})) == ["rest-separated"]
     assert get_paradigm("joint-press").conditions(validate_params("joint-press", {"mode": "competition"})) == ["competition"]
     assert get_paradigm("tapping").conditions(validate_params("tapping", {"partner": "computer"})) == ["tapping-computer"]
-    assert get_paradigm("probe").conditions(validate_params("probe", {})) == ["rest-eyes-open", "tapping", "conversation"]
+    assert get_paradigm("rest").conditions(validate_params("rest", {})) == ["rest"]
+    assert get_paradigm("rest").conditions(validate_params("rest", {"condition": "rest-back-to-back"})) == ["rest-back-to-back"]
+    assert get_paradigm("probe").conditions(validate_params("probe", {})) == ["rest", "tapping", "conversation"]
 
 
 def test_key_conflicts_are_explained():
