@@ -7,8 +7,9 @@ How it records (see ``docs/architecture.md`` and the XDF/LSL reference, sections
   ``wait_for_streams`` seconds raises :class:`MissingStreamError` *before* the file is created.
 * Each stream gets one pull thread with its own inlet (``max_buflen=360``, ``recover=True``,
   no postprocessing, i.e. raw sender timestamps). Every 0.2 s the thread drains the inlet
-  (``pull_chunk`` until less than a full chunk comes back) straight into numpy memory (all seven formats; strings as raw bytes, so NUL
-  bytes and UTF-8 survive) and writes every chunk through :class:`acquisition.xdf.XdfWriter`.
+  (``pull_chunk`` until less than a full chunk comes back) straight into numpy memory (all seven
+  formats; strings as raw bytes, so NUL bytes and UTF-8 survive) and writes every chunk through
+  :class:`acquisition.xdf.XdfWriter`.
 * Clock offsets: one as soon as the inlet is open, one every ``offset_interval`` seconds and one
   at stop, so even a 2-second recording holds two per stream. A probe that times out is skipped,
   never written. Each is written as LabRecorder does: ``(local_clock() - offset, offset)``.
@@ -453,9 +454,12 @@ class _StreamRecording:
         rec = self.recorder
         name = self.info.name() if self.info else "?"
         logger.warning("stream %d (%r) was lost; looking for it again by %s", self.stream_id, name, self.selector.query)
+        lost_uid = self.info.uid() if self.info else None
         resolver = pylsl.ContinuousResolver(pred=self.selector.query, forget_after=_FORGET_AFTER)
         while not rec._stop_requested.is_set():
             for candidate in resolver.results():
+                if candidate.uid() == lost_uid:
+                    continue  # the lost outlet itself, still remembered by the resolver
                 if _format_name(candidate) == self.channel_format and candidate.channel_count() == self.channel_count:
                     try:
                         self.open(candidate)

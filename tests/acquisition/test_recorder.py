@@ -296,17 +296,22 @@ def test_late_required_and_optional_streams(tmp_path: Path, unique_id: str) -> N
         assert len(stream["clock_times"]) >= 2
 
 
-def test_outlet_restart_keeps_the_stream_id(tmp_path: Path, unique_id: str) -> None:
-    """kill -9 of the outlet process, then a new process with the same source_id: the data after
-    the restart lands in the same XDF stream."""
-    source_id = f"restart-{unique_id}"
-    command = [PYTHON, "-m", "tests.acquisition.recorder_helpers", "--source-id", source_id, "--rate", "200"]
+@pytest.mark.parametrize("with_source_id", [True, False], ids=["same-source_id", "no-source_id"])
+def test_outlet_restart_keeps_the_stream_id(tmp_path: Path, unique_id: str, with_source_id: bool) -> None:
+    """kill -9 of the outlet process, then a new process: the data after the restart lands in the
+    same XDF stream. With a source_id liblsl reconnects the inlet itself; without one the inlet
+    is lost and the recorder finds the stream again by its selector."""
+    source_id = f"restart-{unique_id}" if with_source_id else ""
+    name = f"restart-{unique_id}"
+    command = [PYTHON, "-m", "tests.acquisition.recorder_helpers", "--source-id", source_id, "--name", name,
+               "--rate", "200"]
+    selector = StreamSelector(source_id=source_id) if with_source_id else StreamSelector(predicate=f"name='{name}'")
     first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
     second = None
     try:
         wait_for_line(first, "ready", 20)
         path = tmp_path / "restart.xdf"
-        recorder = LslRecorder(path, [StreamSelector(source_id=source_id)])
+        recorder = LslRecorder(path, [selector])
         recorder.start()
         try:
             time.sleep(1.0)
