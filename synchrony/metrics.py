@@ -208,11 +208,12 @@ class EpochTerms:
     signal_re: np.ndarray | None = None  # Re x, contiguous (PLI/wPLI kernels)
     signal_im: np.ndarray | None = None  # Im x, contiguous
     unit: np.ndarray | None = None  # u = x / |x| (complex)
-    unit_stack: np.ndarray | None = None  # (E, 2C, n): Re u over Im u (accorr)
+    unit_stack: np.ndarray | None = None  # (E, 2C, n): Re u over Im u (accorr, ccorr)
     power_sum: np.ndarray | None = None  # sum |x|^2
     unit_sq_sum: np.ndarray | None = None  # sum u^2 = sum e^{2ip} (complex)
-    centred_sin: np.ndarray | None = None  # sin(p - circular mean)
-    centred_sin_ss: np.ndarray | None = None  # sum sin^2(p - circular mean)
+    mean_cos: np.ndarray | None = None  # cos and sin of the circular mean direction m
+    mean_sin: np.ndarray | None = None
+    centred_sin_ss: np.ndarray | None = None  # sum sin^2(p - m)
     envelope: np.ndarray | None = None  # |x| - mean
     envelope_ss: np.ndarray | None = None
     power: np.ndarray | None = None  # |x|^2 - mean
@@ -237,14 +238,18 @@ class EpochTerms:
                 unit = z / amplitude
             if wanted & {"plv", "accorr"}:
                 terms.unit = unit
-            if "accorr" in wanted:
+            if wanted & {"accorr", "ccorr"}:
                 terms.unit_stack = np.ascontiguousarray(np.concatenate((unit.real, unit.imag), axis=1))
+            if "accorr" in wanted:
                 terms.unit_sq_sum = np.sum(unit * unit, axis=-1)
             if "ccorr" in wanted:
-                # sin(p - m) = Im(u e^{-im}), m = atan2(mean sin p, mean cos p) (Fisher 1995)
+                # sin(p - m) = Im(u e^{-im}) = cos(m) Im u - sin(m) Re u, with the circular mean
+                # m = atan2(mean sin p, mean cos p) (Fisher 1995): a per-channel linear
+                # combination of Re u and Im u, so ccorr's numerator comes from the same
+                # products as accorr's.
                 mean_direction = np.angle(unit.sum(axis=-1))
-                centred = np.ascontiguousarray((unit * np.exp(-1j * mean_direction)[..., None]).imag)
-                terms.centred_sin = centred
+                terms.mean_cos, terms.mean_sin = np.cos(mean_direction), np.sin(mean_direction)
+                centred = (unit * np.exp(-1j * mean_direction)[..., None]).imag
                 terms.centred_sin_ss = np.einsum("ect,ect->ec", centred, centred)
         if "envcorr" in wanted:
             terms.envelope, terms.envelope_ss = _centred(amplitude)
@@ -289,10 +294,11 @@ class PairList:
 class AllPairs:
     """Every pairing of the A epochs ``epochs_a`` with every one of the ``n_epochs_b`` B epochs.
 
-    Values come out with shape ``(len(epochs_a), n_channels_a, n_epochs_b, n_channels_b)``:
-    element ``[k, a, j, b]`` pairs epoch ``epochs_a[k]`` of A with epoch ``j`` of B. Each
-    product over time is a single matrix multiplication for the whole block, which is what
-    makes the all-pairings tensor of the surrogate statistics cheap.
+    Values come out with shape ``(len(epochs_a), n_epochs_b, n_channels_a, n_channels_b)``:
+    element ``[k, j, a, b]`` pairs epoch ``epochs_a[k]`` of A with epoch ``j`` of B; reshaped
+    to ``(-1, n_channels_a, n_channels_b)`` it is the pair list ``(self.epochs_a,
+    self.epochs_b)``. Each product over time is a single matrix multiplication for the whole
+    block, which is what makes the all-pairings tensor of the surrogate statistics cheap.
     """
 
     def __init__(self, epochs_a: np.ndarray, n_epochs_b: int):
@@ -305,45 +311,42 @@ class AllPairs:
         return self.epochs_a.size
 
     def products(self, xa: np.ndarray, xb: np.ndarray, *, conjugate: bool = False) -> np.ndarray:
-        """``sum_t xa[i, a, t] * xb[j, b, t]`` (``conj(xb)`` if asked): (k, C_a, E_b, C_b)."""
+        """``sum_t xa[i, a, t] * xb[j, b, t]`` (``conj(xb)`` if asked): (k, E_b, C_a, C_b)."""
         n_block, (n_a, n_times), (n_b, c_b) = self.block_a.size, xa.shape[1:], xb.shape[:2]
         rhs = xb.reshape(n_b * c_b, n_times).T
         block = xa[self.block_a].reshape(n_block * n_a, n_times) @ (rhs.conj() if conjugate else rhs)
-        return block.reshape(n_block, n_a, n_b, c_b)
+        return np.ascontiguousarray(block.reshape(n_block, n_a, n_b, c_b).transpose(0, 2, 1, 3))
 
     def a_term(self, values: np.ndarray) -> np.ndarray:
         """Per-epoch, per-channel A values (E_a, C_a) broadcast to the output shape."""
-        return values[self.block_a][:, :, None, None]
+        return values[self.block_a][:, None, :, None]
 
     def b_term(self, values: np.ndarray) -> np.ndarray:
         """Per-epoch, per-channel B values (E_b, C_b) broadcast to the output shape."""
-        return values[None, None, :, :]
+        return values[None, :, None, :]
 
 
 Pairing = PairList | AllPairs
 
 
-def _conjugate_and_plain_products(
+def _real_blocks(
     pairing: Pairing, stack_a: np.ndarray, stack_b: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """``sum x_a conj(x_b)`` and ``sum x_a x_b`` per pair from (E, 2C, n) Re-over-Im stacks.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sums over time of Re.Re, Re.Im, Im.Re and Im.Im per pair from (E, 2C, n) Re-over-Im stacks.
 
-    One real matrix product gives the four blocks Re.Re, Re.Im, Im.Re, Im.Im, i.e. both
-    complex products for the price of one.
+    One real matrix product gives all four, hence both complex products ``sum x_a conj(x_b)``
+    and ``sum x_a x_b`` (and ccorr's numerator) for the price of one complex product.
     """
     n_a, n_b = stack_a.shape[1] // 2, stack_b.shape[1] // 2
-    g = pairing.products(stack_a, stack_b)
-    if isinstance(pairing, AllPairs):  # (k, 2C_a, E_b, 2C_b)
-        rr, ri, ir, ii = g[:, :n_a, :, :n_b], g[:, :n_a, :, n_b:], g[:, n_a:, :, :n_b], g[:, n_a:, :, n_b:]
-    else:  # (n_pairs, 2C_a, 2C_b)
-        rr, ri, ir, ii = g[:, :n_a, :n_b], g[:, :n_a, n_b:], g[:, n_a:, :n_b], g[:, n_a:, n_b:]
-    conjugate = np.empty(rr.shape, dtype=np.complex128)
-    conjugate.real = rr + ii
-    conjugate.imag = ir - ri
-    plain = np.empty(rr.shape, dtype=np.complex128)
-    plain.real = rr - ii
-    plain.imag = ir + ri
-    return conjugate, plain
+    g = pairing.products(stack_a, stack_b)  # (..., 2C_a, 2C_b)
+    return g[..., :n_a, :n_b], g[..., :n_a, n_b:], g[..., n_a:, :n_b], g[..., n_a:, n_b:]
+
+
+def _complex(real: np.ndarray, imag: np.ndarray) -> np.ndarray:
+    out = np.empty(real.shape, dtype=np.complex128)
+    out.real = real
+    out.imag = imag
+    return out
 
 
 def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -406,16 +409,18 @@ def bilinear_from_terms(
     n = ta.n_times
     out: dict[str, np.ndarray] = {}
     wanted = set(metrics)
+    blocks = _real_blocks(pairing, ta.unit_stack, tb.unit_stack) if wanted & {"accorr", "ccorr"} else None
     if wanted & {"plv", "accorr"}:
-        if "accorr" in wanted:
-            # sum e^{i(pa - pb)} and sum e^{i(pa + pb)} from the same four real products.
-            phase_cross, phase_sum = _conjugate_and_plain_products(pairing, ta.unit_stack, tb.unit_stack)
+        if blocks is not None:
+            rr, ri, ir, ii = blocks
+            phase_cross = _complex(rr + ii, ir - ri)  # sum e^{i(pa - pb)}
         else:
-            phase_cross = pairing.products(ta.unit, tb.unit, conjugate=True)  # sum e^{i(pa - pb)}
+            phase_cross = pairing.products(ta.unit, tb.unit, conjugate=True)
         abs_cross = np.abs(phase_cross)
         if "plv" in wanted:
             out["plv"] = abs_cross / n
         if "accorr" in wanted:
+            phase_sum = _complex(rr - ii, ir + ri)  # sum e^{i(pa + pb)}
             abs_sum = np.abs(phase_sum)
             denominator = _accorr_denominator(
                 phase_cross, phase_sum, abs_cross, abs_sum,
@@ -425,7 +430,14 @@ def bilinear_from_terms(
             accorr /= denominator
             out["accorr"] = accorr
     if "ccorr" in wanted:
-        numerator = pairing.products(ta.centred_sin, tb.centred_sin)
+        rr, ri, ir, ii = blocks
+        cos_a, sin_a = pairing.a_term(ta.mean_cos), pairing.a_term(ta.mean_sin)
+        cos_b, sin_b = pairing.b_term(tb.mean_cos), pairing.b_term(tb.mean_sin)
+        # sum (cos_a Im u_a - sin_a Re u_a)(cos_b Im u_b - sin_b Re u_b)
+        numerator = cos_a * cos_b * ii
+        numerator -= cos_a * sin_b * ir
+        numerator -= sin_a * cos_b * ri
+        numerator += sin_a * sin_b * rr
         norm = np.sqrt(pairing.a_term(ta.centred_sin_ss) * pairing.b_term(tb.centred_sin_ss))
         out["ccorr"] = np.abs(_safe_ratio(numerator, norm))
     if wanted & {"coh", "imcoh", "wpli"}:
@@ -598,7 +610,7 @@ def connectivity_from_terms(
     """Per-pair metric values from precomputed terms.
 
     ``metrics`` must be validated and ``ta``/``tb`` built for (at least) these metrics.
-    Shapes: (n_pairs, C_a, C_b) for a :class:`PairList`, (k, C_a, E_b, C_b) for
+    Shapes: (n_pairs, C_a, C_b) for a :class:`PairList`, (k, E_b, C_a, C_b) for
     :class:`AllPairs`.
     """
     if isinstance(pairing, PairList):
@@ -612,10 +624,9 @@ def connectivity_from_terms(
         out = bilinear_from_terms(ta, tb, pairing, metrics)
     if _LAG_METRICS & set(metrics):
         sign_sum, abs_sum = lag_sums(ta, tb, pairing.epochs_a, pairing.epochs_b)
-        if isinstance(pairing, AllPairs):  # (k * E_b, C_a, C_b) -> (k, C_a, E_b, C_b)
+        if isinstance(pairing, AllPairs):  # (k * E_b, C_a, C_b) -> (k, E_b, C_a, C_b)
             layout = (pairing.block_a.size, pairing.n_epochs_b, ta.n_channels, tb.n_channels)
-            sign_sum = sign_sum.reshape(layout).transpose(0, 2, 1, 3)
-            abs_sum = abs_sum.reshape(layout).transpose(0, 2, 1, 3)
+            sign_sum, abs_sum = sign_sum.reshape(layout), abs_sum.reshape(layout)
         out.update(lag_metrics_from_sums(sign_sum, abs_sum, out.pop("wpli_numerator", None), ta.n_times, metrics))
     return out
 

@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Hashable, Iterator, Sequence
 
 import numpy as np
+import scipy.sparse
 
 from synchrony.metrics import (
     METRICS,
@@ -96,8 +97,8 @@ class _EpochMean:
 
     Surrogate s averages ``V[i, pi_s(i)]`` over A's epochs i. With a 0/1 matrix ``W`` that
     selects, for each surrogate, the pairings it uses, the sums over epochs of all surrogates
-    are one product ``W @ V``: it reads each pairing's values once (a gather per surrogate
-    and epoch would copy them ~n_surrogates / n_epochs times) and runs as a BLAS product.
+    are one sparse product ``W @ V`` (``W`` has one entry per surrogate and epoch): it reads
+    each pairing's values in place instead of copying them for every surrogate.
     NaNs (flat channels) are counted with a second product only when present.
     """
 
@@ -106,8 +107,8 @@ class _EpochMean:
         self.finite_count = np.zeros(shape)
         self.full_count = 0.0  # epochs whose values were all finite, counted once
 
-    def add(self, selection: np.ndarray, values: np.ndarray, epochs_per_surrogate: int) -> None:
-        """``selection``: (n_surrogates, n_rows) weights; ``values``: (n_rows, C_a, C_b)."""
+    def add(self, selection: scipy.sparse.csr_array, values: np.ndarray, epochs_per_surrogate: int) -> None:
+        """``selection``: sparse (n_surrogates, n_rows) 0/1; ``values``: (n_rows, C_a, C_b)."""
         flat = values.reshape(values.shape[0], -1)
         finite = np.isfinite(flat)
         if finite.all():
@@ -121,6 +122,13 @@ class _EpochMean:
         count = self.finite_count + self.full_count
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, self.total / np.maximum(count, 1), np.nan)
+
+
+def _selection(n_surrogates: int, per_surrogate: int, columns: np.ndarray, n_columns: int) -> scipy.sparse.csr_array:
+    """Sparse 0/1 (n_surrogates, n_columns) with ``per_surrogate`` consecutive ``columns`` per row."""
+    indptr = np.arange(0, n_surrogates * per_surrogate + 1, per_surrogate)
+    data = np.ones(columns.size)
+    return scipy.sparse.csr_array((data, columns, indptr), shape=(n_surrogates, n_columns))
 
 
 def epoch_shuffle_surrogates(
@@ -183,31 +191,25 @@ def epoch_shuffle_surrogates(
     bilinear = [m for m in metrics if m not in _LAG_METRICS]
     lagged = [m for m in metrics if m in _LAG_METRICS]
     means = {m: _EpochMean((n_surrogates, n_a, n_b)) for m in metrics}
-    surrogate_index = np.arange(n_surrogates)[:, None]
     block = max(1, _BLOCK_ELEMENTS // (n_epochs * n_a * n_b))
     for start in range(0, n_epochs, block):
         block_a = np.arange(start, min(start + block, n_epochs))
         partners = permutations[:, block_a]  # (n_surrogates, k): B epoch paired with each A epoch
         # Bilinear metrics (and wPLI's numerator) for every pairing of the block: one matrix
         # product per term, far cheaper per pairing than per-surrogate products.
-        values = bilinear_from_terms(ta, tb, AllPairs(block_a, n_epochs), metrics)  # (k, C_a, E, C_b)
-        selection = np.zeros((n_surrogates, block_a.size, n_epochs))
-        selection[surrogate_index, np.arange(block_a.size), partners] = 1.0
-        selection = selection.reshape(n_surrogates, -1)  # columns: (A epoch in block, B epoch)
+        values = bilinear_from_terms(ta, tb, AllPairs(block_a, n_epochs), metrics)  # (k, E, C_a, C_b)
+        columns = (np.arange(block_a.size) * n_epochs + partners).ravel()  # row of (A epoch, B epoch)
+        selection = _selection(n_surrogates, block_a.size, columns, block_a.size * n_epochs)
         for m in bilinear:
-            rows = np.ascontiguousarray(values[m].transpose(0, 2, 1, 3)).reshape(-1, n_a, n_b)
-            means[m].add(selection, rows, block_a.size)
+            means[m].add(selection, values[m].reshape(-1, n_a, n_b), block_a.size)
         if lagged:
             # PLI/wPLI cost one pass over time per pairing: only the pairings in use.
-            local_a = np.broadcast_to(np.arange(block_a.size), partners.shape)
-            pairs, inverse = np.unique(
-                np.stack([local_a.ravel(), partners.ravel()], axis=1), axis=0, return_inverse=True
-            )
-            sign_sum, abs_sum = lag_sums(ta, tb, block_a[pairs[:, 0]], pairs[:, 1])
-            numerator = values["wpli_numerator"][pairs[:, 0], :, pairs[:, 1], :] if "wpli" in lagged else None
+            used, inverse = np.unique(columns, return_inverse=True)
+            local_a, epochs_b = np.divmod(used, n_epochs)
+            sign_sum, abs_sum = lag_sums(ta, tb, block_a[local_a], epochs_b)
+            numerator = values["wpli_numerator"][local_a, epochs_b] if "wpli" in lagged else None
             per_pair = lag_metrics_from_sums(sign_sum, abs_sum, numerator, ta.n_times, lagged)
-            lag_selection = np.zeros((n_surrogates, len(pairs)))
-            lag_selection[np.repeat(np.arange(n_surrogates), block_a.size), inverse.ravel()] = 1.0
+            lag_selection = _selection(n_surrogates, block_a.size, inverse.ravel(), used.size)
             for m in lagged:
                 means[m].add(lag_selection, per_pair[m], block_a.size)
         del values
