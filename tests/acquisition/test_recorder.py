@@ -6,8 +6,6 @@ killed or restarted) and real files; nothing is mocked.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +23,7 @@ from acquisition.recorder import (
     MissingStreamError,
     StreamSelector,
 )
+from acquisition.xdf import BOUNDARY_UUID
 from tests.acquisition.recorder_helpers import NUMPY_DTYPES, NumberedPusher, make_outlet
 
 pytestmark = pytest.mark.integration
@@ -167,7 +166,7 @@ def test_nothing_pushed_before_stop_is_lost(tmp_path: Path, unique_id: str) -> N
                           stream_type="Markers")
     path = tmp_path / "stop.xdf"
     recorder = LslRecorder(path, [StreamSelector(source_id=f"stop-eeg-{unique_id}"),
-                                  StreamSelector(source_id=f"stop-mk-{unique_id}")])
+                                  StreamSelector(source_id=f"stop-mk-{unique_id}")], boundary_interval=0.5)
     recorder.start()
     eeg_pusher = NumberedPusher(eeg, 1000.0, block=10).start()
     marker_pusher = NumberedPusher(markers, 3.0).start()
@@ -187,6 +186,7 @@ def test_nothing_pushed_before_stop_is_lost(tmp_path: Path, unique_id: str) -> N
     marker_values = [s[0] for s in streams[f"stop-mk-{unique_id}"]["time_series"]]
     assert marker_values[: marker_before] == [str(i) for i in range(marker_before)]
     assert "last-before-stop" in marker_values
+    assert path.read_bytes().count(BOUNDARY_UUID) >= 3  # one Boundary (fsynced) every 0.5 s
 
 
 # ------------------------------------------------------------------------------------------
