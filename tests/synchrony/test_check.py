@@ -99,9 +99,10 @@ def test_json_follows_the_documented_schema(coupled):
     assert result["versions"]["numpy"] == np.__version__
 
 
-def test_html_report_is_self_contained_with_the_verdict_first(coupled):
+def test_html_report_is_self_contained_with_the_verdict_first(coupled, artifacts_dir):
     _, folder = coupled
     page = (folder / "qc.html").read_text()
+    (artifacts_dir / "synchrony-quickcheck-example.html").write_text(page)  # kept for people to look at
     assert page.startswith("<!DOCTYPE html>")
     references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", page)
     assert references and all(ref.startswith("data:image/png;base64,") for ref in references)
