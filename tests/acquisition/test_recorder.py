@@ -78,11 +78,11 @@ def _numeric_values(fmt: str, n: int, channels: int, rng: np.random.Generator) -
     return rng.standard_normal((n, channels)).astype(dtype) * 1e3
 
 
-MARKERS = ["", "Grüße aus Zürich – ünïcödé ✓ 😀", "x" * 300, '{"event": "trial_start", "trial": 3}', "ö" * 200]
+MARKERS = ["", "Grüße aus Zürich – ünïcödé ✓ 😀", "x" * 300, "NUL\x00inside", '{"event": "trial_start", "trial": 3}', "ö" * 200]
 
 
 def test_round_trip_all_formats_and_markers(tmp_path: Path, unique_id: str) -> None:
-    """Values and raw timestamps of all 7 formats (and UTF-8/empty/>255-byte markers) come back
+    """Values and raw timestamps of all 7 formats (and UTF-8/empty/NUL/>255-byte markers) come back
     identical from pyxdf; >= 2 clock offsets per stream in a 2 s recording; footers match."""
     rng = np.random.default_rng(7)
     n, channels = 60, 3
