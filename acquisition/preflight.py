@@ -44,7 +44,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -59,6 +59,10 @@ logger = logging.getLogger(__name__)
 Severity = Literal["error", "warning"]
 _UNIX_EPOCH_OFFSET_S = 1e8  # a Unix timestamp is ~1.8e9 s; local_clock() is seconds since boot
 _HIGHPASS_HZ = 1.0
+#: Boards whose "EEG" is a generated test signal (BrainFlow's synthetic board: a sine per channel,
+#: one of them near the line frequency), so flagged channels cannot mean a bad electrode. Their
+#: channel findings are warnings; presence, rate and clock checks still block.
+TEST_SIGNAL_BOARDS = frozenset({"synthetic"})
 _EEG_BAND_HZ = (1.0, 40.0)
 _LINE_HALF_WIDTH_HZ = 1.0
 _MIN_LOG_STD_SCALE = 0.25
@@ -583,6 +587,14 @@ def _line_noise_ratio(signal: np.ndarray, fs: float, line_freq: float) -> np.nda
     return line / np.maximum(eeg, 1e-12)
 
 
+def _test_signal_board(full_info: Any) -> str | None:
+    """The board's name when its "EEG" is a generated test signal, else ``None``."""
+    if full_info is None:
+        return None
+    board = full_info.desc().child("device").child_value("board")
+    return board if board in TEST_SIGNAL_BOARDS else None
+
+
 def _check_channels(
     probe: _Probe, result: StreamResult, config: PreflightConfig, label: str
 ) -> tuple[list[ChannelResult], list[Problem]]:
@@ -633,6 +645,15 @@ def _check_channels(
         for channel in bad
         for flag in channel.flags
     ]
+    test_board = _test_signal_board(probe.full_info)
+    if test_board is not None:
+        problems = [
+            replace(problem, severity="warning", message=(
+                f"{problem.message} (the {test_board} board streams test signals, not EEG: "
+                "signal checks are informational)"
+            ))
+            for problem in problems
+        ]
     return channels, problems
 
 

@@ -160,6 +160,24 @@ def test_healthy_dyad_from_the_simulator_through_bridges_is_ready(unique_id: str
     assert data["ready"] is True and data["lsl_session_id"] == effective_session_id()
 
 
+def test_brainflow_synthetic_test_signals_warn_but_do_not_block(unique_id: str) -> None:
+    """BrainFlow's synthetic board streams sines (one near 50 Hz): flagged, but only as warnings."""
+    from acquisition.bridge import BoardBridge
+    from acquisition.brainflow_source import BrainFlowSource
+
+    dyad = f"d{unique_id}"
+    bridge = BoardBridge(
+        BrainFlowSource(participant="A"), study=STUDY, dyad=dyad, participant=ParticipantInfo("A", "sub-A")
+    )
+    with bridge:
+        report = run_preflight(_config(dyad, duration_s=2.0))
+    assert report.ready, "\n".join(map(str, report.problems))
+    signal_checks = {"flat", "railed", "noisy", "line_noise"}
+    flagged = [p for p in report.problems if p.check in signal_checks]
+    assert flagged, "the synthetic board's test sines should be flagged"
+    assert all(p.severity == "warning" and "test signals" in p.message for p in flagged)
+
+
 def test_missing_participant_stream_is_reported_with_how_to_fix(crafted, lsl_session_id: str) -> None:
     stream = crafted("A")
     dyad = stream.info.source_id().split(".")[2]
