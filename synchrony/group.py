@@ -448,17 +448,65 @@ def pooled_group_p(
     return float(stats.group_level(real, pooled, n_resamples=n_resamples, rng=rng).p)
 
 
+def _pseudo_candidates(summaries: list[dict[str, Any]], across_sessions: bool) -> tuple[list[tuple[int, int]], set[int]]:
+    """Pseudo-dyad index pairs and the recordings taking part in that null (see :func:`real_vs_pseudo`)."""
+    from synchrony.surrogates import pseudo_dyads
+
+    keys = [_dyad_key(s) for s in summaries]
+    if across_sessions:
+        sessions = [s["session"] or s["file"] for s in summaries]
+        try:
+            candidates = list(pseudo_dyads(keys, sessions, across_sessions=True))
+        except ValueError as error:
+            duplicates = sorted({s["file"] for s, k, n in zip(summaries, keys, sessions) if list(zip(keys, sessions)).count((k, n)) > 1})
+            raise GroupError(
+                f"Two recordings claim the same dyad and session ({', '.join(duplicates)}): the carry-over control "
+                "needs each session of a dyad once. Fix the session field of the file header or leave a copy out."
+            ) from error
+        if not candidates:
+            raise GroupError("No dyad was recorded in two or more sessions: the carry-over control (A of one session "
+                             "with B of another session of the same dyad) needs repeated sessions.")
+        return candidates, {i for pair in candidates for i in pair}
+    if len(set(keys)) < 2:
+        raise GroupError(
+            f"Pseudo-dyads need recordings of at least two different dyads; all {len(summaries)} recordings are of "
+            f"the same dyad ({', '.join(str(k) for k in keys[0][1:])}) according to their file headers / participant ids. "
+            "For one dyad over sessions see the carry-over control."
+        )
+    real_pairs = [{s["participants"]["A"]["id"], s["participants"]["B"]["id"]} for s in summaries]
+    candidates = [(i, j) for i, j in pseudo_dyads(keys) if not _same_people(summaries[i], summaries[j], real_pairs)]
+    if not candidates:
+        raise GroupError(
+            "No pseudo-dyad is possible: every pairing of participant A of one recording with participant B of another "
+            "pairs a person with themselves or two people recorded together (e.g. one patient with each partner). "
+            "Add recordings of other people doing the same task, or see the carry-over control."
+        )
+    return candidates, set(range(len(summaries)))
+
+
 def real_vs_pseudo(
     summaries: list[dict[str, Any]],
     epochs: list[SessionEpochs],
     *,
     bands: Sequence[str],
     metrics: Sequence[str],
+    across_sessions: bool = False,
     pseudo_max: int | None = None,
     n_resamples: int = GROUP_RESAMPLES,
     rng: np.random.Generator,
 ) -> dict[str, Any]:
     """Real dyads against pseudo-dyads, per condition, band and metric, FDR across all of them.
+
+    Two nulls (:func:`synchrony.surrogates.pseudo_dyads`):
+
+    - ``across_sessions=False``: the between-dyad null, A of one dyad with B of *another* dyad.
+      Pairings of a person with themselves or of two people who were recorded together in any
+      of the recordings are left out.
+    - ``across_sessions=True``: the carry-over control of longitudinal designs, A of a dyad's
+      session k with B of the *same* dyad's session j != k (e.g. the patient of session 3 with
+      the therapist of session 1): separates "the dyad synchronises in the session" from "each
+      person's signal changed over sessions". Only dyads recorded in two or more sessions take
+      part.
 
     Parameters
     ----------
@@ -467,6 +515,8 @@ def real_vs_pseudo(
     epochs : list of SessionEpochs
         :func:`prepare_session_epochs` of each recording.
     bands, metrics : sequence of str
+    across_sessions : bool
+        Which null (see above).
     pseudo_max : int, optional
         Use at most this many pseudo-dyads per condition (a random subset), never fewer than
         the number of real dyads.
@@ -485,26 +535,17 @@ def real_vs_pseudo(
     Raises
     ------
     GroupError
-        Fewer than two recordings from different dyads, differing channel sets or rates.
+        Fewer than two recordings, no possible pseudo-dyad (one dyad only; or, across sessions,
+        no dyad with two sessions).
+    LayoutMismatchError
+        Differing channel sets or rates.
     """
-    from synchrony.surrogates import pseudo_dyads
-
     if len(summaries) < 2:
         raise GroupError(
             f"Pseudo-dyads need at least 2 recordings (participant A of one with participant B of another); "
             f"got {len(summaries)}."
         )
-    keys = [_dyad_key(s) for s in summaries]
-    try:
-        real_pairs = [{s["participants"]["A"]["id"], s["participants"]["B"]["id"]} for s in summaries]
-        candidates = [
-            (i, j) for i, j in pseudo_dyads(keys) if not _same_people(summaries[i], summaries[j], real_pairs)
-        ]
-    except ValueError as error:
-        raise GroupError(
-            f"Pseudo-dyads need recordings of at least two different dyads; all {len(summaries)} recordings are of "
-            f"the same dyad ({keys[0][1:]}) according to their file headers / participant ids."
-        ) from error
+    candidates, in_null = _pseudo_candidates(summaries, across_sessions)
     channels = _common_channels(summaries, epochs)
     conditions: dict[str, Any] = {}
     skipped: list[str] = []
@@ -512,7 +553,7 @@ def real_vs_pseudo(
     tested: list[tuple[str, str, str]] = []
     names = list(dict.fromkeys(c for e in epochs for c in e.n_epochs))
     for condition in names:
-        present = [i for i, e in enumerate(epochs) if e.n_epochs.get(condition, 0) > 0]
+        present = [i for i, e in enumerate(epochs) if e.n_epochs.get(condition, 0) > 0 and i in in_null]
         pairs = [(i, j) for i, j in candidates if i in present and j in present]
         if len(present) < 2 or len(pairs) < len(present):
             skipped.append(
@@ -573,6 +614,7 @@ def real_vs_pseudo(
         for (c, b, m), significant, p_fdr in zip(tested, reject, adjusted):
             conditions[c][b][m].update(p_fdr=float(p_fdr), significant=bool(significant))
     return {
+        "null": "across-sessions" if across_sessions else "between-dyads",
         "channels": {"A": channels[0], "B": channels[1]},
         "assumptions": list(ASSUMPTIONS),
         "n_resamples": n_resamples,
@@ -714,6 +756,16 @@ def longitudinal(
 # --------------------------------------------------------------------------------------------
 
 
+def _optional_null(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`real_vs_pseudo`, or why it is not available; differing layouts still stop everything."""
+    try:
+        return {"available": True, **real_vs_pseudo(*args, **kwargs)}
+    except LayoutMismatchError:
+        raise
+    except GroupError as error:
+        return {"available": False, "reason": str(error)}
+
+
 def run_group(
     paths: Sequence[str | Path],
     *,
@@ -728,6 +780,7 @@ def run_group(
     strict: bool = False,
     json_out: str | Path | None = None,
     html_out: str | Path | None = None,
+    sessions_dir: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Group and longitudinal analysis of several sessions (see the module docstring).
@@ -751,6 +804,9 @@ def run_group(
         Stop at the first file that cannot be loaded or checked (default: skip it, warn, go on).
     json_out, html_out : str or Path, optional
         Where to write the JSON report and the self-contained HTML report.
+    sessions_dir : str or Path, optional
+        Also write each XDF recording's quick-check JSON here (``<file stem>.quickcheck.json``),
+        reusable as input later without the signals.
     progress : bool
         Show the quick-check's progress bar for each recording.
 
@@ -781,6 +837,8 @@ def run_group(
         raise GroupError(f"pseudo_max must be at least 1, got {pseudo_max}.")
     band_map = seg.parse_bands(bands)
     metric_names = list(validate_metrics(metrics or METRICS))
+    if sessions_dir is not None:
+        Path(sessions_dir).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     warnings: list[str] = []
     skipped: list[dict[str, str]] = []
@@ -812,6 +870,7 @@ def run_group(
                 check = run_check(
                     path, bands=band_map, metrics=metric_names, epoch_length=epoch_length,
                     n_surrogates=n_surrogates, seed=seed + index, progress=progress,
+                    json_out=None if sessions_dir is None else Path(sessions_dir) / f"{path.stem}.quickcheck.json",
                 )
                 summary = session_summary(check, source=path)
                 summary["kind"] = "xdf"
@@ -844,18 +903,22 @@ def run_group(
                 + "). At least 2 sessions are needed."
             )
         xdf_index = sorted(epochs)
-        group: dict[str, Any]
         if len(xdf_index) < 2:
-            group = {"available": False, "reason": (
+            reason = (
                 f"{len(xdf_index)} XDF recording(s) among the inputs: pseudo-dyads need the signals of at least 2 "
                 "recordings (quick-check JSONs hold summaries only)."
-            )}
+            )
+            group = carry_over = {"available": False, "reason": reason}
         else:
-            group = {"available": True, **real_vs_pseudo(
-                [summaries[i] for i in xdf_index], [epochs[i] for i in xdf_index], bands=list(band_map),
-                metrics=metric_names, pseudo_max=pseudo_max, n_resamples=n_resamples, rng=rng,
-            )}
-            warnings.extend(group["skipped_conditions"])
+            group, carry_over = (
+                _optional_null(
+                    [summaries[i] for i in xdf_index], [epochs[i] for i in xdf_index], bands=list(band_map),
+                    metrics=metric_names, across_sessions=across, pseudo_max=pseudo_max, n_resamples=n_resamples, rng=rng,
+                )
+                for across in (False, True)
+            )
+            for section in (group, carry_over):
+                warnings.extend(section.get("skipped_conditions", []))
 
     ordered = _chronological(summaries)
     result: dict[str, Any] = {
@@ -872,10 +935,12 @@ def run_group(
             "trend_value": trend_value,
             "seed": seed,
             "strict": strict,
+            "sessions_dir": None if sessions_dir is None else str(sessions_dir),
         },
         "sessions": ordered,
         "skipped": skipped,
         "real_vs_pseudo": group,
+        "carry_over": carry_over,
         "longitudinal": longitudinal(ordered, value=trend_value, bands=list(band_map), metrics=metric_names),
         "warnings": list(dict.fromkeys(warnings)),
     }
@@ -900,18 +965,24 @@ def _headline_metric(result: dict[str, Any]) -> str:
     return "plv" if "plv" in metrics else metrics[0]
 
 
-def _real_vs_pseudo_figure(result: dict[str, Any], metric: str) -> str:
+def _margins(fig: Any, *, bottom: float, top: float) -> None:
+    """Subplot margins in inches (fractions would clip labels of small figures); no tight_layout (slow)."""
+    width, height = fig.get_figwidth(), fig.get_figheight()
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=0.45, hspace=0.9)
+
+
+def _real_vs_pseudo_figure(result: dict[str, Any], group: dict[str, Any], metric: str) -> str:
     """Per condition (rows) and band (columns): pseudo-dyad values (grey) and real dyads (colour)."""
     from matplotlib.figure import Figure
 
     from synchrony.report import _e, _png
 
-    group = result["real_vs_pseudo"]
     conditions = list(group.get("conditions", {})) if group.get("available") else []
     bands = list(result["inputs"]["bands"])
     if not conditions:
         return ""
-    fig = Figure(figsize=(2.4 * len(bands) + 0.8, 2.0 * len(conditions) + 0.6))
+    fig = Figure(figsize=(2.4 * len(bands) + 0.9, 2.2 * len(conditions) + 0.6))
     axes = fig.subplots(len(conditions), len(bands), squeeze=False)
     jitter = np.random.default_rng(0)
     for i, condition in enumerate(conditions):
@@ -932,7 +1003,7 @@ def _real_vs_pseudo_figure(result: dict[str, Any], metric: str) -> str:
                          fontsize=8)
             ax.tick_params(labelsize=7)
         axes[i, 0].set_ylabel(metric, fontsize=8)
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.08, top=0.9, wspace=0.35, hspace=0.7)
+    _margins(fig, bottom=0.4, top=0.55)
     return f"<p class='small'>{_e(metric)}: mean over inter-brain pairs per dyad; bars: means.</p>" + _png(fig)
 
 
@@ -948,7 +1019,7 @@ def _longitudinal_figure(result: dict[str, Any], person: str, metric: str) -> st
     bands = list(result["inputs"]["bands"])
     if not conditions:
         return ""
-    fig = Figure(figsize=(2.6 * len(bands) + 0.8, 2.0 * len(conditions) + 0.8))
+    fig = Figure(figsize=(2.8 * len(bands) + 0.9, 2.2 * len(conditions) + 0.9))
     axes = fig.subplots(len(conditions), len(bands), squeeze=False)
     colours = dict(zip(by_type, ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown")))
     for i, condition in enumerate(conditions):
@@ -972,8 +1043,37 @@ def _longitudinal_figure(result: dict[str, Any], person: str, metric: str) -> st
     axes[0, 0].legend(fontsize=7, loc="best")
     axes[-1, 0].set_xlabel(entry["x_axis"], fontsize=8)
     axes[0, 0].set_ylabel(f"{metric} ({result['longitudinal']['value']})", fontsize=8)
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.12, top=0.92, wspace=0.35, hspace=0.6)
+    _margins(fig, bottom=0.55, top=0.4)
     return _png(fig)
+
+
+def _null_html(result: dict[str, Any], group: dict[str, Any], metric: str) -> str:
+    """Table and figure of one real-vs-pseudo section (between dyads or across sessions)."""
+    from synchrony.report import _e, _fmt
+
+    if not group.get("available"):
+        return f"<p>Not computed: {_e(group['reason'])}</p>"
+    rows = []
+    for condition, entry in group["conditions"].items():
+        for band in result["inputs"]["bands"]:
+            for m in result["inputs"]["metrics"]:
+                cell = entry[band][m]
+                css = " class='sig'" if cell.get("significant") else ""
+                rows.append(
+                    f"<tr{css}><td class='l'>{_e(condition)}</td><td class='l'>{_e(band)}</td><td class='l'>{_e(m)}</td>"
+                    f"<td>{entry['n_real']}</td><td>{entry['n_pseudo']}</td><td>{_fmt(cell['real_mean'])}</td>"
+                    f"<td>{_fmt(cell['pseudo_mean'])}</td><td>{_fmt(cell['difference'])}</td><td>{_fmt(cell['p'])}</td>"
+                    f"<td>{_fmt(cell.get('p_fdr'))}</td></tr>"
+                )
+    notes = group.get("notes", []) + group.get("skipped_conditions", [])
+    return (
+        "<ul class='small'>" + "".join(f"<li>{_e(a)}</li>" for a in group["assumptions"] + notes) + "</ul>"
+        f"<p class='small'>Channels A: {_e(', '.join(group['channels']['A']))}; B: {_e(', '.join(group['channels']['B']))}. "
+        "Highlighted: significant after FDR (p_FDR &lt; 0.05).</p>"
+        "<table><tr><th class='l'>condition</th><th class='l'>band</th><th class='l'>metric</th><th>real</th><th>pseudo</th>"
+        "<th>real mean</th><th>pseudo mean</th><th>difference</th><th>p</th><th>p FDR</th></tr>"
+        + "".join(rows) + "</table>" + _real_vs_pseudo_figure(result, group, metric)
+    )
 
 
 def render_group_html(result: dict[str, Any]) -> str:
@@ -991,29 +1091,8 @@ def render_group_html(result: dict[str, Any]) -> str:
         + f"<td class='l'>{_e(s['kind'])}</td><td class='l'>{_fmt(s['verdict'])}</td></tr>"
         for s in result["sessions"]
     )
-    group = result["real_vs_pseudo"]
-    if group.get("available"):
-        rows = []
-        for condition, entry in group["conditions"].items():
-            for band in bands:
-                for m in result["inputs"]["metrics"]:
-                    cell = entry[band][m]
-                    css = " class='sig'" if cell.get("significant") else ""
-                    rows.append(
-                        f"<tr{css}><td class='l'>{_e(condition)}</td><td class='l'>{_e(band)}</td><td class='l'>{_e(m)}</td>"
-                        f"<td>{entry['n_real']}</td><td>{entry['n_pseudo']}</td><td>{_fmt(cell['real_mean'])}</td>"
-                        f"<td>{_fmt(cell['pseudo_mean'])}</td><td>{_fmt(cell['difference'])}</td><td>{_fmt(cell['p'])}</td>"
-                        f"<td>{_fmt(cell.get('p_fdr'))}</td></tr>"
-                    )
-        group_html = (
-            "<ul class='small'>" + "".join(f"<li>{_e(a)}</li>" for a in group["assumptions"]) + "</ul>"
-            f"<p class='small'>Channels A: {_e(', '.join(group['channels']['A']))}; B: {_e(', '.join(group['channels']['B']))}.</p>"
-            "<table><tr><th class='l'>condition</th><th class='l'>band</th><th class='l'>metric</th><th>real</th><th>pseudo</th>"
-            "<th>real mean</th><th>pseudo mean</th><th>difference</th><th>p</th><th>p FDR</th></tr>"
-            + "".join(rows) + "</table>" + _real_vs_pseudo_figure(result, metric)
-        )
-    else:
-        group_html = f"<p>{_e(group['reason'])}</p>"
+    group_html = _null_html(result, result["real_vs_pseudo"], metric)
+    carry_html = _null_html(result, result["carry_over"], metric)
     people = result["longitudinal"]["participants"]
     trend_parts = []
     for person in list(people)[:MAX_TREND_FIGURES]:
@@ -1050,7 +1129,10 @@ def render_group_html(result: dict[str, Any]) -> str:
         ("<div class='verdict check'><p><b>Skipped inputs</b></p><ul>" + skipped + "</ul></div>") if skipped else "",
         "<h2>Sessions</h2><table><tr><th>#</th><th class='l'>file</th><th>session</th><th>dyad</th><th class='l'>A</th>"
         "<th class='l'>B</th><th class='l'>input</th><th class='l'>quick-check</th></tr>" + sessions_rows + "</table>",
-        "<h2>Real dyads vs pseudo-dyads</h2>", group_html,
+        "<h2>Real dyads vs pseudo-dyads (between dyads)</h2>", group_html,
+        "<h2>Carry-over control (same dyad, across sessions)</h2>"
+        "<p class='small'>A of one session with B of another session of the same dyad: a real-dyad excess is coupling "
+        "within the session, not a change of each person's signal over sessions.</p>", carry_html,
         f"<h2>Longitudinal view ({_e(result['longitudinal']['value_meaning'])})</h2>",
         "".join(trend_parts) or "<p>No participant id appears in two or more sessions.</p>",
         "<h2>Warnings</h2><ul class='warn'>" + warnings + "</ul>",

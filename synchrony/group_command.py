@@ -27,28 +27,9 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
         sessions.add_row(str(s["order"]), s["file"], s["session"] or "–", s["dyad"] or "–", *who, s["kind"])
     console.print(sessions)
 
-    group = result["real_vs_pseudo"]
-    if group.get("available"):
-        table = Table(title="Real dyads vs pseudo-dyads (mean over inter-brain pairs; p: stats.group_level, FDR across cells)")
-        for column in ("condition", "band", "metric", "real", "pseudo", "real mean", "pseudo mean", "diff", "p", "p FDR"):
-            table.add_column(column, justify="left" if column in ("condition", "band", "metric") else "right")
-        for condition, entry in group["conditions"].items():
-            for band in bands:
-                for metric in metrics:
-                    cell = entry[band][metric]
-                    p, p_fdr = cell.get("p"), cell.get("p_fdr")
-                    row = [
-                        condition, band, metric, str(entry["n_real"]), str(entry["n_pseudo"]),
-                        f"{cell['real_mean']:.3f}", f"{cell['pseudo_mean']:.3f}", f"{cell['difference']:+.3f}",
-                        "–" if p is None else f"{p:.4f}", "–" if p_fdr is None else f"{p_fdr:.4f}",
-                    ]
-                    style = "bold green" if cell.get("significant") else None
-                    table.add_row(*row, style=style)
-        console.print(table)
-        for note in group.get("notes", []):
-            console.print(f"[yellow]•[/] {note}", highlight=False)
-    else:
-        console.print(f"[yellow]Real vs pseudo-dyads not computed:[/] {group['reason']}", highlight=False)
+    for key, title in (("real_vs_pseudo", "Real dyads vs pseudo-dyads between dyads"),
+                       ("carry_over", "Carry-over control: same dyad, A and B from different sessions")):
+        _print_null(console, result, result[key], title)
 
     people = result["longitudinal"]["participants"]
     if people:
@@ -77,6 +58,32 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
             console.print(f"{kind}: {path}")
 
 
+def _print_null(console: Any, result: dict[str, Any], group: dict[str, Any], title: str) -> None:
+    """One real-vs-pseudo section as a table (or why it was not computed)."""
+    from rich.table import Table
+
+    if not group.get("available"):
+        console.print(f"[yellow]{title}: not computed.[/] {group['reason']}", highlight=False)
+        return
+    table = Table(title=f"{title} (mean over inter-brain pairs; permutation p, FDR across cells)")
+    for column in ("condition", "band", "metric", "real", "pseudo", "real mean", "pseudo mean", "diff", "p", "p FDR"):
+        table.add_column(column, justify="left" if column in ("condition", "band", "metric") else "right")
+    for condition, entry in group["conditions"].items():
+        for band in result["inputs"]["bands"]:
+            for metric in result["inputs"]["metrics"]:
+                cell = entry[band][metric]
+                p, p_fdr = cell.get("p"), cell.get("p_fdr")
+                table.add_row(
+                    condition, band, metric, str(entry["n_real"]), str(entry["n_pseudo"]),
+                    f"{cell['real_mean']:.3f}", f"{cell['pseudo_mean']:.3f}", f"{cell['difference']:+.3f}",
+                    "–" if p is None else f"{p:.4f}", "–" if p_fdr is None else f"{p_fdr:.4f}",
+                    style="bold green" if cell.get("significant") else None,
+                )
+    console.print(table)
+    for note in group.get("notes", []):
+        console.print(f"[yellow]•[/] {note}", highlight=False)
+
+
 @click.command("group")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
@@ -90,6 +97,8 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
 @click.option("--trend-value", type=click.Choice(["corrected", "z"]), default="corrected", show_default=True,
               help="Longitudinal value: surrogate-corrected mean or surrogate z.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
+@click.option("--sessions-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write each recording's quick-check JSON into this directory (reusable as input).")
 @click.option("--strict", is_flag=True, help="Stop at the first file that cannot be used (default: skip it with a warning).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def group(
@@ -103,6 +112,7 @@ def group(
     pseudo_max: int | None,
     trend_value: str,
     seed: int,
+    sessions_dir: Path | None,
     strict: bool,
     no_progress: bool,
 ) -> None:
@@ -119,7 +129,7 @@ def group(
         result = run_group(
             files, bands=bands, metrics=metric_list, epoch_length=epoch_length, n_surrogates=n_surrogates,
             pseudo_max=pseudo_max, trend_value=trend_value, seed=seed, strict=strict,
-            json_out=json_out, html_out=html_out, progress=not no_progress,
+            json_out=json_out, html_out=html_out, sessions_dir=sessions_dir, progress=not no_progress,
         )
     except (GroupError, SegmentationError, ValueError) as error:
         raise click.ClickException(str(error)) from error

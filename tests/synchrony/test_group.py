@@ -153,29 +153,53 @@ def test_no_coupling_anywhere_is_not_detected(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def patient_sessions(tmp_path_factory):
+def patient(tmp_path_factory):
     """One patient over sessions: therapist coupling rises 0 -> 6 µV over sessions 1-4, strangers never couple.
 
-    Written to quick-check JSONs (``dyadlab check --json``), the other input ``dyadlab group`` takes.
+    The four therapist sessions (one dyad) go through ``run_group`` on their XDFs, which also writes
+    each session's quick-check JSON (``sessions_dir``); the stranger sessions through ``run_check``.
+    Returns the XDF run's report and the seven quick-check JSONs.
     """
     folder = tmp_path_factory.mktemp("group-patient")
+    sessions = folder / "sessions"
     plan = [("pt", "ther-1", "therapist", s, amp) for s, amp in zip((1, 2, 3, 4), (0.0, 2.0, 4.0, 6.0))]
     plan += [(f"ps{s}", f"str-{s}", "stranger", s, 0.0) for s in (1, 2, 3)]
-    files = []
+    xdfs = []
     for k, (dyad, partner, role, session, amplitude) in enumerate(plan):
-        xdf = _write_session(
+        xdfs.append(_write_session(
             folder / f"{dyad}-ses{session}.xdf", dyad=dyad, ids={"A": "pat-7", "B": partner},
             roles={"A": "patient", "B": role}, session=session, coupling=amplitude, seed=40 + k,
             blocks=[("cooperation", 20.0)],
-        )
-        files.append(folder / f"{dyad}-ses{session}.json")
-        run_check(xdf, bands="alpha=8-12", metrics=["plv"], n_surrogates=N_SURROGATES, json_out=files[-1],
-                  seed=k, progress=False)
-    return files
+        ))
+    therapist_report = run_group(xdfs[:4], bands="alpha=8-12", metrics=["plv"], n_surrogates=N_SURROGATES,
+                                 sessions_dir=sessions, seed=2)
+    for k, xdf in enumerate(xdfs[4:]):
+        run_check(xdf, bands="alpha=8-12", metrics=["plv"], n_surrogates=N_SURROGATES,
+                  json_out=sessions / f"{xdf.stem}.quickcheck.json", seed=k, progress=False)
+    return therapist_report, sorted(sessions.glob("*.quickcheck.json"))
 
 
-def test_longitudinal_trend_rises_with_the_therapist_only(patient_sessions):
+def test_carry_over_control_for_one_dyad_over_sessions(patient):
+    """One patient-therapist dyad over 4 sessions: no between-dyad pseudo-dyads exist, the carry-over null does."""
+    report, _ = patient
+    assert not report["real_vs_pseudo"]["available"]
+    assert "same dyad" in report["real_vs_pseudo"]["reason"]
+    carry = report["carry_over"]
+    assert carry["available"] and carry["null"] == "across-sessions"
+    entry = carry["conditions"]["cooperation"]
+    assert (entry["n_real"], entry["n_pseudo"]) == (4, 12)  # A of session k with B of session j != k
+    cell = entry["alpha"]["plv"]
+    # Sessions 2-4 are coupled within the session (2, 4, 6 µV); across sessions nothing is.
+    assert [d["session"] for d in entry["real_dyads"]] == [f"pt-ses{k}.xdf" for k in (1, 2, 3, 4)]
+    assert cell["real_mean"] > cell["pseudo_mean"] + 0.1 and cell["significant"]
+    assert min(cell["real"][2:]) > max(cell["pseudo"])
+
+
+def test_longitudinal_trend_rises_with_the_therapist_only(patient):
+    xdf_report, patient_sessions = patient
+    assert len(patient_sessions) == 7
     report = run_group(patient_sessions, bands="alpha=8-12", metrics=["plv"], seed=1)
+    assert [s["kind"] for s in report["sessions"]] == ["quickcheck-json"] * 7
     assert not report["real_vs_pseudo"]["available"]
     assert "quick-check JSONs hold summaries only" in report["real_vs_pseudo"]["reason"]
     person = report["longitudinal"]["participants"]["pat-7"]
@@ -190,12 +214,16 @@ def test_longitudinal_trend_rises_with_the_therapist_only(patient_sessions):
     assert abs(stranger["trend"]["slope"]) < therapist["trend"]["slope"] / 3
     # The therapist partners are the ones who are followed too (one id, four sessions).
     assert report["longitudinal"]["participants"]["ther-1"]["by_partner_type"]["patient"]["series"]["cooperation"]["alpha"]["plv"]["x"] == [1, 2, 3, 4]
-    z_report = run_group(patient_sessions[:4], bands="alpha=8-12", metrics=["plv"], trend_value="z")
+    # The same values as the run on the XDF files (the JSONs are what it wrote).
+    from_xdf = xdf_report["longitudinal"]["participants"]["pat-7"]["by_partner_type"]["therapist"]["series"]["cooperation"]["alpha"]["plv"]
+    assert from_xdf["y"] == pytest.approx(therapist["y"])
+    z_report = run_group(patient_sessions, bands="alpha=8-12", metrics=["plv"], trend_value="z")
     z_trend = z_report["longitudinal"]["participants"]["pat-7"]["by_partner_type"]["therapist"]["series"]["cooperation"]["alpha"]["plv"]["trend"]
     assert z_trend["slope"] > 0
 
 
-def test_unreadable_input_is_skipped_with_its_name_or_stops_when_strict(patient_sessions, tmp_path):
+def test_unreadable_input_is_skipped_with_its_name_or_stops_when_strict(patient, tmp_path):
+    _, patient_sessions = patient
     broken = tmp_path / "broken.xdf"
     broken.write_bytes(b"this is not an XDF file")
     report = run_group([broken, *patient_sessions[:2]], bands="alpha=8-12", metrics=["plv"])
