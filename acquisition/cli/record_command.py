@@ -84,8 +84,6 @@ class _StopOnSignal:
               help="Seconds to wait for every required stream to appear.")
 @click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE",
               help="Extra file-header field, e.g. --meta study=pilot --meta dyad=d01 (repeatable).")
-@click.option("--session-id", default=None,
-              help="LSL SessionID to use (default: the one of this machine's lsl_api.cfg / LSLAPICFG).")
 def record(
     source_ids: tuple[str, ...],
     predicates: tuple[str, ...],
@@ -94,12 +92,12 @@ def record(
     duration: float | None,
     wait: float,
     meta: tuple[str, ...],
-    session_id: str | None,
 ) -> None:
     """Record the selected LSL streams into one XDF file.
 
     Select every stream explicitly (nothing is recorded "because it is on the network").
     Stops after --duration, or on Ctrl+C / SIGTERM, after draining every stream up to that moment.
+    LSL settings (SessionID, resolve scope, KnownPeers) come from lsl_api.cfg or $LSLAPICFG.
 
     \b
     Example:
@@ -117,11 +115,8 @@ def record(
         err.print(f"[red]{out} already exists[/red]; a recording is never overwritten. "
                   "Choose a new --out name or move the existing file away.", highlight=False)
         raise SystemExit(EXIT_BAD_INPUT)
-    if session_id is not None:
-        from acquisition.lslconfig import LslConfig, apply_lsl_config
-
-        apply_lsl_config(LslConfig(session_id=session_id))
-    # Imported here: liblsl reads its configuration at the first LSL call.
+    # Imported here, so that `dyadlab record --help` and input errors need no LSL at all. The LSL
+    # configuration (SessionID, scope, peers) is the machine's lsl_api.cfg or $LSLAPICFG.
     from acquisition.recorder import LslRecorder, MissingStreamError, RecorderError, StreamSelector
 
     try:
