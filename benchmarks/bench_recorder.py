@@ -279,7 +279,7 @@ def _print_table(results: dict) -> None:
         table.add_row(kind, f"{r['samples_expected']:,}", f"{r['samples_in_file_of_expected']:,}", f"{r['samples_lost']:,}",
                       f"{r['cpu_seconds_per_second']:.3f}", f"{r['peak_rss_mb']:.0f}", f"{r['file_size_mb']:.1f}",
                       f"{r['stop_seconds']:.2f}")
-    Console().print(table)
+    Console(width=120).print(table)
     ours, theirs = results["recorders"]["dyadlab"], results["recorders"]["labrecorder"]
     if theirs["cpu_seconds_per_second"] > 0:
         print(f"CPU ratio dyadlab / LabRecorder: {ours['cpu_seconds_per_second'] / theirs['cpu_seconds_per_second']:.2f}")
