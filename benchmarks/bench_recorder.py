@@ -202,8 +202,11 @@ def _count_in_file(path: Path, ids: list[str], expected: list[int]) -> dict[str,
         else:
             indices = np.asarray(stream["time_series"])[:, 0].astype(np.int64)
         present = np.unique(indices[(indices >= 0) & (indices < n_expected)])
-        out[source_id] = {"expected": n_expected, "in_file": int(present.size), "lost": n_expected - int(present.size),
-                          "total_in_file": int(indices.size)}
+        missing = np.setdiff1d(np.arange(n_expected), present)
+        out[source_id] = {"expected": n_expected, "in_file": int(present.size), "lost": int(missing.size),
+                          "total_in_file": int(indices.size),
+                          # where the losses are: at the start, at the stop, or in between
+                          "lost_index_range": [int(missing[0]), int(missing[-1])] if missing.size else None}
     return out
 
 
