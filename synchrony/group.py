@@ -567,7 +567,7 @@ def real_vs_pseudo(
         entry: dict[str, Any] = {
             "n_real": len(present),
             "n_pseudo": len(pairs),
-            "real_dyads": [{"session": summaries[i]["file"], "n_epochs": epochs[i].n_epochs[condition]} for i in present],
+            "real_dyads": [{"file": summaries[i]["file"], "n_epochs": epochs[i].n_epochs[condition]} for i in present],
             "pseudo_pairs": [],
         }
         for band in bands:

@@ -22,6 +22,7 @@ from synchrony.group import (
     SCHEMA_VERSION,
     GroupError,
     LayoutMismatchError,
+    SessionEpochs,
     pooled_group_p,
     real_vs_pseudo,
     run_group,
@@ -106,7 +107,7 @@ def test_real_dyad_values_are_the_quick_check_means(coupled):
     by_file = {s["file"]: s for s in report["sessions"]}
     for condition, entry in report["real_vs_pseudo"]["conditions"].items():
         for k, real in enumerate(entry["real_dyads"]):
-            session = by_file[real["session"]]
+            session = by_file[real["file"]]
             assert real["n_epochs"] == session["conditions"][condition]["n_epochs"]
             for band in ("theta", "alpha"):
                 for metric in METRICS:
@@ -190,7 +191,7 @@ def test_carry_over_control_for_one_dyad_over_sessions(patient):
     assert (entry["n_real"], entry["n_pseudo"]) == (4, 12)  # A of session k with B of session j != k
     cell = entry["alpha"]["plv"]
     # Sessions 2-4 are coupled within the session (2, 4, 6 µV); across sessions nothing is.
-    assert [d["session"] for d in entry["real_dyads"]] == [f"pt-ses{k}.xdf" for k in (1, 2, 3, 4)]
+    assert [d["file"] for d in entry["real_dyads"]] == [f"pt-ses{k}.xdf" for k in (1, 2, 3, 4)]
     assert cell["real_mean"] > cell["pseudo_mean"] + 0.1 and cell["significant"]
     assert min(cell["real"][2:]) > max(cell["pseudo"])
 
@@ -288,3 +289,43 @@ def test_trend_recovers_a_known_slope_and_refuses_too_few_points():
     short = trend([1, 2], [0.0, 1.0])
     assert short["slope"] is None and "at least 3" in short["note"]
     assert trend([1, 2, 3, 4], [0.0, None, 0.2, float("nan")])["n"] == 2
+
+
+def _epochs_on_disk(folder, name, n_epochs, seed, unusable_b=()):
+    """A SessionEpochs of independent random analytic epochs (2 channels per participant, 40 samples)."""
+    rng = np.random.default_rng(seed)
+    files = {}
+    for side in ("a", "b"):
+        path = folder / f"{name}.{side}.npy"
+        np.save(path, (rng.standard_normal((n_epochs, 2, 40)) + 1j * rng.standard_normal((n_epochs, 2, 40))).astype(np.complex64))
+        files[side] = path
+    return SessionEpochs(
+        rate=250.0, labels_a=["C3", "C4"], labels_b=["C4", "C3"], usable_a={"C3", "C4"},
+        usable_b={"C3", "C4"} - set(unusable_b), files={("task", "alpha"): (files["a"], files["b"])},
+        n_epochs={"task": n_epochs},
+    )
+
+
+def test_pseudo_dyad_selection_channels_and_cap(tmp_path):
+    """Who is paired with whom, on which channels, how many epochs, and --pseudo-max (synthetic epochs)."""
+    ids = [("a0", "b0"), ("a1", "b1"), ("a2", "b2"), ("b0", "a3")]  # b0 is A in the last recording
+    summaries = [
+        {"file": f"r{k}.xdf", "study": "s", "dyad": f"d{k}", "session": "1",
+         "participants": {"A": {"id": a}, "B": {"id": b}}}
+        for k, (a, b) in enumerate(ids)
+    ]
+    epochs = [_epochs_on_disk(tmp_path, f"r{k}", n, seed=k, unusable_b=("C4",) if k == 2 else ())
+              for k, n in enumerate((5, 6, 7, 8))]
+    full = real_vs_pseudo(summaries, epochs, bands=["alpha"], metrics=["plv"], rng=np.random.default_rng(0))
+    entry = full["conditions"]["task"]
+    pairs = {(p["a_from"], p["b_from"]): p["n_epochs"] for p in entry["pseudo_pairs"]}
+    # 12 ordered pairs minus b0 with b0 (r3's A with r0's B: the same person).
+    assert len(pairs) == 11 and ("r3.xdf", "r0.xdf") not in pairs
+    assert pairs[("r0.xdf", "r3.xdf")] == 5 and pairs[("r2.xdf", "r3.xdf")] == 7  # truncated to the smaller count
+    assert full["channels"] == {"A": ["C3", "C4"], "B": ["C3"]}  # C4 of B unusable in r2: left out everywhere
+    assert entry["alpha"]["plv"]["p"] is not None and not entry["alpha"]["plv"]["significant"]
+    capped = real_vs_pseudo(summaries, epochs, bands=["alpha"], metrics=["plv"], pseudo_max=5, rng=np.random.default_rng(0))
+    assert capped["conditions"]["task"]["n_pseudo"] == 5
+    assert {(p["a_from"], p["b_from"]) for p in capped["conditions"]["task"]["pseudo_pairs"]} <= set(pairs)
+    with pytest.raises(GroupError, match="No dyad was recorded in two or more sessions"):
+        real_vs_pseudo(summaries, epochs, bands=["alpha"], metrics=["plv"], across_sessions=True, rng=np.random.default_rng(0))
