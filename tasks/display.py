@@ -236,24 +236,24 @@ class SessionDisplay:
         """Keep a copy of what was drawn for the coming flip (back buffer) of every window.
 
         The front buffer cannot be read back reliably (it is black under Xvfb/Mesa), so a
-        screen is grabbed after drawing and before its flip, and saved later with :meth:`save_grabbed`.
+        screen is grabbed after drawing and before its flip; :meth:`take_grabbed` hands it over.
         """
         for view in self.views:
             view.window.getMovieFrame(buffer="back")
 
-    def save_grabbed(self, stem: Path) -> list[Path]:
-        """Save the grabbed frames as ``<stem>.png`` (``<stem>_<view>.png`` with several windows)."""
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        paths = []
+    def take_grabbed(self, stem: Path) -> list[tuple[Path, Any]]:
+        """The grabbed frames as ``(path, PIL image)``, for ``<stem>.png`` or ``<stem>_<view>.png``.
+
+        Writing PNGs takes hundreds of milliseconds, so the caller saves them outside timed screens.
+        """
+        taken = []
         for view in self.views:
             if not view.window.movieFrames:
                 continue
             name = f"{stem.name}.png" if len(self.views) == 1 else f"{stem.name}_{view.name}.png"
-            path = stem.with_name(name)
-            view.window.movieFrames = view.window.movieFrames[-1:]
-            view.window.saveMovieFrames(str(path))  # also empties movieFrames
-            paths.append(path)
-        return paths
+            taken.append((stem.with_name(name), view.window.movieFrames[-1]))
+            view.window.movieFrames = []
+        return taken
 
     def close(self) -> None:
         """Close every window; idempotent."""

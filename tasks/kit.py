@@ -156,7 +156,8 @@ class TaskContext:
     seed : int or None
         Seed of the task's own randomisation (ITI jitter, computer partner).
     screenshot_dir : Path or None
-        If set, each paradigm's main screens are saved there once as ``<task>_<screen>.png``.
+        If set, each paradigm's main screens are saved there once as ``<task>_<screen>.png``
+        (``_A`` / ``_B`` suffixes with one window per participant), written at each block end.
     experiment_info : mapping
         Extra columns for every CSV row (study, dyad, session...).
     """
@@ -201,6 +202,7 @@ class TaskContext:
         self._block: _Block | None = None
         self._announced: _Block | None = None  # the block whose instructions are on screen
         self._captured: set[str] = set()
+        self._screenshots: list[tuple[Path, Any]] = []
         self._open = False
         self._switch_interval: float | None = None
         import pylsl
@@ -248,6 +250,7 @@ class TaskContext:
         if self.autopilot is not None:
             self.autopilot.stop()
             self.autopilot = None
+        self.save_screenshots()
         if self.exp is not None:
             try:
                 self.save_data()
@@ -471,6 +474,7 @@ class TaskContext:
                 self._block = None
                 self._rt_origin = None
                 self.save_data()
+                self.save_screenshots()
 
     def show(
         self,
@@ -589,15 +593,24 @@ class TaskContext:
     def _wants_capture(self, name: str | None) -> bool:
         return self.screenshot_dir is not None and name is not None and name not in self._captured
 
-    def capture(self, name: str) -> list[Path]:
-        """Save the last grabbed frame(s) as ``<screenshot_dir>/<name>.png``, once per name.
+    def capture(self, name: str) -> None:
+        """Keep the last grabbed frame(s) as ``<screenshot_dir>/<name>.png``, once per name.
 
-        A frame is grabbed by ``flip(grab=True)`` (``show(screenshot=...)`` does it at onset).
+        A frame is grabbed by ``flip(grab=True)`` (``show(screenshot=...)`` does it at onset). The
+        files are written when the block ends (and at close), not during timed screens.
         """
         if not self._wants_capture(name):
-            return []
+            return
         self._captured.add(name)
-        return self.display.save_grabbed(Path(self.screenshot_dir) / name)  # type: ignore[arg-type]
+        self._screenshots.extend(self.display.take_grabbed(Path(self.screenshot_dir) / name))  # type: ignore[arg-type]
+
+    def save_screenshots(self) -> list[Path]:
+        """Write the screenshots kept so far; returns their paths."""
+        pending, self._screenshots = self._screenshots, []
+        for path, image in pending:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+        return [path for path, _ in pending]
 
     def add_row(self, **values: Any) -> None:
         """One row of the behavioural CSV, with the block's task, block id and condition."""

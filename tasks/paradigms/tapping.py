@@ -82,15 +82,16 @@ class Tapping(Paradigm):
         value = params.model_dump(include={"partner", "period_s", "n_pacer_ticks", "continuation_s"})
         value["roles"] = ctx.roles
         with ctx.block(self.name, block_id, self.conditions(params)[0], value=value):
-            _TappingRun(ctx, params).run()
+            _TappingRun(ctx, params, self.conditions(params)[0]).run()
 
 
 class _TappingRun:
     """The state of one tapping block."""
 
-    def __init__(self, ctx: "TaskContext", params: TappingParams) -> None:
+    def __init__(self, ctx: "TaskContext", params: TappingParams, condition: str) -> None:
         self.ctx = ctx
         self.params = params
+        self.condition = condition
         self.shown = [_COMPUTER] if params.partner == "computer" else list(ctx.participants)
         self.lit_until: dict[str, float] = {who: -np.inf for who in self.shown}
         self.pacer_lit_until = -np.inf
@@ -189,7 +190,7 @@ class _TappingRun:
             return bool(boundary) and ctx.now() >= boundary[0]
 
         ctx.show(self.draw, marker=ctx.marker("cue", value={"phase": "synchronization"}), until=synchronized,
-                 on_frame=on_frame, screenshot="tapping_synchronization")
+                 on_frame=on_frame, screenshot=f"{self.condition}_synchronization")
         self.phase = "continuation"
         ctx.show(self.draw, duration=params.continuation_s, marker=ctx.marker("cue", value={"phase": "continuation"}),
-                 on_frame=self.on_frame, screenshot="tapping_continuation")
+                 on_frame=self.on_frame, screenshot=f"{self.condition}_continuation")

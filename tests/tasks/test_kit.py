@@ -168,4 +168,5 @@ def test_a_key_released_between_contexts_does_not_come_back_as_a_press(make_cont
     second.autopilot.press("a", pressed_at)
     _, responses = second.show(lambda view: view.text("x", "again").draw(), duration=0.8)
     assert [r.key for r in responses] == ["a"]
-    assert responses[0].t_down == pytest.approx(pressed_at, abs=0.05)
+    # the new press, not the first context's (which went down about a second earlier)
+    assert pressed_at - 0.01 < responses[0].t_down < pressed_at + 0.3

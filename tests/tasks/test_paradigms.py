@@ -7,7 +7,6 @@ the response stream against the behavioural CSV; and screenshots of the main scr
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -126,8 +125,9 @@ def test_tapping_pacer_taps_and_csv(make_context, streams, artifacts_dir, partne
     assert all(m.condition == condition for m, _ in markers if m.event != "instructions")
     ticks = [t for m, t in structure if m.event == "pacer"]
     # each flash is shown at the first frame after its scheduled time: a stalled frame on a loaded
-    # machine delays one flash, but the schedule does not drift
-    assert (ticks[-1] - ticks[0]) / 5 == pytest.approx(0.4, abs=0.06)
+    # machine delays a flash (the next one then follows sooner), but the schedule keeps the period
+    intervals = sorted(b - a for a, b in zip(ticks, ticks[1:]))
+    assert intervals[len(intervals) // 2] == pytest.approx(0.4, abs=0.03)
 
     rows = read_csv(ctx.csv_path)
     # presses on the instruction screen carry the block id but no condition: they are not taps
@@ -147,7 +147,7 @@ def test_tapping_pacer_taps_and_csv(make_context, streams, artifacts_dir, partne
         computer_rows = [r for r in rows if r["tapper"] == "computer"]
         assert len(tap_markers) == len(computer_rows) >= 6
         assert all(m.participant is None and m.value == {"by": "computer"} for m in tap_markers)
-    _assert_screens(artifacts_dir / "screenshots", ["tapping_instructions", "tapping_synchronization", "tapping_continuation"])
+    _assert_screens(artifacts_dir / "screenshots", ["tapping_instructions", f"{condition}_synchronization", f"{condition}_continuation"])
 
 
 def test_structured_conversation_turns(make_context, streams, artifacts_dir):
@@ -180,8 +180,8 @@ def test_free_conversation_with_roles_and_prompt(make_context, streams, artifact
     _assert_screens(artifacts_dir / "screenshots", ["conversation_free"])
 
 
-def test_probe_runs_rest_tapping_conversation(make_context, streams):
-    ctx = make_context()
+def test_probe_runs_rest_tapping_conversation(make_context, streams, artifacts_dir):
+    ctx = make_context(screenshots=True)
     params = {
         "rest": {"duration_s": 20},
         "tapping": {**FAST_TAPPING, "n_pacer_ticks": 3, "show_instructions": False},
@@ -201,4 +201,5 @@ def test_probe_runs_rest_tapping_conversation(make_context, streams):
             assert marker.block == open_block and marker.value == "complete"
             open_block = None
     assert open_block is None
-    assert math.isclose(len([m for m, _ in markers if m.event == "turn"]), 2)
+    assert len([m for m, _ in markers if m.event == "turn"]) == 2
+    _assert_screens(artifacts_dir / "screenshots", ["conversation_turn"])  # the shared-screen turn cue
