@@ -756,6 +756,19 @@ def longitudinal(
 # --------------------------------------------------------------------------------------------
 
 
+def _duplicate_sessions(summaries: list[dict[str, Any]]) -> list[str]:
+    """Warnings for a dyad's session given more than once (e.g. an XDF and its own quick-check JSON)."""
+    files: dict[tuple, list[str]] = {}
+    for summary in summaries:
+        if summary["dyad"] and summary["session"]:
+            files.setdefault((summary["study"], summary["dyad"], summary["session"]), []).append(summary["file"])
+    return [
+        f"Dyad {dyad} session {session} is given {len(names)} times ({', '.join(names)}); each copy counts as a session "
+        "in the longitudinal view. Leave the duplicates out (an XDF file and its own quick-check JSON are the same session)."
+        for (_, dyad, session), names in files.items() if len(names) > 1
+    ]
+
+
 def _optional_null(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """:func:`real_vs_pseudo`, or why it is not available; differing layouts still stop everything."""
     try:
@@ -902,6 +915,7 @@ def run_group(
                 + "; ".join(f"{Path(s['path']).name}: {s['error']}" for s in skipped)
                 + "). At least 2 sessions are needed."
             )
+        warnings.extend(_duplicate_sessions(summaries))
         xdf_index = sorted(epochs)
         if len(xdf_index) < 2:
             reason = (

@@ -233,6 +233,8 @@ def test_unreadable_input_is_skipped_with_its_name_or_stops_when_strict(patient,
     assert len(report["sessions"]) == 2
     with pytest.raises(GroupError, match="broken.xdf"):
         run_group([broken, *patient_sessions[:2]], bands="alpha=8-12", metrics=["plv"], strict=True)
+    twice = run_group([patient_sessions[0], patient_sessions[0]], bands="alpha=8-12", metrics=["plv"])
+    assert any("given 2 times" in w for w in twice["warnings"])
     not_a_report = tmp_path / "other.json"
     not_a_report.write_text(json.dumps({"hello": 1}))
     with pytest.raises(GroupError, match="Only 1 of 2 input"):
