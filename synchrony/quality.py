@@ -21,6 +21,7 @@ from synchrony.io import EventMarker, ParticipantEeg
 logger = logging.getLogger(__name__)
 
 POSTERIOR_PREFIXES = ("O", "PO", "P")
+WELCH_CHANNEL_GROUP = 8
 
 
 @dataclass(frozen=True)
@@ -140,25 +141,33 @@ def _channels(p: ParticipantEeg, th: QualityThresholds) -> tuple[dict[str, Any],
     nan_count = np.zeros(n_channels, dtype=np.int64)
     psd = None
     freqs = np.zeros(0)
-    for c in range(n_channels):
-        x = p.data[c].astype(np.float64)
+    # Channels in groups: scipy's Welch loops over segments in Python, so one call per group of
+    # channels (not per channel) keeps a 60-minute recording to seconds; groups bound memory.
+    for first in range(0, n_channels, WELCH_CHANNEL_GROUP):
+        group = slice(first, min(first + WELCH_CHANNEL_GROUP, n_channels))
+        x = p.data[group].astype(np.float64)
         finite = np.isfinite(x)
-        nan_count[c] = int((~finite).sum())
-        if not finite.any():
-            std[c] = np.nan
-            continue
-        if not finite.all():
-            x[~finite] = np.median(x[finite])
-        repeat[c] = float(np.mean(np.diff(x) == 0)) if x.size > 1 else 1.0
-        lo, hi = x[finite].min(), x[finite].max()
-        railed[c] = float(np.mean((x[finite] == lo) | (x[finite] == hi))) if hi > lo else 0.0
-        f, pxx = signal.welch(x, fs=fs, nperseg=nperseg, detrend="constant")
+        nan_count[group] = (~finite).sum(axis=1)
+        for row in range(x.shape[0]):
+            c = first + row
+            values = x[row, finite[row]]
+            if values.size == 0:
+                x[row] = 0.0
+                continue
+            if values.size < x.shape[1]:
+                x[row, ~finite[row]] = np.median(values)
+            repeat[c] = float(np.mean(x[row, 1:] == x[row, :-1])) if x.shape[1] > 1 else 1.0
+            lo, hi = values.min(), values.max()
+            railed[c] = float(np.mean((values == lo) | (values == hi))) if hi > lo else 0.0
+        f, pxx = signal.welch(x, fs=fs, nperseg=nperseg, detrend="constant", axis=-1)
         if psd is None:
             psd = np.full((n_channels, f.size), np.nan)
             freqs = f
-        psd[c] = pxx
+        psd[group] = pxx
         # Standard deviation above 1 Hz, from the spectrum (no filtering pass over the data).
-        std[c] = float(np.sqrt(np.sum(pxx[f >= 1.0]) * (f[1] - f[0]))) if f.size > 1 else float(x.std())
+        std[group] = np.sqrt(np.sum(pxx[:, f >= 1.0], axis=1) * (f[1] - f[0])) if f.size > 1 else x.std(axis=1)
+        std[group][~finite.any(axis=1)] = np.nan
+        del x
     if psd is None:
         psd = np.full((n_channels, 1), np.nan)
     microvolts = p.unit.lower() in ("microvolts", "uv", "µv")
