@@ -44,7 +44,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -646,14 +647,16 @@ def _check_channels(
         for flag in channel.flags
     ]
     test_board = _test_signal_board(probe.full_info)
-    if test_board is not None:
-        problems = [
-            replace(problem, severity="warning", message=(
-                f"{problem.message} (the {test_board} board streams test signals, not EEG: "
-                "signal checks are informational)"
-            ))
-            for problem in problems
-        ]
+    if test_board is not None and problems:
+        counts = Counter(problem.check for problem in problems)
+        summary = ", ".join(f"{check} x{n}" for check, n in sorted(counts.items()))
+        problems = [_problem(
+            "warning", "test_signal",
+            f"The {test_board} board streams test signals, not EEG: {len(bad)} channel(s) flagged "
+            f"({summary}); signal checks are informational.",
+            "Nothing to fix for a pilot; connect a real amplifier (or use --simulate) to check EEG quality.",
+            participant=label, stream=result.source_id,
+        )]
     return channels, problems
 
 
