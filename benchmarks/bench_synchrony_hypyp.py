@@ -62,6 +62,11 @@ def _available_gb() -> float:
     return psutil.virtual_memory().available / 2**30
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime  # all threads of this process
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
@@ -96,6 +101,7 @@ def _worker_ours(signal_path: str, metrics: list[str], out_path: str) -> dict:
 
     complex_signal = np.load(signal_path)
     rss_before = _peak_rss_mb()
+    cpu_before = _cpu_s()
     started = time.perf_counter()
     values = {
         band: inter_brain_connectivity(complex_signal[0, :, :, f], complex_signal[1, :, :, f], metrics)
@@ -103,8 +109,8 @@ def _worker_ours(signal_path: str, metrics: list[str], out_path: str) -> dict:
     }
     wall = time.perf_counter() - started
     np.savez(out_path, **{m: np.stack([values[b][m] for b in BANDS]) for m in metrics})
-    return {"wall_s": wall, "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": rss_before,
-            "rss_interpreter_mb": rss_before_import}
+    return {"wall_s": wall, "cpu_s": _cpu_s() - cpu_before, "peak_rss_mb": _peak_rss_mb(),
+            "rss_before_mb": rss_before, "rss_interpreter_mb": rss_before_import}
 
 
 def _worker_hypyp(signal_path: str, metric: str, optimization: str | None, out_path: str) -> dict:
@@ -115,11 +121,12 @@ def _worker_hypyp(signal_path: str, metric: str, optimization: str | None, out_p
 
     complex_signal = np.load(signal_path)
     rss_before = _peak_rss_mb()
+    cpu_before = _cpu_s()
     started = time.perf_counter()
     con = compute_sync(complex_signal, metric, optimization=optimization)
     wall = time.perf_counter() - started
     np.savez(out_path, **{metric: con[:, :N_CHANNELS, N_CHANNELS:]})
-    return {"wall_s": wall, "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": rss_before}
+    return {"wall_s": wall, "cpu_s": _cpu_s() - cpu_before, "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": rss_before}
 
 
 def _worker_surrogates(signal_path: str, metrics: list[str], n_surrogates: int) -> dict:
@@ -128,6 +135,7 @@ def _worker_surrogates(signal_path: str, metrics: list[str], n_surrogates: int) 
     complex_signal = np.load(signal_path)
     rss_before = _peak_rss_mb()
     rng = np.random.default_rng(0)
+    cpu_before = _cpu_s()
     started = time.perf_counter()
     permutations = derangements(N_EPOCHS, n_surrogates, rng)  # one joint null over bands
     null = {
@@ -139,7 +147,8 @@ def _worker_surrogates(signal_path: str, metrics: list[str], n_surrogates: int) 
     }
     wall = time.perf_counter() - started
     shapes = {m: list(null["alpha"][m].shape) for m in metrics}
-    return {"wall_s": wall, "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": rss_before, "null_shape": shapes}
+    return {"wall_s": wall, "cpu_s": _cpu_s() - cpu_before, "peak_rss_mb": _peak_rss_mb(),
+            "rss_before_mb": rss_before, "null_shape": shapes}
 
 
 def _run_worker(args: list[str], *, cold_numba: bool) -> dict:
@@ -165,7 +174,8 @@ def _max_abs_diff(ours_path: Path, theirs_path: Path, metric: str) -> float:
 
 
 def _fmt(value, spec=".2f"):
-    return "-" if value is None else format(value, spec)
+    width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+    return ("-".rjust(int(width)) if width else "-") if value is None else format(value, spec)
 
 
 def run(quick: bool) -> dict:
@@ -211,11 +221,13 @@ def run(quick: bool) -> dict:
         "ours_sum_of_per_metric_s": total("ours"),
         "ours_metric_set_one_call_cold_s": whole_cold.get("wall_s"),
         "ours_metric_set_one_call_cached_s": whole_cached.get("wall_s"),
+        "ours_metric_set_one_call_cpu_s": whole_cold.get("cpu_s"),
         "ours_metric_set_peak_rss_mb": whole_cold.get("peak_rss_mb"),
         "hypyp_numpy_sum_s": total("hypyp_numpy"),
         "hypyp_numba_cold_sum_s": total("hypyp_numba"),
         "surrogates_200_all_metrics_4_bands_cold_s": surrogates_cold.get("wall_s"),
         "surrogates_200_all_metrics_4_bands_cached_s": surrogates_cached.get("wall_s"),
+        "surrogates_200_all_metrics_4_bands_cached_cpu_s": surrogates_cached.get("cpu_s"),
         "surrogates_peak_rss_mb": surrogates_cold.get("peak_rss_mb"),
         "max_abs_diff_all_metrics": max((r["max_abs_diff"] for r in rows if r["max_abs_diff"] is not None), default=None),
     }
@@ -273,14 +285,16 @@ def print_table(result: dict) -> None:
     s = result["summary"]
     print()
     print(f"metric set, one call (ours): cold {_fmt(s['ours_metric_set_one_call_cold_s'], '.3f')} s, cached "
-          f"{_fmt(s['ours_metric_set_one_call_cached_s'], '.3f')} s, peak {_fmt(s['ours_metric_set_peak_rss_mb'], '.0f')} MB")
+          f"{_fmt(s['ours_metric_set_one_call_cached_s'], '.3f')} s (CPU {_fmt(s['ours_metric_set_one_call_cpu_s'], '.2f')} s), "
+          f"peak {_fmt(s['ours_metric_set_peak_rss_mb'], '.0f')} MB")
     print(f"HyPyP sum of per-metric times: numpy {_fmt(s['hypyp_numpy_sum_s'], '.2f')} s, "
           f"numba (cold) {_fmt(s['hypyp_numba_cold_sum_s'], '.2f')} s")
     print(f"speed-up of the metric set: x{_fmt(s.get('speedup_vs_hypyp_numpy'), '.1f')} vs HyPyP numpy, "
           f"x{_fmt(s.get('speedup_vs_hypyp_numba_cold'), '.1f')} vs HyPyP numba (cold)")
     print(f"{N_SURROGATES} surrogates, all {len(METRICS)} metrics, 4 bands: cold "
           f"{_fmt(s['surrogates_200_all_metrics_4_bands_cold_s'], '.2f')} s, cached "
-          f"{_fmt(s['surrogates_200_all_metrics_4_bands_cached_s'], '.2f')} s, peak {_fmt(s['surrogates_peak_rss_mb'], '.0f')} MB")
+          f"{_fmt(s['surrogates_200_all_metrics_4_bands_cached_s'], '.2f')} s (CPU "
+          f"{_fmt(s['surrogates_200_all_metrics_4_bands_cached_cpu_s'], '.2f')} s), peak {_fmt(s['surrogates_peak_rss_mb'], '.0f')} MB")
     print(f"largest |ours - HyPyP| over all metrics: {_fmt(s['max_abs_diff_all_metrics'], '.1e')}")
     print(f"targets: {s['targets']}")
     print(f"load average before/after: {result['machine']['loadavg_before']} / {result['machine']['loadavg_after']}")

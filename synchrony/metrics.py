@@ -554,18 +554,25 @@ def _numba_available() -> bool:
 
 
 def lag_sums(
-    ta: EpochTerms, tb: EpochTerms, epochs_a: np.ndarray, epochs_b: np.ndarray
+    ta: EpochTerms,
+    tb: EpochTerms,
+    epochs_a: np.ndarray,
+    epochs_b: np.ndarray,
+    *,
+    total_work: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """PLI/wPLI sums ``sum_t sign(Im(x_a conj x_b))`` and ``sum_t |Im(x_a conj x_b)|`` per pair.
 
     Returns two arrays of shape (n_pairs, C_a, C_b). Large jobs (surrogates: thousands of
     epoch pairings) use the numba kernel when numba is installed -- several times faster,
     after a one-off compilation of a few seconds that numba caches on disk; small jobs (the
-    observed values of one condition) use NumPy in bounded chunks, which is then faster
-    than compiling.
+    observed values of one condition) use NumPy, which is then faster than compiling.
+    ``total_work`` is the size of the whole job (pairs x C_a x C_b x n) when a caller splits
+    it into several calls; by default, this call's own size.
     """
-    work = epochs_a.size * ta.n_channels * tb.n_channels * ta.n_times
-    use_numba = work >= _NUMBA_MIN_ELEMENTS and _numba_available()
+    if total_work is None:
+        total_work = epochs_a.size * ta.n_channels * tb.n_channels * ta.n_times
+    use_numba = total_work >= _NUMBA_MIN_ELEMENTS and _numba_available()
     kernel = _lag_sums_numba if use_numba else _lag_sums_numpy
     return kernel(ta.signal_re, ta.signal_im, tb.signal_re, tb.signal_im, epochs_a, epochs_b)
 
