@@ -203,7 +203,6 @@ class TaskContext:
         self._announced: _Block | None = None  # the block whose instructions are on screen
         self._captured: set[str] = set()
         self._screenshots: list[tuple[Path, Any]] = []
-        self._open = False
         self._switch_interval: float | None = None
         import pylsl
 
@@ -241,26 +240,31 @@ class TaskContext:
         except BaseException:
             self.close()
             raise
-        self._open = True
         return self
 
     def close(self) -> None:
-        """Save the CSV, stop the autopilot, close the windows; idempotent."""
-        self._open = False
-        if self.autopilot is not None:
-            self.autopilot.stop()
-            self.autopilot = None
-        self.save_screenshots()
-        if self.exp is not None:
+        """Save the CSV, stop the autopilot, close the windows; idempotent.
+
+        Every step runs even if an earlier one fails; the first error is raised at the end.
+        """
+        try:
+            if self.autopilot is not None:
+                self.autopilot.stop()
+                self.autopilot = None
+        finally:
             try:
-                self.save_data()
+                if self.exp is not None:
+                    try:
+                        self.save_data()
+                    finally:
+                        self.exp.abort()  # our own save is done; stop PsychoPy's atexit save
+                        self.exp = None
+                self.save_screenshots()
             finally:
-                self.exp.abort()  # our own save is done; stop PsychoPy's atexit save
-                self.exp = None
-        self.display.close()
-        if self._switch_interval is not None:
-            sys.setswitchinterval(self._switch_interval)
-            self._switch_interval = None
+                self.display.close()
+                if self._switch_interval is not None:
+                    sys.setswitchinterval(self._switch_interval)
+                    self._switch_interval = None
 
     def __enter__(self) -> "TaskContext":
         return self.open()
@@ -425,7 +429,11 @@ class TaskContext:
             self._draw_message("_pause", _PAUSE_TEXT)
             flip_time = self._flip()
             started = flip_time if started is None else started
-            keys = [press.key for press in self._read_keys()]
+            presses = self._read_keys()
+            for press in presses:
+                if press.participant is not None:
+                    self._record_response(press)  # kept in the response stream, not used by the task
+            keys = [press.key for press in presses]
             if self.keys.abort in keys:
                 self.paused_total += self.now() - started
                 self._abort()

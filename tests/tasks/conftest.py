@@ -72,6 +72,7 @@ def make_context(streams: EventStreams, tmp_path: Path, artifacts_dir: Path) -> 
         autopilot: AutopilotSettings | None | str = "default",
         speed: float = 40.0,
         screenshots: bool = False,
+        photodiode_corner: str | None = None,
         **kwargs: Any,
     ) -> TaskContext:
         if autopilot == "default":
@@ -81,7 +82,8 @@ def make_context(streams: EventStreams, tmp_path: Path, artifacts_dir: Path) -> 
             streams.responses,
             participants={"A": "therapist", "B": "patient"},
             data_stem=tmp_path / "beh",
-            display=DisplaySettings(layout=layout, fullscreen=False, size=(800, 500), check_timing=False, max_frame_rate=120),
+            display=DisplaySettings(layout=layout, fullscreen=False, size=(800, 500), check_timing=False, max_frame_rate=120,
+                                    photodiode_corner=photodiode_corner),
             autopilot=autopilot,  # type: ignore[arg-type]
             seed=11,
             screenshot_dir=artifacts_dir / "screenshots" if screenshots else None,

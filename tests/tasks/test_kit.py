@@ -170,3 +170,21 @@ def test_a_key_released_between_contexts_does_not_come_back_as_a_press(make_cont
     assert [r.key for r in responses] == ["a"]
     # the new press, not the first context's (which went down about a second earlier)
     assert pressed_at - 0.01 < responses[0].t_down < pressed_at + 0.3
+
+
+def test_photodiode_patch_is_white_exactly_on_marker_frames(make_context, streams):
+    ctx = make_context(autopilot=None, photodiode_corner="top-left")
+    window = ctx.views[0].window
+
+    def corner_brightness(with_marker: bool) -> float:
+        import numpy as np
+
+        if with_marker:
+            ctx.mark_on_next_flip(Marker(event="stimulus"))
+        ctx._flip(grab=True)
+        frame = np.asarray(window.movieFrames.pop().convert("L"), dtype=float)
+        return float(frame[5:15, 5:15].mean())  # a few pixels inside the top-left corner
+
+    assert corner_brightness(with_marker=True) > 250
+    assert corner_brightness(with_marker=False) < 5
+    assert events(streams.markers()) == ["stimulus"]
