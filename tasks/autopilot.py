@@ -114,7 +114,8 @@ class _MakeResponseInjector:
         from psychopy import core
         from psychopy.hardware import keyboard
 
-        self._device = keyboard.KeyboardDevice()
+        # the keyboard device is a singleton; constructing it again would reset its state
+        self._device = keyboard.KeyboardDevice._instance or keyboard.KeyboardDevice()
         self._core = core
         self._down: dict[str, float] = {}
 

@@ -188,3 +188,24 @@ def test_photodiode_patch_is_white_exactly_on_marker_frames(make_context, stream
     assert corner_brightness(with_marker=True) > 250
     assert corner_brightness(with_marker=False) < 5
     assert events(streams.markers()) == ["stimulus"]
+
+
+def test_make_response_fallback_reaches_the_task(make_context, streams):
+    """The autopilot's no-X-server path (``KeyboardDevice.makeResponse``) also drives a block."""
+    ctx = make_context(autopilot=AutopilotSettings(seed=3, speed=40, injector="make-response"))
+    assert ctx.autopilot.injector_name == "make-response"
+    run_block(ctx, "joint-press", {**FAST_PRESS, "n_trials": 2}, "fallback-1")
+    rows = read_csv(ctx.csv_path)
+    assert len(rows) == 2
+    answered = [row[f"rt_{p}"] for row in rows for p in "AB" if row[f"rt_{p}"] not in ("", "None")]
+    assert len(answered) >= 3  # 5 % omissions: at most one of four responses missing here
+    assert all(0.1 <= float(rt) < 1.2 for rt in answered)
+
+
+def test_break_screen_is_marked_and_shortened_by_the_autopilot_speed(make_context, streams):
+    ctx = make_context(speed=20.0)
+    started = ctx.now()
+    ctx.show_break(20.0, "Short break")
+    assert 0.9 < ctx.now() - started < 2.0
+    (marker, _), = streams.markers()
+    assert (marker.event, marker.value) == ("break", {"seconds": 20.0})
