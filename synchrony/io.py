@@ -367,6 +367,93 @@ def _events(stream: dict) -> list[EventMarker]:
     return events
 
 
+def _read_streams(path: Path, selection: list[int] | None) -> tuple[list[dict], Any]:
+    """pyxdf.load_xdf with clock synchronisation, without de-jittering (the quality check must
+    see the recorded timestamps; synchrony.segments builds the analysis timeline)."""
+    import pyxdf
+
+    try:
+        return pyxdf.load_xdf(
+            str(path), select_streams=selection, synchronize_clocks=True, handle_clock_resets=True,
+            dejitter_timestamps=False,
+        )
+    except Exception as error:  # pyxdf raises bare Exception/IOError/struct.error on bad files
+        raise XdfLoadError(
+            f"{path} could not be read as XDF ({type(error).__name__}: {error}). The file may be truncated "
+            f"or not an XDF recording; `dyadlab inspect {path}` shows which chunk is damaged."
+        ) from error
+
+
+def _read_selected(path: Path, eeg: Sequence[str] | None) -> tuple[list[dict], Any]:
+    """The streams the check needs, each EEG stream read in its own pass.
+
+    pyxdf holds every chunk of every stream it reads at once (about 4 x the file for a
+    60-minute dyad), so EEG streams are read one at a time and converted to
+    :class:`ParticipantEeg` straight away (``stream["participant"]``, ``time_series`` dropped);
+    string streams are read together; other streams (AUX...) are only listed. A file whose
+    structure pyxdf cannot index is read in one pass, which scans past damaged chunks.
+    """
+    import pyxdf
+
+    try:
+        index = pyxdf.resolve_streams(str(path))
+    except Exception:  # noqa: BLE001 - damaged structure: fall back to one full pass
+        index = None
+    if index is None:
+        streams, header = _read_streams(path, None)
+        for stream in streams:
+            if _stream_kind(stream) == "eeg" or _named(stream["info"], eeg):
+                _convert(stream)
+        return streams, header
+    wanted_eeg, wanted_events, listed = [], [], []
+    for info in index:
+        flat = {key: [str(value) if value is not None else ""] for key, value in info.items()}
+        stream_type = str(info.get("type") or "").lower()
+        if stream_type == "eeg" or _named(flat, eeg):
+            wanted_eeg.append(info["stream_id"])
+        elif info.get("channel_format") == "string" or stream_type in ("markers", "marker", "events"):
+            wanted_events.append(info["stream_id"])
+        else:
+            listed.append({"info": flat, "time_series": np.zeros((0, 0)), "time_stamps": np.zeros(0), "footer": {}})
+    streams: list[dict] = []
+    header: Any = {}
+    if wanted_events:
+        streams, header = _read_streams(path, wanted_events)
+    for stream_id in wanted_eeg:
+        loaded, header = _read_streams(path, [stream_id])
+        for stream in loaded:
+            _convert(stream)
+            streams.append(stream)
+    if not index and not streams:
+        streams, header = _read_streams(path, None)
+    order = {info["stream_id"]: position for position, info in enumerate(index)}
+    streams.sort(key=lambda s: order.get(s["info"].get("stream_id"), len(order)))
+    return streams + listed, header
+
+
+def _named(info: dict, eeg: Sequence[str] | None) -> bool:
+    return bool(eeg) and (_text(info, "name") in eeg or _text(info, "source_id") in eeg)
+
+
+def _convert(stream: dict) -> None:
+    """Replace a pyxdf EEG stream's samples by its :class:`ParticipantEeg` (label set later)."""
+    try:
+        stream["participant"] = _participant("?", stream)
+    except XdfLoadError as error:
+        stream["participant"] = error  # raised only if this stream is picked
+    stream["time_series"] = None
+
+
+def _participant_of(label: str, stream: dict) -> ParticipantEeg:
+    participant = stream.get("participant")
+    if isinstance(participant, Exception):
+        raise XdfLoadError(str(participant).replace("Participant ?'s", f"Participant {label}'s")) from participant
+    if participant is None:
+        participant = _participant(label, stream)
+    participant.label = label
+    return participant
+
+
 def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadRecording:
     """Read a hyperscanning XDF file.
 
@@ -398,16 +485,7 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
     pyxdf_logger.addHandler(problems)
     started = time.perf_counter()
     try:
-        # Clock offsets are applied; de-jittering is left to synchrony.segments so that the quality
-        # check sees the recorded timestamps (gaps and jumps) and not a regression line.
-        streams, header = pyxdf.load_xdf(
-            str(path), synchronize_clocks=True, handle_clock_resets=True, dejitter_timestamps=False
-        )
-    except Exception as error:  # pyxdf raises bare Exception/IOError/struct.error on bad files
-        raise XdfLoadError(
-            f"{path} could not be read as XDF ({type(error).__name__}: {error}). The file may be truncated "
-            f"or not an XDF recording; `dyadlab inspect {path}` shows which chunk is damaged."
-        ) from error
+        streams, header = _read_selected(path, eeg)
     finally:
         pyxdf_logger.removeHandler(problems)
     load_seconds = time.perf_counter() - started
@@ -429,7 +507,7 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
     kinds = [_stream_kind(s) for s in streams]
     eeg_streams = [s for s, k in zip(streams, kinds) if k == "eeg"]
     picked = _pick_eeg_streams(eeg_streams, streams, eeg, warnings)
-    a, b = (_participant(label, stream) for label, stream in picked)
+    a, b = (_participant_of(label, stream) for label, stream in picked)
 
     for participant, (_, stream) in zip((a, b), picked):
         if participant.footer_sample_count is not None and participant.footer_sample_count != participant.n_samples:
@@ -444,6 +522,8 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
     responses = sorted(
         (m for s, k in zip(streams, kinds) if k == "responses" for m in _events(s)), key=lambda m: m.time
     )
+    for stream in eeg_streams:
+        stream.pop("participant", None)  # unpicked streams' samples are released with the dict
     used = {id(picked[0][1]), id(picked[1][1])} | {id(s) for s in marker_sources}
     used |= {id(s) for s, k in zip(streams, kinds) if k == "responses"}
     for stream in streams:
