@@ -17,7 +17,9 @@ where only per-session summaries are needed) and produces one versioned report
    entrainment, condition-wide rhythmicity -- but not the interaction, so a real-dyad excess
    is interaction-specific. Tested per condition, band and metric with a label permutation
    through :func:`synchrony.stats.group_level` (:func:`pooled_group_p`), Benjamini-Hochberg
-   FDR across all of them.
+   FDR across all of them. The same test against the *carry-over* null (A of one session with
+   B of another session of the same dyad) separates coupling within a session from each
+   person's signal changing over sessions -- the only null when one therapy dyad is followed.
 3. **Longitudinal view** (:func:`longitudinal`): per participant id, the session values over
    session numbers, split by partner type (the other participant's role: therapist,
    stranger, significant-other...), with a Theil-Sen trend and its confidence interval --
