@@ -10,21 +10,29 @@ libxdf and xdf-Matlab (see ``docs/architecture.md``):
   (``TimeStampBytes = 8``), so no reader ever has to deduce one;
 * a StreamFooter carries the exact ``sample_count`` plus first/last timestamps and clock offsets.
 
-Crash safety: every chunk is assembled in memory and written with a single ``write()`` under a
-single lock; the FileHeader, StreamHeaders, Boundaries and footers are followed by ``fsync``, and
-buffered data reaches the operating system at least every ``flush_interval`` seconds.
+Crash safety: every chunk is assembled in memory and handed to the operating system as a whole
+(unbuffered ``os.write`` calls, repeated after a short write) under a single lock, before the call
+that wrote it returns; the FileHeader, StreamHeaders, Boundaries and footers are followed by
+``fsync``. So a killed process loses nothing a write call acknowledged.
+
+Write failures (full disk ``ENOSPC``, file-size limit ``EFBIG``, ``EIO``...): a write can stop in
+the middle of a chunk. The writer then cuts the file back to the last complete chunk on disk
+(``ftruncate`` to the largest known chunk end not beyond the file's size, then ``fsync``), so the
+file stays valid and holds every chunk written before; it raises :class:`XdfWriteError` and refuses
+every later write with the same error.
 """
 
 from __future__ import annotations
 
+import errno as errno_codes
 import logging
 import math
 import os
 import re
 import struct
 import threading
-import time
 import xml.etree.ElementTree as ET
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,8 +57,10 @@ __all__ = [
     "TAG_STREAM_FOOTER",
     "StreamStats",
     "XdfWriter",
+    "XdfWriteError",
     "XdfWriterError",
     "encode_varlen",
+    "validate_file_metadata",
 ]
 
 logger = logging.getLogger(__name__)
@@ -82,10 +92,58 @@ CHANNEL_FORMATS = frozenset(NUMERIC_FORMATS) | {"string"}
 _MAX_U32 = 0xFFFFFFFF
 _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _RESERVED_HEADER_KEYS = frozenset({"version", "datetime"})
+#: Chunk ends remembered between two fsyncs (a recorder fsyncs a Boundary every few seconds).
+_MAX_TRACKED_CHUNK_ENDS = 100_000
 
 
 class XdfWriterError(RuntimeError):
     """A chunk was requested that would make the file invalid (unknown stream, after footer...)."""
+
+
+class XdfWriteError(XdfWriterError, OSError):
+    """The operating system refused a write, flush or fsync (full disk, size limit, I/O error).
+
+    The file was cut back to its last complete chunk and stays a valid (incomplete) XDF file;
+    the writer accepts no further chunk.
+
+    Attributes
+    ----------
+    errno : int or None
+        The operating system's error number (``errno.ENOSPC``, ``errno.EFBIG``...).
+    strerror : str
+        Its text, e.g. ``"No space left on device"``.
+    filename : str
+        The XDF file.
+    bytes_kept : int
+        Size of the valid file left on disk (every chunk up to the failure).
+    """
+
+    def __init__(self, message: str, *, errno: int | None, strerror: str, path: Path, bytes_kept: int) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.strerror = strerror
+        self.filename = str(path)
+        self.bytes_kept = bytes_kept
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes (the keyword arguments)
+        return (_rebuild_write_error, (self.message, self.errno, self.strerror, self.filename, self.bytes_kept))
+
+
+def _rebuild_write_error(message: str, errno: int | None, strerror: str, path: str, bytes_kept: int) -> XdfWriteError:
+    return XdfWriteError(message, errno=errno, strerror=strerror, path=Path(path), bytes_kept=bytes_kept)
+
+
+def _fix_for(errno: int | None) -> str:
+    if errno in (errno_codes.ENOSPC, errno_codes.EDQUOT):
+        return "free space on that disk, or record to another disk (check free space before starting)"
+    if errno == errno_codes.EFBIG:
+        return ("the file reached the largest size this file system or process allows (e.g. 4 GiB on "
+                "FAT32, or a ulimit -f); record to a disk formatted with exFAT/NTFS/ext4 or lift the limit")
+    return "check the disk (cable, health, permissions) or record to another disk"
 
 
 def encode_varlen(value: int) -> bytes:
@@ -198,14 +256,16 @@ def parse_stream_info(info_xml: str) -> tuple[str, str, int, float]:
     return name, channel_format, channel_count, nominal_srate
 
 
-def _file_header_xml(file_metadata: Mapping[str, str]) -> bytes:
-    lines = [
-        '<?xml version="1.0"?>',
-        "<info>",
-        "  <version>1.0</version>",
-        f"  <datetime>{datetime.now().astimezone().isoformat(timespec='seconds')}</datetime>",
-    ]
-    for key, value in file_metadata.items():
+def validate_file_metadata(file_metadata: Mapping[str, str]) -> None:
+    """Check that every key can be a FileHeader element, before anything is written.
+
+    Raises
+    ------
+    ValueError
+        A key is not an XML element name, starts with ``xml``, or is reserved (``version``,
+        ``datetime``: the writer sets them itself).
+    """
+    for key in file_metadata:
         if not isinstance(key, str) or not _XML_NAME.match(key) or key.lower().startswith("xml"):
             raise ValueError(
                 f"file metadata key {key!r} is not a valid XML element name "
@@ -213,6 +273,17 @@ def _file_header_xml(file_metadata: Mapping[str, str]) -> bytes:
             )
         if key in _RESERVED_HEADER_KEYS:
             raise ValueError(f"file metadata key {key!r} is reserved; the writer sets it itself")
+
+
+def _file_header_xml(file_metadata: Mapping[str, str]) -> bytes:
+    validate_file_metadata(file_metadata)
+    lines = [
+        '<?xml version="1.0"?>',
+        "<info>",
+        "  <version>1.0</version>",
+        f"  <datetime>{datetime.now().astimezone().isoformat(timespec='seconds')}</datetime>",
+    ]
+    for key, value in file_metadata.items():
         element = ET.Element(key)
         element.text = str(value)
         lines.append("  " + ET.tostring(element, encoding="unicode"))
@@ -235,15 +306,24 @@ class XdfWriter:
         Extra FileHeader elements (e.g. ``study``, ``dyad``, ``session``, ``recorder``); keys must
         be XML element names, values are escaped.
     flush_interval : float
-        Buffered data is handed to the operating system at least this often (seconds), checked at
-        each chunk write.
+        Upper bound (seconds) on how long a written chunk may stay in this process before it
+        reaches the operating system. Every chunk is handed over before its write call returns,
+        so any value >= 0 is met; kept so that callers can state their requirement.
 
     Attributes
     ----------
     path : Path
         The file being written.
     bytes_written : int
-        Bytes written so far (magic included).
+        Bytes written so far (magic included); after a write failure, the bytes kept on disk.
+
+    Raises
+    ------
+    XdfWriteError
+        From any write, flush or close when the operating system refuses the data (full disk...);
+        the file is left valid up to its last complete chunk, and every later call raises the
+        same error. From the constructor when not even the FileHeader fits (the empty file is
+        removed).
 
     Examples
     --------
@@ -265,26 +345,41 @@ class XdfWriter:
             raise ValueError(f"flush_interval must be >= 0 seconds, got {flush_interval}")
         header = MAGIC + _chunk(TAG_FILE_HEADER, _file_header_xml(file_metadata or {}))
         try:
-            self._file = open(self.path, "xb")  # noqa: SIM115 - closed in close()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         except FileExistsError:
             raise FileExistsError(
                 f"{self.path} already exists; XdfWriter never overwrites a recording. "
                 "Choose a new file name or move the existing file away."
             ) from None
         self._lock = threading.Lock()
-        self._flush_interval = flush_interval
+        self.flush_interval = flush_interval
         self._streams: dict[int, _StreamSpec] = {}
         self._stats: dict[int, StreamStats] = {}
         self._footed: set[int] = set()
         self._closed = False
-        self._last_flush = time.monotonic()
+        self._failure: XdfWriteError | None = None
+        # Chunk ends written since the last successful fsync, and the fsynced end: the places the
+        # file may be cut back to after a failed write. Bounded: older ends lie before the fsync
+        # points a long recording writes regularly (Boundaries), and a cut falls back to those.
+        self._synced_end = 0
+        self._chunk_ends: deque[int] = deque(maxlen=_MAX_TRACKED_CHUNK_ENDS)
         self.bytes_written = 0
         try:
             with self._lock:
-                self._write_locked(header)
-                self._flush_locked(fsync=True)
+                self._write_locked(header, "the FileHeader")
+                self._flush_locked(fsync=True, what="the FileHeader")
+        except XdfWriteError as exc:
+            os.close(self._fd)
+            self._closed = True
+            self.path.unlink(missing_ok=True)  # holds no stream: nothing recorded is lost
+            raise XdfWriteError(
+                f"cannot create the recording {self.path}: {exc.strerror}. Nothing was recorded and the "
+                f"empty file was removed. Fix: {_fix_for(exc.errno)}.",
+                errno=exc.errno, strerror=exc.strerror, path=self.path, bytes_kept=0,
+            ) from exc.__cause__
         except BaseException:
-            self._file.close()
+            os.close(self._fd)
+            self._closed = True
             raise
         logger.debug("opened XDF file %s", self.path)
 
@@ -300,20 +395,82 @@ class XdfWriter:
     ) -> None:
         self.close()
 
-    # -- low level -------------------------------------------------------------------------
-    def _write_locked(self, data: bytes) -> None:
-        self._file.write(data)
-        self.bytes_written += len(data)
-        if time.monotonic() - self._last_flush >= self._flush_interval:
-            self._flush_locked(fsync=False)
+    @property
+    def failure(self) -> XdfWriteError | None:
+        """The write failure that ended this file (None while every write succeeded)."""
+        return self._failure
 
-    def _flush_locked(self, fsync: bool) -> None:
-        self._file.flush()
-        if fsync:
-            os.fsync(self._file.fileno())
-        self._last_flush = time.monotonic()
+    # -- low level -------------------------------------------------------------------------
+    def _write_locked(self, data: bytes, what: str) -> None:
+        """Hand one complete chunk to the operating system, or cut the file back and raise."""
+        if self._failure is not None:
+            raise self._failure
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(data):
+                count = os.write(self._fd, view[done:])
+                if count == 0:  # never seen on a regular file; do not loop forever
+                    raise OSError(errno_codes.EIO, "the operating system accepted 0 bytes")
+                done += count
+        except OSError as exc:
+            self._fail_locked(exc, f"writing {what}")
+        self.bytes_written += len(data)
+        self._chunk_ends.append(self.bytes_written)
+
+    def _flush_locked(self, fsync: bool, what: str = "buffered data") -> None:
+        """Every chunk is already with the operating system; ``fsync`` also puts it on the disk."""
+        if self._failure is not None:
+            raise self._failure
+        if not fsync:
+            return
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._fail_locked(exc, f"saving {what} to the disk (fsync)")
+        self._synced_end = self.bytes_written
+        self._chunk_ends.clear()
+
+    def _fail_locked(self, exc: OSError, action: str) -> None:
+        """Cut the file back to its last complete chunk, enter the failed state, raise."""
+        kept = self._cut_back_locked()
+        self.bytes_written = kept
+        strerror = exc.strerror or str(exc)
+        name = errno_codes.errorcode.get(exc.errno, "?") if exc.errno is not None else "?"
+        self._failure = XdfWriteError(
+            f"{action} to {self.path} failed: {strerror} ({name}). The file was cut back to its last "
+            f"complete chunk and stays a valid XDF file: {kept:,} bytes kept, holding everything "
+            f"written before this moment; nothing more can be recorded into it. "
+            f"Fix: {_fix_for(exc.errno)}.",
+            errno=exc.errno, strerror=strerror, path=self.path, bytes_kept=kept,
+        )
+        raise self._failure from exc
+
+    def _cut_back_locked(self) -> int:
+        """Truncate to the largest known chunk end not beyond the file's size; return it."""
+        try:
+            size = os.fstat(self._fd).st_size
+        except OSError:
+            logger.warning("cannot read the size of %s after a failed write", self.path, exc_info=True)
+            size = self.bytes_written
+        ends = [end for end in (self._synced_end, *self._chunk_ends) if end <= size]
+        keep = max(ends) if ends else 0
+        if keep < size:
+            try:
+                os.ftruncate(self._fd, keep)
+            except OSError:
+                logger.error("cannot cut %s back to its last complete chunk (%d bytes); readers stop at the "
+                             "cut chunk", self.path, keep, exc_info=True)
+                return size
+        try:
+            os.fsync(self._fd)
+        except OSError:
+            logger.warning("fsync of %s after cutting it back failed", self.path, exc_info=True)
+        return keep
 
     def _check_open_locked(self) -> None:
+        if self._failure is not None:
+            raise self._failure
         if self._closed:
             raise XdfWriterError(f"{self.path} is already closed; nothing more can be written")
 
@@ -376,8 +533,8 @@ class XdfWriter:
                 raise XdfWriterError(
                     f"stream id {stream_id} is already used by {self._streams[stream_id].name!r}"
                 )
-            self._write_locked(chunk)
-            self._flush_locked(fsync=True)
+            self._write_locked(chunk, f"the StreamHeader of stream {stream_id} ({name!r})")
+            self._flush_locked(fsync=True, what=f"the StreamHeader of stream {stream_id}")
             self._streams[stream_id] = spec
             self._stats[stream_id] = StreamStats()
         logger.debug("stream %d (%s, %s x%d) added", stream_id, name, channel_format, channel_count)
@@ -413,7 +570,7 @@ class XdfWriter:
         chunk = _chunk(TAG_SAMPLES, encode_varlen(n) + body, stream_id)
         with self._lock:
             self._spec_for_chunk_locked(stream_id, "samples")
-            self._write_locked(chunk)
+            self._write_locked(chunk, f"{n} samples of stream {stream_id} ({spec.name!r})")
             stats = self._stats[stream_id]
             if stats.first_timestamp is None:
                 stats.first_timestamp = float(timestamps[0])
@@ -503,7 +660,7 @@ class XdfWriter:
         chunk = _chunk(TAG_CLOCK_OFFSET, struct.pack("<dd", collection_time, offset_value), stream_id)
         with self._lock:
             self._spec_for_chunk_locked(stream_id, "a clock offset")
-            self._write_locked(chunk)
+            self._write_locked(chunk, f"a clock offset of stream {stream_id}")
             self._stats[stream_id].clock_offsets.append((float(collection_time), float(offset_value)))
 
     def write_boundary(self) -> None:
@@ -511,11 +668,14 @@ class XdfWriter:
         chunk = _chunk(TAG_BOUNDARY, BOUNDARY_UUID)
         with self._lock:
             self._check_open_locked()
-            self._write_locked(chunk)
-            self._flush_locked(fsync=True)
+            self._write_locked(chunk, "a Boundary chunk")
+            self._flush_locked(fsync=True, what="a Boundary chunk")
 
     def flush(self, fsync: bool = False) -> None:
-        """Hand buffered data to the operating system (and to the disk with ``fsync=True``)."""
+        """Check the writer is usable; with ``fsync=True`` put every written chunk on the disk.
+
+        Every chunk already reached the operating system when its write call returned.
+        """
         with self._lock:
             self._check_open_locked()
             self._flush_locked(fsync=fsync)
@@ -553,21 +713,37 @@ class XdfWriter:
                 f"<clock_offsets>{offsets}</clock_offsets>"
                 "</info>"
             )
-            self._write_locked(_chunk(TAG_STREAM_FOOTER, xml.encode("utf-8"), stream_id))
-            self._flush_locked(fsync=True)
+            self._write_locked(_chunk(TAG_STREAM_FOOTER, xml.encode("utf-8"), stream_id),
+                               f"the StreamFooter of stream {stream_id} ({spec.name!r})")
+            self._flush_locked(fsync=True, what=f"the StreamFooter of stream {stream_id}")
             self._footed.add(stream_id)
         logger.debug("footer of stream %d (%s): %d samples", stream_id, spec.name, stats.sample_count)
 
     def close(self) -> None:
-        """Flush, fsync and close the file. Idempotent; footers are the caller's job."""
+        """Fsync and close the file. Idempotent; footers are the caller's job.
+
+        Raises :class:`XdfWriteError` if the final fsync fails (the file is cut back first), but
+        never a second time: after a failure, ``close`` only releases the file.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             try:
-                self._flush_locked(fsync=True)
+                if self._failure is None:
+                    self._flush_locked(fsync=True, what="the end of the file")
             finally:
-                self._file.close()
+                try:
+                    os.close(self._fd)
+                except OSError as exc:  # e.g. a network file system reporting a late write error
+                    if self._failure is None:
+                        self._failure = XdfWriteError(
+                            f"closing {self.path} failed: {exc.strerror or exc}; the last chunks may be "
+                            f"missing. Fix: {_fix_for(exc.errno)}.",
+                            errno=exc.errno, strerror=exc.strerror or str(exc), path=self.path,
+                            bytes_kept=self.bytes_written,
+                        )
+                        raise self._failure from exc
         missing = sorted(set(self._streams) - self._footed)
-        if missing:
+        if missing and self._failure is None:
             logger.warning("%s closed without footers for stream ids %s", self.path, missing)

@@ -1,0 +1,260 @@
+"""A full disk: nothing already recorded is lost, the file stays valid, the error says what to do.
+
+Two real ways to run out of room, no mocks:
+
+* a tiny ``tmpfs`` mounted for the test (real ``ENOSPC``; needs root and mount permission);
+* ``RLIMIT_FSIZE`` in a subprocess with ``SIGXFSZ`` ignored: the kernel cuts a write short at the
+  limit, then refuses the next one with ``EFBIG`` -- a chunk really is cut in half on disk.
+
+When mounting is not permitted, the tmpfs scenarios run under ``RLIMIT_FSIZE`` instead (same
+``OSError`` path in the writer), so no scenario is ever skipped.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pylsl
+import pytest
+import pyxdf
+
+from acquisition.xdf import XdfWriteError, XdfWriter, XdfWriterError
+from acquisition.xdfinspect import inspect_xdf
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# -- small disks -------------------------------------------------------------------------------
+def _try_mount(folder: Path, size: str) -> bool:
+    if os.geteuid() != 0:
+        return False
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
+        capture_output=True, text=True, check=False,
+    )
+    return result.returncode == 0
+
+
+def _unmount(folder: Path) -> None:
+    if subprocess.run(["umount", str(folder)], capture_output=True, check=False).returncode != 0:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path | None]]:
+    """``small_disk("64k")`` mounts a tmpfs of that size and returns its folder, or None when
+    mounting is not permitted here; every mount is undone at teardown."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path | None:
+        folder = tmp_path / f"disk-{len(mounted)}"
+        folder.mkdir()
+        if not _try_mount(folder, size):
+            return None
+        mounted.append(folder)
+        return folder
+
+    try:
+        yield mount
+    finally:
+        for folder in reversed(mounted):
+            _unmount(folder)
+
+
+def _fill(path: Path) -> None:
+    """Fill the disk holding ``path`` to the last byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"x" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def stream_info_xml(name: str, channel_format: str, channel_count: int, srate: float) -> str:
+    return pylsl.StreamInfo(name, "EEG", channel_count, srate, channel_format, f"dyadlab.test.{name}").as_xml()
+
+
+def load_raw(path: Path) -> dict[str, dict]:
+    streams, _ = pyxdf.load_xdf(
+        str(path), synchronize_clocks=False, dejitter_timestamps=False, handle_clock_resets=False
+    )
+    return {s["info"]["name"][0]: s for s in streams}
+
+
+# -- the writer scenario (runs in this process on a tmpfs, or in a subprocess under a limit) --------
+WRITE_UNTIL_FULL = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import pylsl
+    from acquisition.xdf import XdfWriteError, XdfWriter
+
+    def write_until_full(path, max_chunks=100_000):
+        '''Write 2 interleaved streams (7 ch float32, 9 ch int16; 37-sample chunks, so chunk ends
+        never line up with pages) until the writer fails. Returns what the writer acknowledged.'''
+        infos = {1: ("full-a", "float32", 7), 2: ("full-b", "int16", 9)}
+        boundaries, acknowledged = [], {1: 0, 2: 0}
+        writer = XdfWriter(path, file_metadata={"test": "disk-full"})
+        boundaries.append(writer.bytes_written)
+        failure = None
+        try:
+            for sid, (name, fmt, ch) in infos.items():
+                writer.add_stream(sid, pylsl.StreamInfo(name, "EEG", ch, 500.0, fmt, "dyadlab.test." + name).as_xml())
+                boundaries.append(writer.bytes_written)
+            for index in range(max_chunks):
+                sid = 1 + index % 2
+                name, fmt, ch = infos[sid]
+                start = acknowledged[sid]
+                stamps = 100.0 + np.arange(start, start + 37) / 500.0
+                values = np.repeat((np.arange(start, start + 37) % 30000)[:, None], ch, axis=1)
+                writer.write_samples(sid, stamps, values.astype("float32" if fmt == "float32" else "int16"))
+                acknowledged[sid] += 37
+                boundaries.append(writer.bytes_written)
+                if index % 10 == 9:
+                    writer.write_clock_offset(sid, 100.0 + index, 0.001)
+                    boundaries.append(writer.bytes_written)
+        except XdfWriteError as exc:
+            failure = exc
+        later = None
+        if failure is not None:
+            try:
+                writer.write_samples(1, np.array([1e6]), np.zeros((1, 7), dtype="float32"))
+            except XdfWriteError as exc:
+                later = str(exc)
+        writer.close()
+        writer.close()  # never raises a second time
+        return {
+            "boundaries": boundaries,
+            "acknowledged": {"full-a": acknowledged[1], "full-b": acknowledged[2]},
+            "error": None if failure is None else {
+                "message": str(failure), "errno": failure.errno, "strerror": failure.strerror,
+                "bytes_kept": failure.bytes_kept, "cause": repr(failure.__cause__),
+            },
+            "later": later,
+            "writer_failure_is_same": later == (None if failure is None else str(failure)),
+        }
+    """
+)
+
+
+def _run_write_until_full_locally(path: Path) -> dict:
+    namespace: dict = {}
+    exec(compile(WRITE_UNTIL_FULL, "write_until_full", "exec"), namespace)  # noqa: S102 - our own code
+    return namespace["write_until_full"](path)
+
+
+def _run_write_until_full_under_limit(path: Path, limit: int) -> dict:
+    """The same scenario in a subprocess whose files may not grow beyond ``limit`` bytes."""
+    script = WRITE_UNTIL_FULL + textwrap.dedent(
+        f"""
+        import resource, signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        print(json.dumps(write_until_full(sys.argv[1])))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, cwd=REPO, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _check_file_after_failure(path: Path, outcome: dict, expected_errno: int, expected_text: str) -> None:
+    """Every guarantee after a failed write: clear error, valid file at a chunk end, no sample lost."""
+    error = outcome["error"]
+    assert error is not None, "the disk never filled up"
+    assert error["errno"] == expected_errno
+    assert expected_text in error["message"]
+    assert str(path) in error["message"]
+    assert "Fix:" in error["message"] and "bytes kept" in error["message"]
+    assert outcome["writer_failure_is_same"], "a later write must raise the same error at once"
+
+    size = path.stat().st_size
+    assert size == error["bytes_kept"]
+    assert size in outcome["boundaries"], "the file must end exactly at a chunk boundary"
+    assert size == outcome["boundaries"][-1], "every acknowledged chunk must be kept"
+
+    report = inspect_xdf(path)
+    assert report.valid, report.defect
+    assert not report.complete  # no footers: valid but incomplete
+    assert {s.name: s.sample_count for s in report.streams} == outcome["acknowledged"]
+
+    streams = load_raw(path)
+    for name, count in outcome["acknowledged"].items():
+        series = streams[name]["time_series"]
+        assert len(series) == count
+        np.testing.assert_array_equal(series[:, 0], np.arange(count) % 30000)
+        np.testing.assert_allclose(streams[name]["time_stamps"], 100.0 + np.arange(count) / 500.0)
+
+
+def test_writer_on_a_full_tmpfs_keeps_a_valid_file(small_disk: Callable[[str], Path | None]) -> None:
+    disk = small_disk("64k")
+    if disk is None:  # no mount permission: the same OSError path through a file-size limit
+        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"dyadlab-full-{uuid.uuid4().hex}.xdf"
+        try:
+            outcome = _run_write_until_full_under_limit(path, 64 * 1024 + 123)
+            _check_file_after_failure(path, outcome, errno.EFBIG, "File too large")
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    path = disk / "full.xdf"
+    outcome = _run_write_until_full_locally(path)
+    _check_file_after_failure(path, outcome, errno.ENOSPC, "No space left on device")
+    assert outcome["acknowledged"]["full-a"] > 37  # the test wrote real data before the disk filled
+
+
+@pytest.mark.parametrize("limit", [20_000, 20_000 + 4000 - 1])
+def test_writer_cut_short_by_a_file_size_limit_keeps_a_valid_file(tmp_path: Path, limit: int) -> None:
+    """RLIMIT_FSIZE: the kernel writes part of the chunk, then refuses (EFBIG): the half chunk is cut."""
+    path = tmp_path / "limited.xdf"
+    outcome = _run_write_until_full_under_limit(path, limit)
+    assert "OSError" in outcome["error"]["cause"]
+    # The limit falls inside a chunk, so part of it was written and had to be cut away.
+    assert limit not in outcome["boundaries"]
+    assert path.stat().st_size < limit
+    _check_file_after_failure(path, outcome, errno.EFBIG, "File too large")
+
+
+def test_writer_that_cannot_even_write_its_header_leaves_no_file(
+    small_disk: Callable[[str], Path | None], tmp_path: Path
+) -> None:
+    disk = small_disk("16k")
+    if disk is not None:
+        _fill(disk / "filler")
+        path = disk / "no-room.xdf"
+        with pytest.raises(XdfWriteError, match="No space left on device") as caught:
+            XdfWriter(path)
+        assert caught.value.errno == errno.ENOSPC
+    else:
+        path = tmp_path / "no-room.xdf"
+        script = (
+            "import resource, signal, sys\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (10, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+            "from acquisition.xdf import XdfWriteError, XdfWriter\n"
+            "try:\n    XdfWriter(sys.argv[1])\nexcept XdfWriteError as exc:\n    print(exc)\n"
+        )
+        result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+        assert "File too large" in result.stdout, result.stderr
+    assert not path.exists()
+
+
+def test_write_error_is_an_oserror_and_a_writer_error() -> None:
+    assert issubclass(XdfWriteError, OSError)
+    assert issubclass(XdfWriteError, XdfWriterError)
