@@ -18,6 +18,7 @@ _COMMANDS: dict[str, str] = {
     "stream": "acquisition.cli.stream_command:stream",
     "preflight": "acquisition.cli.preflight_command:preflight",
     "check": "synchrony.cli:check",
+    "group": "synchrony.group_command:group",
     "run": "protocols.commands:run",
     "demo": "protocols.commands:demo",
     "validate": "protocols.commands:validate",
