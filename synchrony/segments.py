@@ -368,7 +368,15 @@ def _band_gain(freqs: np.ndarray, band: tuple[float, float], rate: float) -> np.
     return np.abs(response) ** 2
 
 
-def iter_band_analytic(data: np.ndarray, rate: float, bands: dict[str, tuple[float, float]]) -> Iterator[tuple[str, np.ndarray]]:
+def iter_band_analytic(
+    data: np.ndarray,
+    rate: float,
+    bands: dict[str, tuple[float, float]],
+    *,
+    steps: dict[str, int] | None = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[tuple[str, np.ndarray]]:
     """Analytic signal of each band of a continuous stretch, one band at a time (bounded memory).
 
     Parameters
@@ -377,17 +385,27 @@ def iter_band_analytic(data: np.ndarray, rate: float, bands: dict[str, tuple[flo
         Continuous data; NaN are set to the channel mean first (epochs near them are rejected).
     rate : float
     bands : dict of name -> (low, high)
+    steps : dict of name -> int, optional
+        Return every ``step``-th sample of the band (default 1). The decimated signal is made
+        directly by a shorter inverse FFT (the band-passed spectrum has no content at or above
+        ``rate / step`` when ``step`` comes from :func:`analysis_step`), not by computing every
+        sample and dropping most of them.
+    start, stop : int
+        Return samples ``start, start + step, ...`` below ``stop`` (default: all).
 
     Yields
     ------
     name : str
-    analytic : np.ndarray, shape (n_channels, n_samples), complex128
+    analytic : np.ndarray, shape (n_channels, len(range(start, stop, step))), complex128
     """
     x = np.asarray(data, dtype=np.float64)
     mean = np.nanmean(x, axis=1, keepdims=True) if np.isnan(x).any() else x.mean(axis=1, keepdims=True)
     x = np.where(np.isfinite(x), x - np.nan_to_num(mean), 0.0)
     n = x.shape[1]
-    n_fft = scipy.fft.next_fast_len(n, real=True)
+    stop = n if stop is None else stop
+    steps = {name: (steps or {}).get(name, 1) for name in bands}
+    common = int(np.lcm.reduce(list(steps.values())))
+    n_fft = common * scipy.fft.next_fast_len(-(-n // common))  # a multiple of every step
     spectrum = scipy.fft.rfft(x, n=n_fft, axis=1, workers=-1)
     del x
     freqs = scipy.fft.rfftfreq(n_fft, 1.0 / rate)
@@ -395,12 +413,18 @@ def iter_band_analytic(data: np.ndarray, rate: float, bands: dict[str, tuple[flo
     one_sided[0] = 1.0
     if n_fft % 2 == 0:
         one_sided[-1] = 1.0
+    # z[start + step k] = ifft_L(Z[m] exp(2 pi i m start / n_fft), m < L)[k] / step, L = n_fft / step.
+    shift = np.exp(2j * np.pi * np.arange(freqs.size) * (start / n_fft))
     for name, band in bands.items():
-        full = np.zeros((spectrum.shape[0], n_fft), dtype=np.complex128)
-        full[:, : freqs.size] = spectrum * (_band_gain(freqs, band, rate) * one_sided)
-        analytic = scipy.fft.ifft(full, axis=1, workers=-1, overwrite_x=True)[:, :n]
-        del full
-        yield name, analytic
+        step = steps[name]
+        length = n_fft // step
+        kept = min(length, freqs.size)
+        weights = _band_gain(freqs[:kept], band, rate) * one_sided[:kept] * shift[:kept] / step
+        folded = np.zeros((spectrum.shape[0], length), dtype=np.complex128)
+        folded[:, :kept] = spectrum[:, :kept] * weights
+        analytic = scipy.fft.ifft(folded, axis=1, workers=-1, overwrite_x=True)
+        del folded
+        yield name, analytic[:, : len(range(start, stop, step))]
 
 
 def block_analytic(data: np.ndarray, rate: float, bands: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
@@ -574,10 +598,13 @@ def condition_epochs(
         block_first = int(plan.starts[0])
         block_stop = int(plan.starts[-1]) + n_epoch
         signals: dict[str, dict[str, np.ndarray]] = {band: {} for band in bands}
+        steps = {band: analysis_step(aligned.rate, high, decimate) for band, (_, high) in bands.items()}
         for source, used, side in ((aligned.a, channels_a, "a"), (aligned.b, channels_b, "b")):
-            for band, z in iter_band_analytic(source[used, first:stop], aligned.rate, bands):
-                step = analysis_step(aligned.rate, bands[band][1], decimate)
-                signals[band][side] = z[:, block_first - first : block_stop - first : step].astype(np.complex64)
+            for band, z in iter_band_analytic(
+                source[used, first:stop], aligned.rate, bands, steps=steps,
+                start=block_first - first, stop=block_stop - first,
+            ):
+                signals[band][side] = z.astype(np.complex64)
         for band in bands:
             step = analysis_step(aligned.rate, bands[band][1], decimate)
             n_times = len(range(0, n_epoch, step))

@@ -224,3 +224,16 @@ def test_analysis_rate_keeps_every_metric_within_a_hundredth(tmp_path):
         approx = inter_brain_connectivity(fast[band].za, fast[band].zb)
         for metric in exact:
             assert abs(np.mean(approx[metric]) - np.mean(exact[metric])) < 0.01, (band, metric)
+
+
+def test_decimated_analytic_signal_equals_every_nth_sample_of_the_full_one():
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((3, 20003))  # 40 s; compared far from the ends (FFT lengths differ)
+    bands = {"theta": (4.0, 7.0), "beta": (13.0, 30.0)}
+    full = seg.block_analytic(data, 500.0, bands)
+    steps = {band: seg.analysis_step(500.0, high) for band, (_, high) in bands.items()}
+    assert steps == {"theta": 17, "beta": 4}
+    for band, z in seg.iter_band_analytic(data, 500.0, bands, steps=steps, start=7000, stop=13000):
+        expected = full[band][:, 7000:13000 : steps[band]]
+        assert z.shape == expected.shape
+        np.testing.assert_allclose(z, expected, atol=1e-6 * np.abs(expected).max())
