@@ -26,6 +26,12 @@ How it records (see ``docs/architecture.md`` and the XDF/LSL reference, sections
   clock offset, every thread is joined, footers are written, the file is fsynced and closed. A
   thread that cannot be joined gets no footer, is reported loudly, and can no longer write: the
   file is sealed against it before it is closed.
+* A write the operating system refuses (full disk, file-size limit, I/O error) fails the whole
+  recording once: :class:`acquisition.xdf.XdfWriter` cuts the file back to its last complete chunk
+  (valid, every sample written before the failure kept), every thread stops writing, one ERROR is
+  logged, :attr:`LslRecorder.failure` and the summary's ``problems`` say what happened and how to
+  fix it, and the ``on_failure`` callback lets a session react at once. :meth:`LslRecorder.stop`
+  still finalises what it can and does not raise because of it.
 """
 
 from __future__ import annotations
@@ -48,8 +54,7 @@ import pylsl
 from pylsl.util import LostError as LslLostError
 from pylsl.util import TimeoutError as LslTimeoutError
 
-from acquisition.xdf import NUMERIC_FORMATS, XdfWriter
-from acquisition.xdf import _file_header_xml  # the writer's own FileHeader validation
+from acquisition.xdf import NUMERIC_FORMATS, XdfWriteError, XdfWriter, validate_file_metadata
 
 __all__ = [
     "AmbiguousStreamError",
@@ -130,6 +135,10 @@ class AmbiguousStreamError(RecorderError):
 
 class _FileSealed(Exception):
     """Raised inside a pull thread that tries to write after the file was sealed at stop."""
+
+
+class _RecordingFailed(Exception):
+    """Raised inside a thread that tries to write after the recording failed (e.g. disk full)."""
 
 
 @dataclass(frozen=True)
@@ -395,6 +404,8 @@ class _StreamRecording:
             self._note_error("the stream was lost and had not come back when the recording stopped")
         except _FileSealed:
             logger.error("stream %d: the file was sealed while this thread still ran", self.stream_id)
+        except _RecordingFailed:
+            pass  # reported once by the recorder, not once per stream
         except Exception as exc:  # noqa: BLE001 - any failure must be reported, not lost in a thread
             logger.exception("stream %d (%s): recording failed", self.stream_id, self.selector.label)
             self._note_error(f"recording failed: {type(exc).__name__}: {exc}")
@@ -539,7 +550,12 @@ class LslRecorder:
     stop_timeout : float
         Upper bound on how long a stream is drained after the stop request.
     flush_interval : float
-        Seconds between hand-overs of buffered data to the operating system.
+        Seconds between two checks of the file by the housekeeping thread (every chunk already
+        reaches the operating system when it is written).
+    on_failure : callable(message), optional
+        Called once, from the recorder thread that hit it, when a write fails (full disk...) and
+        the recording ends; must return quickly and must not call :meth:`stop` itself (signal
+        the thread that owns the recorder instead).
 
     Examples
     --------
@@ -563,6 +579,7 @@ class LslRecorder:
         stop_grace: float = 1.0,
         stop_timeout: float = 10.0,
         flush_interval: float = 0.5,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.selectors = list(selectors)
@@ -587,13 +604,14 @@ class LslRecorder:
         self.file_metadata = dict(file_metadata or {})
         self.file_metadata.setdefault("recorder", _recorder_name())
         # Bad metadata keys must fail now, not after waiting for the streams.
-        _file_header_xml(self.file_metadata)
+        validate_file_metadata(self.file_metadata)
         self.wait_for_streams = wait_for_streams
         self.boundary_interval = boundary_interval
         self.offset_interval = offset_interval
         self.stop_grace = stop_grace
         self.stop_timeout = stop_timeout
         self.flush_interval = flush_interval
+        self.on_failure = on_failure
 
         self._writer: XdfWriter | None = None
         self._streams: list[_StreamRecording] = []
@@ -608,6 +626,7 @@ class LslRecorder:
         self._closed = False
         self._stopped = False
         self._problems: list[str] = []
+        self._failure: str | None = None  # set once, under the gate
         self._service_threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -622,8 +641,13 @@ class LslRecorder:
 
     @property
     def recording(self) -> bool:
-        """Whether the recorder was started and not yet stopped."""
-        return self._writer is not None and not self._stopped
+        """Whether the recorder was started, has not failed and was not yet stopped."""
+        return self._writer is not None and not self._stopped and self._failure is None
+
+    @property
+    def failure(self) -> str | None:
+        """Why the recording ended early (a refused write: full disk...), or None."""
+        return self._failure
 
     def start(self) -> None:
         """Find every required stream, create the file, write the headers and start recording.
@@ -728,23 +752,33 @@ class LslRecorder:
             return self.summary()
         try:
             self._sealed = True
+            first_failure = False
             for stream in streams:
+                if self._failure is not None:
+                    break  # the file takes nothing more: no footers
                 if stream.thread is not None and stream.thread.is_alive():
                     continue
                 try:
                     writer.write_footer(stream.stream_id)
                     stream.footer_written = True
+                except XdfWriteError as exc:
+                    first_failure = self._note_failure_locked(exc)
                 except Exception as exc:  # noqa: BLE001 - report, and still close the file
                     logger.exception("footer of stream %d failed", stream.stream_id)
                     self._problems.append(f"footer of stream {stream.stream_id} failed: {exc}")
             try:
                 writer.close()
                 self._closed = True
+            except XdfWriteError as exc:
+                first_failure = self._note_failure_locked(exc) or first_failure
+                self._closed = True
             except Exception as exc:  # noqa: BLE001
                 logger.exception("closing %s failed", self.path)
                 self._problems.append(f"closing the file failed: {exc}")
         finally:
             self._gate.release()
+        if first_failure:
+            self._report_failure()
         for stream in streams:
             if stream.thread is not None and not stream.thread.is_alive():
                 stream.release()
@@ -785,12 +819,39 @@ class LslRecorder:
 
     # -- internals ---------------------------------------------------------------------------
     def _write(self, operation: Callable[[XdfWriter], Any]) -> None:
-        """Run one writer call unless the file was sealed at stop."""
+        """Run one writer call unless the file was sealed at stop or the recording failed."""
         with self._gate:
             if self._sealed:
                 raise _FileSealed
+            if self._failure is not None:
+                raise _RecordingFailed
             assert self._writer is not None
-            operation(self._writer)
+            try:
+                operation(self._writer)
+                return
+            except XdfWriteError as exc:
+                first = self._note_failure_locked(exc)
+        if first:  # outside the gate: the callback may take its time, and must not block writers
+            self._report_failure()
+        raise _RecordingFailed
+
+    def _note_failure_locked(self, exc: XdfWriteError) -> bool:
+        """Record the first write failure (under the gate); True if this one was the first."""
+        if self._failure is not None:
+            return False
+        self._failure = f"the recording stopped early: {exc}"
+        self._problems.append(self._failure)
+        return True
+
+    def _report_failure(self) -> None:
+        """Log the failure once and tell the owner through ``on_failure``."""
+        assert self._failure is not None
+        logger.error("%s", self._failure)
+        if self.on_failure is not None:
+            try:
+                self.on_failure(self._failure)
+            except Exception:  # noqa: BLE001 - the owner's callback must not hide the failure
+                logger.exception("the recorder's on_failure callback raised")
 
     def _start_service(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -807,7 +868,7 @@ class LslRecorder:
                     next_boundary += self.boundary_interval
                 else:
                     self._write(lambda w: w.flush())
-        except _FileSealed:
+        except (_FileSealed, _RecordingFailed):
             pass
         except Exception as exc:  # noqa: BLE001
             logger.exception("flushing %s failed", self.path)
@@ -885,7 +946,7 @@ class LslRecorder:
         """Add optional streams that appear after the start, each as a new stream id."""
         resolvers = {s: pylsl.ContinuousResolver(pred=s.query, forget_after=_FORGET_AFTER) for s in self._pending}
         warned_ambiguous: set[StreamSelector] = set()
-        while not self._stop_requested.wait(_RESOLVE_POLL):
+        while not self._stop_requested.wait(_RESOLVE_POLL) and self._failure is None:
             for selector in list(self._pending):
                 try:
                     candidates = _distinct(resolvers[selector].results())
@@ -910,7 +971,7 @@ class LslRecorder:
             stream.stream_id = len(self._streams) + 1
             try:
                 self._write(lambda w: w.add_stream(stream.stream_id, full_info.as_xml()))
-            except _FileSealed:
+            except (_FileSealed, _RecordingFailed):
                 stream.release()
                 return
             self._streams.append(stream)

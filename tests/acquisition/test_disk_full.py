@@ -7,7 +7,8 @@ Two real ways to run out of room, no mocks:
   limit, then refuses the next one with ``EFBIG`` -- a chunk really is cut in half on disk.
 
 When mounting is not permitted, the tmpfs scenarios run under ``RLIMIT_FSIZE`` instead (same
-``OSError`` path in the writer), so no scenario is ever skipped.
+``OSError`` path in the writer), so no scenario is ever skipped (``DYADLAB_TEST_NO_TMPFS=1``
+forces the fallback).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 # -- small disks -------------------------------------------------------------------------------
 def _try_mount(folder: Path, size: str) -> bool:
-    if os.geteuid() != 0:
+    # DYADLAB_TEST_NO_TMPFS=1 exercises the file-size-limit fallback on a machine that can mount.
+    if os.geteuid() != 0 or os.environ.get("DYADLAB_TEST_NO_TMPFS") == "1":
         return False
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
@@ -258,3 +260,123 @@ def test_writer_that_cannot_even_write_its_header_leaves_no_file(
 def test_write_error_is_an_oserror_and_a_writer_error() -> None:
     assert issubclass(XdfWriteError, OSError)
     assert issubclass(XdfWriteError, XdfWriterError)
+
+
+# -- the recorder on a disk that fills up ------------------------------------------------------
+def record_until_failure(path: str, source_ids: list[str], timeout: float = 40.0) -> dict:
+    """Record the given streams until a write fails (or ``timeout``), then stop; report what
+    happened. Runs in the test process (tmpfs) or in a subprocess under a file-size limit."""
+    import logging
+    import threading
+
+    from acquisition.recorder import LslRecorder, StreamSelector
+
+    errors: list[str] = []
+
+    class CountErrors(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.ERROR:
+                errors.append(record.getMessage())
+
+    handler = CountErrors()
+    logging.getLogger("acquisition").addHandler(handler)
+    calls: list[tuple[str, float, str]] = []
+    failed = threading.Event()
+
+    def on_failure(message: str) -> None:
+        calls.append((message, pylsl.local_clock(), threading.current_thread().name))
+        failed.set()
+
+    try:
+        recorder = LslRecorder(path, [StreamSelector(source_id=s) for s in source_ids],
+                               boundary_interval=0.5, on_failure=on_failure)
+        recorder.start()
+        t_start = pylsl.local_clock()
+        failed.wait(timeout)
+        failure_seen = recorder.failure
+        time.sleep(0.5)  # the other threads run into the failed state meanwhile: still one report
+        summary = recorder.stop()
+        again = recorder.stop()
+    finally:
+        logging.getLogger("acquisition").removeHandler(handler)
+    return {
+        "t_start": t_start,
+        "on_failure_calls": calls,
+        "failure": failure_seen,
+        "errors_logged": errors,
+        "ok": summary.ok,
+        "closed": summary.closed,
+        "problems": summary.problems,
+        "again_problems": again.problems,
+        "file_size": summary.file_size,
+        "streams": {s.name: {"samples": s.sample_count, "footer": s.footer_written,
+                             "last": s.last_timestamp} for s in summary.streams},
+    }
+
+
+def _record_until_failure_under_limit(path: Path, source_ids: list[str], limit: int) -> dict:
+    script = textwrap.dedent(
+        f"""
+        import json, resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        from tests.acquisition.test_disk_full import record_until_failure
+        print(json.dumps(record_until_failure(sys.argv[1], sys.argv[2:])))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path), *source_ids], capture_output=True,
+                            text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_recorder_on_a_disk_that_fills_up_fails_once_and_keeps_every_sample(
+    small_disk: Callable[[str], Path | None], tmp_path: Path, unique_id: str
+) -> None:
+    """Two 32-channel float32 EEG streams at 1 kHz (~270 kB/s) into a 1 MiB tmpfs."""
+    from tests.acquisition.recorder_helpers import NumberedPusher, make_outlet
+
+    names = [f"full-{label}-{unique_id}" for label in "AB"]
+    outlets = [make_outlet(name, name, channels=32, rate=1000.0) for name in names]
+    pushers = [NumberedPusher(outlet, 1000.0, block=10).start() for outlet in outlets]
+    disk = small_disk("1m")
+    try:
+        if disk is not None:
+            path = disk / "session.xdf"
+            outcome = record_until_failure(str(path), names)
+            expected = "No space left on device"
+        else:  # no mount permission: the same failure through a file-size limit
+            path = tmp_path / "session.xdf"
+            outcome = _record_until_failure_under_limit(path, names, 1024 * 1024)
+            expected = "File too large"
+    finally:
+        for pusher in pushers:
+            pusher.stop()
+
+    # Reported once: one callback, one ERROR, one problem; stop() returned (twice) without raising.
+    assert len(outcome["on_failure_calls"]) == 1
+    message, t_failure, _thread = outcome["on_failure_calls"][0]
+    assert expected in message and str(path) in message and "Fix:" in message
+    assert outcome["failure"] == message
+    assert outcome["errors_logged"] == [message]
+    assert outcome["problems"] == [message] == outcome["again_problems"]
+    assert not outcome["ok"] and outcome["closed"]
+    assert all(not s["footer"] for s in outcome["streams"].values())
+
+    # The file that remains: valid, loads in pyxdf, every sample the summary counts, without a gap.
+    assert path.stat().st_size == outcome["file_size"]
+    report = inspect_xdf(path)
+    assert report.valid, report.defect
+    assert not report.complete
+    streams = load_raw(path)
+    for name in names:
+        counted = outcome["streams"][name]["samples"]
+        values = streams[name]["time_series"]
+        assert counted > 1000 and len(values) == counted
+        first = values[0, 0]
+        np.testing.assert_array_equal(values[:, 0], first + np.arange(counted))  # nothing lost in between
+        np.testing.assert_array_equal(values, np.repeat(values[:, :1], 32, axis=1))
+        # Samples up to the failure: the last one written is at most a few pull periods older.
+        last = streams[name]["time_stamps"][-1]
+        assert last == outcome["streams"][name]["last"]
+        assert t_failure - 3.0 < last <= t_failure
