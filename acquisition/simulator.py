@@ -25,6 +25,7 @@ import logging
 import math
 import re
 import threading
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -43,16 +44,20 @@ DEFAULT_CHANNEL_NAMES: tuple[str, ...] = (
 
 DEFAULT_COUPLING: dict[str, dict[str, float]] = {
     "rest": {},
+    "rest-eyes-closed": {},
+    "rest-separated": {},
     "cooperation": {"alpha": 0.7},
     "competition": {},
     "tapping": {"theta": 0.8},
+    "tapping-computer": {},
     "conversation": {"theta": 0.7},
 }
 """Coupling strength per condition and band (0 = independent, 1 = one shared band source).
 
 A 30-40 s block of 2-s epochs in a coupled condition gives a clear PLV excess over an
 epoch-shuffle null on the channels where the band dominates (see ``docs/simulator.md``);
-``rest`` and ``competition`` are uncoupled.
+The rests, ``competition`` and tapping with a computer partner (the paradigms' control
+conditions) are uncoupled.
 """
 
 
@@ -985,20 +990,26 @@ class MarkerFollower:
     def _resolve(self) -> Any:
         import pylsl
 
-        waited = 0.0
-        while not self._stop.is_set():
-            found = pylsl.resolve_byprop("source_id", self.marker_source_id, 1, 0.5)
-            if found:
-                return found[0]
-            waited += 0.5
-            if self._resolve_timeout_s is not None and waited >= self._resolve_timeout_s:
-                logger.error(
-                    "Simulator: marker stream %r not found after %.1f s; the coupling stays at %r. Start the "
-                    "marker outlet (session) first, or check the LSL SessionID.",
-                    self.marker_source_id, waited, self._sim.current_condition,
-                )
-                return None
-        return None
+        # A continuous resolver answers from its background queries at once, so stop() never waits
+        # for a blocking resolve (liblsl's resolve_byprop can overrun its timeout by seconds).
+        resolver = pylsl.ContinuousResolver(prop="source_id", value=self.marker_source_id)
+        started = time.monotonic()
+        try:
+            while not self._stop.wait(0.1):
+                found = resolver.results()
+                if found:
+                    return found[0]
+                waited = time.monotonic() - started
+                if self._resolve_timeout_s is not None and waited >= self._resolve_timeout_s:
+                    logger.error(
+                        "Simulator: marker stream %r not found after %.1f s; the coupling stays at %r. Start the "
+                        "marker outlet (session) first, or check the LSL SessionID.",
+                        self.marker_source_id, waited, self._sim.current_condition,
+                    )
+                    return None
+            return None
+        finally:
+            del resolver
 
     def _run(self) -> None:
         import pylsl
