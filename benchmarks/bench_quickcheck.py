@@ -43,6 +43,15 @@ TARGET_RSS_MB = 2048.0
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident memory of this process. Linux's ru_maxrss survives fork+exec (a child
+    inherits the parent's peak: here the session generator's), so VmHWM of the new address
+    space is read instead where it exists."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
