@@ -54,6 +54,7 @@ import pylsl
 from pylsl.util import LostError as LslLostError
 from pylsl.util import TimeoutError as LslTimeoutError
 
+from acquisition.storage import DEFAULT_MIN_FREE_BYTES, check_free_space, estimate_recording_bytes
 from acquisition.xdf import NUMERIC_FORMATS, XdfWriteError, XdfWriter, validate_file_metadata
 
 __all__ = [
@@ -552,6 +553,11 @@ class LslRecorder:
     flush_interval : float
         Seconds between two checks of the file by the housekeeping thread (every chunk already
         reaches the operating system when it is written).
+    planned_duration : float, optional
+        Seconds the recording is expected to last. :meth:`start` then refuses (before creating
+        the file) when the disk lacks room for it: estimated size x 2 + ``min_free_bytes``.
+    min_free_bytes : int
+        Free space to leave on the disk beyond the recording (with ``planned_duration``).
     on_failure : callable(message), optional
         Called once, from the recorder thread that hit it, when a write fails (full disk...) and
         the recording ends; must return quickly and must not call :meth:`stop` itself (signal
@@ -579,6 +585,8 @@ class LslRecorder:
         stop_grace: float = 1.0,
         stop_timeout: float = 10.0,
         flush_interval: float = 0.5,
+        planned_duration: float | None = None,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.path = Path(path)
@@ -611,6 +619,10 @@ class LslRecorder:
         self.stop_grace = stop_grace
         self.stop_timeout = stop_timeout
         self.flush_interval = flush_interval
+        if planned_duration is not None and planned_duration <= 0:
+            raise ValueError(f"planned_duration must be > 0 seconds, got {planned_duration}")
+        self.planned_duration = planned_duration
+        self.min_free_bytes = min_free_bytes
         self.on_failure = on_failure
 
         self._writer: XdfWriter | None = None
@@ -665,6 +677,10 @@ class LslRecorder:
             A required stream did not appear within ``wait_for_streams``; no file is created.
         AmbiguousStreamError
             A selector matches several streams, or two selectors the same stream; no file.
+        acquisition.storage.InsufficientSpaceError
+            With ``planned_duration``: the disk cannot hold the recording; no file.
+        acquisition.xdf.XdfWriteError
+            Not even the file's header could be written (disk full); no file.
         RecorderError
             Already started.
         """
@@ -678,6 +694,10 @@ class LslRecorder:
         if not self.path.parent.is_dir():
             raise FileNotFoundError(f"cannot record to {self.path}: folder {self.path.parent} does not exist")
         found = self._resolve_at_start()
+        if self.planned_duration is not None:
+            expected = estimate_recording_bytes([info for _, info in found], self.planned_duration)
+            check_free_space(self.path.parent, expected, min_free_bytes=self.min_free_bytes,
+                             what=f"a {self.planned_duration:g}-second recording of {len(found)} stream(s)")
         self._started_at = datetime.now().astimezone().isoformat(timespec="seconds")
         writer = XdfWriter(self.path, file_metadata=self.file_metadata, flush_interval=self.flush_interval)
         try:

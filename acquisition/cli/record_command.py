@@ -3,9 +3,14 @@
 Records until ``--duration`` ends or the process gets SIGINT (Ctrl+C) / SIGTERM, then drains every
 stream up to that moment, finalizes the file and prints what it wrote.
 
+With ``--duration``, the disk must have room for the estimated recording (x 2, plus a reserve)
+before the file is created. If the disk fills up anyway, the recording stops at once: the file
+keeps every sample written before (valid XDF without footers) and the command exits with 1.
+
 Exit codes: 0 a complete recording; 1 the recording has problems (listed); 2 bad input (e.g. the
 output file exists); 3 a required stream was not found (nothing recorded, no file created);
-130 interrupted before recording started.
+4 not enough free space for --duration (nothing recorded, no file created); 130 interrupted before
+recording started.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_BAD_INPUT = 2
 EXIT_MISSING_STREAM = 3
+EXIT_NO_SPACE = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -118,16 +124,20 @@ def record(
     # Imported here, so that `dyadlab record --help` and input errors need no LSL at all. The LSL
     # configuration (SessionID, scope, peers) is the machine's lsl_api.cfg or $LSLAPICFG.
     from acquisition.recorder import LslRecorder, MissingStreamError, RecorderError, StreamSelector
+    from acquisition.storage import InsufficientSpaceError
 
+    stopper = _StopOnSignal()
     try:
         selectors = [StreamSelector(source_id=s) for s in source_ids]
         selectors += [StreamSelector(predicate=p) for p in predicates]
         selectors += [StreamSelector(source_id=s, required=False) for s in optional_ids]
-        recorder = LslRecorder(out, selectors, file_metadata=metadata, wait_for_streams=wait)
+        # A failed write (disk full) ends the wait at once; the recorder has already logged it.
+        recorder = LslRecorder(out, selectors, file_metadata=metadata, wait_for_streams=wait,
+                               planned_duration=duration, on_failure=lambda message: stopper.event.set())
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
 
-    with _StopOnSignal() as stopper:
+    with stopper:
         try:
             err.print(f"Looking for {len(selectors)} stream(s) (up to {wait:g} s)...", highlight=False)
             recorder.start()
@@ -140,6 +150,9 @@ def record(
         except MissingStreamError as exc:
             err.print(f"[red]Missing stream.[/red] {exc}", highlight=False)
             raise SystemExit(EXIT_MISSING_STREAM) from None
+        except InsufficientSpaceError as exc:
+            err.print(f"[red]Not enough disk space.[/red] {exc}", highlight=False)
+            raise SystemExit(EXIT_NO_SPACE) from None
         except (RecorderError, OSError) as exc:
             err.print(f"[red]Cannot record:[/red] {exc}", highlight=False)
             raise SystemExit(EXIT_PROBLEMS) from None
@@ -150,7 +163,10 @@ def record(
             err.print(f"Recording {names} to {out} {until}.", highlight=False)
             stopper.event.wait(duration)
         finally:
-            err.print("Stopping: draining every stream up to this moment...")
+            if recorder.failure is not None:
+                err.print("[red]The recording failed[/red]; finishing the file...", highlight=False)
+            else:
+                err.print("Stopping: draining every stream up to this moment...")
             summary = recorder.stop()
 
     _print_summary(summary, console)

@@ -380,3 +380,73 @@ def test_recorder_on_a_disk_that_fills_up_fails_once_and_keeps_every_sample(
         last = streams[name]["time_stamps"][-1]
         assert last == outcome["streams"][name]["last"]
         assert t_failure - 3.0 < last <= t_failure
+
+
+# -- refusing up front ---------------------------------------------------------------------------
+def test_estimate_covers_a_real_file_without_overstating_it(tmp_path: Path) -> None:
+    """60 s of 32 x float32 at 500 Hz in 0.2-s chunks, with a clock offset every 5 s, plus markers."""
+    from acquisition.storage import estimate_recording_bytes
+
+    path = tmp_path / "sized.xdf"
+    info = pylsl.StreamInfo("sized", "EEG", 32, 500.0, "float32", "dyadlab.test.sized")
+    info.set_channel_labels([f"ch{i}" for i in range(32)])
+    markers = pylsl.StreamInfo("sized-mk", "Markers", 1, 0.0, "string", "dyadlab.test.sized-mk")
+    marker = '{"event": "trial_start", "task": "cooperation", "block": "coop-1", "condition": "cooperation"}'
+    with XdfWriter(path) as writer:
+        writer.add_stream(1, info.as_xml())
+        writer.add_stream(2, markers.as_xml())
+        for chunk in range(300):
+            stamps = chunk * 0.2 + np.arange(100) / 500.0
+            writer.write_samples(1, stamps, np.zeros((100, 32), dtype=np.float32))
+            writer.write_samples(2, stamps[:2], [[marker], [marker]])  # 10 markers per second
+            if chunk % 25 == 0:
+                writer.write_clock_offset(1, chunk * 0.2, 0.0)
+                writer.write_clock_offset(2, chunk * 0.2, 0.0)
+        writer.write_footer(1)
+        writer.write_footer(2)
+    actual = path.stat().st_size
+    estimate = estimate_recording_bytes([info, ("string", 1, 0.0)], 60.0)
+    assert actual <= estimate <= actual * 1.15 + 2 * 64 * 1024
+    assert estimate_recording_bytes([("float32", 32, 500.0)] * 2, 3600) > 2 * 500 * 3600 * (9 + 128)
+
+
+def test_free_space_check_refuses_with_the_numbers_and_a_fix(
+    small_disk: Callable[[str], Path | None], tmp_path: Path
+) -> None:
+    from acquisition.storage import InsufficientSpaceError, check_free_space, estimate_recording_bytes
+
+    disk = small_disk("1m") or tmp_path  # the check itself needs no mount: a real disk works too
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    hour = estimate_recording_bytes([("float32", 32, 500.0)] * 2, 3600)
+    too_much = max(hour, free)  # more than the disk holds (1 MiB tmpfs: one hour is ~0.5 GB)
+    with pytest.raises(InsufficientSpaceError) as caught:
+        check_free_space(disk / "sessions" / "d01", too_much, what="a 60-minute session")
+    message = str(caught.value)
+    assert "not enough free space for a 60-minute session" in message
+    assert str(disk / "sessions" / "d01") in message and "Fix:" in message
+    assert caught.value.required_bytes == 2 * too_much + 64 * 1024 * 1024
+    assert caught.value.free_bytes <= free + 4096
+    # What fits is accepted, and the free space is returned.
+    assert check_free_space(disk, free // 4, margin=2.0, min_free_bytes=0) >= free // 4
+
+
+def test_record_command_refuses_a_recording_that_cannot_fit_before_creating_the_file(
+    small_disk: Callable[[str], Path | None], tmp_path: Path, unique_id: str
+) -> None:
+    from click.testing import CliRunner
+
+    from acquisition.cli.record_command import EXIT_NO_SPACE, record
+    from tests.acquisition.recorder_helpers import make_outlet
+
+    name = f"nospace-{unique_id}"
+    outlet = make_outlet(name, name, channels=32, rate=500.0)  # noqa: F841 - must exist while resolving
+    disk = small_disk("1m")
+    # Without a mount, a duration no real disk holds (1e8 s of 32 x 500 Hz is ~7 TB) takes its place.
+    folder, duration = (disk, "3600") if disk is not None else (tmp_path, "100000000")
+    out = folder / "x.xdf"
+    result = CliRunner().invoke(record, ["--source-id", name, "--duration", duration, "--out", str(out),
+                                         "--wait", "5"])
+    assert result.exit_code == EXIT_NO_SPACE, result.output
+    assert "Not enough disk space" in result.output and "not enough free space" in result.output
+    assert "Fix:" in result.output
+    assert not out.exists()
