@@ -17,6 +17,14 @@ stopped and released in ``finally`` blocks, in reverse order):
 Escape (``SessionAborted`` from the task kit) ends the session early: the same steps 7-8 run and
 ``session.json`` says ``"complete": false``. Any other exception runs 7-8 too, then is re-raised
 as :class:`SessionError` naming the stage that failed and where the files are.
+
+Disk space: the recorder refuses to start (step 5, nothing recorded) when the disk cannot hold the
+planned session (block durations; 10 minutes for a block whose length is not a duration) twice
+over. If the recording fails anyway (disk full, I/O error), the recorder reports it at once; the
+block that is running ends normally (the task kit has no external abort), no further block
+starts, steps 7-8 run, and :class:`RecordingFailed` is raised: ``session.json`` says
+``"complete": false`` with the reason, and if it cannot be written either (full disk), its content
+is logged instead.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import json
 import logging
 import os
 import platform
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +50,7 @@ from protocols.schema import (
     LoadedProtocol,
     Protocol,
     SessionPlan,
+    duration_field,
     paradigms,
     plan_session,
     resolve_block_params,
@@ -63,6 +73,16 @@ class SessionError(RuntimeError):
 
 class PreflightFailed(SessionError):
     """Preflight found a participant not ready; nothing was recorded."""
+
+
+class RecordingFailed(SessionError):
+    """The recording stopped during the session (disk full...); what was recorded is kept."""
+
+
+#: Planned seconds for a block whose length is not given as a duration (trials, turns...).
+_UNKNOWN_BLOCK_SECONDS = 600.0
+#: Instructions, breaks and transitions per block, on top of its duration.
+_BLOCK_OVERHEAD_SECONDS = 60.0
 
 
 @dataclass
@@ -191,6 +211,22 @@ class SessionRunner:
         ]
         return sorted(people, key=lambda person: person.label)
 
+    def planned_recording_seconds(self) -> float:
+        """A generous estimate of how long the recording runs (for the disk-space check).
+
+        Each block counts its duration parameter (10 minutes when its length follows from trials
+        or turns instead) plus a minute for instructions and breaks, shortened by ``speed``.
+        """
+        registry = paradigms()
+        total = 0.0
+        for block in self.protocol.blocks:
+            paradigm = registry[block.task]
+            field_name = duration_field(paradigm)
+            params = paradigm.Params.model_validate(resolve_block_params(block, paradigm))
+            seconds = getattr(params, field_name, None) if field_name else None
+            total += (float(seconds) if seconds else _UNKNOWN_BLOCK_SECONDS) + _BLOCK_OVERHEAD_SECONDS
+        return total / self.speed
+
     def effective_lsl_config(self) -> LslConfig:
         """The LSL configuration this session applies."""
         if self.lsl_config is not None:
@@ -273,6 +309,8 @@ class _SessionState:
         self.recorder: Any = None
         self.simulator_truth: Callable[[], dict[str, Any]] | None = None
         self.bridges: list[Any] = []
+        self.recording_failure: str | None = None  # set from a recorder thread
+        self.recording_failed = threading.Event()
 
     def status(self, stage: str, message: str) -> None:
         self.runner._status(stage, message)
@@ -295,8 +333,27 @@ class _SessionState:
         except BaseException as error:  # noqa: BLE001 - finalize, then re-raise below
             self.error = error
         finally:
+            if self.recording_failure is not None and not isinstance(self.error, RecordingFailed):
+                # The lost recording is what the operator must know first, whatever else went wrong.
+                later = "" if self.error is None else f" (afterwards: {type(self.error).__name__}: {self.error})"
+                self.stage = "recording"
+                self.error = self._recording_failed(later)
             self._after_recording()
         return self._result()
+
+    def _on_recording_failed(self, message: str) -> None:
+        """The recorder's on_failure callback (a recorder thread): flag it; the block loop reacts."""
+        self.recording_failure = message
+        self.recording_failed.set()
+
+    def _recording_failed(self, detail: str = "") -> RecordingFailed:
+        self.stage = "recording"
+        return RecordingFailed(
+            "recording",
+            f"{self.recording_failure}{detail}. The session was ended; its XDF holds everything recorded "
+            "up to the failure",
+            {kind: path for kind, path in self.files.items() if path.exists()},
+        )
 
     def _run_stages(self, resources: contextlib.ExitStack) -> None:
         runner = self.runner
@@ -355,8 +412,10 @@ class _SessionState:
             "protocol": protocol.name,
             "session_record": self.files["session"].name,
         }
-        recorder = LslRecorder(self.files["xdf"], selectors, file_metadata=metadata)
-        recorder.start()
+        planned = self.runner.planned_recording_seconds()
+        recorder = LslRecorder(self.files["xdf"], selectors, file_metadata=metadata, planned_duration=planned,
+                               on_failure=self._on_recording_failed)
+        recorder.start()  # refuses (InsufficientSpaceError) when the disk cannot hold the session
         self.recorder = recorder
         # Unwinding order: windows close, then the recorder stops, then the bridges stop.
         resources.callback(self._stop_recorder)
@@ -380,7 +439,9 @@ class _SessionState:
         """Write session.json, then run the quick-check on the finalized XDF."""
         self.end_wall = self.end_wall or (now_wall() if self.start_wall else None)
         self._write_session_json()
-        if self.recorder is not None and self.runner.run_quickcheck and self.files["xdf"].exists():
+        if self.recording_failure is not None:
+            self.quickcheck_info = {"error": "skipped: the recording failed"}
+        elif self.recorder is not None and self.runner.run_quickcheck and self.files["xdf"].exists():
             self._quickcheck()
             self._write_session_json()
 
@@ -413,11 +474,22 @@ class _SessionState:
         self.quickcheck_info = {"json": str(json_out), "html": str(html_out), "summary": _quickcheck_summary(self.quickcheck)}
 
     def _write_session_json(self) -> None:
+        """Write session.json atomically; if the disk refuses (full...), log its content instead."""
         path = self.files["session"]
-        record = self._session_record()
+        text = json.dumps(self._session_record(), indent=2, default=str)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            logger.error(
+                "cannot write the session record %s (%s); %s. Its content, to save by hand:\n%s",
+                path, error.strerror or error,
+                "the previous version on disk is out of date" if path.exists() else "there is none on disk",
+                text,
+            )
 
     def _session_record(self) -> dict[str, Any]:
         protocol = self.protocol
@@ -650,6 +722,8 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
     outcome = "aborted"
     try:
         for record in state.blocks:
+            if state.recording_failed.is_set():
+                raise state._recording_failed()  # no block starts without a recording
             paradigm_class = registry[record.task]
             paradigm = paradigm_class()
             params = paradigm_class.Params.model_validate(record.params)
@@ -669,6 +743,8 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
                 record.end_wall = now_wall()
                 _fill_block_times(record, context.flip_log[first_flip:])
             record.status = "completed"
+        if state.recording_failed.is_set():
+            raise state._recording_failed()  # it failed during the last block: not complete
         outcome = "complete"
         state.complete = True
     except SessionAborted:
