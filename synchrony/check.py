@@ -345,6 +345,8 @@ def run_check(
                 aligned = seg.align_dyad(recording.a, recording.b, gap_samples=thresholds.gap_samples)
             except seg.SegmentationError as error:
                 raise QuickCheckError(str(error)) from error
+            # The recorded samples are on the grid now (quality is done): free them for the heavy part.
+            recording.a.data = recording.b.data = np.zeros((0, 0), np.float32)
             warnings.extend(aligned.notes)
             too_high = [f"{name} {low:g}-{high:g} Hz" for name, (low, high) in band_map.items() if high >= 0.45 * aligned.rate]
             if too_high:
@@ -377,8 +379,6 @@ def run_check(
             keep_per_plan = np.split(rejection.keep, np.cumsum([p.starts.size for p in plans])[:-1])
             figures.traces = _traces(recording, aligned, blocks, used["A"], used["B"])
 
-        # The raw recordings are no longer needed: free them before the heavy part.
-        recording.a.data = recording.b.data = np.zeros((0, 0), np.float32)
         condition_list = seg.condition_names(blocks)
         result_conditions: dict[str, Any] = {}
         epochs_table: dict[str, Any] = {}
