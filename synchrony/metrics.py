@@ -294,11 +294,12 @@ class PairList:
 class AllPairs:
     """Every pairing of the A epochs ``epochs_a`` with every one of the ``n_epochs_b`` B epochs.
 
-    Values come out with shape ``(len(epochs_a), n_epochs_b, n_channels_a, n_channels_b)``:
-    element ``[k, j, a, b]`` pairs epoch ``epochs_a[k]`` of A with epoch ``j`` of B; reshaped
-    to ``(-1, n_channels_a, n_channels_b)`` it is the pair list ``(self.epochs_a,
-    self.epochs_b)``. Each product over time is a single matrix multiplication for the whole
-    block, which is what makes the all-pairings tensor of the surrogate statistics cheap.
+    Values come out with shape ``(len(epochs_a), n_epochs_b, n_channels_b, n_channels_a)``
+    -- note B's channel axis *before* A's: element ``[k, j, b, a]`` pairs channel a of epoch
+    ``epochs_a[k]`` of A with channel b of epoch ``j`` of B. In that layout each A epoch's
+    block is one matrix product written in place (``B_all @ A_k^T``), with no transposed
+    copies; it is the layout the surrogate statistics consume. The pairs, in order, are
+    ``(self.epochs_a, self.epochs_b)``.
     """
 
     def __init__(self, epochs_a: np.ndarray, n_epochs_b: int):
@@ -311,19 +312,21 @@ class AllPairs:
         return self.epochs_a.size
 
     def products(self, xa: np.ndarray, xb: np.ndarray, *, conjugate: bool = False) -> np.ndarray:
-        """``sum_t xa[i, a, t] * xb[j, b, t]`` (``conj(xb)`` if asked): (k, E_b, C_a, C_b)."""
-        n_block, (n_a, n_times), (n_b, c_b) = self.block_a.size, xa.shape[1:], xb.shape[:2]
-        rhs = xb.reshape(n_b * c_b, n_times).T
-        block = xa[self.block_a].reshape(n_block * n_a, n_times) @ (rhs.conj() if conjugate else rhs)
-        return np.ascontiguousarray(block.reshape(n_block, n_a, n_b, c_b).transpose(0, 2, 1, 3))
+        """``sum_t xa[i, a, t] * xb[j, b, t]`` (``conj(xb)`` if asked): (k, E_b, C_b, C_a)."""
+        n_b, c_b, n_times = xb.shape
+        lhs = (xb.conj() if conjugate else xb).reshape(n_b * c_b, n_times)
+        out = np.empty((self.block_a.size, n_b, c_b, xa.shape[1]), dtype=np.result_type(xa, xb))
+        for k, epoch in enumerate(self.block_a):
+            np.matmul(lhs, xa[epoch].T, out=out[k].reshape(n_b * c_b, xa.shape[1]))
+        return out
 
     def a_term(self, values: np.ndarray) -> np.ndarray:
         """Per-epoch, per-channel A values (E_a, C_a) broadcast to the output shape."""
-        return values[self.block_a][:, None, :, None]
+        return values[self.block_a][:, None, None, :]
 
     def b_term(self, values: np.ndarray) -> np.ndarray:
         """Per-epoch, per-channel B values (E_b, C_b) broadcast to the output shape."""
-        return values[None, :, None, :]
+        return values[None, :, :, None]
 
 
 Pairing = PairList | AllPairs
@@ -338,7 +341,9 @@ def _real_blocks(
     and ``sum x_a x_b`` (and ccorr's numerator) for the price of one complex product.
     """
     n_a, n_b = stack_a.shape[1] // 2, stack_b.shape[1] // 2
-    g = pairing.products(stack_a, stack_b)  # (..., 2C_a, 2C_b)
+    g = pairing.products(stack_a, stack_b)
+    if isinstance(pairing, AllPairs):  # (..., 2C_b, 2C_a): B's channels first
+        return g[..., :n_b, :n_a], g[..., n_b:, :n_a], g[..., :n_b, n_a:], g[..., n_b:, n_a:]
     return g[..., :n_a, :n_b], g[..., :n_a, n_b:], g[..., n_a:, :n_b], g[..., n_a:, n_b:]
 
 
@@ -617,8 +622,8 @@ def connectivity_from_terms(
     """Per-pair metric values from precomputed terms.
 
     ``metrics`` must be validated and ``ta``/``tb`` built for (at least) these metrics.
-    Shapes: (n_pairs, C_a, C_b) for a :class:`PairList`, (k, E_b, C_a, C_b) for
-    :class:`AllPairs`.
+    Shapes: (n_pairs, C_a, C_b) for a :class:`PairList`, (k, E_b, C_b, C_a) for
+    :class:`AllPairs` (see there).
     """
     if isinstance(pairing, PairList):
         keys = [m for m in metrics if m not in _LAG_METRICS] + (["wpli_numerator"] if "wpli" in metrics else [])
@@ -631,9 +636,10 @@ def connectivity_from_terms(
         out = bilinear_from_terms(ta, tb, pairing, metrics)
     if _LAG_METRICS & set(metrics):
         sign_sum, abs_sum = lag_sums(ta, tb, pairing.epochs_a, pairing.epochs_b)
-        if isinstance(pairing, AllPairs):  # (k * E_b, C_a, C_b) -> (k, E_b, C_a, C_b)
+        if isinstance(pairing, AllPairs):  # (k * E_b, C_a, C_b) -> (k, E_b, C_b, C_a)
             layout = (pairing.block_a.size, pairing.n_epochs_b, ta.n_channels, tb.n_channels)
-            sign_sum, abs_sum = sign_sum.reshape(layout), abs_sum.reshape(layout)
+            sign_sum = sign_sum.reshape(layout).swapaxes(2, 3)
+            abs_sum = abs_sum.reshape(layout).swapaxes(2, 3)
         out.update(lag_metrics_from_sums(sign_sum, abs_sum, out.pop("wpli_numerator", None), ta.n_times, metrics))
     return out
 

@@ -191,7 +191,8 @@ def epoch_shuffle_surrogates(
     n_a, n_b = za.shape[1], zb.shape[1]
     bilinear = [m for m in metrics if m not in _LAG_METRICS]
     lagged = [m for m in metrics if m in _LAG_METRICS]
-    means = {m: _EpochMean((n_surrogates, n_a, n_b)) for m in metrics}
+    # Accumulated in AllPairs' (B channel, A channel) order, transposed once at the end.
+    means = {m: _EpochMean((n_surrogates, n_b, n_a)) for m in metrics}
     # Size of the whole PLI/wPLI job (all pairings any surrogate uses), for the kernel choice.
     lag_work = min(n_surrogates * n_epochs, n_epochs * (n_epochs - 1)) * n_a * n_b * za.shape[2]
     block = max(1, _BLOCK_ELEMENTS // (n_epochs * n_a * n_b))
@@ -200,23 +201,25 @@ def epoch_shuffle_surrogates(
         partners = permutations[:, block_a]  # (n_surrogates, k): B epoch paired with each A epoch
         # Bilinear metrics (and wPLI's numerator) for every pairing of the block: one matrix
         # product per term, far cheaper per pairing than per-surrogate products.
-        values = bilinear_from_terms(ta, tb, AllPairs(block_a, n_epochs), metrics)  # (k, E, C_a, C_b)
+        values = bilinear_from_terms(ta, tb, AllPairs(block_a, n_epochs), metrics)  # (k, E, C_b, C_a)
         columns = (np.arange(block_a.size) * n_epochs + partners).ravel()  # row of (A epoch, B epoch)
         selection = _selection(n_surrogates, block_a.size, columns, block_a.size * n_epochs)
         for m in bilinear:
-            means[m].add(selection, values[m].reshape(-1, n_a, n_b), block_a.size)
+            means[m].add(selection, values[m].reshape(-1, n_b, n_a), block_a.size)
         if lagged:
             # PLI/wPLI cost one pass over time per pairing: only the pairings in use.
             used, inverse = np.unique(columns, return_inverse=True)
             local_a, epochs_b = np.divmod(used, n_epochs)
             sign_sum, abs_sum = lag_sums(ta, tb, block_a[local_a], epochs_b, total_work=lag_work)
             numerator = values["wpli_numerator"][local_a, epochs_b] if "wpli" in lagged else None
-            per_pair = lag_metrics_from_sums(sign_sum, abs_sum, numerator, ta.n_times, lagged)
+            per_pair = lag_metrics_from_sums(
+                sign_sum.swapaxes(1, 2), abs_sum.swapaxes(1, 2), numerator, ta.n_times, lagged
+            )
             lag_selection = _selection(n_surrogates, block_a.size, inverse.ravel(), used.size)
             for m in lagged:
-                means[m].add(lag_selection, per_pair[m], block_a.size)
+                means[m].add(lag_selection, np.ascontiguousarray(per_pair[m]), block_a.size)
         del values
-    return {m: means[m].mean() for m in metrics}
+    return {m: np.ascontiguousarray(means[m].mean().swapaxes(1, 2)) for m in metrics}
 
 
 def circular_shift_surrogates(

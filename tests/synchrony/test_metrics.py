@@ -284,8 +284,8 @@ def test_all_pairs_block_matches_explicit_pairs():
     ea, eb = np.repeat(block, zb.shape[0]), np.tile(np.arange(zb.shape[0]), block.size)
     explicit = pairing_connectivity(za, zb, ea, eb, SUPPORTED_METRICS)
     for m in SUPPORTED_METRICS:
-        assert values[m].shape == (2, 6, 4, 3)
-        np.testing.assert_allclose(values[m].reshape(-1, 4, 3), explicit[m], atol=1e-12, err_msg=m)
+        assert values[m].shape == (2, 6, 3, 4)  # (A epoch in block, B epoch, B channel, A channel)
+        np.testing.assert_allclose(values[m].swapaxes(2, 3).reshape(-1, 4, 3), explicit[m], atol=1e-12, err_msg=m)
     # Pair list mode with a chunk boundary inside the list.
     chunked = connectivity_from_terms(ta, tb, PairList(ea, eb), SUPPORTED_METRICS)
     for m in SUPPORTED_METRICS:
