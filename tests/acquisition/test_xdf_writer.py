@@ -321,3 +321,16 @@ def test_concurrent_writers_produce_a_valid_file(tmp_path: Path) -> None:
         else:
             np.testing.assert_array_equal(stream["time_series"][:, 1], np.arange(total) * stream_id)
         assert len(stream["clock_times"]) == n_chunks // 10
+
+
+def test_file_metadata_is_validated_before_any_file_exists(tmp_path: Path) -> None:
+    from acquisition.xdf import validate_file_metadata
+
+    validate_file_metadata({"study": "pilot", "dyad_id": "d01", "x.y-z": "1"})
+    for bad, reason in (({"1st": "x"}, "not a valid XML element name"), ({"xmlns": "x"}, "not a valid XML"),
+                        ({"datetime": "x"}, "reserved")):
+        with pytest.raises(ValueError, match=reason):
+            validate_file_metadata(bad)
+        with pytest.raises(ValueError, match=reason):
+            XdfWriter(tmp_path / "bad.xdf", file_metadata=bad)
+        assert not (tmp_path / "bad.xdf").exists()

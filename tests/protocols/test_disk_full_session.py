@@ -91,3 +91,22 @@ def test_disk_full_mid_session_ends_it_keeps_the_recording_and_releases_devices(
     for label in "AB":
         assert not pylsl.resolve_byprop("source_id", source_id(protocol.study, protocol.dyad, "eeg", label),
                                         minimum=1, timeout=1.0)
+
+
+def test_session_that_cannot_fit_is_refused_before_recording(small_disk, tmp_path: Path) -> None:  # noqa: ANN001
+    """A 16 MiB disk cannot hold the planned session twice over plus the reserve: refused, no XDF."""
+    disk = small_disk("16m")
+    if disk is None:
+        pytest.skip("mounting a tmpfs is not permitted here (tests/acquisition/test_disk_full.py covers the check)")
+    loaded = shortened(
+        "demo", tmp_path,
+        blocks=[{"id": "rest", "task": "rest", "params": {"duration_s": 3.0, "show_instructions": False}}],
+    )
+    with pytest.raises(SessionError, match="not enough free space") as caught:
+        run_session(loaded, disk / "out")
+    assert caught.value.stage == "recorder"
+    assert "Fix:" in str(caught.value)
+    assert not list((disk / "out").rglob("*.xdf"))
+    session = json.loads(next((disk / "out").rglob("*_session.json")).read_text())
+    assert session["complete"] is False and session["failed_stage"] == "recorder"
+    assert "InsufficientSpaceError" in session["error"]
