@@ -5,6 +5,10 @@ Files are real XDF written by ``acquisition.xdf.XdfWriter`` (see ``xdf_fixtures`
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
+
 import numpy as np
 import pylsl
 import pytest
@@ -112,3 +116,78 @@ def test_file_cut_inside_the_header_or_not_xdf_is_a_clear_error(tmp_path):
         load_dyad(text)
     with pytest.raises(XdfLoadError, match="No such file"):
         load_dyad(tmp_path / "missing.xdf")
+
+
+LR_RATE = 250.0
+LR_CHANNELS = 4
+
+
+def _eeg_outlet(name: str) -> pylsl.StreamOutlet:
+    info = pylsl.StreamInfo(name, "EEG", LR_CHANNELS, LR_RATE, "float32", name)
+    channels = info.desc().append_child("channels")
+    for index in range(LR_CHANNELS):
+        channels.append_child("channel").append_child_value("label", f"E{index + 1}")
+    return pylsl.StreamOutlet(info)
+
+
+@pytest.mark.integration
+def test_labrecorder_file_from_another_tool(tmp_path, unique_id):
+    """A file recorded by LabRecorder itself (PyPI ``labrecorder``: App-LabRecorder's recording code
+    in this process) from plain LSL outlets of another tool: no dyadlab metadata, plain marker
+    strings. It loads, participants come from stream order (said so), conditions from specs."""
+    labrecorder = pytest.importorskip("labrecorder", reason="the 'labrecorder' test dependency is not installed")
+    from synchrony.check import run_check
+
+    names = [f"ampA-{unique_id}", f"ampB-{unique_id}"]
+    marker_name = f"events-{unique_id}"
+    eeg = [_eeg_outlet(name) for name in names]
+    markers = pylsl.StreamOutlet(pylsl.StreamInfo(marker_name, "Markers", 1, 0.0, "string", marker_name))
+    infos = [pylsl.resolve_bypred(f"source_id='{name}'", 1, 10.0)[0] for name in names + [marker_name]]
+    path = tmp_path / "labrecorder.xdf"
+    recording = labrecorder.Recording(str(path), infos)
+    time.sleep(1.0)  # LabRecorder opens its inlets in its own threads
+
+    stop = threading.Event()
+    rng = np.random.default_rng(0)
+
+    def push() -> None:
+        block = 25
+        next_time = pylsl.local_clock()
+        while not stop.is_set():
+            stamps = next_time + np.arange(block) / LR_RATE
+            for outlet in eeg:
+                outlet.push_chunk((rng.standard_normal((block, LR_CHANNELS)) * 10).astype(np.float32).tolist(), stamps[-1])
+            next_time += block / LR_RATE
+            time.sleep(max(0.0, next_time - pylsl.local_clock()))
+
+    pusher = threading.Thread(target=push, daemon=True)
+    pusher.start()
+    try:
+        for label in ("rest", "coop"):
+            time.sleep(0.5)
+            markers.push_sample([f"{label}_on"], pylsl.local_clock())
+            time.sleep(3.2)
+            markers.push_sample([f"{label}_off"], pylsl.local_clock())
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        pusher.join(5)
+        recording.stop()
+        del recording
+        gc.collect()
+
+    result = run_check(
+        path, conditions=["rest=rest_on:rest_off", "coop=coop_on:coop_off"], epoch_length=1.0,
+        bands="alpha=8-12", n_surrogates=0, progress=False,
+    )
+    assert {result["participants"]["A"]["stream"], result["participants"]["B"]["stream"]} == set(names)
+    assert any("order in the file" in w for w in result["warnings"])
+    assert result["segmentation"]["source"] == "condition-specs"
+    assert result["conditions"]["rest"]["n_epochs"] >= 2 and result["conditions"]["coop"]["n_epochs"] >= 2
+    for label in ("A", "B"):
+        quality = result["quality"][label]
+        assert quality["clock_offsets"] >= 1
+        assert quality["effective_rate_hz"] == pytest.approx(LR_RATE, rel=0.05)
+        assert quality["channels"]["labels"] == ["E1", "E2", "E3", "E4"]
+        assert quality["marker_residuals"] is None  # no board marker channel in these streams
+    assert result["file"]["load_problems"] == []
