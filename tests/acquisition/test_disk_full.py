@@ -450,3 +450,44 @@ def test_record_command_refuses_a_recording_that_cannot_fit_before_creating_the_
     assert "Not enough disk space" in result.output and "not enough free space" in result.output
     assert "Fix:" in result.output
     assert not out.exists()
+
+
+def _limit_file_size(limit: int) -> Callable[[], None]:
+    """A ``preexec_fn``: files of the child may not grow beyond ``limit`` (SIG_IGN survives exec)."""
+    def apply() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    return apply
+
+
+def test_record_command_stops_by_itself_when_the_disk_fills_up(
+    small_disk: Callable[[str], Path | None], tmp_path: Path, unique_id: str
+) -> None:
+    """No --duration: only the full disk ends the recording; exit 1, the problem printed, file valid."""
+    from tests.acquisition.recorder_helpers import NumberedPusher, make_outlet
+
+    name = f"fills-{unique_id}"
+    pusher = NumberedPusher(make_outlet(name, name, channels=64, rate=1000.0), 1000.0, block=10).start()
+    disk = small_disk("1m")
+    out = (disk or tmp_path) / "x.xdf"
+    command = [sys.executable, "-c", "from acquisition.cli.record_command import record; record()",
+               "--source-id", name, "--out", str(out), "--wait", "5"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=90,
+                                preexec_fn=None if disk else _limit_file_size(1024 * 1024))
+    finally:
+        pusher.stop()
+    expected = "No space left on device" if disk else "File too large"
+    assert result.returncode == 1, result.stderr
+    assert "The recording failed" in result.stderr
+    assert "problem: the recording stopped early: " in result.stderr and expected in result.stderr
+    assert "INCOMPLETE" in result.stdout
+    report = inspect_xdf(out)
+    assert report.valid and not report.complete
+    values = load_raw(out)[name]["time_series"][:, 0]
+    assert len(values) > 1000
+    np.testing.assert_array_equal(values, values[0] + np.arange(len(values)))
