@@ -406,7 +406,9 @@ class _StreamRecording:
         except _FileSealed:
             logger.error("stream %d: the file was sealed while this thread still ran", self.stream_id)
         except _RecordingFailed:
-            pass  # reported once by the recorder, not once per stream
+            # Reported once by the recorder, not once per stream. Nothing more can be stored, so
+            # unsubscribe now rather than let the inlet buffer minutes of data until stop().
+            self.release()
         except Exception as exc:  # noqa: BLE001 - any failure must be reported, not lost in a thread
             logger.exception("stream %d (%s): recording failed", self.stream_id, self.selector.label)
             self._note_error(f"recording failed: {type(exc).__name__}: {exc}")
