@@ -135,5 +135,9 @@ def test_board_markers_match_lsl_markers_within_one_sample(tmp_path: Path, uniqu
     stamps_b = np.asarray(by_id[bridges[1].source_id]["time_stamps"])
     overlap = min(stamps_a[-1], stamps_b[-1]) - max(stamps_a[0], stamps_b[0])
     union = max(stamps_a[-1], stamps_b[-1]) - min(stamps_a[0], stamps_b[0])
-    print(f"A/B overlap {overlap:.3f} s of {union:.3f} s; starts differ by {abs(stamps_a[0] - stamps_b[0]) * 1e3:.1f} ms")
-    assert overlap > 0.95 * union
+    start_skew, end_skew = abs(stamps_a[0] - stamps_b[0]), abs(stamps_a[-1] - stamps_b[-1])
+    print(f"A/B overlap {overlap:.3f} s of {union:.3f} s; starts differ by {start_skew * 1e3:.1f} ms, "
+          f"ends by {end_skew * 1e3:.1f} ms")
+    # Both streams already span every marker (above); they start and end together up to the time the
+    # recorder takes to open one inlet after the other.
+    assert start_skew < 0.5 and end_skew < 0.5
