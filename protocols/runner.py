@@ -21,8 +21,8 @@ as :class:`SessionError` naming the stage that failed and where the files are.
 Disk space: the recorder refuses to start (step 5, nothing recorded) when the disk cannot hold the
 planned session (block durations; 10 minutes for a block whose length is not a duration) twice
 over. If the recording fails anyway (disk full, I/O error), the recorder reports it at once; the
-block that is running ends normally (the task kit has no external abort), no further block
-starts, steps 7-8 run, and :class:`RecordingFailed` is raised: ``session.json`` says
+running block ends at its next flip (``TaskContext.request_abort``), no further block starts,
+steps 7-8 run, and :class:`RecordingFailed` is raised: ``session.json`` says
 ``"complete": false`` with the reason, and if it cannot be written either (full disk), its content
 is logged instead.
 """
@@ -311,6 +311,7 @@ class _SessionState:
         self.bridges: list[Any] = []
         self.recording_failure: str | None = None  # set from a recorder thread
         self.recording_failed = threading.Event()
+        self.context: Any = None  # the TaskContext while the blocks run
 
     def status(self, stage: str, message: str) -> None:
         self.runner._status(stage, message)
@@ -342,9 +343,11 @@ class _SessionState:
         return self._result()
 
     def _on_recording_failed(self, message: str) -> None:
-        """The recorder's on_failure callback (a recorder thread): flag it; the block loop reacts."""
+        """The recorder's on_failure callback (a recorder thread): end the running block at once."""
         self.recording_failure = message
         self.recording_failed.set()
+        if self.context is not None:
+            self.context.request_abort(f"the recording failed: {message}")
 
     def _recording_failed(self, detail: str = "") -> RecordingFailed:
         self.stage = "recording"
@@ -704,6 +707,7 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
     )
     resources.callback(context.close)
     context.open()
+    state.context = context
     state.status("windows", f"{protocol.screens.layout} layout, {len(context.views)} window(s)"
                  + (f", autopilot at speed {autopilot.speed:g}" if autopilot else ""))
 
@@ -747,14 +751,17 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
             raise state._recording_failed()  # it failed during the last block: not complete
         outcome = "complete"
         state.complete = True
-    except SessionAborted:
-        state.aborted = True
-        state.status("aborted", "the operator pressed Escape: finishing the recording")
+    except SessionAborted as aborted:
+        if state.recording_failed.is_set():  # not an operator abort: the session failed (raised later)
+            state.status("recording", f"{aborted}: ending the session")
+        else:
+            state.aborted = True
+            state.status("aborted", f"{aborted}: finishing the recording")
     finally:
         end = Marker(event="session_end", value=outcome)
         try:
             context.mark_on_next_flip(end)
-            context._flip()  # no key handling: a second Escape must not lose session_end
+            context.flip(read_keys=False)  # a second Escape must not lose session_end
             state.end_lsl = _last_marker_stamp(context, "session_end")
         except Exception:  # noqa: BLE001 - the windows may be gone; the marker must not be
             logger.exception("session_end could not be pushed on a flip; pushing it directly")

@@ -14,7 +14,7 @@ measured offset (:mod:`tasks.timing`) for the response stream.
 
 Operator keys
 -------------
-``escape`` aborts: an ``abort`` marker, then ``block_end`` (``value="aborted"``) for the running
+``escape`` (or :meth:`TaskContext.request_abort` from any thread) aborts: an ``abort`` marker, then ``block_end`` (``value="aborted"``) for the running
 block, the behavioural CSV is saved, and :class:`SessionAborted` propagates to the caller.
 ``f9`` pauses: a ``pause`` marker on the pause screen's flip, ``resume`` on the first task flip
 after ``f9`` is pressed again; timed screens are extended by the pause.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,10 +53,11 @@ _PATCH_SIZE = 0.06
 _SWITCH_INTERVAL_S = 0.0005
 _PAUSE_TEXT = "Paused\n\nThe experimenter will continue shortly."
 _ABORT_TEXT = "The session was stopped."
+_OPERATOR_ABORT = "operator pressed the abort key"
 
 
 class SessionAborted(Exception):
-    """The operator aborted the session (Escape).
+    """The session was aborted: the operator pressed Escape, or :meth:`TaskContext.request_abort`.
 
     When this reaches the caller, the ``abort`` marker and the running block's ``block_end``
     (``value="aborted"``) have been pushed and the behavioural CSV has been saved; the caller
@@ -197,6 +199,8 @@ class TaskContext:
         self.clock: PsychopyToLslClock | None = None
         self._reader: KeyReader | None = None
         self._pending: list[Marker] = []
+        self._abort_requested = threading.Event()
+        self._abort_reason = _OPERATOR_ABORT
         self._pending_rt_origin = False
         self._rt_origin: float | None = None
         self._block: _Block | None = None
@@ -365,14 +369,20 @@ class TaskContext:
         self.clock.refresh()
         return flip_time
 
-    def flip(self, grab: bool = False) -> Frame:
+    def flip(self, grab: bool = False, *, read_keys: bool = True) -> Frame:
         """Flip every window (pushing queued markers), then read keys.
 
         Participant presses are pushed to the response stream and returned. Operator keys are
-        handled here: abort raises :class:`SessionAborted`; pause blocks on a pause screen.
-        ``grab`` keeps the frame for :meth:`capture`.
+        handled here: abort (or a :meth:`request_abort`) raises :class:`SessionAborted`; pause
+        blocks on a pause screen. ``grab`` keeps the frame for :meth:`capture`. With
+        ``read_keys=False`` the flip only pushes its markers (e.g. ``session_end`` after an abort,
+        which a second Escape must not lose).
         """
         flip_time = self._flip(grab)
+        if not read_keys:
+            return Frame(flip_time=flip_time, responses=[], operator_keys=[])
+        if self._abort_requested.is_set():
+            self._abort(self._abort_reason)
         responses = []
         operator_keys = []
         for press in self._read_keys():
@@ -385,6 +395,15 @@ class TaskContext:
             else:
                 operator_keys.append(press.key)
         return Frame(flip_time=flip_time, responses=responses, operator_keys=operator_keys)
+
+    def request_abort(self, reason: str) -> None:
+        """End the running block at its next flip, as the abort key does, giving ``reason``.
+
+        Thread-safe: for a session that cannot go on (the recording failed, a device is lost).
+        The ``abort`` marker carries ``reason`` and :class:`SessionAborted` propagates.
+        """
+        self._abort_reason = reason
+        self._abort_requested.set()
 
     def _read_keys(self) -> list[KeyPress]:
         assert self._reader is not None
@@ -434,6 +453,9 @@ class TaskContext:
                 if press.participant is not None:
                     self._record_response(press)  # kept in the response stream, not used by the task
             keys = [press.key for press in presses]
+            if self._abort_requested.is_set():
+                self.paused_total += self.now() - started
+                self._abort(self._abort_reason)
             if self.keys.abort in keys:
                 self.paused_total += self.now() - started
                 self._abort()
@@ -443,14 +465,14 @@ class TaskContext:
         self.mark_on_next_flip(self.marker("resume"))
         logger.info("Session resumed after %.1f s", self.now() - started)
 
-    def _abort(self) -> None:
+    def _abort(self, reason: str = _OPERATOR_ABORT) -> None:
         if self.autopilot is not None:
             self.autopilot.cancel_pending()
-        self.mark_on_next_flip(self.marker("abort", value="operator pressed the abort key"))
+        self.mark_on_next_flip(self.marker("abort", value=reason))
         self._draw_message("_abort", _ABORT_TEXT)
         self._flip()
-        logger.warning("Session aborted by the operator during block %s", self._block.block if self._block else None)
-        raise SessionAborted("The operator pressed the abort key.")
+        logger.warning("Session aborted during block %s: %s", self._block.block if self._block else None, reason)
+        raise SessionAborted(reason)
 
     # ---- blocks, screens, data -------------------------------------------------------------
     @contextmanager

@@ -5,6 +5,7 @@ Real windows, real LSL streams read back through inlets, and real X key events (
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -100,8 +101,29 @@ def test_escape_mid_block_pushes_abort_and_block_end_and_saves_the_csv(make_cont
     assert n_feedback >= 1 and len(rows) in (n_feedback - 1, n_feedback)
     # the caller can still close the session on a flip
     ctx.mark_on_next_flip(Marker(event="session_end", value="aborted"))
-    ctx._flip()
+    ctx.flip(read_keys=False)
     assert [m.event for m, _ in streams.markers()] == ["session_end"]
+
+
+def test_request_abort_from_another_thread_ends_the_block_like_escape(make_context, streams):
+    """What the runner does when the recording fails mid-block: the block ends at the next flip."""
+    ctx = make_context(speed=1.0)
+    timer = threading.Timer(1.0, ctx.request_abort, args=("the recording failed: disk full",))
+    timer.start()
+    started = ctx.now()
+    try:
+        with pytest.raises(SessionAborted, match="disk full"):
+            run_block(ctx, "rest", {"duration_s": 30, "show_instructions": False}, "req-1")
+    finally:
+        timer.cancel()
+    assert ctx.now() - started < 5.0
+    markers = streams.markers()
+    assert events(markers) == ["block_start", "abort", "block_end"]
+    assert markers[1][0].value == "the recording failed: disk full"
+    assert markers[2][0].value == "aborted"
+    ctx.mark_on_next_flip(Marker(event="session_end", value="aborted"))
+    ctx.flip(read_keys=False)  # an abort already requested must not fire again here
+    assert events(streams.markers()) == ["session_end"]
 
 
 def test_escape_on_the_instruction_screen_aborts_without_a_block(make_context, streams):
