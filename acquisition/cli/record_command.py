@@ -15,14 +15,12 @@ recording started.
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 import click
 from rich.console import Console
+
+from acquisition.cli.signals import StopOnSignal
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -44,35 +42,6 @@ def _parse_meta(items: tuple[str, ...]) -> dict[str, str]:
 
 def _number(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-class _StopOnSignal:
-    """SIGINT/SIGTERM set an event instead of killing the process; the handlers are restored after.
-
-    Before recording starts the signals interrupt as usual (KeyboardInterrupt), so a long wait for
-    streams can be abandoned; once recording, a second signal does not abort finalization.
-    """
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.recording = False
-        self._previous: dict[int, Callable | int | None] = {}
-
-    def __enter__(self) -> _StopOnSignal:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if not self.recording:
-            raise KeyboardInterrupt
-        if self.event.is_set():
-            click.echo("dyadlab record: already stopping; finishing the file, please wait.", err=True)
-        self.event.set()
 
 
 @click.command("record")
@@ -126,7 +95,8 @@ def record(
     from acquisition.recorder import LslRecorder, MissingStreamError, RecorderError, StreamSelector
     from acquisition.storage import InsufficientSpaceError
 
-    stopper = _StopOnSignal()
+    stopper = StopOnSignal(armed=False, on_repeat=lambda: click.echo(
+        "dyadlab record: already stopping; finishing the file, please wait.", err=True))
     try:
         selectors = [StreamSelector(source_id=s) for s in source_ids]
         selectors += [StreamSelector(predicate=p) for p in predicates]
@@ -156,7 +126,7 @@ def record(
         except (RecorderError, OSError) as exc:
             err.print(f"[red]Cannot record:[/red] {exc}", highlight=False)
             raise SystemExit(EXIT_PROBLEMS) from None
-        stopper.recording = True
+        stopper.armed = True
         try:
             names = ", ".join(s.name for s in recorder.summary().streams)
             until = f"for {duration:g} s" if duration else "until Ctrl+C"

@@ -11,17 +11,16 @@ Exit codes: 0 stopped normally; 2 bad board configuration or option (nothing was
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from contextlib import ExitStack
-from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import click
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+
+from acquisition.cli.signals import StopOnSignal
 
 if TYPE_CHECKING:
     from acquisition.bridge import BoardBridge, BridgeStatus
@@ -83,26 +82,6 @@ def status_table(statuses: Sequence["BridgeStatus"]) -> Table:
             status.message if status.state.value != "streaming" else "",
         )
     return table
-
-
-class _StopRequest:
-    """SIGINT (Ctrl+C) and SIGTERM set an event; the bridges are then stopped and released."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self._previous: dict[int, Callable[..., Any] | int | None] = {}
-
-    def __enter__(self) -> "_StopRequest":
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.event.set()
 
 
 def _quiet_brainflow(verbose: bool) -> None:
@@ -254,7 +233,7 @@ def _plain(exc: Exception) -> str:
 
 def _show_status_until_stopped(bridges: Sequence["BoardBridge"], duration: float | None, console: Console) -> None:
     deadline = None if duration is None else time.monotonic() + duration
-    with _StopRequest() as stop, Live(
+    with StopOnSignal() as stop, Live(
         status_table([b.status for b in bridges]), console=console, refresh_per_second=4, transient=False
     ) as live:
         while not stop.event.wait(0.5):
