@@ -704,8 +704,6 @@ def run_preflight(config: PreflightConfig) -> PreflightReport:
         ``.ready``, ``.problems`` (each with a fix), per-participant stream and channel results,
         ``.to_dict()`` for JSON.
     """
-    import pylsl
-
     session = effective_session_id()
     visible = _resolve_all(config.resolve_timeout_s)
     logger.info("Preflight: %d LSL streams visible (SessionID %s)", len(visible), session)
