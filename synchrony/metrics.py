@@ -296,9 +296,9 @@ class AllPairs:
 
     Values come out with shape ``(len(epochs_a), n_epochs_b, n_channels_b, n_channels_a)``
     -- note B's channel axis *before* A's: element ``[k, j, b, a]`` pairs channel a of epoch
-    ``epochs_a[k]`` of A with channel b of epoch ``j`` of B. In that layout each A epoch's
-    block is one matrix product written in place (``B_all @ A_k^T``), with no transposed
-    copies; it is the layout the surrogate statistics consume. The pairs, in order, are
+    ``epochs_a[k]`` of A with channel b of epoch ``j`` of B. That layout comes from one
+    large product ``B_all @ A_block^T`` with a cheap reordering of whole channel runs, and it
+    is what the surrogate statistics consume. The pairs, in order, are
     ``(self.epochs_a, self.epochs_b)``.
     """
 
@@ -314,11 +314,12 @@ class AllPairs:
     def products(self, xa: np.ndarray, xb: np.ndarray, *, conjugate: bool = False) -> np.ndarray:
         """``sum_t xa[i, a, t] * xb[j, b, t]`` (``conj(xb)`` if asked): (k, E_b, C_b, C_a)."""
         n_b, c_b, n_times = xb.shape
+        n_block, n_a = self.block_a.size, xa.shape[1]
         lhs = (xb.conj() if conjugate else xb).reshape(n_b * c_b, n_times)
-        out = np.empty((self.block_a.size, n_b, c_b, xa.shape[1]), dtype=np.result_type(xa, xb))
-        for k, epoch in enumerate(self.block_a):
-            np.matmul(lhs, xa[epoch].T, out=out[k].reshape(n_b * c_b, xa.shape[1]))
-        return out
+        # One large product (efficient on every BLAS thread) gives (E_b, C_b, k, C_a); moving
+        # k to the front copies runs of C_a contiguous values.
+        block = lhs @ xa[self.block_a].reshape(n_block * n_a, n_times).T
+        return np.ascontiguousarray(block.reshape(n_b, c_b, n_block, n_a).transpose(2, 0, 1, 3))
 
     def a_term(self, values: np.ndarray) -> np.ndarray:
         """Per-epoch, per-channel A values (E_a, C_a) broadcast to the output shape."""
