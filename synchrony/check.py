@@ -634,6 +634,11 @@ def _diagnostics(conditions: dict[str, Any], quality: dict[str, Any], bands: dic
     return {"alpha_peak_hz": {"A": iaf_a, "B": iaf_b, "difference_B_minus_A": diff}, "common_mode": common_mode}, warnings
 
 
+def above_chance(cell: dict[str, Any]) -> bool:
+    """The verdict's rule for one ``conditions.<condition>.<band>.<metric>`` entry."""
+    return cell.get("z") is not None and cell["z"] >= Z_DETECT and cell["p"] is not None and cell["p"] < P_DETECT
+
+
 def _one_line(verdict: dict[str, Any]) -> str:
     """The verdict in one line (session logs, ``session.json``)."""
     found = verdict["synchrony_above_chance"]
@@ -671,7 +676,7 @@ def _verdict(result: dict[str, Any], bands: dict[str, Any]) -> dict[str, Any]:
     for condition, entry in result["conditions"].items():
         for band in bands:
             cell = entry[band].get(VERDICT_METRIC) if isinstance(entry.get(band), dict) else None
-            if cell and cell.get("z") is not None and cell["z"] >= Z_DETECT and cell["p"] < P_DETECT:
+            if cell and above_chance(cell):
                 detected.append({"condition": condition, "band": band, "metric": VERDICT_METRIC, "z": cell["z"], "p": cell["p"], "mean": cell["mean"]})
     if detected:
         lines.append(

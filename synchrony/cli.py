@@ -13,6 +13,8 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
     from rich.panel import Panel
     from rich.table import Table
 
+    from synchrony.check import above_chance
+
     console = Console()
     verdict = result["verdict"]
     overall_ok = verdict["data_quality"] == "ok" and verdict["timing"] == "ok"
@@ -41,8 +43,7 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
                     cells.append("–")
                     continue
                 text = f"{cell['mean']:.3f}" + (f" ({cell['z']:+.1f})" if cell["z"] is not None else "")
-                significant = cell["z"] is not None and cell["z"] >= 3.0 and cell["p"] < 0.05
-                cells.append(f"[bold green]{text}[/]" if significant else text)
+                cells.append(f"[bold green]{text}[/]" if above_chance(cell) else text)
             table.add_row(condition if i == 0 else "", str(entry["n_epochs"]) if i == 0 else "", band, *cells)
     console.print(table)
     if result["warnings"]:

@@ -99,9 +99,10 @@ def _quality_table(result: dict[str, Any]) -> str:
 
 
 def _synchrony_table(result: dict[str, Any]) -> str:
+    from synchrony.check import above_chance
+
     bands = list(result["inputs"]["bands"])
     metrics = [m for m in HEADLINE_METRICS if m in result["inputs"]["metrics"]] or result["inputs"]["metrics"][:4]
-    z_detect = 3.0
     head = "<tr><th class='l'>condition</th><th>epochs</th><th class='l'>band</th>" + "".join(
         f"<th>{_e(m)} mean</th><th>{_e(m)} z</th>" for m in metrics
     ) + "</tr>"
@@ -111,7 +112,7 @@ def _synchrony_table(result: dict[str, Any]) -> str:
             cells = ""
             for metric in metrics:
                 cell = entry[band][metric]
-                cls = " class='sig'" if cell.get("z") is not None and cell["z"] >= z_detect and (cell.get("p") or 1) < 0.05 else ""
+                cls = " class='sig'" if above_chance(cell) else ""
                 cells += f"<td>{_fmt(cell.get('mean'))}</td><td{cls}>{_fmt(cell.get('z'), 2)}</td>"
             first = f"<td class='l' rowspan='{len(bands)}'>{_e(condition)}</td><td rowspan='{len(bands)}'>{entry['n_epochs']}</td>" if i == 0 else ""
             rows.append(f"<tr>{first}<td class='l'>{_e(band)}</td>{cells}</tr>")
@@ -283,7 +284,8 @@ def render_html(result: dict[str, Any], figures: "ReportFigures") -> str:
         "<h2>Warnings</h2><ul class='warn'>" + warnings + "</ul>",
         "<h2>Synchrony per condition and band</h2>",
         f"<p class='small'>Surrogates: {result['inputs']['n_surrogates']} × {_e(result['inputs']['surrogate'])}; "
-        "z of the mean over inter-brain pairs against the surrogate distribution of that mean. Highlighted: z ≥ 3 and p &lt; 0.05.</p>",
+        "z of the mean over inter-brain pairs against the surrogate distribution of that mean. Highlighted: "
+        f"{_e(verdict['rule'])}.</p>",
         _synchrony_table(result),
         "<h2>Condition contrasts</h2>",
         _contrast_table(result),
