@@ -583,19 +583,29 @@ def lag_sums(
     return kernel(ta.signal_re, ta.signal_im, tb.signal_re, tb.signal_im, epochs_a, epochs_b)
 
 
+_blas_controller = None
+
+
 def _single_threaded_blas() -> contextlib.AbstractContextManager:
     """Limit BLAS to one thread while many small products run.
 
     The per-epoch products are small (C x n by n x C); a multi-threaded BLAS spends more time
     waking and synchronising threads than computing, badly so on a busy machine (measured:
     10 ms single-threaded vs 65-500 ms with 2 OpenBLAS threads for 60 epochs of 32 x 512).
-    Large block products (:class:`AllPairs`) keep every thread.
+    Large block products (:class:`AllPairs`) keep every thread. The threadpoolctl
+    controller is created once: scanning the loaded libraries costs milliseconds per call.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it the products are merely slower
+    global _blas_controller
+    if _blas_controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # optional: without it the products are merely slower
+            _blas_controller = False
+        else:
+            _blas_controller = ThreadpoolController()
+    if _blas_controller is False:
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 def lag_metrics_from_sums(
