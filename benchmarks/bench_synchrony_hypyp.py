@@ -157,7 +157,9 @@ def _run_worker(args: list[str], *, cold_numba: bool) -> dict:
         if cold_numba:
             env["NUMBA_CACHE_DIR"] = cache_dir  # empty: every numba function is compiled afresh
         command = [sys.executable, "-m", "benchmarks.bench_synchrony_hypyp", "--worker", *args]
-        completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
+        completed = subprocess.run(
+            command, capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent, check=False
+        )
     if completed.returncode != 0:
         return {"error": (completed.stderr or completed.stdout).strip().splitlines()[-1:]}
     return json.loads(completed.stdout.strip().splitlines()[-1])

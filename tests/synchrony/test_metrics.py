@@ -189,8 +189,8 @@ def test_lag_sweep_plv_and_accorr_are_flat_ccorr_depends_on_the_lag():
     for lag in lags:
         za, zb = locked_pair(lag)
         result = inter_brain_connectivity(za, zb, list(values))
-        for m in values:
-            values[m].append(result[m][0, 0])
+        for m, series in values.items():
+            series.append(result[m][0, 0])
     values = {m: np.array(v) for m, v in values.items()}
     assert values["plv"].min() > 0.95 and np.ptp(values["plv"]) < 0.03
     assert values["accorr"].min() > 0.95 and np.ptp(values["accorr"]) < 0.03

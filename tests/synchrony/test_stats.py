@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synchrony.stats import condition_contrast, fdr, group_level, max_statistic_threshold, surrogate_z_p
+from synchrony.stats import (
+    condition_contrast,
+    fdr,
+    group_level,
+    max_statistic_threshold,
+    surrogate_z_p,
+)
 
 
 def test_surrogate_z_p_known_values():

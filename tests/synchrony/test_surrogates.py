@@ -9,7 +9,12 @@ import scipy.stats
 from synchrony import metrics, surrogates
 from synchrony.metrics import SUPPORTED_METRICS, inter_brain_connectivity
 from synchrony.stats import group_level, surrogate_z_p
-from synchrony.surrogates import circular_shift_surrogates, derangements, epoch_shuffle_surrogates, pseudo_dyads
+from synchrony.surrogates import (
+    circular_shift_surrogates,
+    derangements,
+    epoch_shuffle_surrogates,
+    pseudo_dyads,
+)
 
 
 def complex_noise(rng, shape):
@@ -136,7 +141,7 @@ def test_circular_shift_null_of_a_coupled_block():
     )
     window = starts[:, None] + np.arange(128)
     observed = inter_brain_connectivity(za_cont[:, window].transpose(1, 0, 2), zb_cont[:, window].transpose(1, 0, 2), ["plv"])
-    z, p = surrogate_z_p(observed["plv"], null["plv"])
+    z, _ = surrogate_z_p(observed["plv"], null["plv"])
     assert np.all(np.diag(z) > 10)
     assert null["plv"].mean() < 0.35  # chance level for 128 samples of smooth noise, not the coupling
 
