@@ -489,6 +489,7 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
     finally:
         pyxdf_logger.removeHandler(problems)
     load_seconds = time.perf_counter() - started
+    logger.debug("read %s in %.2f s", path, load_seconds)
 
     warnings: list[str] = []
     file_problems: list[str] = []  # damage or loss in the file itself (also listed in warnings)

@@ -9,7 +9,6 @@ segments, mean removed per segment), so electrode offsets and slow drifts do not
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,8 +16,6 @@ import numpy as np
 from scipy import signal
 
 from synchrony.io import EventMarker, ParticipantEeg
-
-logger = logging.getLogger(__name__)
 
 POSTERIOR_PREFIXES = ("O", "PO", "P")
 WELCH_CHANNEL_GROUP = 8

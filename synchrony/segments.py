@@ -35,7 +35,6 @@ The steps, in order, and why:
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -46,8 +45,6 @@ import scipy.fft
 from scipy import signal
 
 from synchrony.io import EventMarker, ParticipantEeg
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_BANDS: dict[str, tuple[float, float]] = {
     "theta": (4.0, 7.0),
