@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import importlib.metadata
 import json
 import logging
@@ -449,20 +448,14 @@ class _SessionState:
             self._write_session_json()
 
     def _quickcheck(self) -> None:
-        try:
-            check = importlib.import_module("synchrony.check")
-            run_check = check.run_check
-        except (ImportError, AttributeError) as error:
-            self.quickcheck_info = {"error": f"quick-check not available ({error})"}
-            self.problems.append("the quick-check is not available in this installation")
-            return
+        from synchrony.check import run_check
+
         json_out = self.stem.with_name(self.stem.name + "_quickcheck.json")
         html_out = self.stem.with_name(self.stem.name + "_quickcheck.html")
         self.status("checking", f"synchrony quick-check of {self.files['xdf'].name}")
         settings = self.protocol.quickcheck
-        kwargs = {"json_out": json_out, "html_out": html_out}
-        kwargs.update(_supported(run_check, {"n_surrogates": settings.surrogates, "epoch_length": settings.epoch_seconds,
-                                             "seed": _session_seed(self.protocol), "progress": False}))
+        kwargs = {"json_out": json_out, "html_out": html_out, "n_surrogates": settings.surrogates,
+                  "epoch_length": settings.epoch_seconds, "seed": _session_seed(self.protocol), "progress": False}
         try:
             result = run_check(self.files["xdf"], **kwargs)
         except Exception as error:  # noqa: BLE001 - the recording is safe; report the check failure
@@ -470,7 +463,7 @@ class _SessionState:
             self.quickcheck_info = {"error": f"{type(error).__name__}: {error}"}
             self.problems.append(f"quick-check failed: {error}")
             return
-        self.quickcheck = result if isinstance(result, dict) else None
+        self.quickcheck = result
         for kind, path in (("quickcheck_json", json_out), ("quickcheck_html", html_out)):
             if path.exists():
                 self.files[kind] = path
@@ -833,14 +826,6 @@ def _has_aux(bridge: Any) -> bool:
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _supported(function: Callable[..., Any], candidates: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``candidates`` that ``function`` accepts."""
-    import inspect
-
-    parameters = inspect.signature(function).parameters
-    return {name: value for name, value in candidates.items() if name in parameters}
 
 
 def _jsonable(value: Any) -> Any:
