@@ -2,8 +2,11 @@
 
 liblsl reads its configuration once per process, at the first LSL call, from the first source
 it finds (``$LSLAPICFG``, ``./lsl_api.cfg``, ``~/lsl_api/lsl_api.cfg``,
-``/etc/lsl_api/lsl_api.cfg``). :func:`apply_lsl_config` writes a private ``lsl_api.cfg`` and
-points ``LSLAPICFG`` at it, so the setting also reaches every subprocess started afterwards.
+``/etc/lsl_api/lsl_api.cfg``; files are never merged). :func:`apply_lsl_config` therefore copies
+the configuration in force, overrides only the settings dyadlab was given, writes the result to
+a private ``lsl_api.cfg`` and points ``LSLAPICFG`` at it, so the setting also reaches every
+subprocess started afterwards while the lab's other settings (KnownPeers, multicast, ports...)
+stay as they were.
 
 By default dyadlab changes nothing: the machine's own ``lsl_api.cfg`` stays in force, so that
 LabRecorder and every other LSL application on the lab's machines see the same streams. A lab
@@ -13,6 +16,7 @@ the demo use :meth:`LslConfig.local_only`, which keeps every stream on this mach
 
 from __future__ import annotations
 
+import configparser
 import logging
 import os
 import re
@@ -88,29 +92,77 @@ class LslConfig:
         """Whether this configuration changes anything from the machine's own ``lsl_api.cfg``."""
         return any((self.session_id, self.resolve_scope, self.known_peers, self.ipv6, self.loopback_only))
 
-    def to_cfg_text(self) -> str:
-        """The ``lsl_api.cfg`` text for these settings."""
-        sections: dict[str, list[str]] = {"ports": [], "multicast": [], "lab": []}
+    def overrides(self) -> dict[str, dict[str, str]]:
+        """The ``lsl_api.cfg`` settings this configuration sets, by section."""
+        sections: dict[str, dict[str, str]] = {"ports": {}, "multicast": {}, "lab": {}}
         if self.ipv6:
-            sections["ports"].append(f"IPv6 = {self.ipv6}")
+            sections["ports"]["IPv6"] = self.ipv6
         if self.loopback_only:
-            sections["ports"].append(f"PortRange = {LOOPBACK_PORT_RANGE}")
+            sections["ports"]["PortRange"] = str(LOOPBACK_PORT_RANGE)
         if self.resolve_scope:
-            sections["multicast"].append(f"ResolveScope = {self.resolve_scope}")
+            sections["multicast"]["ResolveScope"] = self.resolve_scope
         if self.loopback_only:
-            sections["multicast"] += ["AddressesOverride = {127.0.0.1}", "Interfaces = {127.0.0.1}"]
+            sections["multicast"]["AddressesOverride"] = "{127.0.0.1}"
+            sections["multicast"]["Interfaces"] = "{127.0.0.1}"
         if self.known_peers:
-            sections["lab"].append("KnownPeers = {" + ", ".join(self.known_peers) + "}")
+            sections["lab"]["KnownPeers"] = "{" + ", ".join(self.known_peers) + "}"
         if self.session_id:
-            sections["lab"].append(f"SessionID = {self.session_id}")
-        blocks = [f"[{name}]\n" + "\n".join(lines) for name, lines in sections.items() if lines]
+            sections["lab"]["SessionID"] = self.session_id
+        return {name: values for name, values in sections.items() if values}
+
+    def to_cfg_text(self, base: str = "") -> str:
+        """The ``lsl_api.cfg`` text: ``base`` (a configuration's text) with these settings applied."""
+        parser = _cfg_parser()
+        if base:
+            parser.read_string(base)
+        for section, values in self.overrides().items():
+            if not parser.has_section(section):
+                parser.add_section(section)
+            for key, value in values.items():
+                parser.set(section, key, value)
+        blocks = []
+        for section in parser.sections():
+            lines = [f"{key} = {value}" for key, value in parser.items(section)]
+            blocks.append(f"[{section}]\n" + "\n".join(lines))
         return "\n\n".join(blocks) + "\n"
+
+
+def _cfg_parser() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment, method-assign] # liblsl's keys are case-sensitive
+    return parser
+
+
+def config_in_force() -> Path | None:
+    """The ``lsl_api.cfg`` liblsl loads in this process (the first readable one), or ``None``."""
+    candidates = [os.environ.get("LSLAPICFG"), "lsl_api.cfg", "~/lsl_api/lsl_api.cfg", "/etc/lsl_api/lsl_api.cfg"]
+    for candidate in candidates:
+        if candidate:
+            path = Path(candidate).expanduser()
+            if path.is_file() and os.access(path, os.R_OK):
+                return path
+    return None
+
+
+def session_id_in_force() -> str:
+    """The LSL ``SessionID`` of this process (``default`` without one), read as liblsl reads it."""
+    path = config_in_force()
+    if path is None:
+        return "default"
+    parser = _cfg_parser()
+    try:
+        parser.read_string(path.read_text(encoding="utf-8", errors="replace"))
+    except (configparser.Error, OSError):
+        return "default"
+    return parser.get("lab", "SessionID", fallback="default").strip() or "default"
 
 
 def apply_lsl_config(config: LslConfig, directory: Path | None = None) -> Path | None:
     """Make ``config`` the LSL configuration of this process and of its future subprocesses.
 
-    Must run before the first LSL call of the process: liblsl reads its configuration once.
+    The configuration in force (see :func:`config_in_force`) is kept and only the settings
+    ``config`` gives are overridden. It takes effect only if this process has made no LSL call
+    yet (liblsl reads its configuration once); subprocesses started afterwards always get it.
 
     Parameters
     ----------
@@ -127,10 +179,18 @@ def apply_lsl_config(config: LslConfig, directory: Path | None = None) -> Path |
     if not config.overrides_anything:
         logger.info("LSL: using this machine's own lsl_api.cfg")
         return None
+    base_path = config_in_force()
+    try:
+        base = base_path.read_text(encoding="utf-8", errors="replace") if base_path else ""
+        text = config.to_cfg_text(base)
+    except (OSError, configparser.Error) as error:
+        logger.warning("LSL: %s cannot be read (%s); dyadlab's settings replace it", base_path, error)
+        text = config.to_cfg_text()
     folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="dyadlab-lsl-"))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "lsl_api.cfg"
-    path.write_text(config.to_cfg_text(), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     os.environ["LSLAPICFG"] = str(path)
-    logger.info("LSL: configuration %s (SessionID=%s, scope=%s)", path, config.session_id, config.resolve_scope)
+    logger.info("LSL: configuration %s (SessionID=%s, scope=%s, based on %s)", path, config.session_id,
+                config.resolve_scope, base_path or "liblsl defaults")
     return path

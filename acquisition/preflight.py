@@ -39,20 +39,18 @@ the marker stream is present when ``require_markers`` is set.
 
 from __future__ import annotations
 
-import configparser
 import logging
-import os
 import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
 import scipy.signal
 import scipy.stats
 
+from acquisition.lslconfig import session_id_in_force
 from acquisition.streams import MARKER_CHANNEL_LABEL, source_id
 
 logger = logging.getLogger(__name__)
@@ -281,28 +279,6 @@ class PreflightReport:
 
 
 # --------------------------------------------------------------------------- LSL configuration
-
-
-def effective_session_id() -> str:
-    """The LSL SessionID this process uses, read like liblsl reads its configuration.
-
-    ``$LSLAPICFG``, then ``./lsl_api.cfg``, ``~/lsl_api/lsl_api.cfg``,
-    ``/etc/lsl_api/lsl_api.cfg``; the first readable file wins; ``default`` otherwise.
-    """
-    candidates = [os.environ.get("LSLAPICFG"), "lsl_api.cfg", "~/lsl_api/lsl_api.cfg", "/etc/lsl_api/lsl_api.cfg"]
-    for candidate in candidates:
-        if not candidate:
-            continue
-        path = Path(candidate).expanduser()
-        if not path.is_file():
-            continue
-        parser = configparser.ConfigParser(strict=False, interpolation=None)
-        try:
-            parser.read(path, encoding="utf-8")
-        except (configparser.Error, OSError, UnicodeDecodeError):
-            return "default"
-        return parser.get("lab", "SessionID", fallback="default").strip() or "default"
-    return "default"
 
 
 # --------------------------------------------------------------------------- reading streams
@@ -704,7 +680,7 @@ def run_preflight(config: PreflightConfig) -> PreflightReport:
         ``.ready``, ``.problems`` (each with a fix), per-participant stream and channel results,
         ``.to_dict()`` for JSON.
     """
-    session = effective_session_id()
+    session = session_id_in_force()
     visible = _resolve_all(config.resolve_timeout_s)
     logger.info("Preflight: %d LSL streams visible (SessionID %s)", len(visible), session)
 
@@ -813,6 +789,5 @@ __all__ = [
     "PreflightReport",
     "Problem",
     "StreamResult",
-    "effective_session_id",
     "run_preflight",
 ]

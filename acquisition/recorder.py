@@ -36,7 +36,6 @@ How it records (see ``docs/architecture.md`` and the XDF/LSL reference, sections
 
 from __future__ import annotations
 
-import configparser
 import importlib.metadata
 import logging
 import os
@@ -54,6 +53,7 @@ import pylsl
 from pylsl.util import LostError as LslLostError
 from pylsl.util import TimeoutError as LslTimeoutError
 
+from acquisition.lslconfig import session_id_in_force
 from acquisition.storage import DEFAULT_MIN_FREE_BYTES, check_free_space, estimate_recording_bytes
 from acquisition.xdf import NUMERIC_FORMATS, XdfWriteError, XdfWriter, validate_file_metadata
 
@@ -65,7 +65,6 @@ __all__ = [
     "RecordingSummary",
     "StreamSelector",
     "StreamSummary",
-    "lsl_session_id_in_force",
 ]
 
 logger = logging.getLogger(__name__)
@@ -281,31 +280,6 @@ class RecordingSummary:
     def ok(self) -> bool:
         """A complete recording: closed, every footer written, no problem."""
         return self.closed and not self.problems and all(s.footer_written for s in self.streams)
-
-
-def lsl_session_id_in_force() -> str:
-    """The LSL ``SessionID`` liblsl uses in this process, read the way liblsl finds its config.
-
-    liblsl loads the first readable of ``$LSLAPICFG``, ``./lsl_api.cfg``,
-    ``~/lsl_api/lsl_api.cfg`` and ``/etc/lsl_api/lsl_api.cfg`` (reference section 4.5); without
-    a ``[lab] SessionID`` the session is ``default``.
-    """
-    candidates = [os.environ.get("LSLAPICFG"), "lsl_api.cfg", "~/lsl_api/lsl_api.cfg", "/etc/lsl_api/lsl_api.cfg"]
-    for candidate in candidates:
-        if not candidate:
-            continue
-        path = Path(candidate).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        parser = configparser.ConfigParser(strict=False, interpolation=None)
-        try:
-            parser.read_string(text)
-        except configparser.Error:
-            return "default"
-        return parser.get("lab", "SessionID", fallback="default").strip() or "default"
-    return "default"
 
 
 def _format_name(info: pylsl.StreamInfo) -> str:
@@ -944,7 +918,7 @@ class LslRecorder:
         return found
 
     def _missing_error(self, missing: Sequence[StreamSelector]) -> MissingStreamError:
-        session_id = lsl_session_id_in_force()
+        session_id = session_id_in_force()
         visible = pylsl.resolve_streams(wait_time=1.0)
         listing = (
             "\n".join(

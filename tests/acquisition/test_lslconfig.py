@@ -10,7 +10,7 @@ import textwrap
 import pylsl
 import pytest
 
-from acquisition.lslconfig import LslConfig, LslConfigError, apply_lsl_config
+from acquisition.lslconfig import LslConfig, LslConfigError, apply_lsl_config, session_id_in_force
 
 OUTLET_SCRIPT = textwrap.dedent(
     """
@@ -47,6 +47,20 @@ def test_apply_writes_file_and_sets_environment(tmp_path, monkeypatch):
     assert os.environ["LSLAPICFG"] == str(path)
     assert "SessionID = lab-room-2" in path.read_text()
     assert "ResolveScope = link" in path.read_text()
+
+
+def test_apply_keeps_the_labs_own_settings(tmp_path, monkeypatch):
+    """Only the settings dyadlab was given change; KnownPeers etc. of the lab's cfg survive."""
+    lab_cfg = tmp_path / "lab" / "lsl_api.cfg"
+    lab_cfg.parent.mkdir()
+    lab_cfg.write_text("[lab]\nKnownPeers = {10.1.2.3, 10.1.2.4}\nSessionID = room-1\n\n[tuning]\nTimeProbeCount = 10\n")
+    monkeypatch.setenv("LSLAPICFG", str(lab_cfg))
+    assert session_id_in_force() == "room-1"
+    path = apply_lsl_config(LslConfig(session_id="study-7"), directory=tmp_path / "ours")
+    text = path.read_text()
+    assert "KnownPeers = {10.1.2.3, 10.1.2.4}" in text and "TimeProbeCount = 10" in text
+    assert "SessionID = study-7" in text and "room-1" not in text
+    assert session_id_in_force() == "study-7"
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,8 @@ import pytest
 
 from acquisition.lslconfig import LslConfig
 from acquisition.markers import MarkerOutlet
-from acquisition.preflight import PreflightConfig, PreflightReport, effective_session_id, run_preflight
+from acquisition.lslconfig import session_id_in_force
+from acquisition.preflight import PreflightConfig, PreflightReport, run_preflight
 from acquisition.simulator import DEFAULT_CHANNEL_NAMES, simulate_dyad
 from acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_info, source_id
 
@@ -157,7 +158,7 @@ def test_healthy_dyad_from_the_simulator_through_bridges_is_ready(unique_id: str
         assert [c.label for c in result.channels] == list(DEFAULT_CHANNEL_NAMES)  # Marker excluded
     data = report.to_dict()
     (tmp_path / "preflight.json").write_text(json.dumps(data))
-    assert data["ready"] is True and data["lsl_session_id"] == effective_session_id()
+    assert data["ready"] is True and data["lsl_session_id"] == session_id_in_force()
 
 
 def test_brainflow_synthetic_test_signals_warn_but_do_not_block(unique_id: str) -> None:
