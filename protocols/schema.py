@@ -14,7 +14,7 @@ import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Callable, Iterator, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -548,8 +548,41 @@ def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple
         if block_id in seen_ids:
             issue(("blocks", index, "id"), f"block id {block_id!r} is used twice (also blocks[{seen_ids[block_id]}])", "give every block a unique id")
         seen_ids[block_id] = index
+    _check_label_references(protocol, issue)
     issues.extend(_counterbalance_issues(protocol, file, positions))
     return issues
+
+
+def _label_references(params: Any, path: tuple = ()) -> Iterator[tuple[tuple, str]]:
+    """``(location, label)`` of every participant label a block's parameters name."""
+    if not isinstance(params, dict):
+        return
+    for key, value in params.items():
+        if key == "first_speaker" and isinstance(value, str):
+            yield (*path, key), value
+        elif key == "roles" and isinstance(value, dict):
+            for label in value:
+                yield (*path, key, label), str(label)
+        elif isinstance(value, dict):
+            yield from _label_references(value, (*path, key))
+
+
+def _check_label_references(protocol: "Protocol", issue: Callable[[tuple, str, str], None]) -> None:
+    """Every participant has keys and an autopilot; blocks name only the session's labels."""
+    labels = [person.label for person in protocol.participants]
+    listed = ", ".join(labels)
+    for label in labels:
+        if label not in protocol.keys.participants:
+            issue(("keys", "participants"), f"participant {label!r} has no response key",
+                  f"add it, e.g. keys: {{participants: {{{label}: {{respond: <key>}}}}}}")
+        if label not in protocol.autopilot.participants:
+            issue(("autopilot", "participants"), f"participant {label!r} has no simulated participant for --autopilot",
+                  f"add it, e.g. autopilot: {{participants: {{{label}: {{}}}}}}")
+    for index, block in enumerate(protocol.blocks):
+        for location, label in _label_references(block.params):
+            if label not in labels:
+                issue(("blocks", index, "params", *location), f"{label!r} is not a participant of this session",
+                      f"use one of {listed}")
 
 
 def _block_param_issues(raw_blocks: Any, file: str, positions: dict[tuple, tuple[int, int]]) -> list[ProtocolIssue]:

@@ -107,6 +107,12 @@ ERROR_CASES: list[tuple[str, Any, str, tuple[str, ...]]] = [
     ("lsl-bad-scope", _set("lsl", {"resolve_scope": "planet"}), "lsl.resolve_scope", ("machine",)),
     ("screens-mismatch", _set("screens", {"layout": "per-participant", "screens": [0]}), "screens", ("screen",)),
     ("keys-clash", _set("keys", {"abort": "a"}), "keys", ("participant A",)),
+    ("label-without-key", _set("participants.1.label", "C"), "keys.participants", ("'C' has no response key",)),
+    ("label-without-autopilot", lambda d: d.update(participants=[dict(d["participants"][0]), dict(d["participants"][1], label="C")],
+                                                   keys={"participants": {"A": {"respond": "a"}, "C": {"respond": "l"}}}),
+     "autopilot.participants", ("'C' has no simulated participant",)),
+    ("unknown-first-speaker", lambda d: d["blocks"].append({"id": "talk", "task": "conversation", "params": {"first_speaker": "Z"}}),
+     "blocks[3].params.first_speaker", ("'Z' is not a participant", "A, B")),
 ]
 
 
