@@ -46,6 +46,9 @@ P_DETECT = 0.05
 #: wPLI at chance (z below this) while PLV is above chance suggests zero-lag common-mode signal.
 Z_CHANCE = 2.0
 MIN_EPOCHS_WARN = 60
+#: Fewest clean epochs for surrogate statistics: an epoch shuffle of n epochs has only D(n)
+#: derangements (D(5) = 44), too few for calibrated p-values; D(8) = 14833.
+MIN_EPOCHS_STATS = 8
 CONTRAST_PERMUTATIONS = 1000
 #: Smallest circular shift of B (seconds), beyond the signals' autocorrelation time.
 CIRCULAR_MIN_SHIFT_S = 2.0
@@ -401,7 +404,12 @@ def run_check(
                 "duration_s": round(sum(p.block.end - p.block.start for p in c_plans), 3),
                 "blocks": [p.block.name for p in c_plans],
             }
-            if n_used < MIN_EPOCHS_WARN:
+            if 0 < n_used < MIN_EPOCHS_STATS and n_surrogates:
+                warnings.append(
+                    f"Condition {condition!r}: only {n_used} clean epoch(s); surrogate z and p need at least "
+                    f"{MIN_EPOCHS_STATS} and are not computed (means only)."
+                )
+            elif n_used < MIN_EPOCHS_WARN:
                 warnings.append(
                     f"Condition {condition!r}: {n_used} clean epoch(s) of {epoch_length:g} s (of {planned}); at least "
                     f"{MIN_EPOCHS_WARN} are recommended for stable synchrony estimates."
@@ -428,7 +436,7 @@ def run_check(
                             epoch_means[(condition, band, m)] = np.nanmean(v, axis=(1, 2))
                     del per_epoch
                 null = None
-                if n_surrogates and n_used >= 2:
+                if n_surrogates and n_used >= MIN_EPOCHS_STATS:
                     with _timed(timings, "surrogates"):
                         if surrogate == "epoch-shuffle":
                             null = surrogates.epoch_shuffle_surrogates(epochs.za, epochs.zb, n_surrogates, metric_names, rng=rng)

@@ -128,6 +128,18 @@ def test_same_seed_same_result(tmp_path):
     assert first["conditions"] == second["conditions"]
 
 
+def test_too_few_epochs_get_means_but_no_surrogate_statistics(tmp_path):
+    """An epoch shuffle of a handful of epochs has too few permutations for a calibrated p."""
+    path = write_dyad_xdf(tmp_path / "few.xdf", DyadSpec(blocks=[("rest", 12.0), ("cooperation", 40.0)]))
+    result = run_check(path, n_surrogates=20, seed=1, progress=False, bands="alpha=8-12", metrics=("plv",))
+    few, enough = result["conditions"]["rest"], result["conditions"]["cooperation"]
+    assert 0 < few["n_epochs"] < 8 <= enough["n_epochs"]
+    assert few["alpha"]["plv"]["mean"] is not None
+    assert few["alpha"]["plv"]["z"] is None and few["alpha"]["plv"]["p"] is None
+    assert enough["alpha"]["plv"]["z"] is not None
+    assert any("'rest': only" in w and "not computed" in w for w in result["warnings"])
+
+
 def test_bands_beyond_the_data_rate_are_refused(tmp_path):
     path = write_dyad_xdf(tmp_path / "slow.xdf", DyadSpec(blocks=SHORT, rate_a=100.0, rate_b=100.0))
     with pytest.raises(QuickCheckError, match=r"gamma 30-45 Hz reach the Nyquist frequency .*--bands"):
