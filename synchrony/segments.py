@@ -313,7 +313,11 @@ def align_dyad(a: ParticipantEeg, b: ParticipantEeg, *, gap_samples: float = 25.
                 f"Participant {p.label} was recorded at {p.nominal_rate:g} Hz and the other at {rate:g} Hz: "
                 f"{p.label} was resampled to {rate:g} Hz (scipy.signal.resample_poly) for the synchrony analysis."
             )
-    valid = np.isfinite(a_grid).all(axis=0) & np.isfinite(b_grid).all(axis=0)
+    # A channel with no data at all (dead, excluded by the quality check) must not void every sample.
+    valid = np.ones(n_grid, dtype=bool)
+    for grid in (a_grid, b_grid):
+        finite = np.isfinite(grid)
+        valid &= finite[finite.any(axis=1)].all(axis=0)
     return AlignedDyad(rate=rate, start=float(start), a=a_grid, b=b_grid, valid=valid, notes=notes)
 
 
@@ -499,7 +503,8 @@ def reject_epochs(
         condition with more power (speaking, movement, a strong shared rhythm) is not rejected
         wholesale as an outlier of the session; without ``groups``, over all epochs.
     """
-    invalid = ~np.isfinite(logvar_a).all(axis=1) | ~np.isfinite(logvar_b).all(axis=1)
+    # Only the channels the metrics use decide: an excluded flat channel has log-variance -inf.
+    invalid = ~np.isfinite(logvar_a[:, channels_a]).all(axis=1) | ~np.isfinite(logvar_b[:, channels_b]).all(axis=1)
     groups = np.zeros(invalid.size, dtype=int) if groups is None else np.asarray(groups)
 
     def artifacts(logvar: np.ndarray, used: np.ndarray) -> np.ndarray:

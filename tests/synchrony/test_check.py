@@ -140,6 +140,17 @@ def test_too_few_epochs_get_means_but_no_surrogate_statistics(tmp_path):
     assert any("'rest': only" in w and "not computed" in w for w in result["warnings"])
 
 
+def test_dead_channels_are_left_out_without_voiding_every_epoch(tmp_path):
+    """One electrode at 0 µV and one with no data at all: excluded, and the others still analysed."""
+    spec = DyadSpec(blocks=[("rest", 30.0), ("cooperation", 30.0)], n_channels=4, dead_a={0: 0.0, 1: float("nan")})
+    path = write_dyad_xdf(tmp_path / "dead.xdf", spec)
+    result = run_check(path, n_surrogates=20, seed=1, progress=False, bands="alpha=8-12", metrics=("plv",))
+    for condition in ("rest", "cooperation"):
+        assert result["conditions"][condition]["n_epochs"] >= 10
+    matrix = np.asarray(result["conditions"]["cooperation"]["alpha"]["plv"]["matrix"], dtype=float)
+    assert np.isnan(matrix[:2]).all() and np.isfinite(matrix[2:]).all()
+
+
 def test_bands_beyond_the_data_rate_are_refused(tmp_path):
     path = write_dyad_xdf(tmp_path / "slow.xdf", DyadSpec(blocks=SHORT, rate_a=100.0, rate_b=100.0))
     with pytest.raises(QuickCheckError, match=r"gamma 30-45 Hz reach the Nyquist frequency .*--bands"):

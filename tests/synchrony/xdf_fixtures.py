@@ -80,6 +80,7 @@ class DyadSpec:
     n_channels: int = 4
     offset_b: float = 0.0
     nan_b: tuple[float, float] | None = None
+    dead_a: dict[int, float] = field(default_factory=dict)  # channel index -> constant (0.0, nan...)
     eeg_streams: int = 2
     markers: bool = True
     labels: bool = True
@@ -145,6 +146,9 @@ def write_dyad_xdf(path: str | Path, spec: DyadSpec | None = None) -> Path:
         lag = spec.coupling_lag if label == "B" else 0.0
         common = np.interp(t_rel - lag, fine_t, shared)
         data = _background(rng, spec.n_channels, n, rate) + weights[index][:, None] * common[None, :]
+        if label == "A":
+            for channel, value in spec.dead_a.items():
+                data[channel] = value
         if label == "B" and spec.nan_b is not None:
             data[:2, int(spec.nan_b[0] * rate) : int(spec.nan_b[1] * rate)] = np.nan
         eeg.append(data)
