@@ -660,6 +660,18 @@ def _one_line(verdict: dict[str, Any]) -> str:
     )
 
 
+def _timing_verdict(result: dict[str, Any], residuals: list[dict[str, Any]]) -> str:
+    """``check`` on timestamps going back, no clock offsets or large marker residuals; ``ok`` when
+    board-marker residuals verified the alignment; ``unverified`` when nothing could verify it."""
+    quality = result["quality"]
+    limit = result["inputs"]["thresholds"]["residual_warn_ms"]
+    if any(quality[label]["backward_jumps"] or not quality[label]["clock_offsets"] for label in ("A", "B")):
+        return "check"
+    if any((r.get("max_abs_ms") or 0) > limit for r in residuals):
+        return "check"
+    return "ok" if residuals else "unverified"
+
+
 def _verdict(result: dict[str, Any], bands: dict[str, Any]) -> dict[str, Any]:
     """The one-minute summary at the top of the report."""
     quality = result["quality"]
@@ -689,16 +701,17 @@ def _verdict(result: dict[str, Any], bands: dict[str, Any]) -> dict[str, Any]:
     if detected:
         lines.append(
             "Inter-brain synchrony above chance (PLV, surrogate z >= 3): "
-            + ", ".join(f"{d['condition']}/{d['band']} (z {d['z']:.1f})" for d in detected) + "."
+            + ", ".join(f"{d['condition']}/{d['band']} (z {d['z']:.1f})" for d in detected) + ". The null shuffles "
+            "this dyad's own epochs, so synchrony from shared stimulation or movement is not ruled out: compare "
+            "pseudo-dyads across sessions (dyadlab group)."
         )
     elif any(entry[b][VERDICT_METRIC].get("z") is not None for entry in result["conditions"].values() for b in bands if VERDICT_METRIC in entry[b]):
         lines.append("No condition and band shows inter-brain synchrony above chance (PLV, surrogate z >= 3).")
     else:
         lines.append("Synchrony statistics were not computed (no surrogates or too few epochs).")
-    timing_ok = all(not r or (r.get("max_abs_ms") or 0) <= result["inputs"]["thresholds"]["residual_warn_ms"] for r in residuals)
     return {
         "data_quality": "ok" if data_ok else "check",
-        "timing": "ok" if timing_ok else "check",
+        "timing": _timing_verdict(result, residuals),
         "synchrony_above_chance": detected,
         "rule": f"{VERDICT_METRIC} mean over pairs: surrogate z >= {Z_DETECT:g} and empirical p < {P_DETECT:g}",
         "summary": lines,

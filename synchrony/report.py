@@ -28,7 +28,7 @@ th{background:#f4f4f4} td.l,th.l{text-align:left}
 .verdict{border-radius:6px;padding:1em 1.2em;margin:1em 0;background:#f6f8fa;border-left:6px solid #888}
 .ok{border-left-color:#2e7d32} .check{border-left-color:#e65100}
 .badge{display:inline-block;padding:.1em .5em;border-radius:4px;color:#fff;font-weight:600;font-size:.85em}
-.b-ok{background:#2e7d32} .b-check{background:#e65100}
+.b-ok{background:#2e7d32} .b-check{background:#e65100} .b-unverified{background:#757575}
 .sig{background:#c8e6c9;font-weight:600} .warn li{margin:.2em 0} .small{color:#666;font-size:.85em}
 img{max-width:100%}
 """
@@ -55,7 +55,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _badge(state: str) -> str:
-    return f'<span class="badge b-{_e(state)}">{"OK" if state == "ok" else "CHECK"}</span>'
+    return f'<span class="badge b-{_e(state)}">{_e(state.upper())}</span>'
 
 
 def _quality_table(result: dict[str, Any]) -> str:
@@ -262,7 +262,7 @@ def render_html(result: dict[str, Any], figures: "ReportFigures") -> str:
 
     matplotlib.use("Agg", force=False)
     verdict = result["verdict"]
-    overall = "ok" if verdict["data_quality"] == "ok" and verdict["timing"] == "ok" else "check"
+    overall = "ok" if verdict["data_quality"] == "ok" and verdict["timing"] != "check" else "check"
     detected = verdict["synchrony_above_chance"]
     sync_line = (
         "Synchrony above chance in: <b>" + ", ".join(f"{_e(d['condition'])} / {_e(d['band'])} (z {d['z']:.1f})" for d in detected) + "</b>"

@@ -151,6 +151,19 @@ def test_dead_channels_are_left_out_without_voiding_every_epoch(tmp_path):
     assert np.isnan(matrix[:2]).all() and np.isfinite(matrix[2:]).all()
 
 
+@pytest.mark.parametrize(
+    ("residual_ms", "backward_jumps", "clock_offsets", "expected"),
+    [(3.0, 0, 2, "ok"), (None, 0, 2, "unverified"), (80.0, 0, 2, "check"), (3.0, 1, 2, "check"), (3.0, 0, 0, "check")],
+)
+def test_timing_verdict_says_unverified_when_nothing_measured_it(residual_ms, backward_jumps, clock_offsets, expected):
+    from synchrony.check import _timing_verdict
+
+    quality = {label: {"backward_jumps": backward_jumps, "clock_offsets": clock_offsets} for label in "AB"}
+    result = {"quality": quality, "inputs": {"thresholds": {"residual_warn_ms": 20.0}}}
+    residuals = [] if residual_ms is None else [{"max_abs_ms": residual_ms}]
+    assert _timing_verdict(result, residuals) == expected
+
+
 def test_bands_beyond_the_data_rate_are_refused(tmp_path):
     path = write_dyad_xdf(tmp_path / "slow.xdf", DyadSpec(blocks=SHORT, rate_a=100.0, rate_b=100.0))
     with pytest.raises(QuickCheckError, match=r"gamma 30-45 Hz reach the Nyquist frequency .*--bands"):
