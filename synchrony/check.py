@@ -374,12 +374,10 @@ def run_check(
             if not blocks:
                 raise QuickCheckError("No condition block lies within the overlap of the two recordings.")
         with _timed(timings, "epochs"):
-            plans = seg.plan_epochs(aligned, blocks, epoch_length)
             high = max(high for _, high in band_map.values())
-            logvar_a, logvar_b = seg.epoch_log_variance(aligned, plans, epoch_length, high)
-            conditions_of_epochs = np.concatenate([[p.block.condition] * p.starts.size for p in plans] or [[]])
-            rejection = seg.reject_epochs(logvar_a, logvar_b, used["A"], used["B"], reject_z, groups=conditions_of_epochs)
-            keep_per_plan = np.split(rejection.keep, np.cumsum([p.starts.size for p in plans])[:-1])
+            plans, rejection, keep_per_plan = seg.select_epochs(
+                aligned, blocks, epoch_length, high, used["A"], used["B"], reject_z
+            )
             figures.traces = _traces(recording, aligned, blocks, used["A"], used["B"])
 
         condition_list = seg.condition_names(blocks)

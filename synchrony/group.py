@@ -306,11 +306,10 @@ def prepare_session_epochs(
         channels = check["quality"][p.label]["channels"]
         excluded = set(channels["flat"]) | set(channels["railed"]) | set(channels["noisy"])
         usable[p.label] = np.array([label not in excluded for label in p.channel_labels])
-    plans = seg.plan_epochs(aligned, blocks, epoch_length)
     high = max(high for _, high in bands.values())
-    logvar_a, logvar_b = seg.epoch_log_variance(aligned, plans, epoch_length, high)
-    rejection = seg.reject_epochs(logvar_a, logvar_b, usable["A"], usable["B"], inputs.get("reject_z", 5.0))
-    keep = np.split(rejection.keep, np.cumsum([p.starts.size for p in plans])[:-1])
+    plans, _, keep = seg.select_epochs(
+        aligned, blocks, epoch_length, high, usable["A"], usable["B"], inputs.get("reject_z", 5.0)
+    )
     out = SessionEpochs(
         rate=aligned.rate,
         labels_a=list(recording.a.channel_labels),

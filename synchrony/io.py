@@ -475,7 +475,6 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
     XdfLoadError
         The file is missing, not XDF, unreadable, or does not hold two EEG streams with samples.
     """
-    import pyxdf
 
     path = Path(path)
     if not path.is_file():

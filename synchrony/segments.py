@@ -528,6 +528,34 @@ def reject_epochs(
     return Rejection(keep, int(invalid.sum()), int(bad_a.sum()), int(bad_b.sum()), z_threshold)
 
 
+def select_epochs(
+    aligned: AlignedDyad,
+    blocks: Sequence[Block],
+    epoch_length: float,
+    high: float,
+    used_a: np.ndarray,
+    used_b: np.ndarray,
+    reject_z: float = 5.0,
+) -> tuple[list[EpochGrid], Rejection, list[np.ndarray]]:
+    """Plan the epochs of every block and reject artifacts by the union rule within each condition.
+
+    Returns
+    -------
+    plans : list of EpochGrid
+        From :func:`plan_epochs`.
+    rejection : Rejection
+        From :func:`reject_epochs` (medians and spreads within each condition).
+    keep : list of np.ndarray of bool
+        ``rejection.keep`` split per plan.
+    """
+    plans = plan_epochs(aligned, blocks, epoch_length)
+    logvar_a, logvar_b = epoch_log_variance(aligned, plans, epoch_length, high)
+    conditions = np.concatenate([[p.block.condition] * p.starts.size for p in plans] or [[]])
+    rejection = reject_epochs(logvar_a, logvar_b, used_a, used_b, reject_z, groups=conditions)
+    keep = np.split(rejection.keep, np.cumsum([p.starts.size for p in plans])[:-1])
+    return plans, rejection, keep
+
+
 @dataclass
 class BlockSignal:
     """One block's band-limited analytic signal at the analysis rate, for circular-shift nulls.
