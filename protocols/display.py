@@ -15,8 +15,9 @@ import os
 import select
 import shutil
 import subprocess
+import tempfile
 import time
-from typing import Iterator
+from typing import IO, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -64,22 +65,26 @@ def ensure_display(
         screens += ["-screen", str(index), f"{width}x{height}x24"]
     read_end, write_end = os.pipe()
     command = [xvfb, "-displayfd", str(write_end), *screens, "+xinerama", "-nolisten", "tcp", "-noreset"]
+    # Xvfb's messages go to an unlinked temporary file, never to a pipe: a pipe nobody drains
+    # during the session would block the X server (and PsychoPy's flips) once it fills.
+    log = tempfile.TemporaryFile()
     process = subprocess.Popen(
         command,
         pass_fds=(write_end,),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         start_new_session=True,
         preexec_fn=_die_with_parent if keep_until_exit else None,
     )
     os.close(write_end)
     try:
-        display = _read_display_number(read_end, process, timeout)
+        display = _read_display_number(read_end, process, timeout, log)
     except BaseException:
         _stop(process)
         raise
     finally:
         os.close(read_end)
+        log.close()  # Xvfb keeps its own descriptor
     previous = os.environ.get("DISPLAY")
     os.environ["DISPLAY"] = display
     logger.info("Started a virtual display %s (Xvfb, %d screens of %dx%d)", display, n_screens, width, height)
@@ -96,7 +101,7 @@ def ensure_display(
         _stop(process)
 
 
-def _read_display_number(fd: int, process: subprocess.Popen, timeout: float) -> str:
+def _read_display_number(fd: int, process: subprocess.Popen, timeout: float, log: IO[bytes]) -> str:
     deadline = time.monotonic() + timeout
     text = b""
     while time.monotonic() < deadline:
@@ -110,9 +115,10 @@ def _read_display_number(fd: int, process: subprocess.Popen, timeout: float) -> 
             break
     number = text.strip()
     if not number.isdigit():
-        error = b""
-        if process.poll() is not None and process.stderr is not None:
-            error = process.stderr.read() or b""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=1.0)  # it may be exiting right now: let it finish its message
+        log.seek(0)
+        error = log.read()
         raise DisplayError(
             "Xvfb did not start a virtual display"
             + (f": {error.decode(errors='replace').strip()[-400:]}" if error else f" within {timeout:.0f} s")
@@ -137,5 +143,3 @@ def _stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
-    if process.stderr is not None:
-        process.stderr.close()
