@@ -690,7 +690,10 @@ class LslRecorder:
                 writer.add_stream(stream.stream_id, full_info.as_xml())
         except BaseException:
             # Nothing but headers was written: leave no half-made recording behind.
-            writer.close()
+            try:
+                writer.close()
+            except OSError:  # the original error is the one to report
+                logger.exception("closing %s after a failed start failed", self.path)
             self.path.unlink(missing_ok=True)
             for stream in self._streams:
                 stream.release()

@@ -311,6 +311,7 @@ class _SessionState:
         self.recording_failure: str | None = None  # set from a recorder thread
         self.recording_failed = threading.Event()
         self.context: Any = None  # the TaskContext while the blocks run
+        self.simulator_follower: Any = None  # sets the simulated coupling from the block markers
 
     def status(self, stage: str, message: str) -> None:
         self.runner._status(stage, message)
@@ -596,7 +597,7 @@ def _start_sources(state: _SessionState, resources: contextlib.ExitStack, hub: A
         simulator = CoupledDyadSimulator(participants=tuple(sorted(by_label)), seed=_session_seed(protocol))
         resources.callback(simulator.close)  # after the bridges (LIFO): stops the marker follower
         simulator_sources = dict(zip(simulator.participants, simulator.sources))
-        simulator.follow_markers(source_id(protocol.study, protocol.dyad, "markers"))
+        state.simulator_follower = simulator.follow_markers(source_id(protocol.study, protocol.dyad, "markers"))
         state.simulator_truth = simulator.ground_truth
     bridges = []
     for person in runner.participants:
@@ -711,6 +712,9 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
         block = protocol.blocks[index]
         params = resolve_block_params(block, registry[block.task])
         state.blocks.append(BlockRecord(id=ids[index], task=block.task, position=position, params=params))
+    follower = state.simulator_follower
+    if follower is not None and not follower.connected.wait(10.0):
+        logger.warning("The simulator is not following the marker stream yet: the first block's coupling may be off")
     context.mark_on_next_flip(Marker(event="session_start", value=_session_marker_value(state)))
     context.flip()
     state.start_lsl = _last_marker_stamp(context, "session_start")

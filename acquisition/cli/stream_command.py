@@ -162,7 +162,7 @@ def stream(
     import pydantic
 
     from acquisition.bridge import BoardBridge
-    from acquisition.sources import SourceConfigError
+    from acquisition.sources import SourceConfigError, SourceError
     from acquisition.streams import ParticipantInfo, source_id
 
     _quiet_brainflow(logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
@@ -184,6 +184,9 @@ def stream(
                 bridges.append(bridge)
         except (SourceConfigError, pydantic.ValidationError, ValueError) as exc:
             err.print(f"[red]Bad board configuration:[/red] {_plain(exc)}", highlight=False)
+            raise SystemExit(EXIT_BAD_CONFIG) from None
+        except SourceError as exc:  # opened, but it would not stream (off, out of range, busy)
+            err.print(f"[red]The board did not start:[/red] {exc}", highlight=False)
             raise SystemExit(EXIT_BAD_CONFIG) from None
         for bridge in bridges:
             err.print(f"{bridge.stream_name}: source_id {bridge.source_id}", highlight=False)
