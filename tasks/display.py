@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -104,51 +104,53 @@ class View:
     participants: list[str]
     name: str
     _stims: dict[str, Any] = field(default_factory=dict, repr=False)
+    _applied: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def text(self, key: str, text: str, **kwargs: Any) -> Any:
         """A cached ``TextStim`` named ``key`` on this window, with ``text`` and ``kwargs`` applied."""
         from psychopy import visual
 
-        stim = self._stims.get(key)
-        if stim is None:
-            defaults: dict[str, Any] = {"height": 0.045, "wrapWidth": 1.2, "color": "white", "font": "Arial"}
-            defaults.update(kwargs)
-            stim = visual.TextStim(self.window, text=text, **defaults)
-            self._stims[key] = stim
-        else:
-            if stim.text != text:
-                stim.text = text
-            for name, value in kwargs.items():
-                setattr(stim, name, value)
-        return stim
+        defaults: dict[str, Any] = {"height": 0.045, "wrapWidth": 1.2, "color": "white", "font": "Arial"}
+        return self._cached(key, lambda: visual.TextStim(self.window, **{**defaults, **kwargs, "text": text}),
+                            {**kwargs, "text": text})
 
     def circle(self, key: str, **kwargs: Any) -> Any:
         """A cached ``Circle`` named ``key``; ``kwargs`` are applied on every call."""
         from psychopy import visual
 
-        stim = self._stims.get(key)
-        if stim is None:
-            defaults: dict[str, Any] = {"radius": 0.08, "edges": 64, "lineWidth": 0}
-            defaults.update(kwargs)
-            stim = visual.Circle(self.window, **defaults)
-            self._stims[key] = stim
-        else:
-            for name, value in kwargs.items():
-                setattr(stim, name, value)
-        return stim
+        return self._cached(key, lambda: visual.Circle(self.window, **{"radius": 0.08, "edges": 64, "lineWidth": 0, **kwargs}),
+                            kwargs)
 
     def rect(self, key: str, **kwargs: Any) -> Any:
         """A cached ``Rect`` named ``key``; ``kwargs`` are applied on every call."""
         from psychopy import visual
 
+        return self._cached(key, lambda: visual.Rect(self.window, **{"lineWidth": 0, **kwargs}), kwargs)
+
+    def _cached(self, key: str, make: Callable[[], Any], attributes: dict[str, Any]) -> Any:
+        """The stimulus ``key`` (made on first use) with ``attributes`` set.
+
+        Only attributes whose value changed are set again: PsychoPy rebuilds a text's glyphs (and
+        reloads its font) on every ``height``/``text`` assignment, which costs frames on timed screens.
+        """
         stim = self._stims.get(key)
         if stim is None:
-            stim = visual.Rect(self.window, **{"lineWidth": 0, **kwargs})
-            self._stims[key] = stim
-        else:
-            for name, value in kwargs.items():
+            stim = self._stims[key] = make()
+            self._applied[key] = dict(attributes)
+            return stim
+        applied = self._applied[key]
+        for name, value in attributes.items():
+            if name not in applied or not _same(applied[name], value):
                 setattr(stim, name, value)
+                applied[name] = value
         return stim
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except (TypeError, ValueError):  # arrays: compare as changed
+        return False
 
 
 class SessionDisplay:
