@@ -147,5 +147,7 @@ class Conversation(Paradigm):
 
         if params.prompt:
             ctx.mark_on_next_flip(ctx.marker("topic", value={"index": 0, "text": params.prompt}))
-        onset, _ = ctx.show(draw, duration=ctx.scaled(params.duration_s), screenshot="conversation_free")
+        proceed = ctx.keys.proceed  # the experimenter may end the conversation before duration_s
+        onset, _ = ctx.show(draw, duration=ctx.scaled(params.duration_s), screenshot="conversation_free",
+                            until=lambda frame: proceed in frame.operator_keys)
         ctx.add_row(mode="free", roles=str(roles), duration_s=ctx.now() - onset)

@@ -126,6 +126,16 @@ def test_request_abort_from_another_thread_ends_the_block_like_escape(make_conte
     assert events(streams.markers()) == ["session_end"]
 
 
+def test_the_experimenter_ends_a_free_conversation_with_the_proceed_key(make_context, streams):
+    ctx = make_context(speed=1.0)
+    ctx.autopilot.operator_key("space", ctx.now() + 1.0)
+    started = ctx.now()
+    run_block(ctx, "conversation", {"mode": "free", "duration_s": 60, "show_instructions": False}, "free-1")
+    assert 0.9 < ctx.now() - started < 5.0
+    markers = streams.markers()
+    assert events(markers)[-1] == "block_end" and markers[-1][0].value == "complete"
+
+
 def test_escape_on_the_instruction_screen_aborts_without_a_block(make_context, streams):
     ctx = make_context(autopilot=AutopilotSettings(seed=1, participants={
         "A": {"reading_time": 30.0}, "B": {"reading_time": 30.0}}))
