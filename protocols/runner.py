@@ -151,7 +151,8 @@ class SessionRunner:
     autopilot : bool
         Simulated participants respond through the task kit's input path.
     speed : float
-        Factor by which block durations (and, in autopilot, task pacing) are shortened.
+        Factor by which durations that may be shortened (rests, conversation, reading time) run
+        faster in autopilot pilots; stimulus timing and tapping pace are never accelerated.
     quickcheck : bool
         Run the synchrony quick-check at the end (when the protocol enables it).
     lsl_config : LslConfig | None

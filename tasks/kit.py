@@ -249,7 +249,8 @@ class TaskContext:
     def close(self) -> None:
         """Save the CSV, stop the autopilot, close the windows; idempotent.
 
-        Every step runs even if an earlier one fails; the first error is raised at the end.
+        Every step runs even if an earlier one fails; the last error propagates, with the earlier
+        ones chained as its context.
         """
         try:
             if self.autopilot is not None:
