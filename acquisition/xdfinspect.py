@@ -69,6 +69,7 @@ TAG_NAMES = {
     TAG_STREAM_FOOTER: "StreamFooter",
 }
 _VARLEN_FORMATS = {1: "<B", 4: "<I", 8: "<Q"}
+_DOUBLE = struct.Struct("<d")
 _READ_BUFFER = 1 << 20
 #: Shortest gap reported for regular streams, whatever their rate (seconds).
 MIN_GAP_SECONDS = 0.05
@@ -509,22 +510,9 @@ class _Inspector:
         last = state.last_timestamp
         step = 1.0 / state.summary.nominal_srate if state.summary.nominal_srate > 0 else None
         total = len(body)
-        unpack_double = struct.Struct("<d").unpack_from
         for sample in range(count):
-            if position >= total:
-                raise ValueError(f"it announces {count} samples but ends after {sample}")
-            stamp_bytes = body[position]
-            position += 1
-            if stamp_bytes == 8:
-                if position + 8 > total:
-                    raise ValueError(f"sample {sample} ends inside its timestamp")
-                (last,) = unpack_double(body, position)
-                position += 8
-            elif stamp_bytes == 0:
-                last = self._deduce(last, step, sample)
-                deduced += 1
-            else:
-                raise ValueError(f"sample {sample} has timestamp byte {stamp_bytes} (must be 0 or 8)")
+            last, position, was_deduced = self._timestamp(body, position, total, last, step, sample, count)
+            deduced += was_deduced
             timestamps[sample] = last
             position += value_bytes
             if position > total:
@@ -532,6 +520,23 @@ class _Inspector:
         if position != total:
             raise ValueError(f"{total - position} bytes left over after the {count} announced samples")
         return timestamps, deduced
+
+    @classmethod
+    def _timestamp(
+        cls, body: Any, position: int, total: int, last: float | None, step: float | None, sample: int, count: int
+    ) -> tuple[float, int, bool]:
+        """One sample's timestamp field at ``position``: (timestamp, position after it, deduced?)."""
+        if position >= total:
+            raise ValueError(f"it announces {count} samples but ends after {sample}")
+        stamp_bytes = body[position]
+        position += 1
+        if stamp_bytes == 8:
+            if position + 8 > total:
+                raise ValueError(f"sample {sample} ends inside its timestamp")
+            return _DOUBLE.unpack_from(body, position)[0], position + 8, False
+        if stamp_bytes == 0:
+            return cls._deduce(last, step, sample), position, True
+        raise ValueError(f"sample {sample} has timestamp byte {stamp_bytes} (must be 0 or 8)")
 
     @staticmethod
     def _deduce(last: float | None, step: float | None, sample: int) -> float:
@@ -557,20 +562,8 @@ class _Inspector:
         total = len(body)
         data = body.tobytes()
         for sample in range(count):
-            if position >= total:
-                raise ValueError(f"it announces {count} samples but ends after {sample}")
-            stamp_bytes = data[position]
-            position += 1
-            if stamp_bytes == 8:
-                if position + 8 > total:
-                    raise ValueError(f"sample {sample} ends inside its timestamp")
-                (last,) = struct.unpack_from("<d", data, position)
-                position += 8
-            elif stamp_bytes == 0:
-                last = self._deduce(last, step, sample)
-                deduced += 1
-            else:
-                raise ValueError(f"sample {sample} has timestamp byte {stamp_bytes} (must be 0 or 8)")
+            last, position, was_deduced = self._timestamp(data, position, total, last, step, sample, count)
+            deduced += was_deduced
             timestamps[sample] = last
             for channel in range(channels):
                 if position >= total:
