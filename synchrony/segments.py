@@ -400,8 +400,9 @@ def iter_band_analytic(
     analytic : np.ndarray, shape (n_channels, len(range(start, stop, step))), complex128
     """
     x = np.asarray(data, dtype=np.float64)
-    mean = np.nanmean(x, axis=1, keepdims=True) if np.isnan(x).any() else x.mean(axis=1, keepdims=True)
-    x = np.where(np.isfinite(x), x - np.nan_to_num(mean), 0.0)
+    finite = np.isfinite(x)  # gaps and dead channels: removed mean over what exists, then zeros
+    mean = np.where(finite, x, 0.0).sum(axis=1, keepdims=True) / np.maximum(finite.sum(axis=1, keepdims=True), 1)
+    x = np.where(finite, x - mean, 0.0)
     n = x.shape[1]
     stop = n if stop is None else stop
     steps = {name: (steps or {}).get(name, 1) for name in bands}
