@@ -16,6 +16,7 @@ from acquisition.brainflow_source import BoardSpec, BrainFlowSource
 from acquisition.bridge import BoardBridge, BridgeState
 from acquisition.sources import SourceChunk, SourceConfigError
 from acquisition.streams import ParticipantInfo
+from tests.acquisition.lsl_helpers import open_inlet, pull_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,30 +31,10 @@ def _bridge(source, unique_id: str, label: str = "A", **kwargs) -> BoardBridge:
     )
 
 
-def _inlet(source_id: str) -> pylsl.StreamInlet:
-    found = pylsl.resolve_byprop("source_id", source_id, timeout=10.0)
-    assert len(found) == 1, f"expected one stream {source_id}, found {len(found)}"
-    inlet = pylsl.StreamInlet(found[0], max_buflen=60)
-    inlet.open_stream(timeout=10.0)
-    return inlet
-
-
-def _pull_for(inlet: pylsl.StreamInlet, seconds: float) -> tuple[np.ndarray, np.ndarray]:
-    data, stamps = [], []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        chunk, ts = inlet.pull_chunk(timeout=0.2, max_samples=4096)
-        if ts:
-            data.append(np.asarray(chunk))
-            stamps.extend(ts)
-    assert stamps, "no samples arrived"
-    return np.concatenate(data), np.asarray(stamps)
-
-
 def test_stream_timestamps_are_local_clock_and_monotonic(unique_id: str) -> None:
     with _bridge(BrainFlowSource(participant=f"clk-{unique_id}"), unique_id) as bridge:
-        inlet = _inlet(bridge.source_id)
-        data, stamps = _pull_for(inlet, 1.5)
+        inlet = open_inlet(bridge.source_id)
+        data, stamps = pull_for(inlet, 1.5)
         lsl_now = pylsl.local_clock()
         unix_now = time.time()
     assert data.shape[1] == 17  # 16 EEG + Marker
@@ -70,10 +51,10 @@ def test_stream_metadata_and_aux_stream(unique_id: str) -> None:
     with _bridge(BrainFlowSource(participant=f"meta-{unique_id}"), unique_id, label="B") as bridge:
         assert bridge.source_id == f"dyadlab.bridgetest.d{unique_id}.B.eeg"
         assert bridge.aux_source_id == f"dyadlab.bridgetest.d{unique_id}.B.aux"
-        eeg_inlet = _inlet(bridge.source_id)
+        eeg_inlet = open_inlet(bridge.source_id)
         info = eeg_inlet.info(timeout=5.0)
-        aux_inlet = _inlet(bridge.aux_source_id)
-        aux_data, _ = _pull_for(aux_inlet, 0.5)
+        aux_inlet = open_inlet(bridge.aux_source_id)
+        aux_data, _ = pull_for(aux_inlet, 0.5)
     assert info.name() == f"d{unique_id}-B-EEG"
     assert info.channel_format() == pylsl.cf_float32
     assert info.nominal_srate() == 250.0
@@ -96,12 +77,12 @@ def test_stream_metadata_and_aux_stream(unique_id: str) -> None:
 
 def test_markers_reach_the_marker_channel(unique_id: str) -> None:
     with _bridge(BrainFlowSource(participant=f"mk-{unique_id}"), unique_id) as bridge:
-        inlet = _inlet(bridge.source_id)
+        inlet = open_inlet(bridge.source_id)
         time.sleep(0.3)
         for code in (3, 6, 12):
             bridge.insert_marker(code)
             time.sleep(0.1)
-        data, _ = _pull_for(inlet, 1.0)
+        data, _ = pull_for(inlet, 1.0)
     assert list(data[:, -1][data[:, -1] != 0]) == [3, 6, 12]
 
 
@@ -209,9 +190,9 @@ def test_stream_command_streams_two_synthetic_boards_and_stops_on_ctrl_c(unique_
         text=True,
     )
     try:
-        inlets = [_inlet(f"dyadlab.clitest.{dyad}.{label}.eeg") for label in ("A", "B")]
+        inlets = [open_inlet(f"dyadlab.clitest.{dyad}.{label}.eeg") for label in ("A", "B")]
         for inlet in inlets:
-            data, _ = _pull_for(inlet, 0.5)
+            data, _ = pull_for(inlet, 0.5)
             assert data.shape[1] == 17
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)

@@ -25,6 +25,7 @@ from acquisition.bridge import BoardBridge, BridgeState
 from acquisition.recorder import LslRecorder, StreamSelector
 from acquisition.sources import SourceChunk, SourceConfigError, SourceDisconnectedError
 from acquisition.streams import ParticipantInfo
+from tests.acquisition.lsl_helpers import open_inlet, pull_for
 
 pytestmark = pytest.mark.integration
 
@@ -189,7 +190,7 @@ def test_a_slow_reconnection_blocks_neither_the_other_boards_markers_nor_its_dat
     master, slave = os.openpty()
     try:
         with _bridge(BrainFlowSource(participant=f"slow-{unique_id}"), unique_id, "B") as healthy:
-            inlet = _open_inlet(healthy.source_id)
+            inlet = open_inlet(healthy.source_id)
             silent = BrainFlowSource(BoardSpec(board="cyton", serial_port=os.ttyname(slave)))
             failures: list[Exception] = []
 
@@ -208,29 +209,10 @@ def test_a_slow_reconnection_blocks_neither_the_other_boards_markers_nor_its_dat
             took = time.monotonic() - began
             attempt.join(timeout=60)
             assert failures and "BOARD_NOT_READY_ERROR" in str(failures[0])
-            data, stamps = _pull(inlet, seconds=1.5)
+            data, stamps = pull_for(inlet, seconds=1.5)
     finally:
         os.close(master)
         os.close(slave)
     assert took < 0.1, f"insert_marker blocked for {took:.3f} s"
     assert list(data[:, -1][data[:, -1] != 0]) == [9], "the marker must still reach the board, once"
     assert np.max(np.diff(stamps)) < 0.25, "the healthy board's data must be complete (no gap)"
-
-
-def _open_inlet(source_id: str) -> pylsl.StreamInlet:
-    found = pylsl.resolve_byprop("source_id", source_id, timeout=10.0)
-    assert found, f"stream {source_id} not found"
-    inlet = pylsl.StreamInlet(found[0], max_buflen=60)
-    inlet.open_stream(timeout=10.0)
-    return inlet
-
-
-def _pull(inlet: pylsl.StreamInlet, seconds: float) -> tuple[np.ndarray, np.ndarray]:
-    data, stamps = [], []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        chunk, ts = inlet.pull_chunk(timeout=0.2, max_samples=8192)
-        if ts:
-            data.append(np.asarray(chunk))
-            stamps.extend(ts)
-    return np.concatenate(data), np.asarray(stamps)
