@@ -51,7 +51,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import scipy.signal
@@ -61,6 +61,7 @@ __all__ = [
     "SUPPORTED_METRICS",
     "AllPairs",
     "EpochTerms",
+    "LAG_METRICS",
     "PairList",
     "analytic_signal",
     "band_connectivity",
@@ -76,8 +77,8 @@ METRICS: tuple[str, ...] = ("plv", "accorr", "ccorr", "coh", "imcoh", "envcorr",
 #: Every metric this module can compute (``powcorr`` is available on request).
 SUPPORTED_METRICS: tuple[str, ...] = METRICS + ("powcorr",)
 
-# Metrics that need Im(x_a conj(x_b)) sample by sample (not expressible as matrix products).
-_LAG_METRICS = frozenset({"pli", "wpli"})
+#: Metrics that need ``Im(x_a conj(x_b))`` sample by sample (not expressible as matrix products).
+LAG_METRICS = frozenset({"pli", "wpli"})
 # Elements of the reused (A channels, C_b, n) buffers of the NumPy PLI/wPLI path (1 MB).
 _LAG_BLOCK_ELEMENTS = 131_072
 # PLI/wPLI jobs of at least this many (pair, C_a, C_b, n) elements use numba when installed:
@@ -218,6 +219,16 @@ class EpochTerms:
     envelope_ss: np.ndarray | None = None
     power: np.ndarray | None = None  # |x|^2 - mean
     power_ss: np.ndarray | None = None
+
+    def take(self, epochs: np.ndarray) -> EpochTerms:
+        """The terms of the given epochs only (copies), e.g. one stratum of a surrogate plan."""
+        epochs = np.asarray(epochs, dtype=np.intp)
+        taken = {
+            f.name: getattr(self, f.name)[epochs] if isinstance(getattr(self, f.name), np.ndarray) else getattr(self, f.name)
+            for f in fields(self)
+        }
+        taken["n_epochs"] = epochs.size
+        return EpochTerms(**taken)
 
     @classmethod
     def from_signal(cls, z: np.ndarray, metrics: Sequence[str]) -> EpochTerms:
@@ -637,7 +648,7 @@ def connectivity_from_terms(
     :class:`AllPairs` (see there).
     """
     if isinstance(pairing, PairList):
-        keys = [m for m in metrics if m not in _LAG_METRICS] + (["wpli_numerator"] if "wpli" in metrics else [])
+        keys = [m for m in metrics if m not in LAG_METRICS] + (["wpli_numerator"] if "wpli" in metrics else [])
         out = {k: np.empty((len(pairing), ta.n_channels, tb.n_channels)) for k in keys}
         with _single_threaded_blas():
             for sl, chunk in pairing.chunks(_PAIR_CHUNK):
@@ -645,7 +656,7 @@ def connectivity_from_terms(
                     out[key][sl] = values
     else:
         out = bilinear_from_terms(ta, tb, pairing, metrics)
-    if _LAG_METRICS & set(metrics):
+    if LAG_METRICS & set(metrics):
         sign_sum, abs_sum = lag_sums(ta, tb, pairing.epochs_a, pairing.epochs_b)
         if isinstance(pairing, AllPairs):  # (k * E_b, C_a, C_b) -> (k, E_b, C_b, C_a)
             layout = (pairing.block_a.size, pairing.n_epochs_b, ta.n_channels, tb.n_channels)

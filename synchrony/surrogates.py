@@ -4,32 +4,50 @@ Raw synchrony values on short epochs are mostly estimator bias (PLV is about 0.2
 noise for 2-s theta epochs), so every value is compared with a null built from the *same*
 dyad and condition:
 
-- :func:`epoch_shuffle_surrogates`: pair epoch i of A with epoch pi(i) of B, pi a random
-  derangement (no epoch with itself). Keeps each participant's spectrum, state and the
-  estimator's bias; destroys the moment-to-moment coupling.
+- :func:`shuffle_null` / :func:`epoch_shuffle_surrogates`: pair epoch i of A with epoch
+  pi(i) of B, pi a random derangement (no epoch with itself). Keeps each participant's
+  spectrum, state and the estimator's bias; destroys the moment-to-moment coupling.
 - :func:`circular_shift_surrogates`: for continuous blocks, shift B circularly by a random
   lag longer than ``min_shift_s`` before cutting the epochs.
 - :func:`pseudo_dyads`: group level; A of one dyad with B of another dyad that did the same
   task and condition.
 
-How the epoch shuffle is fast: a surrogate is the mean over epochs of per-pairing values
-``V[i, pi(i)]``, and 200 derangements of 60 epochs use (nearly) all of the 60 * 59 possible
-pairings, each many times. So the metrics are evaluated once per *pairing* -- for the
-bilinear metrics as one matrix product over a whole block of epochs (see
-:class:`synchrony.metrics.AllPairs`), for PLI/wPLI only for the pairings some surrogate
-uses -- and each surrogate is then a gather and a mean. Memory stays bounded because A's
-epochs are processed in blocks whose size is set by ``_BLOCK_ELEMENTS``.
+**Stratified derangements** (:func:`shuffle_plan`). A surrogate is the mean over epochs of
+per-pairing values ``V[i, pi(i)]``. Drawing every derangement from all E epochs touches all
+``E (E - 1)`` pairings, and an hour-long condition has ~180 two-second epochs: 32,000
+pairings per band, each costing ``C_a x C_b x n`` products per metric. The plan instead
+splits the epochs at random into strata of about :data:`STRATUM_EPOCHS` and draws each
+surrogate as an independent random derangement *within every stratum*. Each surrogate is
+still a derangement of all epochs -- every A epoch and every B epoch is used exactly once,
+so each participant's per-epoch offsets cancel exactly as in the unrestricted shuffle --
+but the whole null needs only the ``E (S - 1)`` within-stratum pairings (S the stratum
+size), a tenth of the work for 180 epochs. The test stays valid: under the null hypothesis
+(B's epochs exchangeable with respect to A's) any fixed set of permutations chosen without
+looking at the data gives a valid reference distribution, and the product of the strata's
+permutation groups contains the real pairing. The price is a reference distribution built
+from fewer distinct pairings (its centre moves by about ``1 / sqrt(S - 1)`` of its own
+spread between random plans); conditions with at most :data:`STRATUM_EPOCHS` epochs use one
+stratum, which is the unrestricted shuffle.
+
+How it is fast beyond that: within a stratum the bilinear metrics of every pairing come out
+of one matrix product per term (:class:`synchrony.metrics.AllPairs`), PLI/wPLI are computed
+only for the pairings some surrogate uses, and each surrogate is then a sparse selection
+and a mean. The real pairing (the diagonal) falls out of the same products, so
+:func:`shuffle_null` returns the observed per-epoch values too.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
 
 from synchrony.metrics import (
+    LAG_METRICS,
     METRICS,
     AllPairs,
     EpochTerms,
@@ -43,13 +61,20 @@ from synchrony.metrics import (
 )
 
 __all__ = [
+    "STRATUM_EPOCHS",
+    "ShuffleNull",
+    "ShufflePlan",
     "circular_shift_surrogates",
     "derangements",
     "epoch_shuffle_surrogates",
     "pseudo_dyads",
+    "shuffle_null",
+    "shuffle_plan",
 ]
 
-_LAG_METRICS = frozenset({"pli", "wpli"})
+#: Epochs per stratum of the partner-epoch shuffle (see the module docstring). With 24, each
+#: A epoch meets 23 candidate B epochs over the null and a stratum has ~1.9e23 derangements.
+STRATUM_EPOCHS = 24
 # Elements of one (block, E_b, C_b, C_a) array of per-pairing values (8 MB as float64; the
 # Re/Im products of accorr are 4x that). Measured at 2 x 32 channels, 60 epochs: 1e6 uses
 # ~40 % less memory than 4e6 for the same time; much smaller blocks make the products slower.
@@ -88,6 +113,79 @@ def derangements(n_epochs: int, n_surrogates: int, rng: np.random.Generator) -> 
         accepted.append(batch)
         n_accepted += len(batch)
     return np.concatenate(accepted)[:n_surrogates]
+
+
+@dataclass(frozen=True)
+class ShufflePlan:
+    """Which B epoch meets each A epoch in every surrogate, stratum by stratum.
+
+    Attributes
+    ----------
+    n_epochs : int
+    strata : tuple of np.ndarray of int
+        A partition of ``range(n_epochs)``; stratum k holds the epochs ``strata[k]``.
+    local : tuple of np.ndarray of int, each shape (n_surrogates, len(strata[k]))
+        Derangements within each stratum, in positions of ``strata[k]``: in surrogate s,
+        A's epoch ``strata[k][i]`` meets B's epoch ``strata[k][local[k][s, i]]``.
+    """
+
+    n_epochs: int
+    strata: tuple[np.ndarray, ...]
+    local: tuple[np.ndarray, ...]
+
+    @property
+    def n_surrogates(self) -> int:
+        return int(self.local[0].shape[0])
+
+    @property
+    def permutations(self) -> np.ndarray:
+        """The surrogates as derangements of all epochs, shape (n_surrogates, n_epochs)."""
+        out = np.empty((self.n_surrogates, self.n_epochs), dtype=np.intp)
+        for members, local in zip(self.strata, self.local):
+            out[:, members] = members[local]
+        return out
+
+    @classmethod
+    def from_permutations(cls, permutations: np.ndarray) -> ShufflePlan:
+        """One stratum holding every epoch: the given derangements, unrestricted."""
+        permutations = np.asarray(permutations, dtype=np.intp)
+        if permutations.ndim != 2 or permutations.shape[1] < 2:
+            raise ValueError(f"permutations must have shape (n_surrogates, n_epochs >= 2), got {permutations.shape}")
+        n_epochs = permutations.shape[1]
+        if np.any(np.sort(permutations, axis=1) != np.arange(n_epochs)) or np.any(permutations == np.arange(n_epochs)):
+            raise ValueError("every row of permutations must be a permutation of the epochs without fixed points")
+        return cls(n_epochs, (np.arange(n_epochs),), (permutations,))
+
+
+def shuffle_plan(
+    n_epochs: int, n_surrogates: int, rng: np.random.Generator, *, stratum_epochs: int = STRATUM_EPOCHS
+) -> ShufflePlan:
+    """Draw stratified derangements for :func:`shuffle_null` (see the module docstring).
+
+    Parameters
+    ----------
+    n_epochs : int
+        At least 2.
+    n_surrogates : int
+    rng : np.random.Generator
+    stratum_epochs : int, default :data:`STRATUM_EPOCHS`
+        Largest stratum size; at least 8 (a stratum of 8 has 14,833 derangements). The epochs
+        are split into ``ceil(n_epochs / stratum_epochs)`` strata of (nearly) equal size.
+
+    Returns
+    -------
+    ShufflePlan
+        Draw it once per condition and pass it to every band, so that corrections over
+        bands (max statistic) see one joint null.
+    """
+    if stratum_epochs < 8:
+        raise ValueError(f"stratum_epochs must be at least 8, got {stratum_epochs}")
+    if n_epochs < 2:
+        derangements(n_epochs, n_surrogates, rng)  # raises the explanatory error
+    n_strata = math.ceil(n_epochs / stratum_epochs)
+    strata = tuple(np.sort(part) for part in np.array_split(rng.permutation(n_epochs), n_strata))
+    local = tuple(derangements(members.size, n_surrogates, rng) for members in strata)
+    return ShufflePlan(n_epochs, strata, local)
 
 
 class _EpochMean:
@@ -129,6 +227,95 @@ def _selection(n_surrogates: int, per_surrogate: int, columns: np.ndarray, n_col
     return scipy.sparse.csr_array((data, columns, indptr), shape=(n_surrogates, n_columns))
 
 
+@dataclass
+class ShuffleNull:
+    """Observed values and their partner-epoch-shuffle null for one condition and band.
+
+    Attributes
+    ----------
+    observed : dict of str to np.ndarray, each shape (n_epochs, n_channels_a, n_channels_b)
+        Per-epoch values of the real pairing (epoch i of A with epoch i of B), equal to
+        ``inter_brain_connectivity(za, zb, metrics, epochs_average=False)``.
+    null : dict of str to np.ndarray, each shape (n_surrogates, n_channels_a, n_channels_b)
+        Epoch-averaged (``nanmean``) values of each surrogate pairing.
+    """
+
+    observed: dict[str, np.ndarray]
+    null: dict[str, np.ndarray]
+
+
+def shuffle_null(za: np.ndarray, zb: np.ndarray, plan: ShufflePlan, metrics: Sequence[str] = METRICS) -> ShuffleNull:
+    """Observed per-epoch metrics and their partner-epoch-shuffle null, in one pass.
+
+    Surrogate s pairs epoch i of A with epoch ``plan.permutations[s, i]`` of B and averages
+    the metric over epochs exactly as :func:`synchrony.metrics.inter_brain_connectivity`
+    does for the real pairing (``nanmean``), so observed and null values are the same
+    estimator on the same number of epochs.
+
+    Parameters
+    ----------
+    za : np.ndarray, shape (n_epochs, n_channels_a, n_times), complex
+        Analytic signal of participant A, one band, one condition.
+    zb : np.ndarray, shape (n_epochs, n_channels_b, n_times), complex
+        Analytic signal of participant B, same epochs.
+    plan : ShufflePlan
+        From :func:`shuffle_plan` (or :meth:`ShufflePlan.from_permutations`).
+    metrics : sequence of str
+        Metric names (see :data:`synchrony.metrics.SUPPORTED_METRICS`).
+
+    Returns
+    -------
+    ShuffleNull
+    """
+    metrics = validate_metrics(metrics)
+    za, zb = validate_pair(za, zb, same_epochs=True)
+    n_epochs = za.shape[0]
+    if plan.n_epochs != n_epochs:
+        raise ValueError(f"the plan is for {plan.n_epochs} epochs, the signals have {n_epochs}")
+    ta = EpochTerms.from_signal(za, metrics)
+    tb = EpochTerms.from_signal(zb, metrics)
+    n_a, n_b, n_surrogates = za.shape[1], zb.shape[1], plan.n_surrogates
+    bilinear = [m for m in metrics if m not in LAG_METRICS]
+    lagged = [m for m in metrics if m in LAG_METRICS]
+    # Accumulated in AllPairs' (B channel, A channel) order, transposed once at the end.
+    means = {m: _EpochMean((n_surrogates, n_b, n_a)) for m in metrics}
+    observed = {m: np.empty((n_epochs, n_a, n_b)) for m in metrics}
+    # Size of the whole PLI/wPLI job, for the kernel choice.
+    lag_work = sum(members.size**2 for members in plan.strata) * n_a * n_b * za.shape[2]
+    for members, local in zip(plan.strata, plan.local):
+        size = members.size
+        stratum_a, stratum_b = ta.take(members), tb.take(members)
+        block = max(1, _BLOCK_ELEMENTS // (size * n_a * n_b))
+        for start in range(0, size, block):
+            rows = np.arange(start, min(start + block, size))  # A epochs, positions in the stratum
+            # Row (A epoch k of the block, B epoch j of the stratum) of the per-pairing values.
+            columns = (np.arange(rows.size) * size + local[:, rows]).ravel()
+            diagonal = np.arange(rows.size) * size + rows  # the real pairing
+            selection = _selection(n_surrogates, rows.size, columns, rows.size * size)
+            values = bilinear_from_terms(stratum_a, stratum_b, AllPairs(rows, size), metrics)  # (k, S, C_b, C_a)
+            for m in bilinear:
+                per_pair = values[m].reshape(-1, n_b, n_a)
+                means[m].add(selection, per_pair, rows.size)
+                observed[m][members[rows]] = per_pair[diagonal].swapaxes(1, 2)
+            if lagged:
+                # PLI/wPLI cost one pass over time per pairing: only the pairings in use.
+                used = np.union1d(columns, diagonal)
+                local_a, epochs_b = np.divmod(used, size)
+                sign_sum, abs_sum = lag_sums(stratum_a, stratum_b, rows[local_a], epochs_b, total_work=lag_work)
+                numerator = values["wpli_numerator"][local_a, epochs_b] if "wpli" in lagged else None
+                per_pair = lag_metrics_from_sums(
+                    sign_sum.swapaxes(1, 2), abs_sum.swapaxes(1, 2), numerator, ta.n_times, lagged
+                )
+                lag_selection = _selection(n_surrogates, rows.size, np.searchsorted(used, columns), used.size)
+                real = np.searchsorted(used, diagonal)
+                for m in lagged:
+                    means[m].add(lag_selection, np.ascontiguousarray(per_pair[m]), rows.size)
+                    observed[m][members[rows]] = per_pair[m][real].swapaxes(1, 2)
+            del values
+    null = {m: np.ascontiguousarray(means[m].mean().swapaxes(1, 2)) for m in metrics}
+    return ShuffleNull(observed=observed, null=null)
+
+
 def epoch_shuffle_surrogates(
     za: np.ndarray,
     zb: np.ndarray,
@@ -140,10 +327,8 @@ def epoch_shuffle_surrogates(
 ) -> dict[str, np.ndarray]:
     """Null distribution by partner-epoch shuffling within one condition.
 
-    Surrogate s pairs epoch i of A with epoch ``pi_s(i)`` of B (``pi_s`` a derangement) and
-    averages the metric over epochs exactly as :func:`synchrony.metrics.inter_brain_connectivity`
-    does for the real pairing (``nanmean``), so observed and null values are the same
-    estimator on the same number of epochs.
+    The null of :func:`shuffle_null` alone: with ``permutations``, exactly those
+    derangements (unrestricted); otherwise a stratified plan from :func:`shuffle_plan`.
 
     Parameters
     ----------
@@ -156,21 +341,18 @@ def epoch_shuffle_surrogates(
     metrics : sequence of str
         Metric names (see :data:`synchrony.metrics.SUPPORTED_METRICS`).
     rng : np.random.Generator
-        Source of the permutations.
+        Source of the plan.
     permutations : np.ndarray of int, shape (n_surrogates, n_epochs), optional
-        Use these derangements instead of drawing new ones -- pass the same array for every
-        band so that max-statistic corrections over bands see one joint null.
+        Use these derangements instead of drawing a plan.
 
     Returns
     -------
     dict of str to np.ndarray, each shape (n_surrogates, n_channels_a, n_channels_b)
         Epoch-averaged surrogate values per inter-brain channel pair.
     """
-    metrics = validate_metrics(metrics)
-    za, zb = validate_pair(za, zb, same_epochs=True)
-    n_epochs = za.shape[0]
+    n_epochs = np.shape(za)[0]
     if permutations is None:
-        permutations = derangements(n_epochs, n_surrogates, rng)
+        plan = shuffle_plan(n_epochs, n_surrogates, rng)
     else:
         permutations = np.asarray(permutations, dtype=np.intp)
         if permutations.shape != (n_surrogates, n_epochs):
@@ -178,45 +360,8 @@ def epoch_shuffle_surrogates(
                 f"permutations must have shape (n_surrogates, n_epochs) = ({n_surrogates}, {n_epochs}), "
                 f"got {permutations.shape}"
             )
-        if np.any(np.sort(permutations, axis=1) != np.arange(n_epochs)) or np.any(
-            permutations == np.arange(n_epochs)
-        ):
-            raise ValueError("every row of permutations must be a permutation of the epochs without fixed points")
-
-    ta = EpochTerms.from_signal(za, metrics)
-    tb = EpochTerms.from_signal(zb, metrics)
-    n_a, n_b = za.shape[1], zb.shape[1]
-    bilinear = [m for m in metrics if m not in _LAG_METRICS]
-    lagged = [m for m in metrics if m in _LAG_METRICS]
-    # Accumulated in AllPairs' (B channel, A channel) order, transposed once at the end.
-    means = {m: _EpochMean((n_surrogates, n_b, n_a)) for m in metrics}
-    # Size of the whole PLI/wPLI job (all pairings any surrogate uses), for the kernel choice.
-    lag_work = min(n_surrogates * n_epochs, n_epochs * (n_epochs - 1)) * n_a * n_b * za.shape[2]
-    block = max(1, _BLOCK_ELEMENTS // (n_epochs * n_a * n_b))
-    for start in range(0, n_epochs, block):
-        block_a = np.arange(start, min(start + block, n_epochs))
-        partners = permutations[:, block_a]  # (n_surrogates, k): B epoch paired with each A epoch
-        # Bilinear metrics (and wPLI's numerator) for every pairing of the block: one matrix
-        # product per term, far cheaper per pairing than per-surrogate products.
-        values = bilinear_from_terms(ta, tb, AllPairs(block_a, n_epochs), metrics)  # (k, E, C_b, C_a)
-        columns = (np.arange(block_a.size) * n_epochs + partners).ravel()  # row of (A epoch, B epoch)
-        selection = _selection(n_surrogates, block_a.size, columns, block_a.size * n_epochs)
-        for m in bilinear:
-            means[m].add(selection, values[m].reshape(-1, n_b, n_a), block_a.size)
-        if lagged:
-            # PLI/wPLI cost one pass over time per pairing: only the pairings in use.
-            used, inverse = np.unique(columns, return_inverse=True)
-            local_a, epochs_b = np.divmod(used, n_epochs)
-            sign_sum, abs_sum = lag_sums(ta, tb, block_a[local_a], epochs_b, total_work=lag_work)
-            numerator = values["wpli_numerator"][local_a, epochs_b] if "wpli" in lagged else None
-            per_pair = lag_metrics_from_sums(
-                sign_sum.swapaxes(1, 2), abs_sum.swapaxes(1, 2), numerator, ta.n_times, lagged
-            )
-            lag_selection = _selection(n_surrogates, block_a.size, inverse.ravel(), used.size)
-            for m in lagged:
-                means[m].add(lag_selection, np.ascontiguousarray(per_pair[m]), block_a.size)
-        del values
-    return {m: np.ascontiguousarray(means[m].mean().swapaxes(1, 2)) for m in metrics}
+        plan = ShufflePlan.from_permutations(permutations)
+    return shuffle_null(za, zb, plan, metrics).null
 
 
 def circular_shift_surrogates(

@@ -14,6 +14,8 @@ from synchrony.surrogates import (
     derangements,
     epoch_shuffle_surrogates,
     pseudo_dyads,
+    shuffle_null,
+    shuffle_plan,
 )
 
 
@@ -68,6 +70,81 @@ def test_epoch_shuffle_rejects_invalid_permutations():
         epoch_shuffle_surrogates(za, zb, 2, ["plv"], rng=rng, permutations=np.array([[1, 0, 3, 2]]))
     with pytest.raises(ValueError, match="same epochs"):
         epoch_shuffle_surrogates(za, zb[:3], 2, ["plv"], rng=rng)
+
+
+def test_shuffle_plan_draws_derangements_of_all_epochs_within_random_strata():
+    plan = shuffle_plan(100, 50, np.random.default_rng(10))
+    sizes = sorted(members.size for members in plan.strata)
+    assert sizes == [20] * 5  # ceil(100 / 24) = 5 strata of (nearly) equal size
+    np.testing.assert_array_equal(np.sort(np.concatenate(plan.strata)), np.arange(100))
+    assert not np.array_equal(np.concatenate(plan.strata), np.arange(100))  # a random partition
+    perms = plan.permutations
+    assert perms.shape == (50, 100)
+    np.testing.assert_array_equal(np.sort(perms, axis=1), np.tile(np.arange(100), (50, 1)))
+    assert not np.any(perms == np.arange(100))
+    stratum_of = np.empty(100, dtype=int)
+    for k, members in enumerate(plan.strata):
+        stratum_of[members] = k
+    assert np.all(stratum_of[perms] == stratum_of)  # partners come from the same stratum
+    assert len({tuple(p) for p in perms}) == 50
+    single = shuffle_plan(20, 5, np.random.default_rng(11))  # at most STRATUM_EPOCHS: unrestricted
+    assert len(single.strata) == 1
+    with pytest.raises(ValueError, match="at least 8"):
+        shuffle_plan(100, 5, np.random.default_rng(0), stratum_epochs=4)
+    with pytest.raises(ValueError, match="at least 2 epochs"):
+        shuffle_plan(1, 5, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    ("block_elements", "numba_min_elements"),
+    [(4_000_000, 10**12), (50, 10**12), (4_000_000, 0)],
+)
+def test_shuffle_null_equals_brute_force_and_observed_equals_the_real_pairing(
+    monkeypatch, block_elements, numba_min_elements
+):
+    if numba_min_elements == 0:
+        pytest.importorskip("numba")
+    monkeypatch.setattr(surrogates, "_BLOCK_ELEMENTS", block_elements)
+    monkeypatch.setattr(metrics, "_NUMBA_MIN_ELEMENTS", numba_min_elements)
+    rng = np.random.default_rng(12)
+    za, zb = complex_noise(rng, (30, 3, 48)), complex_noise(rng, (30, 4, 48))
+    zb[:, 0] = 0.7 * za[:, 0] + 0.3 * zb[:, 0]
+    za[5, 1] = 0  # flat in one epoch: NaN there, left out of the means
+    plan = shuffle_plan(30, 7, rng, stratum_epochs=8)
+    assert len(plan.strata) == 4
+    result = shuffle_null(za, zb, plan, SUPPORTED_METRICS)
+    real = inter_brain_connectivity(za, zb, SUPPORTED_METRICS, epochs_average=False)
+    for metric in SUPPORTED_METRICS:
+        expected = np.stack([inter_brain_connectivity(za, zb[p], [metric])[metric] for p in plan.permutations])
+        np.testing.assert_allclose(result.null[metric], expected, rtol=0, atol=1e-12, err_msg=metric)
+        np.testing.assert_allclose(result.observed[metric], real[metric], rtol=0, atol=1e-12, err_msg=metric)
+    with pytest.raises(ValueError, match="plan is for 30 epochs"):
+        shuffle_null(za[:29], zb[:29], plan, ["plv"])
+
+
+def test_stratified_null_is_calibrated_on_pure_noise():
+    """The smallest strata allowed (8 epochs) still give z ~ N(0, 1) and ~5 % false positives.
+
+    300 independent dyads of 64 epochs (8 strata), 99 surrogates, PLV and envcorr on the pair
+    mean; false positives Binomial(300, 0.05): mean 15, sd 3.8, bounds about +-3 sd.
+    """
+    rng = np.random.default_rng(13)
+    tested = ["plv", "envcorr"]
+    z_values = {m: [] for m in tested}
+    positives = {m: 0 for m in tested}
+    for _ in range(300):
+        xa = smooth_noise(rng, 2, 64 * 32).reshape(2, 64, 32).transpose(1, 0, 2)
+        xb = smooth_noise(rng, 2, 64 * 32).reshape(2, 64, 32).transpose(1, 0, 2)
+        result = shuffle_null(xa, xb, shuffle_plan(64, 99, rng, stratum_epochs=8), tested)
+        for m in tested:
+            observed = np.nanmean(result.observed[m], axis=0).mean()
+            z, p = surrogate_z_p(observed, result.null[m].mean(axis=(1, 2)))
+            z_values[m].append(float(z))
+            positives[m] += bool(p < 0.05)
+    for m in tested:
+        assert abs(np.mean(z_values[m])) < 0.2, (m, np.mean(z_values[m]))
+        assert 0.8 < np.std(z_values[m]) < 1.25, (m, np.std(z_values[m]))
+        assert 4 <= positives[m] <= 27, (m, positives[m])
 
 
 def test_pure_noise_z_near_zero_and_five_percent_false_positives():
