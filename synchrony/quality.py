@@ -5,6 +5,8 @@ Every threshold is a field of :class:`QualityThresholds`, documented there and i
 
 Channel standard deviations are taken above 1 Hz, from each channel's Welch spectrum (2-s
 segments, mean removed per segment), so electrode offsets and slow drifts do not count as signal.
+The spectrum of a long recording is estimated from at most 180 s of 2-s windows spread evenly over
+it (``SPECTRUM_MAX_WINDOWS``; the report's ``channels.spectrum`` says how many were used).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from scipy import signal
 from synchrony.io import EventMarker, ParticipantEeg
 
 POSTERIOR_PREFIXES = ("O", "PO", "P")
-WELCH_CHANNEL_GROUP = 8
+#: At most this many 2-s Welch windows (180 s of data), spread over the recording, make the
+#: spectrum of a channel (see ``_channels``).
+SPECTRUM_MAX_WINDOWS = 90
 
 
 @dataclass(frozen=True)
@@ -127,46 +131,67 @@ def _timing(p: ParticipantEeg, th: QualityThresholds) -> dict[str, Any]:
     return timing
 
 
+def _spectrum_windows(clean: np.ndarray, nperseg: int) -> tuple[np.ndarray, int]:
+    """Start samples of the Welch windows, and how many windows the recording offers.
+
+    Welch's own grid (windows of ``nperseg`` samples, half overlapping), keeping the windows in
+    which ``clean`` holds throughout (every window when none does), thinned to
+    :data:`SPECTRUM_MAX_WINDOWS` spread evenly over the kept ones.
+    """
+    starts = np.arange(0, clean.size - nperseg + 1, nperseg - nperseg // 2)
+    dirty_before = np.concatenate(([0], np.cumsum(~clean)))
+    whole = dirty_before[starts + nperseg] == dirty_before[starts]
+    if whole.any():
+        starts = starts[whole]
+    available = int(starts.size)
+    if available > SPECTRUM_MAX_WINDOWS:
+        starts = starts[np.linspace(0, available - 1, SPECTRUM_MAX_WINDOWS).round().astype(np.int64)]
+    return starts, available
+
+
 def _channels(p: ParticipantEeg, th: QualityThresholds) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Per-channel checks; also returns the Welch PSD (n_channels, n_freqs) and its frequencies."""
+    """Per-channel checks; also returns the Welch PSD (n_channels, n_freqs) and its frequencies.
+
+    Flat, railed and NaN counts look at every sample. The spectrum (standard deviation above
+    1 Hz, line noise, alpha peak) is Welch's estimate over at most
+    :data:`SPECTRUM_MAX_WINDOWS` 2-s Hann windows (180 s of data) from Welch's usual grid of
+    half-overlapping windows, spread evenly over the whole recording and skipping windows in
+    which a channel that has any data holds NaN. A recording of up to about 3 minutes thus
+    gets plain Welch over every sample; an hour is estimated from windows every ~40 s, which
+    keeps the check to seconds while still seeing a problem that lasts a fair part of it.
+    """
     fs = p.nominal_rate
-    n_channels = p.data.shape[0]
-    nperseg = int(min(p.n_samples, round(2 * fs)))
-    std = np.zeros(n_channels)
+    n_channels, n_samples = p.data.shape
+    nperseg = int(min(n_samples, round(2 * fs)))
     repeat = np.zeros(n_channels)
     railed = np.zeros(n_channels)
     nan_count = np.zeros(n_channels, dtype=np.int64)
-    psd = None
-    freqs = np.zeros(0)
-    # Channels in groups: scipy's Welch loops over segments in Python, so one call per group of
-    # channels (not per channel) keeps a 60-minute recording to seconds; groups bound memory.
-    for first in range(0, n_channels, WELCH_CHANNEL_GROUP):
-        group = slice(first, min(first + WELCH_CHANNEL_GROUP, n_channels))
-        x = p.data[group].astype(np.float64)
-        finite = np.isfinite(x)
-        nan_count[group] = (~finite).sum(axis=1)
-        for row in range(x.shape[0]):
-            c = first + row
-            values = x[row, finite[row]]
-            if values.size == 0:
-                x[row] = 0.0
-                continue
-            if values.size < x.shape[1]:
-                x[row, ~finite[row]] = np.median(values)
-            repeat[c] = float(np.mean(x[row, 1:] == x[row, :-1])) if x.shape[1] > 1 else 1.0
-            lo, hi = values.min(), values.max()
-            railed[c] = float(np.mean((values == lo) | (values == hi))) if hi > lo else 0.0
-        f, pxx = signal.welch(x, fs=fs, nperseg=nperseg, detrend="constant", axis=-1)
-        if psd is None:
-            psd = np.full((n_channels, f.size), np.nan)
-            freqs = f
-        psd[group] = pxx
-        # Standard deviation above 1 Hz, from the spectrum (no filtering pass over the data).
-        std[group] = np.sqrt(np.sum(pxx[:, f >= 1.0], axis=1) * (f[1] - f[0])) if f.size > 1 else x.std(axis=1)
-        std[group][~finite.any(axis=1)] = np.nan
-        del x
-    if psd is None:
-        psd = np.full((n_channels, 1), np.nan)
+    fill = np.zeros(n_channels, dtype=np.float32)  # stands in for NaN: the channel's median (0 if dead)
+    clean = np.ones(n_samples, dtype=bool)  # no NaN in any channel that has data
+    # One channel at a time on the float32 rows: no float64 copy of the recording.
+    for c in range(n_channels):
+        row = p.data[c]
+        finite = np.isfinite(row)
+        nan_count[c] = n_samples - np.count_nonzero(finite)
+        if nan_count[c] == n_samples:
+            continue
+        if nan_count[c]:
+            clean &= finite
+            fill[c] = np.median(row[finite])
+            row = np.where(finite, row, fill[c])
+        repeat[c] = np.count_nonzero(row[1:] == row[:-1]) / (n_samples - 1) if n_samples > 1 else 1.0
+        lo, hi = row.min(), row.max()
+        railed[c] = np.count_nonzero((row == lo) | (row == hi)) / n_samples if hi > lo else 0.0
+    dead = nan_count == n_samples
+    starts, available = _spectrum_windows(clean, nperseg)
+    windows = p.data[:, starts[:, None] + np.arange(nperseg)].astype(np.float64)  # (channels, windows, nperseg)
+    if nan_count.any():  # a dead channel, or NaN in every window: the median stands in
+        windows = np.where(np.isfinite(windows), windows, fill[:, None, None])
+    freqs, psd = signal.welch(windows, fs=fs, nperseg=nperseg, noverlap=0, detrend="constant", axis=-1)
+    psd = psd.mean(axis=1)
+    # Standard deviation above 1 Hz, from the spectrum (no filtering pass over the data).
+    std = np.sqrt(np.sum(psd[:, freqs >= 1.0], axis=1) * (freqs[1] - freqs[0])) if freqs.size > 1 else windows.std(axis=(1, 2))
+    std[dead] = np.nan
     microvolts = p.unit.lower() in ("microvolts", "uv", "µv")
     log_std = np.log(np.where(std > 0, std, np.nan))
     z = _robust_z(log_std)
@@ -187,6 +212,12 @@ def _channels(p: ParticipantEeg, th: QualityThresholds) -> tuple[dict[str, Any],
         "line_frequency_hz": line["frequency"],
         "line_noise_db": [None if not np.isfinite(v) else round(float(v), 2) for v in line["ratio_db"]],
         "line_noise_channels": line_bad,
+        "spectrum": {
+            "window_s": nperseg / fs,
+            "windows": int(starts.size),
+            "available_windows": available,
+            "max_windows": SPECTRUM_MAX_WINDOWS,
+        },
     }
     return channels, freqs, psd
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import signal
 
 from synchrony.io import load_dyad
 from synchrony.quality import QualityThresholds, marker_residuals, participant_quality, recording_overlap
@@ -126,3 +127,39 @@ def test_overlap_of_the_two_recordings():
     assert overlap["overlap_s"] == pytest.approx(70.0, abs=0.01)
     assert overlap["overlap_fraction"] == pytest.approx(70 / 130, abs=0.01)
     assert problems and "overlap for only 70.0 s" in problems[0]
+
+
+def test_short_recording_spectrum_is_welch_over_every_sample():
+    data = _eeg(seconds=60)
+    quality, _ = participant_quality(_participant(data), [])
+    freqs, psd = signal.welch(data.astype(np.float32).astype(np.float64), fs=RATE, nperseg=500, detrend="constant")
+    expected = np.sqrt(psd[:, freqs >= 1.0].sum(axis=1) * (freqs[1] - freqs[0]))
+    assert quality["channels"]["std_uv"] == pytest.approx(expected, abs=1e-4)
+    assert quality["channels"]["spectrum"]["windows"] == quality["channels"]["spectrum"]["available_windows"] == 59
+
+
+def test_long_recording_spectrum_from_windows_spread_over_all_of_it():
+    """30 minutes: the spectrum comes from 90 windows spread over the recording, so mains noise in
+    only the last third, a channel noisy in only the first third and the alpha rhythm are found,
+    and a NaN stretch is skipped rather than counted as a constant."""
+    minutes, n_channels = 30, 8
+    n = int(minutes * 60 * RATE)
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((n_channels, n)) * 10.0
+    t = np.arange(n) / RATE
+    data[4:] += 8 * np.sin(2 * np.pi * 9.5 * t)  # posterior alpha
+    third = n // 3
+    data[1, 2 * third:] += 100 * np.sin(2 * np.pi * 50 * t[2 * third:])  # mains, last third only
+    data[2, :third] *= 20  # noisy, first third only
+    data[3, n // 2:n // 2 + int(12 * 60 * RATE)] = np.nan  # 12 minutes lost
+    labels = ["Fz", "Cz", "C3", "C4", "Pz", "O1", "O2", "Oz"]
+    quality, _ = participant_quality(_participant(data, labels=labels), [])
+    channels = quality["channels"]
+    assert channels["spectrum"]["windows"] == channels["spectrum"]["max_windows"] == 90
+    assert channels["spectrum"]["available_windows"] == pytest.approx((minutes - 12) * 60, abs=2)
+    assert channels["line_noise_channels"] == ["Cz"] and channels["line_frequency_hz"] == 50.0
+    assert "C3" in channels["noisy"]
+    assert quality["alpha_peak_hz"] == pytest.approx(9.5, abs=0.5)
+    # Filling the lost 40 % with a constant would report about 10 * sqrt(0.6) = 7.7.
+    assert channels["std_uv"][3] == pytest.approx(10.0, rel=0.05)
+    assert channels["nan_samples"][3] == int(12 * 60 * RATE)
