@@ -7,11 +7,15 @@ The steps, in order, and why:
    ``NAME=START:END`` specifications (:func:`parse_condition_spec`, :func:`blocks_from_specs`).
    Without either, the whole overlap of the two recordings is one condition, ``recording``.
 2. **Common timeline** (:func:`align_dyad`). Each participant's timestamps (clock-synchronised by
-   pyxdf) are de-jittered by a least-squares line per segment (segments split at gaps and
-   backward jumps), a participant recorded at a higher rate is resampled to the lower rate with
-   :func:`scipy.signal.resample_poly` (anti-aliased), and both are linearly interpolated onto one
-   uniform grid spanning their overlap. Grid samples outside a participant's segments (gaps) or
-   next to NaN are marked invalid.
+   pyxdf) are de-jittered by a least-squares line per segment (segments split at gaps longer
+   than ``gap_samples`` and at backward jumps). Inside a segment, samples lost in shorter holes
+   are counted (:func:`_sample_numbers`: the room in the step, confirmed by a lasting shift of
+   the samples' lateness, so that bursty delivery is not mistaken for loss), the line is fitted
+   on the true sample numbers and the lost samples are NaN. A participant recorded at a higher
+   rate is resampled to the lower rate with :func:`scipy.signal.resample_poly` (anti-aliased),
+   and both are linearly interpolated onto one uniform grid spanning their overlap. Grid samples
+   outside a participant's segments (gaps) or next to NaN (lost samples included) are marked
+   invalid.
 3. **Filtering on the continuous signal, then epoching** (:func:`iter_band_analytic`). Each
    condition block, extended by ``pad`` seconds of real data on both sides, is band-passed for
    every band at once in the frequency domain with the squared magnitude response of a
@@ -54,6 +58,8 @@ DEFAULT_BANDS: dict[str, tuple[float, float]] = {
 }
 WHOLE_RECORDING = "recording"
 FILTER_ORDER = 4
+#: Span (seconds) on each side of a timestamp step over which lost samples are confirmed.
+HOLE_WINDOW_S = 0.1
 
 
 class SegmentationError(ValueError):
@@ -252,10 +258,38 @@ def _segments(timestamps: np.ndarray, gap_limit: float) -> list[tuple[int, int]]
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= 2]
 
 
-def _regular_times(timestamps: np.ndarray) -> tuple[float, float]:
-    """Least-squares ``t = t0 + k * period`` over one segment: (t0, period)."""
-    k = np.arange(timestamps.size, dtype=np.float64)
-    period, t0 = np.polyfit(k, timestamps - timestamps[0], 1)
+def _sample_numbers(timestamps: np.ndarray, period: float, window: int) -> np.ndarray:
+    """Sample number of each timestamp of one segment, counting the samples lost in short holes.
+
+    A step of ``dt`` between two timestamps has room for ``round(dt / period) - 1`` lost samples
+    (jitter below half a period does not change the count). How many were really lost is read
+    from the lateness ``(t - t_first) / period - sample number`` on both sides of the step: its
+    lowest value over up to ``window`` samples before and after (not crossing the neighbouring
+    steps) rises by the number lost. Samples delivered in bursts (stamped late together, then a
+    long step) have the same lowest lateness in every burst and lose nothing; a clock drift is
+    negligible over a window.
+    """
+    n = timestamps.size
+    steps = np.flatnonzero(np.diff(timestamps) > 1.5 * period)  # last sample before each step
+    numbers = np.arange(n)
+    if steps.size == 0:
+        return numbers
+    lateness = (timestamps - timestamps[0]) / period - numbers
+    runs = np.concatenate(([0], steps + 1, [n]))  # samples between consecutive steps
+    offsets = np.arange(window)
+    before = steps[:, None] - offsets
+    before = np.where(before >= runs[:-2, None], lateness[np.maximum(before, 0)], np.inf).min(axis=1)
+    after = steps[:, None] + 1 + offsets
+    after = np.where(after < runs[2:, None], lateness[np.minimum(after, n - 1)], np.inf).min(axis=1)
+    room = np.rint(np.diff(timestamps)[steps] / period) - 1
+    shift = np.zeros(n, dtype=np.int64)
+    shift[steps + 1] = np.clip(np.rint(after - before), 0, room)
+    return numbers + np.cumsum(shift)
+
+
+def _regular_times(timestamps: np.ndarray, numbers: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``t = t0 + k * period`` over one segment, ``k`` the sample numbers: (t0, period)."""
+    period, t0 = np.polyfit(numbers.astype(np.float64), timestamps - timestamps[0], 1)
     return float(t0 + timestamps[0]), float(period)
 
 
@@ -265,9 +299,15 @@ def _on_grid(p: ParticipantEeg, rate: float, grid_start: float, n_grid: int, gap
     grid_t = grid_start + np.arange(n_grid) / rate
     ratio = Fraction(rate / p.nominal_rate).limit_denominator(1000)
     resampled = ratio != 1
+    window = max(8, int(round(HOLE_WINDOW_S * p.nominal_rate)))
     for first, stop in _segments(p.timestamps, gap_samples / p.nominal_rate):
-        t0, period = _regular_times(p.timestamps[first:stop])
+        stamps = p.timestamps[first:stop]
+        numbers = _sample_numbers(stamps, 1.0 / p.nominal_rate, window)
+        t0, period = _regular_times(stamps, numbers)
         values = p.data[:, first:stop]
+        if numbers[-1] + 1 > numbers.size:  # lost samples: NaN in their places
+            values = np.full((values.shape[0], int(numbers[-1]) + 1), np.nan, dtype=values.dtype)
+            values[:, numbers] = p.data[:, first:stop]
         if resampled:
             invalid = ~np.isfinite(values)
             values = np.where(invalid, 0.0, values)

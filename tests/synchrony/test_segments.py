@@ -123,6 +123,38 @@ def test_gaps_and_nans_invalidate_only_the_epochs_near_them():
     assert set(invalid_starts.tolist()) == {8.0, 10.0, 28.0, 30.0}
 
 
+def test_samples_lost_in_a_short_hole_leave_the_rest_at_their_true_times():
+    """10 samples lost mid-recording (below the 25-sample gap limit): the grid samples of the hole
+    are invalid and the data on both sides land at their true times."""
+    rate = 250.0
+    n = int(60 * rate)
+    rng = np.random.default_rng(2)
+    true_t = 20.0 + np.arange(n) / rate
+    tone = lambda t: np.sin(2 * np.pi * 7.0 * t)  # noqa: E731
+    a = _participant("A", tone(true_t)[None, :], rate, t0=20.0)
+    kept = np.r_[0:7500, 7510:n]  # samples 7500-7509 (50.00-50.04 s) lost
+    stamps = true_t[kept] + rng.uniform(-0.1, 0.1, kept.size) / rate  # ordinary jitter
+    b = _participant("B", tone(true_t[kept])[None, :], rate, timestamps=stamps)
+    aligned = seg.align_dyad(a, b)
+    grid_t = aligned.start + np.arange(aligned.n_samples) / rate
+    invalid = np.flatnonzero(~aligned.valid)
+    assert set(range(7500, 7510)) <= set(invalid.tolist()) and invalid.min() >= 7499 and invalid.max() <= 7510
+    for side in (slice(0, 7499), slice(7511, None)):
+        np.testing.assert_allclose(aligned.b[0, side], tone(grid_t[side]), atol=0.01)
+
+
+def test_samples_stamped_in_bursts_are_not_taken_for_lost_ones():
+    """A board delivering 4 samples at once, all stamped on arrival (long steps between bursts)."""
+    rate = 250.0
+    n = int(30 * rate)
+    data = np.random.default_rng(6).standard_normal((2, n))
+    arrival = (np.arange(n) // 4 + 1) * 4 / rate + np.arange(n) * 1e-6  # 16-ms bursts, increasing
+    a = _participant("A", data, rate)
+    b = _participant("B", data, rate, timestamps=arrival)
+    aligned = seg.align_dyad(a, b)
+    assert aligned.valid.all()
+
+
 def test_continuous_filtering_gives_no_spurious_envelope_correlation():
     """Independent white noise: per-block filtering keeps theta envcorr near 0 (HyPyP's per-epoch: 0.18)."""
     rate = 256.0
