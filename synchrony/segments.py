@@ -17,16 +17,20 @@ The steps, in order, and why:
    outside a participant's segments (gaps) or next to NaN (lost samples included) are marked
    invalid.
 3. **Filtering on the continuous signal, then epoching** (:func:`iter_band_analytic`). Each
-   condition block, extended by ``pad`` seconds of real data on both sides, is band-passed for
-   every band at once in the frequency domain with the squared magnitude response of a
-   4th-order Butterworth band-pass (what forward-backward filtering gives: zero phase, -6 dB at
-   the band edges), and turned into the analytic signal (negative frequencies removed). Epochs
-   of ``epoch_length`` seconds are then cut inside the block, non-overlapping, from the block
-   start. Filtering whole blocks avoids the spurious envelope correlation that per-epoch
+   condition block, extended by ``pad`` seconds (at least the filter margin, step 4) of real
+   data on both sides where the recording has them, is band-passed for every band at once in
+   the frequency domain with the squared magnitude response of a 4th-order Butterworth
+   band-pass (what forward-backward filtering gives: zero phase, -6 dB at the band edges), and
+   turned into the analytic signal (negative frequencies removed). Epochs of ``epoch_length``
+   seconds are then cut inside the block, non-overlapping, from the block start. Filtering whole blocks avoids the spurious envelope correlation that per-epoch
    filtering creates (reference: 0.18 in theta between independent signals).
 4. **Artifact rejection** (:func:`reject_epochs`), on the broadband (1 Hz to the highest band
-   edge) signal of both participants together: an epoch is rejected when any of its samples is
-   invalid (gap, NaN, within ``margin`` seconds of one), or when, in either participant, any
+   edge) signal of both participants together: an epoch is rejected when an invalid sample (gap,
+   NaN, lost sample) or the start or end of the recording lies within the filter margin of it
+   (:func:`filter_margin`: the longest time, over the analysis bands and the broadband filter,
+   for the envelope of a filter's impulse response to fall below 1 % of its peak, e.g. 1.28 s
+   for theta 4-7 Hz; the band signals there would carry the discontinuity's ringing, and the
+   FFT filter's circular wrap at the recording's ends), or when, in either participant, any
    channel used for the metrics has an epoch log-variance more than ``z_threshold`` robust
    standard deviations (1.4826 x MAD over the valid epochs of the same condition) above that
    channel's median. Union over participants: bad in either, dropped for both.
@@ -39,6 +43,7 @@ The steps, in order, and why:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -58,6 +63,9 @@ DEFAULT_BANDS: dict[str, tuple[float, float]] = {
 }
 WHOLE_RECORDING = "recording"
 FILTER_ORDER = 4
+#: A discontinuity is felt while the filters' impulse response envelope exceeds this fraction of
+#: its peak (:func:`filter_margin`).
+RINGING_LEVEL = 0.01
 #: Span (seconds) on each side of a timestamp step over which lost samples are confirmed.
 HOLE_WINDOW_S = 0.1
 
@@ -370,16 +378,22 @@ class EpochGrid:
     valid: np.ndarray  # (n_epochs,) bool
 
 
-def plan_epochs(aligned: AlignedDyad, blocks: Sequence[Block], epoch_length: float, margin: float = 0.5) -> list[EpochGrid]:
+def plan_epochs(
+    aligned: AlignedDyad, blocks: Sequence[Block], epoch_length: float, margin: float | None = None
+) -> list[EpochGrid]:
     """Non-overlapping epochs of ``epoch_length`` seconds inside each block (clipped to the grid).
 
     An epoch is invalid when any grid sample within ``margin`` seconds of it is invalid (gap,
-    NaN), because filtering spreads a discontinuity over its neighbourhood.
+    NaN, lost sample) or lies beyond the start or end of the grid, because filtering spreads a
+    discontinuity over its neighbourhood. ``margin`` defaults to :func:`filter_margin` of
+    :data:`DEFAULT_BANDS`.
     """
     n_epoch = int(round(epoch_length * aligned.rate))
     if n_epoch < 4:
         raise SegmentationError(f"Epochs of {epoch_length} s hold fewer than 4 samples at {aligned.rate:g} Hz.")
-    n_margin = int(round(margin * aligned.rate))
+    if margin is None:
+        margin = filter_margin(_default_bands(aligned.rate), aligned.rate)
+    n_margin = int(np.ceil(margin * aligned.rate))
     invalid = np.concatenate(([0], np.cumsum(~aligned.valid)))
     plans = []
     for block in blocks:
@@ -387,9 +401,11 @@ def plan_epochs(aligned: AlignedDyad, blocks: Sequence[Block], epoch_length: flo
         stop = min(aligned.index(block.end), aligned.n_samples)
         n = max((stop - first) // n_epoch, 0)
         starts = first + n_epoch * np.arange(n)
-        lo = np.clip(starts - n_margin, 0, aligned.n_samples)
-        hi = np.clip(starts + n_epoch + n_margin, 0, aligned.n_samples)
-        plans.append(EpochGrid(block, starts.astype(np.int64), (invalid[hi] - invalid[lo]) == 0))
+        lo = starts - n_margin
+        hi = starts + n_epoch + n_margin
+        inside = (lo >= 0) & (hi <= aligned.n_samples)  # the recording's ends are discontinuities too
+        lo, hi = np.clip(lo, 0, aligned.n_samples), np.clip(hi, 0, aligned.n_samples)
+        plans.append(EpochGrid(block, starts.astype(np.int64), inside & ((invalid[hi] - invalid[lo]) == 0)))
     return plans
 
 
@@ -407,6 +423,42 @@ def _band_gain(freqs: np.ndarray, band: tuple[float, float], rate: float) -> np.
     sos = signal.butter(FILTER_ORDER, [low, high], btype="bandpass", fs=rate, output="sos")
     _, response = signal.sosfreqz(sos, worN=freqs, fs=rate)
     return np.abs(response) ** 2
+
+
+@functools.lru_cache(maxsize=64)
+def _ringing(band: tuple[float, float], rate: float) -> float:
+    """Seconds after which the envelope of the band filter's impulse response stays below
+    :data:`RINGING_LEVEL` of its peak (the response is symmetric: as long before)."""
+    low, high = band
+    n = 2 * int(np.ceil(max(8.0, 40.0 / (high - low)) * rate))  # decays long before the window ends
+    freqs = scipy.fft.rfftfreq(n, 1.0 / rate)
+    one_sided = _band_gain(freqs, band, rate) * 2.0
+    one_sided[0] /= 2.0
+    envelope = np.abs(scipy.fft.ifft(one_sided, n=n))[: n // 2]
+    return float((np.flatnonzero(envelope >= RINGING_LEVEL * envelope.max())[-1] + 1) / rate)
+
+
+def filter_margin(bands: dict[str, tuple[float, float]], rate: float) -> float:
+    """How far (seconds) a discontinuity spreads into the band-passed signals.
+
+    The longest time, over ``bands``, for the envelope of the filter's impulse response (the
+    squared-magnitude Butterworth band-pass of :func:`iter_band_analytic`) to fall for good below
+    :data:`RINGING_LEVEL` of its peak. Narrow and low bands ring longest; at 1 % (500 Hz): theta
+    4-7 Hz 1.28 s, alpha 8-12 Hz 0.94 s, beta 13-30 Hz 0.24 s, gamma 30-45 Hz 0.25 s.
+    """
+    return max(_ringing((float(low), float(high)), float(rate)) for low, high in bands.values())
+
+
+def rejection_margin(rate: float, high: float, bands: dict[str, tuple[float, float]] | None = None) -> float:
+    """The margin of :func:`select_epochs` (seconds): :func:`filter_margin` of the analysis
+    ``bands`` (default :data:`DEFAULT_BANDS`) and of the broadband screening filter up to ``high``."""
+    filters = {**(_default_bands(rate) if bands is None else bands), "broadband": _broadband(high, rate)}
+    return filter_margin(filters, rate)
+
+
+def _default_bands(rate: float) -> dict[str, tuple[float, float]]:
+    """:data:`DEFAULT_BANDS` that the data can hold (below 0.45 x the rate)."""
+    return {name: band for name, band in DEFAULT_BANDS.items() if band[1] < 0.45 * rate}
 
 
 def iter_band_analytic(
@@ -474,8 +526,16 @@ def block_analytic(data: np.ndarray, rate: float, bands: dict[str, tuple[float, 
     return dict(iter_band_analytic(data, rate, bands))
 
 
-def _padded_range(aligned: AlignedDyad, plan: EpochGrid, n_epoch: int, pad: float) -> tuple[int, int]:
-    n_pad = int(round(pad * aligned.rate))
+def _broadband(high: float, rate: float) -> tuple[float, float]:
+    """The band of the artifact screening: 1 Hz to ``high`` (below 0.45 x the rate)."""
+    return 1.0, min(high, 0.45 * rate)
+
+
+def _padded_range(
+    aligned: AlignedDyad, plan: EpochGrid, n_epoch: int, pad: float, bands: dict[str, tuple[float, float]]
+) -> tuple[int, int]:
+    """The plan's epochs with ``pad`` seconds (at least the bands' :func:`filter_margin`) on both sides."""
+    n_pad = max(int(round(pad * aligned.rate)), int(np.ceil(filter_margin(bands, aligned.rate) * aligned.rate)))
     first = max(int(plan.starts[0]) - n_pad, 0)
     stop = min(int(plan.starts[-1]) + n_epoch + n_pad, aligned.n_samples)
     return first, stop
@@ -492,12 +552,12 @@ def epoch_log_variance(
         In the order of ``plans`` and their epochs; NaN for invalid epochs.
     """
     n_epoch = int(round(epoch_length * aligned.rate))
-    broadband = {"broadband": (1.0, min(high, 0.45 * aligned.rate))}
+    broadband = {"broadband": _broadband(high, aligned.rate)}
     rows_a, rows_b = [], []
     for plan in plans:
         if plan.starts.size == 0:
             continue
-        first, stop = _padded_range(aligned, plan, n_epoch, pad)
+        first, stop = _padded_range(aligned, plan, n_epoch, pad, broadband)
         for source, rows in ((aligned.a, rows_a), (aligned.b, rows_b)):
             real = block_analytic(source[:, first:stop], aligned.rate, broadband)["broadband"].real
             index = (plan.starts - first)[:, None] + np.arange(n_epoch)[None, :]
@@ -577,8 +637,13 @@ def select_epochs(
     used_a: np.ndarray,
     used_b: np.ndarray,
     reject_z: float = 5.0,
+    *,
+    bands: dict[str, tuple[float, float]] | None = None,
 ) -> tuple[list[EpochGrid], Rejection, list[np.ndarray]]:
     """Plan the epochs of every block and reject artifacts by the union rule within each condition.
+
+    Epochs are invalid within :func:`filter_margin` of invalid samples and of the grid's ends,
+    for the analysis ``bands`` (default :data:`DEFAULT_BANDS`) and the broadband rejection filter.
 
     Returns
     -------
@@ -589,7 +654,7 @@ def select_epochs(
     keep : list of np.ndarray of bool
         ``rejection.keep`` split per plan.
     """
-    plans = plan_epochs(aligned, blocks, epoch_length)
+    plans = plan_epochs(aligned, blocks, epoch_length, rejection_margin(aligned.rate, high, bands))
     logvar_a, logvar_b = epoch_log_variance(aligned, plans, epoch_length, high)
     conditions = np.concatenate([[p.block.condition] * p.starts.size for p in plans] or [[]])
     rejection = reject_epochs(logvar_a, logvar_b, used_a, used_b, reject_z, groups=conditions)
@@ -665,7 +730,7 @@ def condition_epochs(
     for plan, mask in zip(plans, keep):
         if not np.any(mask):
             continue
-        first, stop = _padded_range(aligned, plan, n_epoch, pad)
+        first, stop = _padded_range(aligned, plan, n_epoch, pad, bands)
         block_first = int(plan.starts[0])
         block_stop = int(plan.starts[-1]) + n_epoch
         signals: dict[str, dict[str, np.ndarray]] = {band: {} for band in bands}

@@ -119,8 +119,48 @@ def test_gaps_and_nans_invalidate_only_the_epochs_near_them():
     aligned = seg.align_dyad(a, b)
     plans = seg.plan_epochs(aligned, [seg.Block("all", 0.0, 60.0, "all")], epoch_length=2.0, margin=0.5)
     invalid_starts = plans[0].starts[~plans[0].valid] / rate
-    # NaN at 10.0-10.1 s hits the epoch 10-12 and (with the 0.5-s margin) 8-10; the gap 30-31 s hits 28-30, 30-32.
-    assert set(invalid_starts.tolist()) == {8.0, 10.0, 28.0, 30.0}
+    # NaN at 10.0-10.1 s hits the epoch 10-12 and (with the 0.5-s margin) 8-10; the gap 30-31 s hits 28-30, 30-32;
+    # the recording's start and end are within 0.5 s of the first and last epochs.
+    assert set(invalid_starts.tolist()) == {0.0, 8.0, 10.0, 28.0, 30.0, 58.0}
+
+
+def test_filter_margin_follows_the_filters_ringing():
+    rate = 500.0
+    theta = seg.filter_margin({"theta": (4.0, 7.0)}, rate)
+    assert 1.2 < theta < 1.4  # longer than the former fixed 0.5 s
+    assert seg.filter_margin({"alpha": (8.0, 12.0)}, rate) < theta < seg.filter_margin({"theta": (5.0, 6.0)}, rate)
+    assert seg.filter_margin({"beta": (13.0, 30.0)}, rate) < 0.3
+    assert seg.filter_margin(seg.DEFAULT_BANDS, rate) == theta  # the longest ringing decides
+    # The margin is where the ringing of an impulse (a discontinuity) has died down to 1 %.
+    impulse = np.zeros((1, int(20 * rate)))
+    impulse[0, impulse.size // 2] = 1.0
+    envelope = np.abs(seg.block_analytic(impulse, rate, {"theta": (4.0, 7.0)})["theta"][0])
+    after = envelope[impulse.size // 2 :] / envelope.max()
+    assert after[int(theta * rate) :].max() < 0.01 < after[int(0.5 * rate)]
+
+
+def test_epochs_within_the_theta_filter_margin_of_a_gap_or_the_recording_start_are_rejected():
+    rate = 250.0
+    n = int(60 * rate)
+    rng = np.random.default_rng(8)
+    data = rng.standard_normal((2, n))
+    data[:, int(20.0 * rate) : int(20.1 * rate)] = np.nan  # NaN in both at 20.0-20.1 s
+    a = _participant("A", data, rate)
+    b = _participant("B", rng.standard_normal((2, n)), rate)
+    aligned = seg.align_dyad(a, b)
+    blocks = [
+        seg.Block("early", 0.6, 2.6, "early"),  # 0.6 s after the recording start
+        seg.Block("gap", 20.7, 22.7, "gap"),  # 0.6 s after the gap
+        seg.Block("inside", 40.0, 42.0, "inside"),
+        seg.Block("late", 57.4, 59.4, "late"),  # 0.6 s before the end (59.996 s)
+    ]
+    used = np.ones(2, bool)
+    plans, rejection, keep = seg.select_epochs(aligned, blocks, 2.0, 7.0, used, used, bands={"theta": (4.0, 7.0)})
+    assert [bool(p.valid[0]) for p in plans] == [False, False, True, False]
+    assert rejection.invalid == 3 and [bool(k[0]) for k in keep] == [False, False, True, False]
+    # With the short ringing of beta (and the 1-30 Hz screening filter) 0.6 s is far enough.
+    plans, _, _ = seg.select_epochs(aligned, blocks, 2.0, 30.0, used, used, bands={"beta": (13.0, 30.0)})
+    assert all(p.valid[0] for p in plans)
 
 
 def test_samples_lost_in_a_short_hole_leave_the_rest_at_their_true_times():
