@@ -16,10 +16,10 @@ where only per-session summaries are needed) and produces one versioned report
    pseudo-dyads share everything two people doing the same task share -- task-locked
    entrainment, condition-wide rhythmicity -- but not the interaction, so a real-dyad excess
    is interaction-specific. Tested per condition, band and metric with a label permutation
-   through :func:`synchrony.stats.group_level` (:func:`pooled_group_p`), Benjamini-Hochberg
-   FDR across all of them. The same test against the *carry-over* null (A of one session with
-   B of another session of the same dyad) separates coupling within a session from each
-   person's signal changing over sessions -- the only null when one therapy dyad is followed.
+   (:func:`synchrony.stats.group_level`), Benjamini-Hochberg FDR across all of them. The same
+   test against the *carry-over* null (A of one session with B of another session of the same
+   dyad) separates coupling within a session from each person's signal changing over sessions
+   -- the only null when one therapy dyad is followed.
 3. **Longitudinal view** (:func:`longitudinal`): per participant id, the session values over
    session numbers, split by partner type (the other participant's role: therapist,
    stranger, significant-other...), with a Theil-Sen trend and its confidence interval --
@@ -59,7 +59,6 @@ __all__ = [
     "LayoutMismatchError",
     "SessionEpochs",
     "longitudinal",
-    "pooled_group_p",
     "prepare_session_epochs",
     "real_vs_pseudo",
     "render_group_html",
@@ -91,9 +90,9 @@ ASSUMPTIONS = (
     "missing from the pseudo-dyads and the real-dyad excess is overstated.",
     "Real and pseudo values are computed on the same channel pairs: EEG channels usable (not flat, railed or noisy) "
     "in every recording, per participant label.",
-    "The group test is a label permutation (synchrony.stats.group_level with the real dyads pooled with the "
-    "pseudo-dyads): the real dyads' mean against the means of equally many values drawn from the pool. Pseudo-dyads "
-    "sharing a person are not independent; with few recordings read the p-value with care.",
+    "The group test is a label permutation (synchrony.stats.group_level): the real dyads' mean against the means of "
+    "equally many values drawn from the pool of real and pseudo-dyads. Pseudo-dyads sharing a person are not "
+    "independent; with few recordings read the p-value with care.",
 )
 
 
@@ -420,35 +419,6 @@ def _pair_values(
         return {m: float(np.nanmean(v)) for m, v in values.items()}, n
 
 
-def pooled_group_p(
-    real: np.ndarray, pseudo: np.ndarray, *, n_resamples: int = GROUP_RESAMPLES, rng: np.random.Generator
-) -> float:
-    """One-sided p of "real dyads synchronise more than pseudo-dyads": a label-permutation test.
-
-    :func:`synchrony.stats.group_level` is called with the real dyads *pooled with* the
-    pseudo-dyads as its reference set, so each resample draws ``n_real`` values from everything
-    that is exchangeable under the null (no interaction effect). Drawing from the pseudo-dyads
-    alone gives too narrow a null when there are few recordings: in a simulation with
-    exchangeable Gaussian values it rejected 20 % (3 recordings) and 12 % (4 recordings) of
-    null cases at p < 0.05, the pooled draw 3-6 % (docs/group-analysis.md).
-
-    Parameters
-    ----------
-    real : np.ndarray, shape (n_real,)
-    pseudo : np.ndarray, shape (n_pseudo,)
-    n_resamples : int
-    rng : np.random.Generator
-
-    Returns
-    -------
-    float
-        p in (0, 1]; NaN when the real values are all NaN.
-    """
-    real = np.asarray(real, dtype=np.float64)
-    pooled = np.concatenate([real, np.asarray(pseudo, dtype=np.float64)])
-    return float(stats.group_level(real, pooled, n_resamples=n_resamples, rng=rng).p)
-
-
 def _pseudo_candidates(summaries: list[dict[str, Any]], across_sessions: bool) -> tuple[list[tuple[int, int]], set[int]]:
     """Pseudo-dyad index pairs and the recordings taking part in that null (see :func:`real_vs_pseudo`)."""
     from synchrony.surrogates import pseudo_dyads
@@ -522,7 +492,8 @@ def real_vs_pseudo(
         Use at most this many pseudo-dyads per condition (a random subset), never fewer than
         the number of real dyads.
     n_resamples : int
-        Resamples of :func:`synchrony.stats.group_level`.
+        Resamples of :func:`synchrony.stats.group_level` (which enumerates every split when
+        there are no more).
     rng : np.random.Generator
 
     Returns
@@ -593,7 +564,7 @@ def real_vs_pseudo(
                     "pseudo": pseudo_values.tolist(),
                 }
                 if len(present) >= MIN_TESTED_DYADS:
-                    cell["p"] = pooled_group_p(real_values, pseudo_values, n_resamples=n_resamples, rng=rng)
+                    cell["p"] = float(stats.group_level(real_values, pseudo_values, n_resamples=n_resamples, rng=rng).p)
                     tested.append((condition, band, metric))
                 entry[band][metric] = cell
         conditions[condition] = entry
