@@ -962,7 +962,7 @@ def _real_vs_pseudo_figure(result: dict[str, Any], group: dict[str, Any], metric
     """Per condition (rows) and band (columns): pseudo-dyad values (grey) and real dyads (colour)."""
     from matplotlib.figure import Figure
 
-    from synchrony.report import _e, _png
+    from synchrony.report import html_escape, png_data_uri
 
     conditions = list(group.get("conditions", {})) if group.get("available") else []
     bands = list(result["inputs"]["bands"])
@@ -990,14 +990,14 @@ def _real_vs_pseudo_figure(result: dict[str, Any], group: dict[str, Any], metric
             ax.tick_params(labelsize=7)
         axes[i, 0].set_ylabel(metric, fontsize=8)
     _margins(fig, bottom=0.4, top=0.55)
-    return f"<p class='small'>{_e(metric)}: mean over inter-brain pairs per dyad; bars: means.</p>" + _png(fig)
+    return f"<p class='small'>{html_escape(metric)}: mean over inter-brain pairs per dyad; bars: means.</p>" + png_data_uri(fig)
 
 
 def _longitudinal_figure(result: dict[str, Any], person: str, metric: str) -> str:
     """One participant: value over sessions per condition (rows) and band (columns), one colour per partner type."""
     from matplotlib.figure import Figure
 
-    from synchrony.report import _png
+    from synchrony.report import png_data_uri
 
     entry = result["longitudinal"]["participants"][person]
     by_type = entry["by_partner_type"]
@@ -1030,15 +1030,15 @@ def _longitudinal_figure(result: dict[str, Any], person: str, metric: str) -> st
     axes[-1, 0].set_xlabel(entry["x_axis"], fontsize=8)
     axes[0, 0].set_ylabel(f"{metric} ({result['longitudinal']['value']})", fontsize=8)
     _margins(fig, bottom=0.55, top=0.4)
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def _null_html(result: dict[str, Any], group: dict[str, Any], metric: str) -> str:
     """Table and figure of one real-vs-pseudo section (between dyads or across sessions)."""
-    from synchrony.report import _e, _fmt
+    from synchrony.report import format_number, html_escape
 
     if not group.get("available"):
-        return f"<p>Not computed: {_e(group['reason'])}</p>"
+        return f"<p>Not computed: {html_escape(group['reason'])}</p>"
     rows = []
     for condition, entry in group["conditions"].items():
         for band in result["inputs"]["bands"]:
@@ -1046,15 +1046,15 @@ def _null_html(result: dict[str, Any], group: dict[str, Any], metric: str) -> st
                 cell = entry[band][m]
                 css = " class='sig'" if cell.get("significant") else ""
                 rows.append(
-                    f"<tr{css}><td class='l'>{_e(condition)}</td><td class='l'>{_e(band)}</td><td class='l'>{_e(m)}</td>"
-                    f"<td>{entry['n_real']}</td><td>{entry['n_pseudo']}</td><td>{_fmt(cell['real_mean'])}</td>"
-                    f"<td>{_fmt(cell['pseudo_mean'])}</td><td>{_fmt(cell['difference'])}</td><td>{_fmt(cell['p'])}</td>"
-                    f"<td>{_fmt(cell.get('p_fdr'))}</td></tr>"
+                    f"<tr{css}><td class='l'>{html_escape(condition)}</td><td class='l'>{html_escape(band)}</td><td class='l'>{html_escape(m)}</td>"
+                    f"<td>{entry['n_real']}</td><td>{entry['n_pseudo']}</td><td>{format_number(cell['real_mean'])}</td>"
+                    f"<td>{format_number(cell['pseudo_mean'])}</td><td>{format_number(cell['difference'])}</td><td>{format_number(cell['p'])}</td>"
+                    f"<td>{format_number(cell.get('p_fdr'))}</td></tr>"
                 )
     notes = group.get("notes", []) + group.get("skipped_conditions", [])
     return (
-        "<ul class='small'>" + "".join(f"<li>{_e(a)}</li>" for a in group["assumptions"] + notes) + "</ul>"
-        f"<p class='small'>Channels A: {_e(', '.join(group['channels']['A']))}; B: {_e(', '.join(group['channels']['B']))}. "
+        "<ul class='small'>" + "".join(f"<li>{html_escape(a)}</li>" for a in group["assumptions"] + notes) + "</ul>"
+        f"<p class='small'>Channels A: {html_escape(', '.join(group['channels']['A']))}; B: {html_escape(', '.join(group['channels']['B']))}. "
         "Highlighted: significant after FDR (p_FDR &lt; 0.05).</p>"
         "<table><tr><th class='l'>condition</th><th class='l'>band</th><th class='l'>metric</th><th>real</th><th>pseudo</th>"
         "<th>real mean</th><th>pseudo mean</th><th>difference</th><th>p</th><th>p FDR</th></tr>"
@@ -1066,15 +1066,15 @@ def render_group_html(result: dict[str, Any]) -> str:
     """The group report as one self-contained HTML string (PNG figures inlined as base64)."""
     import matplotlib
 
-    from synchrony.report import _STYLE, _e, _fmt
+    from synchrony.report import REPORT_CSS, format_number, html_escape
 
     matplotlib.use("Agg", force=False)
     metric = _headline_metric(result)
     bands = list(result["inputs"]["bands"])
     sessions_rows = "".join(
-        f"<tr><td>{s['order']}</td><td class='l'>{_e(s['file'])}</td><td>{_fmt(s['session'])}</td><td>{_fmt(s['dyad'])}</td>"
-        + "".join(f"<td class='l'>{_fmt(s['participants'][lab]['id'])} ({_fmt(s['participants'][lab]['role'])})</td>" for lab in ("A", "B"))
-        + f"<td class='l'>{_e(s['kind'])}</td><td class='l'>{_fmt(s['verdict'])}</td></tr>"
+        f"<tr><td>{s['order']}</td><td class='l'>{html_escape(s['file'])}</td><td>{format_number(s['session'])}</td><td>{format_number(s['dyad'])}</td>"
+        + "".join(f"<td class='l'>{format_number(s['participants'][lab]['id'])} ({format_number(s['participants'][lab]['role'])})</td>" for lab in ("A", "B"))
+        + f"<td class='l'>{html_escape(s['kind'])}</td><td class='l'>{format_number(s['verdict'])}</td></tr>"
         for s in result["sessions"]
     )
     group_html = _null_html(result, result["real_vs_pseudo"], metric)
@@ -1090,27 +1090,27 @@ def render_group_html(result: dict[str, Any]) -> str:
                     fit = per_band.get(band, {}).get(metric, {}).get("trend")
                     if fit is None:
                         continue
-                    ci = f"[{_fmt(fit['ci_low'])}, {_fmt(fit['ci_high'])}]" if fit["slope"] is not None else "–"
+                    ci = f"[{format_number(fit['ci_low'])}, {format_number(fit['ci_high'])}]" if fit["slope"] is not None else "–"
                     trend_rows.append(
-                        f"<tr><td class='l'>{_e(partner_type)}</td><td class='l'>{_e(condition)}</td><td class='l'>{_e(band)}</td>"
-                        f"<td>{fit['n']}</td><td>{_fmt(fit['slope'])}</td><td>{ci}</td><td class='l small'>{_e(fit['note'])}</td></tr>"
+                        f"<tr><td class='l'>{html_escape(partner_type)}</td><td class='l'>{html_escape(condition)}</td><td class='l'>{html_escape(band)}</td>"
+                        f"<td>{fit['n']}</td><td>{format_number(fit['slope'])}</td><td>{ci}</td><td class='l small'>{html_escape(fit['note'])}</td></tr>"
                     )
         trend_parts.append(
-            f"<h3>{_e(person)} ({_e(', '.join(entry['roles']))}; {entry['n_sessions']} sessions; x: {_e(entry['x_axis'])})</h3>"
+            f"<h3>{html_escape(person)} ({html_escape(', '.join(entry['roles']))}; {entry['n_sessions']} sessions; x: {html_escape(entry['x_axis'])})</h3>"
             "<table><tr><th class='l'>partner type</th><th class='l'>condition</th><th class='l'>band</th><th>n</th>"
-            f"<th>slope ({_e(metric)}/session)</th><th>{int(TREND_CONFIDENCE * 100)}% CI</th><th class='l'>note</th></tr>"
+            f"<th>slope ({html_escape(metric)}/session)</th><th>{int(TREND_CONFIDENCE * 100)}% CI</th><th class='l'>note</th></tr>"
             + "".join(trend_rows) + "</table>" + _longitudinal_figure(result, person, metric)
         )
     if len(people) > MAX_TREND_FIGURES:
         trend_parts.append(f"<p class='small'>{len(people) - MAX_TREND_FIGURES} more participant(s) in the JSON.</p>")
-    warnings = "".join(f"<li>{_e(w)}</li>" for w in result["warnings"]) or "<li>none</li>"
-    skipped = "".join(f"<li><b>{_e(s['path'])}</b>: {_e(s['error'])}</li>" for s in result["skipped"])
+    warnings = "".join(f"<li>{html_escape(w)}</li>" for w in result["warnings"]) or "<li>none</li>"
+    skipped = "".join(f"<li><b>{html_escape(s['path'])}</b>: {html_escape(s['error'])}</li>" for s in result["skipped"])
     title = f"Group analysis: {len(result['sessions'])} sessions"
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f"<p class='small'>{_e(result['generated_utc'])} · schema {_e(result['schema_version'])} · "
+        f"<title>{html_escape(title)}</title><style>{REPORT_CSS}</style></head><body>",
+        f"<h1>{html_escape(title)}</h1>",
+        f"<p class='small'>{html_escape(result['generated_utc'])} · schema {html_escape(result['schema_version'])} · "
         f"{result['inputs']['n_surrogates']} surrogates per session · seed {result['inputs']['seed']}</p>",
         ("<div class='verdict check'><p><b>Skipped inputs</b></p><ul>" + skipped + "</ul></div>") if skipped else "",
         "<h2>Sessions</h2><table><tr><th>#</th><th class='l'>file</th><th>session</th><th>dyad</th><th class='l'>A</th>"
@@ -1119,10 +1119,10 @@ def render_group_html(result: dict[str, Any]) -> str:
         "<h2>Carry-over control (same dyad, across sessions)</h2>"
         "<p class='small'>A of one session with B of another session of the same dyad: a real-dyad excess is coupling "
         "within the session, not a change of each person's signal over sessions.</p>", carry_html,
-        f"<h2>Longitudinal view ({_e(result['longitudinal']['value_meaning'])})</h2>",
+        f"<h2>Longitudinal view ({html_escape(result['longitudinal']['value_meaning'])})</h2>",
         "".join(trend_parts) or "<p>No participant id appears in two or more sessions.</p>",
         "<h2>Warnings</h2><ul class='warn'>" + warnings + "</ul>",
-        f"<h2>Inputs</h2><pre>{_e(json.dumps(result['inputs'], indent=1))}</pre>",
+        f"<h2>Inputs</h2><pre>{html_escape(json.dumps(result['inputs'], indent=1))}</pre>",
         "</body></html>",
     ]
     return "\n".join(parts)

@@ -18,9 +18,12 @@ import numpy as np
 if TYPE_CHECKING:
     from synchrony.check import ReportFigures
 
+__all__ = ["REPORT_CSS", "format_number", "html_escape", "png_data_uri", "render_html", "write_html"]
+
 HEADLINE_METRICS = ("plv", "accorr", "envcorr", "wpli")
 MAX_TRACE_PANELS = 6  # first block start of the first six conditions
-_STYLE = """
+#: The style sheet of the quick-check and group reports (inlined: the pages load nothing).
+REPORT_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
@@ -34,7 +37,19 @@ img{max-width:100%}
 """
 
 
-def _png(figure: Any) -> str:
+def png_data_uri(figure: Any) -> str:
+    """A matplotlib figure as an ``<img>`` element with the PNG inlined as a base64 data URI.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure
+        Laid out by the caller: saved at 80 dpi as it is.
+
+    Returns
+    -------
+    str
+        ``<img alt="figure" src="data:image/png;base64,...">``.
+    """
     # No bbox_inches="tight" and no tight_layout on the many-panel figures: their text-extent
     # searches cost tens of seconds for 10 conditions x 4 bands; layouts are set by hand.
     buffer = io.BytesIO()
@@ -42,20 +57,23 @@ def _png(figure: Any) -> str:
     return '<img alt="figure" src="data:image/png;base64,' + base64.b64encode(buffer.getvalue()).decode("ascii") + '">'
 
 
-def _e(value: Any) -> str:
+def html_escape(value: Any) -> str:
+    """``str(value)`` escaped for HTML text and attribute values (``&``, ``<``, ``>``, quotes)."""
     return html.escape(str(value))
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def format_number(value: Any, digits: int = 3) -> str:
+    """A table cell's text: a float with ``digits`` significant digits (from 10 000 up rounded
+    to an integer, never in exponent form), ``None`` as an en dash, anything else escaped."""
     if value is None:
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.0f}"
-    return _e(value)
+    return html_escape(value)
 
 
 def _badge(state: str) -> str:
-    return f'<span class="badge b-{_e(state)}">{_e(state.upper())}</span>'
+    return f'<span class="badge b-{html_escape(state)}">{html_escape(state.upper())}</span>'
 
 
 def _quality_table(result: dict[str, Any]) -> str:
@@ -64,13 +82,13 @@ def _quality_table(result: dict[str, Any]) -> str:
         ("Stream", lambda d: d["stream"]),
         ("Participant id / role", lambda d: f"{d['participant'].get('id', '–')} / {d['participant'].get('role', '–')}"),
         ("Samples", lambda d: d["samples"]),
-        ("Duration (s)", lambda d: _fmt(d["duration_s"], 5)),
+        ("Duration (s)", lambda d: format_number(d["duration_s"], 5)),
         ("Nominal / effective rate (Hz)", lambda d: f"{d['nominal_rate_hz']:g} / {d['effective_rate_hz']:.3f}"),
         ("Missing samples (from duration)", lambda d: d["missing_samples"]),
         ("Gaps (largest, s)", lambda d: f"{d['gaps']} ({d['largest_gap_s']:.3f})"),
         ("Backward timestamp jumps", lambda d: d["backward_jumps"]),
-        ("Dropped packets", lambda d: _fmt(d["dropped_packets"])),
-        ("Clock offsets (range, ms)", lambda d: f"{d['clock_offsets']} ({_fmt(d['clock_offset_range_ms'])})"),
+        ("Dropped packets", lambda d: format_number(d["dropped_packets"])),
+        ("Clock offsets (range, ms)", lambda d: f"{d['clock_offsets']} ({format_number(d['clock_offset_range_ms'])})"),
         ("NaN samples", lambda d: d["nan_samples"]),
         ("Channels used / excluded streams", lambda d: f"{d['channels_used']} / {', '.join(d['excluded_channels']) or '–'}"),
         ("Flat channels", lambda d: ", ".join(d["channels"]["flat"]) or "–"),
@@ -80,13 +98,13 @@ def _quality_table(result: dict[str, Any]) -> str:
          if d["channels"]["line_frequency_hz"] else "no mains peak"),
         ("Board vs LSL markers (median / max |.| ms)", lambda d: "no board markers" if not d["marker_residuals"] else
          f"{d['marker_residuals']['matched']}/{d['marker_residuals']['lsl_markers']} matched; "
-         f"{_fmt(d['marker_residuals'].get('median_ms'))} / {_fmt(d['marker_residuals'].get('max_abs_ms'))}"),
-        ("Alpha peak (Hz)", lambda d: _fmt(d["alpha_peak_hz"])),
+         f"{format_number(d['marker_residuals'].get('median_ms'))} / {format_number(d['marker_residuals'].get('max_abs_ms'))}"),
+        ("Alpha peak (Hz)", lambda d: format_number(d["alpha_peak_hz"])),
         ("Verdict", lambda d: _badge(d["verdict"])),
     ]
     body = "".join(
-        f'<tr><th class="l">{_e(name)}</th>'
-        + "".join(f"<td>{cell if name == 'Verdict' else _e(cell)}</td>" for cell in (get(q["A"]), get(q["B"])))
+        f'<tr><th class="l">{html_escape(name)}</th>'
+        + "".join(f"<td>{cell if name == 'Verdict' else html_escape(cell)}</td>" for cell in (get(q["A"]), get(q["B"])))
         + "</tr>"
         for name, get in rows
     )
@@ -104,7 +122,7 @@ def _synchrony_table(result: dict[str, Any]) -> str:
     bands = list(result["inputs"]["bands"])
     metrics = [m for m in HEADLINE_METRICS if m in result["inputs"]["metrics"]] or result["inputs"]["metrics"][:4]
     head = "<tr><th class='l'>condition</th><th>epochs</th><th class='l'>band</th>" + "".join(
-        f"<th>{_e(m)} mean</th><th>{_e(m)} z</th>" for m in metrics
+        f"<th>{html_escape(m)} mean</th><th>{html_escape(m)} z</th>" for m in metrics
     ) + "</tr>"
     rows = []
     for condition, entry in result["conditions"].items():
@@ -113,20 +131,20 @@ def _synchrony_table(result: dict[str, Any]) -> str:
             for metric in metrics:
                 cell = entry[band][metric]
                 cls = " class='sig'" if above_chance(cell) else ""
-                cells += f"<td>{_fmt(cell.get('mean'))}</td><td{cls}>{_fmt(cell.get('z'), 2)}</td>"
-            first = f"<td class='l' rowspan='{len(bands)}'>{_e(condition)}</td><td rowspan='{len(bands)}'>{entry['n_epochs']}</td>" if i == 0 else ""
-            rows.append(f"<tr>{first}<td class='l'>{_e(band)}</td>{cells}</tr>")
+                cells += f"<td>{format_number(cell.get('mean'))}</td><td{cls}>{format_number(cell.get('z'), 2)}</td>"
+            first = f"<td class='l' rowspan='{len(bands)}'>{html_escape(condition)}</td><td rowspan='{len(bands)}'>{entry['n_epochs']}</td>" if i == 0 else ""
+            rows.append(f"<tr>{first}<td class='l'>{html_escape(band)}</td>{cells}</tr>")
     return "<table>" + head + "".join(rows) + "</table>"
 
 
 def _epochs_table(result: dict[str, Any]) -> str:
     rows = "".join(
-        f"<tr><td class='l'>{_e(c)}</td><td>{e['planned']}</td><td>{e['invalid_data']}</td><td>{e['rejected_artifacts']}</td><td>{e['used']}</td></tr>"
+        f"<tr><td class='l'>{html_escape(c)}</td><td>{e['planned']}</td><td>{e['invalid_data']}</td><td>{e['rejected_artifacts']}</td><td>{e['used']}</td></tr>"
         for c, e in result["segmentation"]["epochs"].items()
     )
     return (
         "<table><tr><th class='l'>condition</th><th>planned</th><th>invalid data</th><th>artifacts</th><th>used</th></tr>"
-        + rows + "</table>" + f"<p class='small'>Rejection: {_e(result['segmentation']['rejection']['rule'])}.</p>"
+        + rows + "</table>" + f"<p class='small'>Rejection: {html_escape(result['segmentation']['rejection']['rule'])}.</p>"
     )
 
 
@@ -136,18 +154,18 @@ def _contrast_table(result: dict[str, Any]) -> str:
         return "<p>No rest/baseline condition: no contrasts.</p>"
     note = ("<p class='small'>Difference of the per-epoch means over pairs (each minus its own surrogate mean when "
             f"available) and two-sided permutation p ({result['contrasts']['n_permutations']} epoch-label exchanges), "
-            f"against {_e(result['contrasts']['baseline'])}.</p>")
+            f"against {html_escape(result['contrasts']['baseline'])}.</p>")
     bands = list(result["inputs"]["bands"])
     metrics = [m for m in HEADLINE_METRICS if m in result["inputs"]["metrics"]]
-    head = "<tr><th class='l'>contrast</th><th class='l'>band</th>" + "".join(f"<th>Δ {_e(m)}</th><th>p {_e(m)}</th>" for m in metrics) + "</tr>"
+    head = "<tr><th class='l'>contrast</th><th class='l'>band</th>" + "".join(f"<th>Δ {html_escape(m)}</th><th>p {html_escape(m)}</th>" for m in metrics) + "</tr>"
     rows = []
     for name, per_band in contrasts.items():
         for band in bands:
             cells = "".join(
-                f"<td>{_fmt(per_band[band][m]['difference'])}</td>"
-                f"<td{' class=sig' if (per_band[band][m]['p'] or 1) < 0.05 else ''}>{_fmt(per_band[band][m]['p'], 2)}</td>" for m in metrics
+                f"<td>{format_number(per_band[band][m]['difference'])}</td>"
+                f"<td{' class=sig' if (per_band[band][m]['p'] or 1) < 0.05 else ''}>{format_number(per_band[band][m]['p'], 2)}</td>" for m in metrics
             )
-            rows.append(f"<tr><td class='l'>{_e(name)}</td><td class='l'>{_e(band)}</td>{cells}</tr>")
+            rows.append(f"<tr><td class='l'>{html_escape(name)}</td><td class='l'>{html_escape(band)}</td>{cells}</tr>")
     return note + "<table>" + head + "".join(rows) + "</table>"
 
 
@@ -180,7 +198,7 @@ def _traces_figure(figures: "ReportFigures") -> str:
         ax.set_xlim(t[0], t[-1])
     axes[-1].set_xlabel("time from block start (s); 1-40 Hz")
     fig.subplots_adjust(left=0.08, right=0.99, bottom=0.6 / fig.get_figheight(), top=1 - 0.3 / fig.get_figheight(), hspace=0.45)
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def _matrices_figure(result: dict[str, Any], metric: str) -> str:
@@ -224,7 +242,7 @@ def _matrices_figure(result: dict[str, Any], metric: str) -> str:
         spine.set_visible(False)
     cax = fig.add_axes((0.86, 0.3, 0.02, 0.4))
     fig.colorbar(image, cax=cax, label=metric)
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def _nulls_figure(result: dict[str, Any], figures: "ReportFigures", metric: str) -> str:
@@ -253,7 +271,7 @@ def _nulls_figure(result: dict[str, Any], figures: "ReportFigures", metric: str)
         ax.set_yticks(range(len(conditions)), conditions)
         ax.set_ylim(len(conditions) - 0.5, -0.5)
     fig.suptitle(f"{metric}: surrogate null of the mean over pairs (box 25-75 %, whiskers 2.5-97.5 %) and observed mean (red)", fontsize=9)
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def render_html(result: dict[str, Any], figures: "ReportFigures") -> str:
@@ -265,27 +283,27 @@ def render_html(result: dict[str, Any], figures: "ReportFigures") -> str:
     overall = "ok" if verdict["data_quality"] == "ok" and verdict["timing"] != "check" else "check"
     detected = verdict["synchrony_above_chance"]
     sync_line = (
-        "Synchrony above chance in: <b>" + ", ".join(f"{_e(d['condition'])} / {_e(d['band'])} (z {d['z']:.1f})" for d in detected) + "</b>"
+        "Synchrony above chance in: <b>" + ", ".join(f"{html_escape(d['condition'])} / {html_escape(d['band'])} (z {d['z']:.1f})" for d in detected) + "</b>"
         if detected else "No condition and band with synchrony above chance."
     )
-    warnings = "".join(f"<li>{_e(w)}</li>" for w in result["warnings"]) or "<li>none</li>"
+    warnings = "".join(f"<li>{html_escape(w)}</li>" for w in result["warnings"]) or "<li>none</li>"
     participants = result["participants"]
     title = f"Quick-check: {result['file']['name']}"
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f"<p class='small'>{_e(result['generated_utc'])} · schema {_e(result['schema_version'])} · "
-        f"A = {_e(participants['A']['stream'])}, B = {_e(participants['B']['stream'])}</p>",
+        f"<title>{html_escape(title)}</title><style>{REPORT_CSS}</style></head><body>",
+        f"<h1>{html_escape(title)}</h1>",
+        f"<p class='small'>{html_escape(result['generated_utc'])} · schema {html_escape(result['schema_version'])} · "
+        f"A = {html_escape(participants['A']['stream'])}, B = {html_escape(participants['B']['stream'])}</p>",
         f"<div class='verdict {overall}'><p>Data quality {_badge(verdict['data_quality'])} &nbsp; Timing {_badge(verdict['timing'])}"
         f" &nbsp; {len(result['warnings'])} warning(s)</p><p>{sync_line}</p><ul>"
-        + "".join(f"<li>{_e(line)}</li>" for line in verdict["summary"]) + "</ul>"
-        f"<p class='small'>Rule: {_e(verdict['rule'])}.</p></div>",
+        + "".join(f"<li>{html_escape(line)}</li>" for line in verdict["summary"]) + "</ul>"
+        f"<p class='small'>Rule: {html_escape(verdict['rule'])}.</p></div>",
         "<h2>Warnings</h2><ul class='warn'>" + warnings + "</ul>",
         "<h2>Synchrony per condition and band</h2>",
-        f"<p class='small'>Surrogates: {result['inputs']['n_surrogates']} × {_e(result['inputs']['surrogate'])}; "
+        f"<p class='small'>Surrogates: {result['inputs']['n_surrogates']} × {html_escape(result['inputs']['surrogate'])}; "
         "z of the mean over inter-brain pairs against the surrogate distribution of that mean. Highlighted: "
-        f"{_e(verdict['rule'])}.</p>",
+        f"{html_escape(verdict['rule'])}.</p>",
         _synchrony_table(result),
         "<h2>Condition contrasts</h2>",
         _contrast_table(result),
@@ -303,7 +321,7 @@ def render_html(result: dict[str, Any], figures: "ReportFigures") -> str:
         "<h2>Surrogate distributions</h2>",
         _nulls_figure(result, figures, "plv"),
         "<h2>Inputs and versions</h2>",
-        f"<pre>{_e(_pretty({'inputs': result['inputs'], 'versions': result['versions'], 'alignment': result['alignment'], 'timing_s': result['timing_s']}))}</pre>",
+        f"<pre>{html_escape(_pretty({'inputs': result['inputs'], 'versions': result['versions'], 'alignment': result['alignment'], 'timing_s': result['timing_s']}))}</pre>",
         "</body></html>",
     ]
     return "\n".join(parts)
