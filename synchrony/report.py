@@ -22,6 +22,8 @@ __all__ = ["REPORT_CSS", "format_number", "html_escape", "png_data_uri", "render
 
 HEADLINE_METRICS = ("plv", "accorr", "envcorr", "wpli")
 MAX_TRACE_PANELS = 6  # first block start of the first six conditions
+#: Contrasts with a Benjamini-Hochberg adjusted p at or below this are highlighted.
+CONTRAST_FDR_ALPHA = 0.05
 #: The style sheet of the quick-check and group reports (inlined: the pages load nothing).
 REPORT_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -149,22 +151,34 @@ def _epochs_table(result: dict[str, Any]) -> str:
 
 
 def _contrast_table(result: dict[str, Any]) -> str:
-    contrasts = {k: v for k, v in result["contrasts"].items() if k not in ("baseline", "n_permutations")}
+    contrasts = {k: v for k, v in result["contrasts"].items() if isinstance(v, dict)}  # besides the settings
     if not contrasts:
         return "<p>No rest/baseline condition: no contrasts.</p>"
-    note = ("<p class='small'>Difference of the per-epoch means over pairs (each minus its own surrogate mean when "
-            f"available) and two-sided permutation p ({result['contrasts']['n_permutations']} epoch-label exchanges), "
-            f"against {html_escape(result['contrasts']['baseline'])}.</p>")
+    info = result["contrasts"]
+    note = (
+        "<p class='small'>Δ: difference of the per-epoch means over pairs against "
+        f"{html_escape(info['baseline'])} (each minus its own surrogate mean when available). p: two-sided "
+        f"permutation p ({info['n_permutations']} exchanges of runs of {info['run_length_epochs']} consecutive "
+        "epochs between the two conditions), uncorrected. p FDR: Benjamini–Hochberg adjusted over all contrasts "
+        f"and bands of the metric. Highlighted: p FDR ≤ {CONTRAST_FDR_ALPHA:g}.</p>"
+    )
     bands = list(result["inputs"]["bands"])
     metrics = [m for m in HEADLINE_METRICS if m in result["inputs"]["metrics"]]
-    head = "<tr><th class='l'>contrast</th><th class='l'>band</th>" + "".join(f"<th>Δ {html_escape(m)}</th><th>p {html_escape(m)}</th>" for m in metrics) + "</tr>"
+    head = "<tr><th class='l'>contrast</th><th class='l'>band</th>" + "".join(
+        f"<th>Δ {html_escape(m)}</th><th>p {html_escape(m)} (uncorr.)</th><th>p FDR {html_escape(m)}</th>" for m in metrics
+    ) + "</tr>"
     rows = []
     for name, per_band in contrasts.items():
         for band in bands:
-            cells = "".join(
-                f"<td>{format_number(per_band[band][m]['difference'])}</td>"
-                f"<td{' class=sig' if (per_band[band][m]['p'] or 1) < 0.05 else ''}>{format_number(per_band[band][m]['p'], 2)}</td>" for m in metrics
-            )
+            cells = ""
+            for m in metrics:
+                cell = per_band[band][m]
+                p_fdr = cell.get("p_fdr")
+                significant = p_fdr is not None and p_fdr <= CONTRAST_FDR_ALPHA
+                cells += (
+                    f"<td>{format_number(cell['difference'])}</td><td>{format_number(cell['p'], 2)}</td>"
+                    f"<td{' class=sig' if significant else ''}>{format_number(p_fdr, 2)}</td>"
+                )
             rows.append(f"<tr><td class='l'>{html_escape(name)}</td><td class='l'>{html_escape(band)}</td>{cells}</tr>")
     return note + "<table>" + head + "".join(rows) + "</table>"
 
