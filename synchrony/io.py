@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,6 +31,9 @@ logger = logging.getLogger(__name__)
 MARKER_CHANNEL_LABELS = ("marker", "markers", "trigger", "triggers", "stim")
 #: Channel labels (lower case) recognised as a packet counter (BrainFlow ``package_num``).
 PACKAGE_CHANNEL_LABELS = ("package_num", "package", "packet", "packet_num", "counter", "sample_counter")
+#: Files from this size on have their EEG streams read by worker processes, in parallel (below it,
+#: starting the workers costs more than it saves).
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 
 
 class XdfLoadError(ValueError):
@@ -300,7 +307,9 @@ def _pick_eeg_streams(
     return [("A", eeg_streams[0]), ("B", eeg_streams[1])]
 
 
-def _participant(label: str, stream: dict) -> ParticipantEeg:
+def _participant(label: str, stream: dict, samples_file: Path | None = None) -> ParticipantEeg:
+    """The participant's EEG from a pyxdf stream. With ``samples_file``, the EEG samples are
+    written there as ``.npy`` (float32, channels x samples) instead, ``data`` left empty."""
     info = stream["info"]
     name = _text(info, "name")
     values = np.asarray(stream["time_series"])
@@ -328,6 +337,13 @@ def _participant(label: str, stream: dict) -> ParticipantEeg:
     if not eeg_index:
         raise XdfLoadError(f"Participant {label}'s stream {_identity(stream)} holds no EEG channel (only marker/counter channels).")
     excluded = [channels[i]["label"] for i in range(values.shape[1]) if i not in eeg_index]
+    consecutive = eeg_index == list(range(eeg_index[0], eeg_index[-1] + 1))
+    samples = values.T[eeg_index[0]:eeg_index[-1] + 1] if consecutive else values.T[eeg_index]  # a view if consecutive
+    if samples_file is None:
+        data = np.ascontiguousarray(samples, dtype=np.float32)
+    else:
+        _save_rows(samples_file, samples.astype(np.float32, copy=False))
+        data = np.zeros((len(eeg_index), 0), dtype=np.float32)
     units = {channels[i]["unit"] for i in eeg_index} - {""}
     footer = stream.get("footer", {}).get("info") if isinstance(stream.get("footer"), dict) else None
     footer_count = _text(footer, "sample_count") if footer is not None else ""
@@ -338,7 +354,7 @@ def _participant(label: str, stream: dict) -> ParticipantEeg:
         participant=_subsection(_desc(info), "participant"),
         nominal_rate=float(_text(info, "nominal_srate") or 0.0),
         channel_labels=[channels[i]["label"] for i in eeg_index],
-        data=np.ascontiguousarray(values[:, eeg_index].T, dtype=np.float32),
+        data=data,
         timestamps=timestamps,
         unit=units.pop() if len(units) == 1 else ("mixed" if units else "unknown"),
         board_markers=None if marker_index is None else np.asarray(values[:, marker_index], dtype=np.float64),
@@ -348,6 +364,16 @@ def _participant(label: str, stream: dict) -> ParticipantEeg:
         footer_sample_count=int(float(footer_count)) if footer_count else None,
         excluded_channels=excluded,
     )
+
+
+def _save_rows(path: Path, samples: np.ndarray, rows: int = 4) -> None:
+    """``np.save`` of a strided (channels, samples) view of pyxdf's (samples, channels) array,
+    ``rows`` channels at a time: ``np.save`` itself writes such a view value by value (slow) and
+    a contiguous copy of it all would hold the samples twice."""
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, np.lib.format.header_data_from_array_1_0(samples))
+        for first in range(0, samples.shape[0], rows):
+            np.ascontiguousarray(samples[first:first + rows]).tofile(handle)
 
 
 def _events(stream: dict) -> list[EventMarker]:
@@ -367,13 +393,17 @@ def _events(stream: dict) -> list[EventMarker]:
     return events
 
 
-def _read_streams(path: Path, selection: list[int] | None) -> tuple[list[dict], Any]:
+def _read_streams(path: Path, selection: list[int] | None) -> tuple[list[dict], Any, list[str]]:
     """pyxdf.load_xdf with clock synchronisation, without de-jittering (the quality check must
-    see the recorded timestamps; synchrony.segments builds the analysis timeline)."""
+    see the recorded timestamps; synchrony.segments builds the analysis timeline); also returns
+    the problems pyxdf logged (it reports corruption and carries on)."""
     import pyxdf
 
+    problems = _PyxdfProblems()
+    pyxdf_logger = logging.getLogger("pyxdf")
+    pyxdf_logger.addHandler(problems)
     try:
-        return pyxdf.load_xdf(
+        streams, header = pyxdf.load_xdf(
             str(path), select_streams=selection, synchronize_clocks=True, handle_clock_resets=True,
             dejitter_timestamps=False,
         )
@@ -382,16 +412,70 @@ def _read_streams(path: Path, selection: list[int] | None) -> tuple[list[dict], 
             f"{path} could not be read as XDF ({type(error).__name__}: {error}). The file may be truncated "
             f"or not an XDF recording; `dyadlab inspect {path}` shows which chunk is damaged."
         ) from error
+    finally:
+        pyxdf_logger.removeHandler(problems)
+    return streams, header, problems.messages
 
 
-def _read_selected(path: Path, eeg: Sequence[str] | None) -> tuple[list[dict], Any]:
-    """The streams the check needs, each EEG stream read in its own pass.
+def _read_eeg_stream(path: Path, stream_id: int, spill: Path | None = None) -> tuple[list[dict], Any, list[str]]:
+    """One EEG stream read in its own pyxdf pass and converted at once (see :func:`_convert`):
+    what it returns holds the stream's :class:`ParticipantEeg`, never pyxdf's chunks.
+
+    A worker process passes the folder ``spill``: the EEG samples go back through an ``.npy``
+    file there (``stream["samples_file"]``) rather than in the pickled result, which would hold
+    them twice more in the worker and once more in the parent.
+    """
+    streams, header, problems = _read_streams(path, [stream_id])
+    for stream in streams:
+        _convert(stream, None if spill is None else spill / f"stream-{stream_id}.npy")
+    return streams, header, problems
+
+
+def _worker_context() -> Any:
+    """Start method of the reading workers: ``forkserver`` where there is one, else ``spawn``.
+
+    Not ``fork``: the session runner checks a recording from a process with recorder and LSL
+    threads running, and a forked child inherits their locks in whatever state they are. The fork
+    server is a fresh single-threaded process that forks the workers.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _read_eeg_streams(path: Path, stream_ids: list[int]) -> list[tuple[list[dict], Any, list[str]]]:
+    """:func:`_read_eeg_stream` for each stream: in parallel worker processes for a large file
+    (pyxdf parses samples in Python, one core per stream), else, or when workers cannot be
+    started, one after the other here. A worker's :class:`XdfLoadError` is raised as is."""
+    workers = min(len(stream_ids), multiprocessing.cpu_count())
+    if workers > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES and not multiprocessing.current_process().daemon:
+        try:
+            with tempfile.TemporaryDirectory(prefix="dyadlab-xdf-") as spill:
+                passes = []
+                with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
+                    for streams, header, problems in pool.map(
+                        _read_eeg_stream, [path] * len(stream_ids), stream_ids, [Path(spill)] * len(stream_ids)
+                    ):
+                        for stream in streams:
+                            if "samples_file" in stream:
+                                stream["participant"].data = np.load(stream["samples_file"])
+                                stream.pop("samples_file").unlink()  # frees a memory-backed temporary folder at once
+                        passes.append((streams, header, problems))
+            return passes
+        except (OSError, ImportError, BrokenProcessPool) as error:  # no semaphores, no processes, a worker killed
+            logger.warning("reading the EEG streams in worker processes failed (%s: %s); reading them here, "
+                           "one after the other", type(error).__name__, error)
+    return [_read_eeg_stream(path, stream_id) for stream_id in stream_ids]
+
+
+def _read_selected(path: Path, eeg: Sequence[str] | None) -> tuple[list[dict], Any, list[str]]:
+    """The streams the check needs, each EEG stream read in its own pass, and pyxdf's problems.
 
     pyxdf holds every chunk of every stream it reads at once (about 4 x the file for a
-    60-minute dyad), so EEG streams are read one at a time and converted to
-    :class:`ParticipantEeg` straight away (``stream["participant"]``, ``time_series`` dropped);
-    string streams are read together; other streams (AUX...) are only listed. A file whose
-    structure pyxdf cannot index is read in one pass, which scans past damaged chunks.
+    60-minute dyad), so each EEG stream is read in its own pass, in a worker process for a large
+    file (:func:`_read_eeg_streams`), and converted to :class:`ParticipantEeg` straight away
+    (``stream["participant"]``, ``time_series`` dropped); string streams are read together;
+    other streams (AUX...) are only listed. A file whose structure pyxdf cannot index is read in
+    one pass, which scans past damaged chunks.
     """
     import pyxdf
 
@@ -400,11 +484,11 @@ def _read_selected(path: Path, eeg: Sequence[str] | None) -> tuple[list[dict], A
     except Exception:  # noqa: BLE001 - damaged structure: fall back to one full pass
         index = None
     if index is None:
-        streams, header = _read_streams(path, None)
+        streams, header, problems = _read_streams(path, None)
         for stream in streams:
             if _stream_kind(stream) == "eeg" or _named(stream["info"], eeg):
                 _convert(stream)
-        return streams, header
+        return streams, header, problems
     wanted_eeg, wanted_events, listed = [], [], []
     for info in index:
         flat = {key: [str(value) if value is not None else ""] for key, value in info.items()}
@@ -417,28 +501,30 @@ def _read_selected(path: Path, eeg: Sequence[str] | None) -> tuple[list[dict], A
             listed.append({"info": flat, "time_series": np.zeros((0, 0)), "time_stamps": np.zeros(0), "footer": {}})
     streams: list[dict] = []
     header: Any = {}
+    problems: list[str] = []
     if wanted_events:
-        streams, header = _read_streams(path, wanted_events)
-    for stream_id in wanted_eeg:
-        loaded, header = _read_streams(path, [stream_id])
-        for stream in loaded:
-            _convert(stream)
-            streams.append(stream)
+        streams, header, problems = _read_streams(path, wanted_events)
+    for loaded, header, pass_problems in _read_eeg_streams(path, wanted_eeg):
+        streams += loaded
+        problems += pass_problems
     if not index and not streams:
-        streams, header = _read_streams(path, None)
+        streams, header, problems = _read_streams(path, None)
     order = {info["stream_id"]: position for position, info in enumerate(index)}
     streams.sort(key=lambda s: order.get(s["info"].get("stream_id"), len(order)))
-    return streams + listed, header
+    return streams + listed, header, problems
 
 
 def _named(info: dict, eeg: Sequence[str] | None) -> bool:
     return bool(eeg) and (_text(info, "name") in eeg or _text(info, "source_id") in eeg)
 
 
-def _convert(stream: dict) -> None:
-    """Replace a pyxdf EEG stream's samples by its :class:`ParticipantEeg` (label set later)."""
+def _convert(stream: dict, samples_file: Path | None = None) -> None:
+    """Replace a pyxdf EEG stream's samples by its :class:`ParticipantEeg` (label set later);
+    with ``samples_file``, its EEG samples are written there (``stream["samples_file"]``)."""
     try:
-        stream["participant"] = _participant("?", stream)
+        stream["participant"] = _participant("?", stream, samples_file)
+        if samples_file is not None:
+            stream["samples_file"] = samples_file
     except XdfLoadError as error:
         stream["participant"] = error  # raised only if this stream is picked
     stream["time_series"] = None
@@ -474,28 +560,29 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
     ------
     XdfLoadError
         The file is missing, not XDF, unreadable, or does not hold two EEG streams with samples.
+
+    Notes
+    -----
+    The EEG streams of a file of :data:`PARALLEL_MIN_BYTES` or more are read in parallel by
+    worker processes (started by a fork server, or spawned), each its own pyxdf pass; the file
+    is read here when workers cannot be started. As with any use of :mod:`multiprocessing`, a
+    script that calls this should keep its top-level code under ``if __name__ == "__main__":``.
     """
 
     path = Path(path)
     if not path.is_file():
         raise XdfLoadError(f"No such file: {path}")
-    problems = _PyxdfProblems()
-    pyxdf_logger = logging.getLogger("pyxdf")
-    pyxdf_logger.addHandler(problems)
     started = time.perf_counter()
-    try:
-        streams, header = _read_selected(path, eeg)
-    finally:
-        pyxdf_logger.removeHandler(problems)
+    streams, header, problems = _read_selected(path, eeg)
     load_seconds = time.perf_counter() - started
     logger.debug("read %s in %.2f s", path, load_seconds)
 
     warnings: list[str] = []
     file_problems: list[str] = []  # damage or loss in the file itself (also listed in warnings)
-    if problems.messages:
-        unique = list(dict.fromkeys(problems.messages))
+    if problems:
+        unique = list(dict.fromkeys(problems))
         file_problems.append(
-            f"pyxdf reported {len(problems.messages)} problem(s) reading the file, data may be missing: "
+            f"pyxdf reported {len(problems)} problem(s) reading the file, data may be missing: "
             + "; ".join(m.rstrip(". ") for m in unique[:5])
             + f". Run `dyadlab inspect {path.name}` for a chunk-by-chunk check."
         )

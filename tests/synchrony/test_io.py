@@ -14,6 +14,7 @@ import pylsl
 import pytest
 
 from acquisition.xdf import XdfWriter
+from synchrony import io
 from synchrony.io import XdfLoadError, load_dyad
 from tests.synchrony.xdf_fixtures import DyadSpec, write_dyad_xdf
 
@@ -116,6 +117,83 @@ def test_file_cut_inside_the_header_or_not_xdf_is_a_clear_error(tmp_path):
         load_dyad(text)
     with pytest.raises(XdfLoadError, match="No such file"):
         load_dyad(tmp_path / "missing.xdf")
+
+
+@pytest.fixture
+def parent_passes(monkeypatch):
+    """The stream selections of the pyxdf passes made in this process (not in workers)."""
+    selections = []
+    read = io._read_streams
+
+    def recorded(path, selection):
+        selections.append(selection)
+        return read(path, selection)
+
+    monkeypatch.setattr(io, "_read_streams", recorded)
+    return selections
+
+
+def _load_both_ways(monkeypatch, path):
+    """load_dyad of a small file as it is (here, stream after stream), then with its EEG streams
+    read in worker processes as a large file's are."""
+    here = load_dyad(path)
+    monkeypatch.setattr(io, "PARALLEL_MIN_BYTES", 0)
+    return here, load_dyad(path)
+
+
+def test_eeg_streams_read_in_worker_processes_give_the_same_recording(tmp_path, monkeypatch, parent_passes):
+    path = write_dyad_xdf(tmp_path / "ours.xdf", DyadSpec(blocks=SHORT, nan_b=(2.0, 3.0)))
+    here, workers = _load_both_ways(monkeypatch, path)
+    assert parent_passes == [[3], [1], [2], [3]]  # the second load read only the markers here
+    for mine, theirs in zip(here.participants, workers.participants):
+        assert theirs.data.dtype == np.float32 and theirs.data.flags.c_contiguous
+        np.testing.assert_array_equal(theirs.data, mine.data)  # NaN where B's are
+        np.testing.assert_array_equal(theirs.timestamps, mine.timestamps)
+        np.testing.assert_array_equal(theirs.board_markers, mine.board_markers)
+        np.testing.assert_array_equal(theirs.clock_values, mine.clock_values)
+        assert (theirs.label, theirs.channel_labels, theirs.excluded_channels, theirs.footer_sample_count) == (
+            mine.label, mine.channel_labels, mine.excluded_channels, mine.footer_sample_count)
+    assert [m.text for m in workers.markers] == [m.text for m in here.markers]
+    assert workers.warnings == here.warnings == []
+
+
+def test_damage_found_by_a_worker_is_reported(tmp_path, monkeypatch):
+    # Cut inside B's footer: pyxdf reports it while reading B's stream, in a worker.
+    path = write_dyad_xdf(tmp_path / "cut.xdf", DyadSpec(blocks=SHORT, truncate_bytes=3000))
+    here, workers = _load_both_ways(monkeypatch, path)
+    assert any("corruption" in problem for problem in here.file_problems)
+    assert workers.file_problems == here.file_problems
+
+
+def test_a_workers_load_error_is_the_same_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "silent.xdf"
+    with XdfWriter(path) as writer:
+        for stream_id, samples in ((1, 200), (2, 0)):
+            info = pylsl.StreamInfo(f"amp{stream_id}", "EEG", 2, 100.0, "float32", f"amp-{stream_id}")
+            writer.add_stream(stream_id, info.as_xml())
+            if samples:
+                writer.write_samples(stream_id, 100 + np.arange(samples) / 100.0, np.zeros((samples, 2), np.float32))
+            writer.write_clock_offset(stream_id, 100.0, 0.0)
+            writer.write_footer(stream_id)
+    messages = []
+    for minimum in (io.PARALLEL_MIN_BYTES, 0):
+        monkeypatch.setattr(io, "PARALLEL_MIN_BYTES", minimum)
+        with pytest.raises(XdfLoadError, match="Participant B's EEG stream 'amp2'.*holds no samples") as info:
+            load_dyad(path)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+
+
+def test_workers_that_cannot_start_leave_the_reading_here(tmp_path, monkeypatch, parent_passes, caplog):
+    def no_processes(*args, **kwargs):
+        raise OSError(38, "Function not implemented")  # e.g. no POSIX semaphores in a container
+
+    monkeypatch.setattr(io, "ProcessPoolExecutor", no_processes)
+    monkeypatch.setattr(io, "PARALLEL_MIN_BYTES", 0)
+    recording = load_dyad(write_dyad_xdf(tmp_path / "ours.xdf", DyadSpec(blocks=SHORT)))
+    assert recording.a.n_samples > 0 and recording.b.data.shape == (4, recording.b.n_samples)
+    assert parent_passes == [[3], [1], [2]]
+    assert "worker processes failed (OSError" in caplog.text
 
 
 LR_RATE = 250.0
