@@ -34,7 +34,7 @@ from synchrony.io import DyadRecording, load_dyad
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 #: Metric used for the verdict ("synchrony above chance").
 VERDICT_METRIC = "plv"
 #: A condition x band is "above chance" when the surrogate z of the mean over pairs reaches this
@@ -124,14 +124,18 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
         timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - started, 3)
 
 
-def _json_ready(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """NaN/inf -> None, numpy -> Python, recursively (strict JSON)."""
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _json_ready(value.tolist())
+        if value.dtype.kind == "f":  # whole matrices at once: NaN -> None without a Python loop per element
+            cells = value.astype(object)
+            cells[~np.isfinite(value)] = None
+            return cells.tolist()
+        return json_ready(value.tolist())
     if isinstance(value, (np.floating, float)):
         number = float(value)
         return number if math.isfinite(number) else None
@@ -163,7 +167,7 @@ def _full_matrix(values: np.ndarray, used_a: np.ndarray, used_b: np.ndarray) -> 
     return full
 
 
-def _conditions_and_blocks(
+def conditions_and_blocks(
     recording: DyadRecording, conditions: Sequence[str] | None, recording_span: tuple[float, float]
 ) -> tuple[list[seg.Block], str, list[str]]:
     """Blocks and where they came from: ``condition-specs``, ``markers`` or ``whole-recording``."""
@@ -360,7 +364,7 @@ def run_check(
                 )
             span = (aligned.start, aligned.start + (aligned.n_samples - 1) / aligned.rate)
             try:
-                blocks, block_source, block_warnings = _conditions_and_blocks(recording, conditions, span)
+                blocks, block_source, block_warnings = conditions_and_blocks(recording, conditions, span)
             except seg.SegmentationError as error:
                 raise QuickCheckError(str(error)) from error
             warnings.extend(block_warnings)
@@ -383,8 +387,8 @@ def run_check(
         condition_list = seg.condition_names(blocks)
         result_conditions: dict[str, Any] = {}
         epochs_table: dict[str, Any] = {}
-        pair_p: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         epoch_means: dict[tuple[str, str, str], np.ndarray] = {}  # per-epoch mean over pairs, for contrasts
+        epoch_blocks: dict[str, np.ndarray] = {}  # block of each kept epoch, in the same order
         bar.stage("Synchrony and surrogates", total=len(condition_list) * len(band_map))
         for condition in condition_list:
             index = [i for i, p in enumerate(plans) if p.block.condition == condition]
@@ -402,6 +406,8 @@ def run_check(
                 "duration_s": round(sum(p.block.end - p.block.start for p in c_plans), 3),
                 "blocks": [p.block.name for p in c_plans],
             }
+            epoch_blocks[condition] = np.repeat(np.arange(len(c_plans)), [int(k.sum()) for k in c_keep])
+            with_stats = bool(n_surrogates) and n_used >= MIN_EPOCHS_STATS
             if 0 < n_used < MIN_EPOCHS_STATS and n_surrogates:
                 warnings.append(
                     f"Condition {condition!r}: only {n_used} clean epoch(s); surrogate z and p need at least "
@@ -412,73 +418,73 @@ def run_check(
                     f"Condition {condition!r}: {n_used} clean epoch(s) of {epoch_length:g} s (of {planned}); at least "
                     f"{MIN_EPOCHS_WARN} are recommended for stable synchrony estimates."
                 )
-            pair_p[condition] = {}
             with _timed(timings, "filter_epochs"):
                 band_epochs = seg.condition_epochs(
                     aligned, c_plans, c_keep, epoch_length, band_map, used["A"], used["B"],
                     decimate=decimate, continuous=surrogate == "circular-shift",
                 ) if n_used else {}
+            # One null for all bands of the condition (the same epoch pairings, or the same time
+            # shifts), so that the family-wise correction over bands sees a joint null.
+            if with_stats and surrogate == "epoch-shuffle":
+                shuffle = surrogates.shuffle_plan(n_used, n_surrogates, rng)
+            elif with_stats:
+                shift_fractions = rng.random(n_surrogates)
+            observed_by_band: dict[str, dict[str, np.ndarray]] = {}
+            null_by_band: dict[str, dict[str, np.ndarray]] = {}
             for band in band_map:
-                entry[band] = {}
                 if n_used == 0:
                     entry[band] = {m: {"mean": None, "z": None, "p": None, "matrix": None} for m in metric_names}
                     bar.advance()
                     continue
                 epochs = band_epochs.pop(band)
-                with _timed(timings, "metrics"):
-                    per_epoch = metrics_mod.inter_brain_connectivity(epochs.za, epochs.zb, metric_names, epochs_average=False)
+                null = None
+                with _timed(timings, "synchrony"):
+                    if with_stats and surrogate == "epoch-shuffle":
+                        shuffled = surrogates.shuffle_null(epochs.za, epochs.zb, shuffle, metric_names)
+                        per_epoch, null = shuffled.observed, shuffled.null
+                    else:
+                        per_epoch = metrics_mod.inter_brain_connectivity(epochs.za, epochs.zb, metric_names, epochs_average=False)
+                        if with_stats:
+                            null = _circular_null(epochs, shift_fractions, metric_names)
                     with np.errstate(all="ignore"), warnings_module.catch_warnings():
                         warnings_module.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs stay NaN
                         observed = {m: np.nanmean(v, axis=0) for m, v in per_epoch.items()}
                         for m, v in per_epoch.items():
                             epoch_means[(condition, band, m)] = np.nanmean(v, axis=(1, 2))
-                    del per_epoch
-                null = None
-                if n_surrogates and n_used >= MIN_EPOCHS_STATS:
-                    with _timed(timings, "surrogates"):
-                        if surrogate == "epoch-shuffle":
-                            null = surrogates.epoch_shuffle_surrogates(epochs.za, epochs.zb, n_surrogates, metric_names, rng=rng)
-                        else:
-                            null, skipped = _circular_null(epochs, n_surrogates, metric_names, rng)
-                            if skipped:
-                                warnings.append(
-                                    f"{condition}/{band}: {skipped} block(s) too short for circular shifts of at least "
-                                    f"{CIRCULAR_MIN_SHIFT_S:g} s both ways were left out of the null."
-                                )
+                del per_epoch, epochs
+                if with_stats and null is None:
+                    warnings.append(
+                        f"{condition}/{band}: the condition's blocks together are too short for circular shifts of at "
+                        f"least {CIRCULAR_MIN_SHIFT_S:g} s both ways; no z or p."
+                    )
+                entry[band] = {}
                 for metric in metric_names:
                     matrix = observed[metric]
                     cell: dict[str, Any] = {"mean": float(np.nanmean(matrix)), "z": None, "p": None}
                     if null is not None:
                         null_means = np.nanmean(null[metric], axis=(1, 2))
                         z, p = stats.surrogate_z_p(cell["mean"], null_means)
-                        _, pp = stats.surrogate_z_p(matrix, null[metric])
                         cell.update(
                             z=float(z), p=float(p),
                             null_mean=float(np.mean(null_means)), null_std=float(np.std(null_means, ddof=1)),
                             null_p95=float(np.percentile(null_means, 95)),
                         )
-                        pair_p[condition].setdefault(metric, {})[band] = np.asarray(pp)
                         figures.nulls[(condition, band, metric)] = null_means
                     cell["matrix"] = np.round(_full_matrix(matrix, used["A"], used["B"]), MATRIX_DECIMALS)
                     entry[band][metric] = cell
-                del epochs, observed, null
+                if null is not None:
+                    observed_by_band[band], null_by_band[band] = observed, null
                 bar.advance()
-            # FDR over the pairs and bands of each metric, within the condition.
-            for metric, per_band in pair_p[condition].items():
-                pooled = np.concatenate([per_band[b].ravel() for b in per_band])
-                reject, adjusted = stats.fdr(pooled, alpha=0.05)
-                offset = 0
-                for band_name in per_band:
-                    size = per_band[band_name].size
-                    shape = per_band[band_name].shape
-                    cell = entry[band_name][metric]
-                    cell["pair_p_fdr"] = np.round(_full_matrix(np.asarray(adjusted[offset : offset + size]).reshape(shape), used["A"], used["B"]), MATRIX_DECIMALS)
-                    cell["n_significant_pairs"] = int(np.asarray(reject[offset : offset + size]).sum())
-                    offset += size
+            if null_by_band:
+                with _timed(timings, "pair_statistics"):
+                    _pair_statistics(entry, observed_by_band, null_by_band, metric_names, used["A"], used["B"])
+            del observed_by_band, null_by_band
             result_conditions[condition] = entry
 
     with _timed(timings, "contrasts"):
-        contrasts = _contrasts(condition_list, band_map, metric_names, epoch_means, figures.nulls, rng)
+        contrasts = _contrasts(
+            condition_list, band_map, metric_names, epoch_means, epoch_blocks, figures.nulls, rng, epoch_length=epoch_length
+        )
     diagnostics, diag_warnings = _diagnostics(result_conditions, quality, band_map, metric_names)
     warnings.extend(diag_warnings)
     timings["total"] = round(time.perf_counter() - started, 3)
@@ -535,9 +541,10 @@ def run_check(
     }
     result["verdict"] = _verdict(result, band_map)
     result["summary"] = _one_line(result["verdict"])
-    result = _json_ready(result)
+    result = json_ready(result)
     if json_out is not None:
-        Path(json_out).write_text(json.dumps(result, indent=1, allow_nan=False), encoding="utf-8")
+        # Compact: json's C encoder only runs without indentation (10x faster on an hour's matrices).
+        Path(json_out).write_text(json.dumps(result, allow_nan=False), encoding="utf-8")
     if html_out is not None:
         from synchrony.report import write_html
 
@@ -546,32 +553,69 @@ def run_check(
 
 
 def _circular_null(
-    epochs: seg.BandEpochs, n_surrogates: int, metrics: Sequence[str], rng: np.random.Generator
-) -> tuple[dict[str, np.ndarray] | None, int]:
-    """Circular-shift null of a condition: per block, combined as an epoch-weighted mean.
+    epochs: seg.BandEpochs, shift_fractions: np.ndarray, metrics: Sequence[str]
+) -> dict[str, np.ndarray] | None:
+    """Circular-shift null of a condition, or ``None`` when its blocks are too short.
 
-    Returns the null (``None`` when no block is long enough) and the number of blocks skipped.
+    The condition's blocks are joined into one ring (B's signal from another block of the
+    same condition is as good a partner as its own block's), so every epoch of the observed
+    mean is also in the null. The lag of surrogate s is the same fraction ``shift_fractions[s]``
+    of the usable range in every band, i.e. the same time shift whatever the band's analysis rate.
     """
     from synchrony import surrogates
 
-    total: dict[str, np.ndarray] = {}
-    weight = 0
-    skipped = 0
-    for block in epochs.blocks:
-        n_samples = block.za.shape[1]
-        if n_samples - 2 * int(np.ceil(CIRCULAR_MIN_SHIFT_S * block.rate)) < 1:
-            skipped += 1
-            continue
-        null = surrogates.circular_shift_surrogates(
-            block.za, block.zb, n_surrogates, metrics, sfreq=block.rate, epoch_starts=block.starts,
-            epoch_samples=block.epoch_samples, min_shift_s=CIRCULAR_MIN_SHIFT_S, rng=rng,
-        )
-        for metric, values in null.items():
-            total[metric] = total.get(metric, 0.0) + values * block.starts.size
-        weight += block.starts.size
-    if not weight:
-        return None, skipped
-    return {metric: values / weight for metric, values in total.items()}, skipped
+    za = np.concatenate([block.za for block in epochs.blocks], axis=1)
+    zb = np.concatenate([block.zb for block in epochs.blocks], axis=1)
+    offsets = np.cumsum([0] + [block.za.shape[1] for block in epochs.blocks[:-1]])
+    starts = np.concatenate([block.starts + offset for block, offset in zip(epochs.blocks, offsets)])
+    rate, n_samples = epochs.blocks[0].rate, za.shape[1]
+    min_shift = int(np.ceil(CIRCULAR_MIN_SHIFT_S * rate))
+    if n_samples - 2 * min_shift < 1:
+        return None
+    lags = min_shift + np.floor(shift_fractions * (n_samples - 2 * min_shift + 1)).astype(np.intp)
+    return surrogates.circular_shift_surrogates(
+        za, zb, lags.size, metrics, sfreq=rate, epoch_starts=starts, epoch_samples=epochs.blocks[0].epoch_samples,
+        min_shift_s=CIRCULAR_MIN_SHIFT_S, lags=lags,
+    )
+
+
+def _pair_statistics(
+    entry: dict[str, Any],
+    observed: dict[str, dict[str, np.ndarray]],
+    nulls: dict[str, dict[str, np.ndarray]],
+    metrics: Sequence[str],
+    used_a: np.ndarray,
+    used_b: np.ndarray,
+) -> None:
+    """Per-pair significance over the pairs and bands of each metric, written into ``entry``.
+
+    Two corrections, both over every inter-brain pair of every band of the condition:
+
+    - ``pair_p_fdr`` / ``n_significant_pairs``: Benjamini-Hochberg on each pair's one-sided
+      normal p of its surrogate z. The empirical p cannot go below 1 / (n_surrogates + 1),
+      which BH over thousands of pairs can almost never reject; the surrogate value of a pair
+      is a mean over epochs, close to normal.
+    - ``pair_p_fwer`` / ``n_significant_pairs_fwer``: the max-statistic family-wise p
+      (:func:`synchrony.stats.max_statistic_threshold`), valid because every band's null
+      comes from the same surrogate pairings or time shifts.
+    """
+    import scipy.stats
+
+    from synchrony import stats
+
+    bands = list(nulls)
+    for metric in metrics:
+        values = np.stack([observed[band][metric] for band in bands])  # (n_bands, C_a, C_b)
+        null = np.stack([nulls[band][metric] for band in bands], axis=1)  # (n_surrogates, n_bands, C_a, C_b)
+        z, _ = stats.surrogate_z_p(values, null)
+        reject, p_fdr = stats.fdr(np.where(np.isnan(z), np.nan, scipy.stats.norm.sf(z)), alpha=P_DETECT)
+        family = stats.max_statistic_threshold(values, null, alpha=P_DETECT)
+        for k, band in enumerate(bands):
+            cell = entry[band][metric]
+            cell["pair_p_fdr"] = np.round(_full_matrix(p_fdr[k], used_a, used_b), MATRIX_DECIMALS)
+            cell["n_significant_pairs"] = int(reject[k].sum())
+            cell["pair_p_fwer"] = np.round(_full_matrix(family.p_corrected[k], used_a, used_b), MATRIX_DECIMALS)
+            cell["n_significant_pairs_fwer"] = int(family.reject[k].sum())
 
 
 def _contrasts(
@@ -579,21 +623,32 @@ def _contrasts(
     bands: dict[str, Any],
     metrics: Sequence[str],
     epoch_means: dict[tuple[str, str, str], np.ndarray],
+    epoch_blocks: dict[str, np.ndarray],
     nulls: dict[tuple[str, str, str], np.ndarray],
     rng: np.random.Generator,
+    *,
+    epoch_length: float,
+    run_s: float = 10.0,
 ) -> dict[str, Any]:
     """Each non-baseline condition against the baseline (rest), per band and metric.
 
     :func:`synchrony.stats.condition_contrast` on the per-epoch means over pairs: the
     difference of the conditions' means, each minus its own surrogate mean when both nulls
-    exist (bias-corrected), with a two-sided permutation p (epoch labels exchanged).
+    exist (bias-corrected), with a two-sided permutation p that exchanges runs of
+    ``ceil(run_s / epoch_length)`` consecutive epochs (consecutive epochs are autocorrelated);
+    runs stop at block boundaries (``epoch_blocks``: the block of each epoch in
+    ``epoch_means``). ``p_fdr``: Benjamini-Hochberg over all contrasts and bands of each
+    metric, the family the report scans.
     """
     from synchrony import stats
 
     baseline = _baseline(names)
     if baseline is None:
         return {}
-    out: dict[str, Any] = {"baseline": baseline, "n_permutations": CONTRAST_PERMUTATIONS}
+    # The small tolerance keeps e.g. 10 / 0.1 = 100.00000000000001 from becoming 101 epochs.
+    run_length = max(1, math.ceil(run_s / epoch_length - 1e-9))
+    out: dict[str, Any] = {"baseline": baseline, "n_permutations": CONTRAST_PERMUTATIONS, "run_length_epochs": run_length}
+    cells: dict[str, list[dict[str, Any]]] = {metric: [] for metric in metrics}  # FDR families
     for name in names:
         if name == baseline:
             continue
@@ -604,15 +659,25 @@ def _contrasts(
                 key, base_key = (name, band, metric), (baseline, band, metric)
                 this, base = epoch_means.get(key), epoch_means.get(base_key)
                 if this is None or base is None or this.size < 2 or base.size < 2:
-                    pair[band][metric] = {"difference": None, "p": None, "bias_corrected": False}
+                    pair[band][metric] = {"difference": None, "p": None, "p_fdr": None, "bias_corrected": False, "n_runs": None}
                     continue
                 corrected = key in nulls and base_key in nulls
                 result = stats.condition_contrast(
                     this, base, nulls[key] if corrected else None, nulls[base_key] if corrected else None,
+                    run_length=run_length, blocks_a=epoch_blocks[name], blocks_b=epoch_blocks[baseline],
                     n_permutations=CONTRAST_PERMUTATIONS, rng=rng,
                 )
-                pair[band][metric] = {"difference": float(result.difference), "p": float(result.p), "bias_corrected": corrected}
+                cell = pair[band][metric] = {
+                    "difference": float(result.difference), "p": float(result.p), "p_fdr": None,
+                    "bias_corrected": corrected, "n_runs": [result.n_runs_a, result.n_runs_b],
+                }
+                cells[metric].append(cell)
         out[f"{name}-vs-{baseline}"] = pair
+    for family in cells.values():
+        if family:
+            _, adjusted = stats.fdr(np.array([cell["p"] for cell in family]))
+            for cell, p_fdr in zip(family, adjusted):
+                cell["p_fdr"] = float(p_fdr)
     return out
 
 

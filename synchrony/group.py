@@ -288,7 +288,7 @@ def prepare_session_epochs(
     -------
     SessionEpochs
     """
-    from synchrony.check import _conditions_and_blocks  # the check's own block rules
+    from synchrony.check import conditions_and_blocks  # the check's own block rules
     from synchrony.io import load_dyad
     from synchrony.quality import QualityThresholds
 
@@ -298,7 +298,7 @@ def prepare_session_epochs(
     gap_samples = inputs.get("thresholds", {}).get("gap_samples", QualityThresholds().gap_samples)
     aligned = seg.align_dyad(recording.a, recording.b, gap_samples=gap_samples)
     span = (aligned.start, aligned.start + (aligned.n_samples - 1) / aligned.rate)
-    blocks, _, _ = _conditions_and_blocks(recording, inputs.get("conditions"), span)
+    blocks, _, _ = conditions_and_blocks(recording, inputs.get("conditions"), span)
     blocks = [b for b in blocks if not (b.end <= span[0] or b.start >= span[1])]
     usable = {}
     for p in recording.participants:
@@ -806,7 +806,7 @@ def run_group(
         Fewer than two inputs or usable sessions, a bad input with ``strict``, mismatched channel
         sets or sampling rates between recordings.
     """
-    from synchrony.check import QuickCheckError, _json_ready, run_check
+    from synchrony.check import QuickCheckError, json_ready, run_check
     from synchrony.io import XdfLoadError
 
     paths = [Path(p) for p in paths]
@@ -930,7 +930,7 @@ def run_group(
         "longitudinal": longitudinal(ordered, value=trend_value, bands=list(band_map), metrics=metric_names),
         "warnings": list(dict.fromkeys(warnings)),
     }
-    result = _json_ready(result)
+    result = json_ready(result)
     if json_out is not None:
         Path(json_out).write_text(json.dumps(result, indent=1, allow_nan=False), encoding="utf-8")
     if html_out is not None:

@@ -374,7 +374,8 @@ def circular_shift_surrogates(
     epoch_starts: Sequence[int] | np.ndarray,
     epoch_samples: int,
     min_shift_s: float = 2.0,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None = None,
+    lags: Sequence[int] | np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Null distribution by circularly time-shifting B within one continuous block.
 
@@ -402,7 +403,11 @@ def circular_shift_surrogates(
     min_shift_s : float, default 2.0
         Smallest lag (and smallest distance to a full turn) in seconds; 2-5 s, longer than the
         signals' autocorrelation and turn-taking time scales.
-    rng : np.random.Generator
+    rng : np.random.Generator, optional
+        Source of the lags (needed unless ``lags`` is given).
+    lags : sequence of int, shape (n_surrogates,), optional
+        Use these lags (samples, each within ``[min_shift, n_samples - min_shift]``), e.g.
+        the same time shifts for every band of a condition.
 
     Returns
     -------
@@ -441,7 +446,17 @@ def circular_shift_surrogates(
     ta = EpochTerms.from_signal(za, metrics)
     epochs = np.arange(starts.size)
     pairing = PairList(epochs, epochs)
-    lags = rng.integers(min_shift, n_samples - min_shift + 1, size=n_surrogates)
+    if lags is None:
+        if rng is None:
+            raise ValueError("give rng (to draw the lags) or lags")
+        lags = rng.integers(min_shift, n_samples - min_shift + 1, size=n_surrogates)
+    else:
+        lags = np.asarray(lags, dtype=np.intp).ravel()
+        if lags.size != n_surrogates or lags.min() < min_shift or lags.max() > n_samples - min_shift:
+            raise ValueError(
+                f"lags must be {n_surrogates} values within [{min_shift}, {n_samples - min_shift}] samples, "
+                f"got {lags.size} values in [{lags.min()}, {lags.max()}]"
+            )
     null = {m: np.empty((n_surrogates, za.shape[1], zb.shape[1])) for m in metrics}
     for s, lag in enumerate(lags):
         shifted = zb_cont[:, (window - lag) % n_samples].transpose(1, 0, 2)

@@ -91,12 +91,43 @@ def test_json_follows_the_documented_schema(coupled):
         for band in BANDS:
             for metric in ("plv", "accorr", "ccorr", "coh", "imcoh", "envcorr", "pli", "wpli"):
                 cell = result["conditions"][condition][band][metric]
-                assert {"mean", "z", "p", "matrix", "pair_p_fdr", "null_mean", "null_std"} <= set(cell)
+                assert {"mean", "z", "p", "matrix", "pair_p_fdr", "pair_p_fwer", "n_significant_pairs",
+                        "n_significant_pairs_fwer", "null_mean", "null_std"} <= set(cell)
                 matrix = np.array(cell["matrix"], dtype=float)
                 assert matrix.shape == (4, 4)
                 assert cell["mean"] == pytest.approx(np.nanmean(matrix), abs=1e-4)
     assert result["inputs"]["n_surrogates"] == 100 and result["inputs"]["seed"] == 1
     assert result["versions"]["numpy"] == np.__version__
+
+
+def test_pair_level_tests_find_the_coupled_pairs_and_no_others(coupled):
+    """Every channel carries the shared alpha source in cooperation, so every pair is coupled
+    there; the family-wise test finds most of them (it is the stricter one) and rejects none
+    anywhere else (rest, competition, other bands)."""
+    result, _ = coupled
+    coupled_cell = result["conditions"]["cooperation"]["alpha"]["plv"]
+    assert coupled_cell["n_significant_pairs"] >= 14
+    assert 12 <= coupled_cell["n_significant_pairs_fwer"] <= coupled_cell["n_significant_pairs"]
+    fwer = np.array(coupled_cell["pair_p_fwer"], dtype=float)
+    assert (fwer <= 0.05).sum() == coupled_cell["n_significant_pairs_fwer"]
+    for condition in ("rest", "competition", "cooperation"):
+        for band in BANDS:
+            if (condition, band) != ("cooperation", "alpha"):
+                assert result["conditions"][condition][band]["plv"]["n_significant_pairs_fwer"] == 0, (condition, band)
+
+
+def test_circular_shift_null_uses_every_block_of_a_condition(tmp_path):
+    """Ten 3-s blocks per condition: each is too short to shift by 2 s both ways on its own, but
+    joined into one ring they give a null over all ten epochs (they used to be left out)."""
+    blocks = [("rest", 3.0), ("cooperation", 3.0)] * 10
+    path = write_dyad_xdf(tmp_path / "short-blocks.xdf", DyadSpec(blocks=blocks, seed=5))
+    result = run_check(path, n_surrogates=50, surrogate="circular-shift", bands="alpha=8-12", progress=False, seed=2)
+    for condition in ("rest", "cooperation"):
+        assert result["conditions"][condition]["n_epochs"] >= 8  # the first may lie within the filters' ringing
+        cell = result["conditions"][condition]["alpha"]["plv"]
+        assert cell["z"] is not None and cell["p"] is not None, condition
+    assert result["conditions"]["cooperation"]["alpha"]["plv"]["z"] > 3
+    assert not any("too short for circular shifts" in w for w in result["warnings"])
 
 
 def test_html_report_is_self_contained_with_the_verdict_first(coupled, artifacts_dir):

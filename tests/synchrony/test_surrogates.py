@@ -227,6 +227,8 @@ def test_circular_shift_null_of_a_coupled_block():
     ("kwargs", "message"),
     [
         ({"min_shift_s": 10.0}, "too short for circular shifts"),
+        ({"lags": [5, 320]}, "lags must be 3 values"),
+        ({"lags": [5, 320, 700]}, "lags must be 3 values"),
         ({"epoch_starts": [0, 600]}, "do not fit"),
         ({"epoch_starts": []}, "no epochs"),
         ({"sfreq": 0.0}, "sfreq must be positive"),
