@@ -73,6 +73,19 @@ def test_max_statistic_controls_the_family_wise_error():
     assert 4 <= false_families <= 28, false_families
 
 
+def test_max_statistic_p_is_the_share_of_surrogate_maxima_reaching_each_z():
+    rng = np.random.default_rng(5)
+    null = rng.standard_normal((99, 3, 4)) * rng.uniform(0.5, 2.0, (3, 4))
+    observed = rng.standard_normal((3, 4)) * 2
+    observed[0, 0] = np.nan
+    result = max_statistic_threshold(observed, null)
+    null_z = (null - null.mean(axis=0)) / null.std(axis=0, ddof=1)
+    maxima = null_z.reshape(99, -1).max(axis=1)
+    expected = np.array([(1 + np.sum(maxima >= z)) / 100 for z in result.z.ravel()]).reshape(3, 4)
+    expected[0, 0] = np.nan
+    np.testing.assert_allclose(result.p_corrected, expected, rtol=0, atol=1e-15)
+
+
 def test_max_statistic_detects_a_real_effect():
     rng = np.random.default_rng(1)
     null = rng.standard_normal((500, 3, 3))
