@@ -15,7 +15,9 @@ process pays, e.g. numba JIT compilation; peak memory is that process's ``ru_max
   genuinely cold (JIT included), as on a first run; ours is measured the same way (our
   PLI/wPLI kernel uses numba when installed);
 - the whole metric set in one call (ours) against the sum of HyPyP's per-metric times;
-- 200 epoch-shuffle surrogates for all metrics and 4 bands (ours; HyPyP has none);
+- 200 epoch-shuffle surrogates for all metrics and 4 bands (ours; HyPyP has none), as the
+  quick-check computes them (complex64 epochs, stratified derangements shared by the bands,
+  observed values from the same pass) and, for reference, unrestricted in double precision;
 - the largest absolute difference between ours and HyPyP on each metric's inter-brain block.
 
 HyPyP's NumPy PLI and wPLI build a ``(E, 2C, 2C, n)`` tensor (about 20 GB and 30-50 s here):
@@ -129,22 +131,34 @@ def _worker_hypyp(signal_path: str, metric: str, optimization: str | None, out_p
     return {"wall_s": wall, "cpu_s": _cpu_s() - cpu_before, "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": rss_before}
 
 
-def _worker_surrogates(signal_path: str, metrics: list[str], n_surrogates: int) -> dict:
-    from synchrony.surrogates import derangements, epoch_shuffle_surrogates
+def _worker_surrogates(signal_path: str, metrics: list[str], n_surrogates: int, mode: str) -> dict:
+    """``mode``: ``check`` -- as the quick-check runs it: complex64 epochs, one stratified plan
+    for all bands (``shuffle_plan``), observed per-epoch values from the same pass
+    (``shuffle_null``); ``unrestricted`` -- complex128, derangements of all 60 epochs."""
+    from synchrony.surrogates import derangements, epoch_shuffle_surrogates, shuffle_null, shuffle_plan
 
     complex_signal = np.load(signal_path)
+    if mode == "check":
+        complex_signal = complex_signal.astype(np.complex64)
     rss_before = _peak_rss_mb()
     rng = np.random.default_rng(0)
     cpu_before = _cpu_s()
     started = time.perf_counter()
-    permutations = derangements(N_EPOCHS, n_surrogates, rng)  # one joint null over bands
-    null = {
-        band: epoch_shuffle_surrogates(
-            complex_signal[0, :, :, f], complex_signal[1, :, :, f], n_surrogates, metrics, rng=rng,
-            permutations=permutations,
-        )
-        for f, band in enumerate(BANDS)
-    }
+    if mode == "check":
+        plan = shuffle_plan(N_EPOCHS, n_surrogates, rng)  # one joint null over bands
+        null = {
+            band: shuffle_null(complex_signal[0, :, :, f], complex_signal[1, :, :, f], plan, metrics).null
+            for f, band in enumerate(BANDS)
+        }
+    else:
+        permutations = derangements(N_EPOCHS, n_surrogates, rng)  # one joint null over bands
+        null = {
+            band: epoch_shuffle_surrogates(
+                complex_signal[0, :, :, f], complex_signal[1, :, :, f], n_surrogates, metrics, rng=rng,
+                permutations=permutations,
+            )
+            for f, band in enumerate(BANDS)
+        }
     wall = time.perf_counter() - started
     shapes = {m: list(null["alpha"][m].shape) for m in metrics}
     return {"wall_s": wall, "cpu_s": _cpu_s() - cpu_before, "peak_rss_mb": _peak_rss_mb(),
@@ -212,10 +226,14 @@ def run(quick: bool) -> dict:
     metric_set = list(METRICS)
     whole_cold = _run_worker(["ours", str(signal_path), ",".join(metric_set), str(work / "ours-all.npz")], cold_numba=True)
     whole_cached = _run_worker(["ours", str(signal_path), ",".join(metric_set), str(work / "ours-all.npz")], cold_numba=False)
-    surrogates_cold = _run_worker(["surrogates", str(signal_path), ",".join(metric_set), str(N_SURROGATES)], cold_numba=True)
-    surrogates_cached = _run_worker(["surrogates", str(signal_path), ",".join(metric_set), str(N_SURROGATES)], cold_numba=False)
+    def surrogates(metric_names: list[str], mode: str, cold: bool) -> dict:
+        return _run_worker(["surrogates", str(signal_path), ",".join(metric_names), str(N_SURROGATES), mode], cold_numba=cold)
+
+    surrogates_cold = surrogates(metric_set, "check", True)
+    surrogates_cached = surrogates(metric_set, "check", False)
     default_set = [m for m in METRICS if m != "powcorr"]  # the quick-check's default metrics
-    surrogates_default = _run_worker(["surrogates", str(signal_path), ",".join(default_set), str(N_SURROGATES)], cold_numba=False)
+    surrogates_default = surrogates(default_set, "check", False)
+    unrestricted_cold = surrogates(metric_set, "unrestricted", True)
 
     def total(impl):
         times = [r[impl].get("wall_s") for r in rows]
@@ -234,6 +252,7 @@ def run(quick: bool) -> dict:
         "surrogates_200_all_metrics_4_bands_cached_cpu_s": surrogates_cached.get("cpu_s"),
         "surrogates_200_default_8_metrics_4_bands_cached_s": surrogates_default.get("wall_s"),
         "surrogates_peak_rss_mb": surrogates_cold.get("peak_rss_mb"),
+        "surrogates_200_all_metrics_4_bands_unrestricted_float64_cold_s": unrestricted_cold.get("wall_s"),
         "max_abs_diff_all_metrics": max((r["max_abs_diff"] for r in rows if r["max_abs_diff"] is not None), default=None),
     }
     ours_set = summary["ours_metric_set_one_call_cold_s"]
@@ -259,7 +278,8 @@ def run(quick: bool) -> dict:
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "per_metric": rows,
         "whole_metric_set": {"cold": whole_cold, "cached": whole_cached},
-        "surrogates": {"cold": surrogates_cold, "cached": surrogates_cached, "default_metrics_cached": surrogates_default},
+        "surrogates": {"cold": surrogates_cold, "cached": surrogates_cached, "default_metrics_cached": surrogates_default,
+                       "unrestricted_float64_cold": unrestricted_cold},
         "summary": summary,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -296,12 +316,14 @@ def print_table(result: dict) -> None:
           f"numba (cold) {_fmt(s['hypyp_numba_cold_sum_s'], '.2f')} s")
     print(f"speed-up of the metric set: x{_fmt(s.get('speedup_vs_hypyp_numpy'), '.1f')} vs HyPyP numpy, "
           f"x{_fmt(s.get('speedup_vs_hypyp_numba_cold'), '.1f')} vs HyPyP numba (cold)")
-    print(f"{N_SURROGATES} surrogates, all {len(METRICS)} metrics, 4 bands: cold "
+    print(f"{N_SURROGATES} surrogates, all {len(METRICS)} metrics, 4 bands, as the check runs them: cold "
           f"{_fmt(s['surrogates_200_all_metrics_4_bands_cold_s'], '.2f')} s, cached "
           f"{_fmt(s['surrogates_200_all_metrics_4_bands_cached_s'], '.2f')} s (CPU "
           f"{_fmt(s['surrogates_200_all_metrics_4_bands_cached_cpu_s'], '.2f')} s), peak {_fmt(s['surrogates_peak_rss_mb'], '.0f')} MB")
     print(f"{N_SURROGATES} surrogates, default {len(METRICS) - 1} metrics (no powcorr), 4 bands, cached: "
           f"{_fmt(s['surrogates_200_default_8_metrics_4_bands_cached_s'], '.2f')} s")
+    print(f"{N_SURROGATES} surrogates, all metrics, 4 bands, unrestricted derangements in double precision, cold: "
+          f"{_fmt(s['surrogates_200_all_metrics_4_bands_unrestricted_float64_cold_s'], '.2f')} s")
     print(f"largest |ours - HyPyP| over all metrics: {_fmt(s['max_abs_diff_all_metrics'], '.1e')}")
     print(f"targets: {s['targets']}")
     print(f"load average before/after: {result['machine']['loadavg_before']} / {result['machine']['loadavg_after']}")
@@ -320,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         elif kind == "hypyp":
             result = _worker_hypyp(rest[0], rest[1], None if rest[2] == "none" else rest[2], rest[3])
         elif kind == "surrogates":
-            result = _worker_surrogates(rest[0], rest[1].split(","), int(rest[2]))
+            result = _worker_surrogates(rest[0], rest[1].split(","), int(rest[2]), rest[3])
         else:
             raise SystemExit(f"unknown worker {kind!r}")
         print(json.dumps(result))
