@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -442,12 +443,19 @@ def _worker_context() -> Any:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
+def _can_start_workers() -> bool:
+    """False where multiprocessing cannot start workers: in a daemonic process, or with a main
+    script that is not a file (``python - < script``), which every worker would try to import."""
+    main_file = getattr(sys.modules["__main__"], "__file__", None)
+    return not multiprocessing.current_process().daemon and (main_file is None or Path(main_file).is_file())
+
+
 def _read_eeg_streams(path: Path, stream_ids: list[int]) -> list[tuple[list[dict], Any, list[str]]]:
     """:func:`_read_eeg_stream` for each stream: in parallel worker processes for a large file
     (pyxdf parses samples in Python, one core per stream), else, or when workers cannot be
     started, one after the other here. A worker's :class:`XdfLoadError` is raised as is."""
     workers = min(len(stream_ids), multiprocessing.cpu_count())
-    if workers > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES and not multiprocessing.current_process().daemon:
+    if workers > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES and _can_start_workers():
         try:
             with tempfile.TemporaryDirectory(prefix="dyadlab-xdf-") as spill:
                 passes = []

@@ -6,6 +6,7 @@ Files are real XDF written by ``acquisition.xdf.XdfWriter`` (see ``xdf_fixtures`
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 
@@ -194,6 +195,17 @@ def test_workers_that_cannot_start_leave_the_reading_here(tmp_path, monkeypatch,
     assert recording.a.n_samples > 0 and recording.b.data.shape == (4, recording.b.n_samples)
     assert parent_passes == [[3], [1], [2]]
     assert "worker processes failed (OSError" in caplog.text
+
+
+
+def test_a_main_script_that_is_not_a_file_keeps_the_reading_here(tmp_path, monkeypatch, parent_passes, caplog):
+    """``python - < script.py``: workers would each fail to import the main script "<stdin>"."""
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", "<stdin>", raising=False)
+    monkeypatch.setattr(io, "PARALLEL_MIN_BYTES", 0)
+    recording = load_dyad(write_dyad_xdf(tmp_path / "ours.xdf", DyadSpec(blocks=SHORT)))
+    assert recording.b.data.shape == (4, recording.b.n_samples)
+    assert parent_passes == [[3], [1], [2]]
+    assert "worker processes failed" not in caplog.text
 
 
 LR_RATE = 250.0
