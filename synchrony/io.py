@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
+import os
+import pickle
+import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -422,9 +423,9 @@ def _read_eeg_stream(path: Path, stream_id: int, spill: Path | None = None) -> t
     """One EEG stream read in its own pyxdf pass and converted at once (see :func:`_convert`):
     what it returns holds the stream's :class:`ParticipantEeg`, never pyxdf's chunks.
 
-    A worker process passes the folder ``spill``: the EEG samples go back through an ``.npy``
-    file there (``stream["samples_file"]``) rather than in the pickled result, which would hold
-    them twice more in the worker and once more in the parent.
+    A worker process (:func:`_worker_main`) passes the folder ``spill``: the EEG samples go back
+    through an ``.npy`` file there (``stream["samples_file"]``) rather than in the pickled result,
+    which would hold them twice more in the worker and once more in the parent.
     """
     streams, header, problems = _read_streams(path, [stream_id])
     for stream in streams:
@@ -432,46 +433,71 @@ def _read_eeg_stream(path: Path, stream_id: int, spill: Path | None = None) -> t
     return streams, header, problems
 
 
-def _worker_context() -> Any:
-    """Start method of the reading workers: ``forkserver`` where there is one, else ``spawn``.
+class _WorkerFailed(Exception):
+    """A reading worker could not be started or ended without a result."""
 
-    Not ``fork``: the session runner checks a recording from a process with recorder and LSL
-    threads running, and a forked child inherits their locks in whatever state they are. The fork
-    server is a fresh single-threaded process that forks the workers.
+
+#: The folder holding the ``synchrony`` package, first on a worker's ``sys.path``.
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+#: A worker's program (``python -c``): arguments ``PACKAGE_ROOT PATH STREAM_ID FOLDER``.
+_WORKER_CODE = "import sys; sys.path.insert(0, sys.argv[1]); from synchrony.io import _worker_main; _worker_main(sys.argv[2:])"
+
+
+def _worker_main(argv: list[str]) -> None:
+    """A reading worker's program: ``PATH STREAM_ID FOLDER``; :func:`_read_eeg_stream`'s result,
+    or its :class:`XdfLoadError`, is pickled to ``FOLDER/stream-STREAM_ID.pickle``."""
+    path, stream_id, folder = Path(argv[0]), int(argv[1]), Path(argv[2])
+    try:
+        outcome: Any = _read_eeg_stream(path, stream_id, folder)
+    except XdfLoadError as error:
+        outcome = error
+    with open(folder / f"stream-{stream_id}.pickle", "wb") as handle:
+        pickle.dump(outcome, handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _read_in_worker(path: Path, stream_id: int, folder: Path) -> tuple[list[dict], Any, list[str]]:
+    """:func:`_read_eeg_stream` in a new Python process (:func:`_worker_main`).
+
+    A fresh interpreter, started by :mod:`subprocess`, rather than a :mod:`multiprocessing`
+    worker: forking would copy the locks of the threads the session runner has running (recorder,
+    LSL), and the ``spawn``/``forkserver`` workers import the caller's main script again, running
+    whatever it does at top level (the quick-check's documented snippet has no
+    ``if __name__ == "__main__":`` guard).
     """
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
-def _can_start_workers() -> bool:
-    """False where multiprocessing cannot start workers: in a daemonic process, or with a main
-    script that is not a file (``python - < script``), which every worker would try to import."""
-    main_file = getattr(sys.modules["__main__"], "__file__", None)
-    return not multiprocessing.current_process().daemon and (main_file is None or Path(main_file).is_file())
+    result_file = folder / f"stream-{stream_id}.pickle"
+    command = [sys.executable, "-c", _WORKER_CODE, str(_PACKAGE_ROOT), str(path), str(stream_id), str(folder)]
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, errors="replace", check=False)
+    except OSError as error:  # no interpreter to run, no process to be had
+        raise _WorkerFailed(f"{type(error).__name__}: {error}") from error
+    if done.returncode != 0 or not result_file.is_file():
+        raise _WorkerFailed(f"exit status {done.returncode}: {done.stderr.strip()[-1000:]}")
+    with open(result_file, "rb") as handle:
+        outcome = pickle.load(handle)
+    if isinstance(outcome, XdfLoadError):
+        raise outcome
+    streams, header, problems = outcome
+    for stream in streams:
+        if "samples_file" in stream:
+            stream["participant"].data = np.load(stream["samples_file"])
+            stream.pop("samples_file").unlink()  # frees a memory-backed temporary folder at once
+    return streams, header, problems
 
 
 def _read_eeg_streams(path: Path, stream_ids: list[int]) -> list[tuple[list[dict], Any, list[str]]]:
     """:func:`_read_eeg_stream` for each stream: in parallel worker processes for a large file
-    (pyxdf parses samples in Python, one core per stream), else, or when workers cannot be
-    started, one after the other here. A worker's :class:`XdfLoadError` is raised as is."""
-    workers = min(len(stream_ids), multiprocessing.cpu_count())
-    if workers > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES and _can_start_workers():
+    (pyxdf parses samples in Python, one core per stream), else, or when a worker fails to
+    start or to finish, one after the other here. A worker's :class:`XdfLoadError` is raised."""
+    workers = min(len(stream_ids), os.cpu_count() or 1)
+    if workers > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES and sys.executable:
         try:
-            with tempfile.TemporaryDirectory(prefix="dyadlab-xdf-") as spill:
-                passes = []
-                with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
-                    for streams, header, problems in pool.map(
-                        _read_eeg_stream, [path] * len(stream_ids), stream_ids, [Path(spill)] * len(stream_ids)
-                    ):
-                        for stream in streams:
-                            if "samples_file" in stream:
-                                stream["participant"].data = np.load(stream["samples_file"])
-                                stream.pop("samples_file").unlink()  # frees a memory-backed temporary folder at once
-                        passes.append((streams, header, problems))
-            return passes
-        except (OSError, ImportError, BrokenProcessPool) as error:  # no semaphores, no processes, a worker killed
-            logger.warning("reading the EEG streams in worker processes failed (%s: %s); reading them here, "
-                           "one after the other", type(error).__name__, error)
+            with tempfile.TemporaryDirectory(prefix="dyadlab-xdf-") as folder:
+                with ThreadPoolExecutor(max_workers=workers) as pool:  # threads that wait for the processes
+                    return list(pool.map(lambda stream_id: _read_in_worker(path, stream_id, Path(folder)), stream_ids))
+        except (_WorkerFailed, OSError) as error:  # OSError: no temporary folder, or a result file went missing
+            logger.warning("reading the EEG streams in worker processes failed (%s); reading them here, "
+                           "one after the other", error)
     return [_read_eeg_stream(path, stream_id) for stream_id in stream_ids]
 
 
@@ -571,10 +597,9 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
 
     Notes
     -----
-    The EEG streams of a file of :data:`PARALLEL_MIN_BYTES` or more are read in parallel by
-    worker processes (started by a fork server, or spawned), each its own pyxdf pass; the file
-    is read here when workers cannot be started. As with any use of :mod:`multiprocessing`, a
-    script that calls this should keep its top-level code under ``if __name__ == "__main__":``.
+    The EEG streams of a file of :data:`PARALLEL_MIN_BYTES` or more are read in parallel, each
+    by pyxdf in a new Python process (``sys.executable``, which imports only this module); they
+    are read here, one after the other, when such a process cannot be started or fails.
     """
 
     path = Path(path)
