@@ -309,3 +309,64 @@ def test_decimated_analytic_signal_equals_every_nth_sample_of_the_full_one():
         expected = full[band][:, 7000:13000 : steps[band]]
         assert z.shape == expected.shape
         np.testing.assert_allclose(z, expected, atol=1e-6 * np.abs(expected).max())
+
+
+def test_grid_interpolation_matches_numpy_interp_for_a_drifting_clock():
+    """The all-channel interpolation onto the grid is np.interp's, also when the recording's clock
+    runs 0.3 % fast (source and grid samples slip past each other) and with jitter."""
+    rate = 200.0
+    n = int(40 * rate)
+    rng = np.random.default_rng(9)
+    data = rng.standard_normal((3, n)).astype(np.float32)
+    data[1, 4000:4003] = np.nan
+    stamps = 7.0 + np.arange(n) / (rate * 1.003) + rng.uniform(-0.05, 0.05, n) / rate
+    a = _participant("A", data, rate, timestamps=stamps)
+    b = _participant("B", np.zeros((1, n + 200)), rate, t0=6.0)
+    aligned = seg.align_dyad(a, b)
+    numbers = np.arange(n)
+    t0, period = seg._regular_times(stamps, numbers)
+    grid_t = aligned.start + np.arange(aligned.n_samples) / rate
+    inside = (grid_t >= t0 - period / 2) & (grid_t <= t0 + (n - 0.5) * period)
+    for c in range(3):
+        expected = np.interp(grid_t[inside], t0 + numbers * period, data[c].astype(np.float64))
+        np.testing.assert_allclose(aligned.a[c, inside], expected, rtol=1e-5, atol=1e-5)
+    assert np.isnan(aligned.a[:, ~inside]).all()
+
+
+def test_band_epochs_from_the_screening_spectra_equal_fresh_ones():
+    """select_epochs keeps each block's spectrum for condition_epochs: same epochs as computed anew."""
+    rate = 250.0
+    n = int(80 * rate)
+    rng = np.random.default_rng(10)
+    a = _participant("A", rng.standard_normal((3, n)), rate)
+    b = _participant("B", rng.standard_normal((3, n)), rate)
+    aligned = seg.align_dyad(a, b)
+    blocks = [seg.Block("x", 5.0, 35.0, "x-1"), seg.Block("x", 40.0, 75.0, "x-2")]
+    used = np.array([True, False, True])
+    plans, _, keep = seg.select_epochs(aligned, blocks, 2.0, 45.0, used, used)
+    assert all(set(p.spectra) == {"a", "b"} for p in plans)
+    reused = seg.condition_epochs(aligned, plans, keep, 2.0, seg.DEFAULT_BANDS, used, used, continuous=True)
+    assert all(not p.spectra for p in plans)  # used once, then dropped
+    fresh = seg.condition_epochs(aligned, plans, keep, 2.0, seg.DEFAULT_BANDS, used, used, continuous=True)
+    for band in seg.DEFAULT_BANDS:
+        scale = np.abs(fresh[band].za).max()
+        np.testing.assert_allclose(reused[band].za, fresh[band].za, atol=1e-6 * scale)
+        np.testing.assert_allclose(reused[band].zb, fresh[band].zb, atol=1e-6 * scale)
+        np.testing.assert_allclose(reused[band].blocks[1].za, fresh[band].blocks[1].za, atol=1e-6 * scale)
+
+
+def test_screening_log_variance_at_the_decimated_rate_is_the_all_sample_one_to_sampling_error():
+    rate = 500.0
+    n = int(60 * rate)
+    rng = np.random.default_rng(11)
+    pink = np.cumsum(rng.standard_normal((4, n)), axis=1) * 0.05 + rng.standard_normal((4, n))
+    a = _participant("A", pink, rate)
+    aligned = seg.align_dyad(a, _participant("B", pink[::-1].copy(), rate))
+    plans = seg.plan_epochs(aligned, [seg.Block("x", 5.0, 55.0, "x")], 2.0)
+    logvar, _ = seg.epoch_log_variance(aligned, plans, 2.0, 45.0)
+    # All samples of the same 1-45 Hz signal.
+    first = plans[0].starts[0] - int(3 * rate)
+    full = seg.block_analytic(aligned.a[:, first : plans[0].starts[-1] + 1000 + int(3 * rate)], rate, {"bb": (1.0, 45.0)})
+    index = (plans[0].starts - first)[:, None] + np.arange(1000)[None, :]
+    expected = np.log(full["bb"].real[:, index].var(axis=2)).T
+    assert np.abs(logvar - expected).max() < 0.05 and np.sqrt(np.mean((logvar - expected) ** 2)) < 0.01
