@@ -51,7 +51,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import scipy.fft
-from scipy import signal
+from scipy import ndimage, signal
 
 from synchrony.io import EventMarker, ParticipantEeg
 
@@ -288,12 +288,17 @@ def _sample_numbers(timestamps: np.ndarray, period: float, window: int) -> np.nd
     if steps.size == 0:
         return numbers
     lateness = (timestamps - timestamps[0]) / period - numbers
-    runs = np.concatenate(([0], steps + 1, [n]))  # samples between consecutive steps
-    offsets = np.arange(window)
-    before = steps[:, None] - offsets
-    before = np.where(before >= runs[:-2, None], lateness[np.maximum(before, 0)], np.inf).min(axis=1)
-    after = steps[:, None] + 1 + offsets
-    after = np.where(after < runs[2:, None], lateness[np.minimum(after, n - 1)], np.inf).min(axis=1)
+    run = np.zeros(n, dtype=np.int64)  # runs of samples between consecutive steps: 0, 1, ...
+    run[steps + 1] = 1
+    run = np.cumsum(run)
+    # Sliding minima confined to one run: offsetting each run by more than the lateness spreads
+    # keeps the neighbouring runs out of a window (earlier ones above for the window ending at the
+    # step, later ones above for the window starting after it).
+    spread = float(np.ptp(lateness)) + 1.0
+    before = ndimage.minimum_filter1d(lateness - run * spread, window, origin=(window - 1) // 2, mode="nearest")
+    before = before[steps] + run[steps] * spread
+    after = ndimage.minimum_filter1d(lateness + run * spread, window, origin=-(window // 2), mode="nearest")
+    after = after[steps + 1] - run[steps + 1] * spread
     room = np.rint(np.diff(timestamps)[steps] / period) - 1
     shift = np.zeros(n, dtype=np.int64)
     shift[steps + 1] = np.clip(np.rint(after - before), 0, room)

@@ -193,6 +193,11 @@ def test_samples_stamped_in_bursts_are_not_taken_for_lost_ones():
     b = _participant("B", data, rate, timestamps=arrival)
     aligned = seg.align_dyad(a, b)
     assert aligned.valid.all()
+    # The same delivery with samples 3000-3009 (12.00-12.04 s) lost: only they are invalid.
+    kept = np.r_[0:3000, 3010:n]
+    b = _participant("B", data[:, kept], rate, timestamps=arrival[kept])
+    invalid = np.flatnonzero(~seg.align_dyad(a, b).valid)
+    assert set(range(3001, 3009)) <= set(invalid.tolist()) and invalid.min() >= 2998 and invalid.max() <= 3011
 
 
 def test_continuous_filtering_gives_no_spurious_envelope_correlation():
