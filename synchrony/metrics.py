@@ -211,8 +211,8 @@ class EpochTerms:
     n_channels: int
     n_times: int
     signal: np.ndarray | None = None  # x (complex)
-    signal_re: np.ndarray | None = None  # Re x, contiguous (PLI/wPLI kernels)
-    signal_im: np.ndarray | None = None  # Im x, contiguous
+    signal_re: np.ndarray | None = None  # Re x, contiguous float64 (PLI/wPLI kernels)
+    signal_im: np.ndarray | None = None  # Im x, contiguous float64
     unit: np.ndarray | None = None  # u = x / |x| (complex)
     unit_stack: np.ndarray | None = None  # (E, 2C, n): Re u over Im u (accorr, ccorr)
     power_sum: np.ndarray | None = None  # sum |x|^2
@@ -245,8 +245,10 @@ class EpochTerms:
         if wanted & {"coh", "imcoh", "wpli"}:
             terms.signal = np.ascontiguousarray(z)
         if wanted & {"pli", "wpli"}:
-            terms.signal_re = np.ascontiguousarray(z.real)
-            terms.signal_im = np.ascontiguousarray(z.imag)
+            # Double precision even for complex64 input: the numba kernel runs 2.5x faster on
+            # float64 (measured: 6.4 vs 2.5 G elements/s; its int32 sign counts vectorise with it).
+            terms.signal_re = np.ascontiguousarray(z.real, dtype=np.float64)
+            terms.signal_im = np.ascontiguousarray(z.imag, dtype=np.float64)
         if wanted & {"coh", "imcoh"}:
             terms.power_sum = np.einsum("ect,ect->ec", amplitude, amplitude)
         if wanted & {"plv", "accorr", "ccorr"}:
