@@ -5,9 +5,9 @@ A session of the coupled-dyad simulator (``acquisition.simulator``: 2 x 32 chann
 dyadlab's writer (not timed). Then, each in a fresh process:
 
 1. ``run_check`` on the file (default bands and metrics, 200 epoch-shuffle surrogates, JSON and
-   HTML written): wall time, peak RSS (the check process's own peak plus twice its largest
-   worker's, an upper bound when the two EEG streams are read in parallel workers), and the
-   check's own stage timings;
+   HTML written): wall time, peak memory (the highest total resident memory of the check
+   process and its file-reading worker processes, sampled every 50 ms, or the process's own
+   peak if higher), and the check's own stage timings;
 2. ``pyxdf.load_xdf`` alone, the way ``synchrony.io`` calls it: wall time and peak RSS, so the
    share of file loading is visible.
 
@@ -27,6 +27,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -57,23 +58,56 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+class _TreeMemory:
+    """Highest total resident memory of this process and its children (the check reads the two
+    EEG streams in worker processes), sampled every 50 ms in a background thread."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _total_mb(self) -> float:
+        import psutil
+
+        total = self._process.memory_info().rss
+        for child in self._process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:  # finished between listing and reading
+                pass
+        return total / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak_mb = max(self.peak_mb, self._total_mb())
+
+    def __enter__(self) -> "_TreeMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _child_check(path: str, n_surrogates: int, out_dir: str) -> dict:
     from synchrony.check import run_check
 
     started = time.perf_counter()
-    result = run_check(
-        path, n_surrogates=n_surrogates, json_out=Path(out_dir) / "quickcheck.json",
-        html_out=Path(out_dir) / "quickcheck.html", progress=False, seed=0,
-    )
+    with _TreeMemory() as tree:
+        result = run_check(
+            path, n_surrogates=n_surrogates, json_out=Path(out_dir) / "quickcheck.json",
+            html_out=Path(out_dir) / "quickcheck.html", progress=False, seed=0,
+        )
     wall = time.perf_counter() - started
-    # The check may read the two EEG streams in two worker processes at once: its peak memory is
-    # at most this process's peak plus twice the largest worker's (RUSAGE_CHILDREN: the largest).
-    worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     return {
         "wall_s": wall,
-        "peak_rss_mb": _peak_rss_mb() + 2 * worker_mb,
-        "peak_rss_parent_mb": _peak_rss_mb(),
-        "peak_rss_largest_worker_mb": worker_mb,
+        "peak_rss_mb": max(tree.peak_mb, _peak_rss_mb()),
+        "peak_rss_process_mb": _peak_rss_mb(),
         "stages_s": result["timing_s"],
         "summary": result["summary"],
         "epochs": {c: e["used"] for c, e in result["segmentation"]["epochs"].items()},
