@@ -565,7 +565,7 @@ def iter_band_analytic(
 def _fft_length(n: int, steps: Iterable[int]) -> int:
     """A fast FFT length of at least ``n`` that is a multiple of every step."""
     common = int(np.lcm.reduce(list(steps)))
-    return common * scipy.fft.next_fast_len(-(-n // common))
+    return common * scipy.fft.next_fast_len(-(-n // common), real=True)  # 5-smooth: faster than 7, 11
 
 
 def _band_signals(
