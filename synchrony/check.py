@@ -380,8 +380,9 @@ def run_check(
         with _timed(timings, "epochs"):
             high = max(high for _, high in band_map.values())
             plans, rejection, keep_per_plan = seg.select_epochs(
-                aligned, blocks, epoch_length, high, used["A"], used["B"], reject_z
+                aligned, blocks, epoch_length, high, used["A"], used["B"], reject_z, bands=band_map, decimate=decimate
             )
+            margin = seg.rejection_margin(aligned.rate, high, band_map)
             figures.traces = _traces(recording, aligned, blocks, used["A"], used["B"])
 
         condition_list = seg.condition_names(blocks)
@@ -526,8 +527,11 @@ def run_check(
             "blocks": seg.describe_blocks(blocks, aligned.start),
             "epochs": epochs_table,
             "rejection": {
-                "rule": f"union over A and B: invalid samples within 0.5 s, or any used channel's epoch log-variance "
-                f"> {reject_z:g} robust z above its median within the condition (1-{min(high, 0.45 * aligned.rate):g} Hz)",
+                "rule": f"union over A and B: an invalid sample (gap, NaN, lost sample) or the recording's start or end "
+                f"within {margin:.2f} s (the band-pass filters' ringing down to 1 % of its peak), or any used channel's "
+                f"epoch log-variance > {reject_z:g} robust z above its median within the condition "
+                f"(1-{min(high, 0.45 * aligned.rate):g} Hz)",
+                "margin_s": round(margin, 3),
                 "invalid_data": rejection.invalid,
                 "artifact_A": rejection.artifact_a,
                 "artifact_B": rejection.artifact_b,

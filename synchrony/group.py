@@ -307,7 +307,8 @@ def prepare_session_epochs(
         usable[p.label] = np.array([label not in excluded for label in p.channel_labels])
     high = max(high for _, high in bands.values())
     plans, _, keep = seg.select_epochs(
-        aligned, blocks, epoch_length, high, usable["A"], usable["B"], inputs.get("reject_z", 5.0)
+        aligned, blocks, epoch_length, high, usable["A"], usable["B"], inputs.get("reject_z", 5.0),
+        bands=bands, decimate=inputs.get("decimate", True),
     )
     out = SessionEpochs(
         rate=aligned.rate,
