@@ -122,6 +122,20 @@ def test_shuffle_null_equals_brute_force_and_observed_equals_the_real_pairing(
         shuffle_null(za[:29], zb[:29], plan, ["plv"])
 
 
+def test_single_precision_signals_give_the_double_precision_values_to_float32_rounding():
+    """The quick-check's epochs are complex64: products, sums and selections run in single
+    precision, the PLI/wPLI loop in double."""
+    rng = np.random.default_rng(14)
+    za, zb = complex_noise(rng, (40, 3, 64)), complex_noise(rng, (40, 4, 64))
+    zb[:, 0] = 0.7 * za[:, 0] + 0.3 * zb[:, 0]
+    plan = shuffle_plan(40, 20, rng)
+    double = shuffle_null(za, zb, plan, SUPPORTED_METRICS)
+    single = shuffle_null(za.astype(np.complex64), zb.astype(np.complex64), plan, SUPPORTED_METRICS)
+    for metric in SUPPORTED_METRICS:
+        np.testing.assert_allclose(single.null[metric], double.null[metric], rtol=0, atol=2e-5, err_msg=metric)
+        np.testing.assert_allclose(single.observed[metric], double.observed[metric], rtol=0, atol=5e-5, err_msg=metric)
+
+
 def test_stratified_null_is_calibrated_on_pure_noise():
     """The smallest strata allowed (8 epochs) still give z ~ N(0, 1) and ~5 % false positives.
 
