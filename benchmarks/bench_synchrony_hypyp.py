@@ -16,7 +16,7 @@ process pays, e.g. numba JIT compilation; peak memory is that process's ``ru_max
   PLI/wPLI kernel uses numba when installed);
 - the whole metric set in one call (ours) against the sum of HyPyP's per-metric times;
 - 200 epoch-shuffle surrogates for all metrics and 4 bands (ours; HyPyP has none), as the
-  quick-check computes them (complex64 epochs, stratified derangements shared by the bands,
+  quick-check computes them (complex64 epochs, stratified permutations shared by the bands,
   observed values from the same pass) and, for reference, unrestricted in double precision;
 - the largest absolute difference between ours and HyPyP on each metric's inter-brain block.
 
@@ -134,8 +134,8 @@ def _worker_hypyp(signal_path: str, metric: str, optimization: str | None, out_p
 def _worker_surrogates(signal_path: str, metrics: list[str], n_surrogates: int, mode: str) -> dict:
     """``mode``: ``check`` -- as the quick-check runs it: complex64 epochs, one stratified plan
     for all bands (``shuffle_plan``), observed per-epoch values from the same pass
-    (``shuffle_null``); ``unrestricted`` -- complex128, derangements of all 60 epochs."""
-    from synchrony.surrogates import derangements, epoch_shuffle_surrogates, shuffle_null, shuffle_plan
+    (``shuffle_null``); ``unrestricted`` -- complex128, permutations of all 60 epochs."""
+    from synchrony.surrogates import epoch_shuffle_surrogates, random_permutations, shuffle_null, shuffle_plan
 
     complex_signal = np.load(signal_path)
     if mode == "check":
@@ -151,7 +151,7 @@ def _worker_surrogates(signal_path: str, metrics: list[str], n_surrogates: int, 
             for f, band in enumerate(BANDS)
         }
     else:
-        permutations = derangements(N_EPOCHS, n_surrogates, rng)  # one joint null over bands
+        permutations = random_permutations(N_EPOCHS, n_surrogates, rng)  # one joint null over bands
         null = {
             band: epoch_shuffle_surrogates(
                 complex_signal[0, :, :, f], complex_signal[1, :, :, f], n_surrogates, metrics, rng=rng,
@@ -322,7 +322,7 @@ def print_table(result: dict) -> None:
           f"{_fmt(s['surrogates_200_all_metrics_4_bands_cached_cpu_s'], '.2f')} s), peak {_fmt(s['surrogates_peak_rss_mb'], '.0f')} MB")
     print(f"{N_SURROGATES} surrogates, default {len(METRICS) - 1} metrics (no powcorr), 4 bands, cached: "
           f"{_fmt(s['surrogates_200_default_8_metrics_4_bands_cached_s'], '.2f')} s")
-    print(f"{N_SURROGATES} surrogates, all metrics, 4 bands, unrestricted derangements in double precision, cold: "
+    print(f"{N_SURROGATES} surrogates, all metrics, 4 bands, unrestricted permutations in double precision, cold: "
           f"{_fmt(s['surrogates_200_all_metrics_4_bands_unrestricted_float64_cold_s'], '.2f')} s")
     print(f"largest |ours - HyPyP| over all metrics: {_fmt(s['max_abs_diff_all_metrics'], '.1e')}")
     print(f"targets: {s['targets']}")

@@ -46,8 +46,8 @@ P_DETECT = 0.05
 #: wPLI at chance (z below this) while PLV is above chance suggests zero-lag common-mode signal.
 Z_CHANCE = 2.0
 MIN_EPOCHS_WARN = 60
-#: Fewest clean epochs for surrogate statistics: an epoch shuffle of n epochs has only D(n)
-#: derangements (D(5) = 44), too few for calibrated p-values; D(8) = 14833.
+#: Fewest clean epochs for surrogate statistics: an epoch shuffle of n epochs has only n!
+#: distinct surrogates (5! = 120, many of them nearly the real pairing); 8! = 40,320.
 MIN_EPOCHS_STATS = 8
 CONTRAST_PERMUTATIONS = 1000
 #: Smallest circular shift of B (seconds), beyond the signals' autocorrelation time.
@@ -455,7 +455,7 @@ def run_check(
                 del per_epoch, epochs
                 if with_stats and null is None:
                     warnings.append(
-                        f"{condition}/{band}: the condition's blocks together are too short for circular shifts of at "
+                        f"Condition {condition!r}: its blocks together are too short for circular shifts of at "
                         f"least {CIRCULAR_MIN_SHIFT_S:g} s both ways; no z or p."
                     )
                 entry[band] = {}
@@ -591,35 +591,24 @@ def _pair_statistics(
     used_a: np.ndarray,
     used_b: np.ndarray,
 ) -> None:
-    """Per-pair significance over the pairs and bands of each metric, written into ``entry``.
-
-    Two corrections, both over every inter-brain pair of every band of the condition:
-
-    - ``pair_p_fdr`` / ``n_significant_pairs``: Benjamini-Hochberg on each pair's one-sided
-      normal p of its surrogate z. The empirical p cannot go below 1 / (n_surrogates + 1),
-      which BH over thousands of pairs can almost never reject; the surrogate value of a pair
-      is a mean over epochs, close to normal.
-    - ``pair_p_fwer`` / ``n_significant_pairs_fwer``: the max-statistic family-wise p
-      (:func:`synchrony.stats.max_statistic_threshold`), valid because every band's null
-      comes from the same surrogate pairings or time shifts.
-    """
-    import scipy.stats
-
+    """Per-pair significance over the pairs and bands of each metric, written into ``entry``:
+    ``pair_p_fdr`` / ``n_significant_pairs`` (Benjamini-Hochberg on parametric p) and
+    ``pair_p_fwer`` / ``n_significant_pairs_fwer`` (max statistic), see
+    :func:`synchrony.stats.pair_tests`. Valid over bands because every band's null comes from
+    the same surrogate pairings or time shifts."""
     from synchrony import stats
 
     bands = list(nulls)
     for metric in metrics:
         values = np.stack([observed[band][metric] for band in bands])  # (n_bands, C_a, C_b)
         null = np.stack([nulls[band][metric] for band in bands], axis=1)  # (n_surrogates, n_bands, C_a, C_b)
-        z, _ = stats.surrogate_z_p(values, null)
-        reject, p_fdr = stats.fdr(np.where(np.isnan(z), np.nan, scipy.stats.norm.sf(z)), alpha=P_DETECT)
-        family = stats.max_statistic_threshold(values, null, alpha=P_DETECT)
+        tests = stats.pair_tests(values, null, alpha=P_DETECT)
         for k, band in enumerate(bands):
             cell = entry[band][metric]
-            cell["pair_p_fdr"] = np.round(_full_matrix(p_fdr[k], used_a, used_b), MATRIX_DECIMALS)
-            cell["n_significant_pairs"] = int(reject[k].sum())
-            cell["pair_p_fwer"] = np.round(_full_matrix(family.p_corrected[k], used_a, used_b), MATRIX_DECIMALS)
-            cell["n_significant_pairs_fwer"] = int(family.reject[k].sum())
+            cell["pair_p_fdr"] = np.round(_full_matrix(tests.p_fdr[k], used_a, used_b), MATRIX_DECIMALS)
+            cell["n_significant_pairs"] = int(tests.reject_fdr[k].sum())
+            cell["pair_p_fwer"] = np.round(_full_matrix(tests.p_fwer[k], used_a, used_b), MATRIX_DECIMALS)
+            cell["n_significant_pairs_fwer"] = int(tests.reject_fwer[k].sum())
 
 
 def _contrasts(

@@ -22,10 +22,12 @@ __all__ = [
     "ContrastResult",
     "GroupResult",
     "MaxStatResult",
+    "PairTests",
     "condition_contrast",
     "fdr",
     "group_level",
     "max_statistic_threshold",
+    "pair_tests",
     "surrogate_z_p",
 ]
 
@@ -177,9 +179,8 @@ def max_statistic_threshold(observed: np.ndarray, null: np.ndarray, alpha: float
     Each element is standardised against its own null (z-scores), so elements of different
     scale (bands, metrics) form one family; the family-wise null is the maximum z over the
     family in each surrogate. The surrogates of all elements must come from the *same*
-    permutations (pass one ``permutations`` array to every band's
-    :func:`synchrony.surrogates.epoch_shuffle_surrogates`), or the maximum is not a valid
-    joint null.
+    permutations (one :func:`synchrony.surrogates.shuffle_plan` passed to every band's
+    :func:`synchrony.surrogates.shuffle_null`), or the maximum is not a valid joint null.
 
     Parameters
     ----------
@@ -205,6 +206,60 @@ def max_statistic_threshold(observed: np.ndarray, null: np.ndarray, alpha: float
     p = np.where(np.isnan(z), np.nan, p.reshape(z.shape))
     threshold = float(np.quantile(max_null, 1 - alpha))
     return MaxStatResult(z=z, p_corrected=p, threshold=threshold, reject=np.nan_to_num(p, nan=1.0) <= alpha)
+
+
+@dataclass(frozen=True)
+class PairTests:
+    """Every element (e.g. channel pair x band) against one joint surrogate null.
+
+    Attributes
+    ----------
+    z : np.ndarray, shape (...)
+        Surrogate z-scores (as :func:`surrogate_z_p`).
+    p_fdr : np.ndarray, shape (...)
+        Benjamini-Hochberg adjusted p-values of each element's parametric p (see
+        :func:`pair_tests`).
+    reject_fdr : np.ndarray of bool, shape (...)
+    p_fwer : np.ndarray, shape (...)
+        Max-statistic family-wise p-values (:func:`max_statistic_threshold`).
+    reject_fwer : np.ndarray of bool, shape (...)
+    """
+
+    z: np.ndarray
+    p_fdr: np.ndarray
+    reject_fdr: np.ndarray
+    p_fwer: np.ndarray
+    reject_fwer: np.ndarray
+
+
+def pair_tests(observed: np.ndarray, null: np.ndarray, alpha: float = 0.05) -> PairTests:
+    """False discovery rate and family-wise tests over many elements sharing one null.
+
+    - FDR: Benjamini-Hochberg over the one-sided p of each element's z under a normal null
+      whose mean and spread are estimated from the n surrogates -- Student's t with n - 1
+      degrees of freedom of ``z / sqrt(1 + 1/n)`` (the prediction distribution of a new
+      draw). The empirical p cannot go below ``1 / (n + 1)``, which BH over thousands of
+      channel pairs can almost never reject; a surrogate value of a pair is a mean over
+      epochs, close to normal.
+    - FWER: the max statistic (:func:`max_statistic_threshold`), valid when all elements'
+      surrogates come from the same permutations.
+
+    Parameters
+    ----------
+    observed : np.ndarray, shape (...)
+    null : np.ndarray, shape (n_surrogates, ...)
+    alpha : float, default 0.05
+
+    Returns
+    -------
+    PairTests
+    """
+    family = max_statistic_threshold(observed, null, alpha=alpha)
+    n = null.shape[0]
+    with np.errstate(invalid="ignore"):
+        p_parametric = scipy.stats.t.sf(family.z / np.sqrt(1.0 + 1.0 / n), df=n - 1)
+    reject, p_fdr = fdr(p_parametric, alpha=alpha)
+    return PairTests(z=family.z, p_fdr=p_fdr, reject_fdr=reject, p_fwer=family.p_corrected, reject_fwer=family.reject)
 
 
 @dataclass(frozen=True)

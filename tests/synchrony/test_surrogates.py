@@ -11,7 +11,7 @@ from synchrony.metrics import SUPPORTED_METRICS, inter_brain_connectivity
 from synchrony.stats import group_level, surrogate_z_p
 from synchrony.surrogates import (
     circular_shift_surrogates,
-    derangements,
+    random_permutations,
     epoch_shuffle_surrogates,
     pseudo_dyads,
     shuffle_null,
@@ -30,14 +30,15 @@ def smooth_noise(rng, n_channels, n_samples, width=8):
     return np.stack([np.convolve(row, kernel, mode="valid")[:n_samples] for row in raw])
 
 
-def test_derangements_are_permutations_without_fixed_points():
-    perms = derangements(5, 300, np.random.default_rng(0))
-    assert perms.shape == (300, 5)
-    np.testing.assert_array_equal(np.sort(perms, axis=1), np.tile(np.arange(5), (300, 1)))
-    assert not np.any(perms == np.arange(5))
-    assert len({tuple(p) for p in perms}) == 44  # every derangement of 5 items appears
+def test_random_permutations_are_uniform_over_all_permutations():
+    perms = random_permutations(4, 2400, np.random.default_rng(0))
+    assert perms.shape == (2400, 4)
+    np.testing.assert_array_equal(np.sort(perms, axis=1), np.tile(np.arange(4), (2400, 1)))
+    counts = np.unique(perms, axis=0, return_counts=True)[1]
+    assert counts.size == 24  # every permutation of 4 items, the identity included
+    assert scipy.stats.chisquare(counts).pvalue > 0.001
     with pytest.raises(ValueError, match="at least 2 epochs"):
-        derangements(1, 10, np.random.default_rng(0))
+        random_permutations(1, 10, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize(
@@ -53,7 +54,7 @@ def test_epoch_shuffle_equals_brute_force_per_permutation(monkeypatch, block_ele
     za, zb = complex_noise(rng, (7, 3, 64)), complex_noise(rng, (7, 4, 64))
     zb[:, 0] = 0.7 * za[:, 0] + 0.3 * zb[:, 0]
     za[2, 1] = 0  # a flat channel in one epoch: NaN for that epoch, left out of the mean
-    perms = derangements(7, 6, rng)
+    perms = random_permutations(7, 6, rng)
     null = epoch_shuffle_surrogates(za, zb, 6, SUPPORTED_METRICS, rng=rng, permutations=perms)
     for metric in SUPPORTED_METRICS:
         expected = np.stack([inter_brain_connectivity(za, zb[p], [metric])[metric] for p in perms])
@@ -64,31 +65,30 @@ def test_epoch_shuffle_equals_brute_force_per_permutation(monkeypatch, block_ele
 def test_epoch_shuffle_rejects_invalid_permutations():
     rng = np.random.default_rng(2)
     za, zb = complex_noise(rng, (4, 2, 32)), complex_noise(rng, (4, 2, 32))
-    with pytest.raises(ValueError, match="without fixed points"):
-        epoch_shuffle_surrogates(za, zb, 1, ["plv"], rng=rng, permutations=np.array([[1, 0, 2, 3]]))
+    with pytest.raises(ValueError, match="must be a permutation"):
+        epoch_shuffle_surrogates(za, zb, 1, ["plv"], rng=rng, permutations=np.array([[1, 0, 1, 3]]))
     with pytest.raises(ValueError, match="shape"):
         epoch_shuffle_surrogates(za, zb, 2, ["plv"], rng=rng, permutations=np.array([[1, 0, 3, 2]]))
     with pytest.raises(ValueError, match="same epochs"):
         epoch_shuffle_surrogates(za, zb[:3], 2, ["plv"], rng=rng)
 
 
-def test_shuffle_plan_draws_derangements_of_all_epochs_within_random_strata():
+def test_shuffle_plan_draws_permutations_of_all_epochs_within_random_strata():
     plan = shuffle_plan(100, 50, np.random.default_rng(10))
     sizes = sorted(members.size for members in plan.strata)
-    assert sizes == [20] * 5  # ceil(100 / 24) = 5 strata of (nearly) equal size
+    assert sizes == [25] * 4  # 100 // 24 = 4 strata of (nearly) equal size, none below 24
     np.testing.assert_array_equal(np.sort(np.concatenate(plan.strata)), np.arange(100))
     assert not np.array_equal(np.concatenate(plan.strata), np.arange(100))  # a random partition
     perms = plan.permutations
     assert perms.shape == (50, 100)
     np.testing.assert_array_equal(np.sort(perms, axis=1), np.tile(np.arange(100), (50, 1)))
-    assert not np.any(perms == np.arange(100))
     stratum_of = np.empty(100, dtype=int)
     for k, members in enumerate(plan.strata):
         stratum_of[members] = k
     assert np.all(stratum_of[perms] == stratum_of)  # partners come from the same stratum
     assert len({tuple(p) for p in perms}) == 50
-    single = shuffle_plan(20, 5, np.random.default_rng(11))  # at most STRATUM_EPOCHS: unrestricted
-    assert len(single.strata) == 1
+    assert sorted(m.size for m in shuffle_plan(47, 5, np.random.default_rng(11)).strata) == [47]
+    assert sorted(m.size for m in shuffle_plan(49, 5, np.random.default_rng(11)).strata) == [24, 25]
     with pytest.raises(ValueError, match="at least 8"):
         shuffle_plan(100, 5, np.random.default_rng(0), stratum_epochs=4)
     with pytest.raises(ValueError, match="at least 2 epochs"):
@@ -111,7 +111,7 @@ def test_shuffle_null_equals_brute_force_and_observed_equals_the_real_pairing(
     zb[:, 0] = 0.7 * za[:, 0] + 0.3 * zb[:, 0]
     za[5, 1] = 0  # flat in one epoch: NaN there, left out of the means
     plan = shuffle_plan(30, 7, rng, stratum_epochs=8)
-    assert len(plan.strata) == 4
+    assert sorted(m.size for m in plan.strata) == [10, 10, 10]
     result = shuffle_null(za, zb, plan, SUPPORTED_METRICS)
     real = inter_brain_connectivity(za, zb, SUPPORTED_METRICS, epochs_average=False)
     for metric in SUPPORTED_METRICS:
