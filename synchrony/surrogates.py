@@ -18,7 +18,7 @@ and an hour-long condition has ~180 two-second epochs: 32,000 pairings per band,
 ``C_a x C_b x n`` products per metric. The plan instead splits the epochs at random into
 strata of :data:`STRATUM_EPOCHS` to twice that and draws each surrogate as an independent
 uniform permutation *within every stratum*; the whole null then needs only the ``E x S``
-within-stratum pairings (S the stratum size), a seventh of the work for 180 epochs. Every
+within-stratum pairings (S the stratum size), a tenth of the work for 180 epochs. Every
 surrogate still uses each A epoch and each B epoch exactly once, so each participant's
 per-epoch offsets cancel as in the unrestricted shuffle.
 
@@ -27,13 +27,19 @@ strata form a group that contains the real pairing, and surrogates drawn uniform
 group are exchangeable with the real pairing under the null hypothesis (B's epochs
 exchangeable with respect to A's), which makes the empirical p-values -- and the
 max-statistic over pairs and bands -- exact. Derangements leave the real pairing out of that
-group; with strata of 20 epochs, in simulations of independent dyads (8 x 8 channels, 2
-bands, 150 dyads each) the surrogate z then had a standard deviation of 1.07 and any pair
-passed the family-wise test in 11-16 % of dyads; with permutations 1.015 and 7-9 %
-(unrestricted permutations: 1.012, 5-8 %). The price is small: a surrogate keeps, on average,
-one real pairing per stratum, which moves the null towards a real effect by 1/S of it.
-Conditions of fewer than twice :data:`STRATUM_EPOCHS` epochs use one stratum, which is the
-unrestricted shuffle.
+group: in simulations of independent dyads (8 x 8 channels, 2 bands, strata of 20 epochs)
+the surrogate z then had a standard deviation of 1.07 instead of 1.015, and any pair passed
+the family-wise test in 11-16 % of dyads. The price of permutations is small: a surrogate
+keeps, on average, one real pairing per stratum, which moves the null towards a real effect
+by 1/S of it. Conditions of fewer than twice :data:`STRATUM_EPOCHS` epochs use one stratum,
+which is the unrestricted shuffle. With independent epochs, strata of 16 and the unrestricted
+shuffle gave the same family-wise error, 4-5 % of 300 dyads (``tests/synchrony/test_stats.py``).
+
+What no epoch shuffle removes: it assumes the epochs exchangeable, and autocorrelation across
+epoch boundaries (slow drifts, the band-pass filters' ringing) pairs similar neighbours in the
+real data but not in the surrogates, so the null is slightly too narrow -- on noise smoothed
+across epoch boundaries, 6-7 % family-wise errors instead of 5 %. The circular-shift null
+keeps each participant's autocorrelation.
 
 How it is fast beyond that: within a stratum the bilinear metrics of every pairing come out
 of one matrix product per term (:class:`synchrony.metrics.AllPairs`), PLI/wPLI are computed
@@ -78,8 +84,8 @@ __all__ = [
 ]
 
 #: Smallest stratum of the partner-epoch shuffle (see the module docstring): each A epoch
-#: meets 24 to 47 candidate B epochs over the null; 24! = 6.2e23 permutations per stratum.
-STRATUM_EPOCHS = 24
+#: meets 16 to 31 candidate B epochs over the null; 16! = 2.1e13 permutations per stratum.
+STRATUM_EPOCHS = 16
 # Elements of one (block, E_b, C_b, C_a) array of per-pairing values (8 MB as float64; the
 # Re/Im products of accorr are 4x that). Measured at 2 x 32 channels, 60 epochs: 1e6 uses
 # ~40 % less memory than 4e6 for the same time; much smaller blocks make the products slower.

@@ -80,9 +80,10 @@ def test_max_statistic_p_is_the_share_of_surrogate_maxima_reaching_each_z():
     observed = rng.standard_normal((3, 4)) * 2
     observed[0, 0] = np.nan
     result = max_statistic_threshold(observed, null)
-    null_z = (null - null.mean(axis=0)) / null.std(axis=0, ddof=1)
-    maxima = null_z.reshape(99, -1).max(axis=1)
-    expected = np.array([(1 + np.sum(maxima >= z)) / 100 for z in result.z.ravel()]).reshape(3, 4)
+    pooled = np.concatenate([observed[None], null])  # standardised together: exchangeable
+    pooled_z = (pooled - np.nanmean(pooled, axis=0)) / np.nanstd(pooled, axis=0, ddof=1)
+    maxima = np.nanmax(pooled_z[1:].reshape(99, -1), axis=1)
+    expected = np.array([(1 + np.sum(maxima >= z)) / 100 for z in pooled_z[0].ravel()]).reshape(3, 4)
     expected[0, 0] = np.nan
     np.testing.assert_allclose(result.p_corrected, expected, rtol=0, atol=1e-15)
 
@@ -90,9 +91,10 @@ def test_max_statistic_p_is_the_share_of_surrogate_maxima_reaching_each_z():
 def test_pair_tests_on_independent_dyads_reject_anything_in_about_five_percent():
     """The quick-check's pair-level path end to end on pure noise: one stratified plan for two
     bands (as :func:`synchrony.check.run_check` draws it), 4 x 4 channel pairs x 2 bands per dyad.
-    Measured over seeds 21-23: 11-19 (FDR) and 16-22 (FWER) of 300 dyads; with stratified
-    *derangements* instead of permutations 23-33 and 31-35, which fail the bounds (about
-    +-3 sd of Binomial(300, 0.05))."""
+    The noise is smoothed across epoch boundaries, as real EEG is, which makes any epoch
+    shuffle slightly liberal (synchrony/surrogates.py). Measured over seeds 21-23: 13-23 (FDR)
+    and 15-20 (FWER) of 300 dyads; with stratified *derangements* 25-35 and 23-27. Bounds:
+    about +-3 sd of Binomial(300, 0.05)."""
     from synchrony.surrogates import shuffle_null, shuffle_plan
 
     rng = np.random.default_rng(21)

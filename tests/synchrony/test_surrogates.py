@@ -76,7 +76,7 @@ def test_epoch_shuffle_rejects_invalid_permutations():
 def test_shuffle_plan_draws_permutations_of_all_epochs_within_random_strata():
     plan = shuffle_plan(100, 50, np.random.default_rng(10))
     sizes = sorted(members.size for members in plan.strata)
-    assert sizes == [25] * 4  # 100 // 24 = 4 strata of (nearly) equal size, none below 24
+    assert sizes == [16, 16, 17, 17, 17, 17]  # 100 // 16 = 6 strata of (nearly) equal size, none below 16
     np.testing.assert_array_equal(np.sort(np.concatenate(plan.strata)), np.arange(100))
     assert not np.array_equal(np.concatenate(plan.strata), np.arange(100))  # a random partition
     perms = plan.permutations
@@ -87,8 +87,8 @@ def test_shuffle_plan_draws_permutations_of_all_epochs_within_random_strata():
         stratum_of[members] = k
     assert np.all(stratum_of[perms] == stratum_of)  # partners come from the same stratum
     assert len({tuple(p) for p in perms}) == 50
-    assert sorted(m.size for m in shuffle_plan(47, 5, np.random.default_rng(11)).strata) == [47]
-    assert sorted(m.size for m in shuffle_plan(49, 5, np.random.default_rng(11)).strata) == [24, 25]
+    assert sorted(m.size for m in shuffle_plan(31, 5, np.random.default_rng(11)).strata) == [31]
+    assert sorted(m.size for m in shuffle_plan(33, 5, np.random.default_rng(11)).strata) == [16, 17]
     with pytest.raises(ValueError, match="at least 8"):
         shuffle_plan(100, 5, np.random.default_rng(0), stratum_epochs=4)
     with pytest.raises(ValueError, match="at least 2 epochs"):
