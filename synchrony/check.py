@@ -652,7 +652,9 @@ def _contrasts(
                 key, base_key = (name, band, metric), (baseline, band, metric)
                 this, base = epoch_means.get(key), epoch_means.get(base_key)
                 if this is None or base is None or this.size < 2 or base.size < 2:
-                    pair[band][metric] = {"difference": None, "p": None, "p_fdr": None, "bias_corrected": False, "n_runs": None}
+                    pair[band][metric] = {
+                        "difference": None, "p": None, "p_fdr": None, "bias_corrected": False, "n_runs": None, "exact": None,
+                    }
                     continue
                 corrected = key in nulls and base_key in nulls
                 result = stats.condition_contrast(
@@ -662,7 +664,7 @@ def _contrasts(
                 )
                 cell = pair[band][metric] = {
                     "difference": float(result.difference), "p": float(result.p), "p_fdr": None,
-                    "bias_corrected": corrected, "n_runs": [result.n_runs_a, result.n_runs_b],
+                    "bias_corrected": corrected, "n_runs": [result.n_runs_a, result.n_runs_b], "exact": result.exact,
                 }
                 cells[metric].append(cell)
         out[f"{name}-vs-{baseline}"] = pair

@@ -82,8 +82,8 @@ LAG_METRICS = frozenset({"pli", "wpli"})
 # Elements of the reused (A channels, C_b, n) buffers of the NumPy PLI/wPLI path (1 MB).
 _LAG_BLOCK_ELEMENTS = 131_072
 # PLI/wPLI jobs of at least this many (pair, C_a, C_b, n) elements use numba when installed.
-# Measured on 5e7 float32 elements (2 cores): NumPy 0.18 s, the numba kernel 0.015 s. Its
-# compilation (~2 s) happens once per machine and dtype (numba caches it on disk).
+# Measured on 5e7 elements (2 cores): NumPy 0.18 s, the numba kernel 0.015 s. Its compilation
+# (~2 s) happens once per machine (numba caches it on disk; the inputs are always float64).
 _NUMBA_MIN_ELEMENTS = 50_000_000
 # Upper bound on epoch pairs per batch of matrix products (bounds the gathered copies).
 _PAIR_CHUNK = 128

@@ -158,8 +158,9 @@ def _contrast_table(result: dict[str, Any]) -> str:
     note = (
         "<p class='small'>Δ: difference of the per-epoch means over pairs against "
         f"{html_escape(info['baseline'])} (each minus its own surrogate mean when available). p: two-sided "
-        f"permutation p ({info['n_permutations']} exchanges of runs of {info['run_length_epochs']} consecutive "
-        "epochs between the two conditions), uncorrected. p FDR: Benjamini–Hochberg adjusted over all contrasts "
+        f"permutation p (runs of {info['run_length_epochs']} consecutive epochs exchanged between the two "
+        f"conditions: every exchange when there are at most {info['n_permutations']}, else {info['n_permutations']} "
+        "random ones), uncorrected. p FDR: Benjamini–Hochberg adjusted over all contrasts "
         f"and bands of the metric. Highlighted: p FDR ≤ {CONTRAST_FDR_ALPHA:g}.</p>"
     )
     bands = list(result["inputs"]["bands"])
@@ -219,6 +220,8 @@ def _matrices_figure(result: dict[str, Any], metric: str) -> str:
     """All conditions (rows) x bands (columns) as one mosaic image: one axes, fast to draw."""
     from matplotlib.figure import Figure
 
+    from synchrony.check import P_DETECT
+
     conditions = list(result["conditions"])
     bands = list(result["inputs"]["bands"])
     if not conditions or metric not in result["inputs"]["metrics"]:
@@ -239,7 +242,7 @@ def _matrices_figure(result: dict[str, Any], metric: str) -> str:
                 continue
             mosaic[top : top + n_a, left : left + n_b] = np.array(cell["matrix"], dtype=float)
             if cell.get("pair_p_fdr") is not None:
-                rows, cols = np.nonzero(np.nan_to_num(np.array(cell["pair_p_fdr"], dtype=float), nan=1.0) < 0.05)
+                rows, cols = np.nonzero(np.nan_to_num(np.array(cell["pair_p_fdr"], dtype=float), nan=1.0) <= P_DETECT)
                 dots_y.extend(top + rows)
                 dots_x.extend(left + cols)
             z = cell.get("z")

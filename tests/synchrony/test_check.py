@@ -54,6 +54,10 @@ def test_coupled_band_and_condition_are_detected_and_nothing_else(coupled):
     assert contrasts["cooperation-vs-rest"]["alpha"]["plv"]["difference"] > 0.1
     assert contrasts["cooperation-vs-rest"]["alpha"]["plv"]["p"] < 0.01
     assert contrasts["cooperation-vs-rest"]["alpha"]["plv"]["bias_corrected"]
+    assert contrasts["run_length_epochs"] == 5
+    cell = contrasts["cooperation-vs-rest"]["alpha"]["plv"]
+    assert cell["n_runs"] == [6, 6] and cell["p"] <= cell["p_fdr"] < 0.05
+    assert cell["exact"] is True  # C(12, 6) = 924 splits, at most n_permutations: all enumerated
     assert abs(contrasts["competition-vs-rest"]["alpha"]["plv"]["difference"]) < 0.05
     assert result["diagnostics"]["common_mode"] == []
     assert "synchrony above chance in cooperation/alpha" in result["summary"]
@@ -113,7 +117,8 @@ def test_pair_level_tests_find_the_coupled_pairs_and_no_others(coupled):
     for condition in ("rest", "competition", "cooperation"):
         for band in BANDS:
             if (condition, band) != ("cooperation", "alpha"):
-                assert result["conditions"][condition][band]["plv"]["n_significant_pairs_fwer"] == 0, (condition, band)
+                cell = result["conditions"][condition][band]["plv"]
+                assert cell["n_significant_pairs_fwer"] == 0 and cell["n_significant_pairs"] == 0, (condition, band)
 
 
 def test_circular_shift_null_uses_every_block_of_a_condition(tmp_path):
