@@ -21,6 +21,7 @@ import math
 import platform
 import time
 import warnings as warnings_module
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -391,96 +392,96 @@ def run_check(
         epoch_means: dict[tuple[str, str, str], np.ndarray] = {}  # per-epoch mean over pairs, for contrasts
         epoch_blocks: dict[str, np.ndarray] = {}  # block of each kept epoch, in the same order
         bar.stage("Synchrony and surrogates", total=len(condition_list) * len(band_map))
-        for condition in condition_list:
-            index = [i for i, p in enumerate(plans) if p.block.condition == condition]
-            c_plans = [plans[i] for i in index]
-            c_keep = [keep_per_plan[i] for i in index]
-            planned = int(sum(p.starts.size for p in c_plans))
-            invalid = int(sum((~p.valid).sum() for p in c_plans))
-            n_used = int(sum(k.sum() for k in c_keep))
-            epochs_table[condition] = {
-                "planned": planned, "invalid_data": invalid, "rejected_artifacts": planned - invalid - n_used, "used": n_used,
-            }
-            entry: dict[str, Any] = {
-                "n_epochs": n_used,
-                "n_epochs_planned": planned,
-                "duration_s": round(sum(p.block.end - p.block.start for p in c_plans), 3),
-                "blocks": [p.block.name for p in c_plans],
-            }
-            epoch_blocks[condition] = np.repeat(np.arange(len(c_plans)), [int(k.sum()) for k in c_keep])
-            with_stats = bool(n_surrogates) and n_used >= MIN_EPOCHS_STATS
-            if 0 < n_used < MIN_EPOCHS_STATS and n_surrogates:
-                warnings.append(
-                    f"Condition {condition!r}: only {n_used} clean epoch(s); surrogate z and p need at least "
-                    f"{MIN_EPOCHS_STATS} and are not computed (means only)."
-                )
-            elif n_used < MIN_EPOCHS_WARN:
-                warnings.append(
-                    f"Condition {condition!r}: {n_used} clean epoch(s) of {epoch_length:g} s (of {planned}); at least "
-                    f"{MIN_EPOCHS_WARN} are recommended for stable synchrony estimates."
-                )
-            with _timed(timings, "filter_epochs"):
-                band_epochs = seg.condition_epochs(
-                    aligned, c_plans, c_keep, epoch_length, band_map, used["A"], used["B"],
-                    decimate=decimate, continuous=surrogate == "circular-shift",
-                ) if n_used else {}
-            # One null for all bands of the condition (the same epoch pairings, or the same time
-            # shifts), so that the family-wise correction over bands sees a joint null.
-            if with_stats and surrogate == "epoch-shuffle":
-                shuffle = surrogates.shuffle_plan(n_used, n_surrogates, rng)
-            elif with_stats:
-                shift_fractions = rng.random(n_surrogates)
-            observed_by_band: dict[str, dict[str, np.ndarray]] = {}
-            null_by_band: dict[str, dict[str, np.ndarray]] = {}
-            for band in band_map:
-                if n_used == 0:
-                    entry[band] = {m: {"mean": None, "z": None, "p": None, "matrix": None} for m in metric_names}
-                    bar.advance()
-                    continue
-                epochs = band_epochs.pop(band)
-                null = None
-                with _timed(timings, "synchrony"):
-                    if with_stats and surrogate == "epoch-shuffle":
-                        shuffled = surrogates.shuffle_null(epochs.za, epochs.zb, shuffle, metric_names)
-                        per_epoch, null = shuffled.observed, shuffled.null
-                    else:
-                        per_epoch = metrics_mod.inter_brain_connectivity(epochs.za, epochs.zb, metric_names, epochs_average=False)
-                        if with_stats:
-                            null = _circular_null(epochs, shift_fractions, metric_names)
-                    with np.errstate(all="ignore"), warnings_module.catch_warnings():
-                        warnings_module.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs stay NaN
-                        observed = {m: np.nanmean(v, axis=0) for m, v in per_epoch.items()}
-                        for m, v in per_epoch.items():
-                            epoch_means[(condition, band, m)] = np.nanmean(v, axis=(1, 2))
-                del per_epoch, epochs
-                if with_stats and null is None:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="dyadlab-synchrony") as pool:
+            for condition in condition_list:
+                index = [i for i, p in enumerate(plans) if p.block.condition == condition]
+                c_plans = [plans[i] for i in index]
+                c_keep = [keep_per_plan[i] for i in index]
+                planned = int(sum(p.starts.size for p in c_plans))
+                invalid = int(sum((~p.valid).sum() for p in c_plans))
+                n_used = int(sum(k.sum() for k in c_keep))
+                epochs_table[condition] = {
+                    "planned": planned, "invalid_data": invalid, "rejected_artifacts": planned - invalid - n_used, "used": n_used,
+                }
+                entry: dict[str, Any] = {
+                    "n_epochs": n_used,
+                    "n_epochs_planned": planned,
+                    "duration_s": round(sum(p.block.end - p.block.start for p in c_plans), 3),
+                    "blocks": [p.block.name for p in c_plans],
+                }
+                epoch_blocks[condition] = np.repeat(np.arange(len(c_plans)), [int(k.sum()) for k in c_keep])
+                with_stats = bool(n_surrogates) and n_used >= MIN_EPOCHS_STATS
+                if 0 < n_used < MIN_EPOCHS_STATS and n_surrogates:
                     warnings.append(
-                        f"Condition {condition!r}: its blocks together are too short for circular shifts of at "
-                        f"least {CIRCULAR_MIN_SHIFT_S:g} s both ways; no z or p."
+                        f"Condition {condition!r}: only {n_used} clean epoch(s); surrogate z and p need at least "
+                        f"{MIN_EPOCHS_STATS} and are not computed (means only)."
                     )
-                entry[band] = {}
-                for metric in metric_names:
-                    matrix = observed[metric]
-                    cell: dict[str, Any] = {"mean": float(np.nanmean(matrix)), "z": None, "p": None}
-                    if null is not None:
-                        null_means = np.nanmean(null[metric], axis=(1, 2))
-                        z, p = stats.surrogate_z_p(cell["mean"], null_means)
-                        cell.update(
-                            z=float(z), p=float(p),
-                            null_mean=float(np.mean(null_means)), null_std=float(np.std(null_means, ddof=1)),
-                            null_p95=float(np.percentile(null_means, 95)),
+                elif n_used < MIN_EPOCHS_WARN:
+                    warnings.append(
+                        f"Condition {condition!r}: {n_used} clean epoch(s) of {epoch_length:g} s (of {planned}); at least "
+                        f"{MIN_EPOCHS_WARN} are recommended for stable synchrony estimates."
+                    )
+                with _timed(timings, "filter_epochs"):
+                    band_epochs = seg.condition_epochs(
+                        aligned, c_plans, c_keep, epoch_length, band_map, used["A"], used["B"],
+                        decimate=decimate, continuous=surrogate == "circular-shift",
+                    ) if n_used else {}
+                # One null for all bands of the condition (the same epoch pairings, or the same time
+                # shifts), so that the family-wise correction over bands sees a joint null.
+                shuffle = shift_fractions = None
+                if with_stats and surrogate == "epoch-shuffle":
+                    shuffle = surrogates.shuffle_plan(n_used, n_surrogates, rng)
+                elif with_stats:
+                    shift_fractions = rng.random(n_surrogates)
+                observed_by_band: dict[str, dict[str, np.ndarray]] = {}
+                null_by_band: dict[str, dict[str, np.ndarray]] = {}
+                # Two bands at a time: the metrics' element-wise NumPy work runs on one core, the matrix
+                # products and the PLI/wPLI kernel on both, so two bands keep both cores busy.
+                jobs = {
+                    band: pool.submit(_band_synchrony, band_epochs.pop(band), metric_names, shuffle, shift_fractions)
+                    for band in band_map
+                } if n_used else {}
+                for band in band_map:
+                    if n_used == 0:
+                        entry[band] = {m: {"mean": None, "z": None, "p": None, "matrix": None} for m in metric_names}
+                        bar.advance()
+                        continue
+                    with _timed(timings, "synchrony"):
+                        per_epoch, null = jobs.pop(band).result()
+                        with np.errstate(all="ignore"), warnings_module.catch_warnings():
+                            warnings_module.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs stay NaN
+                            observed = {m: np.nanmean(v, axis=0) for m, v in per_epoch.items()}
+                            for m, v in per_epoch.items():
+                                epoch_means[(condition, band, m)] = np.nanmean(v, axis=(1, 2))
+                    del per_epoch
+                    if with_stats and null is None:
+                        warnings.append(
+                            f"Condition {condition!r}: its blocks together are too short for circular shifts of at "
+                            f"least {CIRCULAR_MIN_SHIFT_S:g} s both ways; no z or p."
                         )
-                        figures.nulls[(condition, band, metric)] = null_means
-                    cell["matrix"] = np.round(_full_matrix(matrix, used["A"], used["B"]), MATRIX_DECIMALS)
-                    entry[band][metric] = cell
-                if null is not None:
-                    observed_by_band[band], null_by_band[band] = observed, null
-                bar.advance()
-            if null_by_band:
-                with _timed(timings, "pair_statistics"):
-                    _pair_statistics(entry, observed_by_band, null_by_band, metric_names, used["A"], used["B"])
-            del observed_by_band, null_by_band
-            result_conditions[condition] = entry
+                    entry[band] = {}
+                    for metric in metric_names:
+                        matrix = observed[metric]
+                        cell: dict[str, Any] = {"mean": float(np.nanmean(matrix)), "z": None, "p": None}
+                        if null is not None:
+                            null_means = np.nanmean(null[metric], axis=(1, 2))
+                            z, p = stats.surrogate_z_p(cell["mean"], null_means)
+                            cell.update(
+                                z=float(z), p=float(p),
+                                null_mean=float(np.mean(null_means)), null_std=float(np.std(null_means, ddof=1)),
+                                null_p95=float(np.percentile(null_means, 95)),
+                            )
+                            figures.nulls[(condition, band, metric)] = null_means
+                        cell["matrix"] = np.round(_full_matrix(matrix, used["A"], used["B"]), MATRIX_DECIMALS)
+                        entry[band][metric] = cell
+                    if null is not None:
+                        observed_by_band[band], null_by_band[band] = observed, null
+                    bar.advance()
+                if null_by_band:
+                    with _timed(timings, "pair_statistics"):
+                        _pair_statistics(entry, observed_by_band, null_by_band, metric_names, used["A"], used["B"])
+                del observed_by_band, null_by_band
+                result_conditions[condition] = entry
 
     with _timed(timings, "contrasts"):
         contrasts = _contrasts(
@@ -554,6 +555,28 @@ def run_check(
 
         write_html(html_out, result, figures)
     return result
+
+
+def _band_synchrony(
+    epochs: seg.BandEpochs,
+    metrics: Sequence[str],
+    shuffle: Any | None,
+    shift_fractions: np.ndarray | None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """One band of one condition: per-epoch observed values (n_epochs, C_a, C_b) per metric and
+    the surrogate null (n_surrogates, C_a, C_b) per metric, or ``None`` without statistics.
+
+    ``shuffle``: the condition's :class:`synchrony.surrogates.ShufflePlan` for the epoch
+    shuffle; ``shift_fractions`` for the circular shift; neither, no null.
+    """
+    from synchrony import metrics as metrics_mod
+    from synchrony import surrogates
+
+    if shuffle is not None:
+        shuffled = surrogates.shuffle_null(epochs.za, epochs.zb, shuffle, metrics)
+        return shuffled.observed, shuffled.null
+    per_epoch = metrics_mod.inter_brain_connectivity(epochs.za, epochs.zb, metrics, epochs_average=False)
+    return per_epoch, None if shift_fractions is None else _circular_null(epochs, shift_fractions, metrics)
 
 
 def _circular_null(

@@ -49,6 +49,7 @@ which is what the surrogate statistics in :mod:`synchrony.surrogates` need.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -521,17 +522,15 @@ def _lag_sums_numpy(
 
 
 _numba_lag_kernel = None
+_NUMBA_KERNEL_LOCK = threading.Lock()
 
 
-def _lag_sums_numba(
-    re_a: np.ndarray, im_a: np.ndarray, re_b: np.ndarray, im_b: np.ndarray, epochs_a: np.ndarray, epochs_b: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Same as :func:`_lag_sums_numpy`, as one fused, parallel numba loop (no temporaries).
+def _compiled_lag_kernel():
+    """The numba PLI/wPLI kernel, compiled on first use (and cached on disk by numba).
 
     Real and imaginary parts come as separate contiguous arrays so the time loop vectorises.
     ``fastmath`` is limited to re-association of the ``|Im|`` sum; fused multiply-add
-    contraction stays off so ``Im`` is rounded exactly as in NumPy and HyPyP. The kernel is
-    compiled on first use and cached on disk by numba.
+    contraction stays off so ``Im`` is rounded exactly as in NumPy and HyPyP.
     """
     global _numba_lag_kernel
     if _numba_lag_kernel is None:
@@ -561,11 +560,22 @@ def _lag_sums_numba(
                         abs_sum[p, a, b] = total
 
         _numba_lag_kernel = kernel
+    return _numba_lag_kernel
+
+
+def _lag_sums_numba(
+    re_a: np.ndarray, im_a: np.ndarray, re_b: np.ndarray, im_b: np.ndarray, epochs_a: np.ndarray, epochs_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Same as :func:`_lag_sums_numpy`, as one fused, parallel numba loop (no temporaries)."""
     sign_sum = np.empty((epochs_a.size, re_a.shape[1], re_b.shape[1]))
     abs_sum = np.empty_like(sign_sum)
-    _numba_lag_kernel(
-        re_a, im_a, re_b, im_b, np.ascontiguousarray(epochs_a), np.ascontiguousarray(epochs_b), sign_sum, abs_sum
-    )
+    # numba's default threading layer may not run parallel kernels from two threads at once
+    # (the quick-check computes two bands in threads): one kernel at a time, on every core; the
+    # lock also makes the one-off compilation happen once.
+    with _NUMBA_KERNEL_LOCK:
+        _compiled_lag_kernel()(
+            re_a, im_a, re_b, im_b, np.ascontiguousarray(epochs_a), np.ascontiguousarray(epochs_b), sign_sum, abs_sum
+        )
     return sign_sum, abs_sum
 
 
