@@ -338,8 +338,22 @@ def test_grid_interpolation_matches_numpy_interp_for_a_drifting_clock():
     assert np.isnan(aligned.a[:, ~inside]).all()
 
 
-def test_band_epochs_from_the_screening_spectra_equal_fresh_ones():
-    """select_epochs keeps each block's spectrum for condition_epochs: same epochs as computed anew."""
+def _count_spectra(monkeypatch) -> list[int]:
+    """Count the block spectra computed (calls of segments._spectrum) from now on."""
+    calls: list[int] = []
+    spectrum = seg._spectrum
+
+    def counted(data, n_fft):
+        calls.append(data.shape[0])
+        return spectrum(data, n_fft)
+
+    monkeypatch.setattr(seg, "_spectrum", counted)
+    return calls
+
+
+def test_band_epochs_from_the_screening_spectra_equal_fresh_ones(monkeypatch):
+    """select_epochs keeps each block's spectrum for condition_epochs: one spectrum per block and
+    participant for both, and the same epochs as computed anew."""
     rate = 250.0
     n = int(80 * rate)
     rng = np.random.default_rng(10)
@@ -348,11 +362,14 @@ def test_band_epochs_from_the_screening_spectra_equal_fresh_ones():
     aligned = seg.align_dyad(a, b)
     blocks = [seg.Block("x", 5.0, 35.0, "x-1"), seg.Block("x", 40.0, 75.0, "x-2")]
     used = np.array([True, False, True])
+    spectra = _count_spectra(monkeypatch)
     plans, _, keep = seg.select_epochs(aligned, blocks, 2.0, 45.0, used, used)
     assert all(set(p.spectra) == {"a", "b"} for p in plans)
     reused = seg.condition_epochs(aligned, plans, keep, 2.0, seg.DEFAULT_BANDS, used, used, continuous=True)
+    assert len(spectra) == 4  # 2 blocks x 2 participants, by the screening only
     assert all(not p.spectra for p in plans)  # used once, then dropped
     fresh = seg.condition_epochs(aligned, plans, keep, 2.0, seg.DEFAULT_BANDS, used, used, continuous=True)
+    assert len(spectra) == 8  # computed anew (of the used channels only)
     for band in seg.DEFAULT_BANDS:
         scale = np.abs(fresh[band].za).max()
         np.testing.assert_allclose(reused[band].za, fresh[band].za, atol=1e-6 * scale)
