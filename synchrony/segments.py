@@ -409,13 +409,12 @@ def align_dyad(a: ParticipantEeg, b: ParticipantEeg, *, gap_samples: float = 25.
 
 @dataclass(frozen=True)
 class BlockSpectrum:
-    """The spectrum of one participant's padded block, computed once for the artifact screening
-    (:func:`epoch_log_variance`) and reused for the band signals (:func:`condition_epochs`).
+    """The spectrum of one participant's padded block (``EpochGrid.first`` to ``EpochGrid.stop``),
+    computed once for the artifact screening (:func:`epoch_log_variance`) and reused for the band
+    signals (:func:`condition_epochs`).
 
     Attributes
     ----------
-    first, stop : int
-        Grid range of the padded block.
     n_fft : int
         FFT length.
     bins : np.ndarray, shape (n_channels, n_bins), complex64
@@ -423,8 +422,6 @@ class BlockSpectrum:
         every analysis band is below :data:`GAIN_FLOOR`.
     """
 
-    first: int
-    stop: int
     n_fft: int
     bins: np.ndarray
 
@@ -433,25 +430,33 @@ class BlockSpectrum:
 class EpochGrid:
     """Epochs of one block: grid indices of their first samples and whether their data are valid.
 
-    ``spectra`` holds the block's :class:`BlockSpectrum` per participant (``"a"``, ``"b"``) from
+    ``margin`` (seconds) is the filter ringing the plan allows for (:func:`plan_epochs`).
+    ``first`` to ``stop`` is the grid range every filter of the block runs over, the artifact
+    screening's and the band signals' alike: the epochs with ``pad`` seconds, and at least
+    ``margin``, of data on both sides (clipped to the grid). ``spectra`` holds the block's
+    :class:`BlockSpectrum` of that range per participant (``"a"``, ``"b"``) from
     :func:`select_epochs` until :func:`condition_epochs` uses (and drops) it.
     """
 
     block: Block
     starts: np.ndarray  # (n_epochs,) int
     valid: np.ndarray  # (n_epochs,) bool
+    margin: float
+    first: int
+    stop: int
     spectra: dict[str, BlockSpectrum] = field(default_factory=dict, repr=False, compare=False)
 
 
 def plan_epochs(
-    aligned: AlignedDyad, blocks: Sequence[Block], epoch_length: float, margin: float | None = None
+    aligned: AlignedDyad, blocks: Sequence[Block], epoch_length: float, margin: float | None = None, pad: float = 3.0
 ) -> list[EpochGrid]:
     """Non-overlapping epochs of ``epoch_length`` seconds inside each block (clipped to the grid).
 
     An epoch is invalid when any grid sample within ``margin`` seconds of it is invalid (gap,
     NaN, lost sample) or lies beyond the start or end of the grid, because filtering spreads a
     discontinuity over its neighbourhood. ``margin`` defaults to :func:`filter_margin` of
-    :data:`DEFAULT_BANDS`.
+    :data:`DEFAULT_BANDS`. The block is filtered with ``pad`` seconds, at least ``margin``, of
+    the recording on both sides of its epochs where it has them (``EpochGrid.first``, ``stop``).
     """
     n_epoch = int(round(epoch_length * aligned.rate))
     if n_epoch < 4:
@@ -459,6 +464,7 @@ def plan_epochs(
     if margin is None:
         margin = filter_margin(_default_bands(aligned.rate), aligned.rate)
     n_margin = int(np.ceil(margin * aligned.rate))
+    n_pad = max(int(round(pad * aligned.rate)), n_margin)
     invalid = np.concatenate(([0], np.cumsum(~aligned.valid)))
     plans = []
     for block in blocks:
@@ -470,7 +476,10 @@ def plan_epochs(
         hi = starts + n_epoch + n_margin
         inside = (lo >= 0) & (hi <= aligned.n_samples)  # the recording's ends are discontinuities too
         lo, hi = np.clip(lo, 0, aligned.n_samples), np.clip(hi, 0, aligned.n_samples)
-        plans.append(EpochGrid(block, starts.astype(np.int64), inside & ((invalid[hi] - invalid[lo]) == 0)))
+        plans.append(EpochGrid(
+            block, starts.astype(np.int64), inside & ((invalid[hi] - invalid[lo]) == 0), float(margin),
+            max(first - n_pad, 0), min(first + n * n_epoch + n_pad, aligned.n_samples),
+        ))
     return plans
 
 
@@ -663,22 +672,11 @@ def _broadband(high: float, rate: float) -> tuple[float, float]:
     return 1.0, min(high, 0.45 * rate)
 
 
-def _padded_range(
-    aligned: AlignedDyad, plan: EpochGrid, n_epoch: int, pad: float, bands: dict[str, tuple[float, float]]
-) -> tuple[int, int]:
-    """The plan's epochs with ``pad`` seconds (at least the bands' :func:`filter_margin`) on both sides."""
-    n_pad = max(int(round(pad * aligned.rate)), int(np.ceil(filter_margin(bands, aligned.rate) * aligned.rate)))
-    first = max(int(plan.starts[0]) - n_pad, 0)
-    stop = min(int(plan.starts[-1]) + n_epoch + n_pad, aligned.n_samples)
-    return first, stop
-
-
 def epoch_log_variance(
     aligned: AlignedDyad,
     plans: Sequence[EpochGrid],
     epoch_length: float,
     high: float,
-    pad: float = 3.0,
     *,
     bands: dict[str, tuple[float, float]] | None = None,
     decimate: bool = True,
@@ -692,7 +690,8 @@ def epoch_log_variance(
     (log-variances differ from all-sample ones by 0.003 rms on 2-s epochs of EEG at 500 Hz),
     and the decimated signal costs one short inverse FFT.
 
-    Each block is transformed at the FFT length of the band analysis that follows
+    Each block is transformed over its padded range (``plan.first`` to ``plan.stop``, which
+    :func:`condition_epochs` filters too) at the FFT length of the band analysis that follows
     (``bands``, default :data:`DEFAULT_BANDS`, and ``decimate`` as for :func:`condition_epochs`),
     and its spectrum is kept in ``plan.spectra`` for :func:`condition_epochs`.
 
@@ -711,8 +710,7 @@ def epoch_log_variance(
     for plan in plans:
         if plan.starts.size == 0:
             continue
-        # Padded as in condition_epochs (the band margins; the broadband's is shorter than pad).
-        first, stop = _padded_range(aligned, plan, n_epoch, pad, {**bands, "broadband": broadband})
+        first, stop = plan.first, plan.stop
         n_fft = _fft_length(stop - first, steps.values())
         needed = _bins_needed(bands, rate, n_fft, steps)
         step = max(s for s in range(1, most + 1) if n_epoch % s == 0 and n_fft % s == 0)
@@ -720,7 +718,7 @@ def epoch_log_variance(
         index = ((plan.starts - block_first) // step)[:, None] + np.arange(n_epoch // step)[None, :]
         for side, source, rows in (("a", aligned.a, rows_a), ("b", aligned.b, rows_b)):
             spectrum = _spectrum(source[:, first:stop], n_fft)
-            plan.spectra[side] = BlockSpectrum(first, stop, n_fft, spectrum[:, :needed].astype(np.complex64))
+            plan.spectra[side] = BlockSpectrum(n_fft, spectrum[:, :needed].astype(np.complex64))
             filtered = _real_band_signal(
                 spectrum, n_fft, rate, broadband, step, block_first - first, int(plan.starts[-1]) + n_epoch - first
             )
@@ -804,14 +802,16 @@ def select_epochs(
     *,
     bands: dict[str, tuple[float, float]] | None = None,
     decimate: bool = True,
+    pad: float = 3.0,
 ) -> tuple[list[EpochGrid], Rejection, list[np.ndarray]]:
     """Plan the epochs of every block and reject artifacts by the union rule within each condition.
 
     Epochs are invalid within :func:`filter_margin` of invalid samples and of the grid's ends,
-    for the analysis ``bands`` (default :data:`DEFAULT_BANDS`) and the broadband rejection filter.
-    With the ``bands`` and ``decimate`` later given to :func:`condition_epochs`, the blocks'
-    spectra computed here are reused there (``plan.spectra``); blocks without a kept epoch drop
-    theirs.
+    for the analysis ``bands`` (default :data:`DEFAULT_BANDS`) and the broadband rejection filter;
+    each block is filtered with ``pad`` seconds, at least that margin, of data on both sides
+    (:func:`plan_epochs`), here and in :func:`condition_epochs`. With the ``bands`` and
+    ``decimate`` later given to :func:`condition_epochs`, the blocks' spectra computed here are
+    reused there (``plan.spectra``); blocks without a kept epoch drop theirs.
 
     Returns
     -------
@@ -822,7 +822,7 @@ def select_epochs(
     keep : list of np.ndarray of bool
         ``rejection.keep`` split per plan.
     """
-    plans = plan_epochs(aligned, blocks, epoch_length, rejection_margin(aligned.rate, high, bands))
+    plans = plan_epochs(aligned, blocks, epoch_length, rejection_margin(aligned.rate, high, bands), pad)
     logvar_a, logvar_b = epoch_log_variance(aligned, plans, epoch_length, high, bands=bands, decimate=decimate)
     conditions = np.concatenate([[p.block.condition] * p.starts.size for p in plans] or [[]])
     rejection = reject_epochs(logvar_a, logvar_b, used_a, used_b, reject_z, groups=conditions)
@@ -875,16 +875,21 @@ def condition_epochs(
     channels_a: np.ndarray,
     channels_b: np.ndarray,
     *,
-    pad: float = 3.0,
     decimate: bool = True,
     continuous: bool = False,
 ) -> dict[str, BandEpochs]:
     """Analytic epochs of the kept epochs of one condition's blocks, per band.
 
+    Each block is filtered over its padded range (``plan.first`` to ``plan.stop``), from the
+    spectrum the screening kept (``plan.spectra``) when it was made for these ``bands`` and
+    ``decimate``.
+
     Parameters
     ----------
     plans, keep : sequences of equal length
-        The condition's blocks and, per block, a (n_epochs,) bool mask of epochs to keep.
+        The condition's blocks and, per block, a (n_epochs,) bool mask of epochs to keep. The
+        plans' margin must cover the ``bands``' :func:`filter_margin`: it decides which epochs
+        are valid and how much data pads each block.
     channels_a, channels_b : np.ndarray of bool
         Channels to return.
     continuous : bool
@@ -895,7 +900,19 @@ def condition_epochs(
     dict of band -> BandEpochs
         Epochs have ``epoch samples / step`` time samples (:func:`analysis_step`), taken from the
         block's signal at the analysis rate, so that epochs and blocks agree sample by sample.
+
+    Raises
+    ------
+    SegmentationError
+        When a plan's margin is shorter than the bands' filter ringing.
     """
+    ringing = filter_margin(bands, aligned.rate)
+    short = [p.block.name for p in plans if p.margin < ringing]
+    if short:
+        raise SegmentationError(
+            f"Blocks {', '.join(short)} were planned with a filter margin shorter than the ringing of the bands "
+            f"({ringing:.2f} s): plan them with these bands (select_epochs(bands=...) or plan_epochs(margin=...))."
+        )
     n_epoch = int(round(epoch_length * aligned.rate))
     steps = {band: analysis_step(aligned.rate, high, decimate) for band, (_, high) in bands.items()}
     n_times = {band: len(range(0, n_epoch, step)) for band, step in steps.items()}
@@ -903,7 +920,7 @@ def condition_epochs(
     for plan, mask in zip(plans, keep):
         if not np.any(mask):
             continue
-        first, stop = _padded_range(aligned, plan, n_epoch, pad, bands)
+        first, stop = plan.first, plan.stop
         block_first = int(plan.starts[0])
         block_stop = int(plan.starts[-1]) + n_epoch
         n_fft = _fft_length(stop - first, steps.values())
@@ -913,7 +930,7 @@ def condition_epochs(
             cached = plan.spectra.pop(side, None)  # from select_epochs, used once
             if (
                 cached is not None
-                and (cached.first, cached.stop, cached.n_fft) == (first, stop, n_fft)
+                and cached.n_fft == n_fft
                 and cached.bins.shape[1] >= _bins_needed(bands, aligned.rate, n_fft, steps)
             ):
                 spectrum = cached.bins if used.all() else cached.bins[used]

@@ -377,6 +377,36 @@ def test_band_epochs_from_the_screening_spectra_equal_fresh_ones(monkeypatch):
         np.testing.assert_allclose(reused[band].blocks[1].za, fresh[band].blocks[1].za, atol=1e-6 * scale)
 
 
+def test_screening_and_band_signals_share_one_padded_range_when_the_screening_filter_rings_longest(monkeypatch):
+    """One gamma band and no extra padding: the 1-45 Hz screening filter rings longer (0.33 s) than
+    gamma (0.25 s), and both filter the block over the plan's range padded by the longer, so the
+    screening's spectrum is still the band signals'."""
+    rate = 250.0
+    n = int(60 * rate)
+    rng = np.random.default_rng(12)
+    aligned = seg.align_dyad(_participant("A", rng.standard_normal((2, n)), rate),
+                             _participant("B", rng.standard_normal((2, n)), rate))
+    gamma = {"gamma": (30.0, 45.0)}
+    blocks = [seg.Block("x", 10.0, 20.0, "x-1"), seg.Block("x", 30.0, 44.0, "x-2")]
+    used = np.ones(2, bool)
+    spectra = _count_spectra(monkeypatch)
+    plans, _, keep = seg.select_epochs(aligned, blocks, 2.0, 45.0, used, used, bands=gamma, pad=0.0)
+    screening = int(np.ceil(seg.rejection_margin(rate, 45.0, gamma) * rate))
+    assert screening > int(np.ceil(seg.filter_margin(gamma, rate) * rate))
+    assert all((p.starts[0] - p.first, p.stop - p.starts[-1] - 500) == (screening, screening) for p in plans)
+    reused = seg.condition_epochs(aligned, plans, keep, 2.0, gamma, used, used)
+    assert len(spectra) == 4  # 2 blocks x 2 participants: none anew for the band signals
+    fresh = seg.condition_epochs(aligned, plans, keep, 2.0, gamma, used, used)
+    assert len(spectra) == 8
+    scale = np.abs(fresh["gamma"].za).max()
+    assert reused["gamma"].za.shape == (12, 2, 500)
+    np.testing.assert_allclose(reused["gamma"].za, fresh["gamma"].za, atol=1e-6 * scale)
+    np.testing.assert_allclose(reused["gamma"].zb, fresh["gamma"].zb, atol=1e-6 * scale)
+    # Bands ringing longer than the plans' margin would need more padding (and a wider margin).
+    with pytest.raises(seg.SegmentationError, match="filter margin shorter"):
+        seg.condition_epochs(aligned, plans, keep, 2.0, {"theta": (4.0, 7.0)}, used, used)
+
+
 def test_screening_log_variance_at_the_decimated_rate_is_the_all_sample_one_to_sampling_error():
     rate = 500.0
     n = int(60 * rate)
