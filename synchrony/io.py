@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -434,8 +433,17 @@ def _read_eeg_stream(path: Path, stream_id: int, spill: Path | None = None) -> t
 
 
 class _WorkerFailed(Exception):
-    """A reading worker could not be started or ended without a result."""
+    """A reading worker could not be started, failed, or did not end in time."""
 
+
+#: A reading worker that has not ended this many seconds after its start, plus
+#: :data:`WORKER_TIMEOUT_S_PER_MB` per MB of the file, is taken to have stalled (pyxdf on a
+#: damaged file) and is killed; the streams are then read in the caller. Generous: pyxdf reads
+#: about 70 MB/s, 14 times faster than the allowance.
+WORKER_TIMEOUT_S = 60.0
+WORKER_TIMEOUT_S_PER_MB = 0.2
+#: How often the caller looks at its running workers (seconds).
+_WORKER_POLL_S = 0.05
 
 #: The folder holding the ``synchrony`` package, first on a worker's ``sys.path``.
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -455,24 +463,24 @@ def _worker_main(argv: list[str]) -> None:
         pickle.dump(outcome, handle, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _read_in_worker(path: Path, stream_id: int, folder: Path) -> tuple[list[dict], Any, list[str]]:
-    """:func:`_read_eeg_stream` in a new Python process (:func:`_worker_main`).
-
-    A fresh interpreter, started by :mod:`subprocess`, rather than a :mod:`multiprocessing`
-    worker: forking would copy the locks of the threads the session runner has running (recorder,
-    LSL), and the ``spawn``/``forkserver`` workers import the caller's main script again, running
-    whatever it does at top level (the quick-check's documented snippet has no
-    ``if __name__ == "__main__":`` guard).
-    """
-    result_file = folder / f"stream-{stream_id}.pickle"
+def _start_worker(path: Path, stream_id: int, folder: Path) -> subprocess.Popen:
+    """A new Python process running :func:`_worker_main` for one stream; its standard error goes
+    to ``FOLDER/stream-STREAM_ID.stderr`` (a file: a pipe nobody reads while the caller waits
+    for another worker could fill up and stall the worker)."""
     command = [sys.executable, "-c", _WORKER_CODE, str(_PACKAGE_ROOT), str(path), str(stream_id), str(folder)]
     try:
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True, errors="replace", check=False)
+        with open(folder / f"stream-{stream_id}.stderr", "wb") as stderr:
+            return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
     except OSError as error:  # no interpreter to run, no process to be had
         raise _WorkerFailed(f"{type(error).__name__}: {error}") from error
-    if done.returncode != 0 or not result_file.is_file():
-        raise _WorkerFailed(f"exit status {done.returncode}: {done.stderr.strip()[-1000:]}")
+
+
+def _worker_result(stream_id: int, folder: Path, returncode: int) -> tuple[list[dict], Any, list[str]]:
+    """What the ended worker for ``stream_id`` read: its samples loaded from the ``.npy`` files."""
+    result_file = folder / f"stream-{stream_id}.pickle"
+    if returncode != 0 or not result_file.is_file():
+        stderr = (folder / f"stream-{stream_id}.stderr").read_text(errors="replace")
+        raise _WorkerFailed(f"exit status {returncode}: {stderr.strip()[-1000:]}")
     with open(result_file, "rb") as handle:
         outcome = pickle.load(handle)
     if isinstance(outcome, XdfLoadError):
@@ -485,16 +493,57 @@ def _read_in_worker(path: Path, stream_id: int, folder: Path) -> tuple[list[dict
     return streams, header, problems
 
 
+def _read_in_workers(
+    path: Path, stream_ids: list[int], folder: Path, workers: int
+) -> list[tuple[list[dict], Any, list[str]]]:
+    """:func:`_read_eeg_stream` for each stream, in new Python processes (:func:`_worker_main`),
+    ``workers`` at a time.
+
+    :class:`_WorkerFailed` when a worker cannot start, fails, or has not ended
+    :data:`WORKER_TIMEOUT_S` (+ :data:`WORKER_TIMEOUT_S_PER_MB` per MB) after its start; a
+    worker's :class:`XdfLoadError` is raised. Either way the workers still running are killed
+    and reaped: none outlives the call.
+
+    Fresh interpreters, started by :mod:`subprocess`, rather than :mod:`multiprocessing`
+    workers: forking would copy the locks of the threads the session runner has running
+    (recorder, LSL), and the ``spawn``/``forkserver`` workers import the caller's main script
+    again, running whatever it does at top level (the quick-check's documented snippet has no
+    ``if __name__ == "__main__":`` guard).
+    """
+    timeout = WORKER_TIMEOUT_S + WORKER_TIMEOUT_S_PER_MB * path.stat().st_size / 1e6
+    pending = list(stream_ids)
+    running: dict[int, tuple[subprocess.Popen, float]] = {}  # stream id: (process, start time)
+    results = {}
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                stream_id = pending.pop(0)
+                running[stream_id] = (_start_worker(path, stream_id, folder), time.monotonic())
+            for stream_id, (process, started) in list(running.items()):
+                if process.poll() is not None:
+                    del running[stream_id]
+                    results[stream_id] = _worker_result(stream_id, folder, process.returncode)
+                elif time.monotonic() - started > timeout:
+                    raise _WorkerFailed(f"the worker reading stream {stream_id} had not ended after {timeout:.3g} s")
+            if running:
+                time.sleep(_WORKER_POLL_S)
+    finally:
+        for process, _ in running.values():
+            process.kill()
+            process.wait()
+    return [results[stream_id] for stream_id in stream_ids]
+
+
 def _read_eeg_streams(path: Path, stream_ids: list[int]) -> list[tuple[list[dict], Any, list[str]]]:
     """:func:`_read_eeg_stream` for each stream: in parallel worker processes for a large file
-    (pyxdf parses samples in Python, one core per stream), else, or when a worker fails to
-    start or to finish, one after the other here. A worker's :class:`XdfLoadError` is raised."""
+    (pyxdf parses samples in Python, one core per stream; :func:`_read_in_workers`), else, or
+    when a worker fails to start or to finish in time, one after the other here. A worker's
+    :class:`XdfLoadError` is raised."""
     workers = min(len(stream_ids), os.cpu_count() or 1)
     if workers > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES and sys.executable:
         try:
             with tempfile.TemporaryDirectory(prefix="dyadlab-xdf-") as folder:
-                with ThreadPoolExecutor(max_workers=workers) as pool:  # threads that wait for the processes
-                    return list(pool.map(lambda stream_id: _read_in_worker(path, stream_id, Path(folder)), stream_ids))
+                return _read_in_workers(path, stream_ids, Path(folder), workers)
         except (_WorkerFailed, OSError) as error:  # OSError: no temporary folder, or a result file went missing
             logger.warning("reading the EEG streams in worker processes failed (%s); reading them here, "
                            "one after the other", error)
@@ -599,7 +648,8 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
     -----
     The EEG streams of a file of :data:`PARALLEL_MIN_BYTES` or more are read in parallel, each
     by pyxdf in a new Python process (``sys.executable``, which imports only this module); they
-    are read here, one after the other, when such a process cannot be started or fails.
+    are read here, one after the other, when such a process cannot be started, fails, or has
+    not ended after :data:`WORKER_TIMEOUT_S` + :data:`WORKER_TIMEOUT_S_PER_MB` per MB.
     """
 
     path = Path(path)

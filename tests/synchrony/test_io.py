@@ -198,6 +198,51 @@ def test_workers_that_cannot_start_leave_the_reading_here(tmp_path, monkeypatch,
     assert "worker processes failed (FileNotFoundError" in caplog.text
 
 
+def _stalling_worker(pids: Path, failing: str | None) -> str:
+    """A worker program that writes its pid to ``pids/STREAM_ID`` and sleeps; the worker of
+    stream ``failing`` instead exits with status 3 once the other worker has written its pid."""
+    return textwrap.dedent(f"""
+        import os, pathlib, sys, time
+        pids, me = pathlib.Path({str(pids)!r}), sys.argv[3]
+        (pids / me).write_text(str(os.getpid()))
+        if me == {failing!r}:
+            while not any(other.name != me and other.read_text() for other in pids.iterdir()):
+                time.sleep(0.01)
+            sys.exit(3)
+        time.sleep(60)
+    """)
+
+
+@pytest.mark.parametrize("failing, message", [(None, "stream 1 had not ended after 2 s"), ("1", "exit status 3")])
+def test_stalled_or_failed_workers_are_killed_and_the_reading_done_here(
+    tmp_path, monkeypatch, parent_passes, caplog, failing, message
+):
+    """A worker stalled (pyxdf on a damaged file) past its timeout, or one that fails while the
+    other still runs: the workers still running are killed at once, none is left behind, and the
+    streams are read here."""
+    path = write_dyad_xdf(tmp_path / "ours.xdf", DyadSpec(blocks=SHORT))
+    here = load_dyad(path)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    monkeypatch.setattr(io, "_WORKER_CODE", _stalling_worker(pids, failing))
+    monkeypatch.setattr(io, "WORKER_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(io, "WORKER_TIMEOUT_S_PER_MB", 0.0)
+    monkeypatch.setattr(io, "PARALLEL_MIN_BYTES", 0)
+    parent_passes.clear()
+    started = time.monotonic()
+    recording = load_dyad(path)
+    assert time.monotonic() - started < 30  # the workers sleep 60 s
+    assert "worker processes failed (" in caplog.text and message in caplog.text
+    assert parent_passes == [[3], [1], [2]]
+    for mine, theirs in zip(here.participants, recording.participants):
+        np.testing.assert_array_equal(theirs.data, mine.data)
+        np.testing.assert_array_equal(theirs.timestamps, mine.timestamps)
+    assert sorted(pid.name for pid in pids.iterdir()) == ["1", "2"]
+    for pid in pids.iterdir():
+        with pytest.raises(ProcessLookupError):  # killed and reaped (a zombie still takes signal 0)
+            os.kill(int(pid.read_text()), 0)
+
+
 def test_a_script_without_main_guard_runs_once(tmp_path):
     """The quick-check's documented snippet has no ``if __name__ == "__main__":`` guard: the
     reading workers must not run the caller's script again (multiprocessing's spawn and
