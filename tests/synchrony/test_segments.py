@@ -402,9 +402,39 @@ def test_screening_and_band_signals_share_one_padded_range_when_the_screening_fi
     assert reused["gamma"].za.shape == (12, 2, 500)
     np.testing.assert_allclose(reused["gamma"].za, fresh["gamma"].za, atol=1e-6 * scale)
     np.testing.assert_allclose(reused["gamma"].zb, fresh["gamma"].zb, atol=1e-6 * scale)
+    # A block without a kept epoch drops its spectrum too: none outlives its condition.
+    plans, _, keep = seg.select_epochs(aligned, blocks, 2.0, 45.0, used, used, bands=gamma, pad=0.0)
+    seg.condition_epochs(aligned, plans, [np.zeros_like(keep[0]), keep[1]], 2.0, gamma, used, used)
+    assert not any(p.spectra for p in plans)
     # Bands ringing longer than the plans' margin would need more padding (and a wider margin).
     with pytest.raises(seg.SegmentationError, match="filter margin shorter"):
         seg.condition_epochs(aligned, plans, keep, 2.0, {"theta": (4.0, 7.0)}, used, used)
+
+
+def test_kept_spectra_stop_where_single_precision_results_stop_changing(monkeypatch):
+    """The spectra kept for the band signals end at 111 Hz for the default bands at 500 Hz (gains
+    below GAIN_FLOOR), and the band epochs are those of all bins to float32 rounding, on white
+    noise (as much power far from the bands as in them)."""
+    rate = 500.0
+    n = int(40 * rate)
+    rng = np.random.default_rng(13)
+    aligned = seg.align_dyad(_participant("A", rng.standard_normal((2, n)), rate),
+                             _participant("B", rng.standard_normal((2, n)), rate))
+    used = np.ones(2, bool)
+    plans, _, keep = seg.select_epochs(aligned, [seg.Block("x", 5.0, 35.0, "x")], 2.0, 45.0, used, used)
+    kept = plans[0].spectra["a"]
+    assert 105.0 < kept.bins.shape[1] * rate / kept.n_fft < 115.0
+    floored = seg.condition_epochs(aligned, plans, keep, 2.0, seg.DEFAULT_BANDS, used, used)
+    monkeypatch.setattr(seg, "GAIN_FLOOR", 0.0)
+    seg._band_bins_cached.cache_clear()
+    try:
+        every_bin = seg.condition_epochs(aligned, plans, keep, 2.0, seg.DEFAULT_BANDS, used, used)
+    finally:
+        seg._band_bins_cached.cache_clear()
+    for band in seg.DEFAULT_BANDS:
+        for ours, exact in ((floored[band].za, every_bin[band].za), (floored[band].zb, every_bin[band].zb)):
+            # Two float32 steps (2 x 1.2e-7) of the largest value; a floor of 1e-6 gives 9e-7.
+            np.testing.assert_allclose(ours, exact, rtol=0, atol=2.5e-7 * np.abs(exact).max())
 
 
 def test_screening_log_variance_at_the_decimated_rate_is_the_all_sample_one_to_sampling_error():
