@@ -445,10 +445,30 @@ WORKER_TIMEOUT_S_PER_MB = 0.2
 #: How often the caller looks at its running workers (seconds).
 _WORKER_POLL_S = 0.05
 
-#: The folder holding the ``synchrony`` package, first on a worker's ``sys.path``.
+#: The folder holding the ``synchrony`` package the caller imported.
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 #: A worker's program (``python -c``): arguments ``PACKAGE_ROOT PATH STREAM_ID FOLDER``.
-_WORKER_CODE = "import sys; sys.path.insert(0, sys.argv[1]); from synchrony.io import _worker_main; _worker_main(sys.argv[2:])"
+#: It must run the caller's ``synchrony``. PACKAGE_ROOT goes on ``sys.path`` only when the worker
+#: finds no ``synchrony`` by itself (the caller reached a source tree through its own
+#: ``sys.path``: script folder, ``sys.path`` edits), and then last: for an installed dyadlab it
+#: is site-packages, which put before the standard library would let old backports there
+#: (``typing``, ``dataclasses``...) shadow it. A worker that finds another copy of ``synchrony``
+#: first (a caller running a checkout while dyadlab is also installed) exits rather than run
+#: other code, and the caller reads the streams itself, with a warning saying why; putting
+#: PACKAGE_ROOT first instead would shadow the standard library again whenever it is
+#: site-packages (e.g. a ``synchrony`` folder in the working directory found first).
+_WORKER_CODE = """\
+import importlib.util, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+if importlib.util.find_spec("synchrony") is None:
+    sys.path.append(str(root))
+import synchrony
+found = pathlib.Path(synchrony.__file__).resolve().parent.parent
+if found != root:
+    sys.exit(f"the worker imports synchrony from {found}, the caller from {root}")
+from synchrony.io import _worker_main
+_worker_main(sys.argv[2:])
+"""
 
 
 def _worker_main(argv: list[str]) -> None:

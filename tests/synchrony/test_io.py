@@ -243,31 +243,92 @@ def test_stalled_or_failed_workers_are_killed_and_the_reading_done_here(
             os.kill(int(pid.read_text()), 0)
 
 
+def _run_check_script(tmp_path: Path, xdf: Path, prelude: str = "", python: str = sys.executable,
+                      **run) -> subprocess.CompletedProcess:
+    """Run, in a new interpreter, a user's script: ``prelude``, then load_dyad of ``xdf`` with its
+    EEG streams read by workers. It prints the stream selections read in the script's own
+    process and whether B's samples came back, then the ``synchrony.io`` it imported."""
+    script = tmp_path / "check_it.py"
+    script.write_text(textwrap.dedent(prelude) + textwrap.dedent(f"""
+        import synchrony.io as io
+        here = []
+        read = io._read_streams
+        io._read_streams = lambda path, selection: here.append(selection) or read(path, selection)
+        io.PARALLEL_MIN_BYTES = 0
+        recording = io.load_dyad({str(xdf)!r})
+        print(here, recording.b.data.shape[1] == recording.b.n_samples > 0)
+        print(io.__file__)
+    """))
+    return subprocess.run([python, str(script)], capture_output=True, text=True, timeout=120, **run)
+
+
 def test_a_script_without_main_guard_runs_once(tmp_path):
     """The quick-check's documented snippet has no ``if __name__ == "__main__":`` guard: the
     reading workers must not run the caller's script again (multiprocessing's spawn and
     forkserver workers do)."""
     path = write_dyad_xdf(tmp_path / "ours.xdf", DyadSpec(blocks=SHORT))
     runs = tmp_path / "runs.txt"
-    script = tmp_path / "check_it.py"
-    script.write_text(textwrap.dedent(f"""
-        import synchrony.io as io
+    root = Path(io.__file__).resolve().parent.parent
+    done = _run_check_script(tmp_path, path, f"""
         with open({str(runs)!r}, "a") as log:
             log.write("ran\\n")
-        here = []
-        read = io._read_streams
-        io._read_streams = lambda path, selection: here.append(selection) or read(path, selection)
-        io.PARALLEL_MIN_BYTES = 0
-        recording = io.load_dyad({str(path)!r})
-        print(here, recording.b.data.shape[1] == recording.b.n_samples > 0)
-    """))
-    root = Path(io.__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(root)})
+    """, env={**os.environ, "PYTHONPATH": str(root)})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["[[3]]", "True"]  # the EEG streams were read elsewhere
+    assert done.stdout.splitlines()[0] == "[[3]] True"  # the EEG streams were read elsewhere
     assert runs.read_text() == "ran\n"
     assert "worker processes failed" not in done.stderr
+
+
+@pytest.fixture
+def bare_python(tmp_path):
+    """A virtual environment with this one's dependencies but without dyadlab, whose
+    site-packages holds an old ``dataclasses`` backport (harmless unless site-packages comes
+    before the standard library): its python and its site-packages."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    site = next((venv / "lib").glob("python*/site-packages")).resolve()
+    # A path line: the .pth files there (this environment's dyadlab install) are not run.
+    (site / "dependencies.pth").write_text(f"{Path(np.__file__).resolve().parent.parent}\n")
+    (site / "dataclasses.py").write_text("raise ImportError('an old backport shadows the standard library')\n")
+    return venv / "bin" / "python", site
+
+
+def _copy_synchrony(root: Path) -> Path:
+    """A copy of the ``synchrony`` package (what a worker needs of it) in ``root``."""
+    (root / "synchrony").mkdir(parents=True)
+    for name in ("__init__.py", "io.py"):
+        (root / "synchrony" / name).write_bytes((Path(io.__file__).parent / name).read_bytes())
+    return root
+
+
+@pytest.mark.parametrize("installed, checkout", [(True, False), (False, True), (True, True)],
+                         ids=["installed", "checkout", "checkout-and-another-installed"])
+def test_workers_import_the_callers_synchrony_without_shadowing_the_standard_library(
+    tmp_path, bare_python, installed, checkout
+):
+    """dyadlab installed: site-packages is on the worker's path already and must not be put
+    before the standard library. A checkout the caller put on its own sys.path: the worker adds
+    it, after the standard library. A checkout while another copy is installed: the worker would
+    run the installed one, so it stops and the streams are read in the caller, which says why."""
+    python, site = bare_python
+    path = write_dyad_xdf(tmp_path / "ours.xdf", DyadSpec(blocks=SHORT))
+    if installed:
+        _copy_synchrony(site)
+    prelude = ""
+    if checkout:
+        prelude = f"import sys; sys.path.insert(0, {str(_copy_synchrony(tmp_path / 'checkout'))!r})\n"
+    callers = tmp_path / "checkout" if checkout else site
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = _run_check_script(tmp_path, path, prelude, python=str(python), cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    selections, imported = done.stdout.splitlines()
+    assert Path(imported).resolve() == callers / "synchrony" / "io.py"
+    if installed and checkout:
+        assert selections == "[[3], [1], [2]] True"
+        assert f"the worker imports synchrony from {site}, the caller from {callers}" in done.stderr
+    else:
+        assert selections == "[[3]] True", done.stderr
+        assert "worker processes failed" not in done.stderr
 
 
 LR_RATE = 250.0
