@@ -5,8 +5,8 @@ Every threshold is a field of :class:`QualityThresholds`, documented there and i
 
 Channel standard deviations are taken above 1 Hz, from each channel's Welch spectrum (2-s
 segments, mean removed per segment), so electrode offsets and slow drifts do not count as signal.
-The spectrum of a long recording is estimated from at most 180 s of 2-s windows spread evenly over
-it (``SPECTRUM_MAX_WINDOWS``; the report's ``channels.spectrum`` says how many were used).
+The spectrum of a long recording is estimated from at most 90 two-second windows spread evenly over it
+(``SPECTRUM_MAX_WINDOWS``; the report's ``channels.spectrum`` says how many were used).
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ from scipy import signal
 from synchrony.io import EventMarker, ParticipantEeg
 
 POSTERIOR_PREFIXES = ("O", "PO", "P")
-#: At most this many 2-s Welch windows (180 s of data), spread over the recording, make the
-#: spectrum of a channel (see ``_channels``).
+#: At most this many 2-s Welch windows (no more than 180 s of data), spread over the recording,
+#: make the spectrum of a channel (see ``_channels``).
 SPECTRUM_MAX_WINDOWS = 90
+#: A channel holding NaN in more than this fraction of its samples takes its spectrum windows
+#: from its own NaN-free stretches and does not choose the other channels' (see ``_channels``).
+MOSTLY_NAN_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -149,16 +152,36 @@ def _spectrum_windows(clean: np.ndarray, nperseg: int) -> tuple[np.ndarray, int]
     return starts, available
 
 
+def _window_spectrum(
+    data: np.ndarray, starts: np.ndarray, nperseg: int, fs: float, fill: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Welch's PSD of each row of ``data`` averaged over the windows of ``nperseg`` samples
+    beginning at ``starts`` (NaN replaced by the row's ``fill``): frequencies, PSD
+    (n_rows, n_freqs) and the standard deviation above 1 Hz it gives."""
+    windows = data[:, starts[:, None] + np.arange(nperseg)].astype(np.float64)  # (rows, windows, nperseg)
+    windows = np.where(np.isfinite(windows), windows, fill[:, None, None])
+    freqs, psd = signal.welch(windows, fs=fs, nperseg=nperseg, noverlap=0, detrend="constant", axis=-1)
+    psd = psd.mean(axis=1)
+    # Standard deviation above 1 Hz, from the spectrum (no filtering pass over the data).
+    std = np.sqrt(np.sum(psd[:, freqs >= 1.0], axis=1) * (freqs[1] - freqs[0])) if freqs.size > 1 else windows.std(axis=(1, 2))
+    return freqs, psd, std
+
+
 def _channels(p: ParticipantEeg, th: QualityThresholds) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Per-channel checks; also returns the Welch PSD (n_channels, n_freqs) and its frequencies.
 
     Flat, railed and NaN counts look at every sample. The spectrum (standard deviation above
     1 Hz, line noise, alpha peak) is Welch's estimate over at most
-    :data:`SPECTRUM_MAX_WINDOWS` 2-s Hann windows (180 s of data) from Welch's usual grid of
-    half-overlapping windows, spread evenly over the whole recording and skipping windows in
-    which a channel that has any data holds NaN. A recording of up to about 3 minutes thus
-    gets plain Welch over every sample; an hour is estimated from windows every ~40 s, which
-    keeps the check to seconds while still seeing a problem that lasts a fair part of it.
+    :data:`SPECTRUM_MAX_WINDOWS` 2-s Hann windows from Welch's usual grid of half-overlapping
+    windows (one every second), spread evenly over the whole recording. Windows in which a
+    channel holds NaN are skipped, counting only the channels with NaN in at most half their
+    samples (:data:`MOSTLY_NAN_FRACTION`): a channel mostly NaN (a lead lost for most of
+    the session) would leave the others few windows or none. Such a channel's spectrum comes
+    from its own NaN-free windows, chosen the same way; a dead channel (all NaN) has none, and
+    when no window is free of NaN the channel's median stands in for it. A recording of up to
+    about 91 s (90 windows) thus gets plain Welch over every sample; an hour is estimated from
+    windows every ~40 s, which keeps the check to seconds while still seeing a problem that
+    lasts a fair part of it.
     """
     fs = p.nominal_rate
     n_channels, n_samples = p.data.shape
@@ -167,7 +190,8 @@ def _channels(p: ParticipantEeg, th: QualityThresholds) -> tuple[dict[str, Any],
     railed = np.zeros(n_channels)
     nan_count = np.zeros(n_channels, dtype=np.int64)
     fill = np.zeros(n_channels, dtype=np.float32)  # stands in for NaN: the channel's median (0 if dead)
-    clean = np.ones(n_samples, dtype=bool)  # no NaN in any channel that has data
+    mostly_nan = MOSTLY_NAN_FRACTION * n_samples  # more NaN samples: a channel's own spectrum windows
+    clean = np.ones(n_samples, dtype=bool)  # no NaN in any other channel with data
     # One channel at a time on the float32 rows: no float64 copy of the recording.
     for c in range(n_channels):
         row = p.data[c]
@@ -176,7 +200,8 @@ def _channels(p: ParticipantEeg, th: QualityThresholds) -> tuple[dict[str, Any],
         if nan_count[c] == n_samples:
             continue
         if nan_count[c]:
-            clean &= finite
+            if nan_count[c] <= mostly_nan:
+                clean &= finite
             fill[c] = np.median(row[finite])
             row = np.where(finite, row, fill[c])
         repeat[c] = np.count_nonzero(row[1:] == row[:-1]) / (n_samples - 1) if n_samples > 1 else 1.0
@@ -184,13 +209,11 @@ def _channels(p: ParticipantEeg, th: QualityThresholds) -> tuple[dict[str, Any],
         railed[c] = np.count_nonzero((row == lo) | (row == hi)) / n_samples if hi > lo else 0.0
     dead = nan_count == n_samples
     starts, available = _spectrum_windows(clean, nperseg)
-    windows = p.data[:, starts[:, None] + np.arange(nperseg)].astype(np.float64)  # (channels, windows, nperseg)
-    if nan_count.any():  # a dead channel, or NaN in every window: the median stands in
-        windows = np.where(np.isfinite(windows), windows, fill[:, None, None])
-    freqs, psd = signal.welch(windows, fs=fs, nperseg=nperseg, noverlap=0, detrend="constant", axis=-1)
-    psd = psd.mean(axis=1)
-    # Standard deviation above 1 Hz, from the spectrum (no filtering pass over the data).
-    std = np.sqrt(np.sum(psd[:, freqs >= 1.0], axis=1) * (freqs[1] - freqs[0])) if freqs.size > 1 else windows.std(axis=(1, 2))
+    freqs, psd, std = _window_spectrum(p.data, starts, nperseg, fs, fill)
+    for c in np.flatnonzero(~dead & (nan_count > mostly_nan)):
+        own, _ = _spectrum_windows(np.isfinite(p.data[c]), nperseg)
+        _, own_psd, own_std = _window_spectrum(p.data[c:c + 1], own, nperseg, fs, fill[c:c + 1])
+        psd[c], std[c] = own_psd[0], own_std[0]
     std[dead] = np.nan
     microvolts = p.unit.lower() in ("microvolts", "uv", "µv")
     log_std = np.log(np.where(std > 0, std, np.nan))

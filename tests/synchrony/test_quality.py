@@ -138,6 +138,12 @@ def test_short_recording_spectrum_is_welch_over_every_sample():
     assert quality["channels"]["spectrum"]["windows"] == quality["channels"]["spectrum"]["available_windows"] == 59
 
 
+def test_every_welch_window_is_used_up_to_91_seconds():
+    """Welch's grid steps by 1 s: 90 two-second windows cover 91 s, not 3 minutes."""
+    spectra = [participant_quality(_participant(_eeg(2, seconds=s)), [])[0]["channels"]["spectrum"] for s in (91, 92)]
+    assert [(spectrum["windows"], spectrum["available_windows"]) for spectrum in spectra] == [(90, 90), (90, 91)]
+
+
 def test_long_recording_spectrum_from_windows_spread_over_all_of_it():
     """30 minutes: the spectrum comes from 90 windows spread over the recording, so mains noise in
     only the last third, a channel noisy in only the first third and the alpha rhythm are found,
@@ -163,3 +169,24 @@ def test_long_recording_spectrum_from_windows_spread_over_all_of_it():
     # Filling the lost 40 % with a constant would report about 10 * sqrt(0.6) = 7.7.
     assert channels["std_uv"][3] == pytest.approx(10.0, rel=0.05)
     assert channels["nan_samples"][3] == int(12 * 60 * RATE)
+
+
+def test_a_mostly_nan_channel_leaves_the_others_spectrum_alone():
+    """A channel NaN in 90 % of its samples (a lead lost early on) does not choose the spectrum
+    windows: the other channels keep the full budget and the same results as without it; its
+    own spectrum comes from its own NaN-free seconds."""
+    data = _eeg(seconds=100)
+    data[2] += 60 * np.sin(2 * np.pi * 50 * np.arange(data.shape[1]) / RATE)  # mains
+    lost = data.copy()
+    lost[0, int(10 * RATE):] = np.nan
+    whole, _ = participant_quality(_participant(data), [])
+    quality, _ = participant_quality(_participant(lost), [])
+    channels, expected = quality["channels"], whole["channels"]
+    assert channels["spectrum"] == expected["spectrum"]
+    assert (channels["spectrum"]["windows"], channels["spectrum"]["available_windows"]) == (90, 99)
+    assert channels["std_uv"][1:] == pytest.approx(expected["std_uv"][1:], rel=1e-6)
+    assert channels["line_noise_db"][1:] == pytest.approx(expected["line_noise_db"][1:], abs=0.01)
+    assert channels["line_noise_channels"] == expected["line_noise_channels"] == ["c2"]
+    assert channels["noisy"] == expected["noisy"] == ["c2"]
+    # Filled with its median over the other channels' windows, it would report about 10 * sqrt(0.1) = 3.2.
+    assert channels["std_uv"][0] == pytest.approx(10.0, rel=0.1)
