@@ -161,7 +161,9 @@ class MaxStatResult:
     z : np.ndarray, shape (...)
         Observed z-scores (as :func:`surrogate_z_p`).
     p_corrected : np.ndarray, shape (...)
-        ``(1 + #(max_k z_null[s, k] >= z)) / (1 + n_surrogates)``: family-wise p-values.
+        ``(1 + #(max_k z_null[s, k] >= z)) / (1 + n_surrogates)``: family-wise p-values, with
+        the observed and surrogate values of each element standardised together (see
+        :func:`max_statistic_threshold`).
     threshold : float
         z above which an element is significant at ``alpha``, family-wise.
     reject : np.ndarray of bool, shape (...)
