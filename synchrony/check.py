@@ -6,10 +6,11 @@
 
 Pipeline (details in :mod:`synchrony.io`, :mod:`synchrony.quality`, :mod:`synchrony.segments`):
 load -> quality per participant -> conditions from markers -> common timeline -> epochs, union
-artifact rejection -> per condition and band: filter the continuous blocks, analytic signal,
-inter-brain metrics (:mod:`synchrony.metrics`), partner-epoch-shuffle surrogates
-(:mod:`synchrony.surrogates`), z and empirical p of the mean over pairs, FDR over pairs and
-bands (:mod:`synchrony.stats`) -> condition contrasts against rest -> diagnostics -> verdict.
+artifact rejection -> per condition: filter the continuous blocks, analytic signal; per band
+(two at a time), inter-brain metrics (:mod:`synchrony.metrics`) and their partner-epoch-shuffle
+null from one stratified plan shared by the bands (:mod:`synchrony.surrogates`); z and
+empirical p of the mean over pairs; per pair, FDR and max-statistic FWER over pairs and bands
+(:mod:`synchrony.stats`) -> condition contrasts against rest -> diagnostics -> verdict.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from synchrony import quality as quality_mod
 from synchrony import segments as seg
+
+if TYPE_CHECKING:
+    from synchrony import surrogates as surrogates_mod
 from synchrony.io import DyadRecording, load_dyad
 
 logger = logging.getLogger(__name__)
@@ -560,7 +564,7 @@ def run_check(
 def _band_synchrony(
     epochs: seg.BandEpochs,
     metrics: Sequence[str],
-    shuffle: Any | None,
+    shuffle: surrogates_mod.ShufflePlan | None,
     shift_fractions: np.ndarray | None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """One band of one condition: per-epoch observed values (n_epochs, C_a, C_b) per metric and
