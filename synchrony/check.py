@@ -32,10 +32,10 @@ import numpy as np
 
 from synchrony import quality as quality_mod
 from synchrony import segments as seg
+from synchrony.io import DyadRecording, load_dyad
 
 if TYPE_CHECKING:
     from synchrony import surrogates as surrogates_mod
-from synchrony.io import DyadRecording, load_dyad
 
 logger = logging.getLogger(__name__)
 
