@@ -41,15 +41,20 @@ def test_random_permutations_are_uniform_over_all_permutations():
         random_permutations(1, 10, np.random.default_rng(0))
 
 
-@pytest.mark.parametrize(
-    ("block_elements", "numba_min_elements"),
-    [(4_000_000, 10**12), (50, 10**12), (4_000_000, 0)],  # one block; one A epoch per block; numba PLI/wPLI
-)
-def test_epoch_shuffle_equals_brute_force_per_permutation(monkeypatch, block_elements, numba_min_elements):
+@pytest.fixture(params=["one block", "one A epoch per block", "numba PLI/wPLI"])
+def computation_path(request, monkeypatch):
+    """Every way the pairings are computed: whole blocks, one A epoch at a time, the numba kernel."""
+    block_elements, numba_min_elements = {
+        "one block": (4_000_000, 10**12), "one A epoch per block": (50, 10**12), "numba PLI/wPLI": (4_000_000, 0),
+    }[request.param]
     if numba_min_elements == 0:
         pytest.importorskip("numba")
     monkeypatch.setattr(surrogates, "_BLOCK_ELEMENTS", block_elements)
     monkeypatch.setattr(metrics, "_NUMBA_MIN_ELEMENTS", numba_min_elements)
+
+
+@pytest.mark.usefixtures("computation_path")
+def test_epoch_shuffle_equals_brute_force_per_permutation():
     rng = np.random.default_rng(1)
     za, zb = complex_noise(rng, (7, 3, 64)), complex_noise(rng, (7, 4, 64))
     zb[:, 0] = 0.7 * za[:, 0] + 0.3 * zb[:, 0]
@@ -95,17 +100,8 @@ def test_shuffle_plan_draws_permutations_of_all_epochs_within_random_strata():
         shuffle_plan(1, 5, np.random.default_rng(0))
 
 
-@pytest.mark.parametrize(
-    ("block_elements", "numba_min_elements"),
-    [(4_000_000, 10**12), (50, 10**12), (4_000_000, 0)],
-)
-def test_shuffle_null_equals_brute_force_and_observed_equals_the_real_pairing(
-    monkeypatch, block_elements, numba_min_elements
-):
-    if numba_min_elements == 0:
-        pytest.importorskip("numba")
-    monkeypatch.setattr(surrogates, "_BLOCK_ELEMENTS", block_elements)
-    monkeypatch.setattr(metrics, "_NUMBA_MIN_ELEMENTS", numba_min_elements)
+@pytest.mark.usefixtures("computation_path")
+def test_shuffle_null_equals_brute_force_and_observed_equals_the_real_pairing():
     rng = np.random.default_rng(12)
     za, zb = complex_noise(rng, (30, 3, 48)), complex_noise(rng, (30, 4, 48))
     zb[:, 0] = 0.7 * za[:, 0] + 0.3 * zb[:, 0]
