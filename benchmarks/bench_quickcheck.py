@@ -5,11 +5,8 @@ A session of the coupled-dyad simulator (``acquisition.simulator``: 2 x 32 chann
 dyadlab's writer (not timed). Then, each in a fresh process:
 
 1. ``run_check`` on the file (default bands and metrics, 200 epoch-shuffle surrogates, JSON and
-   HTML written): wall time, peak memory (the highest total resident memory of the check
-   process and its file-reading worker processes, sampled every 50 ms, or the process's own
-   peak if higher), and the check's own stage timings;
-2. ``pyxdf.load_xdf`` alone, the way ``synchrony.io`` calls it: wall time and peak RSS, so the
-   share of file loading is visible.
+   HTML written): wall time, peak memory of the process, and the check's own stage timings;
+2. ``pyxdf.load_xdf`` alone: wall time and peak RSS, for comparison with the check's reading.
 
 Targets (issue #5): a 60-minute session in under 60 s with peak memory under 2 GB.
 
@@ -23,13 +20,12 @@ import argparse
 import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from benchmarks.measure import peak_rss_mb, run_child
 
 RESULTS = Path(__file__).parent / "results" / "quickcheck.json"
 CHANNELS = (
@@ -45,72 +41,18 @@ TARGET_S = 60.0
 TARGET_RSS_MB = 2048.0
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process. Linux's ru_maxrss survives fork+exec (a child
-    inherits the parent's peak: here the session generator's), so VmHWM of the new address
-    space is read instead where it exists."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-class _TreeMemory:
-    """Highest total resident memory of this process and its children (the check reads the two
-    EEG streams in worker processes), sampled every 50 ms in a background thread."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._process = psutil.Process()
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _total_mb(self) -> float:
-        import psutil
-
-        total = self._process.memory_info().rss
-        for child in self._process.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:  # finished between listing and reading
-                pass
-        return total / 2**20
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak_mb = max(self.peak_mb, self._total_mb())
-
-    def __enter__(self) -> "_TreeMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def _child_check(path: str, n_surrogates: int, out_dir: str) -> dict:
     from synchrony.check import run_check
 
     started = time.perf_counter()
-    with _TreeMemory() as tree:
-        result = run_check(
-            path, n_surrogates=n_surrogates, json_out=Path(out_dir) / "quickcheck.json",
-            html_out=Path(out_dir) / "quickcheck.html", progress=False, seed=0,
-        )
+    result = run_check(
+        path, n_surrogates=n_surrogates, json_out=Path(out_dir) / "quickcheck.json",
+        html_out=Path(out_dir) / "quickcheck.html", progress=False, seed=0,
+    )
     wall = time.perf_counter() - started
     return {
         "wall_s": wall,
-        "peak_rss_mb": max(tree.peak_mb, _peak_rss_mb()),
-        "peak_rss_process_mb": _peak_rss_mb(),
-        # Sampling can miss a worker's short peak; this bound cannot, but it is loose: the workers
-        # run only while the file is read, long before the process's own peak.
-        "peak_rss_upper_bound_mb": _peak_rss_mb() + 2 * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0,
+        "peak_rss_mb": peak_rss_mb(),  # the check runs in this one process (no helper processes)
         "stages_s": result["timing_s"],
         "summary": result["summary"],
         "epochs": {c: e["used"] for c, e in result["segmentation"]["epochs"].items()},
@@ -125,15 +67,7 @@ def _child_load(path: str) -> dict:
 
     started = time.perf_counter()
     streams, _ = pyxdf.load_xdf(path, synchronize_clocks=True, handle_clock_resets=True, dejitter_timestamps=False)
-    return {"wall_s": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb(), "streams": len(streams)}
-
-
-def _run_child(*args: str) -> dict:
-    command = [sys.executable, "-m", "benchmarks.bench_quickcheck", "--child", *args]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark child {' '.join(args[:1])} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {"wall_s": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), "streams": len(streams)}
 
 
 def _write_session(path: Path, minutes: float) -> dict:
@@ -165,14 +99,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(CONDITIONS)} conditions) ...", flush=True)
         written = _write_session(path, minutes)
         print(f"  {written['file_mb']:.0f} MB in {written['seconds']:.1f} s; running the check ...", flush=True)
-        check = _run_child("check", str(path), str(args.surrogates), folder)
-        load = _run_child("load", str(path))
+        check = run_child("benchmarks.bench_quickcheck", "check", str(path), str(args.surrogates), folder)
+        load = run_child("benchmarks.bench_quickcheck", "load", str(path))
 
     stages = check["stages_s"]
     rows = [
         ("whole check (run_check, fresh process)", check["wall_s"], check["peak_rss_mb"]),
-        ("  loose bound: process peak + 2 x worker peak", None, check["peak_rss_upper_bound_mb"]),
-        ("  of which pyxdf loading", stages.get("pyxdf_load"), None),
+        ("  of which reading the file", stages.get("xdf_read"), None),
         ("  quality", stages.get("quality"), None),
         ("  align + epochs + rejection", (stages.get("align") or 0) + (stages.get("epochs") or 0), None),
         ("  band filtering + epoching", stages.get("filter_epochs"), None),

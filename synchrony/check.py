@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 #: Metric used for the verdict ("synchrony above chance").
 VERDICT_METRIC = "plv"
 #: A condition x band is "above chance" when the surrogate z of the mean over pairs reaches this
@@ -546,7 +546,7 @@ def run_check(
         "contrasts": contrasts,
         "diagnostics": diagnostics,
         "warnings": list(dict.fromkeys(warnings)),
-        "timing_s": {**timings, "pyxdf_load": round(recording.load_seconds, 3)},
+        "timing_s": {**timings, "xdf_read": round(recording.load_seconds, 3)},
     }
     result["verdict"] = _verdict(result, band_map)
     result["summary"] = _one_line(result["verdict"])

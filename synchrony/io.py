@@ -5,20 +5,17 @@ are recognised from their stream metadata (see ``docs/architecture.md``, "Stream
 files from LabRecorder or other tools by stream type, with ``eeg=(..., ...)`` to pick the two
 participants' streams by name or ``source_id`` when that is ambiguous.
 
-Timestamps are loaded with pyxdf's clock synchronisation (clock offsets applied, clock resets
-handled) but *without* its de-jittering, so that the quality check sees the timestamps as
-recorded; :mod:`synchrony.segments` builds the analysis timeline.
+Samples and timestamps are exactly those of ``pyxdf.load_xdf`` with clock synchronisation (clock
+offsets applied, clock resets handled) but *without* de-jittering, so that the quality check
+sees the timestamps as recorded (:mod:`synchrony.segments` builds the analysis timeline). They
+are read by :mod:`synchrony.xdfreader`, only for the streams the check uses, with memory close to
+the samples' own size; a file whose chunk structure is damaged is read by pyxdf itself.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import pickle
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +23,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from synchrony import xdfreader
+
 logger = logging.getLogger(__name__)
 
 #: Channel labels (lower case) recognised as a board's marker channel when no channel type says so.
 MARKER_CHANNEL_LABELS = ("marker", "markers", "trigger", "triggers", "stim")
 #: Channel labels (lower case) recognised as a packet counter (BrainFlow ``package_num``).
 PACKAGE_CHANNEL_LABELS = ("package_num", "package", "packet", "packet_num", "counter", "sample_counter")
-#: Files from this size on have their EEG streams read by worker processes, in parallel (below it,
-#: starting the workers costs more than it saves).
-PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 
 
 class XdfLoadError(ValueError):
@@ -153,10 +149,10 @@ class DyadRecording:
         Everything worth telling found while loading (``file_problems`` included, identification
         by stream order, empty marker stream...).
     load_seconds : float
-        Wall time spent in pyxdf.
+        Wall time spent reading the file.
     file_problems : list of str
-        Damage or loss in the file itself (corruption reported by pyxdf, missing footers, sample
-        counts that disagree with the footer).
+        Damage or loss in the file itself (a file cut inside a chunk, damaged chunks, corruption
+        reported by pyxdf, missing footers, sample counts that disagree with the footer).
     """
 
     path: Path
@@ -307,22 +303,22 @@ def _pick_eeg_streams(
     )
     return [("A", eeg_streams[0]), ("B", eeg_streams[1])]
 
+@dataclass
+class _ChannelLayout:
+    """Which channels of an EEG stream are EEG, the board's marker channel and a packet counter."""
 
-def _participant(label: str, stream: dict, samples_file: Path | None = None) -> ParticipantEeg:
-    """The participant's EEG from a pyxdf stream. With ``samples_file``, the EEG samples are
-    written there as ``.npy`` (float32, channels x samples) instead, ``data`` left empty."""
-    info = stream["info"]
-    name = _text(info, "name")
-    values = np.asarray(stream["time_series"])
-    timestamps = np.asarray(stream["time_stamps"], dtype=np.float64)
-    if values.ndim != 2 or values.shape[0] == 0:
-        raise XdfLoadError(
-            f"Participant {label}'s EEG stream {_identity(stream)} holds no samples. The amplifier or its "
-            "LSL outlet did not deliver data while recording (check `dyadlab inspect FILE.xdf`)."
-        )
-    if not np.issubdtype(values.dtype, np.number):
-        raise XdfLoadError(f"Participant {label}'s EEG stream {_identity(stream)} is not numeric ({values.dtype}).")
-    channels = _channels(info, values.shape[1])
+    channels: list[dict[str, str]]
+    eeg: list[int]
+    marker: int | None
+    package: int | None
+
+    @property
+    def excluded(self) -> list[str]:
+        return [c["label"] for i, c in enumerate(self.channels) if i not in self.eeg]
+
+
+def _channel_layout(label: str, stream: dict, n_channels: int) -> _ChannelLayout:
+    channels = _channels(stream["info"], n_channels)
     types = [c["type"].lower() for c in channels]
     labels_lower = [c["label"].lower() for c in channels]
     marker_index = next(
@@ -334,47 +330,69 @@ def _participant(label: str, stream: dict, samples_file: Path | None = None) -> 
     eeg_index = [i for i, t in enumerate(types) if t == "eeg"]
     if not eeg_index:
         # No channel typed EEG (untyped, or e.g. "ExG"): every channel but marker and counter.
-        eeg_index = [i for i in range(values.shape[1]) if i not in (marker_index, package_index)]
+        eeg_index = [i for i in range(n_channels) if i not in (marker_index, package_index)]
     if not eeg_index:
         raise XdfLoadError(f"Participant {label}'s stream {_identity(stream)} holds no EEG channel (only marker/counter channels).")
-    excluded = [channels[i]["label"] for i in range(values.shape[1]) if i not in eeg_index]
-    consecutive = eeg_index == list(range(eeg_index[0], eeg_index[-1] + 1))
-    samples = values.T[eeg_index[0]:eeg_index[-1] + 1] if consecutive else values.T[eeg_index]  # a view if consecutive
-    if samples_file is None:
-        data = np.ascontiguousarray(samples, dtype=np.float32)
-    else:
-        _save_rows(samples_file, samples.astype(np.float32, copy=False))
-        data = np.zeros((len(eeg_index), 0), dtype=np.float32)
-    units = {channels[i]["unit"] for i in eeg_index} - {""}
+    return _ChannelLayout(channels, eeg_index, marker_index, package_index)
+
+
+def _check_eeg_stream(label: str, stream: dict, n_samples: int) -> None:
+    if n_samples == 0:
+        raise XdfLoadError(
+            f"Participant {label}'s EEG stream {_identity(stream)} holds no samples. The amplifier or its "
+            "LSL outlet did not deliver data while recording (check `dyadlab inspect FILE.xdf`)."
+        )
+    if _text(stream["info"], "channel_format") == "string":
+        raise XdfLoadError(f"Participant {label}'s EEG stream {_identity(stream)} is not numeric (strings).")
+
+
+def _participant(
+    label: str,
+    stream: dict,
+    layout: _ChannelLayout,
+    data: np.ndarray,
+    board_markers: np.ndarray | None,
+    package_numbers: np.ndarray | None,
+) -> ParticipantEeg:
+    """The participant's EEG: ``data`` (EEG channels x samples, float32) and the stream's timestamps,
+    clock offsets and footer in ``stream`` (pyxdf's layout)."""
+    info = stream["info"]
+    units = {layout.channels[i]["unit"] for i in layout.eeg} - {""}
     footer = stream.get("footer", {}).get("info") if isinstance(stream.get("footer"), dict) else None
     footer_count = _text(footer, "sample_count") if footer is not None else ""
     return ParticipantEeg(
         label=label,
-        stream_name=name,
+        stream_name=_text(info, "name"),
         source_id=_text(info, "source_id"),
         participant=_subsection(_desc(info), "participant"),
         nominal_rate=float(_text(info, "nominal_srate") or 0.0),
-        channel_labels=[channels[i]["label"] for i in eeg_index],
+        channel_labels=[layout.channels[i]["label"] for i in layout.eeg],
         data=data,
-        timestamps=timestamps,
+        timestamps=np.asarray(stream["time_stamps"], dtype=np.float64),
         unit=units.pop() if len(units) == 1 else ("mixed" if units else "unknown"),
-        board_markers=None if marker_index is None else np.asarray(values[:, marker_index], dtype=np.float64),
-        package_numbers=None if package_index is None else np.asarray(values[:, package_index], dtype=np.float64),
+        board_markers=board_markers,
+        package_numbers=package_numbers,
         clock_times=np.asarray(stream.get("clock_times", []), dtype=np.float64),
         clock_values=np.asarray(stream.get("clock_values", []), dtype=np.float64),
         footer_sample_count=int(float(footer_count)) if footer_count else None,
-        excluded_channels=excluded,
+        excluded_channels=layout.excluded,
     )
 
 
-def _save_rows(path: Path, samples: np.ndarray, rows: int = 4) -> None:
-    """``np.save`` of a strided (channels, samples) view of pyxdf's (samples, channels) array,
-    ``rows`` channels at a time: ``np.save`` itself writes such a view value by value (slow) and
-    a contiguous copy of it all would hold the samples twice."""
-    with open(path, "wb") as handle:
-        np.lib.format.write_array_header_1_0(handle, np.lib.format.header_data_from_array_1_0(samples))
-        for first in range(0, samples.shape[0], rows):
-            np.ascontiguousarray(samples[first:first + rows]).tofile(handle)
+def _participant_from_pyxdf(label: str, stream: dict) -> ParticipantEeg:
+    """:func:`_participant` from a stream pyxdf read whole (samples x channels)."""
+    values = stream["time_series"]
+    _check_eeg_stream(label, stream, len(stream["time_stamps"]))
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.number):
+        raise XdfLoadError(f"Participant {label}'s EEG stream {_identity(stream)} is not numeric ({values.dtype}).")
+    layout = _channel_layout(label, stream, values.shape[1])
+    extra = {
+        index: None if index is None else np.asarray(values[:, index], dtype=np.float64)
+        for index in (layout.marker, layout.package)
+    }
+    data = np.ascontiguousarray(values[:, layout.eeg].T, dtype=np.float32)
+    return _participant(label, stream, layout, data, extra[layout.marker], extra[layout.package])
 
 
 def _events(stream: dict) -> list[EventMarker]:
@@ -394,7 +412,8 @@ def _events(stream: dict) -> list[EventMarker]:
     return events
 
 
-def _read_streams(path: Path, selection: list[int] | None) -> tuple[list[dict], Any, list[str]]:
+
+def _read_with_pyxdf(path: Path) -> tuple[list[dict], Any, list[str]]:
     """pyxdf.load_xdf with clock synchronisation, without de-jittering (the quality check must
     see the recorded timestamps; synchrony.segments builds the analysis timeline); also returns
     the problems pyxdf logged (it reports corruption and carries on)."""
@@ -405,7 +424,7 @@ def _read_streams(path: Path, selection: list[int] | None) -> tuple[list[dict], 
     pyxdf_logger.addHandler(problems)
     try:
         streams, header = pyxdf.load_xdf(
-            str(path), select_streams=selection, synchronize_clocks=True, handle_clock_resets=True,
+            str(path), synchronize_clocks=True, handle_clock_resets=True,
             dejitter_timestamps=False,
         )
     except Exception as error:  # pyxdf raises bare Exception/IOError/struct.error on bad files
@@ -418,242 +437,100 @@ def _read_streams(path: Path, selection: list[int] | None) -> tuple[list[dict], 
     return streams, header, problems.messages
 
 
-def _read_eeg_stream(path: Path, stream_id: int, spill: Path | None = None) -> tuple[list[dict], Any, list[str]]:
-    """One EEG stream read in its own pyxdf pass and converted at once (see :func:`_convert`):
-    what it returns holds the stream's :class:`ParticipantEeg`, never pyxdf's chunks.
 
-    A worker process (:func:`_worker_main`) passes the folder ``spill``: the EEG samples go back
-    through an ``.npy`` file there (``stream["samples_file"]``) rather than in the pickled result,
-    which would hold them twice more in the worker and once more in the parent.
-    """
-    streams, header, problems = _read_streams(path, [stream_id])
-    for stream in streams:
-        _convert(stream, None if spill is None else spill / f"stream-{stream_id}.npy")
-    return streams, header, problems
+@dataclass
+class _Streams:
+    """The file's streams in pyxdf's layout (``info``, ``footer``; samples once read), its header,
+    the damage found, and the index the samples are read through (None: pyxdf read it whole)."""
+
+    streams: list[dict]
+    header: Any
+    problems: list[str]
+    index: xdfreader.XdfIndex | None
 
 
-class _WorkerFailed(Exception):
-    """A reading worker could not be started, failed, or did not end in time."""
-
-
-#: A reading worker that has not ended this many seconds after its start, plus
-#: :data:`WORKER_TIMEOUT_S_PER_MB` per MB of the file, is taken to have stalled (pyxdf on a
-#: damaged file) and is killed; the streams are then read in the caller. Generous: pyxdf reads
-#: about 70 MB/s, 14 times faster than the allowance.
-WORKER_TIMEOUT_S = 60.0
-WORKER_TIMEOUT_S_PER_MB = 0.2
-#: How often the caller looks at its running workers (seconds).
-_WORKER_POLL_S = 0.05
-
-#: The folder holding the ``synchrony`` package the caller imported.
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-#: A worker's program (``python -c``): arguments ``PACKAGE_ROOT PATH STREAM_ID FOLDER``.
-#: It must run the caller's ``synchrony``. PACKAGE_ROOT goes on ``sys.path`` only when the worker
-#: finds no ``synchrony`` by itself (the caller reached a source tree through its own
-#: ``sys.path``: script folder, ``sys.path`` edits), and then last: for an installed dyadlab it
-#: is site-packages, which put before the standard library would let old backports there
-#: (``typing``, ``dataclasses``...) shadow it. A worker that finds another copy of ``synchrony``
-#: first (a caller running a checkout while dyadlab is also installed) exits rather than run
-#: other code, and the caller reads the streams itself, with a warning saying why; putting
-#: PACKAGE_ROOT first instead would shadow the standard library again whenever it is
-#: site-packages (e.g. a ``synchrony`` folder in the working directory found first).
-_WORKER_CODE = """\
-import importlib.util, pathlib, sys
-root = pathlib.Path(sys.argv[1])
-if importlib.util.find_spec("synchrony") is None:
-    sys.path.append(str(root))
-import synchrony
-found = pathlib.Path(synchrony.__file__).resolve().parent.parent
-if found != root:
-    sys.exit(f"the worker imports synchrony from {found}, the caller from {root}")
-from synchrony.io import _worker_main
-_worker_main(sys.argv[2:])
-"""
-
-
-def _worker_main(argv: list[str]) -> None:
-    """A reading worker's program: ``PATH STREAM_ID FOLDER``; :func:`_read_eeg_stream`'s result,
-    or its :class:`XdfLoadError`, is pickled to ``FOLDER/stream-STREAM_ID.pickle``."""
-    path, stream_id, folder = Path(argv[0]), int(argv[1]), Path(argv[2])
-    try:
-        outcome: Any = _read_eeg_stream(path, stream_id, folder)
-    except XdfLoadError as error:
-        outcome = error
-    with open(folder / f"stream-{stream_id}.pickle", "wb") as handle:
-        pickle.dump(outcome, handle, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _start_worker(path: Path, stream_id: int, folder: Path) -> subprocess.Popen:
-    """A new Python process running :func:`_worker_main` for one stream; its standard error goes
-    to ``FOLDER/stream-STREAM_ID.stderr`` (a file: a pipe nobody reads while the caller waits
-    for another worker could fill up and stall the worker)."""
-    command = [sys.executable, "-c", _WORKER_CODE, str(_PACKAGE_ROOT), str(path), str(stream_id), str(folder)]
-    try:
-        with open(folder / f"stream-{stream_id}.stderr", "wb") as stderr:
-            return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-    except OSError as error:  # no interpreter to run, no process to be had
-        raise _WorkerFailed(f"{type(error).__name__}: {error}") from error
-
-
-def _worker_result(stream_id: int, folder: Path, returncode: int) -> tuple[list[dict], Any, list[str]]:
-    """What the ended worker for ``stream_id`` read: its samples loaded from the ``.npy`` files."""
-    result_file = folder / f"stream-{stream_id}.pickle"
-    if returncode != 0 or not result_file.is_file():
-        stderr = (folder / f"stream-{stream_id}.stderr").read_text(errors="replace")
-        raise _WorkerFailed(f"exit status {returncode}: {stderr.strip()[-1000:]}")
-    with open(result_file, "rb") as handle:
-        outcome = pickle.load(handle)
-    if isinstance(outcome, XdfLoadError):
-        raise outcome
-    streams, header, problems = outcome
-    for stream in streams:
-        if "samples_file" in stream:
-            stream["participant"].data = np.load(stream["samples_file"])
-            stream.pop("samples_file").unlink()  # frees a memory-backed temporary folder at once
-    return streams, header, problems
-
-
-def _read_in_workers(
-    path: Path, stream_ids: list[int], folder: Path, workers: int
-) -> list[tuple[list[dict], Any, list[str]]]:
-    """:func:`_read_eeg_stream` for each stream, in new Python processes (:func:`_worker_main`),
-    ``workers`` at a time.
-
-    :class:`_WorkerFailed` when a worker cannot start, fails, or has not ended
-    :data:`WORKER_TIMEOUT_S` (+ :data:`WORKER_TIMEOUT_S_PER_MB` per MB) after its start; a
-    worker's :class:`XdfLoadError` is raised. Either way the workers still running are killed
-    and reaped: none outlives the call.
-
-    Fresh interpreters, started by :mod:`subprocess`, rather than :mod:`multiprocessing`
-    workers: forking would copy the locks of the threads the session runner has running
-    (recorder, LSL), and the ``spawn``/``forkserver`` workers import the caller's main script
-    again, running whatever it does at top level (the quick-check's documented snippet has no
-    ``if __name__ == "__main__":`` guard).
-    """
-    timeout = WORKER_TIMEOUT_S + WORKER_TIMEOUT_S_PER_MB * path.stat().st_size / 1e6
-    pending = list(stream_ids)
-    running: dict[int, tuple[subprocess.Popen, float]] = {}  # stream id: (process, start time)
-    results = {}
-    try:
-        while pending or running:
-            while pending and len(running) < workers:
-                stream_id = pending.pop(0)
-                running[stream_id] = (_start_worker(path, stream_id, folder), time.monotonic())
-            for stream_id, (process, started) in list(running.items()):
-                if process.poll() is not None:
-                    del running[stream_id]
-                    results[stream_id] = _worker_result(stream_id, folder, process.returncode)
-                elif time.monotonic() - started > timeout:
-                    raise _WorkerFailed(f"the worker reading stream {stream_id} had not ended after {timeout:.3g} s")
-            if running:
-                time.sleep(_WORKER_POLL_S)
-    finally:
-        for process, _ in running.values():
-            process.kill()
-            process.wait()
-    return [results[stream_id] for stream_id in stream_ids]
-
-
-def _read_eeg_streams(path: Path, stream_ids: list[int]) -> list[tuple[list[dict], Any, list[str]]]:
-    """:func:`_read_eeg_stream` for each stream: in parallel worker processes for a large file
-    (pyxdf parses samples in Python, one core per stream; :func:`_read_in_workers`), else, or
-    when a worker fails to start or to finish in time, one after the other here. A worker's
-    :class:`XdfLoadError` is raised."""
-    workers = min(len(stream_ids), os.cpu_count() or 1)
-    if workers > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES and sys.executable:
+def _open_streams(path: Path) -> _Streams:
+    """Index the file; a file that cannot be indexed (damaged, compressed) is read whole by pyxdf,
+    which scans forward past damage."""
+    if path.suffix != ".xdfz" and path.suffixes[-2:] != [".xdf", ".gz"]:
         try:
-            with tempfile.TemporaryDirectory(prefix="dyadlab-xdf-") as folder:
-                return _read_in_workers(path, stream_ids, Path(folder), workers)
-        except (_WorkerFailed, OSError) as error:  # OSError: no temporary folder, or a result file went missing
-            logger.warning("reading the EEG streams in worker processes failed (%s); reading them here, "
-                           "one after the other", error)
-    return [_read_eeg_stream(path, stream_id) for stream_id in stream_ids]
+            index = xdfreader.index_xdf(path)
+        except xdfreader.XdfIndexError as error:
+            logger.info("%s cannot be indexed (%s); reading it with pyxdf", path, error)
+            streams, header, problems = _read_with_pyxdf(path)
+            return _Streams(streams, header, [f"the file's chunk structure is damaged ({error})"] + problems, None)
+        except OSError as error:
+            raise XdfLoadError(f"{path} cannot be read ({error}).") from error
+        streams = []
+        for entry in index.streams.values():
+            stream = {"info": entry.info}
+            if entry.footer is not None:
+                stream["footer"] = entry.footer
+            streams.append(stream)
+        return _Streams(streams, index.file_header, list(index.problems), index)
+    return _Streams(*_read_with_pyxdf(path), None)
 
 
-def _read_selected(path: Path, eeg: Sequence[str] | None) -> tuple[list[dict], Any, list[str]]:
-    """The streams the check needs, each EEG stream read in its own pass, and pyxdf's problems.
-
-    pyxdf holds every chunk of every stream it reads at once (about 4 x the file for a
-    60-minute dyad), so each EEG stream is read in its own pass, in a worker process for a large
-    file (:func:`_read_eeg_streams`), and converted to :class:`ParticipantEeg` straight away
-    (``stream["participant"]``, ``time_series`` dropped); string streams are read together;
-    other streams (AUX...) are only listed. A file whose structure pyxdf cannot index is read in
-    one pass, which scans past damaged chunks.
-    """
-    import pyxdf
-
+def _read_samples(
+    source: _Streams, picked: list[tuple[str, dict]], event_streams: list[dict], block_bytes: int
+) -> tuple[ParticipantEeg, ParticipantEeg]:
+    """Participants A and B, and the samples of ``event_streams`` put in their dicts."""
+    if source.index is None:
+        return tuple(_participant_from_pyxdf(label, stream) for label, stream in picked)  # type: ignore[return-value]
+    index = source.index
+    layouts, groups = [], {}
+    for label, stream in picked:
+        entry = index.streams[stream["info"]["stream_id"]]
+        _check_eeg_stream(label, stream, entry.n_samples)
+        layout = _channel_layout(label, stream, entry.n_channels)
+        layouts.append(layout)
+        groups[entry.stream_id] = [xdfreader.ChannelGroup(layout.eeg, np.float32)] + [
+            xdfreader.ChannelGroup([channel], np.float64) for channel in (layout.marker, layout.package)
+            if channel is not None
+        ]
+    wanted = list(groups) + [s["info"]["stream_id"] for s in event_streams]
     try:
-        index = pyxdf.resolve_streams(str(path))
-    except Exception:  # noqa: BLE001 - damaged structure: fall back to one full pass
-        index = None
-    if index is None:
-        streams, header, problems = _read_streams(path, None)
-        for stream in streams:
-            if _stream_kind(stream) == "eeg" or _named(stream["info"], eeg):
-                _convert(stream)
-        return streams, header, problems
-    wanted_eeg, wanted_events, listed = [], [], []
-    for info in index:
-        flat = {key: [str(value) if value is not None else ""] for key, value in info.items()}
-        stream_type = str(info.get("type") or "").lower()
-        if stream_type == "eeg" or _named(flat, eeg):
-            wanted_eeg.append(info["stream_id"])
-        elif info.get("channel_format") == "string" or stream_type in ("markers", "marker", "events"):
-            wanted_events.append(info["stream_id"])
-        else:
-            listed.append({"info": flat, "time_series": np.zeros((0, 0)), "time_stamps": np.zeros(0), "footer": {}})
-    streams: list[dict] = []
-    header: Any = {}
-    problems: list[str] = []
-    if wanted_events:
-        streams, header, problems = _read_streams(path, wanted_events)
-    for loaded, header, pass_problems in _read_eeg_streams(path, wanted_eeg):
-        streams += loaded
-        problems += pass_problems
-    if not index and not streams:
-        streams, header, problems = _read_streams(path, None)
-    order = {info["stream_id"]: position for position, info in enumerate(index)}
-    streams.sort(key=lambda s: order.get(s["info"].get("stream_id"), len(order)))
-    return streams + listed, header, problems
+        samples, problems = xdfreader.read_streams(index, wanted, groups=groups, block_bytes=block_bytes)
+    except xdfreader.XdfIndexError as error:
+        logger.info("%s: %s; reading it with pyxdf", index.path, error)
+        whole = _read_with_pyxdf(index.path)
+        by_id = {s["info"]["stream_id"]: s for s in whole[0]}
+        for stream in [s for _, s in picked] + event_streams:
+            stream.update(by_id[stream["info"]["stream_id"]])
+        source.problems[:] = [f"a Samples chunk is damaged ({error})"] + whole[2]
+        return tuple(_participant_from_pyxdf(label, stream) for label, stream in picked)  # type: ignore[return-value]
+    source.problems += problems
+    for stream in event_streams:
+        read = samples[stream["info"]["stream_id"]]
+        stream["time_stamps"] = read.time_stamps
+        stream["time_series"] = read.strings if read.strings is not None else read.groups[0].T
+    participants = []
+    for (label, stream), layout in zip(picked, layouts):
+        read = samples.pop(stream["info"]["stream_id"])
+        stream.update(time_stamps=read.time_stamps, clock_times=read.clock_times, clock_values=read.clock_values)
+        extra = iter(read.groups[1:])
+        board_markers = next(extra)[0] if layout.marker is not None else None
+        package_numbers = next(extra)[0] if layout.package is not None else None
+        participants.append(_participant(label, stream, layout, read.groups[0], board_markers, package_numbers))
+    return participants[0], participants[1]
 
 
-def _named(info: dict, eeg: Sequence[str] | None) -> bool:
-    return bool(eeg) and (_text(info, "name") in eeg or _text(info, "source_id") in eeg)
-
-
-def _convert(stream: dict, samples_file: Path | None = None) -> None:
-    """Replace a pyxdf EEG stream's samples by its :class:`ParticipantEeg` (label set later);
-    with ``samples_file``, its EEG samples are written there (``stream["samples_file"]``)."""
-    try:
-        stream["participant"] = _participant("?", stream, samples_file)
-        if samples_file is not None:
-            stream["samples_file"] = samples_file
-    except XdfLoadError as error:
-        stream["participant"] = error  # raised only if this stream is picked
-    stream["time_series"] = None
-
-
-def _participant_of(label: str, stream: dict) -> ParticipantEeg:
-    participant = stream.get("participant")
-    if isinstance(participant, Exception):
-        raise XdfLoadError(str(participant).replace("Participant ?'s", f"Participant {label}'s")) from participant
-    if participant is None:
-        participant = _participant(label, stream)
-    participant.label = label
-    return participant
-
-
-def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadRecording:
+def load_dyad(
+    path: str | Path, *, eeg: Sequence[str] | None = None, block_bytes: int | None = None
+) -> DyadRecording:
     """Read a hyperscanning XDF file.
 
     Parameters
     ----------
     path : str or Path
-        The XDF file (``.xdf`` or ``.xdfz``).
+        The XDF file (``.xdf``, or ``.xdfz``, which pyxdf reads).
     eeg : pair of str, optional
         Participant A's and B's EEG streams, each by stream name or ``source_id``. Needed when the
         file's metadata does not identify them (more than two EEG streams, or EEG streams of
         another type).
+    block_bytes : int, optional
+        Bytes of file unpacked at once (default :data:`synchrony.xdfreader.BLOCK_BYTES`); any
+        value gives the same result.
 
     Returns
     -------
@@ -666,40 +543,41 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
 
     Notes
     -----
-    The EEG streams of a file of :data:`PARALLEL_MIN_BYTES` or more are read in parallel, each
-    by pyxdf in a new Python process (``sys.executable``, which imports only this module); they
-    are read here, one after the other, when such a process cannot be started, fails, or has
-    not ended after :data:`WORKER_TIMEOUT_S` + :data:`WORKER_TIMEOUT_S_PER_MB` per MB.
+    Samples and clock-synchronised timestamps are those of ``pyxdf.load_xdf(path,
+    dejitter_timestamps=False)``, read by :mod:`synchrony.xdfreader` (only the streams the check
+    uses); a file whose structure cannot be indexed is read by pyxdf itself.
     """
-
     path = Path(path)
     if not path.is_file():
         raise XdfLoadError(f"No such file: {path}")
     started = time.perf_counter()
-    streams, header, problems = _read_selected(path, eeg)
-    load_seconds = time.perf_counter() - started
-    logger.debug("read %s in %.2f s", path, load_seconds)
-
-    warnings: list[str] = []
-    file_problems: list[str] = []  # damage or loss in the file itself (also listed in warnings)
-    if problems:
-        unique = list(dict.fromkeys(problems))
-        file_problems.append(
-            f"pyxdf reported {len(problems)} problem(s) reading the file, data may be missing: "
-            + "; ".join(m.rstrip(". ") for m in unique[:5])
-            + f". Run `dyadlab inspect {path.name}` for a chunk-by-chunk check."
-        )
+    source = _open_streams(path)
+    streams = source.streams
     if not streams:
         raise XdfLoadError(
             f"{path} holds no streams. The recording may have failed before any stream was added "
             f"(`dyadlab inspect {path}` shows the chunks present)."
         )
+    warnings: list[str] = []
     kinds = [_stream_kind(s) for s in streams]
     eeg_streams = [s for s, k in zip(streams, kinds) if k == "eeg"]
     picked = _pick_eeg_streams(eeg_streams, streams, eeg, warnings)
-    a, b = (_participant_of(label, stream) for label, stream in picked)
+    picked_ids = {id(picked[0][1]), id(picked[1][1])}
+    marker_sources = [s for s, k in zip(streams, kinds) if k == "markers" and id(s) not in picked_ids]
+    response_sources = [s for s, k in zip(streams, kinds) if k == "responses"]
+    a, b = _read_samples(source, picked, marker_sources + response_sources, block_bytes or xdfreader.BLOCK_BYTES)
+    load_seconds = time.perf_counter() - started
+    logger.debug("read %s in %.2f s", path, load_seconds)
 
-    for participant, (_, stream) in zip((a, b), picked):
+    file_problems: list[str] = []  # damage or loss in the file itself (also listed in warnings)
+    if source.problems:
+        unique = list(dict.fromkeys(source.problems))
+        file_problems.append(
+            f"{len(source.problems)} problem(s) reading the file, data may be missing: "
+            + "; ".join(m.rstrip(". ") for m in unique[:5])
+            + f". Run `dyadlab inspect {path.name}` for a chunk-by-chunk check."
+        )
+    for participant in (a, b):
         if participant.footer_sample_count is not None and participant.footer_sample_count != participant.n_samples:
             file_problems.append(
                 f"Participant {participant.label}'s stream '{participant.stream_name}': the footer counts "
@@ -707,15 +585,9 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
                 "the file is damaged or missing."
             )
 
-    marker_sources = [s for s, k in zip(streams, kinds) if k == "markers" and s not in (picked[0][1], picked[1][1])]
     markers = sorted((m for s in marker_sources for m in _events(s)), key=lambda m: m.time)
-    responses = sorted(
-        (m for s, k in zip(streams, kinds) if k == "responses" for m in _events(s)), key=lambda m: m.time
-    )
-    for stream in eeg_streams:
-        stream.pop("participant", None)  # unpicked streams' samples are released with the dict
-    used = {id(picked[0][1]), id(picked[1][1])} | {id(s) for s in marker_sources}
-    used |= {id(s) for s, k in zip(streams, kinds) if k == "responses"}
+    responses = sorted((m for s in response_sources for m in _events(s)), key=lambda m: m.time)
+    used = picked_ids | {id(s) for s in marker_sources + response_sources}
     for stream in streams:
         if id(stream) in used and "footer" not in stream:
             file_problems.append(
@@ -725,7 +597,7 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None) -> DyadReco
     for stream in marker_sources:
         if len(stream["time_stamps"]) == 0:
             warnings.append(f"The marker stream '{_text(stream['info'], 'name')}' holds no markers.")
-    header_info = header.get("info", {}) if isinstance(header, dict) else {}
+    header_info = source.header.get("info", {}) if isinstance(source.header, dict) else {}
     return DyadRecording(
         path=path,
         a=a,
