@@ -1,4 +1,4 @@
-"""Any BrainFlow board as an :class:`~acquisition.sources.EegSource`.
+"""Any BrainFlow board as an :class:`~dyadlab.acquisition.sources.EegSource`.
 
 A board is chosen by its BrainFlow name (``synthetic``, ``cyton_daisy``, ``unicorn``, ...; the
 names of :class:`brainflow.board_shim.BoardIds`, case-insensitive, ``_board`` optional) plus the
@@ -41,7 +41,8 @@ import queue
 import threading
 import time
 import weakref
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from brainflow.board_shim import (
     BoardIds,
@@ -54,11 +55,15 @@ from brainflow.board_shim import (
 from brainflow.exit_codes import BrainFlowExitCodes
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from acquisition.clock import UnixToLslClock
-from acquisition.sources import SourceChunk, SourceConfigError, SourceDisconnectedError, SourceError
+from dyadlab.acquisition.clock import UnixToLslClock
+from dyadlab.acquisition.sources import (
+    SourceChunk,
+    SourceConfigError,
+    SourceDisconnectedError,
+    SourceError,
+)
 
 logger = logging.getLogger(__name__)
-
 
 
 # Board-description keys whose rows go to the AUX stream (everything else but EEG is dropped:
@@ -138,9 +143,7 @@ def _board_id_from_name(name: str) -> int:
             continue
         if wanted in (member.name.lower(), _short_name(member.name)):
             return int(member.value)
-    raise ValueError(
-        f"Unknown BrainFlow board {name!r}. Valid board names: {', '.join(board_names())}."
-    )
+    raise ValueError(f"Unknown BrainFlow board {name!r}. Valid board names: {', '.join(board_names())}.")
 
 
 def brainflow_version() -> str:
@@ -236,7 +239,7 @@ class BoardSpec(BaseModel):
         return int(getattr(BrainFlowPresets, _PRESETS[self.preset]).value)
 
     @classmethod
-    def from_cli(cls, board: str | None, params: tuple[str, ...] | list[str] = ()) -> "BoardSpec":
+    def from_cli(cls, board: str | None, params: tuple[str, ...] | list[str] = ()) -> BoardSpec:
         """Build a spec from ``--board NAME`` and ``--board-param key=value`` options."""
         fields: dict[str, str] = {}
         for item in params:
@@ -266,7 +269,7 @@ class BoardSpec(BaseModel):
 
 
 _synthetic_instance_numbers: Iterator[int] = itertools.count(1)
-_open_sources: "weakref.WeakSet[BrainFlowSource]" = weakref.WeakSet()
+_open_sources: weakref.WeakSet[BrainFlowSource] = weakref.WeakSet()
 
 
 class _SessionChanges:
@@ -300,7 +303,7 @@ class _DeferredMarkers:
     """Inserts, in order and from its own thread, markers that would wait for BrainFlow's lock."""
 
     def __init__(self) -> None:
-        self._queue: "queue.SimpleQueue[tuple[BrainFlowSource, float, float]]" = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[BrainFlowSource, float, float]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pending = 0
         self._thread: threading.Thread | None = None
@@ -309,7 +312,7 @@ class _DeferredMarkers:
     def pending(self) -> bool:
         return self._pending > 0
 
-    def put(self, source: "BrainFlowSource", code: float) -> None:
+    def put(self, source: BrainFlowSource, code: float) -> None:
         with self._lock:
             self._pending += 1
             if self._thread is None or not self._thread.is_alive():
@@ -349,7 +352,7 @@ def _release_open_sources() -> None:
 
 
 class BrainFlowSource:
-    """One BrainFlow board as an :class:`~acquisition.sources.EegSource`.
+    """One BrainFlow board as an :class:`~dyadlab.acquisition.sources.EegSource`.
 
     Parameters
     ----------
@@ -428,9 +431,7 @@ class BrainFlowSource:
             ) from error
         if spec.preset_value not in presets:
             names = [name for name, attr in _PRESETS.items() if int(getattr(BrainFlowPresets, attr).value) in presets]
-            raise SourceConfigError(
-                f"Board {spec.board!r} has no {spec.preset!r} preset; it has: {', '.join(names)}."
-            )
+            raise SourceConfigError(f"Board {spec.board!r} has no {spec.preset!r} preset; it has: {', '.join(names)}.")
         layout = dict(BoardShim.get_board_descr(layout_id, spec.preset_value))
         if not layout.get("eeg_channels"):
             raise SourceConfigError(
@@ -595,7 +596,7 @@ class BrainFlowSource:
             else:
                 logger.info("BrainFlow board %s released", self.spec.board)
 
-    def __enter__(self) -> "BrainFlowSource":
+    def __enter__(self) -> BrainFlowSource:
         self.prepare()
         return self
 

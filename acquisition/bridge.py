@@ -1,11 +1,11 @@
-"""Pump one participant's :class:`~acquisition.sources.EegSource` into LSL.
+"""Pump one participant's :class:`~dyadlab.acquisition.sources.EegSource` into LSL.
 
 A :class:`BoardBridge` owns a source's whole life (prepare -> start -> pump -> stop -> release)
 and the participant's LSL outlets:
 
 * ``{dyad}-{label}-EEG``: the EEG rows in microvolts plus a last ``Marker`` channel with the
   board's marker codes, float32, each sample stamped with its own ``local_clock()`` time (the
-  source converted the device's stamps), see :func:`acquisition.streams.eeg_stream_info`;
+  source converted the device's stamps), see :func:`dyadlab.acquisition.streams.eeg_stream_info`;
 * ``{dyad}-{label}-AUX``: the board's extra rows, when it has any.
 
 Faults. A source that delivers nothing for ``stall_timeout`` seconds, or whose ``read()``
@@ -16,7 +16,7 @@ with a visible gap, and the other participant's bridge, a separate thread, goes 
 The source is always released: on :meth:`BoardBridge.stop`, on errors, on Ctrl-C (through the
 context manager) and at interpreter exit for board sources.
 
-A bridge is a :class:`~acquisition.markers.MarkerSink`: ``MarkerHub(outlet, [bridge_a,
+A bridge is a :class:`~dyadlab.acquisition.markers.MarkerSink`: ``MarkerHub(outlet, [bridge_a,
 bridge_b])`` inserts each event's code into both boards' marker channels.
 """
 
@@ -28,13 +28,18 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from acquisition.sources import EegSource, SourceChunk, SourceError
-from acquisition.streams import ParticipantInfo, aux_stream_info, eeg_stream_info
+from dyadlab.acquisition.sources import EegSource, SourceChunk, SourceError
+from dyadlab.acquisition.streams import (
+    ParticipantInfo,
+    aux_stream_info,
+    eeg_stream_info,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +109,7 @@ class BoardBridge:
     source : EegSource
         The board or simulator source (not yet prepared; the bridge prepares and releases it).
     study, dyad : str
-        Study and dyad ids (they form the stream ``source_id``, see :mod:`acquisition.streams`).
+        Study and dyad ids (they form the stream ``source_id``, see :mod:`dyadlab.acquisition.streams`).
     participant : ParticipantInfo
         Who wears the cap.
     poll_interval : float
@@ -242,7 +247,7 @@ class BoardBridge:
         self._eeg_outlet = None
         self._aux_outlet = None
 
-    def __enter__(self) -> "BoardBridge":
+    def __enter__(self) -> BoardBridge:
         self.start()
         return self
 
@@ -317,7 +322,7 @@ class BoardBridge:
                     self._push(chunk)
                 elif time.monotonic() - self._last_data_at > self.stall_timeout:
                     self._recover(f"no samples for {self.stall_timeout:g} s")
-        except Exception:  # noqa: BLE001 - logged; stop() still releases the source
+        except Exception:
             logger.exception("%s: the pump thread failed; the stream stops here", self.stream_name)
             self._set_state(BridgeState.STOPPED, "pump thread failed (see log)")
 
@@ -380,7 +385,7 @@ class BoardBridge:
                 self.source.release()
                 self.source.prepare()
                 self.source.start()
-            except Exception as error:  # noqa: BLE001 - any failure here means "try again later"
+            except Exception as error:
                 logger.warning("%s: reconnection attempt %d failed: %s", self.stream_name, attempt, error)
                 self._set_state(BridgeState.RECONNECTING, f"reconnection attempt {attempt} failed: {error}")
                 continue

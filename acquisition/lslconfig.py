@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dyadlab import DyadlabError
+
 logger = logging.getLogger(__name__)
 
 RESOLVE_SCOPES = ("machine", "link", "site", "organization", "global")
@@ -31,7 +33,7 @@ LOOPBACK_PORT_RANGE = 1024
 _SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
-class LslConfigError(ValueError):
+class LslConfigError(DyadlabError, ValueError):
     """An LSL configuration value that liblsl would not accept or that cannot be applied."""
 
 
@@ -77,7 +79,7 @@ class LslConfig:
             raise LslConfigError(f"LSL IPv6 setting {self.ipv6!r} is invalid: allow, disable or force.")
 
     @classmethod
-    def local_only(cls, session_id: str) -> "LslConfig":
+    def local_only(cls, session_id: str) -> LslConfig:
         """Everything on this machine only: for tests, demos and single-PC pilots."""
         return cls(
             session_id=session_id,
@@ -191,6 +193,11 @@ def apply_lsl_config(config: LslConfig, directory: Path | None = None) -> Path |
     path = folder / "lsl_api.cfg"
     path.write_text(text, encoding="utf-8")
     os.environ["LSLAPICFG"] = str(path)
-    logger.info("LSL: configuration %s (SessionID=%s, scope=%s, based on %s)", path, config.session_id,
-                config.resolve_scope, base_path or "liblsl defaults")
+    logger.info(
+        "LSL: configuration %s (SessionID=%s, scope=%s, based on %s)",
+        path,
+        config.session_id,
+        config.resolve_scope,
+        base_path or "liblsl defaults",
+    )
     return path

@@ -41,8 +41,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class Marker:
         if self.event not in EVENT_CODES:
             raise ValueError(
                 f"Unknown marker event {self.event!r}. Known events: {', '.join(sorted(EVENT_CODES))}; "
-                "a new paradigm registers its own with acquisition.markers.register_event()."
+                "a new paradigm registers its own with dyadlab.acquisition.markers.register_event()."
             )
 
     @property
@@ -139,7 +140,7 @@ class Marker:
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "Marker":
+    def from_json(cls, text: str) -> Marker:
         """Parse a marker string written by :meth:`to_json`."""
         payload = json.loads(text)
         payload.pop("code", None)
@@ -162,7 +163,7 @@ class MarkerOutlet:
     Parameters
     ----------
     info : pylsl.StreamInfo
-        From :func:`acquisition.streams.event_stream_info`.
+        From :func:`dyadlab.acquisition.streams.event_stream_info`.
     """
 
     def __init__(self, info: Any) -> None:
@@ -192,7 +193,7 @@ class MarkerOutlet:
         if outlet is not None:
             del outlet
 
-    def __enter__(self) -> "MarkerOutlet":
+    def __enter__(self) -> MarkerOutlet:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -231,6 +232,6 @@ class MarkerHub:
             for sink in self._sinks:
                 try:
                     sink.insert_marker(float(marker.code))
-                except Exception:  # noqa: BLE001 - one board's fault must not stop the session
+                except Exception:
                     logger.exception("Could not insert marker %r into %r", marker.event, sink)
         return stamp

@@ -1,7 +1,7 @@
 """Preflight: is the dyad ready to record? Streams, clocks and every EEG channel, before the session.
 
 :func:`run_preflight` looks for the configured dyad's streams by their ``source_id`` (see
-:mod:`acquisition.streams`): participant EEG streams and the session marker stream. Streams of
+:mod:`dyadlab.acquisition.streams`): participant EEG streams and the session marker stream. Streams of
 other sessions or rooms are ignored twice: LSL only shows streams of this PC's SessionID, and only
 the expected source ids are considered. For a few seconds it then reads every EEG stream and
 checks
@@ -43,15 +43,16 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import scipy.signal
 import scipy.stats
 
-from acquisition.lslconfig import session_id_in_force
-from acquisition.streams import MARKER_CHANNEL_LABEL, source_id
+from dyadlab.acquisition.lslconfig import session_id_in_force
+from dyadlab.acquisition.streams import MARKER_CHANNEL_LABEL, source_id
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class PreflightConfig:
     Parameters
     ----------
     study, dyad : str
-        Identify the streams (``acquisition.streams.source_id``).
+        Identify the streams (``dyadlab.acquisition.streams.source_id``).
     participants : sequence of str
         Participant labels whose EEG must be ready.
     duration_s : float
@@ -173,8 +174,14 @@ class Problem:
     channel: str | None = None
 
     def __str__(self) -> str:
-        where = " / ".join(part for part in (self.participant and f"participant {self.participant}",
-                                              self.channel and f"channel {self.channel}") if part)
+        where = " / ".join(
+            part
+            for part in (
+                self.participant and f"participant {self.participant}",
+                self.channel and f"channel {self.channel}",
+            )
+            if part
+        )
         prefix = f"[{self.severity}] " + (f"{where}: " if where else "")
         return f"{prefix}{self.message} Fix: {self.fix}"
 
@@ -347,7 +354,7 @@ def _probe(probe: _Probe, read_s: float | None, clock_timeout_s: float, open_tim
                 stamps.extend(chunk_stamps)
         probe.values = np.asarray(values, dtype=float).reshape(len(stamps), -1)
         probe.stamps = np.asarray(stamps, dtype=float)
-    except Exception as error:  # noqa: BLE001 - reported as a problem of this stream
+    except Exception as error:
         logger.exception("Preflight could not read %s", probe.info.source_id())
         probe.error = f"{type(error).__name__}: {error}"
     finally:
@@ -426,91 +433,115 @@ def _check_timing(result: StreamResult, probe: _Probe, config: PreflightConfig, 
     problems: list[Problem] = []
     where = {"participant": label, "stream": result.source_id}
     if probe.clock_offset is None:
-        problems.append(_problem(
-            "error", "clock_offset",
-            f"The clock offset to {result.hostname} could not be measured within {config.clock_timeout_s:g} s, "
-            "so the recording could not be synchronized.",
-            "Allow LSL's UDP time probes through the firewall on both PCs (UDP 16571-16604) and check the "
-            "network link; on Wi-Fi prefer a cable.",
-            **where,
-        ))
+        problems.append(
+            _problem(
+                "error",
+                "clock_offset",
+                f"The clock offset to {result.hostname} could not be measured within {config.clock_timeout_s:g} s, "
+                "so the recording could not be synchronized.",
+                "Allow LSL's UDP time probes through the firewall on both PCs (UDP 16571-16604) and check the "
+                "network link; on Wi-Fi prefer a cable.",
+                **where,
+            )
+        )
     stamps = probe.stamps if probe.stamps is not None else np.empty(0)
     result.samples = int(stamps.size)
     expected_rate = result.expected_rate or 0.0
     if stamps.size < 2:
-        problems.append(_problem(
-            "error", "data",
-            f"The EEG stream exists but delivered {stamps.size} samples in {config.duration_s:g} s.",
-            "The board or bridge has stopped: check the amplifier is on and in range, its cable or dongle, "
-            "and the bridge's status line; then restart the bridge.",
-            **where,
-        ))
+        problems.append(
+            _problem(
+                "error",
+                "data",
+                f"The EEG stream exists but delivered {stamps.size} samples in {config.duration_s:g} s.",
+                "The board or bridge has stopped: check the amplifier is on and in range, its cable or dongle, "
+                "and the bridge's status line; then restart the bridge.",
+                **where,
+            )
+        )
         return problems
     steps = np.diff(stamps)
     result.monotonic = bool(np.all(steps > 0))
     result.largest_gap_s = float(steps.max())
     if not result.monotonic:
-        problems.append(_problem(
-            "error", "monotonic",
-            f"Timestamps go backwards or repeat {int(np.sum(steps <= 0))} times in {stamps.size} samples.",
-            "The source stamps samples inconsistently (clock reset, or chunks stamped with one time): stamp "
-            "each sample from one monotonic clock, pylsl.local_clock(); restart the bridge.",
-            **where,
-        ))
+        problems.append(
+            _problem(
+                "error",
+                "monotonic",
+                f"Timestamps go backwards or repeat {int(np.sum(steps <= 0))} times in {stamps.size} samples.",
+                "The source stamps samples inconsistently (clock reset, or chunks stamped with one time): stamp "
+                "each sample from one monotonic clock, pylsl.local_clock(); restart the bridge.",
+                **where,
+            )
+        )
     span = stamps[-1] - stamps[0]
     result.effective_rate = float((stamps.size - 1) / span) if span > 0 else None
     if expected_rate > 0 and result.effective_rate is not None:
         deviation = result.effective_rate / expected_rate - 1.0
         if abs(deviation) > config.rate_tolerance:
-            problems.append(_problem(
-                "error", "rate",
-                f"Effective sampling rate {result.effective_rate:.1f} Hz differs from the expected "
-                f"{expected_rate:g} Hz by {deviation * 100:+.1f} % (tolerance ±{config.rate_tolerance * 100:g} %).",
-                "Check the board's sampling-rate setting and that the right board type was chosen; a wireless "
-                "board losing packets (distance, interference, low battery) also lowers the rate.",
-                **where,
-            ))
+            problems.append(
+                _problem(
+                    "error",
+                    "rate",
+                    f"Effective sampling rate {result.effective_rate:.1f} Hz differs from the expected "
+                    f"{expected_rate:g} Hz by {deviation * 100:+.1f} % (tolerance ±{config.rate_tolerance * 100:g} %).",
+                    "Check the board's sampling-rate setting and that the right board type was chosen; a wireless "
+                    "board losing packets (distance, interference, low battery) also lowers the rate.",
+                    **where,
+                )
+            )
         gap_limit = max(0.1, 10.0 / expected_rate)
         if result.largest_gap_s > gap_limit and result.monotonic:
-            problems.append(_problem(
-                "warning", "gaps",
-                f"Timestamps jump by up to {result.largest_gap_s * 1000:.0f} ms (samples missing).",
-                "Move the wireless board closer to its dongle, remove interference (USB 3 hubs, Wi-Fi), "
-                "and check CPU load on the acquisition PC.",
-                **where,
-            ))
+            problems.append(
+                _problem(
+                    "warning",
+                    "gaps",
+                    f"Timestamps jump by up to {result.largest_gap_s * 1000:.0f} ms (samples missing).",
+                    "Move the wireless board closer to its dongle, remove interference (USB 3 hubs, Wi-Fi), "
+                    "and check CPU load on the acquisition PC.",
+                    **where,
+                )
+            )
         received_share = stamps.size / (config.duration_s * expected_rate)
         if received_share < 0.5:
-            problems.append(_problem(
-                "error", "data",
-                f"Only {stamps.size} samples arrived in {config.duration_s:g} s ({received_share:.0%} of "
-                f"{expected_rate:g} Hz).",
-                "The stream is stalling: check the board's connection and the bridge's status line.",
-                **where,
-            ))
+            problems.append(
+                _problem(
+                    "error",
+                    "data",
+                    f"Only {stamps.size} samples arrived in {config.duration_s:g} s ({received_share:.0%} of "
+                    f"{expected_rate:g} Hz).",
+                    "The stream is stalling: check the board's connection and the bridge's status line.",
+                    **where,
+                )
+            )
     if probe.receipts:
         offset = probe.clock_offset or 0.0
         mismatch = float(np.median([receipt - (stamp + offset) for receipt, stamp in probe.receipts]))
         result.stamp_to_local_clock_s = mismatch
         if abs(mismatch) > _UNIX_EPOCH_OFFSET_S:
-            problems.append(_problem(
-                "error", "local_clock",
-                f"Timestamps are {-mismatch:.3g} s away from LSL's local_clock(): the source stamps samples "
-                "with Unix wall-clock time (time.time()), as muse-lsl and BlueMuse once did. XDF "
-                "synchronization assumes local_clock() and would misalign this stream with the markers.",
-                "Stamp samples on pylsl.local_clock(): convert device timestamps (dyadlab's bridge does this "
-                "with acquisition.clock.UnixToLslClock) or let LSL stamp them at push time.",
-                **where,
-            ))
+            problems.append(
+                _problem(
+                    "error",
+                    "local_clock",
+                    f"Timestamps are {-mismatch:.3g} s away from LSL's local_clock(): the source stamps samples "
+                    "with Unix wall-clock time (time.time()), as muse-lsl and BlueMuse once did. XDF "
+                    "synchronization assumes local_clock() and would misalign this stream with the markers.",
+                    "Stamp samples on pylsl.local_clock(): convert device timestamps (dyadlab's bridge does this "
+                    "with dyadlab.acquisition.clock.UnixToLslClock) or let LSL stamp them at push time.",
+                    **where,
+                )
+            )
         elif abs(mismatch) > config.max_clock_mismatch_s:
-            problems.append(_problem(
-                "error", "local_clock",
-                f"Sample timestamps are {mismatch:+.2f} s off local_clock() at receipt (after the clock "
-                "offset): the source uses another clock or a large, unconverted delay.",
-                "Stamp samples on pylsl.local_clock() of the acquisition PC (convert the device clock "
-                "per chunk), then restart the bridge.",
-                **where,
-            ))
+            problems.append(
+                _problem(
+                    "error",
+                    "local_clock",
+                    f"Sample timestamps are {mismatch:+.2f} s off local_clock() at receipt (after the clock "
+                    "offset): the source uses another clock or a large, unconverted delay.",
+                    "Stamp samples on pylsl.local_clock() of the acquisition PC (convert the device clock "
+                    "per chunk), then restart the bridge.",
+                    **where,
+                )
+            )
         if abs(mismatch) <= _UNIX_EPOCH_OFFSET_S:
             problems.extend(_check_drift(result, probe, config, where))
     return problems
@@ -527,16 +558,19 @@ def _check_drift(result: StreamResult, probe: _Probe, config: PreflightConfig, w
     if abs(result.stamp_drift) <= config.rate_tolerance:
         return []
     true_rate = result.expected_rate * (1.0 - result.stamp_drift)
-    return [_problem(
-        "error", "drift",
-        f"Sample timestamps fall {'behind' if result.stamp_drift > 0 else 'ahead of'} local_clock() by "
-        f"{abs(result.stamp_drift) * 1000:.0f} ms per second: samples arrive at about {true_rate:.0f} Hz while "
-        f"their stamps claim {result.expected_rate:g} Hz.",
-        "The device's real rate differs from its nominal one, or samples are lost and stamped as if they were "
-        "not: check the board's rate setting and connection; stamp samples from the device clock converted to "
-        "local_clock() instead of counting at the nominal rate.",
-        **where,
-    )]
+    return [
+        _problem(
+            "error",
+            "drift",
+            f"Sample timestamps fall {'behind' if result.stamp_drift > 0 else 'ahead of'} local_clock() by "
+            f"{abs(result.stamp_drift) * 1000:.0f} ms per second: samples arrive at about {true_rate:.0f} Hz while "
+            f"their stamps claim {result.expected_rate:g} Hz.",
+            "The device's real rate differs from its nominal one, or samples are lost and stamped as if they were "
+            "not: check the board's rate setting and connection; stamp samples from the device clock converted to "
+            "local_clock() instead of counting at the nominal rate.",
+            **where,
+        )
+    ]
 
 
 def _railed_fraction(values: np.ndarray, thresholds: ChannelThresholds) -> np.ndarray:
@@ -607,14 +641,16 @@ def _check_channels(
                 flags.append("noisy")
             if line is not None and line[i] > thresholds.line_noise_ratio:
                 flags.append("line_noise")
-        channels.append(ChannelResult(
-            label=name,
-            std_uv=float(std[i]),
-            robust_z=float(robust_z[i]),
-            railed_fraction=float(railed[i]),
-            line_noise_ratio=None if line is None else float(line[i]),
-            flags=flags,
-        ))
+        channels.append(
+            ChannelResult(
+                label=name,
+                std_uv=float(std[i]),
+                robust_z=float(robust_z[i]),
+                railed_fraction=float(railed[i]),
+                line_noise_ratio=None if line is None else float(line[i]),
+                flags=flags,
+            )
+        )
     bad = [channel for channel in channels if channel.flags]
     severity: Severity = "error" if len(bad) > config.max_bad_channels else "warning"
     problems = [
@@ -626,13 +662,17 @@ def _check_channels(
     if test_board is not None and problems:
         counts = Counter(problem.check for problem in problems)
         summary = ", ".join(f"{check} x{n}" for check, n in sorted(counts.items()))
-        problems = [_problem(
-            "warning", "test_signal",
-            f"The {test_board} board streams test signals, not EEG: {len(bad)} channel(s) flagged "
-            f"({summary}); signal checks are informational.",
-            "Nothing to fix for a pilot; connect a real amplifier (or use --simulate) to check EEG quality.",
-            participant=label, stream=result.source_id,
-        )]
+        problems = [
+            _problem(
+                "warning",
+                "test_signal",
+                f"The {test_board} board streams test signals, not EEG: {len(bad)} channel(s) flagged "
+                f"({summary}); signal checks are informational.",
+                "Nothing to fix for a pilot; connect a real amplifier (or use --simulate) to check EEG quality.",
+                participant=label,
+                stream=result.source_id,
+            )
+        ]
     return channels, problems
 
 
@@ -642,22 +682,34 @@ def _channel_problem(
     thresholds = config.thresholds
     if flag == "flat":
         message = f"No signal (std {channel.std_uv:.2f} µV < {thresholds.flat_std_uv:g} µV)."
-        fix = ("Re-seat the electrode and check its lead and the amplifier connector; check the channel is "
-               "switched on in the board settings.")
+        fix = (
+            "Re-seat the electrode and check its lead and the amplifier connector; check the channel is "
+            "switched on in the board settings."
+        )
     elif flag == "railed":
         message = f"Railed: {channel.railed_fraction:.0%} of the samples sit at the amplifier's limit."
-        fix = ("The input saturates: re-seat the electrode (it may be off the scalp), check the reference and "
-               "ground electrodes, and lower the gain if the board allows it.")
+        fix = (
+            "The input saturates: re-seat the electrode (it may be off the scalp), check the reference and "
+            "ground electrodes, and lower the gain if the board allows it."
+        )
     elif flag == "noisy":
-        message = (f"Noisy: std {channel.std_uv:.1f} µV (limit {thresholds.noisy_std_uv:g} µV; robust z "
-                   f"{channel.robust_z:.1f} against the other channels, limit {thresholds.noisy_robust_z:g}).")
-        fix = ("Improve the contact (more gel, part the hair, re-seat the electrode), secure the cable against "
-               "movement, and ask the participant to relax jaw and shoulders.")
+        message = (
+            f"Noisy: std {channel.std_uv:.1f} µV (limit {thresholds.noisy_std_uv:g} µV; robust z "
+            f"{channel.robust_z:.1f} against the other channels, limit {thresholds.noisy_robust_z:g})."
+        )
+        fix = (
+            "Improve the contact (more gel, part the hair, re-seat the electrode), secure the cable against "
+            "movement, and ask the participant to relax jaw and shoulders."
+        )
     else:
-        message = (f"Strong {config.line_freq:g} Hz line noise: {channel.line_noise_ratio:.2f} x the 1-40 Hz "
-                   f"EEG power (limit {thresholds.line_noise_ratio:g}).")
-        fix = ("Lower the electrode impedance (this one and the ground/reference), keep mains cables and power "
-               "supplies away from the cap and amplifier, run the laptop on battery.")
+        message = (
+            f"Strong {config.line_freq:g} Hz line noise: {channel.line_noise_ratio:.2f} x the 1-40 Hz "
+            f"EEG power (limit {thresholds.line_noise_ratio:g})."
+        )
+        fix = (
+            "Lower the electrode impedance (this one and the ground/reference), keep mains cables and power "
+            "supplies away from the cap and amplifier, run the laptop on battery."
+        )
     return _problem(severity, flag, message, fix, participant=label, stream=stream, channel=channel.label)
 
 
@@ -698,7 +750,12 @@ def run_preflight(config: PreflightConfig) -> PreflightReport:
         if not infos:
             result.problems.append(
                 _missing_problem(
-                    config, expected, f"{config.dyad}-{label}-EEG", f"participant {label} EEG", session, visible,
+                    config,
+                    expected,
+                    f"{config.dyad}-{label}-EEG",
+                    f"participant {label} EEG",
+                    session,
+                    visible,
                     participant=label,
                 )
             )
@@ -731,13 +788,23 @@ def run_preflight(config: PreflightConfig) -> PreflightReport:
 
     open_timeout = max(2.0, config.resolve_timeout_s)
     threads = [
-        threading.Thread(target=_probe, args=(probe, config.duration_s, config.clock_timeout_s, open_timeout),
-                         name=f"preflight-{label}", daemon=True)
+        threading.Thread(
+            target=_probe,
+            args=(probe, config.duration_s, config.clock_timeout_s, open_timeout),
+            name=f"preflight-{label}",
+            daemon=True,
+        )
         for label, probe in probes.items()
     ]
     if marker_probe is not None:
-        threads.append(threading.Thread(target=_probe, args=(marker_probe, None, config.clock_timeout_s, open_timeout),
-                                        name="preflight-markers", daemon=True))
+        threads.append(
+            threading.Thread(
+                target=_probe,
+                args=(marker_probe, None, config.clock_timeout_s, open_timeout),
+                name="preflight-markers",
+                daemon=True,
+            )
+        )
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -746,20 +813,29 @@ def run_preflight(config: PreflightConfig) -> PreflightReport:
     for label, probe in probes.items():
         result = participants[label]
         if probe.error is not None:
-            result.problems.append(_problem(
-                "error", "read", f"Reading the EEG stream failed: {probe.error}.",
-                "Restart the participant's bridge; if it persists, check the network between the PCs.",
-                participant=label, stream=result.eeg.source_id,
-            ))
+            result.problems.append(
+                _problem(
+                    "error",
+                    "read",
+                    f"Reading the EEG stream failed: {probe.error}.",
+                    "Restart the participant's bridge; if it persists, check the network between the PCs.",
+                    participant=label,
+                    stream=result.eeg.source_id,
+                )
+            )
             continue
         if config.expected_rate is not None and abs(result.eeg.nominal_rate - config.expected_rate) > 1e-6:
-            result.problems.append(_problem(
-                "error", "rate",
-                f"The stream declares {result.eeg.nominal_rate:g} Hz but the session expects "
-                f"{config.expected_rate:g} Hz.",
-                "Set the board's sampling rate to the protocol's, or correct the protocol's expected rate.",
-                participant=label, stream=result.eeg.source_id,
-            ))
+            result.problems.append(
+                _problem(
+                    "error",
+                    "rate",
+                    f"The stream declares {result.eeg.nominal_rate:g} Hz but the session expects "
+                    f"{config.expected_rate:g} Hz.",
+                    "Set the board's sampling rate to the protocol's, or correct the protocol's expected rate.",
+                    participant=label,
+                    stream=result.eeg.source_id,
+                )
+            )
         result.problems.extend(_check_timing(result.eeg, probe, config, label))
         result.eeg.clock_offset_s = probe.clock_offset
         result.channels, channel_problems = _check_channels(probe, result.eeg, config, label)
@@ -767,15 +843,23 @@ def run_preflight(config: PreflightConfig) -> PreflightReport:
     if marker_probe is not None:
         markers.clock_offset_s = marker_probe.clock_offset
         if marker_probe.error is not None or marker_probe.clock_offset is None:
-            marker_problems.append(_problem(
-                "error", "clock_offset",
-                f"The marker stream's clock offset could not be measured ({marker_probe.error or 'timeout'}).",
-                "Allow LSL's UDP time probes through the firewall (UDP 16571-16604) on the stimulus PC.",
-                stream=marker_id,
-            ))
+            marker_problems.append(
+                _problem(
+                    "error",
+                    "clock_offset",
+                    f"The marker stream's clock offset could not be measured ({marker_probe.error or 'timeout'}).",
+                    "Allow LSL's UDP time probes through the firewall (UDP 16571-16604) on the stimulus PC.",
+                    stream=marker_id,
+                )
+            )
     report = PreflightReport(config, session, participants, markers, marker_problems)
-    logger.info("Preflight of %s/%s: %s, %d problem(s)", config.study, config.dyad,
-                "ready" if report.ready else "NOT ready", len(report.problems))
+    logger.info(
+        "Preflight of %s/%s: %s, %d problem(s)",
+        config.study,
+        config.dyad,
+        "ready" if report.ready else "NOT ready",
+        len(report.problems),
+    )
     for problem in report.problems:
         logger.info("Preflight: %s", problem)
     return report

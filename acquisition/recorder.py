@@ -9,7 +9,7 @@ How it records (see ``docs/architecture.md`` and the XDF/LSL reference, sections
   no postprocessing, i.e. raw sender timestamps). Every 0.2 s the thread drains the inlet
   (``pull_chunk`` until less than a full chunk comes back) straight into numpy memory (all seven
   formats; strings as raw bytes, so NUL bytes and UTF-8 survive) and writes every chunk through
-  :class:`acquisition.xdf.XdfWriter`.
+  :class:`dyadlab.acquisition.xdf.XdfWriter`.
 * Clock offsets: one as soon as the inlet is open, one every ``offset_interval`` seconds and one
   at stop, so even a 2-second recording holds two per stream. A probe that times out is skipped,
   never written. Each is written as LabRecorder does: ``(local_clock() - offset, offset)``.
@@ -27,7 +27,7 @@ How it records (see ``docs/architecture.md`` and the XDF/LSL reference, sections
   thread that cannot be joined gets no footer, is reported loudly, and can no longer write: the
   file is sealed against it before it is closed.
 * A write the operating system refuses (full disk, file-size limit, I/O error) fails the whole
-  recording once: :class:`acquisition.xdf.XdfWriter` cuts the file back to its last complete chunk
+  recording once: :class:`dyadlab.acquisition.xdf.XdfWriter` cuts the file back to its last complete chunk
   (valid, every sample written before the failure kept), every thread stops writing, one ERROR is
   logged, :attr:`LslRecorder.failure` and the summary's ``problems`` say what happened and how to
   fix it, and the ``on_failure`` callback lets a session react at once. :meth:`LslRecorder.stop`
@@ -53,9 +53,19 @@ import pylsl
 from pylsl.util import LostError as LslLostError
 from pylsl.util import TimeoutError as LslTimeoutError
 
-from acquisition.lslconfig import session_id_in_force
-from acquisition.storage import DEFAULT_MIN_FREE_BYTES, check_free_space, estimate_recording_bytes
-from acquisition.xdf import NUMERIC_FORMATS, XdfWriteError, XdfWriter, validate_file_metadata
+from dyadlab import DyadlabError
+from dyadlab.acquisition.lslconfig import session_id_in_force
+from dyadlab.acquisition.storage import (
+    DEFAULT_MIN_FREE_BYTES,
+    check_free_space,
+    estimate_recording_bytes,
+)
+from dyadlab.acquisition.xdf import (
+    NUMERIC_FORMATS,
+    XdfWriteError,
+    XdfWriter,
+    validate_file_metadata,
+)
 
 __all__ = [
     "AmbiguousStreamError",
@@ -108,7 +118,7 @@ _LSL_FORMATS = {
 }
 
 
-class RecorderError(RuntimeError):
+class RecorderError(DyadlabError, RuntimeError):
     """The recorder cannot do what was asked (see the message for what to change)."""
 
 
@@ -322,7 +332,9 @@ class _StreamRecording:
         self.channel_count = full_info.channel_count()
         self.nominal_srate = full_info.nominal_srate()
         if self.channel_format != "string":
-            self._buffer = np.empty((_MAX_CHUNK_SAMPLES, self.channel_count), dtype=NUMERIC_FORMATS[self.channel_format])
+            self._buffer = np.empty(
+                (_MAX_CHUNK_SAMPLES, self.channel_count), dtype=NUMERIC_FORMATS[self.channel_format]
+            )
         if not full_info.source_id():
             logger.warning(
                 "stream %r (%s) has no source_id: liblsl cannot reconnect it if its outlet restarts; "
@@ -383,7 +395,7 @@ class _StreamRecording:
             # Reported once by the recorder, not once per stream. Nothing more can be stored, so
             # unsubscribe now rather than let the inlet buffer minutes of data until stop().
             self.release()
-        except Exception as exc:  # noqa: BLE001 - any failure must be reported, not lost in a thread
+        except Exception as exc:
             logger.exception("stream %d (%s): recording failed", self.stream_id, self.selector.label)
             self._note_error(f"recording failed: {type(exc).__name__}: {exc}")
 
@@ -432,7 +444,9 @@ class _StreamRecording:
             return time.monotonic() + _OFFSET_RETRY
         now = pylsl.local_clock()
         if self.inlet.was_clock_reset():
-            logger.warning("stream %d (%s): the sender's clock may have been reset", self.stream_id, self.selector.label)
+            logger.warning(
+                "stream %d (%s): the sender's clock may have been reset", self.stream_id, self.selector.label
+            )
         self.offset = offset
         self.recorder._write(lambda w: w.write_clock_offset(self.stream_id, now - offset, offset))
         return time.monotonic() + self.recorder.offset_interval
@@ -454,7 +468,9 @@ class _StreamRecording:
                     except (LslTimeoutError, LslLostError) as exc:
                         logger.warning("stream %d: reopening failed (%s); retrying", self.stream_id, exc)
                         continue
-                    logger.warning("stream %d (%r) is back; recording continues in the same stream id", self.stream_id, name)
+                    logger.warning(
+                        "stream %d (%r) is back; recording continues in the same stream id", self.stream_id, name
+                    )
                     return
             time.sleep(_RESOLVE_POLL)
         raise _StreamGone
@@ -469,7 +485,7 @@ class _StreamRecording:
         if inlet is not None:
             try:
                 inlet.close_stream()
-            except Exception:  # noqa: BLE001 - releasing must never fail a stop
+            except Exception:
                 logger.debug("closing the inlet of stream %d failed", self.stream_id, exc_info=True)
             del inlet  # liblsl destroys the inlet with the last reference
 
@@ -579,8 +595,11 @@ class LslRecorder:
         for name, value in (("wait_for_streams", wait_for_streams), ("stop_grace", stop_grace)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {value}")
-        for name, value in (("offset_interval", offset_interval), ("stop_timeout", stop_timeout),
-                            ("flush_interval", flush_interval)):
+        for name, value in (
+            ("offset_interval", offset_interval),
+            ("stop_timeout", stop_timeout),
+            ("flush_interval", flush_interval),
+        ):
             if value <= 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {value}")
         if not 0 < boundary_interval <= 10:
@@ -653,9 +672,9 @@ class LslRecorder:
             A required stream did not appear within ``wait_for_streams``; no file is created.
         AmbiguousStreamError
             A selector matches several streams, or two selectors the same stream; no file.
-        acquisition.storage.InsufficientSpaceError
+        dyadlab.acquisition.storage.InsufficientSpaceError
             With ``planned_duration``: the disk cannot hold the recording; no file.
-        acquisition.xdf.XdfWriteError
+        dyadlab.acquisition.xdf.XdfWriteError
             Not even the file's header could be written (disk full); no file.
         RecorderError
             Already started.
@@ -672,8 +691,12 @@ class LslRecorder:
         found = self._resolve_at_start()
         if self.planned_duration is not None:
             expected = estimate_recording_bytes([info for _, info in found], self.planned_duration)
-            check_free_space(self.path.parent, expected, min_free_bytes=self.min_free_bytes,
-                             what=f"a {self.planned_duration:g}-second recording of {len(found)} stream(s)")
+            check_free_space(
+                self.path.parent,
+                expected,
+                min_free_bytes=self.min_free_bytes,
+                what=f"a {self.planned_duration:g}-second recording of {len(found)} stream(s)",
+            )
         self._started_at = datetime.now().astimezone().isoformat(timespec="seconds")
         writer = XdfWriter(self.path, file_metadata=self.file_metadata, flush_interval=self.flush_interval)
         try:
@@ -762,7 +785,7 @@ class LslRecorder:
                     stream.footer_written = True
                 except XdfWriteError as exc:
                     first_failure = self._note_failure_locked(exc)
-                except Exception as exc:  # noqa: BLE001 - report, and still close the file
+                except Exception as exc:
                     logger.exception("footer of stream %d failed", stream.stream_id)
                     self._problems.append(f"footer of stream {stream.stream_id} failed: {exc}")
             try:
@@ -771,7 +794,7 @@ class LslRecorder:
             except XdfWriteError as exc:
                 first_failure = self._note_failure_locked(exc) or first_failure
                 self._closed = True
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 logger.exception("closing %s failed", self.path)
                 self._problems.append(f"closing the file failed: {exc}")
         finally:
@@ -849,7 +872,7 @@ class LslRecorder:
         if self.on_failure is not None:
             try:
                 self.on_failure(self._failure)
-            except Exception:  # noqa: BLE001 - the owner's callback must not hide the failure
+            except Exception:
                 logger.exception("the recorder's on_failure callback raised")
 
     def _start_service(self, name: str, target: Callable[[], None]) -> None:
@@ -869,7 +892,7 @@ class LslRecorder:
                     self._write(lambda w: w.flush())
         except (_FileSealed, _RecordingFailed):
             pass
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             logger.exception("flushing %s failed", self.path)
             self._problems.append(f"flushing the file failed: {type(exc).__name__}: {exc}")
 
@@ -925,7 +948,8 @@ class LslRecorder:
         visible = pylsl.resolve_streams(wait_time=1.0)
         listing = (
             "\n".join(
-                f"    {i.name()!r} type={i.type()!r} source_id={i.source_id()!r} host={i.hostname()}" for i in visible[:20]
+                f"    {i.name()!r} type={i.type()!r} source_id={i.source_id()!r} host={i.hostname()}"
+                for i in visible[:20]
             )
             if visible
             else "    (none)"
@@ -951,12 +975,16 @@ class LslRecorder:
                     candidates = _distinct(resolvers[selector].results())
                     if len(candidates) > 1:
                         if selector not in warned_ambiguous:
-                            logger.error("%s matches %d streams; not recording it: %s", selector.label,
-                                         len(candidates), _describe(candidates))
+                            logger.error(
+                                "%s matches %d streams; not recording it: %s",
+                                selector.label,
+                                len(candidates),
+                                _describe(candidates),
+                            )
                             warned_ambiguous.add(selector)
                     elif len(candidates) == 1:
                         self._add_late_stream(selector, candidates[0])
-                except Exception:  # noqa: BLE001 - keep watching; one bad answer must not end the watch
+                except Exception:
                     logger.exception("while looking for %s", selector.label)
 
     def _add_late_stream(self, selector: StreamSelector, resolved: pylsl.StreamInfo) -> None:

@@ -1,6 +1,6 @@
 """A coupled-dyad EEG simulator: two participants' EEG with known inter-brain phase coupling.
 
-The simulator is a drop-in :class:`~acquisition.sources.EegSource` pair (``simulator.sources``)
+The simulator is a drop-in :class:`~dyadlab.acquisition.sources.EegSource` pair (``simulator.sources``)
 for demos, tests and the validation of the synchrony quick-check. Each participant's EEG is the
 sum of
 
@@ -26,19 +26,35 @@ import math
 import re
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.signal
 
-from acquisition.markers import Marker
-from acquisition.sources import SourceChunk, SourceConfigError, SourceError
+from dyadlab.acquisition.markers import Marker
+from dyadlab.acquisition.sources import SourceChunk, SourceConfigError, SourceError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHANNEL_NAMES: tuple[str, ...] = (
-    "Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "C3", "Cz", "C4", "P3", "Pz", "P4", "O1", "Oz", "O2",
+    "Fp1",
+    "Fp2",
+    "F7",
+    "F3",
+    "Fz",
+    "F4",
+    "F8",
+    "C3",
+    "Cz",
+    "C4",
+    "P3",
+    "Pz",
+    "P4",
+    "O1",
+    "Oz",
+    "O2",
 )
 """The simulator's default montage: 16 standard 10-20 positions."""
 
@@ -117,12 +133,34 @@ _PINK_A = np.array([1.0, -2.494956002, 2.017265875, -0.522189400])
 # --------------------------------------------------------------------------- scalp positions
 
 _ROW_LATITUDE = {
-    "FP": 1.0, "AF": 0.75, "F": 0.5, "FT": 0.25, "FC": 0.25, "T": 0.0, "C": 0.0,
-    "TP": -0.25, "CP": -0.25, "P": -0.5, "PO": -0.75, "O": -1.0, "I": -1.2,
+    "FP": 1.0,
+    "AF": 0.75,
+    "F": 0.5,
+    "FT": 0.25,
+    "FC": 0.25,
+    "T": 0.0,
+    "C": 0.0,
+    "TP": -0.25,
+    "CP": -0.25,
+    "P": -0.5,
+    "PO": -0.75,
+    "O": -1.0,
+    "I": -1.2,
 }
 _ROW_EQUATOR_DEG = {  # angle from the front of the equator point of each row
-    "FP": 18.0, "AF": 36.0, "F": 54.0, "FT": 72.0, "FC": 72.0, "T": 90.0, "C": 90.0,
-    "TP": 108.0, "CP": 108.0, "P": 126.0, "PO": 144.0, "O": 162.0, "I": 162.0,
+    "FP": 18.0,
+    "AF": 36.0,
+    "F": 54.0,
+    "FT": 72.0,
+    "FC": 72.0,
+    "T": 90.0,
+    "C": 90.0,
+    "TP": 108.0,
+    "CP": 108.0,
+    "P": 126.0,
+    "PO": 144.0,
+    "O": 162.0,
+    "I": 162.0,
 }
 _OLD_NAMES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
 _LABEL = re.compile(r"^(FP|AF|FT|FC|TP|CP|PO|F|T|C|P|O|I)(Z|\d{1,2})$")
@@ -184,9 +222,7 @@ class _DyadParameters:
     noise_seed: int
 
 
-def _draw_parameters(
-    sampling_rate: float, channel_names: Sequence[str], rng: np.random.Generator
-) -> _DyadParameters:
+def _draw_parameters(sampling_rate: float, channel_names: Sequence[str], rng: np.random.Generator) -> _DyadParameters:
     positions = np.array([scalp_position(name) for name in channel_names])
     peak_hz: dict[str, tuple[float, float]] = {}
     driver_hz: dict[str, float] = {}
@@ -287,9 +323,7 @@ class _DyadModel:
         t = np.arange(int(12 * tau))
         template = (t / (2 * tau)) ** 2 * np.exp(2 - t / tau)
         self._blink_template = template / template.max()
-        self._blink_topography = np.vstack(
-            [_gaussian_weights(params.positions, _BLINK_CENTER, _BLINK_SPREAD)] * 2
-        )
+        self._blink_topography = np.vstack([_gaussian_weights(params.positions, _BLINK_CENTER, _BLINK_SPREAD)] * 2)
         self._blink_carry = np.zeros((2, n_channels, template.size))
 
     def _warm_up(self) -> None:
@@ -430,7 +464,9 @@ class _CouplingTimeline:
             logger.warning(
                 "Simulator: condition %r has no coupling entry; it is simulated like the baseline %r "
                 "(uncoupled unless the baseline is coupled). Known conditions: %s.",
-                condition, self._baseline, ", ".join(sorted(self._coupling)),
+                condition,
+                self._baseline,
+                ", ".join(sorted(self._coupling)),
             )
         self._changes = [change for change in self._changes if change[0] < sample_index]
         self._changes.append((sample_index, condition))
@@ -509,7 +545,7 @@ class CoupledDyadSimulator:
     """Two participants' EEG with condition-dependent inter-brain phase coupling.
 
     Use :attr:`sources` wherever two boards would be used (each is an
-    :class:`~acquisition.sources.EegSource` paced in real time on ``local_clock()``), and
+    :class:`~dyadlab.acquisition.sources.EegSource` paced in real time on ``local_clock()``), and
     :meth:`set_condition` or :meth:`follow_markers` to make the coupling follow the protocol.
     :meth:`simulate` produces the same model offline.
 
@@ -615,7 +651,7 @@ class CoupledDyadSimulator:
         return _CouplingTimeline(self.coupling, self.baseline_condition, self.sampling_rate, self._transition_s)
 
     @property
-    def sources(self) -> tuple["SimulatedEegSource", "SimulatedEegSource"]:
+    def sources(self) -> tuple[SimulatedEegSource, SimulatedEegSource]:
         """Participant A's and B's real-time sources."""
         return self._sources  # type: ignore[return-value]
 
@@ -667,7 +703,7 @@ class CoupledDyadSimulator:
 
     def follow_markers(
         self, marker_source_id: str, *, resolve_timeout_s: float | None = None, poll_s: float = 0.02
-    ) -> "MarkerFollower":
+    ) -> MarkerFollower:
         """Follow the session marker stream: ``block_start`` sets its condition, ``block_end`` the baseline.
 
         A background thread resolves the stream by ``source_id`` (waiting for it if it does not
@@ -678,7 +714,7 @@ class CoupledDyadSimulator:
         Parameters
         ----------
         marker_source_id : str
-            ``acquisition.streams.source_id(study, dyad, "markers")``.
+            ``dyadlab.acquisition.streams.source_id(study, dyad, "markers")``.
         resolve_timeout_s : float | None
             Give up (log an error) if the stream has not appeared after this long; ``None`` waits.
         poll_s : float
@@ -704,7 +740,7 @@ class CoupledDyadSimulator:
         for source in self._sources:
             source.release()
 
-    def __enter__(self) -> "CoupledDyadSimulator":
+    def __enter__(self) -> CoupledDyadSimulator:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -763,9 +799,7 @@ class CoupledDyadSimulator:
             "condition_changes": [asdict(change) for change in self.condition_changes],
         }
 
-    def simulate(
-        self, duration_s: float, schedule: Sequence[tuple[str, float]] | None = None
-    ) -> SimulatedDyad:
+    def simulate(self, duration_s: float, schedule: Sequence[tuple[str, float]] | None = None) -> SimulatedDyad:
         """Generate ``duration_s`` seconds offline with the same model and seed.
 
         Parameters
@@ -837,7 +871,7 @@ class CoupledDyadSimulator:
 
 
 class SimulatedEegSource:
-    """One participant of a :class:`CoupledDyadSimulator`, as an :class:`~acquisition.sources.EegSource`.
+    """One participant of a :class:`CoupledDyadSimulator`, as an :class:`~dyadlab.acquisition.sources.EegSource`.
 
     ``read()`` returns every sample stamped up to now since the previous read (samples are
     generated lazily for both participants at once), stamped exactly ``t0 + i / sampling_rate``
@@ -915,7 +949,9 @@ class SimulatedEegSource:
             raise ValueError(f"Marker codes are finite and non-zero (0 means 'no marker'), got {code!r}.")
         with self._sim._lock:
             if not self.streaming:
-                raise SourceError(f"Simulated source {self.label} is not streaming; start() it before inserting markers.")
+                raise SourceError(
+                    f"Simulated source {self.label} is not streaming; start() it before inserting markers."
+                )
             index = max(self._sim._n_generated, self._sim._next_index_at(pylsl.local_clock()))
             while index in self._pending_markers:  # one marker per sample, like a board: never drop one
                 index += 1
@@ -948,8 +984,11 @@ class SimulatedEegSource:
             self._chunks.pop(0)
             if not self._dropping:
                 self._dropping = True
-                logger.warning("Simulated source %s: not read for over %.0f s; dropping its oldest unread samples",
-                               self.label, _MAX_UNREAD_S)
+                logger.warning(
+                    "Simulated source %s: not read for over %.0f s; dropping its oldest unread samples",
+                    self.label,
+                    _MAX_UNREAD_S,
+                )
 
 
 class MarkerFollower:
@@ -1004,7 +1043,9 @@ class MarkerFollower:
                     logger.error(
                         "Simulator: marker stream %r not found after %.1f s; the coupling stays at %r. Start the "
                         "marker outlet (session) first, or check the LSL SessionID.",
-                        self.marker_source_id, waited, self._sim.current_condition,
+                        self.marker_source_id,
+                        waited,
+                        self._sim.current_condition,
                     )
                     return None
             return None
@@ -1026,17 +1067,20 @@ class MarkerFollower:
             try:
                 inlet.time_correction(timeout=5.0)
             except LslTimeoutError:
-                logger.warning("Simulator: clock offset to the marker stream not measurable yet (UDP blocked?); "
-                               "condition changes may be late")
+                logger.warning(
+                    "Simulator: clock offset to the marker stream not measurable yet (UDP blocked?); "
+                    "condition changes may be late"
+                )
             self.connected.set()
             logger.info("Simulator follows markers of %s", self.marker_source_id)
             while not self._stop.is_set():
                 sample, stamp = inlet.pull_sample(timeout=self._poll_s)
                 if sample is not None:
                     self._apply(sample[0], stamp)
-        except Exception:  # noqa: BLE001 - the follower must never take the session down
-            logger.exception("Simulator marker follower for %s failed; coupling no longer follows markers",
-                             self.marker_source_id)
+        except Exception:
+            logger.exception(
+                "Simulator marker follower for %s failed; coupling no longer follows markers", self.marker_source_id
+            )
         finally:
             inlet.close_stream()
 

@@ -1,7 +1,7 @@
 """What an EEG source is: the contract between amplifiers (or the simulator) and the LSL bridge.
 
 A source produces one participant's EEG in chunks whose timestamps are already on LSL's
-``local_clock()``. :class:`~acquisition.bridge.BoardBridge` pumps any source into LSL; the
+``local_clock()``. :class:`~dyadlab.acquisition.bridge.BoardBridge` pumps any source into LSL; the
 BrainFlow boards and the coupled-dyad simulator are the two kinds of source.
 """
 
@@ -12,8 +12,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from dyadlab import DyadlabError
 
-class SourceError(RuntimeError):
+
+class SourceError(DyadlabError, RuntimeError):
     """A source failed; the message says what and how to fix it."""
 
 
@@ -55,7 +57,7 @@ class SourceChunk:
         return int(self.timestamps.shape[0])
 
     @classmethod
-    def empty(cls, n_eeg: int, n_aux: int) -> "SourceChunk":
+    def empty(cls, n_eeg: int, n_aux: int) -> SourceChunk:
         """A chunk with no samples."""
         return cls(
             eeg=np.empty((n_eeg, 0)),

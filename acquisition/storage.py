@@ -1,7 +1,7 @@
 """Will the recording fit? Estimate an XDF file's size and check the disk before recording.
 
 A full disk in the middle of a session ends the recording early (the writer keeps a valid file
-up to the failure, see :mod:`acquisition.xdf`), so the recorder refuses to start when the planned
+up to the failure, see :mod:`dyadlab.acquisition.xdf`), so the recorder refuses to start when the planned
 recording does not fit with a safety margin.
 
 Size of an XDF recording (every sample carries its own 8-byte timestamp, as our writer writes it):
@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from dyadlab import DyadlabError
 
 __all__ = [
     "InsufficientSpaceError",
@@ -60,7 +62,7 @@ class StreamShape:
     nominal_srate: float
 
 
-class InsufficientSpaceError(RuntimeError):
+class InsufficientSpaceError(DyadlabError, RuntimeError):
     """The disk has less free space than the planned recording needs (nothing was written).
 
     Attributes
@@ -71,7 +73,9 @@ class InsufficientSpaceError(RuntimeError):
         Free space now, what is required (estimate x margin + reserve), the estimate itself.
     """
 
-    def __init__(self, message: str, *, folder: Path, free_bytes: int, required_bytes: int, expected_bytes: int) -> None:
+    def __init__(
+        self, message: str, *, folder: Path, free_bytes: int, required_bytes: int, expected_bytes: int
+    ) -> None:
         super().__init__(message)
         self.folder = folder
         self.free_bytes = free_bytes
@@ -197,7 +201,10 @@ def check_free_space(
             f"{format_bytes(usage.total)}, {format_bytes(required)} needed ({format_bytes(expected_bytes)} "
             f"estimated x {margin:g} margin + {format_bytes(min_free_bytes)} reserve). Nothing was recorded. "
             "Fix: free space on that disk, record to another disk, or plan a shorter recording.",
-            folder=where, free_bytes=usage.free, required_bytes=required, expected_bytes=int(expected_bytes),
+            folder=where,
+            free_bytes=usage.free,
+            required_bytes=required,
+            expected_bytes=int(expected_bytes),
         )
     logger.debug("%s: %s free, %s needed for %s", where, format_bytes(usage.free), format_bytes(required), what)
     return usage.free

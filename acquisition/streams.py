@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import pylsl
 
-    from acquisition.sources import EegSource
+    from dyadlab.acquisition.sources import EegSource
 
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 MARKER_CHANNEL_LABEL = "Marker"
@@ -66,13 +66,11 @@ def source_id(study: str, dyad: str, kind: StreamKind, participant: str | None =
     return ".".join(parts)
 
 
-def _append_text(element: "pylsl.XMLElement", name: str, value: object) -> None:
+def _append_text(element: pylsl.XMLElement, name: str, value: object) -> None:
     element.append_child_value(name, "" if value is None else str(value))
 
 
-def eeg_stream_info(
-    study: str, dyad: str, participant: ParticipantInfo, source: "EegSource"
-) -> "pylsl.StreamInfo":
+def eeg_stream_info(study: str, dyad: str, participant: ParticipantInfo, source: EegSource) -> pylsl.StreamInfo:
     """LSL info of a participant's EEG stream: EEG channels in microvolts plus the marker channel.
 
     The last channel (``Marker``) carries the board marker codes sample-exactly, so the
@@ -107,9 +105,7 @@ def eeg_stream_info(
     return info
 
 
-def aux_stream_info(
-    study: str, dyad: str, participant: ParticipantInfo, source: "EegSource"
-) -> "pylsl.StreamInfo":
+def aux_stream_info(study: str, dyad: str, participant: ParticipantInfo, source: EegSource) -> pylsl.StreamInfo:
     """LSL info of a participant's extra board rows (accelerometer, battery, ...)."""
     import pylsl
 
@@ -131,7 +127,7 @@ def aux_stream_info(
     return info
 
 
-def event_stream_info(study: str, dyad: str, kind: Literal["markers", "responses"]) -> "pylsl.StreamInfo":
+def event_stream_info(study: str, dyad: str, kind: Literal["markers", "responses"]) -> pylsl.StreamInfo:
     """LSL info of the session's marker or response stream: one JSON string per event."""
     import pylsl
 
@@ -156,7 +152,7 @@ def event_stream_info(study: str, dyad: str, kind: Literal["markers", "responses
 
 
 def _describe_owner(
-    desc: "pylsl.XMLElement", study: str, dyad: str, participant: ParticipantInfo, kind: StreamKind
+    desc: pylsl.XMLElement, study: str, dyad: str, participant: ParticipantInfo, kind: StreamKind
 ) -> None:
     person = desc.append_child("participant")
     _append_text(person, "label", participant.label)

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from dyadlab import DyadlabError
+
 __all__ = [
     "BOUNDARY_UUID",
     "MAGIC",
@@ -96,7 +98,7 @@ _RESERVED_HEADER_KEYS = frozenset({"version", "datetime"})
 _MAX_TRACKED_CHUNK_ENDS = 100_000
 
 
-class XdfWriterError(RuntimeError):
+class XdfWriterError(DyadlabError, RuntimeError):
     """A chunk was requested that would make the file invalid (unknown stream, after footer...)."""
 
 
@@ -141,8 +143,10 @@ def _fix_for(errno: int | None) -> str:
     if errno in (errno_codes.ENOSPC, errno_codes.EDQUOT):
         return "free space on that disk, or record to another disk (check free space before starting)"
     if errno == errno_codes.EFBIG:
-        return ("the file reached the largest size this file system or process allows (e.g. 4 GiB on "
-                "FAT32, or a ulimit -f); record to a disk formatted with exFAT/NTFS/ext4 or lift the limit")
+        return (
+            "the file reached the largest size this file system or process allows (e.g. 4 GiB on "
+            "FAT32, or a ulimit -f); record to a disk formatted with exFAT/NTFS/ext4 or lift the limit"
+        )
     return "check the disk (cable, health, permissions) or record to another disk"
 
 
@@ -375,7 +379,10 @@ class XdfWriter:
             raise XdfWriteError(
                 f"cannot create the recording {self.path}: {exc.strerror}. Nothing was recorded and the "
                 f"empty file was removed. Fix: {_fix_for(exc.errno)}.",
-                errno=exc.errno, strerror=exc.strerror, path=self.path, bytes_kept=0,
+                errno=exc.errno,
+                strerror=exc.strerror,
+                path=self.path,
+                bytes_kept=0,
             ) from exc.__cause__
         except BaseException:
             os.close(self._fd)
@@ -442,7 +449,10 @@ class XdfWriter:
             f"complete chunk and stays a valid XDF file: {kept:,} bytes kept, holding everything "
             f"written before this moment; nothing more can be recorded into it. "
             f"Fix: {_fix_for(exc.errno)}.",
-            errno=exc.errno, strerror=strerror, path=self.path, bytes_kept=kept,
+            errno=exc.errno,
+            strerror=strerror,
+            path=self.path,
+            bytes_kept=kept,
         )
         raise self._failure from exc
 
@@ -459,8 +469,12 @@ class XdfWriter:
             try:
                 os.ftruncate(self._fd, keep)
             except OSError:
-                logger.error("cannot cut %s back to its last complete chunk (%d bytes); readers stop at the "
-                             "cut chunk", self.path, keep, exc_info=True)
+                logger.error(
+                    "cannot cut %s back to its last complete chunk (%d bytes); readers stop at the cut chunk",
+                    self.path,
+                    keep,
+                    exc_info=True,
+                )
                 return size
         try:
             os.fsync(self._fd)
@@ -484,8 +498,7 @@ class XdfWriter:
             )
         if stream_id in self._footed:
             raise XdfWriterError(
-                f"cannot write {what} for stream id {stream_id} ({spec.name!r}): "
-                "its StreamFooter was already written"
+                f"cannot write {what} for stream id {stream_id} ({spec.name!r}): its StreamFooter was already written"
             )
         return spec
 
@@ -530,9 +543,7 @@ class XdfWriter:
         with self._lock:
             self._check_open_locked()
             if stream_id in self._streams:
-                raise XdfWriterError(
-                    f"stream id {stream_id} is already used by {self._streams[stream_id].name!r}"
-                )
+                raise XdfWriterError(f"stream id {stream_id} is already used by {self._streams[stream_id].name!r}")
             self._write_locked(chunk, f"the StreamHeader of stream {stream_id} ({name!r})")
             self._flush_locked(fsync=True, what=f"the StreamHeader of stream {stream_id}")
             self._streams[stream_id] = spec
@@ -713,8 +724,10 @@ class XdfWriter:
                 f"<clock_offsets>{offsets}</clock_offsets>"
                 "</info>"
             )
-            self._write_locked(_chunk(TAG_STREAM_FOOTER, xml.encode("utf-8"), stream_id),
-                               f"the StreamFooter of stream {stream_id} ({spec.name!r})")
+            self._write_locked(
+                _chunk(TAG_STREAM_FOOTER, xml.encode("utf-8"), stream_id),
+                f"the StreamFooter of stream {stream_id} ({spec.name!r})",
+            )
             self._flush_locked(fsync=True, what=f"the StreamFooter of stream {stream_id}")
             self._footed.add(stream_id)
         logger.debug("footer of stream %d (%s): %d samples", stream_id, spec.name, stats.sample_count)
@@ -740,7 +753,9 @@ class XdfWriter:
                         self._failure = XdfWriteError(
                             f"closing {self.path} failed: {exc.strerror or exc}; the last chunks may be "
                             f"missing. Fix: {_fix_for(exc.errno)}.",
-                            errno=exc.errno, strerror=exc.strerror or str(exc), path=self.path,
+                            errno=exc.errno,
+                            strerror=exc.strerror or str(exc),
+                            path=self.path,
                             bytes_kept=self.bytes_written,
                         )
                         raise self._failure from exc

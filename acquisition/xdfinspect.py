@@ -44,7 +44,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from acquisition.xdf import (
+from dyadlab.acquisition.xdf import (
     BOUNDARY_UUID,
     MAGIC,
     NUMERIC_FORMATS,
@@ -292,17 +292,14 @@ class _Inspector:
         if magic != MAGIC:
             if len(magic) < 4 and MAGIC.startswith(magic):
                 raise _DefectFound(
-                    f"file is {self.size} bytes long and ends inside the 4-byte magic 'XDF:' "
-                    "(truncated or empty file)",
+                    f"file is {self.size} bytes long and ends inside the 4-byte magic 'XDF:' (truncated or empty file)",
                     0,
                     None,
                 )
             hint = ""
             if magic[:2] == b"\x1f\x8b":
                 hint = " (it is gzip-compressed: decompress it, e.g. with gunzip, and inspect again)"
-            raise _DefectFound(
-                f"not an XDF file: starts with {magic!r} instead of the magic b'XDF:'{hint}", 0, None
-            )
+            raise _DefectFound(f"not an XDF file: starts with {magic!r} instead of the magic b'XDF:'{hint}", 0, None)
 
     # -- chunks ----------------------------------------------------------------------------
     def _read_chunk(self) -> None:
@@ -312,8 +309,7 @@ class _Inspector:
         width = width_byte[0]
         if width not in _VARLEN_FORMATS:
             raise _DefectFound(
-                f"invalid length-field width {width} (must be 1, 4 or 8): corrupted data or not a "
-                "chunk start",
+                f"invalid length-field width {width} (must be 1, 4 or 8): corrupted data or not a chunk start",
                 start,
                 index,
             )
@@ -327,9 +323,7 @@ class _Inspector:
             )
         (length,) = struct.unpack(_VARLEN_FORMATS[width], raw_length)
         if length < 2:
-            raise _DefectFound(
-                f"chunk length {length} is too small to hold even the 2-byte tag", start, index
-            )
+            raise _DefectFound(f"chunk length {length} is too small to hold even the 2-byte tag", start, index)
         chunk_end = self.position + length
         raw_tag = self._read(2)
         if len(raw_tag) < 2:
@@ -342,9 +336,7 @@ class _Inspector:
         (tag,) = struct.unpack("<H", raw_tag)
         kind = TAG_NAMES.get(tag)
         if kind is None:
-            raise _DefectFound(
-                f"unknown chunk tag {tag} (valid tags are 1-6): corrupted data", start, index
-            )
+            raise _DefectFound(f"unknown chunk tag {tag} (valid tags are 1-6): corrupted data", start, index)
         if chunk_end > self.size:
             raise _DefectFound(
                 f"truncated {kind} chunk: it needs {length + 1 + width} bytes but the file ends "
@@ -416,8 +408,7 @@ class _Inspector:
     def _stream_header(self, stream_id: int, content: bytes, start: int, index: int) -> None:
         if stream_id in self.streams:
             raise _DefectFound(
-                f"second StreamHeader for stream id {stream_id} "
-                f"({self.streams[stream_id].summary.name!r})",
+                f"second StreamHeader for stream id {stream_id} ({self.streams[stream_id].summary.name!r})",
                 start,
                 index,
             )
@@ -450,8 +441,7 @@ class _Inspector:
         self.result.streams.append(summary)
         if not source_id:
             self.result.warnings.append(
-                f"stream {stream_id} ({name!r}) has no source_id: LSL cannot recover it after a "
-                "source restart"
+                f"stream {stream_id} ({name!r}) has no source_id: LSL cannot recover it after a source restart"
             )
 
     # -- samples ---------------------------------------------------------------------------
@@ -465,9 +455,7 @@ class _Inspector:
         label = f"Samples chunk of stream {stream_id} ({summary.name!r})"
         if not content or content[0] not in _VARLEN_FORMATS:
             width = content[0] if content else None
-            raise _DefectFound(
-                f"{label}: invalid sample-count width {width} (must be 1, 4 or 8)", start, index
-            )
+            raise _DefectFound(f"{label}: invalid sample-count width {width} (must be 1, 4 or 8)", start, index)
         width = content[0]
         if len(content) < 1 + width:
             raise _DefectFound(f"{label}: the chunk ends inside its sample count", start, index)
@@ -492,9 +480,7 @@ class _Inspector:
         summary.deduced_timestamp_count += deduced
         self._account(state, timestamps)
 
-    def _numeric_timestamps(
-        self, state: _StreamState, body: memoryview, count: int
-    ) -> tuple[np.ndarray, int]:
+    def _numeric_timestamps(self, state: _StreamState, body: memoryview, count: int) -> tuple[np.ndarray, int]:
         """Timestamps of one numeric Samples chunk body, and how many were deduced."""
         record = state.record_dtype
         assert record is not None and state.value_dtype is not None
@@ -542,16 +528,13 @@ class _Inspector:
     def _deduce(last: float | None, step: float | None, sample: int) -> float:
         if last is None:
             raise ValueError(
-                f"sample {sample} is the stream's first and has no timestamp (readers would deduce "
-                "it from 0.0)"
+                f"sample {sample} is the stream's first and has no timestamp (readers would deduce it from 0.0)"
             )
         if step is None:
             raise ValueError(f"sample {sample} has no timestamp, but the stream is irregular (rate 0)")
         return last + step
 
-    def _string_timestamps(
-        self, state: _StreamState, body: memoryview, count: int
-    ) -> tuple[np.ndarray, int]:
+    def _string_timestamps(self, state: _StreamState, body: memoryview, count: int) -> tuple[np.ndarray, int]:
         """Timestamps of one string Samples chunk body (every string checked), and how many were deduced."""
         timestamps = np.empty(count, dtype=np.float64)
         deduced = 0
@@ -570,9 +553,7 @@ class _Inspector:
                     raise ValueError(f"sample {sample} ends before channel {channel}")
                 width = data[position]
                 if width not in _VARLEN_FORMATS:
-                    raise ValueError(
-                        f"sample {sample}, channel {channel}: invalid string-length width {width}"
-                    )
+                    raise ValueError(f"sample {sample}, channel {channel}: invalid string-length width {width}")
                 if position + 1 + width > total:
                     raise ValueError(f"sample {sample}, channel {channel}: ends inside a string length")
                 (length,) = struct.unpack_from(_VARLEN_FORMATS[width], data, position + 1)
@@ -647,8 +628,7 @@ class _Inspector:
     def _boundary(self, content: bytes, start: int, index: int) -> None:
         if content != BOUNDARY_UUID:
             raise _DefectFound(
-                f"Boundary chunk does not hold the Boundary UUID (got {content[:16].hex()}, "
-                f"{len(content)} bytes)",
+                f"Boundary chunk does not hold the Boundary UUID (got {content[:16].hex()}, {len(content)} bytes)",
                 start,
                 index,
             )
@@ -682,9 +662,7 @@ class _Inspector:
                     index,
                 )
         else:
-            self.result.warnings.append(
-                f"StreamFooter of stream {stream_id} ({summary.name!r}) has no sample_count"
-            )
+            self.result.warnings.append(f"StreamFooter of stream {stream_id} ({summary.name!r}) has no sample_count")
         for tag, observed in (
             ("first_timestamp", summary.first_timestamp),
             ("last_timestamp", summary.last_timestamp),
@@ -695,9 +673,7 @@ class _Inspector:
             try:
                 declared = float(text)
             except ValueError:
-                self.result.warnings.append(
-                    f"StreamFooter of stream {stream_id}: {tag} {text!r} is not a number"
-                )
+                self.result.warnings.append(f"StreamFooter of stream {stream_id}: {tag} {text!r} is not a number")
                 continue
             # LabRecorder's timestamp compression can leave its footer one sample period off
             tolerance = 1e-6 + (1.0 / summary.nominal_srate if summary.nominal_srate > 0 else 0.0)

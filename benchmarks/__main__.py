@@ -15,8 +15,9 @@ from pathlib import Path
 def main() -> int:
     available = sorted(p.stem.removeprefix("bench_") for p in Path(__file__).parent.glob("bench_*.py"))
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"benchmarks to run (default: all of {', '.join(available)})")
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all of {', '.join(available)})"
+    )
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     args = parser.parse_args()
     unknown = sorted(set(args.names) - set(available))

@@ -52,7 +52,7 @@ def _configure_lsl(session_id: str) -> None:
     PortRange``; liblsl's default range of 32 ports is exhausted when other LSL programs (or test
     runs) hold more than 32 outlets, and later outlets become undiscoverable.
     """
-    from acquisition.lslconfig import LslConfig
+    from dyadlab.acquisition.lslconfig import LslConfig
 
     text = LslConfig.local_only(session_id).to_cfg_text().replace("[ports]\n", "[ports]\nPortRange = 1024\n", 1)
     path = Path(tempfile.mkdtemp(prefix="dyadlab-bench-lsl-")) / "lsl_api.cfg"
@@ -78,27 +78,37 @@ def _process_cpu() -> float:
 
 # -- child: one bridge ---------------------------------------------------------------------------
 
+
 def _board_spec(board: str, label: str, playback_file: str | None):
-    from acquisition.brainflow_source import BoardSpec
+    from dyadlab.acquisition.brainflow_source import BoardSpec
 
     if board == "synthetic":
         return BoardSpec(serial_number=f"bench-{label}")
-    return BoardSpec(board="playback_file", file=playback_file, master_board="ant_neuro_ee_211",
-                     other_info=f"bench-{label}")
+    return BoardSpec(
+        board="playback_file", file=playback_file, master_board="ant_neuro_ee_211", other_info=f"bench-{label}"
+    )
 
 
 def _role_dyadlab(label: str, dyad: str, spec_args: tuple) -> None:
-    from acquisition.brainflow_source import BrainFlowSource
-    from acquisition.bridge import BoardBridge
-    from acquisition.streams import ParticipantInfo
+    from dyadlab.acquisition.brainflow_source import BrainFlowSource
+    from dyadlab.acquisition.bridge import BoardBridge
+    from dyadlab.acquisition.streams import ParticipantInfo
 
-    bridge = BoardBridge(BrainFlowSource(_board_spec(*spec_args)), study="bench", dyad=dyad,
-                         participant=ParticipantInfo(label, f"sub-{label}"), poll_interval=POLL_INTERVAL)
+    bridge = BoardBridge(
+        BrainFlowSource(_board_spec(*spec_args)),
+        study="bench",
+        dyad=dyad,
+        participant=ParticipantInfo(label, f"sub-{label}"),
+        poll_interval=POLL_INTERVAL,
+    )
     with bridge:
         assert bridge._thread is not None
         pump_id = bridge._thread.native_id
-        _serve(bridge.source_id, pump_id, lambda: {"dropped": bridge.status.dropped_packets,
-                                                  "samples_pushed": bridge.status.samples})
+        _serve(
+            bridge.source_id,
+            pump_id,
+            lambda: {"dropped": bridge.status.dropped_packets, "samples_pushed": bridge.status.samples},
+        )
 
 
 def _role_minimal(label: str, dyad: str, spec_args: tuple) -> None:
@@ -106,15 +116,16 @@ def _role_minimal(label: str, dyad: str, spec_args: tuple) -> None:
     import numpy as np
     import pylsl
 
-    from acquisition.brainflow_source import BoardShim
+    from dyadlab.acquisition.brainflow_source import BoardShim
 
     spec = _board_spec(*spec_args)
     board = BoardShim(spec.board_id, spec.input_params())
     layout = BoardShim.get_board_descr(spec.descriptor_board_id)
     eeg_rows, ts_row = layout["eeg_channels"], layout["timestamp_channel"]
     source_id = f"bench.minimal.{dyad}.{label}"
-    outlet = pylsl.StreamOutlet(pylsl.StreamInfo(f"{dyad}-{label}-minimal", "EEG", len(eeg_rows),
-                                                 layout["sampling_rate"], "float32", source_id))
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo(f"{dyad}-{label}-minimal", "EEG", len(eeg_rows), layout["sampling_rate"], "float32", source_id)
+    )
     stop = threading.Event()
     pushed = [0]
 
@@ -156,11 +167,12 @@ def _serve(source_id: str, pump_id: int, extra) -> None:
 
 # -- parent --------------------------------------------------------------------------------------
 
+
 def _write_playback_file(path: Path, seconds: float) -> None:
     """A file in the ant_neuro_ee_211 layout (2000 Hz, 64 EEG): noise in µV, counter, timestamps."""
     import numpy as np
 
-    from acquisition.brainflow_source import BoardIds, BoardShim
+    from dyadlab.acquisition.brainflow_source import BoardIds, BoardShim
 
     layout = BoardShim.get_board_descr(BoardIds.ANT_NEURO_EE_211_BOARD.value)
     fs, rows = layout["sampling_rate"], layout["num_rows"]
@@ -211,12 +223,26 @@ def run_scenario(board: str, seconds: float, session_id: str, playback_file: str
     children = {}
     for impl in ("dyadlab", "minimal"):
         for label in ("A", "B"):
-            command = [sys.executable, "-m", "benchmarks.bench_bridge", "--role", impl, "--label", label,
-                       "--dyad", dyad, "--board", board, "--session-id", session_id]
+            command = [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_bridge",
+                "--role",
+                impl,
+                "--label",
+                label,
+                "--dyad",
+                dyad,
+                "--board",
+                board,
+                "--session-id",
+                session_id,
+            ]
             if playback_file:
                 command += ["--playback-file", playback_file]
-            children[(impl, label)] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                                       stderr=subprocess.DEVNULL, text=True)
+            children[(impl, label)] = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
     try:
         source_ids = {}
         for key, child in children.items():
@@ -227,8 +253,10 @@ def run_scenario(board: str, seconds: float, session_id: str, playback_file: str
         stop = threading.Event()
         collected = {key: {} for key in children}
         inlets = {key: _open_inlet(source_ids[key]) for key in children}
-        threads = [threading.Thread(target=_collect_latencies, args=(inlets[key], stop, collected[key]), daemon=True)
-                   for key in children]
+        threads = [
+            threading.Thread(target=_collect_latencies, args=(inlets[key], stop, collected[key]), daemon=True)
+            for key in children
+        ]
         for thread in threads:
             thread.start()
         for child in children.values():
@@ -248,19 +276,21 @@ def run_scenario(board: str, seconds: float, session_id: str, playback_file: str
                 raise RuntimeError(f"bridge {key} gave no result (got {line!r})")
             measured = json.loads(line.split(" ", 1)[1])
             latency, stamps = collected[key]["latency"] * 1e3, collected[key]["stamps"]
-            rows.append({
-                "board": board,
-                "implementation": key[0],
-                "participant": key[1],
-                "latency_ms_median": float(np.median(latency)),
-                "latency_ms_p95": float(np.percentile(latency, 95)),
-                "latency_ms_max": float(np.max(latency)),
-                # A sample cannot arrive before it was taken: negative latencies are clock errors.
-                "samples_stamped_in_future": float(np.mean(latency < 0)),
-                "samples_received": int(latency.size),
-                "effective_rate_hz": (stamps.size - 1) / (stamps[-1] - stamps[0]),
-                **measured,
-            })
+            rows.append(
+                {
+                    "board": board,
+                    "implementation": key[0],
+                    "participant": key[1],
+                    "latency_ms_median": float(np.median(latency)),
+                    "latency_ms_p95": float(np.percentile(latency, 95)),
+                    "latency_ms_max": float(np.max(latency)),
+                    # A sample cannot arrive before it was taken: negative latencies are clock errors.
+                    "samples_stamped_in_future": float(np.mean(latency < 0)),
+                    "samples_received": int(latency.size),
+                    "effective_rate_hz": (stamps.size - 1) / (stamps[-1] - stamps[0]),
+                    **measured,
+                }
+            )
         return rows
     finally:
         for child in children.values():
@@ -280,18 +310,38 @@ def _print_table(results: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"BrainFlow -> LSL inlet, {results['seconds']:g} s, 4 bridges per run (2 dyadlab + 2 minimal)")
-    for column in ("board", "bridge", "who", "latency median (ms)", "p95 (ms)", "max (ms)", "stamped in future",
-                   "rate (Hz)", "process CPU (s/s)", "pump CPU (s/s)"):
+    for column in (
+        "board",
+        "bridge",
+        "who",
+        "latency median (ms)",
+        "p95 (ms)",
+        "max (ms)",
+        "stamped in future",
+        "rate (Hz)",
+        "process CPU (s/s)",
+        "pump CPU (s/s)",
+    ):
         table.add_column(column, justify="right")
     for r in results["rows"]:
-        table.add_row(r["board"], r["implementation"], r["participant"], f"{r['latency_ms_median']:.1f}",
-                      f"{r['latency_ms_p95']:.1f}", f"{r['latency_ms_max']:.1f}",
-                      f"{r['samples_stamped_in_future']:.1%}", f"{r['effective_rate_hz']:.1f}",
-                      f"{r['process_cpu_per_s']:.3f}", f"{r['pump_cpu_per_s']:.4f}")
+        table.add_row(
+            r["board"],
+            r["implementation"],
+            r["participant"],
+            f"{r['latency_ms_median']:.1f}",
+            f"{r['latency_ms_p95']:.1f}",
+            f"{r['latency_ms_max']:.1f}",
+            f"{r['samples_stamped_in_future']:.1%}",
+            f"{r['effective_rate_hz']:.1f}",
+            f"{r['process_cpu_per_s']:.3f}",
+            f"{r['pump_cpu_per_s']:.4f}",
+        )
     Console(width=160).print(table)
     for board, ratio in results["ratios_dyadlab_over_minimal"].items():
-        print(f"{board}: dyadlab / minimal  latency median x{ratio['latency_median']:.2f}, "
-              f"pump CPU x{ratio['pump_cpu']:.2f}, process CPU x{ratio['process_cpu']:.2f}")
+        print(
+            f"{board}: dyadlab / minimal  latency median x{ratio['latency_median']:.2f}, "
+            f"pump CPU x{ratio['pump_cpu']:.2f}, process CPU x{ratio['process_cpu']:.2f}"
+        )
 
 
 def _ratios(rows: list[dict]) -> dict:
@@ -299,20 +349,27 @@ def _ratios(rows: list[dict]) -> dict:
 
     ratios = {}
     for board in sorted({r["board"] for r in rows}):
-        def mean(impl: str, key: str) -> float:
+
+        def mean(impl: str, key: str, board: str = board) -> float:
             return float(np.mean([r[key] for r in rows if r["board"] == board and r["implementation"] == impl]))
 
         ratios[board] = {
             name: mean("dyadlab", key) / mean("minimal", key)
-            for name, key in (("latency_median", "latency_ms_median"), ("pump_cpu", "pump_cpu_per_s"),
-                              ("process_cpu", "process_cpu_per_s"))
+            for name, key in (
+                ("latency_median", "latency_ms_median"),
+                ("pump_cpu", "pump_cpu_per_s"),
+                ("process_cpu", "process_cpu_per_s"),
+            )
         }
     return ratios
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_bridge", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_bridge",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="10 s per board instead of 30 s")
     parser.add_argument("--seconds", type=float, default=None, help="measurement length per board")
     parser.add_argument("--fast", action="store_true", help="also run a 2000 Hz (playback) board")
@@ -327,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         _configure_lsl(args.session_id)
         from brainflow.board_shim import LogLevels
 
-        from acquisition.brainflow_source import BoardShim
+        from dyadlab.acquisition.brainflow_source import BoardShim
 
         BoardShim.set_log_level(int(LogLevels.LEVEL_WARN.value))
         role = _role_dyadlab if args.role == "dyadlab" else _role_minimal
@@ -346,8 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "seconds": seconds,
         "poll_interval": POLL_INTERVAL,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average_1min": os.getloadavg()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_1min": os.getloadavg()[0],
+        },
         "rows": rows,
         "ratios_dyadlab_over_minimal": _ratios(rows),
     }

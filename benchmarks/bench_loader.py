@@ -6,7 +6,7 @@ blocks with alpha coupling planted in cooperation, B's clock 3.2 s off and drift
 chunks and timestamp compression (about 500 MB). Each step runs in a fresh process:
 
 1. ``pyxdf.load_xdf`` (clock synchronisation on, de-jittering off): wall time, peak RSS;
-2. ``synchrony.io.load_dyad``: wall time, peak RSS, and its growth over the process's memory
+2. ``dyadlab.synchrony.io.load_dyad``: wall time, peak RSS, and its growth over the process's memory
    before the call, against the EEG samples' size as float32 (the returned arrays); measured
    after a first call on a small file (numba kernels and pyxdf loaded), and also including it;
 3. the whole quick-check (``run_check``, 200 surrogates, JSON and HTML): wall time, peak RSS,
@@ -49,7 +49,7 @@ def _child_pyxdf(path: str) -> dict:
 
 
 def _child_loader(path: str) -> dict:
-    from synchrony.io import load_dyad
+    from dyadlab.synchrony.io import load_dyad
     from tests.synchrony.foreign_dyad import write_foreign_dyad
 
     cold_before = rss_mb()
@@ -61,29 +61,52 @@ def _child_loader(path: str) -> dict:
     wall = time.perf_counter() - started
     eeg_mb = sum(p.data.size for p in recording.participants) * 4 / 2**20
     peak = peak_rss_mb()
-    return {"wall_s": wall, "peak_rss_mb": peak, "rss_before_mb": warm_before, "growth_mb": peak - warm_before,
-            "growth_with_first_use_mb": peak - cold_before, "eeg_float32_mb": eeg_mb}
+    return {
+        "wall_s": wall,
+        "peak_rss_mb": peak,
+        "rss_before_mb": warm_before,
+        "growth_mb": peak - warm_before,
+        "growth_with_first_use_mb": peak - cold_before,
+        "eeg_float32_mb": eeg_mb,
+    }
 
 
 def _child_check(path: str, out_dir: str) -> dict:
-    from synchrony.check import run_check
+    from dyadlab.synchrony.check import run_check
     from tests.synchrony.foreign_dyad import CONDITIONS
 
     started = time.perf_counter()
-    result = run_check(path, conditions=CONDITIONS, n_surrogates=200, progress=False, seed=0,
-                       json_out=Path(out_dir) / "check.json", html_out=Path(out_dir) / "check.html")
-    cells = {f"{c}/{b}": (round(result["conditions"][c][b]["plv"]["mean"], 3), round(result["conditions"][c][b]["plv"]["z"], 1))
-             for c in ("rest", "coop") for b in ("theta", "alpha", "beta", "gamma")}
-    return {"wall_s": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), "stages_s": result["timing_s"],
-            "detected": sorted(f"{d['condition']}/{d['band']}" for d in result["verdict"]["synchrony_above_chance"]),
-            "plv_mean_z": cells}
+    result = run_check(
+        path,
+        conditions=CONDITIONS,
+        n_surrogates=200,
+        progress=False,
+        seed=0,
+        json_out=Path(out_dir) / "check.json",
+        html_out=Path(out_dir) / "check.html",
+    )
+    cells = {
+        f"{c}/{b}": (
+            round(result["conditions"][c][b]["plv"]["mean"], 3),
+            round(result["conditions"][c][b]["plv"]["z"], 1),
+        )
+        for c in ("rest", "coop")
+        for b in ("theta", "alpha", "beta", "gamma")
+    }
+    return {
+        "wall_s": time.perf_counter() - started,
+        "peak_rss_mb": peak_rss_mb(),
+        "stages_s": result["timing_s"],
+        "detected": sorted(f"{d['condition']}/{d['band']}" for d in result["verdict"]["synchrony_above_chance"]),
+        "plv_mean_z": cells,
+    }
 
 
 def _child_compare(path: str) -> dict:
     import numpy as np
     import pyxdf
 
-    from synchrony.io import load_dyad
+    from dyadlab.synchrony.io import load_dyad
 
     recording = load_dyad(path)
     streams, _ = pyxdf.load_xdf(path, synchronize_clocks=True, handle_clock_resets=True, dejitter_timestamps=False)
@@ -117,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(folder) / "foreign.xdf"
         print(f"Writing a {minutes:g}-minute foreign dyad (2 x {CHANNELS} channels at {RATE:g} Hz) ...", flush=True)
         started = time.perf_counter()
-        write_foreign_dyad(path, block_seconds=minutes * 60.0 / BLOCKS - 2.0, n_blocks=BLOCKS, fs=RATE,
-                           channels=CHANNELS)
+        write_foreign_dyad(
+            path, block_seconds=minutes * 60.0 / BLOCKS - 2.0, n_blocks=BLOCKS, fs=RATE, channels=CHANNELS
+        )
         file_mb = path.stat().st_size / 1e6
         print(f"  {file_mb:.0f} MB in {time.perf_counter() - started:.1f} s", flush=True)
         loader = run_child(MODULE, "loader", str(path))  # first: compiles the kernels if no cache
@@ -139,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         ("  EEG samples as float32", None, loader_cached["eeg_float32_mb"]),
         ("whole quick-check (run_check, 200 surrogates)", check["wall_s"], check["peak_rss_mb"]),
     ]
-    print(f"\nLoading a {minutes:g}-minute foreign dyad ({file_mb:.0f} MB), {os.cpu_count()} CPU(s), "
-          f"Python {platform.python_version()}")
+    print(
+        f"\nLoading a {minutes:g}-minute foreign dyad ({file_mb:.0f} MB), {os.cpu_count()} CPU(s), "
+        f"Python {platform.python_version()}"
+    )
     print(f"{'step':52s} {'seconds':>9s} {'MB':>9s}")
     for name, seconds, mb in rows:
         print(f"{name:52s} {'' if seconds is None else f'{seconds:9.2f}':>9s} {'' if mb is None else f'{mb:9.0f}':>9s}")
@@ -156,12 +182,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Detected (condition/band): {check['detected']}; PLV (mean, z): {check['plv_mean_z']}")
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "loader", "minutes": minutes, "file_mb": file_mb, "channels_per_participant": CHANNELS,
-        "rate_hz": RATE, "cpu_count": os.cpu_count(), "python": platform.python_version(),
-        "pyxdf": reference, "loader_first_run": loader, "loader": loader_cached, "check": check,
-        "compare": compared, "targets": {k: {"value": v, "target": t, "met": m} for k, (v, t, m) in targets.items()},
-    }, indent=1))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "benchmark": "loader",
+                "minutes": minutes,
+                "file_mb": file_mb,
+                "channels_per_participant": CHANNELS,
+                "rate_hz": RATE,
+                "cpu_count": os.cpu_count(),
+                "python": platform.python_version(),
+                "pyxdf": reference,
+                "loader_first_run": loader,
+                "loader": loader_cached,
+                "check": check,
+                "compare": compared,
+                "targets": {k: {"value": v, "target": t, "met": m} for k, (v, t, m) in targets.items()},
+            },
+            indent=1,
+        )
+    )
     print(f"Results: {RESULTS}")
     return 0
 

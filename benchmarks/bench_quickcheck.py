@@ -1,6 +1,6 @@
 """Quick-check benchmark: a whole session checked end to end, surrogates included.
 
-A session of the coupled-dyad simulator (``acquisition.simulator``: 2 x 32 channels at 500 Hz,
+A session of the coupled-dyad simulator (``dyadlab.acquisition.simulator``: 2 x 32 channels at 500 Hz,
 10 conditions of equal length, dyadlab markers and board marker channels) is written to XDF with
 dyadlab's writer (not timed). Then, each in a fresh process:
 
@@ -29,12 +29,50 @@ from benchmarks.measure import peak_rss_mb, run_child
 
 RESULTS = Path(__file__).parent / "results" / "quickcheck.json"
 CHANNELS = (
-    "Fp1", "Fp2", "AF3", "AF4", "F7", "F3", "Fz", "F4", "F8", "FC5", "FC1", "FC2", "FC6", "T7", "C3", "Cz",
-    "C4", "T8", "CP5", "CP1", "CP2", "CP6", "P7", "P3", "Pz", "P4", "P8", "PO3", "PO4", "O1", "Oz", "O2",
+    "Fp1",
+    "Fp2",
+    "AF3",
+    "AF4",
+    "F7",
+    "F3",
+    "Fz",
+    "F4",
+    "F8",
+    "FC5",
+    "FC1",
+    "FC2",
+    "FC6",
+    "T7",
+    "C3",
+    "Cz",
+    "C4",
+    "T8",
+    "CP5",
+    "CP1",
+    "CP2",
+    "CP6",
+    "P7",
+    "P3",
+    "Pz",
+    "P4",
+    "P8",
+    "PO3",
+    "PO4",
+    "O1",
+    "Oz",
+    "O2",
 )
 CONDITIONS = (
-    "rest", "cooperation", "competition", "tapping", "conversation",
-    "imitation", "music", "touch", "joint-attention", "rest-separated",
+    "rest",
+    "cooperation",
+    "competition",
+    "tapping",
+    "conversation",
+    "imitation",
+    "music",
+    "touch",
+    "joint-attention",
+    "rest-separated",
 )
 RATE = 500.0
 TARGET_S = 60.0
@@ -42,12 +80,16 @@ TARGET_RSS_MB = 2048.0
 
 
 def _child_check(path: str, n_surrogates: int, out_dir: str) -> dict:
-    from synchrony.check import run_check
+    from dyadlab.synchrony.check import run_check
 
     started = time.perf_counter()
     result = run_check(
-        path, n_surrogates=n_surrogates, json_out=Path(out_dir) / "quickcheck.json",
-        html_out=Path(out_dir) / "quickcheck.html", progress=False, seed=0,
+        path,
+        n_surrogates=n_surrogates,
+        json_out=Path(out_dir) / "quickcheck.json",
+        html_out=Path(out_dir) / "quickcheck.html",
+        progress=False,
+        seed=0,
     )
     wall = time.perf_counter() - started
     return {
@@ -95,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     minutes = args.minutes or (5.0 if args.quick else 60.0)
     with tempfile.TemporaryDirectory(prefix="bench-quickcheck-") as folder:
         path = Path(folder) / "session.xdf"
-        print(f"Writing a {minutes:g}-minute session (2 x {len(CHANNELS)} channels at {RATE:g} Hz, "
-              f"{len(CONDITIONS)} conditions) ...", flush=True)
+        print(
+            f"Writing a {minutes:g}-minute session (2 x {len(CHANNELS)} channels at {RATE:g} Hz, "
+            f"{len(CONDITIONS)} conditions) ...",
+            flush=True,
+        )
         written = _write_session(path, minutes)
         print(f"  {written['file_mb']:.0f} MB in {written['seconds']:.1f} s; running the check ...", flush=True)
         check = run_child("benchmarks.bench_quickcheck", "check", str(path), str(args.surrogates), folder)
@@ -115,11 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         ("  JSON + HTML (rest of wall time)", check["wall_s"] - (stages.get("total") or 0), None),
         ("pyxdf.load_xdf alone (fresh process)", load["wall_s"], load["peak_rss_mb"]),
     ]
-    print(f"\nQuick-check of a {minutes:g}-minute session, {args.surrogates} surrogates, "
-          f"{os.cpu_count()} CPU(s), Python {platform.python_version()}")
+    print(
+        f"\nQuick-check of a {minutes:g}-minute session, {args.surrogates} surrogates, "
+        f"{os.cpu_count()} CPU(s), Python {platform.python_version()}"
+    )
     print(f"{'step':44s} {'seconds':>9s} {'peak RSS MB':>12s}")
     for name, seconds, rss in rows:
-        print(f"{name:44s} {'' if seconds is None else f'{seconds:9.2f}':>9s} {'' if rss is None else f'{rss:12.0f}':>12s}")
+        print(
+            f"{name:44s} {'' if seconds is None else f'{seconds:9.2f}':>9s} {'' if rss is None else f'{rss:12.0f}':>12s}"
+        )
     print(f"\nEpochs used per condition: {check['epochs']}")
     print(f"Detected (condition, band): {check['detected']}")
     print(f"JSON {check['json_mb']:.1f} MB, HTML {check['html_mb']:.1f} MB")
@@ -128,20 +177,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Target (< {TARGET_S:g} s, < {TARGET_RSS_MB:g} MB): {'met' if meets else 'NOT met'}")
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "quickcheck",
-        "minutes": minutes,
-        "channels_per_participant": len(CHANNELS),
-        "rate_hz": RATE,
-        "conditions": len(CONDITIONS),
-        "surrogates": args.surrogates,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "session_written": written,
-        "check": check,
-        "pyxdf_load": load,
-        "target": {"seconds": TARGET_S, "peak_rss_mb": TARGET_RSS_MB, "applies": minutes >= 60, "met": meets},
-    }, indent=1))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "benchmark": "quickcheck",
+                "minutes": minutes,
+                "channels_per_participant": len(CHANNELS),
+                "rate_hz": RATE,
+                "conditions": len(CONDITIONS),
+                "surrogates": args.surrogates,
+                "cpu_count": os.cpu_count(),
+                "python": platform.python_version(),
+                "session_written": written,
+                "check": check,
+                "pyxdf_load": load,
+                "target": {"seconds": TARGET_S, "peak_rss_mb": TARGET_RSS_MB, "applies": minutes >= 60, "met": meets},
+            },
+            indent=1,
+        )
+    )
     print(f"Results: {RESULTS}")
     return 0
 

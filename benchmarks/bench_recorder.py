@@ -42,7 +42,7 @@ PUSH_BLOCK = 10  # samples per push_chunk: one every 10 ms
 
 def _configure_lsl(session_id: str) -> None:
     """Confine LSL to this machine under a SessionID of this run only (before pylsl is used)."""
-    from acquisition.lslconfig import LslConfig, apply_lsl_config
+    from dyadlab.acquisition.lslconfig import LslConfig, apply_lsl_config
 
     apply_lsl_config(LslConfig.local_only(session_id))
 
@@ -57,6 +57,7 @@ def _peak_rss_mb() -> float:
 
 
 # -- child roles ---------------------------------------------------------------------------------
+
 
 def _role_outlets(ids: list[str]) -> None:
     """Create the outlets; number samples from 0 once told "go"; report counts on "count"."""
@@ -124,7 +125,7 @@ def _role_recorder(kind: str, out: str, ids: list[str]) -> None:
 
     infos = [pylsl.resolve_bypred(f"source_id='{i}'", 1, 30.0)[0] for i in ids]
     if kind == "dyadlab":
-        from acquisition.recorder import LslRecorder, StreamSelector
+        from dyadlab.acquisition.recorder import LslRecorder, StreamSelector
 
         recorder = LslRecorder(out, [StreamSelector(source_id=i) for i in ids])
         recorder.start()
@@ -155,10 +156,14 @@ def _role_recorder(kind: str, out: str, ids: list[str]) -> None:
 
 # -- orchestration -------------------------------------------------------------------------------
 
+
 def _spawn(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "benchmarks.bench_recorder", *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
         cwd=Path(__file__).resolve().parents[1],
     )
 
@@ -203,10 +208,14 @@ def _count_in_file(path: Path, ids: list[str], expected: list[int]) -> dict[str,
             indices = np.asarray(stream["time_series"])[:, 0].astype(np.int64)
         present = np.unique(indices[(indices >= 0) & (indices < n_expected)])
         missing = np.setdiff1d(np.arange(n_expected), present)
-        out[source_id] = {"expected": n_expected, "in_file": int(present.size), "lost": int(missing.size),
-                          "total_in_file": int(indices.size),
-                          # where the losses are: at the start, at the stop, or in between
-                          "lost_index_range": [int(missing[0]), int(missing[-1])] if missing.size else None}
+        out[source_id] = {
+            "expected": n_expected,
+            "in_file": int(present.size),
+            "lost": int(missing.size),
+            "total_in_file": int(indices.size),
+            # where the losses are: at the start, at the stop, or in between
+            "lost_index_range": [int(missing[0]), int(missing[-1])] if missing.size else None,
+        }
     return out
 
 
@@ -233,8 +242,9 @@ def run(seconds: float) -> dict:
         expected = [int(v) for v in _expect(outlets, "counts").split()[1:]]
         for process in recorders.values():  # stop requests, both at once; outlets keep pushing
             _send(process, "stop")
-        measured = {kind: json.loads(_expect(p, "result", timeout=120).split(" ", 1)[1])
-                    for kind, p in recorders.items()}
+        measured = {
+            kind: json.loads(_expect(p, "result", timeout=120).split(" ", 1)[1]) for kind, p in recorders.items()
+        }
         for process in recorders.values():
             process.wait(30)
     finally:
@@ -249,7 +259,10 @@ def run(seconds: float) -> dict:
                 process.kill()
     results: dict = {
         "seconds": seconds,
-        "streams": {"eeg": f"2 x {EEG_CHANNELS} ch float32 @ {EEG_RATE:g} Hz", "markers": f"1 x string @ {MARKER_RATE:g} Hz"},
+        "streams": {
+            "eeg": f"2 x {EEG_CHANNELS} ch float32 @ {EEG_RATE:g} Hz",
+            "markers": f"1 x string @ {MARKER_RATE:g} Hz",
+        },
         "machine": {"cpus": psutil.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "recorders": {},
     }
@@ -275,22 +288,36 @@ def _print_table(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Recording {results['seconds']:g} s of {results['streams']['eeg']} + {results['streams']['markers']}")
+    table = Table(
+        title=f"Recording {results['seconds']:g} s of {results['streams']['eeg']} + {results['streams']['markers']}"
+    )
     for column in ("recorder", "expected", "in file", "lost", "CPU s/s", "peak RSS (MB)", "file (MB)", "stop (s)"):
         table.add_column(column, justify="right")
     for kind, r in results["recorders"].items():
-        table.add_row(kind, f"{r['samples_expected']:,}", f"{r['samples_in_file_of_expected']:,}", f"{r['samples_lost']:,}",
-                      f"{r['cpu_seconds_per_second']:.3f}", f"{r['peak_rss_mb']:.0f}", f"{r['file_size_mb']:.1f}",
-                      f"{r['stop_seconds']:.2f}")
+        table.add_row(
+            kind,
+            f"{r['samples_expected']:,}",
+            f"{r['samples_in_file_of_expected']:,}",
+            f"{r['samples_lost']:,}",
+            f"{r['cpu_seconds_per_second']:.3f}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['file_size_mb']:.1f}",
+            f"{r['stop_seconds']:.2f}",
+        )
     Console(width=120).print(table)
     ours, theirs = results["recorders"]["dyadlab"], results["recorders"]["labrecorder"]
     if theirs["cpu_seconds_per_second"] > 0:
-        print(f"CPU ratio dyadlab / LabRecorder: {ours['cpu_seconds_per_second'] / theirs['cpu_seconds_per_second']:.2f}")
+        print(
+            f"CPU ratio dyadlab / LabRecorder: {ours['cpu_seconds_per_second'] / theirs['cpu_seconds_per_second']:.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_recorder", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_recorder",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="record 10 s instead of 60 s")
     parser.add_argument("--seconds", type=float, default=None, help="recording length (default 60, quick 10)")
     parser.add_argument("--role", choices=("outlets", "dyadlab", "labrecorder"), help=argparse.SUPPRESS)

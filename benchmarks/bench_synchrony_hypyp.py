@@ -77,7 +77,7 @@ def make_signal(path: Path) -> None:
     """Write the shared analytic signal, shape (2, n_epochs, n_channels, n_bands, n_times)."""
     import scipy.signal
 
-    from synchrony.metrics import analytic_signal
+    from dyadlab.synchrony.metrics import analytic_signal
 
     rng = np.random.default_rng(2026)
     pad = 2 * int(SFREQ)  # filter edge margin, discarded
@@ -99,7 +99,7 @@ def make_signal(path: Path) -> None:
 
 def _worker_ours(signal_path: str, metrics: list[str], out_path: str) -> dict:
     rss_before_import = _peak_rss_mb()
-    from synchrony.metrics import inter_brain_connectivity
+    from dyadlab.synchrony.metrics import inter_brain_connectivity
 
     complex_signal = np.load(signal_path)
     rss_before = _peak_rss_mb()
@@ -111,8 +111,13 @@ def _worker_ours(signal_path: str, metrics: list[str], out_path: str) -> dict:
     }
     wall = time.perf_counter() - started
     np.savez(out_path, **{m: np.stack([values[b][m] for b in BANDS]) for m in metrics})
-    return {"wall_s": wall, "cpu_s": _cpu_s() - cpu_before, "peak_rss_mb": _peak_rss_mb(),
-            "rss_before_mb": rss_before, "rss_interpreter_mb": rss_before_import}
+    return {
+        "wall_s": wall,
+        "cpu_s": _cpu_s() - cpu_before,
+        "peak_rss_mb": _peak_rss_mb(),
+        "rss_before_mb": rss_before,
+        "rss_interpreter_mb": rss_before_import,
+    }
 
 
 def _worker_hypyp(signal_path: str, metric: str, optimization: str | None, out_path: str) -> dict:
@@ -135,7 +140,7 @@ def _worker_surrogates(signal_path: str, metrics: list[str], n_surrogates: int, 
     """``mode``: ``check`` -- as the quick-check runs it: complex64 epochs, one stratified plan
     for all bands (``shuffle_plan``), observed per-epoch values from the same pass
     (``shuffle_null``); ``unrestricted`` -- complex128, permutations of all 60 epochs."""
-    from synchrony.surrogates import epoch_shuffle_surrogates, random_permutations, shuffle_null, shuffle_plan
+    from dyadlab.synchrony.surrogates import epoch_shuffle_surrogates, random_permutations, shuffle_null, shuffle_plan
 
     complex_signal = np.load(signal_path)
     if mode == "check":
@@ -154,15 +159,24 @@ def _worker_surrogates(signal_path: str, metrics: list[str], n_surrogates: int, 
         permutations = random_permutations(N_EPOCHS, n_surrogates, rng)  # one joint null over bands
         null = {
             band: epoch_shuffle_surrogates(
-                complex_signal[0, :, :, f], complex_signal[1, :, :, f], n_surrogates, metrics, rng=rng,
+                complex_signal[0, :, :, f],
+                complex_signal[1, :, :, f],
+                n_surrogates,
+                metrics,
+                rng=rng,
                 permutations=permutations,
             )
             for f, band in enumerate(BANDS)
         }
     wall = time.perf_counter() - started
     shapes = {m: list(null["alpha"][m].shape) for m in metrics}
-    return {"wall_s": wall, "cpu_s": _cpu_s() - cpu_before, "peak_rss_mb": _peak_rss_mb(),
-            "rss_before_mb": rss_before, "null_shape": shapes}
+    return {
+        "wall_s": wall,
+        "cpu_s": _cpu_s() - cpu_before,
+        "peak_rss_mb": _peak_rss_mb(),
+        "rss_before_mb": rss_before,
+        "null_shape": shapes,
+    }
 
 
 def _run_worker(args: list[str], *, cold_numba: bool) -> dict:
@@ -211,12 +225,18 @@ def run(quick: bool) -> dict:
             row["hypyp_numpy"] = {"skipped": "--quick (about 20 GB and 30-50 s each)"}
         elif metric in ("pli", "wpli") and _available_gb() < HYPYP_NUMPY_LAG_GB + 1:
             # The machine is shared: never push it into swapping or the OOM killer.
-            row["hypyp_numpy"] = {"skipped": f"only {_available_gb():.1f} GB available, needs about {HYPYP_NUMPY_LAG_GB} GB"}
+            row["hypyp_numpy"] = {
+                "skipped": f"only {_available_gb():.1f} GB available, needs about {HYPYP_NUMPY_LAG_GB} GB"
+            }
         else:
-            row["hypyp_numpy"] = _run_worker(["hypyp", str(signal_path), metric, "none", str(numpy_out)], cold_numba=False)
+            row["hypyp_numpy"] = _run_worker(
+                ["hypyp", str(signal_path), metric, "none", str(numpy_out)], cold_numba=False
+            )
         reference = numpy_out if numpy_out.exists() else numba_out
         row["compared_with"] = "hypyp_numpy" if numpy_out.exists() else "hypyp_numba"
-        row["max_abs_diff"] = _max_abs_diff(ours_out, reference, metric) if reference.exists() and ours_out.exists() else None
+        row["max_abs_diff"] = (
+            _max_abs_diff(ours_out, reference, metric) if reference.exists() and ours_out.exists() else None
+        )
         row["max_abs_diff_numba_vs_numpy"] = (
             _max_abs_diff(numba_out, numpy_out, metric) if numpy_out.exists() and numba_out.exists() else None
         )
@@ -224,10 +244,17 @@ def run(quick: bool) -> dict:
         print(f"  {metric}: done", file=sys.stderr, flush=True)
 
     metric_set = list(METRICS)
-    whole_cold = _run_worker(["ours", str(signal_path), ",".join(metric_set), str(work / "ours-all.npz")], cold_numba=True)
-    whole_cached = _run_worker(["ours", str(signal_path), ",".join(metric_set), str(work / "ours-all.npz")], cold_numba=False)
+    whole_cold = _run_worker(
+        ["ours", str(signal_path), ",".join(metric_set), str(work / "ours-all.npz")], cold_numba=True
+    )
+    whole_cached = _run_worker(
+        ["ours", str(signal_path), ",".join(metric_set), str(work / "ours-all.npz")], cold_numba=False
+    )
+
     def surrogates(metric_names: list[str], mode: str, cold: bool) -> dict:
-        return _run_worker(["surrogates", str(signal_path), ",".join(metric_names), str(N_SURROGATES), mode], cold_numba=cold)
+        return _run_worker(
+            ["surrogates", str(signal_path), ",".join(metric_names), str(N_SURROGATES), mode], cold_numba=cold
+        )
 
     surrogates_cold = surrogates(metric_set, "check", True)
     surrogates_cached = surrogates(metric_set, "check", False)
@@ -253,7 +280,9 @@ def run(quick: bool) -> dict:
         "surrogates_200_default_8_metrics_4_bands_cached_s": surrogates_default.get("wall_s"),
         "surrogates_peak_rss_mb": surrogates_cold.get("peak_rss_mb"),
         "surrogates_200_all_metrics_4_bands_unrestricted_float64_cold_s": unrestricted_cold.get("wall_s"),
-        "max_abs_diff_all_metrics": max((r["max_abs_diff"] for r in rows if r["max_abs_diff"] is not None), default=None),
+        "max_abs_diff_all_metrics": max(
+            (r["max_abs_diff"] for r in rows if r["max_abs_diff"] is not None), default=None
+        ),
     }
     ours_set = summary["ours_metric_set_one_call_cold_s"]
     if summary["hypyp_numpy_sum_s"] and ours_set:
@@ -262,7 +291,8 @@ def run(quick: bool) -> dict:
         summary["speedup_vs_hypyp_numba_cold"] = summary["hypyp_numba_cold_sum_s"] / ours_set
     summary["targets"] = {
         "speedup_vs_hypyp_numpy >= 10": (summary.get("speedup_vs_hypyp_numpy") or 0) >= TARGET_SPEEDUP_NUMPY
-        if summary["hypyp_numpy_sum_s"] else None,
+        if summary["hypyp_numpy_sum_s"]
+        else None,
         "faster_than_hypyp_numba_cold": (summary.get("speedup_vs_hypyp_numba_cold") or 0) > 1.0,
         "identical_to_1e-9": (summary["max_abs_diff_all_metrics"] or 1.0) <= TARGET_MAX_DIFF,
         "200_surrogates_all_metrics_under_10_s": (summary["surrogates_200_all_metrics_4_bands_cold_s"] or 1e9)
@@ -271,15 +301,33 @@ def run(quick: bool) -> dict:
     return {
         "benchmark": "synchrony_hypyp",
         "quick": quick,
-        "data": {"participants": 2, "channels": N_CHANNELS, "epochs": N_EPOCHS, "epoch_s": EPOCH_SAMPLES / SFREQ,
-                 "sfreq": SFREQ, "bands": BANDS, "surrogates": N_SURROGATES},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "numpy": np.__version__, "hypyp": _version("hypyp"), "numba": _version("numba"),
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "data": {
+            "participants": 2,
+            "channels": N_CHANNELS,
+            "epochs": N_EPOCHS,
+            "epoch_s": EPOCH_SAMPLES / SFREQ,
+            "sfreq": SFREQ,
+            "bands": BANDS,
+            "surrogates": N_SURROGATES,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "hypyp": _version("hypyp"),
+            "numba": _version("numba"),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        },
         "per_metric": rows,
         "whole_metric_set": {"cold": whole_cold, "cached": whole_cached},
-        "surrogates": {"cold": surrogates_cold, "cached": surrogates_cached, "default_metrics_cached": surrogates_default,
-                       "unrestricted_float64_cold": unrestricted_cold},
+        "surrogates": {
+            "cold": surrogates_cold,
+            "cached": surrogates_cached,
+            "default_metrics_cached": surrogates_default,
+            "unrestricted_float64_cold": unrestricted_cold,
+        },
         "summary": summary,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -295,43 +343,62 @@ def _version(package: str) -> str | None:
 
 
 def print_table(result: dict) -> None:
-    header = (f"{'metric':<8} {'ours s':>8} {'ours MB':>8} {'HyPyP np s':>10} {'np MB':>8} {'numba s':>8} "
-              f"{'numba MB':>8} {'x np':>7} {'x numba':>8} {'max |diff|':>11}")
+    header = (
+        f"{'metric':<8} {'ours s':>8} {'ours MB':>8} {'HyPyP np s':>10} {'np MB':>8} {'numba s':>8} "
+        f"{'numba MB':>8} {'x np':>7} {'x numba':>8} {'max |diff|':>11}"
+    )
     print(header)
     print("-" * len(header))
     for row in result["per_metric"]:
         ours, numpy_, numba_ = row["ours"], row["hypyp_numpy"], row["hypyp_numba"]
         speed_np = numpy_["wall_s"] / ours["wall_s"] if "wall_s" in numpy_ and "wall_s" in ours else None
         speed_nb = numba_["wall_s"] / ours["wall_s"] if "wall_s" in numba_ and "wall_s" in ours else None
-        print(f"{row['metric']:<8} {_fmt(ours.get('wall_s'), '8.3f')} {_fmt(ours.get('peak_rss_mb'), '8.0f')} "
-              f"{_fmt(numpy_.get('wall_s'), '10.3f')} {_fmt(numpy_.get('peak_rss_mb'), '8.0f')} "
-              f"{_fmt(numba_.get('wall_s'), '8.3f')} {_fmt(numba_.get('peak_rss_mb'), '8.0f')} "
-              f"{_fmt(speed_np, '7.1f')} {_fmt(speed_nb, '8.1f')} {_fmt(row['max_abs_diff'], '11.1e')}")
+        print(
+            f"{row['metric']:<8} {_fmt(ours.get('wall_s'), '8.3f')} {_fmt(ours.get('peak_rss_mb'), '8.0f')} "
+            f"{_fmt(numpy_.get('wall_s'), '10.3f')} {_fmt(numpy_.get('peak_rss_mb'), '8.0f')} "
+            f"{_fmt(numba_.get('wall_s'), '8.3f')} {_fmt(numba_.get('peak_rss_mb'), '8.0f')} "
+            f"{_fmt(speed_np, '7.1f')} {_fmt(speed_nb, '8.1f')} {_fmt(row['max_abs_diff'], '11.1e')}"
+        )
     s = result["summary"]
     print()
-    print(f"metric set, one call (ours): cold {_fmt(s['ours_metric_set_one_call_cold_s'], '.3f')} s, cached "
-          f"{_fmt(s['ours_metric_set_one_call_cached_s'], '.3f')} s (CPU {_fmt(s['ours_metric_set_one_call_cpu_s'], '.2f')} s), "
-          f"peak {_fmt(s['ours_metric_set_peak_rss_mb'], '.0f')} MB")
-    print(f"HyPyP sum of per-metric times: numpy {_fmt(s['hypyp_numpy_sum_s'], '.2f')} s, "
-          f"numba (cold) {_fmt(s['hypyp_numba_cold_sum_s'], '.2f')} s")
-    print(f"speed-up of the metric set: x{_fmt(s.get('speedup_vs_hypyp_numpy'), '.1f')} vs HyPyP numpy, "
-          f"x{_fmt(s.get('speedup_vs_hypyp_numba_cold'), '.1f')} vs HyPyP numba (cold)")
-    print(f"{N_SURROGATES} surrogates, all {len(METRICS)} metrics, 4 bands, as the check runs them: cold "
-          f"{_fmt(s['surrogates_200_all_metrics_4_bands_cold_s'], '.2f')} s, cached "
-          f"{_fmt(s['surrogates_200_all_metrics_4_bands_cached_s'], '.2f')} s (CPU "
-          f"{_fmt(s['surrogates_200_all_metrics_4_bands_cached_cpu_s'], '.2f')} s), peak {_fmt(s['surrogates_peak_rss_mb'], '.0f')} MB")
-    print(f"{N_SURROGATES} surrogates, default {len(METRICS) - 1} metrics (no powcorr), 4 bands, cached: "
-          f"{_fmt(s['surrogates_200_default_8_metrics_4_bands_cached_s'], '.2f')} s")
-    print(f"{N_SURROGATES} surrogates, all metrics, 4 bands, unrestricted permutations in double precision, cold: "
-          f"{_fmt(s['surrogates_200_all_metrics_4_bands_unrestricted_float64_cold_s'], '.2f')} s")
+    print(
+        f"metric set, one call (ours): cold {_fmt(s['ours_metric_set_one_call_cold_s'], '.3f')} s, cached "
+        f"{_fmt(s['ours_metric_set_one_call_cached_s'], '.3f')} s (CPU {_fmt(s['ours_metric_set_one_call_cpu_s'], '.2f')} s), "
+        f"peak {_fmt(s['ours_metric_set_peak_rss_mb'], '.0f')} MB"
+    )
+    print(
+        f"HyPyP sum of per-metric times: numpy {_fmt(s['hypyp_numpy_sum_s'], '.2f')} s, "
+        f"numba (cold) {_fmt(s['hypyp_numba_cold_sum_s'], '.2f')} s"
+    )
+    print(
+        f"speed-up of the metric set: x{_fmt(s.get('speedup_vs_hypyp_numpy'), '.1f')} vs HyPyP numpy, "
+        f"x{_fmt(s.get('speedup_vs_hypyp_numba_cold'), '.1f')} vs HyPyP numba (cold)"
+    )
+    print(
+        f"{N_SURROGATES} surrogates, all {len(METRICS)} metrics, 4 bands, as the check runs them: cold "
+        f"{_fmt(s['surrogates_200_all_metrics_4_bands_cold_s'], '.2f')} s, cached "
+        f"{_fmt(s['surrogates_200_all_metrics_4_bands_cached_s'], '.2f')} s (CPU "
+        f"{_fmt(s['surrogates_200_all_metrics_4_bands_cached_cpu_s'], '.2f')} s), peak {_fmt(s['surrogates_peak_rss_mb'], '.0f')} MB"
+    )
+    print(
+        f"{N_SURROGATES} surrogates, default {len(METRICS) - 1} metrics (no powcorr), 4 bands, cached: "
+        f"{_fmt(s['surrogates_200_default_8_metrics_4_bands_cached_s'], '.2f')} s"
+    )
+    print(
+        f"{N_SURROGATES} surrogates, all metrics, 4 bands, unrestricted permutations in double precision, cold: "
+        f"{_fmt(s['surrogates_200_all_metrics_4_bands_unrestricted_float64_cold_s'], '.2f')} s"
+    )
     print(f"largest |ours - HyPyP| over all metrics: {_fmt(s['max_abs_diff_all_metrics'], '.1e')}")
     print(f"targets: {s['targets']}")
     print(f"load average before/after: {result['machine']['loadavg_before']} / {result['machine']['loadavg_after']}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_synchrony_hypyp", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_synchrony_hypyp",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="skip HyPyP NumPy PLI/wPLI (about 20 GB each)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -11,17 +11,20 @@ import logging
 
 import click
 
+from dyadlab import DyadlabError
+from dyadlab.cli_support import EXIT_BUG, UserError, report_bug
+
 # command name -> "module:attribute" of a click.Command
 _COMMANDS: dict[str, str] = {
-    "record": "acquisition.cli.record_command:record",
-    "inspect": "acquisition.cli.inspect_command:inspect",
-    "stream": "acquisition.cli.stream_command:stream",
-    "preflight": "acquisition.cli.preflight_command:preflight",
-    "check": "synchrony.cli:check",
-    "group": "synchrony.group_command:group",
-    "run": "protocols.commands:run",
-    "demo": "protocols.commands:demo",
-    "validate": "protocols.commands:validate",
+    "record": "dyadlab.acquisition.cli.record_command:record",
+    "inspect": "dyadlab.acquisition.cli.inspect_command:inspect",
+    "stream": "dyadlab.acquisition.cli.stream_command:stream",
+    "preflight": "dyadlab.acquisition.cli.preflight_command:preflight",
+    "check": "dyadlab.synchrony.cli:check",
+    "group": "dyadlab.synchrony.group_command:group",
+    "run": "dyadlab.protocols.commands:run",
+    "demo": "dyadlab.protocols.commands:demo",
+    "validate": "dyadlab.protocols.commands:validate",
 }
 
 
@@ -36,6 +39,22 @@ class _LazyGroup(click.Group):
         module_name, attribute = target.split(":")
         return getattr(importlib.import_module(module_name), attribute)
 
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except DyadlabError as error:  # a command that did not say it itself
+            raise UserError(str(error)) from error
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as error:  # any other exception is a bug: say so and keep the traceback
+            log = report_bug(error)
+            click.echo(
+                f"dyadlab stopped on a bug ({type(error).__name__}: {error}). The traceback is in {log}; "
+                "please report it with that file.",
+                err=True,
+            )
+            ctx.exit(EXIT_BUG)
+
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
@@ -45,6 +64,4 @@ def main(verbose: int) -> None:
     from rich.logging import RichHandler
 
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(show_path=False)], force=True
-    )
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False)], force=True)

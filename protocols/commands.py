@@ -11,23 +11,41 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from protocols.schema import LoadedProtocol, ProtocolError, bundled_protocols, load_protocol, paradigm_names, plan_session
+from dyadlab.protocols.schema import (
+    LoadedProtocol,
+    ProtocolError,
+    bundled_protocols,
+    load_protocol,
+    paradigm_names,
+    plan_session,
+)
 
 console = Console(stderr=False, highlight=False)
 error_console = Console(stderr=True, highlight=False)
 
 
 def _print_protocol_error(error: ProtocolError) -> None:
-    error_console.print(f"[bold red]Protocol rejected[/] ({len(error.issues)} problem{'s' if len(error.issues) != 1 else ''}):")
+    error_console.print(
+        f"[bold red]Protocol rejected[/] ({len(error.issues)} problem{'s' if len(error.issues) != 1 else ''}):"
+    )
     for issue in error.issues:
-        where = issue.file + (f":{issue.line}" if issue.line else "") + (f":{issue.column}" if issue.line and issue.column else "")
+        where = (
+            issue.file
+            + (f":{issue.line}" if issue.line else "")
+            + (f":{issue.column}" if issue.line and issue.column else "")
+        )
         field = f" [bold]{issue.field}[/]:" if issue.field else ""
         error_console.print(f"  [cyan]{where}[/]:{field} {issue.message}", markup=True)
         error_console.print(f"      [green]fix:[/] {issue.fix}")
 
 
-def _load(protocol: str, dyad: str | None = None, session: int | None = None,
-          partner: str | None = None, partner_id: str | None = None) -> LoadedProtocol:
+def _load(
+    protocol: str,
+    dyad: str | None = None,
+    session: int | None = None,
+    partner: str | None = None,
+    partner_id: str | None = None,
+) -> LoadedProtocol:
     overrides = {"dyad": dyad, "session": session, "partner_role": partner, "partner_id": partner_id}
     try:
         return load_protocol(protocol, overrides=overrides)
@@ -39,7 +57,10 @@ def _load(protocol: str, dyad: str | None = None, session: int | None = None,
 def _describe(loaded: LoadedProtocol) -> None:
     protocol = loaded.protocol
     plan = plan_session(protocol)
-    table = Table(title=f"{protocol.name}: study {protocol.study}, dyad {protocol.dyad}, session {protocol.session}", title_justify="left")
+    table = Table(
+        title=f"{protocol.name}: study {protocol.study}, dyad {protocol.dyad}, session {protocol.session}",
+        title_justify="left",
+    )
     for column in ("#", "block", "task", "duration / params"):
         table.add_column(column)
     ids = protocol.block_ids()
@@ -84,11 +105,20 @@ def validate(protocols: tuple[str, ...], list_tasks: bool, dyad: str | None, ses
         raise SystemExit(2)
 
 
-def _run_session(loaded: LoadedProtocol, *, out: Path, simulate: bool, autopilot: bool, speed: float,
-                 quickcheck: bool, virtual_display: bool, lsl_local: bool) -> int:
+def _run_session(
+    loaded: LoadedProtocol,
+    *,
+    out: Path,
+    simulate: bool,
+    autopilot: bool,
+    speed: float,
+    quickcheck: bool,
+    virtual_display: bool,
+    lsl_local: bool,
+) -> int:
     # Imported here so that `dyadlab validate` never loads PsychoPy, pylsl or BrainFlow.
-    from protocols.display import DisplayError, ensure_display
-    from protocols.runner import SessionRunner
+    from dyadlab.protocols.display import DisplayError, ensure_display
+    from dyadlab.protocols.runner import SessionRunner
 
     def status(stage: str, message: str) -> None:
         console.print(f"[bold blue]{stage:>10}[/] {message}")
@@ -103,7 +133,10 @@ def _run_session(loaded: LoadedProtocol, *, out: Path, simulate: bool, autopilot
     try:
         with ensure_display(size := loaded.protocol.screens.size, keep_until_exit=True) as started:
             if started:
-                status("display", f"virtual display {started} (Xvfb, 2 screens of {size[0]}x{size[1]}); timing is not meaningful")
+                status(
+                    "display",
+                    f"virtual display {started} (Xvfb, 2 screens of {size[0]}x{size[1]}); timing is not meaningful",
+                )
             runner = SessionRunner(
                 loaded,
                 out_dir=out,
@@ -119,7 +152,7 @@ def _run_session(loaded: LoadedProtocol, *, out: Path, simulate: bool, autopilot
     except DisplayError as error:
         error_console.print(f"[red]{error}[/]")
         return 2
-    except Exception as error:  # noqa: BLE001 - the runner already finalized; say what happened
+    except Exception as error:
         error_console.print(f"[bold red]Session failed:[/] {error}")
         return 1
     return 0 if result.complete else 3
@@ -140,31 +173,84 @@ def _print_result(result: Any) -> None:
 @click.argument("protocol")
 @click.option("--simulate", is_flag=True, help="Use the coupled-dyad simulator instead of every board.")
 @click.option("--autopilot", is_flag=True, help="Simulated participants respond (no one at the keyboard).")
-@click.option("--speed", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
-              help="Run durations this many times faster (autopilot pilots only).")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
-              help="Output folder; files go where the protocol's output pattern says.")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="Run durations this many times faster (autopilot pilots only).",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    help="Output folder; files go where the protocol's output pattern says.",
+)
 @click.option("--dyad", default=None, help="Dyad id (overrides the protocol's).")
 @click.option("--session", type=click.IntRange(min=1), default=None, help="Session number (overrides the protocol's).")
-@click.option("--partner", default=None, help="Role of participant B this run (therapist, stranger, significant-other...).")
+@click.option(
+    "--partner", default=None, help="Role of participant B this run (therapist, stranger, significant-other...)."
+)
 @click.option("--partner-id", default=None, help="Id of participant B this run.")
 @click.option("--no-quickcheck", is_flag=True, help="Skip the synchrony quick-check at the end.")
-def run(protocol: str, simulate: bool, autopilot: bool, speed: float, out: Path, dyad: str | None,
-        session: int | None, partner: str | None, partner_id: str | None, no_quickcheck: bool) -> None:
+def run(
+    protocol: str,
+    simulate: bool,
+    autopilot: bool,
+    speed: float,
+    out: Path,
+    dyad: str | None,
+    session: int | None,
+    partner: str | None,
+    partner_id: str | None,
+    no_quickcheck: bool,
+) -> None:
     """Run a session from PROTOCOL (a .yaml file or a bundled name: demo, cooperation, ...)."""
     if speed != 1.0 and not autopilot:
-        raise click.UsageError("--speed changes durations; it is only allowed with --autopilot (pilots, never participants)")
+        raise click.UsageError(
+            "--speed changes durations; it is only allowed with --autopilot (pilots, never participants)"
+        )
     loaded = _load(protocol, dyad, session, partner, partner_id)
-    sys.exit(_run_session(loaded, out=out, simulate=simulate, autopilot=autopilot, speed=speed,
-                          quickcheck=not no_quickcheck, virtual_display=autopilot, lsl_local=False))
+    sys.exit(
+        _run_session(
+            loaded,
+            out=out,
+            simulate=simulate,
+            autopilot=autopilot,
+            speed=speed,
+            quickcheck=not no_quickcheck,
+            virtual_display=autopilot,
+            lsl_local=False,
+        )
+    )
 
 
 @click.command()
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
-              show_default=True, help="Output folder.")
-@click.option("--speed", type=click.FloatRange(min=0.01), default=1.0, show_default=True, help="Run faster than real time.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    help="Output folder.",
+)
+@click.option(
+    "--speed", type=click.FloatRange(min=0.01), default=1.0, show_default=True, help="Run faster than real time."
+)
 def demo(out: Path, speed: float) -> None:
     """The bundled demo: a ~2-minute simulated dyad session with autopilot, recorded and checked."""
     loaded = _load("demo")
-    sys.exit(_run_session(loaded, out=out, simulate=True, autopilot=True, speed=speed, quickcheck=True,
-                          virtual_display=True, lsl_local=True))
+    sys.exit(
+        _run_session(
+            loaded,
+            out=out,
+            simulate=True,
+            autopilot=True,
+            speed=speed,
+            quickcheck=True,
+            virtual_display=True,
+            lsl_local=True,
+        )
+    )

@@ -17,12 +17,15 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
+
+from dyadlab import DyadlabError
 
 logger = logging.getLogger(__name__)
 
 
-class DisplayError(RuntimeError):
+class DisplayError(DyadlabError, RuntimeError):
     """No display is available and none could be started."""
 
 

@@ -38,14 +38,16 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from acquisition.lslconfig import LslConfig, apply_lsl_config
-from acquisition.streams import ParticipantInfo, source_id
-from protocols.schema import (
+from dyadlab import DyadlabError
+from dyadlab.acquisition.lslconfig import LslConfig, apply_lsl_config
+from dyadlab.acquisition.streams import ParticipantInfo, source_id
+from dyadlab.protocols.schema import (
     LoadedProtocol,
     Protocol,
     SessionPlan,
@@ -60,7 +62,7 @@ logger = logging.getLogger(__name__)
 StatusCallback = Callable[[str, str], None]
 
 
-class SessionError(RuntimeError):
+class SessionError(DyadlabError, RuntimeError):
     """The session failed at ``stage``; everything recorded up to then is finalized on disk."""
 
     def __init__(self, stage: str, message: str, files: dict[str, Path]) -> None:
@@ -116,7 +118,7 @@ class SessionResult:
     session : dict
         The content of ``session.json``.
     quickcheck : dict | None
-        What :func:`synchrony.check.run_check` returned, if it ran.
+        What :func:`dyadlab.synchrony.check.run_check` returned, if it ran.
     problems : list of str
         Warnings the operator should read (recorder problems, quick-check failure...).
     """
@@ -143,7 +145,7 @@ class SessionRunner:
     Parameters
     ----------
     protocol : LoadedProtocol or Protocol
-        From :func:`protocols.schema.load_protocol` (a bare ``Protocol`` is accepted for tests).
+        From :func:`dyadlab.protocols.schema.load_protocol` (a bare ``Protocol`` is accepted for tests).
     out_dir : Path
         Root output folder; files go where ``protocol.output.pattern`` puts them.
     simulate : bool
@@ -332,7 +334,7 @@ class _SessionState:
         try:
             with contextlib.ExitStack() as resources:
                 self._run_stages(resources)
-        except BaseException as error:  # noqa: BLE001 - finalize, then re-raise below
+        except BaseException as error:
             self.error = error
         finally:
             if self.recording_failure is not None and not isinstance(self.error, RecordingFailed):
@@ -372,12 +374,16 @@ class _SessionState:
             "known_peers": list(config.known_peers),
             "config_file": str(cfg_path) if cfg_path else os.environ.get("LSLAPICFG"),
         }
-        from acquisition.markers import MarkerHub, MarkerOutlet
-        from acquisition.streams import event_stream_info
+        from dyadlab.acquisition.markers import MarkerHub, MarkerOutlet
+        from dyadlab.acquisition.streams import event_stream_info
 
         self.stage = "outlets"
-        marker_outlet = resources.enter_context(MarkerOutlet(event_stream_info(protocol.study, protocol.dyad, "markers")))
-        response_outlet = resources.enter_context(MarkerOutlet(event_stream_info(protocol.study, protocol.dyad, "responses")))
+        marker_outlet = resources.enter_context(
+            MarkerOutlet(event_stream_info(protocol.study, protocol.dyad, "markers"))
+        )
+        response_outlet = resources.enter_context(
+            MarkerOutlet(event_stream_info(protocol.study, protocol.dyad, "responses"))
+        )
         hub = MarkerHub(marker_outlet)
         self.status("streams", f"marker and response outlets for {protocol.study}/{protocol.dyad}")
 
@@ -385,7 +391,9 @@ class _SessionState:
         bridges = _start_sources(self, resources, hub)
         self.bridges = bridges
 
-        _wait_until_published(self, [marker_outlet.source_id, response_outlet.source_id] + [b.source_id for b in bridges])
+        _wait_until_published(
+            self, [marker_outlet.source_id, response_outlet.source_id] + [b.source_id for b in bridges]
+        )
 
         self.stage = "preflight"
         if protocol.preflight.enabled:
@@ -398,17 +406,22 @@ class _SessionState:
         _run_tasks(self, resources, hub, response_outlet)
 
     def _start_recorder(self, resources: contextlib.ExitStack, bridges: list[Any]) -> None:
-        from acquisition.recorder import LslRecorder, StreamSelector
+        from dyadlab.acquisition.recorder import LslRecorder, StreamSelector
 
         protocol = self.protocol
-        selectors = [StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "eeg", p.label)) for p in self.runner.participants]
+        selectors = [
+            StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "eeg", p.label))
+            for p in self.runner.participants
+        ]
         selectors += [
             StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "markers")),
             StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "responses")),
         ]
         for bridge, person in zip(bridges, self.runner.participants):
             if _has_aux(bridge):
-                selectors.append(StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "aux", person.label)))
+                selectors.append(
+                    StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "aux", person.label))
+                )
         metadata = {
             "study": protocol.study,
             "dyad": protocol.dyad,
@@ -417,8 +430,13 @@ class _SessionState:
             "session_record": self.files["session"].name,
         }
         planned = self.runner.planned_recording_seconds()
-        recorder = LslRecorder(self.files["xdf"], selectors, file_metadata=metadata, planned_duration=planned,
-                               on_failure=self._on_recording_failed)
+        recorder = LslRecorder(
+            self.files["xdf"],
+            selectors,
+            file_metadata=metadata,
+            planned_duration=planned,
+            on_failure=self._on_recording_failed,
+        )
         recorder.start()  # refuses (InsufficientSpaceError) when the disk cannot hold the session
         self.recorder = recorder
         # Unwinding order: windows close, then the recorder stops, then the bridges stop.
@@ -430,14 +448,18 @@ class _SessionState:
         """Drain and finalize the XDF (before the bridges and outlets go away)."""
         try:
             summary = self.recorder.stop()
-        except Exception as error:  # noqa: BLE001 - keep finalizing, report it
+        except Exception as error:
             logger.exception("stopping the recorder failed")
             self.problems.append(f"stopping the recorder failed: {error}")
             return
         self.recorder_summary = _jsonable(summary)
         self.problems.extend(summary.problems)
-        self.status("saved", f"{self.files['xdf']} ({summary.file_size / 1e6:.1f} MB; "
-                    + ", ".join(f"{s.name}: {s.sample_count}" for s in summary.streams) + ")")
+        self.status(
+            "saved",
+            f"{self.files['xdf']} ({summary.file_size / 1e6:.1f} MB; "
+            + ", ".join(f"{s.name}: {s.sample_count}" for s in summary.streams)
+            + ")",
+        )
 
     def _after_recording(self) -> None:
         """Write session.json, then run the quick-check on the finalized XDF."""
@@ -450,17 +472,23 @@ class _SessionState:
             self._write_session_json()
 
     def _quickcheck(self) -> None:
-        from synchrony.check import run_check
+        from dyadlab.synchrony.check import run_check
 
         json_out = self.stem.with_name(self.stem.name + "_quickcheck.json")
         html_out = self.stem.with_name(self.stem.name + "_quickcheck.html")
         self.status("checking", f"synchrony quick-check of {self.files['xdf'].name}")
         settings = self.protocol.quickcheck
-        kwargs = {"json_out": json_out, "html_out": html_out, "n_surrogates": settings.surrogates,
-                  "epoch_length": settings.epoch_seconds, "seed": _session_seed(self.protocol), "progress": False}
+        kwargs = {
+            "json_out": json_out,
+            "html_out": html_out,
+            "n_surrogates": settings.surrogates,
+            "epoch_length": settings.epoch_seconds,
+            "seed": _session_seed(self.protocol),
+            "progress": False,
+        }
         try:
             result = run_check(self.files["xdf"], **kwargs)
-        except Exception as error:  # noqa: BLE001 - the recording is safe; report the check failure
+        except Exception as error:
             logger.exception("quick-check failed")
             self.quickcheck_info = {"error": f"{type(error).__name__}: {error}"}
             self.problems.append(f"quick-check failed: {error}")
@@ -469,7 +497,11 @@ class _SessionState:
         for kind, path in (("quickcheck_json", json_out), ("quickcheck_html", html_out)):
             if path.exists():
                 self.files[kind] = path
-        self.quickcheck_info = {"json": str(json_out), "html": str(html_out), "summary": _quickcheck_summary(self.quickcheck)}
+        self.quickcheck_info = {
+            "json": str(json_out),
+            "html": str(html_out),
+            "summary": _quickcheck_summary(self.quickcheck),
+        }
 
     def _write_session_json(self) -> None:
         """Write session.json atomically; if the disk refuses (full...), log its content instead."""
@@ -484,7 +516,8 @@ class _SessionState:
                 tmp.unlink(missing_ok=True)
             logger.error(
                 "cannot write the session record %s (%s); %s. Its content, to save by hand:\n%s",
-                path, error.strerror or error,
+                path,
+                error.strerror or error,
                 "the previous version on disk is out of date" if path.exists() else "there is none on disk",
                 text,
             )
@@ -508,7 +541,11 @@ class _SessionState:
                 "sha256": loaded.sha256 if loaded else hashlib.sha256(protocol.model_dump_json().encode()).hexdigest(),
                 "resolved": protocol.model_dump(mode="json"),
             },
-            "run_options": {"simulate": self.runner.simulate, "autopilot": self.runner.autopilot, "speed": self.runner.speed},
+            "run_options": {
+                "simulate": self.runner.simulate,
+                "autopilot": self.runner.autopilot,
+                "speed": self.runner.speed,
+            },
             "counterbalancing": {
                 **self.plan_record(),
             },
@@ -585,7 +622,7 @@ def _start_sources(state: _SessionState, resources: contextlib.ExitStack, hub: A
 
     Every bridge started is stopped (and its source released) when ``resources`` closes.
     """
-    from acquisition.bridge import BoardBridge
+    from dyadlab.acquisition.bridge import BoardBridge
 
     runner = state.runner
     protocol = state.protocol
@@ -593,7 +630,7 @@ def _start_sources(state: _SessionState, resources: contextlib.ExitStack, hub: A
     simulated = {label for label, p in by_label.items() if runner.simulate or p.uses_simulator}
     simulator_sources: dict[str, Any] = {}
     if simulated:
-        from acquisition.simulator import CoupledDyadSimulator
+        from dyadlab.acquisition.simulator import CoupledDyadSimulator
 
         simulator = CoupledDyadSimulator(participants=tuple(sorted(by_label)), seed=_session_seed(protocol))
         resources.callback(simulator.close)  # after the bridges (LIFO): stops the marker follower
@@ -605,7 +642,7 @@ def _start_sources(state: _SessionState, resources: contextlib.ExitStack, hub: A
         if person.label in simulated:
             source = simulator_sources[person.label]
         else:
-            from acquisition.brainflow_source import BrainFlowSource
+            from dyadlab.acquisition.brainflow_source import BrainFlowSource
 
             source = BrainFlowSource(by_label[person.label].board_spec(), participant=person.label)
         bridge = BoardBridge(source, study=protocol.study, dyad=protocol.dyad, participant=person)
@@ -621,10 +658,15 @@ def _start_sources(state: _SessionState, resources: contextlib.ExitStack, hub: A
             "aux_channels": list(source.aux_channel_names),
             "stream": bridge.stream_name,
             "source_id": bridge.source_id,
-            "connection": None if person.label in simulated else by_label[person.label].board_spec().model_dump(mode="json"),
+            "connection": None
+            if person.label in simulated
+            else by_label[person.label].board_spec().model_dump(mode="json"),
         }
-        state.status("device", f"{person.label} ({person.participant_id}, {person.role}): {bridge.stream_name} "
-                     f"from {state.devices[person.label]['kind']} at {source.sampling_rate:g} Hz")
+        state.status(
+            "device",
+            f"{person.label} ({person.participant_id}, {person.role}): {bridge.stream_name} "
+            f"from {state.devices[person.label]['kind']} at {source.sampling_rate:g} Hz",
+        )
     return bridges
 
 
@@ -644,13 +686,17 @@ def _wait_until_published(state: _SessionState, source_ids: list[str], timeout: 
 def _stop_bridge(bridge: Any) -> None:
     try:
         bridge.stop()
-    except Exception:  # noqa: BLE001 - the other bridge must still be stopped
+    except Exception:
         logger.exception("stopping %s failed", bridge.stream_name)
 
 
 def _preflight(state: _SessionState, bridges: list[Any]) -> None:
     """Check both EEG streams and the marker stream; raise :class:`PreflightFailed` if not ready."""
-    from acquisition.preflight import ChannelThresholds, PreflightConfig, run_preflight
+    from dyadlab.acquisition.preflight import (
+        ChannelThresholds,
+        PreflightConfig,
+        run_preflight,
+    )
 
     protocol = state.protocol
     settings = protocol.preflight
@@ -680,8 +726,8 @@ def _preflight(state: _SessionState, bridges: list[Any]) -> None:
 
 def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, responses: Any) -> None:
     """Open the windows, frame the blocks with session_start / session_end, run them in order."""
-    from acquisition.markers import Marker
-    from tasks.kit import SessionAborted, TaskContext
+    from dyadlab.acquisition.markers import Marker
+    from dyadlab.tasks.kit import SessionAborted, TaskContext
 
     runner = state.runner
     protocol = state.protocol
@@ -698,13 +744,21 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
         autopilot=autopilot,
         seed=_session_seed(protocol),
         screenshot_dir=runner.screenshot_dir,
-        experiment_info={"study": protocol.study, "dyad": protocol.dyad, "session": protocol.session, "protocol": protocol.name},
+        experiment_info={
+            "study": protocol.study,
+            "dyad": protocol.dyad,
+            "session": protocol.session,
+            "protocol": protocol.name,
+        },
     )
     resources.callback(context.close)
     context.open()
     state.context = context
-    state.status("windows", f"{protocol.screens.layout} layout, {len(context.views)} window(s)"
-                 + (f", autopilot at speed {autopilot.speed:g}" if autopilot else ""))
+    state.status(
+        "windows",
+        f"{protocol.screens.layout} layout, {len(context.views)} window(s)"
+        + (f", autopilot at speed {autopilot.speed:g}" if autopilot else ""),
+    )
 
     state.stage = "blocks"
     registry = paradigms()
@@ -732,7 +786,9 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
             first_flip = len(context.flip_log)
             record.status = "running"
             record.start_wall = now_wall()
-            state.status("block", f"{record.position}/{len(state.blocks)} {record.id} ({record.task}); {_stream_health(state)}")
+            state.status(
+                "block", f"{record.position}/{len(state.blocks)} {record.id} ({record.task}); {_stream_health(state)}"
+            )
             try:
                 paradigm.run(context, params, record.id)
             except SessionAborted:
@@ -761,7 +817,7 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
             context.mark_on_next_flip(end)
             context.flip(read_keys=False)  # a second Escape must not lose session_end
             state.end_lsl = _last_marker_stamp(context, "session_end")
-        except Exception:  # noqa: BLE001 - the windows may be gone; the marker must not be
+        except Exception:
             logger.exception("session_end could not be pushed on a flip; pushing it directly")
             state.end_lsl = hub.push(end)
         state.end_wall = now_wall()
@@ -863,7 +919,7 @@ def _versions() -> dict[str, str | None]:
         import pylsl
 
         versions["liblsl"] = str(pylsl.library_version())
-    except Exception:  # noqa: BLE001 - a version string is not worth failing for
+    except Exception:
         versions["liblsl"] = None
     return versions
 

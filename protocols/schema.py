@@ -12,16 +12,18 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tasks.autopilot import AutopilotSettings
-from tasks.display import DisplaySettings
-from tasks.input import KeySettings
+from dyadlab import DyadlabError
+from dyadlab.tasks.autopilot import AutopilotSettings
+from dyadlab.tasks.display import DisplaySettings
+from dyadlab.tasks.input import KeySettings
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 SIMULATOR_BOARD = "simulator"
@@ -108,7 +110,7 @@ class ProtocolIssue:
         return f"{where}:{field} {self.message}\n    fix: {self.fix}"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(DyadlabError, ValueError):
     """A protocol that cannot run; ``issues`` lists every problem found."""
 
     def __init__(self, issues: list[ProtocolIssue]) -> None:
@@ -144,7 +146,7 @@ class Participant(_Strict):
     device: dict[str, Any] = Field(
         default_factory=lambda: {"board": "synthetic"},
         description="`board: simulator`, or a BrainFlow board name with its connection parameters "
-        "(acquisition.brainflow_source.BoardSpec fields: serial_port, mac_address, serial_number...).",
+        "(dyadlab.acquisition.brainflow_source.BoardSpec fields: serial_port, mac_address, serial_number...).",
     )
 
     @field_validator("label")
@@ -166,7 +168,7 @@ class Participant(_Strict):
         """The BrainFlow ``BoardSpec`` of this participant's device (``None`` for the simulator)."""
         if self.uses_simulator:
             return None
-        from acquisition.brainflow_source import BoardSpec
+        from dyadlab.acquisition.brainflow_source import BoardSpec
 
         return BoardSpec.model_validate(self.device)
 
@@ -206,7 +208,9 @@ class Block(_Strict):
         return value
 
 
-BlockOrder = Literal["none", "latin-square", "reverse-on-even-sessions", "reverse-on-odd-sessions", "reverse-on-even-dyads"]
+BlockOrder = Literal[
+    "none", "latin-square", "reverse-on-even-sessions", "reverse-on-odd-sessions", "reverse-on-even-dyads"
+]
 RoleOrder = Literal["none", "swap-on-even-dyads", "swap-on-even-sessions"]
 
 
@@ -236,7 +240,9 @@ class Output(_Strict):
         try:
             fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
         except ValueError as error:
-            raise FieldProblem(f"the pattern is not a valid format string ({error})", "balance every '{' with '}'") from None
+            raise FieldProblem(
+                f"the pattern is not a valid format string ({error})", "balance every '{' with '}'"
+            ) from None
         unknown = sorted({name for name in fields if name not in OUTPUT_PLACEHOLDERS})
         if unknown:
             raise FieldProblem(
@@ -251,7 +257,9 @@ class Output(_Strict):
         try:
             rendered = value.format(**OUTPUT_PLACEHOLDERS)
         except (ValueError, TypeError, IndexError) as error:
-            raise FieldProblem(f"the pattern cannot be filled in ({error})", "check the format specs, e.g. {session:02d}") from None
+            raise FieldProblem(
+                f"the pattern cannot be filled in ({error})", "check the format specs, e.g. {session:02d}"
+            ) from None
         if rendered.startswith("/") or ".." in Path(rendered).parts:
             raise FieldProblem("the pattern leaves the output folder", "use a relative path without '..'")
         return value
@@ -276,9 +284,13 @@ class PreflightSettings(_Strict):
     seconds: float = Field(default=3.0, gt=0, description="How long to measure each stream.")
     line_frequency: Literal[50, 60] = 50
     noisy_std_uv: float = Field(
-        default=100.0, gt=0, description="A channel whose standard deviation exceeds this (µV, 1 Hz high-passed) is noisy."
+        default=100.0,
+        gt=0,
+        description="A channel whose standard deviation exceeds this (µV, 1 Hz high-passed) is noisy.",
     )
-    max_bad_channels: int = Field(default=0, ge=0, description="Bad channels tolerated per participant (then warnings).")
+    max_bad_channels: int = Field(
+        default=0, ge=0, description="Bad channels tolerated per participant (then warnings)."
+    )
 
 
 class QuickCheckSettings(_Strict):
@@ -300,10 +312,15 @@ class Protocol(_Strict):
     session: int = Field(default=1, ge=1, description="Session number within the dyad (1, 2, ...).")
     participants: list[Participant] = Field(min_length=2, max_length=2)
     extra_roles: list[str] = Field(default_factory=list, description="Roles beyond the known ones.")
-    screens: DisplaySettings = Field(default_factory=DisplaySettings, description="Window layout (tasks.display).")
-    keys: KeySettings = Field(default_factory=KeySettings, description="Response and operator keys (tasks.input).")
+    screens: DisplaySettings = Field(
+        default_factory=DisplaySettings, description="Window layout (dyadlab.tasks.display)."
+    )
+    keys: KeySettings = Field(
+        default_factory=KeySettings, description="Response and operator keys (dyadlab.tasks.input)."
+    )
     autopilot: AutopilotSettings = Field(
-        default_factory=AutopilotSettings, description="Simulated participants used with --autopilot (tasks.autopilot)."
+        default_factory=AutopilotSettings,
+        description="Simulated participants used with --autopilot (dyadlab.tasks.autopilot).",
     )
     blocks: list[Block] = Field(min_length=1)
     counterbalance: Counterbalance = Field(default_factory=Counterbalance)
@@ -348,16 +365,16 @@ class Protocol(_Strict):
 
 
 def paradigms() -> Mapping[str, Any]:
-    """The paradigm registry ``tasks.paradigms.PARADIGMS`` (name -> class with ``.Params``)."""
+    """The paradigm registry ``dyadlab.tasks.paradigms.PARADIGMS`` (name -> class with ``.Params``)."""
     try:
-        from tasks.paradigms import PARADIGMS
+        from dyadlab.tasks.paradigms import PARADIGMS
     except ImportError:
         return {}
     return PARADIGMS
 
 
 def _board_spec_model() -> type[BaseModel]:
-    from acquisition.brainflow_source import BoardSpec
+    from dyadlab.acquisition.brainflow_source import BoardSpec
 
     return BoardSpec
 
@@ -442,7 +459,9 @@ def load_protocol(name_or_path: str | Path, overrides: Mapping[str, Any] | None 
     return LoadedProtocol(protocol=protocol, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest(), text=text)
 
 
-def validate_protocol_text(text: str, *, file: str = "<protocol>", overrides: Mapping[str, Any] | None = None) -> Protocol:
+def validate_protocol_text(
+    text: str, *, file: str = "<protocol>", overrides: Mapping[str, Any] | None = None
+) -> Protocol:
     """Validate protocol YAML ``text``; raise :class:`ProtocolError` with file/field/fix for each problem."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -465,7 +484,14 @@ def validate_protocol_text(text: str, *, file: str = "<protocol>", overrides: Ma
         raise ProtocolError([ProtocolIssue(file, "", f"YAML error: {error}", "fix the YAML syntax")]) from None
     if not isinstance(data, dict):
         raise ProtocolError(
-            [ProtocolIssue(file, "", "the file is not a mapping of protocol fields", "start from a bundled protocol, e.g. `name: ...`, `study: ...`")]
+            [
+                ProtocolIssue(
+                    file,
+                    "",
+                    "the file is not a mapping of protocol fields",
+                    "start from a bundled protocol, e.g. `name: ...`, `study: ...`",
+                )
+            ]
         )
     positions = _node_positions(node)
     _apply_overrides(data, overrides or {})
@@ -491,7 +517,11 @@ def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> None
             data[key] = value
     if any(value is not None for value in partner.values()):
         people = data.get("participants")
-        target = next((p for p in people if isinstance(p, dict) and p.get("label") == "B"), None) if isinstance(people, list) else None
+        target = (
+            next((p for p in people if isinstance(p, dict) and p.get("label") == "B"), None)
+            if isinstance(people, list)
+            else None
+        )
         if target is not None:
             target.update({key: value for key, value in partner.items() if value is not None})
 
@@ -512,7 +542,9 @@ def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple
                 issue(
                     ("participants", index, attribute),
                     f"participant {attribute} {value!r} is used twice (also participants[{seen[value]}])",
-                    "give each participant a unique label (A and B) and id" if attribute == "label" else "give each participant their own id",
+                    "give each participant a unique label (A and B) and id"
+                    if attribute == "label"
+                    else "give each participant their own id",
                 )
             seen[value] = index
     roles = set(KNOWN_ROLES) | set(protocol.extra_roles)
@@ -528,12 +560,20 @@ def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple
         if person.uses_simulator:
             extra = sorted(set(person.device) - {"board"})
             if extra:
-                issue(("participants", index, "device", extra[0]), "the simulator takes no connection parameters", f"remove {', '.join(extra)}")
+                issue(
+                    ("participants", index, "device", extra[0]),
+                    "the simulator takes no connection parameters",
+                    f"remove {', '.join(extra)}",
+                )
             continue
         try:
             specs[index] = person.board_spec()
         except ValidationError as error:
-            issues.extend(_issues_from_validation(error, file, positions, _board_spec_model(), prefix=("participants", index, "device")))
+            issues.extend(
+                _issues_from_validation(
+                    error, file, positions, _board_spec_model(), prefix=("participants", index, "device")
+                )
+            )
     if len(specs) == 2:
         first, second = specs.values()
         if first == second and first.board != "synthetic":
@@ -546,7 +586,11 @@ def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple
     seen_ids: dict[str, int] = {}
     for index, block_id in enumerate(ids):
         if block_id in seen_ids:
-            issue(("blocks", index, "id"), f"block id {block_id!r} is used twice (also blocks[{seen_ids[block_id]}])", "give every block a unique id")
+            issue(
+                ("blocks", index, "id"),
+                f"block id {block_id!r} is used twice (also blocks[{seen_ids[block_id]}])",
+                "give every block a unique id",
+            )
         seen_ids[block_id] = index
     _check_label_references(protocol, issue)
     issues.extend(_counterbalance_issues(protocol, file, positions))
@@ -567,22 +611,31 @@ def _label_references(params: Any, path: tuple = ()) -> Iterator[tuple[tuple, st
             yield from _label_references(value, (*path, key))
 
 
-def _check_label_references(protocol: "Protocol", issue: Callable[[tuple, str, str], None]) -> None:
+def _check_label_references(protocol: Protocol, issue: Callable[[tuple, str, str], None]) -> None:
     """Every participant has keys and an autopilot; blocks name only the session's labels."""
     labels = [person.label for person in protocol.participants]
     listed = ", ".join(labels)
     for label in labels:
         if label not in protocol.keys.participants:
-            issue(("keys", "participants"), f"participant {label!r} has no response key",
-                  f"add it, e.g. keys: {{participants: {{{label}: {{respond: <key>}}}}}}")
+            issue(
+                ("keys", "participants"),
+                f"participant {label!r} has no response key",
+                f"add it, e.g. keys: {{participants: {{{label}: {{respond: <key>}}}}}}",
+            )
         if label not in protocol.autopilot.participants:
-            issue(("autopilot", "participants"), f"participant {label!r} has no simulated participant for --autopilot",
-                  f"add it, e.g. autopilot: {{participants: {{{label}: {{}}}}}}")
+            issue(
+                ("autopilot", "participants"),
+                f"participant {label!r} has no simulated participant for --autopilot",
+                f"add it, e.g. autopilot: {{participants: {{{label}: {{}}}}}}",
+            )
     for index, block in enumerate(protocol.blocks):
         for location, label in _label_references(block.params):
             if label not in labels:
-                issue(("blocks", index, "params", *location), f"{label!r} is not a participant of this session",
-                      f"use one of {listed}")
+                issue(
+                    ("blocks", index, "params", *location),
+                    f"{label!r} is not a participant of this session",
+                    f"use one of {listed}",
+                )
 
 
 def _block_param_issues(raw_blocks: Any, file: str, positions: dict[tuple, tuple[int, int]]) -> list[ProtocolIssue]:
@@ -606,16 +659,22 @@ def _block_param_issues(raw_blocks: Any, file: str, positions: dict[tuple, tuple
         try:
             paradigm.Params.model_validate(resolved)
         except ValidationError as error:
-            issues.extend(_issues_from_validation(error, file, positions, paradigm.Params, prefix=("blocks", index, "params")))
+            issues.extend(
+                _issues_from_validation(error, file, positions, paradigm.Params, prefix=("blocks", index, "params"))
+            )
     return issues
 
 
-def _counterbalance_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple[int, int]]) -> list[ProtocolIssue]:
+def _counterbalance_issues(
+    protocol: Protocol, file: str, positions: dict[tuple, tuple[int, int]]
+) -> list[ProtocolIssue]:
     issues = []
     plan = protocol.counterbalance
     movable = [b for b in protocol.blocks if not b.fixed]
-    needs_dyad_number = plan.roles.endswith("dyads") or plan.blocks.endswith("dyads") or (
-        plan.blocks == "latin-square" and "dyad" in plan.latin_square_by
+    needs_dyad_number = (
+        plan.roles.endswith("dyads")
+        or plan.blocks.endswith("dyads")
+        or (plan.blocks == "latin-square" and "dyad" in plan.latin_square_by)
     )
     if needs_dyad_number and protocol.dyad_number is None:
         line, column = _position(positions, ("dyad",))
@@ -775,27 +834,45 @@ def _explain(detail: dict[str, Any], model: type[BaseModel], loc: tuple) -> tupl
         return problem.message, problem.fix
     name = loc[-1] if loc else ""
     if name == "board" and kind == "value_error":
-        from acquisition.brainflow_source import board_names
+        from dyadlab.acquisition.brainflow_source import board_names
 
-        return f"unknown board {detail.get('input')!r}", f"use 'simulator' or a BrainFlow board name: {', '.join(board_names())}"
+        return (
+            f"unknown board {detail.get('input')!r}",
+            f"use 'simulator' or a BrainFlow board name: {', '.join(board_names())}",
+        )
     if kind == "extra_forbidden":
         owner = _model_at(model, loc)
         valid = ", ".join(owner.model_fields) if owner else ""
-        return f"unknown key {name!r}", f"remove it or correct its spelling; valid keys here: {valid}" if valid else "remove it"
+        return (
+            f"unknown key {name!r}",
+            f"remove it or correct its spelling; valid keys here: {valid}" if valid else "remove it",
+        )
     if kind == "missing":
         owner = _model_at(model, loc)
         description = ""
         if owner is not None and name in owner.model_fields:
             description = owner.model_fields[name].description or ""
-        return f"required field {name!r} is missing", f"add `{name}: ...`" + (f" ({description})" if description else "")
+        return f"required field {name!r} is missing", f"add `{name}: ...`" + (
+            f" ({description})" if description else ""
+        )
     if kind == "literal_error":
-        return f"{detail['msg']}, got {detail.get('input')!r}", f"use {context.get('expected', 'one of the listed values')}"
-    bounds = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt"), "less_than_equal": ("<=", "le")}
+        return (
+            f"{detail['msg']}, got {detail.get('input')!r}",
+            f"use {context.get('expected', 'one of the listed values')}",
+        )
+    bounds = {
+        "greater_than": (">", "gt"),
+        "greater_than_equal": (">=", "ge"),
+        "less_than": ("<", "lt"),
+        "less_than_equal": ("<=", "le"),
+    }
     if kind in bounds:
         symbol, key = bounds[kind]
         return f"{detail['msg'].lower()}, got {detail.get('input')!r}", f"use a value {symbol} {context.get(key)}"
     if kind in ("too_short", "too_long"):
-        return detail["msg"], "a dyad has exactly two participants" if name == "participants" else "change the number of items"
+        return detail[
+            "msg"
+        ], "a dyad has exactly two participants" if name == "participants" else "change the number of items"
     for type_name, human in _TYPE_NAMES.items():
         if kind.startswith(type_name):
             return f"expected {human}, got {detail.get('input')!r}", f"write {human} here"
@@ -861,7 +938,9 @@ def plan_session(protocol: Protocol) -> SessionPlan:
     ordered = list(movable)
     row_used = None
     if plan.blocks == "latin-square":
-        key = {"dyad": dyad_number or 1, "session": session, "dyad+session": (dyad_number or 1) + session - 1}[plan.latin_square_by]
+        key = {"dyad": dyad_number or 1, "session": session, "dyad+session": (dyad_number or 1) + session - 1}[
+            plan.latin_square_by
+        ]
         rows = balanced_latin_square(len(movable))
         row_used = (key - 1) % len(rows)
         ordered = [movable[i] for i in rows[row_used]]
@@ -885,5 +964,11 @@ def plan_session(protocol: Protocol) -> SessionPlan:
         labels=labels,
         roles_swapped=swap,
         latin_square_row=row_used,
-        rule={"blocks": plan.blocks, "latin_square_by": plan.latin_square_by, "roles": plan.roles, "dyad_number": dyad_number, "session": session},
+        rule={
+            "blocks": plan.blocks,
+            "latin_square_by": plan.latin_square_by,
+            "roles": plan.roles,
+            "dyad_number": dyad_number,
+            "session": session,
+        },
     )

@@ -4,13 +4,13 @@
 ``dyadlab check`` wraps it). The JSON it returns and writes follows the versioned schema in
 ``docs/quickcheck-schema.md``.
 
-Pipeline (details in :mod:`synchrony.io`, :mod:`synchrony.quality`, :mod:`synchrony.segments`):
+Pipeline (details in :mod:`dyadlab.synchrony.io`, :mod:`dyadlab.synchrony.quality`, :mod:`dyadlab.synchrony.segments`):
 load -> quality per participant -> conditions from markers -> common timeline -> epochs, union
 artifact rejection -> per condition: filter the continuous blocks, analytic signal; per band
-(two at a time), inter-brain metrics (:mod:`synchrony.metrics`) and their partner-epoch-shuffle
-null from one stratified plan shared by the bands (:mod:`synchrony.surrogates`); z and
+(two at a time), inter-brain metrics (:mod:`dyadlab.synchrony.metrics`) and their partner-epoch-shuffle
+null from one stratified plan shared by the bands (:mod:`dyadlab.synchrony.surrogates`); z and
 empirical p of the mean over pairs; per pair, FDR and max-statistic FWER over pairs and bands
-(:mod:`synchrony.stats`) -> condition contrasts against rest -> diagnostics -> verdict.
+(:mod:`dyadlab.synchrony.stats`) -> condition contrasts against rest -> diagnostics -> verdict.
 """
 
 from __future__ import annotations
@@ -22,20 +22,22 @@ import math
 import platform
 import time
 import warnings as warnings_module
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from synchrony import quality as quality_mod
-from synchrony import segments as seg
-from synchrony.io import DyadRecording, load_dyad
+from dyadlab import DyadlabError
+from dyadlab.synchrony import quality as quality_mod
+from dyadlab.synchrony import segments as seg
+from dyadlab.synchrony.io import DyadRecording, load_dyad
 
 if TYPE_CHECKING:
-    from synchrony import surrogates as surrogates_mod
+    from dyadlab.synchrony import surrogates as surrogates_mod
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ BASELINE_NAMES = ("rest", "baseline", "resting", "rest-facing", "rest_facing")
 RESERVED_CONDITION_KEYS = ("n_epochs", "n_epochs_planned", "duration_s", "blocks")
 
 
-class QuickCheckError(ValueError):
+class QuickCheckError(DyadlabError, ValueError):
     """The file cannot be checked as asked (the message says why and what to do)."""
 
 
@@ -95,11 +97,15 @@ class _Progress:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
             )
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> _Progress:
         if self._bar is not None:
             self._bar.start()
         return self
@@ -205,7 +211,13 @@ def conditions_and_blocks(
     return [seg.Block(seg.WHOLE_RECORDING, start, end, seg.WHOLE_RECORDING)], "whole-recording", warnings
 
 
-def _traces(recording: DyadRecording, aligned: seg.AlignedDyad, blocks: Sequence[seg.Block], used_a: np.ndarray, used_b: np.ndarray) -> list[dict[str, Any]]:
+def _traces(
+    recording: DyadRecording,
+    aligned: seg.AlignedDyad,
+    blocks: Sequence[seg.Block],
+    used_a: np.ndarray,
+    used_b: np.ndarray,
+) -> list[dict[str, Any]]:
     """Broadband snippets (2 s before to 3 s after) around the first block start of each condition."""
     out = []
     for condition in seg.condition_names(blocks):
@@ -219,7 +231,9 @@ def _traces(recording: DyadRecording, aligned: seg.AlignedDyad, blocks: Sequence
             channels = np.flatnonzero(used)[:3]
             ext_first = max(first - int(aligned.rate), 0)
             ext_stop = min(stop + int(aligned.rate), aligned.n_samples)
-            filtered = seg.block_analytic(data[channels, ext_first:ext_stop], aligned.rate, {"bb": (1.0, min(40.0, 0.45 * aligned.rate))})["bb"].real
+            filtered = seg.block_analytic(
+                data[channels, ext_first:ext_stop], aligned.rate, {"bb": (1.0, min(40.0, 0.45 * aligned.rate))}
+            )["bb"].real
             snippet[side] = filtered[:, first - ext_first : stop - ext_first]
             snippet[f"{side}_labels"] = [p.channel_labels[c] for c in channels]
             board = []
@@ -228,7 +242,9 @@ def _traces(recording: DyadRecording, aligned: seg.AlignedDyad, blocks: Sequence
                 times = p.timestamps[hits] - block.start
                 board = times[(times >= -2.0) & (times <= 3.0)].tolist()
             snippet[f"{side}_board_markers"] = board
-        snippet["lsl_markers"] = [m.time - block.start for m in recording.markers if -2.0 <= m.time - block.start <= 3.0]
+        snippet["lsl_markers"] = [
+            m.time - block.start for m in recording.markers if -2.0 <= m.time - block.start <= 3.0
+        ]
         out.append(snippet)
     return out
 
@@ -284,14 +300,14 @@ def run_check(
     progress : bool
         Show a rich progress bar on stderr.
     metrics : sequence of str, optional
-        Default :data:`synchrony.metrics.METRICS`.
+        Default :data:`dyadlab.synchrony.metrics.METRICS`.
     surrogate : {"epoch-shuffle", "circular-shift"}
         The null: partner-epoch shuffle within condition, or circular shift of B's epochs.
     reject_z : float
         Artifact rejection threshold (robust z of epoch log-variance).
     decimate : bool
         Compute metrics on the analytic signal at >= 4 samples per period of each band's upper
-        edge (see :func:`synchrony.segments.analysis_step`); ``False`` uses every sample.
+        edge (see :func:`dyadlab.synchrony.segments.analysis_step`); ``False`` uses every sample.
     thresholds : QualityThresholds, optional
 
     Returns
@@ -301,13 +317,13 @@ def run_check(
 
     Raises
     ------
-    synchrony.io.XdfLoadError
+    dyadlab.synchrony.io.XdfLoadError
         The file cannot be read or does not hold two EEG streams.
     QuickCheckError
         The recordings do not overlap, conditions cannot be built, or no channel is usable.
     """
-    from synchrony import metrics as metrics_mod
-    from synchrony import stats, surrogates
+    from dyadlab.synchrony import metrics as metrics_mod
+    from dyadlab.synchrony import stats, surrogates
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -360,7 +376,9 @@ def run_check(
             # The recorded samples are on the grid now (quality is done): free them for the heavy part.
             recording.a.data = recording.b.data = np.zeros((0, 0), np.float32)
             warnings.extend(aligned.notes)
-            too_high = [f"{name} {low:g}-{high:g} Hz" for name, (low, high) in band_map.items() if high >= 0.45 * aligned.rate]
+            too_high = [
+                f"{name} {low:g}-{high:g} Hz" for name, (low, high) in band_map.items() if high >= 0.45 * aligned.rate
+            ]
             if too_high:
                 raise QuickCheckError(
                     f"Band(s) {', '.join(too_high)} reach the Nyquist frequency of the data ({aligned.rate / 2:g} Hz at "
@@ -405,7 +423,10 @@ def run_check(
                 invalid = int(sum((~p.valid).sum() for p in c_plans))
                 n_used = int(sum(k.sum() for k in c_keep))
                 epochs_table[condition] = {
-                    "planned": planned, "invalid_data": invalid, "rejected_artifacts": planned - invalid - n_used, "used": n_used,
+                    "planned": planned,
+                    "invalid_data": invalid,
+                    "rejected_artifacts": planned - invalid - n_used,
+                    "used": n_used,
                 }
                 entry: dict[str, Any] = {
                     "n_epochs": n_used,
@@ -426,10 +447,21 @@ def run_check(
                         f"{MIN_EPOCHS_WARN} are recommended for stable synchrony estimates."
                     )
                 with _timed(timings, "filter_epochs"):
-                    band_epochs = seg.condition_epochs(
-                        aligned, c_plans, c_keep, epoch_length, band_map, used["A"], used["B"],
-                        decimate=decimate, continuous=surrogate == "circular-shift",
-                    ) if n_used else {}
+                    band_epochs = (
+                        seg.condition_epochs(
+                            aligned,
+                            c_plans,
+                            c_keep,
+                            epoch_length,
+                            band_map,
+                            used["A"],
+                            used["B"],
+                            decimate=decimate,
+                            continuous=surrogate == "circular-shift",
+                        )
+                        if n_used
+                        else {}
+                    )
                 # One null for all bands of the condition (the same epoch pairings, or the same time
                 # shifts), so that the family-wise correction over bands sees a joint null.
                 shuffle = shift_fractions = None
@@ -441,10 +473,16 @@ def run_check(
                 null_by_band: dict[str, dict[str, np.ndarray]] = {}
                 # Two bands at a time: the metrics' element-wise NumPy work runs on one core, the matrix
                 # products and the PLI/wPLI kernel on both, so two bands keep both cores busy.
-                jobs = {
-                    band: pool.submit(_band_synchrony, band_epochs.pop(band), metric_names, shuffle, shift_fractions)
-                    for band in band_map
-                } if n_used else {}
+                jobs = (
+                    {
+                        band: pool.submit(
+                            _band_synchrony, band_epochs.pop(band), metric_names, shuffle, shift_fractions
+                        )
+                        for band in band_map
+                    }
+                    if n_used
+                    else {}
+                )
                 for band in band_map:
                     if n_used == 0:
                         entry[band] = {m: {"mean": None, "z": None, "p": None, "matrix": None} for m in metric_names}
@@ -471,8 +509,10 @@ def run_check(
                             null_means = np.nanmean(null[metric], axis=(1, 2))
                             z, p = stats.surrogate_z_p(cell["mean"], null_means)
                             cell.update(
-                                z=float(z), p=float(p),
-                                null_mean=float(np.mean(null_means)), null_std=float(np.std(null_means, ddof=1)),
+                                z=float(z),
+                                p=float(p),
+                                null_mean=float(np.mean(null_means)),
+                                null_std=float(np.std(null_means, ddof=1)),
                                 null_p95=float(np.percentile(null_means, 95)),
                             )
                             figures.nulls[(condition, band, metric)] = null_means
@@ -489,7 +529,14 @@ def run_check(
 
     with _timed(timings, "contrasts"):
         contrasts = _contrasts(
-            condition_list, band_map, metric_names, epoch_means, epoch_blocks, figures.nulls, rng, epoch_length=epoch_length
+            condition_list,
+            band_map,
+            metric_names,
+            epoch_means,
+            epoch_blocks,
+            figures.nulls,
+            rng,
+            epoch_length=epoch_length,
         )
     diagnostics, diag_warnings = _diagnostics(result_conditions, quality, band_map, metric_names)
     warnings.extend(diag_warnings)
@@ -498,8 +545,14 @@ def run_check(
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "generated_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "file": {"path": str(path.resolve()), "name": path.name, "size_bytes": path.stat().st_size, "header": recording.file_header,
-                 "load_problems": recording.file_problems, "other_streams": recording.other_streams},
+        "file": {
+            "path": str(path.resolve()),
+            "name": path.name,
+            "size_bytes": path.stat().st_size,
+            "header": recording.file_header,
+            "load_problems": recording.file_problems,
+            "other_streams": recording.other_streams,
+        },
         "inputs": {
             "eeg": list(eeg) if eeg else None,
             "conditions": list(conditions) if conditions else None,
@@ -515,7 +568,12 @@ def run_check(
         },
         "versions": _versions(),
         "participants": {
-            p.label: {"stream": p.stream_name, "source_id": p.source_id, "participant": p.participant, "channels": p.channel_labels}
+            p.label: {
+                "stream": p.stream_name,
+                "source_id": p.source_id,
+                "participant": p.participant,
+                "channels": p.channel_labels,
+            }
             for p in recording.participants
         },
         "quality": quality,
@@ -555,7 +613,7 @@ def run_check(
         # Compact: json's C encoder only runs without indentation (10x faster on an hour's matrices).
         Path(json_out).write_text(json.dumps(result, allow_nan=False), encoding="utf-8")
     if html_out is not None:
-        from synchrony.report import write_html
+        from dyadlab.synchrony.report import write_html
 
         write_html(html_out, result, figures)
     return result
@@ -570,11 +628,11 @@ def _band_synchrony(
     """One band of one condition: per-epoch observed values (n_epochs, C_a, C_b) per metric and
     the surrogate null (n_surrogates, C_a, C_b) per metric, or ``None`` without statistics.
 
-    ``shuffle``: the condition's :class:`synchrony.surrogates.ShufflePlan` for the epoch
+    ``shuffle``: the condition's :class:`dyadlab.synchrony.surrogates.ShufflePlan` for the epoch
     shuffle; ``shift_fractions`` for the circular shift; neither, no null.
     """
-    from synchrony import metrics as metrics_mod
-    from synchrony import surrogates
+    from dyadlab.synchrony import metrics as metrics_mod
+    from dyadlab.synchrony import surrogates
 
     if shuffle is not None:
         shuffled = surrogates.shuffle_null(epochs.za, epochs.zb, shuffle, metrics)
@@ -593,7 +651,7 @@ def _circular_null(
     mean is also in the null. The lag of surrogate s is the same fraction ``shift_fractions[s]``
     of the usable range in every band, i.e. the same time shift whatever the band's analysis rate.
     """
-    from synchrony import surrogates
+    from dyadlab.synchrony import surrogates
 
     za = np.concatenate([block.za for block in epochs.blocks], axis=1)
     zb = np.concatenate([block.zb for block in epochs.blocks], axis=1)
@@ -605,8 +663,15 @@ def _circular_null(
         return None
     lags = min_shift + np.floor(shift_fractions * (n_samples - 2 * min_shift + 1)).astype(np.intp)
     return surrogates.circular_shift_surrogates(
-        za, zb, lags.size, metrics, sfreq=rate, epoch_starts=starts, epoch_samples=epochs.blocks[0].epoch_samples,
-        min_shift_s=CIRCULAR_MIN_SHIFT_S, lags=lags,
+        za,
+        zb,
+        lags.size,
+        metrics,
+        sfreq=rate,
+        epoch_starts=starts,
+        epoch_samples=epochs.blocks[0].epoch_samples,
+        min_shift_s=CIRCULAR_MIN_SHIFT_S,
+        lags=lags,
     )
 
 
@@ -621,9 +686,9 @@ def _pair_statistics(
     """Per-pair significance over the pairs and bands of each metric, written into ``entry``:
     ``pair_p_fdr`` / ``n_significant_pairs`` (Benjamini-Hochberg on parametric p) and
     ``pair_p_fwer`` / ``n_significant_pairs_fwer`` (max statistic), see
-    :func:`synchrony.stats.pair_tests`. Valid over bands because every band's null comes from
+    :func:`dyadlab.synchrony.stats.pair_tests`. Valid over bands because every band's null comes from
     the same surrogate pairings or time shifts."""
-    from synchrony import stats
+    from dyadlab.synchrony import stats
 
     bands = list(nulls)
     for metric in metrics:
@@ -652,7 +717,7 @@ def _contrasts(
 ) -> dict[str, Any]:
     """Each non-baseline condition against the baseline (rest), per band and metric.
 
-    :func:`synchrony.stats.condition_contrast` on the per-epoch means over pairs: the
+    :func:`dyadlab.synchrony.stats.condition_contrast` on the per-epoch means over pairs: the
     difference of the conditions' means, each minus its own surrogate mean when both nulls
     exist (bias-corrected), with a two-sided permutation p that exchanges runs of
     ``ceil(run_s / epoch_length)`` consecutive epochs (consecutive epochs are autocorrelated);
@@ -660,14 +725,18 @@ def _contrasts(
     ``epoch_means``). ``p_fdr``: Benjamini-Hochberg over all contrasts and bands of each
     metric, the family the report scans.
     """
-    from synchrony import stats
+    from dyadlab.synchrony import stats
 
     baseline = _baseline(names)
     if baseline is None:
         return {}
     # The small tolerance keeps e.g. 10 / 0.1 = 100.00000000000001 from becoming 101 epochs.
     run_length = max(1, math.ceil(run_s / epoch_length - 1e-9))
-    out: dict[str, Any] = {"baseline": baseline, "n_permutations": CONTRAST_PERMUTATIONS, "run_length_epochs": run_length}
+    out: dict[str, Any] = {
+        "baseline": baseline,
+        "n_permutations": CONTRAST_PERMUTATIONS,
+        "run_length_epochs": run_length,
+    }
     cells: dict[str, list[dict[str, Any]]] = {metric: [] for metric in metrics}  # FDR families
     for name in names:
         if name == baseline:
@@ -680,18 +749,33 @@ def _contrasts(
                 this, base = epoch_means.get(key), epoch_means.get(base_key)
                 if this is None or base is None or this.size < 2 or base.size < 2:
                     pair[band][metric] = {
-                        "difference": None, "p": None, "p_fdr": None, "bias_corrected": False, "n_runs": None, "exact": None,
+                        "difference": None,
+                        "p": None,
+                        "p_fdr": None,
+                        "bias_corrected": False,
+                        "n_runs": None,
+                        "exact": None,
                     }
                     continue
                 corrected = key in nulls and base_key in nulls
                 result = stats.condition_contrast(
-                    this, base, nulls[key] if corrected else None, nulls[base_key] if corrected else None,
-                    run_length=run_length, blocks_a=epoch_blocks[name], blocks_b=epoch_blocks[baseline],
-                    n_permutations=CONTRAST_PERMUTATIONS, rng=rng,
+                    this,
+                    base,
+                    nulls[key] if corrected else None,
+                    nulls[base_key] if corrected else None,
+                    run_length=run_length,
+                    blocks_a=epoch_blocks[name],
+                    blocks_b=epoch_blocks[baseline],
+                    n_permutations=CONTRAST_PERMUTATIONS,
+                    rng=rng,
                 )
                 cell = pair[band][metric] = {
-                    "difference": float(result.difference), "p": float(result.p), "p_fdr": None,
-                    "bias_corrected": corrected, "n_runs": [result.n_runs_a, result.n_runs_b], "exact": result.exact,
+                    "difference": float(result.difference),
+                    "p": float(result.p),
+                    "p_fdr": None,
+                    "bias_corrected": corrected,
+                    "n_runs": [result.n_runs_a, result.n_runs_b],
+                    "exact": result.exact,
                 }
                 cells[metric].append(cell)
         out[f"{name}-vs-{baseline}"] = pair
@@ -703,7 +787,9 @@ def _contrasts(
     return out
 
 
-def _diagnostics(conditions: dict[str, Any], quality: dict[str, Any], bands: dict[str, Any], metrics: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+def _diagnostics(
+    conditions: dict[str, Any], quality: dict[str, Any], bands: dict[str, Any], metrics: Sequence[str]
+) -> tuple[dict[str, Any], list[str]]:
     warnings = []
     common_mode = []
     if "plv" in metrics and "wpli" in metrics:
@@ -724,7 +810,10 @@ def _diagnostics(conditions: dict[str, Any], quality: dict[str, Any], bands: dic
             f"The partners' individual alpha peaks differ by {abs(diff):.1f} Hz (A {iaf_a:g} Hz, B {iaf_b:g} Hz): alpha-band "
             "phase synchrony between them is limited by the frequency mismatch."
         )
-    return {"alpha_peak_hz": {"A": iaf_a, "B": iaf_b, "difference_B_minus_A": diff}, "common_mode": common_mode}, warnings
+    return {
+        "alpha_peak_hz": {"A": iaf_a, "B": iaf_b, "difference_B_minus_A": diff},
+        "common_mode": common_mode,
+    }, warnings
 
 
 def above_chance(cell: dict[str, Any]) -> bool:
@@ -737,7 +826,8 @@ def _one_line(verdict: dict[str, Any]) -> str:
     found = verdict["synchrony_above_chance"]
     synchrony = (
         "synchrony above chance in " + ", ".join(f"{d['condition']}/{d['band']} (z {d['z']:.1f})" for d in found)
-        if found else "no synchrony above chance"
+        if found
+        else "no synchrony above chance"
     )
     return (
         f"data quality {verdict['data_quality'].upper()}, timing {verdict['timing'].upper()}, {synchrony}; "
@@ -782,15 +872,30 @@ def _verdict(result: dict[str, Any], bands: dict[str, Any]) -> dict[str, Any]:
         for band in bands:
             cell = entry[band].get(VERDICT_METRIC) if isinstance(entry.get(band), dict) else None
             if cell and above_chance(cell):
-                detected.append({"condition": condition, "band": band, "metric": VERDICT_METRIC, "z": cell["z"], "p": cell["p"], "mean": cell["mean"]})
+                detected.append(
+                    {
+                        "condition": condition,
+                        "band": band,
+                        "metric": VERDICT_METRIC,
+                        "z": cell["z"],
+                        "p": cell["p"],
+                        "mean": cell["mean"],
+                    }
+                )
     if detected:
         lines.append(
             "Inter-brain synchrony above chance (PLV, surrogate z >= 3): "
-            + ", ".join(f"{d['condition']}/{d['band']} (z {d['z']:.1f})" for d in detected) + ". The null shuffles "
+            + ", ".join(f"{d['condition']}/{d['band']} (z {d['z']:.1f})" for d in detected)
+            + ". The null shuffles "
             "this dyad's own epochs, so synchrony from shared stimulation or movement is not ruled out: compare "
             "pseudo-dyads across sessions (dyadlab group)."
         )
-    elif any(entry[b][VERDICT_METRIC].get("z") is not None for entry in result["conditions"].values() for b in bands if VERDICT_METRIC in entry[b]):
+    elif any(
+        entry[b][VERDICT_METRIC].get("z") is not None
+        for entry in result["conditions"].values()
+        for b in bands
+        if VERDICT_METRIC in entry[b]
+    ):
         lines.append("No condition and band shows inter-brain synchrony above chance (PLV, surrogate z >= 3).")
     else:
         lines.append("Synchrony statistics were not computed (no surrogates or too few epochs).")

@@ -7,13 +7,15 @@ from typing import Any
 
 import click
 
+from dyadlab.cli_support import user_errors
+
 
 def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path | None) -> None:
     from rich.console import Console
     from rich.panel import Panel
     from rich.table import Table
 
-    from synchrony.check import above_chance
+    from dyadlab.synchrony.check import above_chance
 
     console = Console()
     verdict = result["verdict"]
@@ -58,16 +60,50 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
 @click.command("check")
 @click.argument("xdf_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
-@click.option("--report", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the self-contained HTML report here.")
-@click.option("--eeg", "eeg", multiple=True, metavar="STREAM",
-              help="Participant A's, then B's EEG stream by name or source_id (give twice) when the file's metadata does not say.")
-@click.option("--condition", "conditions", multiple=True, metavar="NAME=START:END",
-              help="Define a condition from marker strings or regular expressions (repeatable), for files without dyadlab block markers.")
-@click.option("--bands", default=None, metavar="NAME=LOW-HIGH,...", help="Frequency bands, e.g. 'theta=4-7,alpha=8-12' (default theta, alpha, beta, gamma).")
-@click.option("--epoch-length", default=2.0, show_default=True, type=click.FloatRange(min=0.25), help="Epoch length in seconds.")
-@click.option("--surrogates", "n_surrogates", default=200, show_default=True, type=click.IntRange(min=0), help="Surrogates per condition (0: no statistics).")
-@click.option("--surrogate-method", type=click.Choice(["epoch-shuffle", "circular-shift"]), default="epoch-shuffle", show_default=True,
-              help="Null model: shuffle B's epochs within the condition, or shift B circularly in time.")
+@click.option(
+    "--report",
+    "html_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the self-contained HTML report here.",
+)
+@click.option(
+    "--eeg",
+    "eeg",
+    multiple=True,
+    metavar="STREAM",
+    help="Participant A's, then B's EEG stream by name or source_id (give twice) when the file's metadata does not say.",
+)
+@click.option(
+    "--condition",
+    "conditions",
+    multiple=True,
+    metavar="NAME=START:END",
+    help="Define a condition from marker strings or regular expressions (repeatable), for files without dyadlab block markers.",
+)
+@click.option(
+    "--bands",
+    default=None,
+    metavar="NAME=LOW-HIGH,...",
+    help="Frequency bands, e.g. 'theta=4-7,alpha=8-12' (default theta, alpha, beta, gamma).",
+)
+@click.option(
+    "--epoch-length", default=2.0, show_default=True, type=click.FloatRange(min=0.25), help="Epoch length in seconds."
+)
+@click.option(
+    "--surrogates",
+    "n_surrogates",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Surrogates per condition (0: no statistics).",
+)
+@click.option(
+    "--surrogate-method",
+    type=click.Choice(["epoch-shuffle", "circular-shift"]),
+    default="epoch-shuffle",
+    show_default=True,
+    help="Null model: shuffle B's epochs within the condition, or shift B circularly in time.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the surrogate generator.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def check(
@@ -84,13 +120,11 @@ def check(
     no_progress: bool,
 ) -> None:
     """Check one hyperscanning XDF recording: data quality, timing, inter-brain synchrony."""
-    from synchrony.check import QuickCheckError, run_check
-    from synchrony.io import XdfLoadError
-    from synchrony.segments import SegmentationError
+    from dyadlab.synchrony.check import run_check
 
     if eeg and len(eeg) != 2:
         raise click.UsageError(f"--eeg must be given exactly twice (A, then B), got {len(eeg)}.")
-    try:
+    with user_errors():
         result = run_check(
             xdf_file,
             eeg=eeg or None,
@@ -104,6 +138,4 @@ def check(
             seed=seed,
             progress=not no_progress,
         )
-    except (XdfLoadError, QuickCheckError, SegmentationError) as error:
-        raise click.ClickException(str(error)) from error
     _print_summary(result, json_out, html_out)

@@ -5,7 +5,7 @@ where only per-session summaries are needed) and produces one versioned report
 (``docs/group-analysis.md``) with three parts:
 
 1. **Per-session summaries** (:func:`session_summary`): every session is checked with
-   :func:`synchrony.check.run_check` (same filtering, epoching, artifact rejection, metrics
+   :func:`dyadlab.synchrony.check.run_check` (same filtering, epoching, artifact rejection, metrics
    and partner-epoch-shuffle surrogates as ``dyadlab check``); for each condition, band and
    metric the summary keeps the mean over inter-brain pairs, its surrogate z and p and the
    surrogate-corrected mean (mean minus the surrogate mean), with the participants' ids and
@@ -16,7 +16,7 @@ where only per-session summaries are needed) and produces one versioned report
    pseudo-dyads share everything two people doing the same task share -- task-locked
    entrainment, condition-wide rhythmicity -- but not the interaction, so a real-dyad excess
    is interaction-specific. Tested per condition, band and metric with a label permutation
-   (:func:`synchrony.stats.group_level`), Benjamini-Hochberg FDR across all of them. The same
+   (:func:`dyadlab.synchrony.stats.group_level`), Benjamini-Hochberg FDR across all of them. The same
    test against the *carry-over* null (A of one session with B of another session of the same
    dyad) separates coupling within a session from each person's signal changing over sessions
    -- the only null when one therapy dyad is followed.
@@ -49,9 +49,14 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
-from synchrony import segments as seg
-from synchrony import stats
-from synchrony.metrics import METRICS, inter_brain_connectivity, validate_metrics
+from dyadlab import DyadlabError
+from dyadlab.synchrony import segments as seg
+from dyadlab.synchrony import stats
+from dyadlab.synchrony.metrics import (
+    METRICS,
+    inter_brain_connectivity,
+    validate_metrics,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -90,13 +95,13 @@ ASSUMPTIONS = (
     "missing from the pseudo-dyads and the real-dyad excess is overstated.",
     "Real and pseudo values are computed on the same channel pairs: EEG channels usable (not flat, railed or noisy) "
     "in every recording, per participant label.",
-    "The group test is a label permutation (synchrony.stats.group_level): the real dyads' mean against the means of "
+    "The group test is a label permutation (dyadlab.synchrony.stats.group_level): the real dyads' mean against the means of "
     "equally many values drawn from the pool of real and pseudo-dyads. Pseudo-dyads sharing a person are not "
     "independent; with few recordings read the p-value with care.",
 )
 
 
-class GroupError(ValueError):
+class GroupError(DyadlabError, ValueError):
     """The recordings cannot be analysed together as asked (the message says why and what to do)."""
 
 
@@ -118,7 +123,7 @@ def _session_number(text: str | None) -> int | None:
 
 
 def session_summary(check: dict[str, Any], *, source: str | Path | None = None) -> dict[str, Any]:
-    """Summarise one quick-check result (:func:`synchrony.check.run_check` or its JSON).
+    """Summarise one quick-check result (:func:`dyadlab.synchrony.check.run_check` or its JSON).
 
     Parameters
     ----------
@@ -270,9 +275,9 @@ def prepare_session_epochs(
     """Rebuild the quick-check's epochs of one recording and cache them per participant.
 
     Uses the quick-check's own building blocks on the result of ``run_check`` for the same
-    file and options: its usable channels (``check["quality"]``), :func:`synchrony.io.load_dyad`,
-    :func:`synchrony.segments.align_dyad`, the check's condition blocks, union artifact
-    rejection with the check's ``reject_z``, and :func:`synchrony.segments.condition_epochs`.
+    file and options: its usable channels (``check["quality"]``), :func:`dyadlab.synchrony.io.load_dyad`,
+    :func:`dyadlab.synchrony.segments.align_dyad`, the check's condition blocks, union artifact
+    rejection with the check's ``reject_z``, and :func:`dyadlab.synchrony.segments.condition_epochs`.
 
     Parameters
     ----------
@@ -288,9 +293,11 @@ def prepare_session_epochs(
     -------
     SessionEpochs
     """
-    from synchrony.check import conditions_and_blocks  # the check's own block rules
-    from synchrony.io import load_dyad
-    from synchrony.quality import QualityThresholds
+    from dyadlab.synchrony.check import (
+        conditions_and_blocks,  # the check's own block rules
+    )
+    from dyadlab.synchrony.io import load_dyad
+    from dyadlab.synchrony.quality import QualityThresholds
 
     cache_dir = Path(cache_dir)
     inputs = check["inputs"]
@@ -307,8 +314,15 @@ def prepare_session_epochs(
         usable[p.label] = np.array([label not in excluded for label in p.channel_labels])
     high = max(high for _, high in bands.values())
     plans, _, keep = seg.select_epochs(
-        aligned, blocks, epoch_length, high, usable["A"], usable["B"], inputs.get("reject_z", 5.0),
-        bands=bands, decimate=inputs.get("decimate", True),
+        aligned,
+        blocks,
+        epoch_length,
+        high,
+        usable["A"],
+        usable["B"],
+        inputs.get("reject_z", 5.0),
+        bands=bands,
+        decimate=inputs.get("decimate", True),
     )
     out = SessionEpochs(
         rate=aligned.rate,
@@ -327,7 +341,13 @@ def prepare_session_epochs(
         if not n_used:
             continue
         epochs = seg.condition_epochs(
-            aligned, [plans[i] for i in index], c_keep, epoch_length, bands, all_a, all_b,
+            aligned,
+            [plans[i] for i in index],
+            c_keep,
+            epoch_length,
+            bands,
+            all_a,
+            all_b,
             decimate=inputs.get("decimate", True),
         )
         for band, band_epochs in epochs.items():
@@ -390,8 +410,10 @@ def _common_channels(summaries: list[dict[str, Any]], epochs: list[SessionEpochs
     reference = epochs[0]
     for summary, e in zip(summaries[1:], epochs[1:]):
         _assert_same_layout(
-            summaries[0]["file"], (reference.labels_a, reference.labels_b, reference.rate),
-            summary["file"], (e.labels_a, e.labels_b, e.rate),
+            summaries[0]["file"],
+            (reference.labels_a, reference.labels_b, reference.rate),
+            summary["file"],
+            (e.labels_a, e.labels_b, e.rate),
         )
     common = []
     for side in ("a", "b"):
@@ -407,7 +429,11 @@ def _common_channels(summaries: list[dict[str, Any]], epochs: list[SessionEpochs
 
 
 def _pair_values(
-    a: SessionEpochs, b: SessionEpochs, condition: str, band: str, channels: tuple[list[str], list[str]],
+    a: SessionEpochs,
+    b: SessionEpochs,
+    condition: str,
+    band: str,
+    channels: tuple[list[str], list[str]],
     metrics: Sequence[str],
 ) -> tuple[dict[str, float], int]:
     """Mean over inter-brain channel pairs of each metric, A of ``a`` with B of ``b`` (epochs by order)."""
@@ -420,9 +446,11 @@ def _pair_values(
         return {m: float(np.nanmean(v)) for m, v in values.items()}, n
 
 
-def _pseudo_candidates(summaries: list[dict[str, Any]], across_sessions: bool) -> tuple[list[tuple[int, int]], set[int]]:
+def _pseudo_candidates(
+    summaries: list[dict[str, Any]], across_sessions: bool
+) -> tuple[list[tuple[int, int]], set[int]]:
     """Pseudo-dyad index pairs and the recordings taking part in that null (see :func:`real_vs_pseudo`)."""
-    from synchrony.surrogates import pseudo_dyads
+    from dyadlab.synchrony.surrogates import pseudo_dyads
 
     keys = [_dyad_key(s) for s in summaries]
     if across_sessions:
@@ -430,14 +458,18 @@ def _pseudo_candidates(summaries: list[dict[str, Any]], across_sessions: bool) -
         try:
             candidates = list(pseudo_dyads(keys, sessions, across_sessions=True))
         except ValueError as error:
-            duplicates = sorted({s["file"] for s, k, n in zip(summaries, keys, sessions) if list(zip(keys, sessions)).count((k, n)) > 1})
+            duplicates = sorted(
+                {s["file"] for s, k, n in zip(summaries, keys, sessions) if list(zip(keys, sessions)).count((k, n)) > 1}
+            )
             raise GroupError(
                 f"Two recordings claim the same dyad and session ({', '.join(duplicates)}): the carry-over control "
                 "needs each session of a dyad once. Fix the session field of the file header or leave a copy out."
             ) from error
         if not candidates:
-            raise GroupError("No dyad was recorded in two or more sessions: the carry-over control (A of one session "
-                             "with B of another session of the same dyad) needs repeated sessions.")
+            raise GroupError(
+                "No dyad was recorded in two or more sessions: the carry-over control (A of one session "
+                "with B of another session of the same dyad) needs repeated sessions."
+            )
         return candidates, {i for pair in candidates for i in pair}
     if len(set(keys)) < 2:
         raise GroupError(
@@ -469,7 +501,7 @@ def real_vs_pseudo(
 ) -> dict[str, Any]:
     """Real dyads against pseudo-dyads, per condition, band and metric, FDR across all of them.
 
-    Two nulls (:func:`synchrony.surrogates.pseudo_dyads`):
+    Two nulls (:func:`dyadlab.synchrony.surrogates.pseudo_dyads`):
 
     - ``across_sessions=False``: the between-dyad null, A of one dyad with B of *another* dyad.
       Pairings of a person with themselves or of two people who were recorded together in any
@@ -493,7 +525,7 @@ def real_vs_pseudo(
         Use at most this many pseudo-dyads per condition (a random subset), never fewer than
         the number of real dyads.
     n_resamples : int
-        Resamples of :func:`synchrony.stats.group_level` (which enumerates every split when
+        Resamples of :func:`dyadlab.synchrony.stats.group_level` (which enumerates every split when
         there are no more).
     rng : np.random.Generator
 
@@ -550,7 +582,9 @@ def real_vs_pseudo(
                 values, n = _pair_values(epochs[i], epochs[j], condition, band, channels, metrics)
                 pseudo.append(values)
                 if band == bands[0]:
-                    entry["pseudo_pairs"].append({"a_from": summaries[i]["file"], "b_from": summaries[j]["file"], "n_epochs": n})
+                    entry["pseudo_pairs"].append(
+                        {"a_from": summaries[i]["file"], "b_from": summaries[j]["file"], "n_epochs": n}
+                    )
             entry[band] = {}
             for metric in metrics:
                 real_values = np.array([r[metric] for r in real])
@@ -560,7 +594,9 @@ def real_vs_pseudo(
                     "pseudo_mean": float(np.nanmean(pseudo_values)),
                     "pseudo_sd": float(np.nanstd(pseudo_values, ddof=1)) if len(pseudo_values) > 1 else None,
                     "difference": float(np.nanmean(real_values) - np.nanmean(pseudo_values)),
-                    "p": None, "p_fdr": None, "significant": False,
+                    "p": None,
+                    "p_fdr": None,
+                    "significant": False,
                     "real": real_values.tolist(),
                     "pseudo": pseudo_values.tolist(),
                 }
@@ -591,8 +627,11 @@ def real_vs_pseudo(
         "channels": {"A": channels[0], "B": channels[1]},
         "assumptions": list(ASSUMPTIONS),
         "n_resamples": n_resamples,
-        "fdr": {"method": "Benjamini-Hochberg over all tested condition x band x metric cells", "alpha": FDR_ALPHA,
-                "n_tests": len(tested)},
+        "fdr": {
+            "method": "Benjamini-Hochberg over all tested condition x band x metric cells",
+            "alpha": FDR_ALPHA,
+            "n_tests": len(tested),
+        },
         "conditions": conditions,
         "skipped_conditions": skipped,
         "notes": notes,
@@ -623,22 +662,33 @@ def trend(x: Sequence[float], y: Sequence[float], *, confidence: float = TREND_C
     xs = np.array([float(a) for a, b in zip(x, y) if b is not None and np.isfinite(b)])
     ys = np.array([float(b) for b in y if b is not None and np.isfinite(b)])
     out: dict[str, Any] = {
-        "method": "Theil-Sen (scipy.stats.theilslopes)", "n": int(xs.size), "slope": None, "intercept": None,
-        "ci_low": None, "ci_high": None, "confidence": confidence, "descriptive_only": True,
+        "method": "Theil-Sen (scipy.stats.theilslopes)",
+        "n": int(xs.size),
+        "slope": None,
+        "intercept": None,
+        "ci_low": None,
+        "ci_high": None,
+        "confidence": confidence,
+        "descriptive_only": True,
     }
     if xs.size < MIN_TREND_POINTS or np.unique(xs).size < 2:
-        out["note"] = f"{xs.size} session value(s): at least {MIN_TREND_POINTS} at distinct sessions are needed for a trend."
+        out["note"] = (
+            f"{xs.size} session value(s): at least {MIN_TREND_POINTS} at distinct sessions are needed for a trend."
+        )
         return out
     result = scipy.stats.theilslopes(ys, xs, alpha=confidence)
     out.update(
-        slope=float(result.slope), intercept=float(result.intercept),
-        ci_low=float(result.low_slope), ci_high=float(result.high_slope),
+        slope=float(result.slope),
+        intercept=float(result.intercept),
+        ci_low=float(result.low_slope),
+        ci_high=float(result.high_slope),
         descriptive_only=bool(xs.size < MIN_INFERENTIAL_POINTS),
     )
     out["note"] = (
         f"Descriptive: {xs.size} sessions of one person (fewer than {MIN_INFERENTIAL_POINTS}); the interval assumes "
-        "independent sessions." if out["descriptive_only"] else
-        "The interval assumes independent sessions; sessions of one person are not, read it with care."
+        "independent sessions."
+        if out["descriptive_only"]
+        else "The interval assumes independent sessions; sessions of one person are not, read it with care."
     )
     return out
 
@@ -687,8 +737,15 @@ def longitudinal(
             partner = summary["participants"]["B" if label == "A" else "A"]
             group = by_type.setdefault(partner["role"] or "unknown", {"sessions": [], "points": []})
             x = summary["session_number"] if numbered else summary["order"]
-            group["sessions"].append({"x": x, "file": summary["file"], "session": summary["session"],
-                                      "label": label, "partner_id": partner["id"]})
+            group["sessions"].append(
+                {
+                    "x": x,
+                    "file": summary["file"],
+                    "session": summary["session"],
+                    "label": label,
+                    "partner_id": partner["id"],
+                }
+            )
             group["points"].append((x, summary))
         for group in by_type.values():
             points = sorted(group.pop("points"), key=lambda p: p[0])
@@ -717,7 +774,8 @@ def longitudinal(
     return {
         "value": value,
         "value_meaning": (
-            "mean over inter-brain pairs minus the mean of its surrogate null" if value == "corrected"
+            "mean over inter-brain pairs minus the mean of its surrogate null"
+            if value == "corrected"
             else "surrogate z of the mean over inter-brain pairs"
         ),
         "participants": participants,
@@ -738,7 +796,8 @@ def _duplicate_sessions(summaries: list[dict[str, Any]]) -> list[str]:
     return [
         f"Dyad {dyad} session {session} is given {len(names)} times ({', '.join(names)}); each copy counts as a session "
         "in the longitudinal view. Leave the duplicates out (an XDF file and its own quick-check JSON are the same session)."
-        for (_, dyad, session), names in files.items() if len(names) > 1
+        for (_, dyad, session), names in files.items()
+        if len(names) > 1
     ]
 
 
@@ -777,7 +836,7 @@ def run_group(
         XDF recordings (``.xdf``/``.xdfz``) and/or quick-check JSONs (``.json``; these give
         per-session summaries and trends but no pseudo-dyads). At least two.
     bands, metrics, epoch_length, n_surrogates :
-        As :func:`synchrony.check.run_check` (applied to every XDF recording).
+        As :func:`dyadlab.synchrony.check.run_check` (applied to every XDF recording).
     pseudo_max : int, optional
         At most this many pseudo-dyads per condition (random subset).
     n_resamples : int
@@ -807,8 +866,8 @@ def run_group(
         Fewer than two inputs or usable sessions, a bad input with ``strict``, mismatched channel
         sets or sampling rates between recordings.
     """
-    from synchrony.check import QuickCheckError, json_ready, run_check
-    from synchrony.io import XdfLoadError
+    from dyadlab.synchrony.check import QuickCheckError, json_ready, run_check
+    from dyadlab.synchrony.io import XdfLoadError
 
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
@@ -854,14 +913,22 @@ def run_group(
                     summaries.append(summary)
                     continue
                 check = run_check(
-                    path, bands=band_map, metrics=metric_names, epoch_length=epoch_length,
-                    n_surrogates=n_surrogates, seed=seed + index, progress=progress,
+                    path,
+                    bands=band_map,
+                    metrics=metric_names,
+                    epoch_length=epoch_length,
+                    n_surrogates=n_surrogates,
+                    seed=seed + index,
+                    progress=progress,
                     json_out=None if sessions_dir is None else Path(sessions_dir) / f"{path.stem}.quickcheck.json",
                 )
                 summary = session_summary(check, source=path)
                 summary["kind"] = "xdf"
-                layout = (check["participants"]["A"]["channels"], check["participants"]["B"]["channels"],
-                          float(check["alignment"]["rate_hz"]))
+                layout = (
+                    check["participants"]["A"]["channels"],
+                    check["participants"]["B"]["channels"],
+                    float(check["alignment"]["rate_hz"]),
+                )
                 if first_layout is None:
                     first_layout = (path.name, layout)
                 else:  # fail before the remaining (long) checks, not after them
@@ -899,8 +966,14 @@ def run_group(
         else:
             group, carry_over = (
                 _optional_null(
-                    [summaries[i] for i in xdf_index], [epochs[i] for i in xdf_index], bands=list(band_map),
-                    metrics=metric_names, across_sessions=across, pseudo_max=pseudo_max, n_resamples=n_resamples, rng=rng,
+                    [summaries[i] for i in xdf_index],
+                    [epochs[i] for i in xdf_index],
+                    bands=list(band_map),
+                    metrics=metric_names,
+                    across_sessions=across,
+                    pseudo_max=pseudo_max,
+                    n_resamples=n_resamples,
+                    rng=rng,
                 )
                 for across in (False, True)
             )
@@ -955,15 +1028,16 @@ def _headline_metric(result: dict[str, Any]) -> str:
 def _margins(fig: Any, *, bottom: float, top: float) -> None:
     """Subplot margins in inches (fractions would clip labels of small figures); no tight_layout (slow)."""
     width, height = fig.get_figwidth(), fig.get_figheight()
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=bottom / height, top=1 - top / height,
-                        wspace=0.45, hspace=0.9)
+    fig.subplots_adjust(
+        left=0.75 / width, right=1 - 0.15 / width, bottom=bottom / height, top=1 - top / height, wspace=0.45, hspace=0.9
+    )
 
 
 def _real_vs_pseudo_figure(result: dict[str, Any], group: dict[str, Any], metric: str) -> str:
     """Per condition (rows) and band (columns): pseudo-dyad values (grey) and real dyads (colour)."""
     from matplotlib.figure import Figure
 
-    from synchrony.report import html_escape, png_data_uri
+    from dyadlab.synchrony.report import html_escape, png_data_uri
 
     conditions = list(group.get("conditions", {})) if group.get("available") else []
     bands = list(result["inputs"]["bands"])
@@ -986,19 +1060,23 @@ def _real_vs_pseudo_figure(result: dict[str, Any], group: dict[str, Any], metric
             ax.set_xticks([0, 1], ["pseudo", "real"])
             ax.set_xlim(-0.6, 1.6)
             p_fdr = cell.get("p_fdr")
-            ax.set_title(f"{condition} / {band}\np_FDR {p_fdr:.3g}" if p_fdr is not None else f"{condition} / {band}",
-                         fontsize=8)
+            ax.set_title(
+                f"{condition} / {band}\np_FDR {p_fdr:.3g}" if p_fdr is not None else f"{condition} / {band}", fontsize=8
+            )
             ax.tick_params(labelsize=7)
         axes[i, 0].set_ylabel(metric, fontsize=8)
     _margins(fig, bottom=0.4, top=0.55)
-    return f"<p class='small'>{html_escape(metric)}: mean over inter-brain pairs per dyad; bars: means.</p>" + png_data_uri(fig)
+    return (
+        f"<p class='small'>{html_escape(metric)}: mean over inter-brain pairs per dyad; bars: means.</p>"
+        + png_data_uri(fig)
+    )
 
 
 def _longitudinal_figure(result: dict[str, Any], person: str, metric: str) -> str:
     """One participant: value over sessions per condition (rows) and band (columns), one colour per partner type."""
     from matplotlib.figure import Figure
 
-    from synchrony.report import png_data_uri
+    from dyadlab.synchrony.report import png_data_uri
 
     entry = result["longitudinal"]["participants"][person]
     by_type = entry["by_partner_type"]
@@ -1023,7 +1101,13 @@ def _longitudinal_figure(result: dict[str, Any], person: str, metric: str) -> st
                 fit = series["trend"]
                 if fit["slope"] is not None:
                     line_x = np.array([min(series["x"]), max(series["x"])], dtype=float)
-                    ax.plot(line_x, fit["intercept"] + fit["slope"] * line_x, "-", color=colours.get(partner_type, "k"), lw=1)
+                    ax.plot(
+                        line_x,
+                        fit["intercept"] + fit["slope"] * line_x,
+                        "-",
+                        color=colours.get(partner_type, "k"),
+                        lw=1,
+                    )
             ax.axhline(0, color="0.8", lw=0.8)
             ax.set_title(f"{condition} / {band}", fontsize=8)
             ax.tick_params(labelsize=7)
@@ -1036,7 +1120,7 @@ def _longitudinal_figure(result: dict[str, Any], person: str, metric: str) -> st
 
 def _null_html(result: dict[str, Any], group: dict[str, Any], metric: str) -> str:
     """Table and figure of one real-vs-pseudo section (between dyads or across sessions)."""
-    from synchrony.report import format_number, html_escape
+    from dyadlab.synchrony.report import format_number, html_escape
 
     if not group.get("available"):
         return f"<p>Not computed: {html_escape(group['reason'])}</p>"
@@ -1059,7 +1143,9 @@ def _null_html(result: dict[str, Any], group: dict[str, Any], metric: str) -> st
         "Highlighted: significant after FDR (p_FDR &lt; 0.05).</p>"
         "<table><tr><th class='l'>condition</th><th class='l'>band</th><th class='l'>metric</th><th>real</th><th>pseudo</th>"
         "<th>real mean</th><th>pseudo mean</th><th>difference</th><th>p</th><th>p FDR</th></tr>"
-        + "".join(rows) + "</table>" + _real_vs_pseudo_figure(result, group, metric)
+        + "".join(rows)
+        + "</table>"
+        + _real_vs_pseudo_figure(result, group, metric)
     )
 
 
@@ -1067,14 +1153,17 @@ def render_group_html(result: dict[str, Any]) -> str:
     """The group report as one self-contained HTML string (PNG figures inlined as base64)."""
     import matplotlib
 
-    from synchrony.report import REPORT_CSS, format_number, html_escape
+    from dyadlab.synchrony.report import REPORT_CSS, format_number, html_escape
 
     matplotlib.use("Agg", force=False)
     metric = _headline_metric(result)
     bands = list(result["inputs"]["bands"])
     sessions_rows = "".join(
         f"<tr><td>{s['order']}</td><td class='l'>{html_escape(s['file'])}</td><td>{format_number(s['session'])}</td><td>{format_number(s['dyad'])}</td>"
-        + "".join(f"<td class='l'>{format_number(s['participants'][lab]['id'])} ({format_number(s['participants'][lab]['role'])})</td>" for lab in ("A", "B"))
+        + "".join(
+            f"<td class='l'>{format_number(s['participants'][lab]['id'])} ({format_number(s['participants'][lab]['role'])})</td>"
+            for lab in ("A", "B")
+        )
         + f"<td class='l'>{html_escape(s['kind'])}</td><td class='l'>{format_number(s['verdict'])}</td></tr>"
         for s in result["sessions"]
     )
@@ -1091,7 +1180,11 @@ def render_group_html(result: dict[str, Any]) -> str:
                     fit = per_band.get(band, {}).get(metric, {}).get("trend")
                     if fit is None:
                         continue
-                    ci = f"[{format_number(fit['ci_low'])}, {format_number(fit['ci_high'])}]" if fit["slope"] is not None else "–"
+                    ci = (
+                        f"[{format_number(fit['ci_low'])}, {format_number(fit['ci_high'])}]"
+                        if fit["slope"] is not None
+                        else "–"
+                    )
                     trend_rows.append(
                         f"<tr><td class='l'>{html_escape(partner_type)}</td><td class='l'>{html_escape(condition)}</td><td class='l'>{html_escape(band)}</td>"
                         f"<td>{fit['n']}</td><td>{format_number(fit['slope'])}</td><td>{ci}</td><td class='l small'>{html_escape(fit['note'])}</td></tr>"
@@ -1100,7 +1193,9 @@ def render_group_html(result: dict[str, Any]) -> str:
             f"<h3>{html_escape(person)} ({html_escape(', '.join(entry['roles']))}; {entry['n_sessions']} sessions; x: {html_escape(entry['x_axis'])})</h3>"
             "<table><tr><th class='l'>partner type</th><th class='l'>condition</th><th class='l'>band</th><th>n</th>"
             f"<th>slope ({html_escape(metric)}/session)</th><th>{int(TREND_CONFIDENCE * 100)}% CI</th><th class='l'>note</th></tr>"
-            + "".join(trend_rows) + "</table>" + _longitudinal_figure(result, person, metric)
+            + "".join(trend_rows)
+            + "</table>"
+            + _longitudinal_figure(result, person, metric)
         )
     if len(people) > MAX_TREND_FIGURES:
         trend_parts.append(f"<p class='small'>{len(people) - MAX_TREND_FIGURES} more participant(s) in the JSON.</p>")
@@ -1116,10 +1211,12 @@ def render_group_html(result: dict[str, Any]) -> str:
         ("<div class='verdict check'><p><b>Skipped inputs</b></p><ul>" + skipped + "</ul></div>") if skipped else "",
         "<h2>Sessions</h2><table><tr><th>#</th><th class='l'>file</th><th>session</th><th>dyad</th><th class='l'>A</th>"
         "<th class='l'>B</th><th class='l'>input</th><th class='l'>quick-check</th></tr>" + sessions_rows + "</table>",
-        "<h2>Real dyads vs pseudo-dyads (between dyads)</h2>", group_html,
+        "<h2>Real dyads vs pseudo-dyads (between dyads)</h2>",
+        group_html,
         "<h2>Carry-over control (same dyad, across sessions)</h2>"
         "<p class='small'>A of one session with B of another session of the same dyad: a real-dyad excess is coupling "
-        "within the session, not a change of each person's signal over sessions.</p>", carry_html,
+        "within the session, not a change of each person's signal over sessions.</p>",
+        carry_html,
         f"<h2>Longitudinal view ({html_escape(result['longitudinal']['value_meaning'])})</h2>",
         "".join(trend_parts) or "<p>No participant id appears in two or more sessions.</p>",
         "<h2>Warnings</h2><ul class='warn'>" + warnings + "</ul>",

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from dyadlab.cli_support import user_errors
+
 
 def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path | None) -> None:
     from rich.console import Console
@@ -27,13 +29,17 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
         sessions.add_row(str(s["order"]), s["file"], s["session"] or "–", s["dyad"] or "–", *who, s["kind"])
     console.print(sessions)
 
-    for key, title in (("real_vs_pseudo", "Real dyads vs pseudo-dyads between dyads"),
-                       ("carry_over", "Carry-over control: same dyad, A and B from different sessions")):
+    for key, title in (
+        ("real_vs_pseudo", "Real dyads vs pseudo-dyads between dyads"),
+        ("carry_over", "Carry-over control: same dyad, A and B from different sessions"),
+    ):
         _print_null(console, result, result[key], title)
 
     people = result["longitudinal"]["participants"]
     if people:
-        table = Table(title=f"Longitudinal trends ({headline}, {result['longitudinal']['value']}; Theil-Sen slope per session, descriptive)")
+        table = Table(
+            title=f"Longitudinal trends ({headline}, {result['longitudinal']['value']}; Theil-Sen slope per session, descriptive)"
+        )
         for column in ("participant", "partner type", "condition", "band", "n", "slope", "95% CI"):
             table.add_column(column, justify="right" if column in ("n", "slope", "95% CI") else "left")
         for person, entry in people.items():
@@ -74,9 +80,16 @@ def _print_null(console: Any, result: dict[str, Any], group: dict[str, Any], tit
                 cell = entry[band][metric]
                 p, p_fdr = cell.get("p"), cell.get("p_fdr")
                 table.add_row(
-                    condition, band, metric, str(entry["n_real"]), str(entry["n_pseudo"]),
-                    f"{cell['real_mean']:.3f}", f"{cell['pseudo_mean']:.3f}", f"{cell['difference']:+.3f}",
-                    "–" if p is None else f"{p:.4f}", "–" if p_fdr is None else f"{p_fdr:.4f}",
+                    condition,
+                    band,
+                    metric,
+                    str(entry["n_real"]),
+                    str(entry["n_pseudo"]),
+                    f"{cell['real_mean']:.3f}",
+                    f"{cell['pseudo_mean']:.3f}",
+                    f"{cell['difference']:+.3f}",
+                    "–" if p is None else f"{p:.4f}",
+                    "–" if p_fdr is None else f"{p_fdr:.4f}",
                     style="bold green" if cell.get("significant") else None,
                 )
     console.print(table)
@@ -87,19 +100,57 @@ def _print_null(console: Any, result: dict[str, Any], group: dict[str, Any], tit
 @click.command("group")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
-@click.option("--report", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the self-contained HTML report here.")
-@click.option("--bands", default=None, metavar="NAME=LOW-HIGH,...", help="Frequency bands, e.g. 'theta=4-7,alpha=8-12' (default theta, alpha, beta, gamma).")
-@click.option("--metrics", default=None, metavar="NAME,...", help="Synchrony metrics, e.g. 'plv,wpli' (default: the quick-check's set).")
-@click.option("--epoch-length", default=2.0, show_default=True, type=click.FloatRange(min=0.25), help="Epoch length in seconds.")
-@click.option("--surrogates", "n_surrogates", default=200, show_default=True, type=click.IntRange(min=0),
-              help="Surrogates per session and condition (per-session z; 0: none).")
-@click.option("--pseudo-max", default=None, type=click.IntRange(min=1), help="At most this many pseudo-dyads per condition (random subset).")
-@click.option("--trend-value", type=click.Choice(["corrected", "z"]), default="corrected", show_default=True,
-              help="Longitudinal value: surrogate-corrected mean or surrogate z.")
+@click.option(
+    "--report",
+    "html_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the self-contained HTML report here.",
+)
+@click.option(
+    "--bands",
+    default=None,
+    metavar="NAME=LOW-HIGH,...",
+    help="Frequency bands, e.g. 'theta=4-7,alpha=8-12' (default theta, alpha, beta, gamma).",
+)
+@click.option(
+    "--metrics",
+    default=None,
+    metavar="NAME,...",
+    help="Synchrony metrics, e.g. 'plv,wpli' (default: the quick-check's set).",
+)
+@click.option(
+    "--epoch-length", default=2.0, show_default=True, type=click.FloatRange(min=0.25), help="Epoch length in seconds."
+)
+@click.option(
+    "--surrogates",
+    "n_surrogates",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Surrogates per session and condition (per-session z; 0: none).",
+)
+@click.option(
+    "--pseudo-max",
+    default=None,
+    type=click.IntRange(min=1),
+    help="At most this many pseudo-dyads per condition (random subset).",
+)
+@click.option(
+    "--trend-value",
+    type=click.Choice(["corrected", "z"]),
+    default="corrected",
+    show_default=True,
+    help="Longitudinal value: surrogate-corrected mean or surrogate z.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
-@click.option("--sessions-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Also write each recording's quick-check JSON into this directory (reusable as input).")
-@click.option("--strict", is_flag=True, help="Stop at the first file that cannot be used (default: skip it with a warning).")
+@click.option(
+    "--sessions-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write each recording's quick-check JSON into this directory (reusable as input).",
+)
+@click.option(
+    "--strict", is_flag=True, help="Stop at the first file that cannot be used (default: skip it with a warning)."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def group(
     files: tuple[Path, ...],
@@ -121,16 +172,23 @@ def group(
     FILES are dyadlab XDF recordings (at least two for pseudo-dyads) and/or quick-check JSONs
     (`dyadlab check --json`), which give per-session summaries and trends only.
     """
-    from synchrony.group import GroupError, run_group
-    from synchrony.segments import SegmentationError
+    from dyadlab.synchrony.group import run_group
 
     metric_list = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    try:
+    with user_errors(ValueError):
         result = run_group(
-            files, bands=bands, metrics=metric_list, epoch_length=epoch_length, n_surrogates=n_surrogates,
-            pseudo_max=pseudo_max, trend_value=trend_value, seed=seed, strict=strict,
-            json_out=json_out, html_out=html_out, sessions_dir=sessions_dir, progress=not no_progress,
+            files,
+            bands=bands,
+            metrics=metric_list,
+            epoch_length=epoch_length,
+            n_surrogates=n_surrogates,
+            pseudo_max=pseudo_max,
+            trend_value=trend_value,
+            seed=seed,
+            strict=strict,
+            json_out=json_out,
+            html_out=html_out,
+            sessions_dir=sessions_dir,
+            progress=not no_progress,
         )
-    except (GroupError, SegmentationError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
     _print_summary(result, json_out, html_out)

@@ -7,8 +7,8 @@ participants' streams by name or ``source_id`` when that is ambiguous.
 
 Samples and timestamps are exactly those of ``pyxdf.load_xdf`` with clock synchronisation (clock
 offsets applied, clock resets handled) but *without* de-jittering, so that the quality check
-sees the timestamps as recorded (:mod:`synchrony.segments` builds the analysis timeline). They
-are read by :mod:`synchrony.xdfreader`, only for the streams the check uses, with memory close to
+sees the timestamps as recorded (:mod:`dyadlab.synchrony.segments` builds the analysis timeline). They
+are read by :mod:`dyadlab.synchrony.xdfreader`, only for the streams the check uses, with memory close to
 the samples' own size; a file whose chunk structure is damaged is read by pyxdf itself.
 """
 
@@ -17,13 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from synchrony import xdfreader
+from dyadlab import DyadlabError
+from dyadlab.synchrony import xdfreader
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ MARKER_CHANNEL_LABELS = ("marker", "markers", "trigger", "triggers", "stim")
 PACKAGE_CHANNEL_LABELS = ("package_num", "package", "packet", "packet_num", "counter", "sample_counter")
 
 
-class XdfLoadError(ValueError):
+class XdfLoadError(DyadlabError, ValueError):
     """The file cannot be read, or does not hold what a dyad quick-check needs."""
 
 
@@ -213,7 +215,9 @@ def _subsection(desc: dict, name: str) -> dict[str, str]:
 def _channels(info: dict, n_channels: int) -> list[dict[str, str]]:
     channels = _first(_desc(info), "channels")
     entries = channels.get("channel", []) if isinstance(channels, dict) else []
-    described = [{k: _text(entry, k) for k in ("label", "type", "unit")} for entry in entries if isinstance(entry, dict)]
+    described = [
+        {k: _text(entry, k) for k in ("label", "type", "unit")} for entry in entries if isinstance(entry, dict)
+    ]
     if len(described) != n_channels:
         # Missing or inconsistent channel metadata: fall back to numbered channels of unknown type.
         return [{"label": f"ch{i + 1}", "type": "", "unit": ""} for i in range(n_channels)]
@@ -249,9 +253,7 @@ def _pick_eeg_streams(
             raise XdfLoadError(f"Pass exactly two EEG streams (participant A, then B), got {len(eeg)}: {list(eeg)}.")
         picked = []
         for label, wanted in zip("AB", eeg):
-            matches = [
-                s for s in all_streams if wanted in (_text(s["info"], "name"), _text(s["info"], "source_id"))
-            ]
+            matches = [s for s in all_streams if wanted in (_text(s["info"], "name"), _text(s["info"], "source_id"))]
             if not matches:
                 raise XdfLoadError(
                     f"No stream named {wanted!r} (by name or source_id) in the file. Streams found: {listing}."
@@ -303,6 +305,7 @@ def _pick_eeg_streams(
     )
     return [("A", eeg_streams[0]), ("B", eeg_streams[1])]
 
+
 @dataclass
 class _ChannelLayout:
     """Which channels of an EEG stream are EEG, the board's marker channel and a packet counter."""
@@ -322,8 +325,11 @@ def _channel_layout(label: str, stream: dict, n_channels: int) -> _ChannelLayout
     types = [c["type"].lower() for c in channels]
     labels_lower = [c["label"].lower() for c in channels]
     marker_index = next(
-        (i for i, (t, lab) in enumerate(zip(types, labels_lower)) if t in ("marker", "markers", "stim", "trigger")
-         or (not t and lab in MARKER_CHANNEL_LABELS)),
+        (
+            i
+            for i, (t, lab) in enumerate(zip(types, labels_lower))
+            if t in ("marker", "markers", "stim", "trigger") or (not t and lab in MARKER_CHANNEL_LABELS)
+        ),
         None,
     )
     package_index = next((i for i, lab in enumerate(labels_lower) if lab in PACKAGE_CHANNEL_LABELS), None)
@@ -332,7 +338,9 @@ def _channel_layout(label: str, stream: dict, n_channels: int) -> _ChannelLayout
         # No channel typed EEG (untyped, or e.g. "ExG"): every channel but marker and counter.
         eeg_index = [i for i in range(n_channels) if i not in (marker_index, package_index)]
     if not eeg_index:
-        raise XdfLoadError(f"Participant {label}'s stream {_identity(stream)} holds no EEG channel (only marker/counter channels).")
+        raise XdfLoadError(
+            f"Participant {label}'s stream {_identity(stream)} holds no EEG channel (only marker/counter channels)."
+        )
     return _ChannelLayout(channels, eeg_index, marker_index, package_index)
 
 
@@ -412,10 +420,9 @@ def _events(stream: dict) -> list[EventMarker]:
     return events
 
 
-
 def _read_with_pyxdf(path: Path) -> tuple[list[dict], Any, list[str]]:
     """pyxdf.load_xdf with clock synchronisation, without de-jittering (the quality check must
-    see the recorded timestamps; synchrony.segments builds the analysis timeline); also returns
+    see the recorded timestamps; dyadlab.synchrony.segments builds the analysis timeline); also returns
     the problems pyxdf logged (it reports corruption and carries on)."""
     import pyxdf
 
@@ -424,7 +431,9 @@ def _read_with_pyxdf(path: Path) -> tuple[list[dict], Any, list[str]]:
     pyxdf_logger.addHandler(problems)
     try:
         streams, header = pyxdf.load_xdf(
-            str(path), synchronize_clocks=True, handle_clock_resets=True,
+            str(path),
+            synchronize_clocks=True,
+            handle_clock_resets=True,
             dejitter_timestamps=False,
         )
     except Exception as error:  # pyxdf raises bare Exception/IOError/struct.error on bad files
@@ -435,7 +444,6 @@ def _read_with_pyxdf(path: Path) -> tuple[list[dict], Any, list[str]]:
     finally:
         pyxdf_logger.removeHandler(problems)
     return streams, header, problems.messages
-
 
 
 @dataclass
@@ -485,7 +493,8 @@ def _read_samples(
         layout = _channel_layout(label, stream, entry.n_channels)
         layouts.append(layout)
         groups[entry.stream_id] = [xdfreader.ChannelGroup(layout.eeg, np.float32)] + [
-            xdfreader.ChannelGroup([channel], np.float64) for channel in (layout.marker, layout.package)
+            xdfreader.ChannelGroup([channel], np.float64)
+            for channel in (layout.marker, layout.package)
             if channel is not None
         ]
     wanted = list(groups) + [s["info"]["stream_id"] for s in event_streams]
@@ -515,9 +524,7 @@ def _read_samples(
     return participants[0], participants[1]
 
 
-def load_dyad(
-    path: str | Path, *, eeg: Sequence[str] | None = None, block_bytes: int | None = None
-) -> DyadRecording:
+def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None, block_bytes: int | None = None) -> DyadRecording:
     """Read a hyperscanning XDF file.
 
     Parameters
@@ -529,7 +536,7 @@ def load_dyad(
         file's metadata does not identify them (more than two EEG streams, or EEG streams of
         another type).
     block_bytes : int, optional
-        Bytes of file unpacked at once (default :data:`synchrony.xdfreader.BLOCK_BYTES`); any
+        Bytes of file unpacked at once (default :data:`dyadlab.synchrony.xdfreader.BLOCK_BYTES`); any
         value gives the same result.
 
     Returns
@@ -544,7 +551,7 @@ def load_dyad(
     Notes
     -----
     Samples and clock-synchronised timestamps are those of ``pyxdf.load_xdf(path,
-    dejitter_timestamps=False)``, read by :mod:`synchrony.xdfreader` (only the streams the check
+    dejitter_timestamps=False)``, read by :mod:`dyadlab.synchrony.xdfreader` (only the streams the check
     uses); a file whose structure cannot be indexed is read by pyxdf itself.
     """
     path = Path(path)

@@ -43,7 +43,7 @@ installed. Memory stays bounded either way (HyPyP's NumPy backend materialises t
 256 Hz).
 
 The same machinery computes any list of *epoch pairings* (epoch i of A with epoch j of B),
-which is what the surrogate statistics in :mod:`synchrony.surrogates` need.
+which is what the surrogate statistics in :mod:`dyadlab.synchrony.surrogates` need.
 """
 
 from __future__ import annotations
@@ -110,8 +110,7 @@ def analytic_signal(data: np.ndarray) -> np.ndarray:
     data = np.asarray(data)
     if np.iscomplexobj(data):
         raise ValueError(
-            "analytic_signal expects a real signal; it received a complex array "
-            "(is it already an analytic signal?)"
+            "analytic_signal expects a real signal; it received a complex array (is it already an analytic signal?)"
         )
     if data.ndim == 0 or data.shape[-1] < 2:
         raise ValueError(f"analytic_signal needs at least 2 samples on the last axis, got shape {data.shape}")
@@ -134,8 +133,7 @@ def validate_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
     unknown = [m for m in metrics if m not in SUPPORTED_METRICS]
     if unknown:
         raise ValueError(
-            f"unknown synchrony metric(s) {', '.join(map(repr, unknown))}; "
-            f"supported: {', '.join(SUPPORTED_METRICS)}"
+            f"unknown synchrony metric(s) {', '.join(map(repr, unknown))}; supported: {', '.join(SUPPORTED_METRICS)}"
         )
     return tuple(dict.fromkeys(metrics))
 
@@ -144,8 +142,7 @@ def _validate_signal(z: np.ndarray, name: str) -> np.ndarray:
     z = np.asarray(z)
     if z.ndim != 3:
         raise ValueError(
-            f"{name} must have shape (n_epochs, n_channels, n_times), got {z.ndim} dimension(s) "
-            f"with shape {z.shape}"
+            f"{name} must have shape (n_epochs, n_channels, n_times), got {z.ndim} dimension(s) with shape {z.shape}"
         )
     if not np.iscomplexobj(z):
         raise ValueError(
@@ -155,9 +152,7 @@ def _validate_signal(z: np.ndarray, name: str) -> np.ndarray:
     if min(z.shape) == 0:
         raise ValueError(f"{name} is empty (shape {z.shape})")
     if not np.all(np.isfinite(z)):
-        raise ValueError(
-            f"{name} contains NaN or infinite values; reject or repair those epochs/channels first"
-        )
+        raise ValueError(f"{name} contains NaN or infinite values; reject or repair those epochs/channels first")
     # Single precision stays single (the quick-check's epochs are complex64: its sums over a
     # few hundred samples keep ~6 significant digits, and the products run twice as fast).
     return z if z.dtype == np.complex64 else z.astype(np.complex128, copy=False)
@@ -182,9 +177,7 @@ def validate_pair(za: np.ndarray, zb: np.ndarray, *, same_epochs: bool) -> tuple
     if za.dtype != zb.dtype:
         za, zb = za.astype(np.complex128, copy=False), zb.astype(np.complex128, copy=False)
     if za.shape[2] != zb.shape[2]:
-        raise ValueError(
-            f"za and zb must have the same epoch length; got {za.shape[2]} and {zb.shape[2]} samples"
-        )
+        raise ValueError(f"za and zb must have the same epoch length; got {za.shape[2]} and {zb.shape[2]} samples")
     if same_epochs and za.shape[0] != zb.shape[0]:
         raise ValueError(
             f"za and zb must contain the same epochs; got {za.shape[0]} and {zb.shape[0]} epochs "
@@ -230,7 +223,9 @@ class EpochTerms:
         """The terms of the given epochs only (copies), e.g. one stratum of a surrogate plan."""
         epochs = np.asarray(epochs, dtype=np.intp)
         taken = {
-            f.name: getattr(self, f.name)[epochs] if isinstance(getattr(self, f.name), np.ndarray) else getattr(self, f.name)
+            f.name: getattr(self, f.name)[epochs]
+            if isinstance(getattr(self, f.name), np.ndarray)
+            else getattr(self, f.name)
             for f in fields(self)
         }
         taken["n_epochs"] = epochs.size
@@ -448,8 +443,13 @@ def bilinear_from_terms(
             phase_sum = _complex(rr - ii, ir + ri)  # sum e^{i(pa + pb)}
             abs_sum = np.abs(phase_sum)
             denominator = _accorr_denominator(
-                phase_cross, phase_sum, abs_cross, abs_sum,
-                pairing.a_term(ta.unit_sq_sum), pairing.b_term(tb.unit_sq_sum), n,
+                phase_cross,
+                phase_sum,
+                abs_cross,
+                abs_sum,
+                pairing.a_term(ta.unit_sq_sum),
+                pairing.b_term(tb.unit_sq_sum),
+                n,
             )
             accorr = abs_cross - abs_sum
             accorr /= denominator
@@ -717,9 +717,7 @@ def pairing_connectivity(
     epochs_a = np.asarray(epochs_a, dtype=np.intp).ravel()
     epochs_b = np.asarray(epochs_b, dtype=np.intp).ravel()
     if epochs_a.shape != epochs_b.shape:
-        raise ValueError(
-            f"epochs_a and epochs_b must have the same length, got {epochs_a.size} and {epochs_b.size}"
-        )
+        raise ValueError(f"epochs_a and epochs_b must have the same length, got {epochs_a.size} and {epochs_b.size}")
     for name, idx, n in (("epochs_a", epochs_a, za.shape[0]), ("epochs_b", epochs_b, zb.shape[0])):
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"{name} has an index outside 0..{n - 1}")
@@ -804,9 +802,7 @@ def band_connectivity(
         ``result[band][metric]``, shapes as in :func:`inter_brain_connectivity`.
     """
     if set(za_bands) != set(zb_bands):
-        raise ValueError(
-            f"participants have different bands: A has {sorted(za_bands)}, B has {sorted(zb_bands)}"
-        )
+        raise ValueError(f"participants have different bands: A has {sorted(za_bands)}, B has {sorted(zb_bands)}")
     return {
         band: inter_brain_connectivity(za_bands[band], zb_bands[band], metrics, epochs_average=epochs_average)
         for band in za_bands

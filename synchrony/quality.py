@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import signal
 
-from synchrony.io import EventMarker, ParticipantEeg
+from dyadlab.synchrony.io import EventMarker, ParticipantEeg
 
 POSTERIOR_PREFIXES = ("O", "PO", "P")
 #: At most this many 2-s Welch windows (no more than 180 s of data), spread over the recording,
@@ -92,7 +92,10 @@ def _nan_spans(finite_rows: np.ndarray, timestamps: np.ndarray, limit: int = 10)
     edges = np.flatnonzero(np.diff(np.concatenate(([0], bad.astype(np.int8), [0]))))
     starts, stops = edges[0::2], edges[1::2] - 1
     t0 = timestamps[0]
-    return [[round(float(timestamps[s] - t0), 3), round(float(timestamps[e] - t0), 3)] for s, e in zip(starts[:limit], stops[:limit])]
+    return [
+        [round(float(timestamps[s] - t0), 3), round(float(timestamps[e] - t0), 3)]
+        for s, e in zip(starts[:limit], stops[:limit])
+    ]
 
 
 def _timing(p: ParticipantEeg, th: QualityThresholds) -> dict[str, Any]:
@@ -163,7 +166,11 @@ def _window_spectrum(
     freqs, psd = signal.welch(windows, fs=fs, nperseg=nperseg, noverlap=0, detrend="constant", axis=-1)
     psd = psd.mean(axis=1)
     # Standard deviation above 1 Hz, from the spectrum (no filtering pass over the data).
-    std = np.sqrt(np.sum(psd[:, freqs >= 1.0], axis=1) * (freqs[1] - freqs[0])) if freqs.size > 1 else windows.std(axis=(1, 2))
+    std = (
+        np.sqrt(np.sum(psd[:, freqs >= 1.0], axis=1) * (freqs[1] - freqs[0]))
+        if freqs.size > 1
+        else windows.std(axis=(1, 2))
+    )
     return freqs, psd, std
 
 
@@ -212,7 +219,7 @@ def _channels(p: ParticipantEeg, th: QualityThresholds) -> tuple[dict[str, Any],
     freqs, psd, std = _window_spectrum(p.data, starts, nperseg, fs, fill)
     for c in np.flatnonzero(~dead & (nan_count > mostly_nan)):
         own, _ = _spectrum_windows(np.isfinite(p.data[c]), nperseg)
-        _, own_psd, own_std = _window_spectrum(p.data[c:c + 1], own, nperseg, fs, fill[c:c + 1])
+        _, own_psd, own_std = _window_spectrum(p.data[c : c + 1], own, nperseg, fs, fill[c : c + 1])
         psd[c], std[c] = own_psd[0], own_std[0]
     std[dead] = np.nan
     microvolts = p.unit.lower() in ("microvolts", "uv", "µv")
@@ -290,7 +297,9 @@ def alpha_peak_frequency(freqs: np.ndarray, psd: np.ndarray, labels: list[str]) 
     return round(float(freqs[alpha][best]), 2) if residual[best] >= 0.1 else None
 
 
-def marker_residuals(p: ParticipantEeg, markers: list[EventMarker], window: tuple[float, float] = (-0.5, 1.0)) -> dict[str, Any] | None:
+def marker_residuals(
+    p: ParticipantEeg, markers: list[EventMarker], window: tuple[float, float] = (-0.5, 1.0)
+) -> dict[str, Any] | None:
     """Board marker channel time minus LSL marker time, per event with a ``code``.
 
     Each LSL marker is matched to the board marker sample of the same code nearest in time
@@ -310,7 +319,11 @@ def marker_residuals(p: ParticipantEeg, markers: list[EventMarker], window: tupl
         delta = delta[(delta >= window[0]) & (delta <= window[1])]
         if delta.size:
             residuals.append(float(delta[np.argmin(np.abs(delta))]))
-    result: dict[str, Any] = {"lsl_markers": len(coded), "board_markers": int(board_index.size), "matched": len(residuals)}
+    result: dict[str, Any] = {
+        "lsl_markers": len(coded),
+        "board_markers": int(board_index.size),
+        "matched": len(residuals),
+    }
     if residuals:
         values = np.array(residuals) * 1e3
         result.update(
@@ -405,7 +418,9 @@ def participant_quality(
     return quality, problems
 
 
-def recording_overlap(a: ParticipantEeg, b: ParticipantEeg, thresholds: QualityThresholds = QualityThresholds()) -> tuple[dict[str, Any], list[str]]:
+def recording_overlap(
+    a: ParticipantEeg, b: ParticipantEeg, thresholds: QualityThresholds = QualityThresholds()
+) -> tuple[dict[str, Any], list[str]]:
     """Start/end difference and overlap of the two recordings (LSL time)."""
     a0, a1 = float(a.timestamps[0]), float(a.timestamps[-1])
     b0, b1 = float(b.timestamps[0]), float(b.timestamps[-1])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from synchrony.check import ReportFigures
+    from dyadlab.synchrony.check import ReportFigures
 
 __all__ = ["REPORT_CSS", "format_number", "html_escape", "png_data_uri", "render_html", "write_html"]
 
@@ -92,15 +92,33 @@ def _quality_table(result: dict[str, Any]) -> str:
         ("Dropped packets", lambda d: format_number(d["dropped_packets"])),
         ("Clock offsets (range, ms)", lambda d: f"{d['clock_offsets']} ({format_number(d['clock_offset_range_ms'])})"),
         ("NaN samples", lambda d: d["nan_samples"]),
-        ("Channels used / excluded streams", lambda d: f"{d['channels_used']} / {', '.join(d['excluded_channels']) or '–'}"),
+        (
+            "Channels used / excluded streams",
+            lambda d: f"{d['channels_used']} / {', '.join(d['excluded_channels']) or '–'}",
+        ),
         ("Flat channels", lambda d: ", ".join(d["channels"]["flat"]) or "–"),
         ("Railed channels", lambda d: ", ".join(d["channels"]["railed"]) or "–"),
         ("Noisy channels", lambda d: ", ".join(d["channels"]["noisy"]) or "–"),
-        ("Line noise", lambda d: (f"{d['channels']['line_frequency_hz']:g} Hz; > threshold: " + (", ".join(d["channels"]["line_noise_channels"]) or "none"))
-         if d["channels"]["line_frequency_hz"] else "no mains peak"),
-        ("Board vs LSL markers (median / max |.| ms)", lambda d: "no board markers" if not d["marker_residuals"] else
-         f"{d['marker_residuals']['matched']}/{d['marker_residuals']['lsl_markers']} matched; "
-         f"{format_number(d['marker_residuals'].get('median_ms'))} / {format_number(d['marker_residuals'].get('max_abs_ms'))}"),
+        (
+            "Line noise",
+            lambda d: (
+                (
+                    f"{d['channels']['line_frequency_hz']:g} Hz; > threshold: "
+                    + (", ".join(d["channels"]["line_noise_channels"]) or "none")
+                )
+                if d["channels"]["line_frequency_hz"]
+                else "no mains peak"
+            ),
+        ),
+        (
+            "Board vs LSL markers (median / max |.| ms)",
+            lambda d: (
+                "no board markers"
+                if not d["marker_residuals"]
+                else f"{d['marker_residuals']['matched']}/{d['marker_residuals']['lsl_markers']} matched; "
+                f"{format_number(d['marker_residuals'].get('median_ms'))} / {format_number(d['marker_residuals'].get('max_abs_ms'))}"
+            ),
+        ),
         ("Alpha peak (Hz)", lambda d: format_number(d["alpha_peak_hz"])),
         ("Verdict", lambda d: _badge(d["verdict"])),
     ]
@@ -113,19 +131,21 @@ def _quality_table(result: dict[str, Any]) -> str:
     o = q["overlap"]
     return (
         '<table><tr><th class="l"></th><th>A</th><th>B</th></tr>' + body + "</table>"
-        f'<p>Overlap {o["overlap_s"]:.1f} s ({100 * o["overlap_fraction"]:.0f}%); B starts {o["start_difference_s"]:+.3f} s '
-        f'and ends {o["end_difference_s"]:+.3f} s relative to A.</p>'
+        f"<p>Overlap {o['overlap_s']:.1f} s ({100 * o['overlap_fraction']:.0f}%); B starts {o['start_difference_s']:+.3f} s "
+        f"and ends {o['end_difference_s']:+.3f} s relative to A.</p>"
     )
 
 
 def _synchrony_table(result: dict[str, Any]) -> str:
-    from synchrony.check import above_chance
+    from dyadlab.synchrony.check import above_chance
 
     bands = list(result["inputs"]["bands"])
     metrics = [m for m in HEADLINE_METRICS if m in result["inputs"]["metrics"]] or result["inputs"]["metrics"][:4]
-    head = "<tr><th class='l'>condition</th><th>epochs</th><th class='l'>band</th>" + "".join(
-        f"<th>{html_escape(m)} mean</th><th>{html_escape(m)} z</th>" for m in metrics
-    ) + "</tr>"
+    head = (
+        "<tr><th class='l'>condition</th><th>epochs</th><th class='l'>band</th>"
+        + "".join(f"<th>{html_escape(m)} mean</th><th>{html_escape(m)} z</th>" for m in metrics)
+        + "</tr>"
+    )
     rows = []
     for condition, entry in result["conditions"].items():
         for i, band in enumerate(bands):
@@ -134,7 +154,11 @@ def _synchrony_table(result: dict[str, Any]) -> str:
                 cell = entry[band][metric]
                 cls = " class='sig'" if above_chance(cell) else ""
                 cells += f"<td>{format_number(cell.get('mean'))}</td><td{cls}>{format_number(cell.get('z'), 2)}</td>"
-            first = f"<td class='l' rowspan='{len(bands)}'>{html_escape(condition)}</td><td rowspan='{len(bands)}'>{entry['n_epochs']}</td>" if i == 0 else ""
+            first = (
+                f"<td class='l' rowspan='{len(bands)}'>{html_escape(condition)}</td><td rowspan='{len(bands)}'>{entry['n_epochs']}</td>"
+                if i == 0
+                else ""
+            )
             rows.append(f"<tr>{first}<td class='l'>{html_escape(band)}</td>{cells}</tr>")
     return "<table>" + head + "".join(rows) + "</table>"
 
@@ -146,7 +170,9 @@ def _epochs_table(result: dict[str, Any]) -> str:
     )
     return (
         "<table><tr><th class='l'>condition</th><th>planned</th><th>invalid data</th><th>artifacts</th><th>used</th></tr>"
-        + rows + "</table>" + f"<p class='small'>Rejection: {html_escape(result['segmentation']['rejection']['rule'])}.</p>"
+        + rows
+        + "</table>"
+        + f"<p class='small'>Rejection: {html_escape(result['segmentation']['rejection']['rule'])}.</p>"
     )
 
 
@@ -165,9 +191,14 @@ def _contrast_table(result: dict[str, Any]) -> str:
     )
     bands = list(result["inputs"]["bands"])
     metrics = [m for m in HEADLINE_METRICS if m in result["inputs"]["metrics"]]
-    head = "<tr><th class='l'>contrast</th><th class='l'>band</th>" + "".join(
-        f"<th>Δ {html_escape(m)}</th><th>p {html_escape(m)} (uncorr.)</th><th>p FDR {html_escape(m)}</th>" for m in metrics
-    ) + "</tr>"
+    head = (
+        "<tr><th class='l'>contrast</th><th class='l'>band</th>"
+        + "".join(
+            f"<th>Δ {html_escape(m)}</th><th>p {html_escape(m)} (uncorr.)</th><th>p FDR {html_escape(m)}</th>"
+            for m in metrics
+        )
+        + "</tr>"
+    )
     rows = []
     for name, per_band in contrasts.items():
         for band in bands:
@@ -184,7 +215,7 @@ def _contrast_table(result: dict[str, Any]) -> str:
     return note + "<table>" + head + "".join(rows) + "</table>"
 
 
-def _traces_figure(figures: "ReportFigures") -> str:
+def _traces_figure(figures: ReportFigures) -> str:
     from matplotlib.figure import Figure
 
     if not figures.traces:
@@ -209,10 +240,14 @@ def _traces_figure(figures: "ReportFigures") -> str:
         for marker_time in trace["lsl_markers"]:
             ax.axvline(marker_time, color="k", lw=0.8, ls="--")
         ax.set_yticks(ticks, labels, fontsize=7)
-        ax.set_title(f"{trace['condition']}: block start at 0 s (dashed: LSL markers, triangles: board markers)", fontsize=9)
+        ax.set_title(
+            f"{trace['condition']}: block start at 0 s (dashed: LSL markers, triangles: board markers)", fontsize=9
+        )
         ax.set_xlim(t[0], t[-1])
     axes[-1].set_xlabel("time from block start (s); 1-40 Hz")
-    fig.subplots_adjust(left=0.08, right=0.99, bottom=0.6 / fig.get_figheight(), top=1 - 0.3 / fig.get_figheight(), hspace=0.45)
+    fig.subplots_adjust(
+        left=0.08, right=0.99, bottom=0.6 / fig.get_figheight(), top=1 - 0.3 / fig.get_figheight(), hspace=0.45
+    )
     return png_data_uri(fig)
 
 
@@ -220,7 +255,7 @@ def _matrices_figure(result: dict[str, Any], metric: str) -> str:
     """All conditions (rows) x bands (columns) as one mosaic image: one axes, fast to draw."""
     from matplotlib.figure import Figure
 
-    from synchrony.check import P_DETECT
+    from dyadlab.synchrony.check import P_DETECT
 
     conditions = list(result["conditions"])
     bands = list(result["inputs"]["bands"])
@@ -246,8 +281,14 @@ def _matrices_figure(result: dict[str, Any], metric: str) -> str:
                 dots_y.extend(top + rows)
                 dots_x.extend(left + cols)
             z = cell.get("z")
-            ax.text(left + n_b / 2, top - 0.3, f"{cell['mean']:.3f}" + (f" z {z:.1f}" if z is not None else ""),
-                    ha="center", va="bottom", fontsize=6)
+            ax.text(
+                left + n_b / 2,
+                top - 0.3,
+                f"{cell['mean']:.3f}" + (f" z {z:.1f}" if z is not None else ""),
+                ha="center",
+                va="bottom",
+                fontsize=6,
+            )
     image = ax.imshow(mosaic[:-gap, :-gap], cmap="viridis", aspect="auto", interpolation="nearest")
     ax.set_ylim(mosaic.shape[0] - gap - 0.5, -gap)  # room above the first row for its labels
     if dots_x:
@@ -262,7 +303,7 @@ def _matrices_figure(result: dict[str, Any], metric: str) -> str:
     return png_data_uri(fig)
 
 
-def _nulls_figure(result: dict[str, Any], figures: "ReportFigures", metric: str) -> str:
+def _nulls_figure(result: dict[str, Any], figures: ReportFigures, metric: str) -> str:
     """Per band: each condition's surrogate distribution (box: 2.5-97.5 %) and observed mean (red)."""
     from matplotlib.figure import Figure
 
@@ -275,23 +316,39 @@ def _nulls_figure(result: dict[str, Any], figures: "ReportFigures", metric: str)
     fig.subplots_adjust(left=1.4 / width, right=0.98, bottom=0.55 / height, top=1 - 0.45 / height, wspace=0.08)
     axes = fig.subplots(1, len(bands), squeeze=False, sharey=True)[0]
     for ax, band in zip(axes, bands):
-        rows = [(i, figures.nulls[(c, band, metric)], result["conditions"][c][band][metric]) for i, c in enumerate(conditions)
-                if (c, band, metric) in figures.nulls]
+        rows = [
+            (i, figures.nulls[(c, band, metric)], result["conditions"][c][band][metric])
+            for i, c in enumerate(conditions)
+            if (c, band, metric) in figures.nulls
+        ]
         if rows:
             # matplotlib >= 3.10 says orientation=, older versions vert=False.
-            horizontal = {"orientation": "horizontal"} if "orientation" in inspect.signature(ax.boxplot).parameters else {"vert": False}
-            ax.boxplot([null for _, null, _ in rows], positions=[i for i, _, _ in rows], whis=(2.5, 97.5),
-                       showfliers=False, widths=0.6, **horizontal)
+            horizontal = (
+                {"orientation": "horizontal"}
+                if "orientation" in inspect.signature(ax.boxplot).parameters
+                else {"vert": False}
+            )
+            ax.boxplot(
+                [null for _, null, _ in rows],
+                positions=[i for i, _, _ in rows],
+                whis=(2.5, 97.5),
+                showfliers=False,
+                widths=0.6,
+                **horizontal,
+            )
             ax.plot([cell["mean"] for _, _, cell in rows], [i for i, _, _ in rows], "o", color="tab:red", ms=5)
         ax.set_title(band, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_yticks(range(len(conditions)), conditions)
         ax.set_ylim(len(conditions) - 0.5, -0.5)
-    fig.suptitle(f"{metric}: surrogate null of the mean over pairs (box 25-75 %, whiskers 2.5-97.5 %) and observed mean (red)", fontsize=9)
+    fig.suptitle(
+        f"{metric}: surrogate null of the mean over pairs (box 25-75 %, whiskers 2.5-97.5 %) and observed mean (red)",
+        fontsize=9,
+    )
     return png_data_uri(fig)
 
 
-def render_html(result: dict[str, Any], figures: "ReportFigures") -> str:
+def render_html(result: dict[str, Any], figures: ReportFigures) -> str:
     """The report as one HTML string (no external resources)."""
     import matplotlib
 
@@ -300,8 +357,11 @@ def render_html(result: dict[str, Any], figures: "ReportFigures") -> str:
     overall = "ok" if verdict["data_quality"] == "ok" and verdict["timing"] != "check" else "check"
     detected = verdict["synchrony_above_chance"]
     sync_line = (
-        "Synchrony above chance in: <b>" + ", ".join(f"{html_escape(d['condition'])} / {html_escape(d['band'])} (z {d['z']:.1f})" for d in detected) + "</b>"
-        if detected else "No condition and band with synchrony above chance."
+        "Synchrony above chance in: <b>"
+        + ", ".join(f"{html_escape(d['condition'])} / {html_escape(d['band'])} (z {d['z']:.1f})" for d in detected)
+        + "</b>"
+        if detected
+        else "No condition and band with synchrony above chance."
     )
     warnings = "".join(f"<li>{html_escape(w)}</li>" for w in result["warnings"]) or "<li>none</li>"
     participants = result["participants"]
@@ -314,7 +374,8 @@ def render_html(result: dict[str, Any], figures: "ReportFigures") -> str:
         f"A = {html_escape(participants['A']['stream'])}, B = {html_escape(participants['B']['stream'])}</p>",
         f"<div class='verdict {overall}'><p>Data quality {_badge(verdict['data_quality'])} &nbsp; Timing {_badge(verdict['timing'])}"
         f" &nbsp; {len(result['warnings'])} warning(s)</p><p>{sync_line}</p><ul>"
-        + "".join(f"<li>{html_escape(line)}</li>" for line in verdict["summary"]) + "</ul>"
+        + "".join(f"<li>{html_escape(line)}</li>" for line in verdict["summary"])
+        + "</ul>"
         f"<p class='small'>Rule: {html_escape(verdict['rule'])}.</p></div>",
         "<h2>Warnings</h2><ul class='warn'>" + warnings + "</ul>",
         "<h2>Synchrony per condition and band</h2>",
@@ -350,7 +411,7 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=1)
 
 
-def write_html(path: str | Path, result: dict[str, Any], figures: "ReportFigures") -> Path:
+def write_html(path: str | Path, result: dict[str, Any], figures: ReportFigures) -> Path:
     """Write :func:`render_html` to ``path``."""
     path = Path(path)
     path.write_text(render_html(result, figures), encoding="utf-8")

@@ -54,15 +54,17 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.fft
 from scipy import ndimage, signal
 
-from synchrony.io import EventMarker, ParticipantEeg
+from dyadlab import DyadlabError
+from dyadlab.synchrony.io import EventMarker, ParticipantEeg
 
 DEFAULT_BANDS: dict[str, tuple[float, float]] = {
     "theta": (4.0, 7.0),
@@ -89,7 +91,7 @@ INTERPOLATION_CHUNK = 8192
 GAIN_FLOOR = 1e-7
 
 
-class SegmentationError(ValueError):
+class SegmentationError(DyadlabError, ValueError):
     """Conditions or epochs cannot be built from the recording as asked."""
 
 
@@ -350,7 +352,9 @@ def _interpolate_into(out: np.ndarray, first: int, values: np.ndarray, positions
         target += left
 
 
-def _on_grid(p: ParticipantEeg, rate: float, grid_start: float, n_grid: int, gap_samples: float) -> tuple[np.ndarray, bool]:
+def _on_grid(
+    p: ParticipantEeg, rate: float, grid_start: float, n_grid: int, gap_samples: float
+) -> tuple[np.ndarray, bool]:
     """Participant's EEG interpolated onto the grid, (n_channels, n_grid) float32 with NaN where invalid."""
     out = np.full((p.data.shape[0], n_grid), np.nan, dtype=np.float32)
     ratio = Fraction(rate / p.nominal_rate).limit_denominator(1000)
@@ -486,10 +490,16 @@ def plan_epochs(
         hi = starts + n_epoch + n_margin
         inside = (lo >= 0) & (hi <= aligned.n_samples)  # the recording's ends are discontinuities too
         lo, hi = np.clip(lo, 0, aligned.n_samples), np.clip(hi, 0, aligned.n_samples)
-        plans.append(EpochGrid(
-            block, starts.astype(np.int64), inside & ((invalid[hi] - invalid[lo]) == 0), float(margin),
-            max(first - n_pad, 0), min(first + n * n_epoch + n_pad, aligned.n_samples),
-        ))
+        plans.append(
+            EpochGrid(
+                block,
+                starts.astype(np.int64),
+                inside & ((invalid[hi] - invalid[lo]) == 0),
+                float(margin),
+                max(first - n_pad, 0),
+                min(first + n * n_epoch + n_pad, aligned.n_samples),
+            )
+        )
     return plans
 
 
@@ -588,8 +598,13 @@ def _fft_length(n: int, steps: Iterable[int]) -> int:
 
 
 def _band_signals(
-    spectrum: np.ndarray, n_fft: int, rate: float, bands: dict[str, tuple[float, float]],
-    steps: dict[str, int], start: int, stop: int,
+    spectrum: np.ndarray,
+    n_fft: int,
+    rate: float,
+    bands: dict[str, tuple[float, float]],
+    steps: dict[str, int],
+    start: int,
+    stop: int,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """:func:`iter_band_analytic` from the rfft of the block (its lowest bins suffice: bins
     beyond ``spectrum``'s are taken as zero)."""
@@ -991,6 +1006,11 @@ def condition_names(blocks: Sequence[Block]) -> list[str]:
 def describe_blocks(blocks: Sequence[Block], origin: float) -> list[dict[str, Any]]:
     """JSON-ready blocks with times relative to ``origin`` (the grid start)."""
     return [
-        {"condition": b.condition, "name": b.name, "start_s": round(b.start - origin, 3), "end_s": round(b.end - origin, 3)}
+        {
+            "condition": b.condition,
+            "name": b.name,
+            "start_s": round(b.start - origin, 3),
+            "end_s": round(b.end - origin, 3),
+        }
         for b in blocks
     ]

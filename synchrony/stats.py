@@ -181,8 +181,8 @@ def max_statistic_threshold(observed: np.ndarray, null: np.ndarray, alpha: float
     Each element is standardised against its own null (z-scores), so elements of different
     scale (bands, metrics) form one family; the family-wise null is the maximum z over the
     family in each surrogate. The surrogates of all elements must come from the *same*
-    permutations (one :func:`synchrony.surrogates.shuffle_plan` passed to every band's
-    :func:`synchrony.surrogates.shuffle_null`), or the maximum is not a valid joint null.
+    permutations (one :func:`dyadlab.synchrony.surrogates.shuffle_plan` passed to every band's
+    :func:`dyadlab.synchrony.surrogates.shuffle_null`), or the maximum is not a valid joint null.
 
     Parameters
     ----------
@@ -480,7 +480,7 @@ def group_level(
     """Do real dyads synchronise more than pseudo-dyads doing the same task?
 
     The pseudo-dyads (A of one dyad with B of another, see
-    :func:`synchrony.surrogates.pseudo_dyads`) carry everything shared by any two people in
+    :func:`dyadlab.synchrony.surrogates.pseudo_dyads`) carry everything shared by any two people in
     the task -- stimulus- and movement-locked entrainment, condition-wide rhythmicity -- so a
     real-dyad excess is interaction-specific.
 

@@ -42,7 +42,7 @@ across epoch boundaries, 6-7 % family-wise errors instead of 5 %. The circular-s
 keeps each participant's autocorrelation.
 
 How it is fast beyond that: within a stratum the bilinear metrics of every pairing come out
-of one matrix product per term (:class:`synchrony.metrics.AllPairs`), PLI/wPLI are computed
+of one matrix product per term (:class:`dyadlab.synchrony.metrics.AllPairs`), PLI/wPLI are computed
 only for the pairings some surrogate uses, and each surrogate is then a sparse selection
 and a mean. The real pairing (the diagonal) falls out of the same products, so
 :func:`shuffle_null` returns the observed per-epoch values too.
@@ -57,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
-from synchrony.metrics import (
+from dyadlab.synchrony.metrics import (
     LAG_METRICS,
     METRICS,
     AllPairs,
@@ -110,8 +110,7 @@ def random_permutations(n_epochs: int, n_surrogates: int, rng: np.random.Generat
     """
     if n_epochs < 2:
         raise ValueError(
-            f"an epoch shuffle needs at least 2 epochs, got {n_epochs}; "
-            "use longer recordings or shorter epochs"
+            f"an epoch shuffle needs at least 2 epochs, got {n_epochs}; use longer recordings or shorter epochs"
         )
     if n_surrogates < 1:
         raise ValueError(f"n_surrogates must be at least 1, got {n_surrogates}")
@@ -258,7 +257,7 @@ def shuffle_null(za: np.ndarray, zb: np.ndarray, plan: ShufflePlan, metrics: Seq
     """Observed per-epoch metrics and their partner-epoch-shuffle null, in one pass.
 
     Surrogate s pairs epoch i of A with epoch ``plan.permutations[s, i]`` of B and averages
-    the metric over epochs exactly as :func:`synchrony.metrics.inter_brain_connectivity`
+    the metric over epochs exactly as :func:`dyadlab.synchrony.metrics.inter_brain_connectivity`
     does for the real pairing (``nanmean``), so observed and null values are the same
     estimator on the same number of epochs.
 
@@ -271,7 +270,7 @@ def shuffle_null(za: np.ndarray, zb: np.ndarray, plan: ShufflePlan, metrics: Seq
     plan : ShufflePlan
         From :func:`shuffle_plan` (or :meth:`ShufflePlan.from_permutations`).
     metrics : sequence of str
-        Metric names (see :data:`synchrony.metrics.SUPPORTED_METRICS`).
+        Metric names (see :data:`dyadlab.synchrony.metrics.SUPPORTED_METRICS`).
 
     Returns
     -------
@@ -317,7 +316,9 @@ def shuffle_null(za: np.ndarray, zb: np.ndarray, plan: ShufflePlan, metrics: Seq
                 per_pair = lag_metrics_from_sums(
                     sign_sum.swapaxes(1, 2), abs_sum.swapaxes(1, 2), numerator, ta.n_times, lagged
                 )
-                lag_selection = _selection(n_surrogates, rows.size, np.searchsorted(used, columns), used.size, precision)
+                lag_selection = _selection(
+                    n_surrogates, rows.size, np.searchsorted(used, columns), used.size, precision
+                )
                 real = np.searchsorted(used, diagonal)
                 for m in lagged:
                     means[m].add(lag_selection, np.ascontiguousarray(per_pair[m]), rows.size)
@@ -352,7 +353,7 @@ def epoch_shuffle_surrogates(
     n_surrogates : int
         Number of surrogates (200-1000 recommended).
     metrics : sequence of str
-        Metric names (see :data:`synchrony.metrics.SUPPORTED_METRICS`).
+        Metric names (see :data:`dyadlab.synchrony.metrics.SUPPORTED_METRICS`).
     rng : np.random.Generator
         Source of the plan.
     permutations : np.ndarray of int, shape (n_surrogates, n_epochs), optional
@@ -432,8 +433,7 @@ def circular_shift_surrogates(
     zb_cont = np.asarray(zb_cont)
     if za_cont.ndim != 2 or zb_cont.ndim != 2:
         raise ValueError(
-            "za_cont and zb_cont must have shape (n_channels, n_samples), "
-            f"got {za_cont.shape} and {zb_cont.shape}"
+            f"za_cont and zb_cont must have shape (n_channels, n_samples), got {za_cont.shape} and {zb_cont.shape}"
         )
     n_samples = za_cont.shape[1]
     if zb_cont.shape[1] != n_samples:
@@ -455,7 +455,9 @@ def circular_shift_surrogates(
             f"{min_shift_s} s both ways; use a longer block, a smaller min_shift_s, or the epoch shuffle"
         )
     window = starts[:, None] + np.arange(epoch_samples)
-    za, zb = validate_pair(za_cont[:, window].transpose(1, 0, 2), zb_cont[:, window].transpose(1, 0, 2), same_epochs=True)
+    za, zb = validate_pair(
+        za_cont[:, window].transpose(1, 0, 2), zb_cont[:, window].transpose(1, 0, 2), same_epochs=True
+    )
     ta = EpochTerms.from_signal(za, metrics)
     epochs = np.arange(starts.size)
     pairing = PairList(epochs, epochs)

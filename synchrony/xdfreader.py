@@ -33,12 +33,15 @@ import logging
 import struct
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+
+from dyadlab import DyadlabError
 
 __all__ = [
     "ChannelGroup",
@@ -81,7 +84,7 @@ _CLOCK_SYNC_DEFAULTS = {
 _LEAD_BYTES = 1 + 8 + 2 + 4 + 1 + 8
 
 
-class XdfIndexError(ValueError):
+class XdfIndexError(DyadlabError, ValueError):
     """The file's chunk structure cannot be indexed (damaged, compressed or not XDF)."""
 
 
@@ -250,8 +253,8 @@ def index_xdf(path: str | Path) -> XdfIndex:
             if len(lead) < 1 + width + 2:
                 problems.append(f"the file ends inside the header of chunk #{chunk_number} (byte {position})")
                 break
-            length = int.from_bytes(lead[1:1 + width], "little")
-            tag = int.from_bytes(lead[1 + width:3 + width], "little")
+            length = int.from_bytes(lead[1 : 1 + width], "little")
+            tag = int.from_bytes(lead[1 + width : 3 + width], "little")
             content = position + 1 + width + 2
             end = position + 1 + width + length
             name = _TAG_NAMES.get(tag, f"tag-{tag}")
@@ -265,7 +268,7 @@ def index_xdf(path: str | Path) -> XdfIndex:
             if length < (6 if has_stream_id else 2):
                 raise XdfIndexError(f"chunk #{chunk_number} ({name}) at byte {position} is {length} bytes long")
             if has_stream_id:
-                stream_id = int.from_bytes(lead[3 + width:7 + width], "little")
+                stream_id = int.from_bytes(lead[3 + width : 7 + width], "little")
                 if tag != _TAG_STREAM_HEADER and stream_id not in streams:
                     raise XdfIndexError(f"chunk #{chunk_number} ({name}) of stream {stream_id} precedes its header")
             if tag == _TAG_SAMPLES:
@@ -274,12 +277,14 @@ def index_xdf(path: str | Path) -> XdfIndex:
                 if count_width not in (1, 4, 8) or content + 4 + 1 + count_width > end:
                     raise XdfIndexError(f"chunk #{chunk_number} (Samples) at byte {position}: bad sample count")
                 stream = streams[stream_id]
-                stream.chunk_counts.append(int.from_bytes(lead[count_at + 1:count_at + 1 + count_width], "little"))
+                stream.chunk_counts.append(int.from_bytes(lead[count_at + 1 : count_at + 1 + count_width], "little"))
                 stream.chunk_starts.append(content + 4 + 1 + count_width)
                 stream.chunk_ends.append(end)
             elif tag == _TAG_CLOCK_OFFSET:
                 if length != 22:
-                    raise XdfIndexError(f"chunk #{chunk_number} (ClockOffset) at byte {position} is {length} bytes long")
+                    raise XdfIndexError(
+                        f"chunk #{chunk_number} (ClockOffset) at byte {position} is {length} bytes long"
+                    )
                 handle.seek(content + 4)
                 collection_time, offset = struct.unpack("<dd", handle.read(16))
                 streams[stream_id].clock_times.append(collection_time)
@@ -314,13 +319,20 @@ def _stream_index(stream_id: int, header: dict) -> XdfStreamIndex:
         n_channels = int(info["channel_count"][0])
         nominal_srate = float(info["nominal_srate"][0])
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
-        raise XdfIndexError(f"stream {stream_id}'s header lacks a valid channel_format, channel_count or "
-                            f"nominal_srate ({error!r})") from error
+        raise XdfIndexError(
+            f"stream {stream_id}'s header lacks a valid channel_format, channel_count or nominal_srate ({error!r})"
+        ) from error
     if channel_format not in _FORMATS and channel_format != "string":
         raise XdfIndexError(f"stream {stream_id} has the unknown channel_format {channel_format!r}")
     info["stream_id"] = stream_id
-    return XdfStreamIndex(stream_id=stream_id, info=info, footer=None, channel_format=channel_format,
-                          n_channels=n_channels, nominal_srate=nominal_srate)
+    return XdfStreamIndex(
+        stream_id=stream_id,
+        info=info,
+        footer=None,
+        channel_format=channel_format,
+        n_channels=n_channels,
+        nominal_srate=nominal_srate,
+    )
 
 
 _kernels: Any = None
@@ -333,7 +345,9 @@ def _compiled_kernels() -> Any:
         import numba
 
         @numba.njit(cache=True, nogil=True)
-        def unpack_records(block, starts, counts, ends, n_channels, stamps_out, stamped_out, values_out):  # pragma: no cover - compiled
+        def unpack_records(
+            block, starts, counts, ends, n_channels, stamps_out, stamped_out, values_out
+        ):  # pragma: no cover - compiled
             """Copy each sample's timestamp bytes (if stored) and values out of ``block``, values
             channels first: ``values_out`` (channels, samples) is an unsigned integer view of the
             stream's format, each value composed from its little-endian bytes (a typed store per
@@ -361,16 +375,26 @@ def _compiled_kernels() -> Any:
                     for channel in range(n_channels):
                         if itemsize == 4:
                             values_out[channel, out] = (
-                                np.uint32(block[at]) | (np.uint32(block[at + 1]) << 8)
-                                | (np.uint32(block[at + 2]) << 16) | (np.uint32(block[at + 3]) << 24)
+                                np.uint32(block[at])
+                                | (np.uint32(block[at + 1]) << 8)
+                                | (np.uint32(block[at + 2]) << 16)
+                                | (np.uint32(block[at + 3]) << 24)
                             )
                         elif itemsize == 2:
                             values_out[channel, out] = np.uint16(block[at]) | (np.uint16(block[at + 1]) << 8)
                         elif itemsize == 8:
-                            low = (np.uint64(block[at]) | (np.uint64(block[at + 1]) << 8)
-                                   | (np.uint64(block[at + 2]) << 16) | (np.uint64(block[at + 3]) << 24))
-                            high = (np.uint64(block[at + 4]) | (np.uint64(block[at + 5]) << 8)
-                                    | (np.uint64(block[at + 6]) << 16) | (np.uint64(block[at + 7]) << 24))
+                            low = (
+                                np.uint64(block[at])
+                                | (np.uint64(block[at + 1]) << 8)
+                                | (np.uint64(block[at + 2]) << 16)
+                                | (np.uint64(block[at + 3]) << 24)
+                            )
+                            high = (
+                                np.uint64(block[at + 4])
+                                | (np.uint64(block[at + 5]) << 8)
+                                | (np.uint64(block[at + 6]) << 16)
+                                | (np.uint64(block[at + 7]) << 24)
+                            )
                             values_out[channel, out] = low | (high << 32)
                         else:
                             values_out[channel, out] = block[at]
@@ -462,22 +486,41 @@ def read_streams(
         stream = index.streams[stream_id]
         n = stream.n_samples
         if stream.channel_format == "string":
-            readings[stream_id] = _Reading(stream, [], np.zeros(n), [], [], clock_times=list(stream.clock_times),
-                                           clock_values=list(stream.clock_values))
+            readings[stream_id] = _Reading(
+                stream,
+                [],
+                np.zeros(n),
+                [],
+                [],
+                clock_times=list(stream.clock_times),
+                clock_values=list(stream.clock_values),
+            )
             continue
-        wanted = (groups or {}).get(stream_id) or [ChannelGroup(range(stream.n_channels), _FORMATS[stream.channel_format])]
+        wanted = (groups or {}).get(stream_id) or [
+            ChannelGroup(range(stream.n_channels), _FORMATS[stream.channel_format])
+        ]
         for group in wanted:
             if any(not 0 <= c < stream.n_channels for c in group.channels):
-                raise ValueError(f"stream {stream_id} has {stream.n_channels} channels, asked for {list(group.channels)}")
+                raise ValueError(
+                    f"stream {stream_id} has {stream.n_channels} channels, asked for {list(group.channels)}"
+                )
         outputs = [np.empty((len(group.channels), n), dtype=group.dtype) for group in wanted]
-        readings[stream_id] = _Reading(stream, wanted, np.zeros(n), outputs, None, clock_times=list(stream.clock_times),
-                                       clock_values=list(stream.clock_values))
+        readings[stream_id] = _Reading(
+            stream,
+            wanted,
+            np.zeros(n),
+            outputs,
+            None,
+            clock_times=list(stream.clock_times),
+            clock_values=list(stream.clock_values),
+        )
 
     chunks = sorted(
         (start, end, count, stream_id)
         for stream_id in readings
         for start, end, count in zip(
-            index.streams[stream_id].chunk_starts, index.streams[stream_id].chunk_ends,
+            index.streams[stream_id].chunk_starts,
+            index.streams[stream_id].chunk_ends,
             index.streams[stream_id].chunk_counts,
         )
     )
@@ -508,8 +551,14 @@ def read_streams(
     if synchronize_clocks:
         problems = _synchronize(readings)
     result = {
-        stream_id: StreamSamples(reading.index, reading.time_stamps, reading.outputs, reading.strings,
-                                 reading.clock_times, reading.clock_values)
+        stream_id: StreamSamples(
+            reading.index,
+            reading.time_stamps,
+            reading.outputs,
+            reading.strings,
+            reading.clock_times,
+            reading.clock_values,
+        )
         for stream_id, reading in readings.items()
     }
     return result, problems
@@ -527,8 +576,11 @@ def _unpack_numeric(
     here = slice(reading.filled, reading.filled + m)
     groups = reading.groups
     # One group of every channel in the stream's own dtype (an EEG-only stream): unpacked in place.
-    direct = (len(groups) == 1 and list(groups[0].channels) == list(range(stream.n_channels))
-              and np.dtype(groups[0].dtype) == dtype.newbyteorder("="))
+    direct = (
+        len(groups) == 1
+        and list(groups[0].channels) == list(range(stream.n_channels))
+        and np.dtype(groups[0].dtype) == dtype.newbyteorder("=")
+    )
     if direct:
         values = reading.outputs[0][:, here].view(f"u{dtype.itemsize}")
     else:
@@ -552,7 +604,7 @@ def _unpack_numeric(
     for group, output in zip(groups, reading.outputs):
         rows = list(group.channels)
         consecutive = rows == list(range(rows[0], rows[0] + len(rows))) if rows else True
-        output[:, here] = native[rows[0]:rows[0] + len(rows)] if consecutive and rows else native[rows]
+        output[:, here] = native[rows[0] : rows[0] + len(rows)] if consecutive and rows else native[rows]
 
 
 def _unpack_strings(block: np.ndarray, chunks: list[tuple[int, int, int]], reading: _Reading) -> None:
@@ -577,14 +629,16 @@ def _unpack_strings(block: np.ndarray, chunks: list[tuple[int, int, int]], readi
                     width = data[at]
                     if width not in (1, 4, 8):
                         raise XdfIndexError(f"a string of stream {stream.stream_id} has a length of width {width}")
-                    length = int.from_bytes(data[at + 1:at + 1 + width], "little")
+                    length = int.from_bytes(data[at + 1 : at + 1 + width], "little")
                     at += 1 + width
-                    sample.append(data[at:at + length].decode("utf-8", "replace"))
+                    sample.append(data[at : at + length].decode("utf-8", "replace"))
                     at += length
                 reading.strings.append(sample)
                 reading.filled += 1
             if at != end:
-                raise XdfIndexError(f"a Samples chunk of stream {stream.stream_id} is not filled exactly by its strings")
+                raise XdfIndexError(
+                    f"a Samples chunk of stream {stream.stream_id} is not filled exactly by its strings"
+                )
     except IndexError as error:
         raise XdfIndexError(f"a Samples chunk of stream {stream.stream_id} ends inside a sample") from error
 
@@ -634,8 +688,13 @@ def _synchronize(readings: dict[int, _Reading]) -> list[str]:
     return collected.messages
 
 
-def load_xdf(path: str | Path, select_streams: Sequence[int] | None = None, *,
-             synchronize_clocks: bool = True, block_bytes: int = BLOCK_BYTES) -> tuple[list[dict], dict]:
+def load_xdf(
+    path: str | Path,
+    select_streams: Sequence[int] | None = None,
+    *,
+    synchronize_clocks: bool = True,
+    block_bytes: int = BLOCK_BYTES,
+) -> tuple[list[dict], dict]:
     """pyxdf.load_xdf's result (without de-jittering), read by this module.
 
     Parameters

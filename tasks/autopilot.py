@@ -82,7 +82,7 @@ class _XTestInjector:
     """Real X key events through XTEST, on a connection owned by the autopilot thread."""
 
     def __init__(self) -> None:
-        from Xlib import X, XK, display
+        from Xlib import XK, X, display
         from Xlib.ext import xtest
 
         self._display = display.Display()
@@ -93,7 +93,9 @@ class _XTestInjector:
         self._press, self._release = X.KeyPress, X.KeyRelease
 
     def keycode(self, key: str) -> int:
-        keysym = self._XK.string_to_keysym(_X_KEYSYMS.get(key, key.upper() if key.startswith("f") and key[1:].isdigit() else key))
+        keysym = self._XK.string_to_keysym(
+            _X_KEYSYMS.get(key, key.upper() if key.startswith("f") and key[1:].isdigit() else key)
+        )
         code = self._display.keysym_to_keycode(keysym)
         if not code:
             raise ValueError(f"The X server has no key for {key!r}.")
@@ -146,7 +148,9 @@ class Autopilot:
     def __init__(self, settings: AutopilotSettings, keys: dict[str, str]) -> None:
         missing = set(keys) - set(settings.participants)
         if missing:
-            raise ValueError(f"The autopilot has no behaviour for participant(s) {sorted(missing)}; add them to 'participants'.")
+            raise ValueError(
+                f"The autopilot has no behaviour for participant(s) {sorted(missing)}; add them to 'participants'."
+            )
         self.settings = settings
         self._keys = dict(keys)
         labels = sorted(settings.participants)
@@ -183,7 +187,12 @@ class Autopilot:
         ready.wait(5.0)
         if self._error is not None:
             raise RuntimeError(f"The autopilot could not start its {self.injector_name} key injector: {self._error}")
-        logger.info("Autopilot started (injector %s, seed %d, speed %g)", self.injector_name, self.settings.seed, self.settings.speed)
+        logger.info(
+            "Autopilot started (injector %s, seed %d, speed %g)",
+            self.injector_name,
+            self.settings.seed,
+            self.settings.speed,
+        )
 
     def stop(self) -> None:
         """Release held keys and stop the thread; idempotent."""
@@ -194,7 +203,7 @@ class Autopilot:
             self._thread.join(5.0)
             self._thread = None
 
-    def __enter__(self) -> "Autopilot":
+    def __enter__(self) -> Autopilot:
         self.start()
         return self
 
@@ -206,7 +215,7 @@ class Autopilot:
 
         try:
             injector = _XTestInjector() if self.injector_name == "xtest" else _MakeResponseInjector()
-        except BaseException as error:  # noqa: BLE001 - reported by start()
+        except BaseException as error:
             self._error = error
             self._running = False
             ready.set()
@@ -234,13 +243,13 @@ class Autopilot:
                     (held.add if down else held.discard)(key)
                     with self._wake:
                         self.sent.append((key, down, before, after))
-                except Exception:  # noqa: BLE001 - a lost simulated press must not kill the thread
+                except Exception:
                     logger.exception("Autopilot could not send key %r", key)
         finally:
             for key in held:
                 try:
                     injector.send(key, False)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     logger.exception("Autopilot could not release key %r", key)
             injector.close()
 
@@ -262,7 +271,9 @@ class Autopilot:
         """One ex-Gaussian reaction time of ``participant``."""
         behaviour = self.settings.participants[participant]
         rng = self._rngs[participant]
-        rt = rng.normal(behaviour.rt_mu, behaviour.rt_sigma) + (rng.exponential(behaviour.rt_tau) if behaviour.rt_tau > 0 else 0.0)
+        rt = rng.normal(behaviour.rt_mu, behaviour.rt_sigma) + (
+            rng.exponential(behaviour.rt_tau) if behaviour.rt_tau > 0 else 0.0
+        )
         return float(max(rt, 0.1))
 
     def respond_to_go(self, participant: str, go_time: float) -> float | None:
@@ -310,4 +321,3 @@ class Autopilot:
     def operator_key(self, key: str, at: float) -> None:
         """Press an operator key (abort, pause...) at PsychoPy time ``at``."""
         self.press(key, at)
-

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -70,7 +71,7 @@ class DisplaySettings(BaseModel):
     max_frame_rate: float | None = Field(None, gt=0, le=1000)
 
     @model_validator(mode="after")
-    def _screens_match_layout(self) -> "DisplaySettings":
+    def _screens_match_layout(self) -> DisplaySettings:
         if self.screens is not None:
             expected = 1 if self.layout == "shared" else 2
             if len(self.screens) != expected:
@@ -100,7 +101,7 @@ class View:
         ``"shared"`` or the participant label; used in screenshot file names.
     """
 
-    window: "visual.Window"
+    window: visual.Window
     participants: list[str]
     name: str
     _stims: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -111,15 +112,17 @@ class View:
         from psychopy import visual
 
         defaults: dict[str, Any] = {"height": 0.045, "wrapWidth": 1.2, "color": "white", "font": "Arial"}
-        return self._cached(key, lambda: visual.TextStim(self.window, **{**defaults, **kwargs, "text": text}),
-                            {**kwargs, "text": text})
+        return self._cached(
+            key, lambda: visual.TextStim(self.window, **{**defaults, **kwargs, "text": text}), {**kwargs, "text": text}
+        )
 
     def circle(self, key: str, **kwargs: Any) -> Any:
         """A cached ``Circle`` named ``key``; ``kwargs`` are applied on every call."""
         from psychopy import visual
 
-        return self._cached(key, lambda: visual.Circle(self.window, **{"radius": 0.08, "edges": 64, "lineWidth": 0, **kwargs}),
-                            kwargs)
+        return self._cached(
+            key, lambda: visual.Circle(self.window, **{"radius": 0.08, "edges": 64, "lineWidth": 0, **kwargs}), kwargs
+        )
 
     def rect(self, key: str, **kwargs: Any) -> Any:
         """A cached ``Rect`` named ``key``; ``kwargs`` are applied on every call."""
@@ -204,7 +207,7 @@ class SessionDisplay:
         logger.info("Opened %d task window(s) on screen(s) %s", len(self.views), screens)
 
     @property
-    def primary(self) -> "visual.Window":
+    def primary(self) -> visual.Window:
         """The window whose flip stamps the markers."""
         if not self.views:
             raise RuntimeError("The display is not open: call SessionDisplay.open() first.")
@@ -263,5 +266,5 @@ class SessionDisplay:
         for view in views:
             try:
                 view.window.close()
-            except Exception:  # noqa: BLE001 - closing the others matters more
+            except Exception:
                 logger.exception("Could not close the window %s", view.name)

@@ -51,9 +51,13 @@ class KeySettings(BaseModel):
     proceed: str = "space"
 
     @model_validator(mode="after")
-    def _keys_are_distinct(self) -> "KeySettings":
+    def _keys_are_distinct(self) -> KeySettings:
         owners: dict[str, str] = {}
-        for role, key in [("operator abort", self.abort), ("operator pause", self.pause), ("operator proceed", self.proceed)]:
+        for role, key in [
+            ("operator abort", self.abort),
+            ("operator pause", self.pause),
+            ("operator proceed", self.proceed),
+        ]:
             if key in owners:
                 raise ValueError(f"Key {key!r} is assigned to both {owners[key]} and {role}; give each its own key.")
             owners[key] = role
@@ -151,6 +155,8 @@ class KeyReader:
         for press in new:
             name = press.name[0] if isinstance(press.name, (list, tuple)) else press.name
             name = str(name)
-            presses.append(KeyPress(key=name, t_down=float(press.tDown), participant=self.settings.participant_of(name)))
+            presses.append(
+                KeyPress(key=name, t_down=float(press.tDown), participant=self.settings.participant_of(name))
+            )
         presses.sort(key=lambda p: p.t_down)
         return presses

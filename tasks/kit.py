@@ -10,7 +10,7 @@ Markers
 ``hub.push(marker)`` with ``win.callOnFlip`` on the primary window, so the LSL stamp is a
 ``local_clock()`` read inside PsychoPy's flip, right after the buffer swap. PsychoPy's own times
 (flip returns, key-down times) never enter LSL unconverted: key-down times are converted with a
-measured offset (:mod:`tasks.timing`) for the response stream.
+measured offset (:mod:`dyadlab.tasks.timing`) for the response stream.
 
 Operator keys
 -------------
@@ -25,18 +25,19 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from acquisition.markers import Marker, MarkerHub, MarkerOutlet
-from tasks.autopilot import Autopilot, AutopilotSettings
-from tasks.display import DisplaySettings, SessionDisplay, View
-from tasks.input import KeyPress, KeyReader, KeySettings
-from tasks.timing import PsychopyToLslClock
+from dyadlab.acquisition.markers import Marker, MarkerHub, MarkerOutlet
+from dyadlab.tasks.autopilot import Autopilot, AutopilotSettings
+from dyadlab.tasks.display import DisplaySettings, SessionDisplay, View
+from dyadlab.tasks.input import KeyPress, KeyReader, KeySettings
+from dyadlab.tasks.timing import PsychopyToLslClock
 
 if TYPE_CHECKING:
     from psychopy import data as psychopy_data
@@ -195,7 +196,7 @@ class TaskContext:
         self.flip_log: list[MarkedFlip] = []
         self.paused_total = 0.0
         self.trial: int | None = None
-        self.exp: "psychopy_data.ExperimentHandler | None" = None
+        self.exp: psychopy_data.ExperimentHandler | None = None
         self.clock: PsychopyToLslClock | None = None
         self._reader: KeyReader | None = None
         self._pending: list[Marker] = []
@@ -213,7 +214,7 @@ class TaskContext:
         self._local_clock = pylsl.local_clock
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def open(self) -> "TaskContext":
+    def open(self) -> TaskContext:
         """Open the windows, the keyboard, the data file and the autopilot."""
         from psychopy import data
 
@@ -271,7 +272,7 @@ class TaskContext:
                     sys.setswitchinterval(self._switch_interval)
                     self._switch_interval = None
 
-    def __enter__(self) -> "TaskContext":
+    def __enter__(self) -> TaskContext:
         return self.open()
 
     def __exit__(self, *exc: object) -> None:
@@ -606,8 +607,13 @@ class TaskContext:
 
         self._announced = _Block(task=task, block=block_id, condition=None)
         try:
-            self.show(draw, marker=self.marker("instructions"), until=until, on_frame=on_frame,
-                      screenshot=f"{task}_{screenshot}" if screenshot else None)
+            self.show(
+                draw,
+                marker=self.marker("instructions"),
+                until=until,
+                on_frame=on_frame,
+                screenshot=f"{task}_{screenshot}" if screenshot else None,
+            )
         finally:
             self._announced = None
         self.clear_keys()
@@ -648,8 +654,11 @@ class TaskContext:
         if self.exp is None:
             raise RuntimeError("The task context is not open.")
         block = self._block
-        row = {"task": block.task if block else None, "block": block.block if block else None,
-               "condition": block.condition if block else None}
+        row = {
+            "task": block.task if block else None,
+            "block": block.block if block else None,
+            "condition": block.condition if block else None,
+        }
         row.update(values)
         for name, value in row.items():
             self.exp.addData(name, value)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from acquisition.lslconfig import LslConfig, apply_lsl_config
+from dyadlab.acquisition.lslconfig import LslConfig, apply_lsl_config
 
 TEST_SESSION_ID = f"dyadlab-test-{uuid.uuid4().hex[:12]}"
 apply_lsl_config(LslConfig.local_only(TEST_SESSION_ID))

@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from acquisition.xdfinspect import StreamSummary, XdfInspection, inspect_xdf
+from dyadlab.acquisition.xdfinspect import StreamSummary, XdfInspection, inspect_xdf
 
 EXIT_VALID = 0
 EXIT_DEFECT = 1

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from acquisition.preflight import ParticipantResult, PreflightReport
+    from dyadlab.acquisition.preflight import ParticipantResult, PreflightReport
 
 EXIT_READY = 0
 EXIT_NOT_READY = 1
@@ -28,18 +28,22 @@ def _fmt(value: float | None, pattern: str, missing: str = "-") -> str:
     return missing if value is None else pattern.format(value)
 
 
-def _stream_table(report: "PreflightReport") -> Table:
+def _stream_table(report: PreflightReport) -> Table:
     table = Table(title="Streams", box=None, header_style="bold", pad_edge=False)
     for column in ("stream", "found", "rate (Hz)", "samples", "timestamps", "clock offset", "stamp vs local_clock"):
         table.add_column(column)
     rows = [(f"{label} EEG", result.eeg) for label, result in report.participants.items()]
     rows.append(("markers", report.markers))
     for title, stream in rows:
-        found = {0: "[red]missing[/red]", 1: "[green]yes[/green]"}.get(stream.found, f"[red]{stream.found} (duplicate)[/red]")
+        found = {0: "[red]missing[/red]", 1: "[green]yes[/green]"}.get(
+            stream.found, f"[red]{stream.found} (duplicate)[/red]"
+        )
         rate = "-"
         if stream.effective_rate is not None:
             rate = f"{stream.effective_rate:.1f} / {stream.expected_rate:g}"
-        timestamps = "-" if stream.monotonic is None else ("monotonic" if stream.monotonic else "[red]NOT monotonic[/red]")
+        timestamps = (
+            "-" if stream.monotonic is None else ("monotonic" if stream.monotonic else "[red]NOT monotonic[/red]")
+        )
         table.add_row(
             title,
             found,
@@ -52,7 +56,7 @@ def _stream_table(report: "PreflightReport") -> Table:
     return table
 
 
-def _channel_table(label: str, result: "ParticipantResult") -> Table:
+def _channel_table(label: str, result: ParticipantResult) -> Table:
     status = "[green]READY[/green]" if result.ready else "[red]NOT READY[/red]"
     table = Table(title=f"Participant {label}: {status}", box=None, header_style="bold", pad_edge=False)
     for column in ("channel", "std (µV)", "robust z", "railed", "line noise", "status"):
@@ -75,19 +79,45 @@ def _channel_table(label: str, result: "ParticipantResult") -> Table:
 @click.option("--study", required=True, help="Study id (as used by the bridges).")
 @click.option("--dyad", required=True, help="Dyad id (as used by the bridges).")
 @click.option("--participants", nargs=2, default=("A", "B"), show_default=True, help="The two participant labels.")
-@click.option("--duration", type=click.FloatRange(min=0.5), default=3.0, show_default=True,
-              help="Seconds of EEG read from each stream.")
-@click.option("--line-freq", type=click.Choice(["50", "60"]), default="50", show_default=True,
-              help="Mains frequency of this lab.")
-@click.option("--rate", "expected_rate", type=click.FloatRange(min=1.0), default=None,
-              help="Required sampling rate in Hz (default: each stream's declared rate).")
-@click.option("--max-bad-channels", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Bad channels tolerated per participant (reported as warnings).")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.5),
+    default=3.0,
+    show_default=True,
+    help="Seconds of EEG read from each stream.",
+)
+@click.option(
+    "--line-freq", type=click.Choice(["50", "60"]), default="50", show_default=True, help="Mains frequency of this lab."
+)
+@click.option(
+    "--rate",
+    "expected_rate",
+    type=click.FloatRange(min=1.0),
+    default=None,
+    help="Required sampling rate in Hz (default: each stream's declared rate).",
+)
+@click.option(
+    "--max-bad-channels",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Bad channels tolerated per participant (reported as warnings).",
+)
 @click.option("--no-markers", is_flag=True, help="Do not require the session marker stream.")
-@click.option("--resolve-timeout", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
-              help="Seconds to wait for streams to answer.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the full report to this JSON file.")
+@click.option(
+    "--resolve-timeout",
+    type=click.FloatRange(min=0.2),
+    default=2.0,
+    show_default=True,
+    help="Seconds to wait for streams to answer.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the full report to this JSON file.",
+)
 @click.option("--session-id", default=None, help="LSL SessionID to use (must match the bridges').")
 @click.option("--local-only", is_flag=True, help="Look for streams on this machine only (loopback).")
 def preflight(
@@ -105,7 +135,11 @@ def preflight(
     local_only: bool,
 ) -> None:
     """Check a dyad's EEG and marker streams before recording; exit 1 if a participant is not ready."""
-    from acquisition.lslconfig import LslConfig, LslConfigError, apply_lsl_config
+    from dyadlab.acquisition.lslconfig import (
+        LslConfig,
+        LslConfigError,
+        apply_lsl_config,
+    )
 
     try:
         if local_only:
@@ -115,7 +149,7 @@ def preflight(
     except LslConfigError as error:
         raise click.BadParameter(str(error), param_hint="--session-id") from error
 
-    from acquisition.preflight import PreflightConfig, run_preflight
+    from dyadlab.acquisition.preflight import PreflightConfig, run_preflight
 
     try:
         config = PreflightConfig(
@@ -162,5 +196,7 @@ def preflight(
         reasons.append(f"participant(s) {', '.join(not_ready)} not ready")
     if any(problem.severity == "error" for problem in report.marker_problems):
         reasons.append("marker stream not ready")
-    console.print(f"[bold red]Not ready: {'; '.join(reasons)}.[/bold red] Fix the errors above and run preflight again.")
+    console.print(
+        f"[bold red]Not ready: {'; '.join(reasons)}.[/bold red] Fix the errors above and run preflight again."
+    )
     raise SystemExit(EXIT_NOT_READY)

@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from acquisition.cli.signals import StopOnSignal
+from dyadlab.acquisition.cli.signals import StopOnSignal
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -45,20 +45,55 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 
 @click.command("record")
-@click.option("--source-id", "source_ids", multiple=True, metavar="ID",
-              help="Record the stream with this exact LSL source_id (repeatable).")
-@click.option("--predicate", "predicates", multiple=True, metavar="XPATH",
-              help="Record the one stream matching this LSL predicate, e.g. \"name='X' and hostname='pc2'\" (repeatable).")
-@click.option("--optional-source-id", "optional_ids", multiple=True, metavar="ID",
-              help="Record this stream if and when it appears (repeatable); its absence is no error.")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The XDF file to create; an existing file is never overwritten.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop after this many seconds (default: until Ctrl+C / SIGTERM).")
-@click.option("--wait", "wait", type=click.FloatRange(min=0), default=10.0, show_default=True,
-              help="Seconds to wait for every required stream to appear.")
-@click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE",
-              help="Extra file-header field, e.g. --meta study=pilot --meta dyad=d01 (repeatable).")
+@click.option(
+    "--source-id",
+    "source_ids",
+    multiple=True,
+    metavar="ID",
+    help="Record the stream with this exact LSL source_id (repeatable).",
+)
+@click.option(
+    "--predicate",
+    "predicates",
+    multiple=True,
+    metavar="XPATH",
+    help="Record the one stream matching this LSL predicate, e.g. \"name='X' and hostname='pc2'\" (repeatable).",
+)
+@click.option(
+    "--optional-source-id",
+    "optional_ids",
+    multiple=True,
+    metavar="ID",
+    help="Record this stream if and when it appears (repeatable); its absence is no error.",
+)
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The XDF file to create; an existing file is never overwritten.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many seconds (default: until Ctrl+C / SIGTERM).",
+)
+@click.option(
+    "--wait",
+    "wait",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for every required stream to appear.",
+)
+@click.option(
+    "--meta",
+    "meta",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra file-header field, e.g. --meta study=pilot --meta dyad=d01 (repeatable).",
+)
 def record(
     source_ids: tuple[str, ...],
     predicates: tuple[str, ...],
@@ -87,23 +122,39 @@ def record(
         raise click.UsageError("select at least one stream with --source-id or --predicate")
     metadata = _parse_meta(meta)
     if out.exists():
-        err.print(f"[red]{out} already exists[/red]; a recording is never overwritten. "
-                  "Choose a new --out name or move the existing file away.", highlight=False)
+        err.print(
+            f"[red]{out} already exists[/red]; a recording is never overwritten. "
+            "Choose a new --out name or move the existing file away.",
+            highlight=False,
+        )
         raise SystemExit(EXIT_BAD_INPUT)
     # Imported here, so that `dyadlab record --help` and input errors need no LSL at all. The LSL
     # configuration (SessionID, scope, peers) is the machine's lsl_api.cfg or $LSLAPICFG.
-    from acquisition.recorder import LslRecorder, MissingStreamError, RecorderError, StreamSelector
-    from acquisition.storage import InsufficientSpaceError
+    from dyadlab.acquisition.recorder import (
+        LslRecorder,
+        MissingStreamError,
+        RecorderError,
+        StreamSelector,
+    )
+    from dyadlab.acquisition.storage import InsufficientSpaceError
 
-    stopper = StopOnSignal(armed=False, on_repeat=lambda: click.echo(
-        "dyadlab record: already stopping; finishing the file, please wait.", err=True))
+    stopper = StopOnSignal(
+        armed=False,
+        on_repeat=lambda: click.echo("dyadlab record: already stopping; finishing the file, please wait.", err=True),
+    )
     try:
         selectors = [StreamSelector(source_id=s) for s in source_ids]
         selectors += [StreamSelector(predicate=p) for p in predicates]
         selectors += [StreamSelector(source_id=s, required=False) for s in optional_ids]
         # A failed write (disk full) ends the wait at once; the recorder has already logged it.
-        recorder = LslRecorder(out, selectors, file_metadata=metadata, wait_for_streams=wait,
-                               planned_duration=duration, on_failure=lambda message: stopper.event.set())
+        recorder = LslRecorder(
+            out,
+            selectors,
+            file_metadata=metadata,
+            wait_for_streams=wait,
+            planned_duration=duration,
+            on_failure=lambda message: stopper.event.set(),
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
 
@@ -146,7 +197,7 @@ def record(
         raise SystemExit(EXIT_PROBLEMS)
 
 
-def _print_summary(summary, console: Console) -> None:  # noqa: ANN001 - RecordingSummary, imported lazily
+def _print_summary(summary, console: Console) -> None:
     state = "[green]complete[/green]" if summary.ok else "[red]INCOMPLETE[/red]"
     console.print(
         f"Wrote [bold]{summary.path}[/bold] ({summary.file_size:,} bytes, {summary.duration:.1f} s recorded, {state}):",

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from acquisition.cli.signals import StopOnSignal
+from dyadlab.acquisition.cli.signals import StopOnSignal
 
 if TYPE_CHECKING:
-    from acquisition.bridge import BoardBridge, BridgeStatus
+    from dyadlab.acquisition.bridge import BoardBridge, BridgeStatus
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 2
@@ -63,7 +64,7 @@ def _parse_labelled(items: Sequence[str], option: str) -> dict[str, str]:
     return values
 
 
-def status_table(statuses: Sequence["BridgeStatus"]) -> Table:
+def status_table(statuses: Sequence[BridgeStatus]) -> Table:
     """One line per stream: state, effective/nominal rate, samples, drops, reconnects, age."""
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     for column in ("stream", "state", "rate (Hz)", "samples", "dropped", "reconnects", "last sample", "note"):
@@ -88,35 +89,70 @@ def _quiet_brainflow(verbose: bool) -> None:
     """BrainFlow logs every session's JSON at info level to stderr; keep warnings unless -vv."""
     from brainflow.board_shim import LogLevels
 
-    from acquisition.brainflow_source import BoardShim  # first: makes BrainFlow loadable everywhere
+    from dyadlab.acquisition.brainflow_source import (
+        BoardShim,  # first: makes BrainFlow loadable everywhere
+    )
 
     BoardShim.set_log_level(int((LogLevels.LEVEL_INFO if verbose else LogLevels.LEVEL_WARN).value))
 
 
 @click.command("stream")
-@click.option("--participant", "participants", multiple=True, type=click.Choice(PARTICIPANTS, case_sensitive=False),
-              help="Stream this participant's board (repeatable; default: A and B).")
-@click.option("--board", default="synthetic", show_default=True,
-              help="BrainFlow board name (synthetic, cyton, cyton_daisy, unicorn, ganglion, muse_s, ...).")
-@click.option("--board-param", "board_params", multiple=True, metavar="[A:|B:]KEY=VALUE",
-              help="BrainFlow connection parameter, e.g. serial_port=/dev/ttyUSB0; prefix A: or B: for one "
-                   "participant only (repeatable). Keys: serial_port, mac_address, ip_address, ip_port, "
-                   "ip_protocol, serial_number, other_info, timeout, file, master_board, preset.")
+@click.option(
+    "--participant",
+    "participants",
+    multiple=True,
+    type=click.Choice(PARTICIPANTS, case_sensitive=False),
+    help="Stream this participant's board (repeatable; default: A and B).",
+)
+@click.option(
+    "--board",
+    default="synthetic",
+    show_default=True,
+    help="BrainFlow board name (synthetic, cyton, cyton_daisy, unicorn, ganglion, muse_s, ...).",
+)
+@click.option(
+    "--board-param",
+    "board_params",
+    multiple=True,
+    metavar="[A:|B:]KEY=VALUE",
+    help="BrainFlow connection parameter, e.g. serial_port=/dev/ttyUSB0; prefix A: or B: for one "
+    "participant only (repeatable). Keys: serial_port, mac_address, ip_address, ip_port, "
+    "ip_protocol, serial_number, other_info, timeout, file, master_board, preset.",
+)
 @click.option("--study", default="pilot", show_default=True, help="Study id (part of every stream's source_id).")
 @click.option("--dyad", default="d01", show_default=True, help="Dyad id (part of every stream's source_id).")
-@click.option("--participant-id", "participant_ids", multiple=True, metavar="LABEL=ID",
-              help="The study's id of a participant, e.g. A=sub-017 (default: the label).")
-@click.option("--role", "roles", multiple=True, metavar="LABEL=ROLE",
-              help="A participant's role, e.g. A=therapist (default: participant).")
-@click.option("--session-id", default=None,
-              help="LSL SessionID (default: this machine's lsl_api.cfg). Every PC of the session needs the same.")
+@click.option(
+    "--participant-id",
+    "participant_ids",
+    multiple=True,
+    metavar="LABEL=ID",
+    help="The study's id of a participant, e.g. A=sub-017 (default: the label).",
+)
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    metavar="LABEL=ROLE",
+    help="A participant's role, e.g. A=therapist (default: participant).",
+)
+@click.option(
+    "--session-id",
+    default=None,
+    help="LSL SessionID (default: this machine's lsl_api.cfg). Every PC of the session needs the same.",
+)
 @click.option("--local-only", is_flag=True, help="Keep the streams on this machine (loopback only).")
-@click.option("--simulate", is_flag=True,
-              help="Stream the coupled-dyad simulator instead of boards; its coupling follows the session's "
-                   "marker stream.")
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Stream the coupled-dyad simulator instead of boards; its coupling follows the session's marker stream.",
+)
 @click.option("--seed", type=int, default=None, help="Simulator seed (with --simulate).")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop after this many seconds (default: until Ctrl+C).")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many seconds (default: until Ctrl+C).",
+)
 def stream(
     participants: tuple[str, ...],
     board: str,
@@ -151,7 +187,11 @@ def stream(
         raise click.UsageError("--seed only applies with --simulate.")
 
     if session_id is not None or local_only:
-        from acquisition.lslconfig import LslConfig, LslConfigError, apply_lsl_config
+        from dyadlab.acquisition.lslconfig import (
+            LslConfig,
+            LslConfigError,
+            apply_lsl_config,
+        )
 
         try:
             config = LslConfig.local_only(session_id or "default") if local_only else LslConfig(session_id=session_id)
@@ -161,9 +201,9 @@ def stream(
     # Imported after the LSL configuration: liblsl reads it at the first LSL call.
     import pydantic
 
-    from acquisition.bridge import BoardBridge
-    from acquisition.sources import SourceConfigError, SourceError
-    from acquisition.streams import ParticipantInfo, source_id
+    from dyadlab.acquisition.bridge import BoardBridge
+    from dyadlab.acquisition.sources import SourceConfigError, SourceError
+    from dyadlab.acquisition.streams import ParticipantInfo, source_id
 
     _quiet_brainflow(logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
     try:
@@ -178,8 +218,10 @@ def stream(
             bridges: list[BoardBridge] = []
             for person, source in zip(people, sources):
                 bridge = BoardBridge(source, study=study, dyad=dyad, participant=person)
-                err.print(f"Opening {source.description.get('board', 'source')} for participant {person.label}...",
-                          highlight=False)
+                err.print(
+                    f"Opening {source.description.get('board', 'source')} for participant {person.label}...",
+                    highlight=False,
+                )
                 stack.enter_context(bridge)
                 bridges.append(bridge)
         except (SourceConfigError, pydantic.ValidationError, ValueError) as exc:
@@ -212,15 +254,15 @@ def _make_sources(
     dyad: str,
 ) -> list[Any]:
     if simulate:
-        from acquisition.simulator import CoupledDyadSimulator
-        from acquisition.streams import source_id
+        from dyadlab.acquisition.simulator import CoupledDyadSimulator
+        from dyadlab.acquisition.streams import source_id
 
         simulator = CoupledDyadSimulator(seed=seed)
         stack.callback(simulator.close)
         simulator.follow_markers(source_id(study, dyad, "markers"))
         by_label = dict(zip(PARTICIPANTS, simulator.sources))
         return [by_label[label] for label in labels]
-    from acquisition.brainflow_source import BoardSpec, BrainFlowSource
+    from dyadlab.acquisition.brainflow_source import BoardSpec, BrainFlowSource
 
     params = split_board_params(board_params, labels)
     return [BrainFlowSource(BoardSpec.from_cli(board, params[label]), participant=label) for label in labels]
@@ -234,11 +276,12 @@ def _plain(exc: Exception) -> str:
     return str(exc)
 
 
-def _show_status_until_stopped(bridges: Sequence["BoardBridge"], duration: float | None, console: Console) -> None:
+def _show_status_until_stopped(bridges: Sequence[BoardBridge], duration: float | None, console: Console) -> None:
     deadline = None if duration is None else time.monotonic() + duration
-    with StopOnSignal() as stop, Live(
-        status_table([b.status for b in bridges]), console=console, refresh_per_second=4, transient=False
-    ) as live:
+    with (
+        StopOnSignal() as stop,
+        Live(status_table([b.status for b in bridges]), console=console, refresh_per_second=4, transient=False) as live,
+    ):
         while not stop.event.wait(0.5):
             live.update(status_table([b.status for b in bridges]))
             if deadline is not None and time.monotonic() >= deadline:

@@ -1,6 +1,6 @@
 """The paradigms, by the task name used in protocol files.
 
-``PARADIGMS[name]`` is a :class:`~tasks.paradigms.base.Paradigm` subclass with ``.Params`` (a
+``PARADIGMS[name]`` is a :class:`~dyadlab.tasks.paradigms.base.Paradigm` subclass with ``.Params`` (a
 pydantic model that validates the block's parameters) and ``run(ctx, params, block_id)``.
 :func:`run_block` validates a protocol's parameter mapping and runs the block.
 Importing this package imports no PsychoPy and opens no window.
@@ -8,26 +8,28 @@ Importing this package imports no PsychoPy and opens no window.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from tasks.paradigms.base import Paradigm, ParadigmParams
-from tasks.paradigms.conversation import Conversation, ConversationParams
-from tasks.paradigms.joint_press import JointPress, JointPressParams
-from tasks.paradigms.probe import Probe, ProbeParams
-from tasks.paradigms.rest import Rest, RestParams
-from tasks.paradigms.tapping import Tapping, TappingParams
+from dyadlab import DyadlabError
+from dyadlab.tasks.paradigms.base import Paradigm, ParadigmParams
+from dyadlab.tasks.paradigms.conversation import Conversation, ConversationParams
+from dyadlab.tasks.paradigms.joint_press import JointPress, JointPressParams
+from dyadlab.tasks.paradigms.probe import Probe, ProbeParams
+from dyadlab.tasks.paradigms.rest import Rest, RestParams
+from dyadlab.tasks.paradigms.tapping import Tapping, TappingParams
 
 if TYPE_CHECKING:
-    from tasks.kit import TaskContext
+    from dyadlab.tasks.kit import TaskContext
 
 PARADIGMS: dict[str, type[Paradigm]] = {
     paradigm.name: paradigm for paradigm in (Rest, JointPress, Tapping, Conversation, Probe)
 }
 
 
-class ParadigmParamsError(ValueError):
+class ParadigmParamsError(DyadlabError, ValueError):
     """A block's parameters do not fit its paradigm (the message names block, field and fix)."""
 
 
@@ -63,12 +65,12 @@ def validate_params(task: str, params: Mapping[str, Any] | BaseModel | None, blo
         raise ParadigmParamsError("Invalid task parameters:\n  " + "\n  ".join(lines)) from error
 
 
-def run_block(ctx: "TaskContext", task: str, params: Mapping[str, Any] | BaseModel | None, block_id: str) -> None:
+def run_block(ctx: TaskContext, task: str, params: Mapping[str, Any] | BaseModel | None, block_id: str) -> None:
     """Validate ``params`` and run the ``task`` block(s) ``block_id`` in ``ctx``.
 
     Raises
     ------
-    tasks.kit.SessionAborted
+    dyadlab.tasks.kit.SessionAborted
         The operator aborted (markers pushed, CSV saved).
     KeyError, ParadigmParamsError
         Before anything is shown.

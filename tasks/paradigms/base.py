@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from tasks.kit import TaskContext
+    from dyadlab.tasks.kit import TaskContext
 
 
 class ParadigmParams(BaseModel):
@@ -47,8 +47,8 @@ class Paradigm(ABC):
         """The ``condition`` of each block it emits, in order."""
 
     @abstractmethod
-    def run(self, ctx: "TaskContext", params: ParadigmParams, block_id: str) -> None:
-        """Run the block(s); may raise :class:`tasks.kit.SessionAborted`."""
+    def run(self, ctx: TaskContext, params: ParadigmParams, block_id: str) -> None:
+        """Run the block(s); may raise :class:`dyadlab.tasks.kit.SessionAborted`."""
 
     def instructions_text(self, params: ParadigmParams, default: str) -> str:
         """The instruction text: the protocol's override or ``default``."""

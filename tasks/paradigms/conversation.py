@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from tasks.paradigms.base import Paradigm, ParadigmParams
+from dyadlab.tasks.paradigms.base import Paradigm, ParadigmParams
 
 if TYPE_CHECKING:
-    from tasks.display import View
-    from tasks.kit import TaskContext
+    from dyadlab.tasks.display import View
+    from dyadlab.tasks.kit import TaskContext
 
 DEFAULT_TOPICS = [
     "Plan a day out together that you would both enjoy.",
@@ -71,9 +71,11 @@ class ConversationParams(ParadigmParams):
     roles: dict[str, str] | None = None
 
     @model_validator(mode="after")
-    def _turns_fit(self) -> "ConversationParams":
+    def _turns_fit(self) -> ConversationParams:
         if self.turn_s > self.topic_s:
-            raise ValueError(f"turn_s ({self.turn_s}) is longer than topic_s ({self.topic_s}); a topic needs at least one turn.")
+            raise ValueError(
+                f"turn_s ({self.turn_s}) is longer than topic_s ({self.topic_s}); a topic needs at least one turn."
+            )
         return self
 
 
@@ -86,16 +88,23 @@ class Conversation(Paradigm):
     def conditions(self, params: ConversationParams) -> list[str]:  # type: ignore[override]
         return ["conversation"]
 
-    def run(self, ctx: "TaskContext", params: ConversationParams, block_id: str) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: ConversationParams, block_id: str) -> None:  # type: ignore[override]
         if params.first_speaker not in ctx.participants:
-            raise ValueError(f"first_speaker {params.first_speaker!r} is not a participant of this session ({ctx.participants}).")
+            raise ValueError(
+                f"first_speaker {params.first_speaker!r} is not a participant of this session ({ctx.participants})."
+            )
         roles = dict(ctx.roles)
         roles.update(params.roles or {})
         if params.show_instructions:
             ctx.instructions(self.instructions_text(params, _INSTRUCTIONS[params.mode]), self.name, block_id)
         value = {"mode": params.mode, "roles": roles}
         if params.mode == "structured":
-            value.update(topics=len(params.topics), topic_s=params.topic_s, turn_s=params.turn_s, first_speaker=params.first_speaker)
+            value.update(
+                topics=len(params.topics),
+                topic_s=params.topic_s,
+                turn_s=params.turn_s,
+                first_speaker=params.first_speaker,
+            )
         else:
             value.update(duration_s=params.duration_s)
         with ctx.block(self.name, block_id, "conversation", value=value):
@@ -109,7 +118,7 @@ class Conversation(Paradigm):
         role = roles.get(label)
         return f"{label} ({role})" if role and role != "participant" else label
 
-    def _structured(self, ctx: "TaskContext", params: ConversationParams, roles: dict[str, str]) -> None:
+    def _structured(self, ctx: TaskContext, params: ConversationParams, roles: dict[str, str]) -> None:
         order = [params.first_speaker] + [p for p in ctx.participants if p != params.first_speaker]
         n_turns = max(1, math.floor(params.topic_s / params.turn_s + 1e-9))
         turn = 0
@@ -119,7 +128,7 @@ class Conversation(Paradigm):
                 speaker = order[turn % len(order)]
                 listener = order[(turn + 1) % len(order)]
 
-                def draw(view: "View", speaker: str = speaker, listener: str = listener, topic: str = topic) -> None:
+                def draw(view: View, speaker: str = speaker, listener: str = listener, topic: str = topic) -> None:
                     view.text("topic", topic, pos=(0, 0.22), height=0.045, color="#dddddd").draw()
                     if len(view.participants) == 1:
                         own = view.participants[0] == speaker
@@ -129,17 +138,26 @@ class Conversation(Paradigm):
                         color = "#44dd66"
                     view.text("turn", text, pos=(0, -0.08), height=0.06, color=color).draw()
 
-                onset, _ = ctx.show(draw, duration=ctx.scaled(params.turn_s),
-                                    marker=ctx.marker("turn", value={"speaker": speaker, "listener": listener}),
-                                    screenshot="conversation_turn")
-                ctx.add_row(topic_index=index, topic=topic, turn=turn, speaker=speaker, listener=listener,
-                            turn_lsl_time=ctx.clock.to_lsl(onset) if ctx.clock else None)
+                onset, _ = ctx.show(
+                    draw,
+                    duration=ctx.scaled(params.turn_s),
+                    marker=ctx.marker("turn", value={"speaker": speaker, "listener": listener}),
+                    screenshot="conversation_turn",
+                )
+                ctx.add_row(
+                    topic_index=index,
+                    topic=topic,
+                    turn=turn,
+                    speaker=speaker,
+                    listener=listener,
+                    turn_lsl_time=ctx.clock.to_lsl(onset) if ctx.clock else None,
+                )
                 turn += 1
 
-    def _free(self, ctx: "TaskContext", params: ConversationParams, roles: dict[str, str]) -> None:
+    def _free(self, ctx: TaskContext, params: ConversationParams, roles: dict[str, str]) -> None:
         labels = "     ".join(self._who(label, roles) for label in ctx.participants)
 
-        def draw(view: "View") -> None:
+        def draw(view: View) -> None:
             view.text("free", "Free conversation", pos=(0, 0.15), height=0.06).draw()
             if params.prompt:
                 view.text("prompt", params.prompt, pos=(0, 0.0), height=0.04, color="#dddddd").draw()
@@ -148,6 +166,10 @@ class Conversation(Paradigm):
         if params.prompt:
             ctx.mark_on_next_flip(ctx.marker("topic", value={"index": 0, "text": params.prompt}))
         proceed = ctx.keys.proceed  # the experimenter may end the conversation before duration_s
-        onset, _ = ctx.show(draw, duration=ctx.scaled(params.duration_s), screenshot="conversation_free",
-                            until=lambda frame: proceed in frame.operator_keys)
+        onset, _ = ctx.show(
+            draw,
+            duration=ctx.scaled(params.duration_s),
+            screenshot="conversation_free",
+            until=lambda frame: proceed in frame.operator_keys,
+        )
         ctx.add_row(mode="free", roles=str(roles), duration_s=ctx.now() - onset)

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tasks.paradigms.base import Paradigm, ParadigmParams, check_range
+from dyadlab.tasks.paradigms.base import Paradigm, ParadigmParams, check_range
 
 if TYPE_CHECKING:
-    from tasks.display import View
-    from tasks.kit import Response, TaskContext
+    from dyadlab.tasks.display import View
+    from dyadlab.tasks.kit import Response, TaskContext
 
 _INSTRUCTIONS = {
     "cooperation": "Cooperation\n\nWhen the ring turns green, press your key.\n"
@@ -70,14 +70,16 @@ class JointPressParams(ParadigmParams):
         return check_range(info.field_name, value)
 
     @model_validator(mode="after")
-    def _threshold_inside_bounds(self) -> "JointPressParams":
+    def _threshold_inside_bounds(self) -> JointPressParams:
         low, high = self.threshold_bounds_s
         if not low <= self.threshold_s <= high:
-            raise ValueError(f"threshold_s {self.threshold_s} must lie within threshold_bounds_s {list(self.threshold_bounds_s)}.")
+            raise ValueError(
+                f"threshold_s {self.threshold_s} must lie within threshold_bounds_s {list(self.threshold_bounds_s)}."
+            )
         return self
 
 
-def _first_after_go(responses: list["Response"], participant: str, window: float) -> "Response | None":
+def _first_after_go(responses: list[Response], participant: str, window: float) -> Response | None:
     valid = [r for r in responses if r.participant == participant and r.rt is not None and 0 <= r.rt <= window]
     return min(valid, key=lambda r: r.t_down) if valid else None
 
@@ -91,13 +93,16 @@ class JointPress(Paradigm):
     def conditions(self, params: JointPressParams) -> list[str]:  # type: ignore[override]
         return [params.mode]
 
-    def run(self, ctx: "TaskContext", params: JointPressParams, block_id: str) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: JointPressParams, block_id: str) -> None:  # type: ignore[override]
         from psychopy import data
 
         if params.show_instructions:
             ctx.instructions(self.instructions_text(params, _INSTRUCTIONS[params.mode]), self.name, block_id)
         trial_list = [
-            {"fixation_s": float(ctx.rng.uniform(*params.fixation_s)), "cue_to_go_s": float(ctx.rng.uniform(*params.cue_to_go_s))}
+            {
+                "fixation_s": float(ctx.rng.uniform(*params.fixation_s)),
+                "cue_to_go_s": float(ctx.rng.uniform(*params.cue_to_go_s)),
+            }
             for _ in range(params.n_trials)
         ]
         trials = data.TrialHandler(trial_list, nReps=1, method="sequential", name="trials")
@@ -112,34 +117,40 @@ class JointPress(Paradigm):
             ctx.exp.loopEnded(trials)
             ctx.mark_on_next_flip(ctx.marker("trial_end", trial=params.n_trials - 1))
 
-    def _trial(self, ctx: "TaskContext", params: JointPressParams, index: int, trial: dict, threshold: float) -> float:
+    def _trial(self, ctx: TaskContext, params: JointPressParams, index: int, trial: dict, threshold: float) -> float:
         mode = params.mode
         if index > 0:
             ctx.mark_on_next_flip(ctx.marker("trial_end", trial=index - 1))
         ctx.trial = index
         ctx.reset_rt_origin()
         paused_before = ctx.paused_total
-        responses: list["Response"] = []
+        responses: list[Response] = []
 
-        def fixation(view: "View") -> None:
+        def fixation(view: View) -> None:
             view.text("fix", "+", height=0.1).draw()
 
         ctx.mark_on_next_flip(ctx.marker("trial_start"))
         _, pressed = ctx.show(fixation, duration=trial["fixation_s"], marker=ctx.marker("fixation"))
         responses += pressed
 
-        def cue(view: "View") -> None:
+        def cue(view: View) -> None:
             view.circle("ring", radius=0.12, lineWidth=6, lineColor="white", fillColor=None).draw()
-            view.text("cue-label", "together" if mode == "cooperation" else "faster", pos=(0, -0.22), height=0.04).draw()
+            view.text(
+                "cue-label", "together" if mode == "cooperation" else "faster", pos=(0, -0.22), height=0.04
+            ).draw()
 
-        _, pressed = ctx.show(cue, duration=trial["cue_to_go_s"], marker=ctx.marker("cue", value=mode), screenshot="joint-press_cue")
+        _, pressed = ctx.show(
+            cue, duration=trial["cue_to_go_s"], marker=ctx.marker("cue", value=mode), screenshot="joint-press_cue"
+        )
         responses += pressed
 
         answered: set[str] = set()
 
-        def go(view: "View") -> None:
+        def go(view: View) -> None:
             view.circle("go", radius=0.12, lineWidth=6, lineColor="white", fillColor="#22bb44").draw()
-            view.text("cue-label", "together" if mode == "cooperation" else "faster", pos=(0, -0.22), height=0.04).draw()
+            view.text(
+                "cue-label", "together" if mode == "cooperation" else "faster", pos=(0, -0.22), height=0.04
+            ).draw()
 
         def on_frame(frame: Any) -> None:
             if ctx.autopilot is not None and go_time[0] is None:
@@ -180,9 +191,15 @@ class JointPress(Paradigm):
             outcome.update(outcome="winner" if winner else "missing", winner=winner)
             next_threshold = threshold
 
-        ctx.show(lambda view: self._draw_feedback(ctx, view, outcome), duration=params.feedback_s,
-                 marker=ctx.marker("feedback", value=outcome), screenshot=f"joint-press_feedback-{mode}")
-        early = {label: sum(1 for r in responses if r.participant == label and r.rt is None) for label in ctx.participants}
+        ctx.show(
+            lambda view: self._draw_feedback(ctx, view, outcome),
+            duration=params.feedback_s,
+            marker=ctx.marker("feedback", value=outcome),
+            screenshot=f"joint-press_feedback-{mode}",
+        )
+        early = {
+            label: sum(1 for r in responses if r.participant == label and r.rt is None) for label in ctx.participants
+        }
         row: dict[str, Any] = {
             "trial": index,
             "fixation_s": trial["fixation_s"],
@@ -204,7 +221,7 @@ class JointPress(Paradigm):
         return next_threshold
 
     @staticmethod
-    def _draw_feedback(ctx: "TaskContext", view: "View", outcome: dict[str, Any]) -> None:
+    def _draw_feedback(ctx: TaskContext, view: View, outcome: dict[str, Any]) -> None:
         if outcome["mode"] == "cooperation":
             if outcome["outcome"] == "success":
                 text, color = f"Together!\n{outcome['difference'] * 1000:.0f} ms apart", "#44dd66"
@@ -218,7 +235,10 @@ class JointPress(Paradigm):
                 text, color = "No response", "#ee5544"
             elif len(view.participants) == 1:
                 own = winner == view.participants[0]
-                text, color = ("You were faster!" if own else "Your partner was faster"), ("#44dd66" if own else "#ee9944")
+                text, color = (
+                    ("You were faster!" if own else "Your partner was faster"),
+                    ("#44dd66" if own else "#ee9944"),
+                )
             else:
                 rts = outcome["rt"]
                 detail = "   ".join(f"{k}: {'-' if v is None else f'{v * 1000:.0f} ms'}" for k, v in rts.items())

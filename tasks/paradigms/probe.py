@@ -14,20 +14,22 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
-from tasks.paradigms.base import Paradigm, ParadigmParams
-from tasks.paradigms.conversation import Conversation, ConversationParams
-from tasks.paradigms.rest import Rest, RestParams
-from tasks.paradigms.tapping import Tapping, TappingParams
+from dyadlab.tasks.paradigms.base import Paradigm, ParadigmParams
+from dyadlab.tasks.paradigms.conversation import Conversation, ConversationParams
+from dyadlab.tasks.paradigms.rest import Rest, RestParams
+from dyadlab.tasks.paradigms.tapping import Tapping, TappingParams
 
 if TYPE_CHECKING:
-    from tasks.kit import TaskContext
+    from dyadlab.tasks.kit import TaskContext
 
 
 class ProbeParams(ParadigmParams):
     """Parameters of the three parts (each validated by its own paradigm's model)."""
 
     rest: RestParams = Field(default_factory=lambda: RestParams(variant="eyes-open", duration_s=120.0))
-    tapping: TappingParams = Field(default_factory=lambda: TappingParams(partner="human", n_pacer_ticks=20, continuation_s=15.0))
+    tapping: TappingParams = Field(
+        default_factory=lambda: TappingParams(partner="human", n_pacer_ticks=20, continuation_s=15.0)
+    )
     conversation: ConversationParams = Field(
         default_factory=lambda: ConversationParams(
             mode="structured", topics=["Plan a day out together that you would both enjoy."], topic_s=180.0, turn_s=30.0
@@ -42,9 +44,13 @@ class Probe(Paradigm):
     Params: ClassVar[type[ProbeParams]] = ProbeParams
 
     def conditions(self, params: ProbeParams) -> list[str]:  # type: ignore[override]
-        return Rest().conditions(params.rest) + Tapping().conditions(params.tapping) + Conversation().conditions(params.conversation)
+        return (
+            Rest().conditions(params.rest)
+            + Tapping().conditions(params.tapping)
+            + Conversation().conditions(params.conversation)
+        )
 
-    def run(self, ctx: "TaskContext", params: ProbeParams, block_id: str) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: ProbeParams, block_id: str) -> None:  # type: ignore[override]
         Rest().run(ctx, params.rest, f"{block_id}-rest")
         Tapping().run(ctx, params.tapping, f"{block_id}-tapping")
         Conversation().run(ctx, params.conversation, f"{block_id}-conversation")

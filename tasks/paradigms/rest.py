@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
-from tasks.paradigms.base import Paradigm, ParadigmParams
+from dyadlab.tasks.paradigms.base import Paradigm, ParadigmParams
 
 if TYPE_CHECKING:
-    from tasks.display import View
-    from tasks.kit import TaskContext
+    from dyadlab.tasks.display import View
+    from dyadlab.tasks.kit import TaskContext
 
 _INSTRUCTIONS = {
     "eyes-open": "Resting, eyes open.\n\nSit still, relax, and look at your partner's face.\nPlease do not talk.",
@@ -62,13 +62,13 @@ class Rest(Paradigm):
             return [params.condition]
         return [_DEFAULT_CONDITION[params.variant]]
 
-    def run(self, ctx: "TaskContext", params: RestParams, block_id: str) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: RestParams, block_id: str) -> None:  # type: ignore[override]
         if params.show_instructions:
             ctx.instructions(self.instructions_text(params, _INSTRUCTIONS[params.variant]), self.name, block_id)
         text = _SCREEN[params.variant]
         cross = params.variant == "separated"
 
-        def draw(view: "View") -> None:
+        def draw(view: View) -> None:
             view.text("rest", text, height=0.12 if cross else 0.06, color="white" if cross else "#aaaaaa").draw()
 
         value = {
@@ -82,4 +82,6 @@ class Rest(Paradigm):
             if cross:
                 ctx.mark_on_next_flip(ctx.marker("fixation"))
             onset, _ = ctx.show(draw, duration=ctx.scaled(params.duration_s), screenshot=f"rest_{params.variant}")
-            ctx.add_row(variant=params.variant, duration_s=ctx.now() - onset, planned_duration_s=ctx.scaled(params.duration_s))
+            ctx.add_row(
+                variant=params.variant, duration_s=ctx.now() - onset, planned_duration_s=ctx.scaled(params.duration_s)
+            )

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from tasks.paradigms.base import Paradigm, ParadigmParams
+from dyadlab.tasks.paradigms.base import Paradigm, ParadigmParams
 
 if TYPE_CHECKING:
-    from tasks.display import View
-    from tasks.kit import Frame, TaskContext
+    from dyadlab.tasks.display import View
+    from dyadlab.tasks.kit import Frame, TaskContext
 
 _INSTRUCTIONS = {
     "human": "Tapping together\n\nTap your key in time with the flashing circle.\n"
@@ -76,7 +76,7 @@ class Tapping(Paradigm):
     def conditions(self, params: TappingParams) -> list[str]:  # type: ignore[override]
         return ["tapping" if params.partner == "human" else "tapping-computer"]
 
-    def run(self, ctx: "TaskContext", params: TappingParams, block_id: str) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: TappingParams, block_id: str) -> None:  # type: ignore[override]
         if params.show_instructions:
             ctx.instructions(self.instructions_text(params, _INSTRUCTIONS[params.partner]), self.name, block_id)
         value = params.model_dump(include={"partner", "period_s", "n_pacer_ticks", "continuation_s"})
@@ -88,7 +88,7 @@ class Tapping(Paradigm):
 class _TappingRun:
     """The state of one tapping block."""
 
-    def __init__(self, ctx: "TaskContext", params: TappingParams, condition: str) -> None:
+    def __init__(self, ctx: TaskContext, params: TappingParams, condition: str) -> None:
         self.ctx = ctx
         self.params = params
         self.condition = condition
@@ -102,7 +102,7 @@ class _TappingRun:
         self.last_tap: dict[str, float] = {}
         self.phase = "synchronization"
 
-    def _tapper_slots(self, view: "View") -> list[tuple[str, float]]:
+    def _tapper_slots(self, view: View) -> list[tuple[str, float]]:
         """Who this view shows flashes of, with horizontal positions."""
         if self.params.partner == "computer":
             return [(_COMPUTER, 0.35)]
@@ -111,20 +111,27 @@ class _TappingRun:
             return [(partner, 0.35)]
         return [(who, x) for who, x in zip(self.ctx.participants, (-0.35, 0.35))]
 
-    def draw(self, view: "View") -> None:
+    def draw(self, view: View) -> None:
         now = self.ctx.now()
         if self.phase == "synchronization":
             lit = now < self.pacer_lit_until
-            view.circle("pacer", radius=0.07, pos=(0, 0.05), lineWidth=4, lineColor="white",
-                        fillColor="white" if lit else None).draw()
+            view.circle(
+                "pacer", radius=0.07, pos=(0, 0.05), lineWidth=4, lineColor="white", fillColor="white" if lit else None
+            ).draw()
             view.text("phase", "tap with the flashes", pos=(0, -0.3), height=0.035, color="#aaaaaa").draw()
         else:
             view.text("phase", "keep tapping at the same pace", pos=(0, -0.3), height=0.035, color="#aaaaaa").draw()
         for who, x in self._tapper_slots(view):
             lit = now < self.lit_until[who]
             label = "partner" if len(view.participants) == 1 and who != _COMPUTER else who
-            view.circle(f"tap-{who}", radius=0.04, pos=(x, 0.05), lineWidth=3, lineColor="#88aaff",
-                        fillColor="#88aaff" if lit else None).draw()
+            view.circle(
+                f"tap-{who}",
+                radius=0.04,
+                pos=(x, 0.05),
+                lineWidth=3,
+                lineColor="#88aaff",
+                fillColor="#88aaff" if lit else None,
+            ).draw()
             view.text(f"tap-label-{who}", label, pos=(x, -0.04), height=0.03, color="#88aaff").draw()
 
     def _tap(self, who: str, t_down: float, lsl_time: float) -> None:
@@ -141,7 +148,7 @@ class _TappingRun:
             participant = None if who == _COMPUTER else who
             ctx.mark_on_next_flip(ctx.marker("tap", participant=participant, value={"by": who}))
 
-    def on_frame(self, frame: "Frame") -> None:
+    def on_frame(self, frame: Frame) -> None:
         ctx = self.ctx
         for response in frame.responses:
             self._tap(response.participant, response.t_down, response.lsl_time)
@@ -181,16 +188,26 @@ class _TappingRun:
         ctx, params = self.ctx, self.params
         boundary: list[float] = []
 
-        def on_frame(frame: "Frame") -> None:
+        def on_frame(frame: Frame) -> None:
             if not boundary:
                 boundary.append(self._plan(frame.flip_time))
             self.on_frame(frame)
 
-        def synchronized(frame: "Frame") -> bool:
+        def synchronized(frame: Frame) -> bool:
             return bool(boundary) and ctx.now() >= boundary[0]
 
-        ctx.show(self.draw, marker=ctx.marker("cue", value={"phase": "synchronization"}), until=synchronized,
-                 on_frame=on_frame, screenshot=f"{self.condition}_synchronization")
+        ctx.show(
+            self.draw,
+            marker=ctx.marker("cue", value={"phase": "synchronization"}),
+            until=synchronized,
+            on_frame=on_frame,
+            screenshot=f"{self.condition}_synchronization",
+        )
         self.phase = "continuation"
-        ctx.show(self.draw, duration=params.continuation_s, marker=ctx.marker("cue", value={"phase": "continuation"}),
-                 on_frame=self.on_frame, screenshot=f"{self.condition}_continuation")
+        ctx.show(
+            self.draw,
+            duration=params.continuation_s,
+            marker=ctx.marker("cue", value={"phase": "continuation"}),
+            on_frame=self.on_frame,
+            screenshot=f"{self.condition}_continuation",
+        )

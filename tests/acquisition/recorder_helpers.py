@@ -30,8 +30,14 @@ NUMPY_DTYPES = {
 
 
 def make_outlet(
-    name: str, source_id: str, *, channel_format: str = "float32", channels: int = 1, rate: float = 0.0,
-    stream_type: str = "EEG", chunk_size: int = 0,
+    name: str,
+    source_id: str,
+    *,
+    channel_format: str = "float32",
+    channels: int = 1,
+    rate: float = 0.0,
+    stream_type: str = "EEG",
+    chunk_size: int = 0,
 ) -> pylsl.StreamOutlet:
     """A real LSL outlet with one labelled channel description."""
     info = pylsl.StreamInfo(name, stream_type, channels, rate, channel_format, source_id)
@@ -108,8 +114,9 @@ def _main(argv: list[str] | None = None) -> None:
     outlet = make_outlet(args.name, args.source_id, channels=args.channels, rate=args.rate)
     pushers = [NumberedPusher(outlet, args.rate, args.block, args.start)]
     if args.marker_source_id:
-        markers = make_outlet(f"{args.name}-markers", args.marker_source_id, channel_format="string",
-                              stream_type="Markers")
+        markers = make_outlet(
+            f"{args.name}-markers", args.marker_source_id, channel_format="string", stream_type="Markers"
+        )
         pushers.append(NumberedPusher(markers, 4.0))
     for pusher in pushers:
         pusher.start()

@@ -10,8 +10,8 @@ import pydantic
 import pylsl
 import pytest
 
-from acquisition.brainflow_source import BoardSpec, BrainFlowSource, board_names
-from acquisition.sources import EegSource, SourceConfigError, SourceError
+from dyadlab.acquisition.brainflow_source import BoardSpec, BrainFlowSource, board_names
+from dyadlab.acquisition.sources import EegSource, SourceConfigError, SourceError
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ import numpy as np
 import pylsl
 import pytest
 
-from acquisition.brainflow_source import BoardSpec, BrainFlowSource
-from acquisition.bridge import BoardBridge, BridgeState
-from acquisition.sources import SourceChunk, SourceConfigError
-from acquisition.streams import ParticipantInfo
+from dyadlab.acquisition.brainflow_source import BoardSpec, BrainFlowSource
+from dyadlab.acquisition.bridge import BoardBridge, BridgeState
+from dyadlab.acquisition.sources import SourceChunk, SourceConfigError
+from dyadlab.acquisition.streams import ParticipantInfo
 from tests.acquisition.lsl_helpers import open_inlet, pull_for
 
 pytestmark = pytest.mark.integration
@@ -177,8 +177,9 @@ def test_invalid_bridge_settings_are_rejected(unique_id: str) -> None:
 
 # -- dyadlab stream (subprocess, real boards, real LSL; LSLAPICFG is inherited from conftest) --
 
+
 def _dyadlab(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from protocols.cli import main; main()", "stream", *args]
+    return [sys.executable, "-c", "from dyadlab.protocols.cli import main; main()", "stream", *args]
 
 
 def test_stream_command_streams_two_synthetic_boards_and_stops_on_ctrl_c(unique_id: str) -> None:
@@ -208,19 +209,30 @@ def test_stream_command_streams_two_synthetic_boards_and_stops_on_ctrl_c(unique_
 def test_stream_command_rejects_a_bad_board_before_publishing(unique_id: str) -> None:
     dyad = f"c{unique_id}"
     result = subprocess.run(
-        _dyadlab("--dyad", dyad, "--board", "cyton", "--board-param", "B:serial_port=/dev/ttyDYADLAB-NONE",
-                 "--participant", "B"),
-        capture_output=True, text=True, timeout=60,
+        _dyadlab(
+            "--dyad",
+            dyad,
+            "--board",
+            "cyton",
+            "--board-param",
+            "B:serial_port=/dev/ttyDYADLAB-NONE",
+            "--participant",
+            "B",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "UNABLE_TO_OPEN_PORT_ERROR" in result.stderr and "/dev/ttyDYADLAB-NONE" in result.stderr
-    unknown = subprocess.run(_dyadlab("--board", "cytonn", "--duration", "1"), capture_output=True, text=True,
-                             timeout=60)
+    unknown = subprocess.run(
+        _dyadlab("--board", "cytonn", "--duration", "1"), capture_output=True, text=True, timeout=60
+    )
     assert unknown.returncode == 2 and "Valid board names" in unknown.stderr and "cyton_daisy" in unknown.stderr
 
 
 def test_board_params_are_sorted_by_participant() -> None:
-    from acquisition.cli.stream_command import split_board_params
+    from dyadlab.acquisition.cli.stream_command import split_board_params
 
     params = split_board_params(["timeout=5", "A:serial_port=/dev/ttyUSB0", "b:serial_port=/dev/ttyUSB1"], ["A", "B"])
     assert params == {"A": ["timeout=5", "serial_port=/dev/ttyUSB0"], "B": ["timeout=5", "serial_port=/dev/ttyUSB1"]}
@@ -228,8 +240,12 @@ def test_board_params_are_sorted_by_participant() -> None:
 
 def test_stream_command_simulate_streams_the_coupled_dyad(unique_id: str) -> None:
     dyad = f"s{unique_id}"
-    result = subprocess.run(_dyadlab("--simulate", "--seed", "1", "--dyad", dyad, "--duration", "1.5"),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        _dyadlab("--simulate", "--seed", "1", "--dyad", dyad, "--duration", "1.5"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     for label in ("A", "B"):
         line = next(line for line in result.stdout.splitlines() if line.startswith(f"{dyad}-{label}-EEG:"))

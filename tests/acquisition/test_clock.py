@@ -13,7 +13,7 @@ import numpy as np
 import pylsl
 import pytest
 
-from acquisition.clock import UnixToLslClock
+from dyadlab.acquisition.clock import UnixToLslClock
 
 
 class SteppableWallClock:
@@ -69,7 +69,7 @@ def test_wall_clock_step_is_followed_and_logged(step: float, caplog: pytest.LogC
     before = clock.to_lsl(np.array([wall() - 0.004, wall()]))
     time.sleep(0.01)
     wall.shift += step
-    with caplog.at_level(logging.WARNING, logger="acquisition.clock"):
+    with caplog.at_level(logging.WARNING, logger="dyadlab.acquisition.clock"):
         lsl_before = pylsl.local_clock()
         after = clock.to_lsl(np.array([wall() - 0.004, wall()]))
         lsl_after = pylsl.local_clock()

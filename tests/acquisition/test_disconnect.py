@@ -20,11 +20,11 @@ import pylsl
 import pytest
 import pyxdf
 
-from acquisition.brainflow_source import BoardSpec, BrainFlowSource
-from acquisition.bridge import BoardBridge, BridgeState
-from acquisition.recorder import LslRecorder, StreamSelector
-from acquisition.sources import SourceChunk, SourceConfigError, SourceDisconnectedError
-from acquisition.streams import ParticipantInfo
+from dyadlab.acquisition.brainflow_source import BoardSpec, BrainFlowSource
+from dyadlab.acquisition.bridge import BoardBridge, BridgeState
+from dyadlab.acquisition.recorder import LslRecorder, StreamSelector
+from dyadlab.acquisition.sources import SourceChunk, SourceConfigError, SourceDisconnectedError
+from dyadlab.acquisition.streams import ParticipantInfo
 from tests.acquisition.lsl_helpers import open_inlet, pull_for
 
 pytestmark = pytest.mark.integration

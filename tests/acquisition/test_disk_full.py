@@ -29,8 +29,8 @@ import pylsl
 import pytest
 import pyxdf
 
-from acquisition.xdf import XdfWriteError, XdfWriter, XdfWriterError
-from acquisition.xdfinspect import inspect_xdf
+from dyadlab.acquisition.xdf import XdfWriteError, XdfWriter, XdfWriterError
+from dyadlab.acquisition.xdfinspect import inspect_xdf
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,9 @@ def _try_mount(folder: Path, size: str) -> bool:
         return False
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return result.returncode == 0
 
@@ -102,7 +104,7 @@ WRITE_UNTIL_FULL = textwrap.dedent(
     import json, sys
     import numpy as np
     import pylsl
-    from acquisition.xdf import XdfWriteError, XdfWriter
+    from dyadlab.acquisition.xdf import XdfWriteError, XdfWriter
 
     def write_until_full(path, max_chunks=100_000):
         '''Write 2 interleaved streams (7 ch float32, 9 ch int16; 37-sample chunks, so chunk ends
@@ -154,7 +156,7 @@ WRITE_UNTIL_FULL = textwrap.dedent(
 
 def _run_write_until_full_locally(path: Path) -> dict:
     namespace: dict = {}
-    exec(compile(WRITE_UNTIL_FULL, "write_until_full", "exec"), namespace)  # noqa: S102 - our own code
+    exec(compile(WRITE_UNTIL_FULL, "write_until_full", "exec"), namespace)
     return namespace["write_until_full"](path)
 
 
@@ -169,7 +171,11 @@ def _run_write_until_full_under_limit(path: Path, limit: int) -> dict:
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, cwd=REPO, timeout=60,
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 0, result.stderr
@@ -248,11 +254,17 @@ def test_writer_that_cannot_even_write_its_header_leaves_no_file(
             "import resource, signal, sys\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (10, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
-            "from acquisition.xdf import XdfWriteError, XdfWriter\n"
+            "from dyadlab.acquisition.xdf import XdfWriteError, XdfWriter\n"
             "try:\n    XdfWriter(sys.argv[1])\nexcept XdfWriteError as exc:\n    print(exc)\n"
         )
-        result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
-                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(path)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=60,
+        )
         assert "File too large" in result.stdout, result.stderr
     assert not path.exists()
 
@@ -269,7 +281,7 @@ def record_until_failure(path: str, source_ids: list[str], timeout: float = 40.0
     import logging
     import threading
 
-    from acquisition.recorder import LslRecorder, StreamSelector
+    from dyadlab.acquisition.recorder import LslRecorder, StreamSelector
 
     errors: list[str] = []
 
@@ -279,7 +291,7 @@ def record_until_failure(path: str, source_ids: list[str], timeout: float = 40.0
                 errors.append(record.getMessage())
 
     handler = CountErrors()
-    logging.getLogger("acquisition").addHandler(handler)
+    logging.getLogger("dyadlab.acquisition").addHandler(handler)
     calls: list[tuple[str, float, str]] = []
     failed = threading.Event()
 
@@ -288,8 +300,9 @@ def record_until_failure(path: str, source_ids: list[str], timeout: float = 40.0
         failed.set()
 
     try:
-        recorder = LslRecorder(path, [StreamSelector(source_id=s) for s in source_ids],
-                               boundary_interval=0.5, on_failure=on_failure)
+        recorder = LslRecorder(
+            path, [StreamSelector(source_id=s) for s in source_ids], boundary_interval=0.5, on_failure=on_failure
+        )
         recorder.start()
         t_start = pylsl.local_clock()
         failed.wait(timeout)
@@ -298,7 +311,7 @@ def record_until_failure(path: str, source_ids: list[str], timeout: float = 40.0
         summary = recorder.stop()
         again = recorder.stop()
     finally:
-        logging.getLogger("acquisition").removeHandler(handler)
+        logging.getLogger("dyadlab.acquisition").removeHandler(handler)
     return {
         "t_start": t_start,
         "on_failure_calls": calls,
@@ -309,8 +322,10 @@ def record_until_failure(path: str, source_ids: list[str], timeout: float = 40.0
         "problems": summary.problems,
         "again_problems": again.problems,
         "file_size": summary.file_size,
-        "streams": {s.name: {"samples": s.sample_count, "footer": s.footer_written,
-                             "last": s.last_timestamp} for s in summary.streams},
+        "streams": {
+            s.name: {"samples": s.sample_count, "footer": s.footer_written, "last": s.last_timestamp}
+            for s in summary.streams
+        },
     }
 
 
@@ -324,8 +339,14 @@ def _record_until_failure_under_limit(path: Path, source_ids: list[str], limit: 
         print(json.dumps(record_until_failure(sys.argv[1], sys.argv[2:])))
         """
     )
-    result = subprocess.run([sys.executable, "-c", script, str(path), *source_ids], capture_output=True,
-                            text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path), *source_ids],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -385,7 +406,7 @@ def test_recorder_on_a_disk_that_fills_up_fails_once_and_keeps_every_sample(
 # -- refusing up front ---------------------------------------------------------------------------
 def test_estimate_covers_a_real_file_without_overstating_it(tmp_path: Path) -> None:
     """60 s of 32 x float32 at 500 Hz in 0.2-s chunks, with a clock offset every 5 s, plus markers."""
-    from acquisition.storage import estimate_recording_bytes
+    from dyadlab.acquisition.storage import estimate_recording_bytes
 
     path = tmp_path / "sized.xdf"
     info = pylsl.StreamInfo("sized", "EEG", 32, 500.0, "float32", "dyadlab.test.sized")
@@ -413,7 +434,7 @@ def test_estimate_covers_a_real_file_without_overstating_it(tmp_path: Path) -> N
 def test_free_space_check_refuses_with_the_numbers_and_a_fix(
     small_disk: Callable[[str], Path | None], tmp_path: Path
 ) -> None:
-    from acquisition.storage import InsufficientSpaceError, check_free_space, estimate_recording_bytes
+    from dyadlab.acquisition.storage import InsufficientSpaceError, check_free_space, estimate_recording_bytes
 
     disk = small_disk("1m") or tmp_path  # the check itself needs no mount: a real disk works too
     free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
@@ -435,7 +456,7 @@ def test_record_command_refuses_a_recording_that_cannot_fit_before_creating_the_
 ) -> None:
     from click.testing import CliRunner
 
-    from acquisition.cli.record_command import EXIT_NO_SPACE, record
+    from dyadlab.acquisition.cli.record_command import EXIT_NO_SPACE, record
     from tests.acquisition.recorder_helpers import make_outlet
 
     name = f"nospace-{unique_id}"
@@ -444,8 +465,7 @@ def test_record_command_refuses_a_recording_that_cannot_fit_before_creating_the_
     # Without a mount, a duration no real disk holds (1e8 s of 32 x 500 Hz is ~7 TB) takes its place.
     folder, duration = (disk, "3600") if disk is not None else (tmp_path, "100000000")
     out = folder / "x.xdf"
-    result = CliRunner().invoke(record, ["--source-id", name, "--duration", duration, "--out", str(out),
-                                         "--wait", "5"])
+    result = CliRunner().invoke(record, ["--source-id", name, "--duration", duration, "--out", str(out), "--wait", "5"])
     assert result.exit_code == EXIT_NO_SPACE, result.output
     assert "Not enough disk space" in result.output and "not enough free space" in result.output
     assert "Fix:" in result.output
@@ -454,6 +474,7 @@ def test_record_command_refuses_a_recording_that_cannot_fit_before_creating_the_
 
 def _limit_file_size(limit: int) -> Callable[[], None]:
     """A ``preexec_fn``: files of the child may not grow beyond ``limit`` (SIG_IGN survives exec)."""
+
     def apply() -> None:
         import resource
         import signal
@@ -474,11 +495,26 @@ def test_record_command_stops_by_itself_when_the_disk_fills_up(
     pusher = NumberedPusher(make_outlet(name, name, channels=64, rate=1000.0), 1000.0, block=10).start()
     disk = small_disk("1m")
     out = (disk or tmp_path) / "x.xdf"
-    command = [sys.executable, "-c", "from acquisition.cli.record_command import record; record()",
-               "--source-id", name, "--out", str(out), "--wait", "5"]
+    command = [
+        sys.executable,
+        "-c",
+        "from dyadlab.acquisition.cli.record_command import record; record()",
+        "--source-id",
+        name,
+        "--out",
+        str(out),
+        "--wait",
+        "5",
+    ]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=90,
-                                preexec_fn=None if disk else _limit_file_size(1024 * 1024))
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=90,
+            preexec_fn=None if disk else _limit_file_size(1024 * 1024),
+        )
     finally:
         pusher.stop()
     expected = "No space left on device" if disk else "File too large"

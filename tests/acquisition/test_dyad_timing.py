@@ -32,11 +32,11 @@ import pylsl
 import pytest
 import pyxdf
 
-from acquisition.brainflow_source import BrainFlowSource
-from acquisition.bridge import BoardBridge
-from acquisition.markers import Marker, MarkerHub, MarkerOutlet
-from acquisition.recorder import LslRecorder, StreamSelector
-from acquisition.streams import ParticipantInfo, event_stream_info
+from dyadlab.acquisition.brainflow_source import BrainFlowSource
+from dyadlab.acquisition.bridge import BoardBridge
+from dyadlab.acquisition.markers import Marker, MarkerHub, MarkerOutlet
+from dyadlab.acquisition.recorder import LslRecorder, StreamSelector
+from dyadlab.acquisition.streams import ParticipantInfo, event_stream_info
 
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
@@ -136,8 +136,10 @@ def test_board_markers_match_lsl_markers_within_one_sample(tmp_path: Path, uniqu
     overlap = min(stamps_a[-1], stamps_b[-1]) - max(stamps_a[0], stamps_b[0])
     union = max(stamps_a[-1], stamps_b[-1]) - min(stamps_a[0], stamps_b[0])
     start_skew, end_skew = abs(stamps_a[0] - stamps_b[0]), abs(stamps_a[-1] - stamps_b[-1])
-    print(f"A/B overlap {overlap:.3f} s of {union:.3f} s; starts differ by {start_skew * 1e3:.1f} ms, "
-          f"ends by {end_skew * 1e3:.1f} ms")
+    print(
+        f"A/B overlap {overlap:.3f} s of {union:.3f} s; starts differ by {start_skew * 1e3:.1f} ms, "
+        f"ends by {end_skew * 1e3:.1f} ms"
+    )
     # Both streams already span every marker (above); they start and end together up to the time the
     # recorder takes to open one inlet after the other.
     assert start_skew < 0.5 and end_skew < 0.5

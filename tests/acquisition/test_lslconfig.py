@@ -10,7 +10,7 @@ import textwrap
 import pylsl
 import pytest
 
-from acquisition.lslconfig import LslConfig, LslConfigError, apply_lsl_config, session_id_in_force
+from dyadlab.acquisition.lslconfig import LslConfig, LslConfigError, apply_lsl_config, session_id_in_force
 
 OUTLET_SCRIPT = textwrap.dedent(
     """
@@ -53,7 +53,9 @@ def test_apply_keeps_the_labs_own_settings(tmp_path, monkeypatch):
     """Only the settings dyadlab was given change; KnownPeers etc. of the lab's cfg survive."""
     lab_cfg = tmp_path / "lab" / "lsl_api.cfg"
     lab_cfg.parent.mkdir()
-    lab_cfg.write_text("[lab]\nKnownPeers = {10.1.2.3, 10.1.2.4}\nSessionID = room-1\n\n[tuning]\nTimeProbeCount = 10\n")
+    lab_cfg.write_text(
+        "[lab]\nKnownPeers = {10.1.2.3, 10.1.2.4}\nSessionID = room-1\n\n[tuning]\nTimeProbeCount = 10\n"
+    )
     monkeypatch.setenv("LSLAPICFG", str(lab_cfg))
     assert session_id_in_force() == "room-1"
     path = apply_lsl_config(LslConfig(session_id="study-7"), directory=tmp_path / "ours")

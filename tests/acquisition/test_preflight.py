@@ -1,6 +1,6 @@
 """Preflight tests: each fault is produced by a real LSL outlet and must be caught and explained.
 
-Faulty streams are real pylsl outlets (built by ``acquisition.streams.eeg_stream_info``) pushing
+Faulty streams are real pylsl outlets (built by ``dyadlab.acquisition.streams.eeg_stream_info``) pushing
 crafted float32 EEG from a background thread with ``local_clock()`` stamps; the healthy dyad is
 the coupled-dyad simulator pumped through the real ``BoardBridge``. The other-SessionID stream
 runs in a subprocess with its own ``lsl_api.cfg``.
@@ -16,20 +16,19 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Iterator
 
 import numpy as np
 import pylsl
 import pytest
 
-from acquisition.lslconfig import LslConfig
-from acquisition.markers import MarkerOutlet
-from acquisition.lslconfig import session_id_in_force
-from acquisition.preflight import PreflightConfig, PreflightReport, run_preflight
-from acquisition.simulator import DEFAULT_CHANNEL_NAMES, simulate_dyad
-from acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_info, source_id
+from dyadlab.acquisition.lslconfig import LslConfig, session_id_in_force
+from dyadlab.acquisition.markers import MarkerOutlet
+from dyadlab.acquisition.preflight import PreflightConfig, PreflightReport, run_preflight
+from dyadlab.acquisition.simulator import DEFAULT_CHANNEL_NAMES, simulate_dyad
+from dyadlab.acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_info, source_id
 
 STUDY = "preflighttest"
 FS = 250.0
@@ -41,7 +40,11 @@ _HEALTHY = simulate_dyad(8.0, seed=21, blinks=False).a  # (16, 2000) realistic E
 
 def _config(dyad: str, **overrides: object) -> PreflightConfig:
     options: dict = dict(
-        study=STUDY, dyad=dyad, participants=("A",), duration_s=1.5, resolve_timeout_s=1.0,
+        study=STUDY,
+        dyad=dyad,
+        participants=("A",),
+        duration_s=1.5,
+        resolve_timeout_s=1.0,
         require_markers=False,
     )
     options.update(overrides)
@@ -126,12 +129,13 @@ def _problem_checks(report: PreflightReport, participant: str = "A") -> dict[tup
 
 
 def test_healthy_dyad_from_the_simulator_through_bridges_is_ready(unique_id: str, tmp_path: Path) -> None:
-    from acquisition.bridge import BoardBridge
-    from acquisition.simulator import CoupledDyadSimulator
+    from dyadlab.acquisition.bridge import BoardBridge
+    from dyadlab.acquisition.simulator import CoupledDyadSimulator
 
     dyad = f"d{unique_id}"
-    with CoupledDyadSimulator(seed=3, line_noise_hz=50.0, line_noise_uv=2.0) as simulator, MarkerOutlet(
-        event_stream_info(STUDY, dyad, "markers")
+    with (
+        CoupledDyadSimulator(seed=3, line_noise_hz=50.0, line_noise_uv=2.0) as simulator,
+        MarkerOutlet(event_stream_info(STUDY, dyad, "markers")),
     ):
         bridges = [
             BoardBridge(source, study=STUDY, dyad=dyad, participant=ParticipantInfo(label, f"sub-{label}"))
@@ -163,8 +167,8 @@ def test_healthy_dyad_from_the_simulator_through_bridges_is_ready(unique_id: str
 
 def test_brainflow_synthetic_test_signals_warn_but_do_not_block(unique_id: str) -> None:
     """BrainFlow's synthetic board streams sines (one near 50 Hz): flagged, but only as warnings."""
-    from acquisition.bridge import BoardBridge
-    from acquisition.brainflow_source import BrainFlowSource
+    from dyadlab.acquisition.brainflow_source import BrainFlowSource
+    from dyadlab.acquisition.bridge import BoardBridge
 
     dyad = f"d{unique_id}"
     bridge = BoardBridge(
@@ -300,7 +304,7 @@ _OTHER_SESSION_PUSHER = textwrap.dedent(
     import sys, time
     import numpy as np, pylsl
     from types import SimpleNamespace
-    from acquisition.streams import ParticipantInfo, eeg_stream_info
+    from dyadlab.acquisition.streams import ParticipantInfo, eeg_stream_info
 
     study, dyad = sys.argv[1], sys.argv[2]
     source = SimpleNamespace(sampling_rate=250.0, eeg_channel_names=["Fz", "Cz"], description={})
@@ -324,7 +328,11 @@ def test_stream_from_another_session_id_is_ignored(crafted, tmp_path: Path, lsl_
     env = {**os.environ, "LSLAPICFG": str(cfg), "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
         [sys.executable, "-c", _OTHER_SESSION_PUSHER, STUDY, dyad],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert process.stdout is not None
@@ -343,7 +351,7 @@ def test_stream_from_another_session_id_is_ignored(crafted, tmp_path: Path, lsl_
 def test_cli_prints_tables_writes_json_and_exits_1_when_a_participant_is_not_ready(crafted, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from acquisition.cli.preflight_command import EXIT_NOT_READY, preflight
+    from dyadlab.acquisition.cli.preflight_command import EXIT_NOT_READY, preflight
 
     stream_a = crafted("A")
     dyad = stream_a.info.source_id().split(".")[2]
@@ -353,8 +361,19 @@ def test_cli_prints_tables_writes_json_and_exits_1_when_a_participant_is_not_rea
     out = tmp_path / "report" / "preflight.json"
     result = CliRunner().invoke(
         preflight,
-        ["--study", STUDY, "--dyad", dyad, "--duration", "1.5", "--resolve-timeout", "1",
-         "--no-markers", "--json", str(out)],
+        [
+            "--study",
+            STUDY,
+            "--dyad",
+            dyad,
+            "--duration",
+            "1.5",
+            "--resolve-timeout",
+            "1",
+            "--no-markers",
+            "--json",
+            str(out),
+        ],
         terminal_width=160,
     )
     assert result.exit_code == EXIT_NOT_READY, result.output

@@ -17,13 +17,13 @@ import pylsl
 import pytest
 import pyxdf
 
-from acquisition.recorder import (
+from dyadlab.acquisition.recorder import (
     AmbiguousStreamError,
     LslRecorder,
     MissingStreamError,
     StreamSelector,
 )
-from acquisition.xdf import BOUNDARY_UUID
+from dyadlab.acquisition.xdf import BOUNDARY_UUID
 from tests.acquisition.recorder_helpers import NUMPY_DTYPES, NumberedPusher, make_outlet
 
 pytestmark = pytest.mark.integration
@@ -66,6 +66,7 @@ def wait_for_line(process: subprocess.Popen, prefix: str, timeout: float) -> str
 # Round trip of every format
 # ------------------------------------------------------------------------------------------
 
+
 def _numeric_values(fmt: str, n: int, channels: int, rng: np.random.Generator) -> np.ndarray:
     dtype = NUMPY_DTYPES[fmt]
     if np.issubdtype(dtype, np.integer):
@@ -78,7 +79,14 @@ def _numeric_values(fmt: str, n: int, channels: int, rng: np.random.Generator) -
     return rng.standard_normal((n, channels)).astype(dtype) * 1e3
 
 
-MARKERS = ["", "Grüße aus Zürich – ünïcödé ✓ 😀", "x" * 300, "NUL\x00inside", '{"event": "trial_start", "trial": 3}', "ö" * 200]
+MARKERS = [
+    "",
+    "Grüße aus Zürich – ünïcödé ✓ 😀",
+    "x" * 300,
+    "NUL\x00inside",
+    '{"event": "trial_start", "trial": 3}',
+    "ö" * 200,
+]
 
 
 def test_round_trip_all_formats_and_markers(tmp_path: Path, unique_id: str) -> None:
@@ -89,13 +97,21 @@ def test_round_trip_all_formats_and_markers(tmp_path: Path, unique_id: str) -> N
     pushed: dict[str, tuple[np.ndarray, object]] = {}
     outlets = {}
     for fmt in NUMPY_DTYPES:
-        outlets[fmt] = make_outlet(f"rt-{fmt}-{unique_id}", f"rt-{fmt}-{unique_id}", channel_format=fmt,
-                                   channels=channels, rate=100.0)
-    outlets["string"] = make_outlet(f"rt-string-{unique_id}", f"rt-string-{unique_id}", channel_format="string",
-                                    channels=1, rate=0.0, stream_type="Markers")
+        outlets[fmt] = make_outlet(
+            f"rt-{fmt}-{unique_id}", f"rt-{fmt}-{unique_id}", channel_format=fmt, channels=channels, rate=100.0
+        )
+    outlets["string"] = make_outlet(
+        f"rt-string-{unique_id}",
+        f"rt-string-{unique_id}",
+        channel_format="string",
+        channels=1,
+        rate=0.0,
+        stream_type="Markers",
+    )
     # A marker stream that never sends anything (LabRecorder once froze on those) is recorded too.
-    silent = make_outlet(f"rt-silent-{unique_id}", f"rt-silent-{unique_id}", channel_format="string",
-                         stream_type="Markers")
+    silent = make_outlet(
+        f"rt-silent-{unique_id}", f"rt-silent-{unique_id}", channel_format="string", stream_type="Markers"
+    )
     selectors = [StreamSelector(source_id=f"rt-{fmt}-{unique_id}") for fmt in outlets]
     selectors.append(StreamSelector(source_id=f"rt-silent-{unique_id}"))
     path = tmp_path / "roundtrip.xdf"
@@ -114,7 +130,7 @@ def test_round_trip_all_formats_and_markers(tmp_path: Path, unique_id: str) -> N
             # Jittered stamps: raw timestamps must come back bit-identical, not re-derived.
             stamps = base + np.arange(n) / 100.0 + rng.uniform(-1e-3, 1e-3, n)
             for start in range(0, n, 20):
-                outlet.push_chunk(values[start:start + 20], stamps[start:start + 20].tolist())
+                outlet.push_chunk(values[start : start + 20], stamps[start : start + 20].tolist())
             pushed[fmt] = (stamps, values)
         time.sleep(2.0)
     finally:
@@ -158,15 +174,20 @@ def test_round_trip_all_formats_and_markers(tmp_path: Path, unique_id: str) -> N
 # Nothing lost at stop
 # ------------------------------------------------------------------------------------------
 
+
 def test_nothing_pushed_before_stop_is_lost(tmp_path: Path, unique_id: str) -> None:
     """Samples pushed right up to the stop call (a 1 kHz stream and sparse markers) are all in
     the file, from the first sample pushed after start() returned."""
     eeg = make_outlet(f"stop-eeg-{unique_id}", f"stop-eeg-{unique_id}", channels=4, rate=1000.0)
-    markers = make_outlet(f"stop-mk-{unique_id}", f"stop-mk-{unique_id}", channel_format="string",
-                          stream_type="Markers")
+    markers = make_outlet(
+        f"stop-mk-{unique_id}", f"stop-mk-{unique_id}", channel_format="string", stream_type="Markers"
+    )
     path = tmp_path / "stop.xdf"
-    recorder = LslRecorder(path, [StreamSelector(source_id=f"stop-eeg-{unique_id}"),
-                                  StreamSelector(source_id=f"stop-mk-{unique_id}")], boundary_interval=0.5)
+    recorder = LslRecorder(
+        path,
+        [StreamSelector(source_id=f"stop-eeg-{unique_id}"), StreamSelector(source_id=f"stop-mk-{unique_id}")],
+        boundary_interval=0.5,
+    )
     recorder.start()
     eeg_pusher = NumberedPusher(eeg, 1000.0, block=10).start()
     marker_pusher = NumberedPusher(markers, 3.0).start()
@@ -184,7 +205,7 @@ def test_nothing_pushed_before_stop_is_lost(tmp_path: Path, unique_id: str) -> N
     assert eeg_before > 1500
     np.testing.assert_array_equal(got[:eeg_before], np.arange(eeg_before))
     marker_values = [s[0] for s in streams[f"stop-mk-{unique_id}"]["time_series"]]
-    assert marker_values[: marker_before] == [str(i) for i in range(marker_before)]
+    assert marker_values[:marker_before] == [str(i) for i in range(marker_before)]
     assert "last-before-stop" in marker_values
     assert path.read_bytes().count(BOUNDARY_UUID) >= 3  # one Boundary (fsynced) every 0.5 s
 
@@ -192,6 +213,7 @@ def test_nothing_pushed_before_stop_is_lost(tmp_path: Path, unique_id: str) -> N
 # ------------------------------------------------------------------------------------------
 # Errors before recording
 # ------------------------------------------------------------------------------------------
+
 
 def test_missing_required_stream_is_a_clear_error_and_creates_no_file(
     tmp_path: Path, unique_id: str, lsl_session_id: str
@@ -253,6 +275,7 @@ def test_selector_validation() -> None:
 # Streams appearing late, outlets restarting
 # ------------------------------------------------------------------------------------------
 
+
 def test_late_required_and_optional_streams(tmp_path: Path, unique_id: str) -> None:
     """A required stream appearing during the wait and an optional one appearing mid-recording
     are both recorded, each with its own stream id and >= 2 clock offsets."""
@@ -267,8 +290,10 @@ def test_late_required_and_optional_streams(tmp_path: Path, unique_id: str) -> N
     path = tmp_path / "late.xdf"
     recorder = LslRecorder(
         path,
-        [StreamSelector(source_id=f"late-required-{unique_id}"),
-         StreamSelector(source_id=f"late-optional-{unique_id}", required=False)],
+        [
+            StreamSelector(source_id=f"late-required-{unique_id}"),
+            StreamSelector(source_id=f"late-optional-{unique_id}", required=False),
+        ],
         wait_for_streams=10.0,
     )
     recorder.start()
@@ -303,8 +328,17 @@ def test_outlet_restart_keeps_the_stream_id(tmp_path: Path, unique_id: str, with
     is lost and the recorder finds the stream again by its selector."""
     source_id = f"restart-{unique_id}" if with_source_id else ""
     name = f"restart-{unique_id}"
-    command = [PYTHON, "-m", "tests.acquisition.recorder_helpers", "--source-id", source_id, "--name", name,
-               "--rate", "200"]
+    command = [
+        PYTHON,
+        "-m",
+        "tests.acquisition.recorder_helpers",
+        "--source-id",
+        source_id,
+        "--name",
+        name,
+        "--rate",
+        "200",
+    ]
     selector = StreamSelector(source_id=source_id) if with_source_id else StreamSelector(predicate=f"name='{name}'")
     first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
     second = None
@@ -318,8 +352,9 @@ def test_outlet_restart_keeps_the_stream_id(tmp_path: Path, unique_id: str, with
             first.kill()
             first.wait()
             time.sleep(0.3)
-            second = subprocess.Popen(command + ["--start", "1000000"], cwd=REPO, stdout=subprocess.PIPE,
-                                      stdin=subprocess.PIPE, text=True)
+            second = subprocess.Popen(
+                command + ["--start", "1000000"], cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True
+            )
             wait_for_line(second, "ready", 20)
             restarted_at = pylsl.local_clock()
             deadline = time.monotonic() + 20  # liblsl reconnects within ~1 s; margin for a busy CI box

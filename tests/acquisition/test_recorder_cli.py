@@ -17,13 +17,13 @@ import pytest
 import pyxdf
 from click.testing import CliRunner
 
-from acquisition.cli.record_command import EXIT_BAD_INPUT, EXIT_MISSING_STREAM, record
+from dyadlab.acquisition.cli.record_command import EXIT_BAD_INPUT, EXIT_MISSING_STREAM, record
 from tests.acquisition.recorder_helpers import NumberedPusher, make_outlet
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-RECORD = [sys.executable, "-c", "from acquisition.cli.record_command import record; record()"]
+RECORD = [sys.executable, "-c", "from dyadlab.acquisition.cli.record_command import record; record()"]
 
 
 def _start_recording_process(args: list[str]) -> tuple[subprocess.Popen, float]:
@@ -57,14 +57,28 @@ def _values(stream: dict) -> np.ndarray:
 
 def test_record_for_a_duration_prints_what_it_wrote(tmp_path: Path, unique_id: str) -> None:
     outlet = make_outlet(f"cli-{unique_id}", f"cli-{unique_id}", channels=2, rate=250.0)
-    by_predicate = make_outlet(f"cli-markers-{unique_id}", f"cli-mk-{unique_id}", channel_format="string",
-                               stream_type="Markers")
+    _markers_outlet = make_outlet(  # kept open while recording
+        f"cli-markers-{unique_id}", f"cli-mk-{unique_id}", channel_format="string", stream_type="Markers"
+    )
     pusher = NumberedPusher(outlet, 250.0).start()
     path = tmp_path / "cli.xdf"
     try:
         result = CliRunner().invoke(
-            record, ["--source-id", f"cli-{unique_id}", "--predicate", f"name='cli-markers-{unique_id}' and type='Markers'",
-                     "--out", str(path), "--duration", "1.5", "--meta", "study=pilot", "--meta", "dyad=d01"],
+            record,
+            [
+                "--source-id",
+                f"cli-{unique_id}",
+                "--predicate",
+                f"name='cli-markers-{unique_id}' and type='Markers'",
+                "--out",
+                str(path),
+                "--duration",
+                "1.5",
+                "--meta",
+                "study=pilot",
+                "--meta",
+                "dyad=d01",
+            ],
         )
     finally:
         pusher.stop()
@@ -131,8 +145,9 @@ def test_kill_9_leaves_a_readable_file_with_all_but_the_last_second(tmp_path: Pa
     """SIGKILL of the recording process: pyxdf opens the file, and every sample pushed from the
     start of recording up to 1 s before the kill is in it (an EEG-like stream and markers)."""
     eeg = make_outlet(f"kill-eeg-{unique_id}", f"kill-eeg-{unique_id}", channels=8, rate=500.0)
-    markers = make_outlet(f"kill-mk-{unique_id}", f"kill-mk-{unique_id}", channel_format="string",
-                          stream_type="Markers")
+    markers = make_outlet(
+        f"kill-mk-{unique_id}", f"kill-mk-{unique_id}", channel_format="string", stream_type="Markers"
+    )
     eeg_pusher = NumberedPusher(eeg, 500.0, block=5).start()
     marker_pusher = NumberedPusher(markers, 5.0).start()
     path = tmp_path / "killed.xdf"

@@ -15,7 +15,7 @@ import pylsl
 import pytest
 import pyxdf
 
-from acquisition.recorder import LslRecorder, StreamSelector
+from dyadlab.acquisition.recorder import LslRecorder, StreamSelector
 from tests.acquisition.recorder_helpers import NumberedPusher, make_outlet
 
 labrecorder = pytest.importorskip(
@@ -42,8 +42,14 @@ def test_same_streams_as_labrecorder(tmp_path: Path, unique_id: str, artifacts_d
         f"lr-mk-{unique_id}": dict(channel_format="string", channels=1, rate=0.0, block=1),
     }
     outlets = {
-        name: make_outlet(name, name, channel_format=s["channel_format"], channels=s["channels"], rate=s["rate"],
-                          stream_type="Markers" if s["rate"] == 0 else "EEG")
+        name: make_outlet(
+            name,
+            name,
+            channel_format=s["channel_format"],
+            channels=s["channels"],
+            rate=s["rate"],
+            stream_type="Markers" if s["rate"] == 0 else "EEG",
+        )
         for name, s in specs.items()
     }
     infos = [pylsl.resolve_bypred(f"source_id='{name}'", 1, 10.0)[0] for name in specs]
@@ -53,8 +59,9 @@ def test_same_streams_as_labrecorder(tmp_path: Path, unique_id: str, artifacts_d
     ours.start()
     theirs = labrecorder.Recording(str(theirs_path), infos)
     time.sleep(1.0)  # LabRecorder opens its inlets in its own threads
-    pushers = {name: NumberedPusher(outlets[name], s["rate"] or 4.0, block=s["block"]).start()
-               for name, s in specs.items()}
+    pushers = {
+        name: NumberedPusher(outlets[name], s["rate"] or 4.0, block=s["block"]).start() for name, s in specs.items()
+    }
     time.sleep(3.0)
     pushed_before_stop = {name: p.count for name, p in pushers.items()}
     try:

@@ -15,16 +15,16 @@ import pylsl
 import pytest
 import scipy.signal
 
-from acquisition.markers import Marker, MarkerOutlet
-from acquisition.simulator import (
+from dyadlab.acquisition.markers import Marker, MarkerOutlet
+from dyadlab.acquisition.simulator import (
     BANDS,
     DEFAULT_COUPLING,
     CoupledDyadSimulator,
     scalp_position,
     simulate_dyad,
 )
-from acquisition.sources import EegSource, SourceConfigError, SourceError
-from acquisition.streams import event_stream_info, source_id
+from dyadlab.acquisition.sources import EegSource, SourceConfigError, SourceError
+from dyadlab.acquisition.streams import event_stream_info, source_id
 
 FS = 250.0
 EPOCH_S = 2.0
@@ -96,7 +96,12 @@ def test_offline_simulation_is_reproducible_and_labelled() -> None:
     np.testing.assert_array_equal(first.a, second.a)
     assert not np.allclose(first.a, other.a)
     assert list(first.conditions[[0, 249, 250, 749, 750, 999]]) == [
-        "cooperation", "cooperation", "tapping", "tapping", "rest", "rest",
+        "cooperation",
+        "cooperation",
+        "tapping",
+        "tapping",
+        "rest",
+        "rest",
     ]
     np.testing.assert_allclose(first.times[:3], [0.0, 0.004, 0.008])
     # Plausible EEG amplitudes: tens of microvolts, blinks largest at the frontal pole.
@@ -264,7 +269,7 @@ def test_follow_markers_switches_condition_from_the_marker_stream(unique_id: str
 
 
 def test_a_started_but_unread_participant_keeps_bounded_memory(monkeypatch, caplog) -> None:
-    import acquisition.simulator as simulator_module
+    import dyadlab.acquisition.simulator as simulator_module
 
     monkeypatch.setattr(simulator_module, "_MAX_UNREAD_S", 0.3)
     with CoupledDyadSimulator(seed=1) as simulator:

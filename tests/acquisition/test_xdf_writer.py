@@ -13,21 +13,17 @@ import pylsl
 import pytest
 import pyxdf
 
-from acquisition.xdf import BOUNDARY_UUID, XdfWriter, XdfWriterError, encode_varlen
+from dyadlab.acquisition.xdf import BOUNDARY_UUID, XdfWriter, XdfWriterError, encode_varlen
 
 
 def stream_info_xml(name: str, channel_format: str, channel_count: int, srate: float) -> str:
     """The header XML exactly as the recorder will pass it: a real pylsl StreamInfo."""
-    return pylsl.StreamInfo(
-        name, "Test", channel_count, srate, channel_format, f"dyadlab.test.{name}"
-    ).as_xml()
+    return pylsl.StreamInfo(name, "Test", channel_count, srate, channel_format, f"dyadlab.test.{name}").as_xml()
 
 
 def load_raw(path: Path) -> tuple[list[dict], dict]:
     """pyxdf without any timestamp processing, so values and stamps come back as written."""
-    return pyxdf.load_xdf(
-        str(path), synchronize_clocks=False, dejitter_timestamps=False, handle_clock_resets=False
-    )
+    return pyxdf.load_xdf(str(path), synchronize_clocks=False, dejitter_timestamps=False, handle_clock_resets=False)
 
 
 def by_name(streams: list[dict]) -> dict[str, dict]:
@@ -206,7 +202,7 @@ def test_chunks_reach_the_os_within_flush_interval(tmp_path: Path) -> None:
 def test_tiny_file_matches_hand_computed_bytes(tmp_path: Path) -> None:
     path = tmp_path / "tiny.xdf"
     info = (
-        "<?xml version=\"1.0\"?><info><name>t</name><channel_count>1</channel_count>"
+        '<?xml version="1.0"?><info><name>t</name><channel_count>1</channel_count>'
         "<channel_format>int16</channel_format><nominal_srate>0</nominal_srate></info>"
     )
     marker_info = info.replace("int16", "string")
@@ -231,18 +227,20 @@ def test_tiny_file_matches_hand_computed_bytes(tmp_path: Path) -> None:
     marker_bytes = marker_info.encode()
     expected = (
         # StreamHeader: Length = tag 2 + id 4 + XML
-        bytes([0x01, 2 + 4 + len(info_bytes), 0x02, 0x00, 0xEE, 0xFF, 0xC0, 0x02]) + info_bytes
-        + bytes([0x01, 2 + 4 + len(marker_bytes), 0x02, 0x00, 0x03, 0x00, 0x00, 0x00]) + marker_bytes
+        bytes([0x01, 2 + 4 + len(info_bytes), 0x02, 0x00, 0xEE, 0xFF, 0xC0, 0x02])
+        + info_bytes
+        + bytes([0x01, 2 + 4 + len(marker_bytes), 0x02, 0x00, 0x03, 0x00, 0x00, 0x00])
+        + marker_bytes
         # Samples: Length 30 = 2 + 4 + (01 02) + 2 * (08 + f8 + i16)
-        + bytes.fromhex("011e0300eeffc002" "0102")
-        + bytes.fromhex("08" "000000000000f03f" "0500")
-        + bytes.fromhex("08" "0000000000000040" "feff")
+        + bytes.fromhex("011e0300eeffc0020102")
+        + bytes.fromhex("08000000000000f03f0500")
+        + bytes.fromhex("080000000000000040feff")
         # string Samples: Length 22 = 2 + 4 + (01 01) + 08 + f8 + (01 03) + 'h' c3 a9
-        + bytes.fromhex("0116030003000000" "0101" "08" "0000000000000040" "0103" "68c3a9")
+        + bytes.fromhex("01160300030000000101080000000000000040010368c3a9")
         # ClockOffset: Length 22 = 2 + 4 + 16
-        + bytes.fromhex("01160400eeffc002" "000000000000f83f" "000000000000d0bf")
+        + bytes.fromhex("01160400eeffc002000000000000f83f000000000000d0bf")
         # Boundary: Length 18 = 2 + 16
-        + bytes.fromhex("01120500" "43a546dccbf5410fb30ed5467383cbe4")
+        + bytes.fromhex("0112050043a546dccbf5410fb30ed5467383cbe4")
     )
     assert rest == expected
     assert BOUNDARY_UUID == bytes.fromhex("43a546dccbf5410fb30ed5467383cbe4")
@@ -297,7 +295,7 @@ def test_concurrent_writers_produce_a_valid_file(tmp_path: Path) -> None:
                     if chunk_index % 10 == 0:
                         writer.write_clock_offset(stream_id, float(chunk_index), -1e-5)
                         writer.write_boundary()
-            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=produce, args=(i,)) for i in range(n_threads)]
@@ -324,11 +322,14 @@ def test_concurrent_writers_produce_a_valid_file(tmp_path: Path) -> None:
 
 
 def test_file_metadata_is_validated_before_any_file_exists(tmp_path: Path) -> None:
-    from acquisition.xdf import validate_file_metadata
+    from dyadlab.acquisition.xdf import validate_file_metadata
 
     validate_file_metadata({"study": "pilot", "dyad_id": "d01", "x.y-z": "1"})
-    for bad, reason in (({"1st": "x"}, "not a valid XML element name"), ({"xmlns": "x"}, "not a valid XML"),
-                        ({"datetime": "x"}, "reserved")):
+    for bad, reason in (
+        ({"1st": "x"}, "not a valid XML element name"),
+        ({"xmlns": "x"}, "not a valid XML"),
+        ({"datetime": "x"}, "reserved"),
+    ):
         with pytest.raises(ValueError, match=reason):
             validate_file_metadata(bad)
         with pytest.raises(ValueError, match=reason):

@@ -20,9 +20,9 @@ import pytest
 import pyxdf
 from click.testing import CliRunner
 
-from acquisition.cli.inspect_command import inspect as inspect_command
-from acquisition.xdf import XdfWriter, encode_varlen
-from acquisition.xdfinspect import inspect_xdf
+from dyadlab.acquisition.cli.inspect_command import inspect as inspect_command
+from dyadlab.acquisition.xdf import XdfWriter, encode_varlen
+from dyadlab.acquisition.xdfinspect import inspect_xdf
 
 DATA = Path(__file__).parent.parent / "data"
 LABRECORDER_FIXTURE = DATA / "labrecorder_eeg_markers.xdf"
@@ -120,7 +120,12 @@ def test_complete_file_is_valid_and_summarised(small_file: tuple[bytes, list[Chu
     assert result.file_header["study"] == "unit" and result.file_header["version"] == "1.0"
     assert result.chunk_count == len(chunks)
     assert result.chunk_counts == {
-        "FileHeader": 1, "StreamHeader": 2, "ClockOffset": 4, "Samples": 4, "Boundary": 1, "StreamFooter": 2,
+        "FileHeader": 1,
+        "StreamHeader": 2,
+        "ClockOffset": 4,
+        "Samples": 4,
+        "Boundary": 1,
+        "StreamFooter": 2,
     }
     eeg, markers = result.streams
     assert (eeg.stream_id, eeg.name, eeg.type, eeg.source_id) == (1, "eeg", "T", "dyadlab.test.eeg")
@@ -183,9 +188,7 @@ def test_cuts_at_chunk_boundaries_agree_with_pyxdf(small_file: tuple[bytes, list
         assert {s.stream_id: s.sample_count for s in result.streams} == expected
 
 
-@pytest.mark.parametrize(
-    "kind", ["FileHeader", "StreamHeader", "Samples", "ClockOffset", "Boundary", "StreamFooter"]
-)
+@pytest.mark.parametrize("kind", ["FileHeader", "StreamHeader", "Samples", "ClockOffset", "Boundary", "StreamFooter"])
 def test_truncation_inside_each_chunk_type(kind: str, small_file: tuple[bytes, list[Chunk]], tmp_path: Path) -> None:
     data, chunks = small_file
     index, chunk = next((i, c) for i, c in enumerate(chunks) if c.kind == kind)
@@ -355,7 +358,9 @@ def test_deduced_timestamps_and_four_byte_counts_match_pyxdf(tmp_path: Path) -> 
     for index in range(40):
         stamp = b"\x08" + struct.pack("<d", 5.0 + index * 0.1) if index % 3 == 0 else b"\x00"
         samples += stamp + struct.pack("<hh", index, -index)
-    strings = b"\x08" + struct.pack("<d", 5.05) + b"\x01\x02hi" + b"\x00" + b"\x04" + struct.pack("<I", 300) + b"z" * 300
+    strings = (
+        b"\x08" + struct.pack("<d", 5.05) + b"\x01\x02hi" + b"\x00" + b"\x04" + struct.pack("<I", 300) + b"z" * 300
+    )
     footer = b"<info><sample_count>40</sample_count><first_timestamp>5.0</first_timestamp></info>"
     data = (
         b"XDF:"
@@ -385,9 +390,7 @@ def test_deduced_timestamps_and_four_byte_counts_match_pyxdf(tmp_path: Path) -> 
     off_by_one = inspect_bytes(data.replace(b"<sample_count>40<", b"<sample_count>41<"))
     assert "says sample_count 41, but 40 samples were read (an off-by-one" in off_by_one.defect.message
 
-    no_first_stamp = data[: data.index(chunk(3, b"\x01\x02" + strings, 9))] + chunk(
-        3, b"\x01\x01\x00\x01\x01x", 9
-    )
+    no_first_stamp = data[: data.index(chunk(3, b"\x01\x02" + strings, 9))] + chunk(3, b"\x01\x01\x00\x01\x01x", 9)
     result = inspect_bytes(no_first_stamp)
     assert "sample 0 is the stream's first and has no timestamp" in result.defect.message
 

@@ -11,15 +11,15 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from protocols.cli import main
-from protocols.display import ensure_display
+from dyadlab.protocols.cli import main
+from dyadlab.protocols.display import ensure_display
 
 
 def test_bad_protocol_is_rejected_before_any_device_or_outlet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Spies (not mocks: they call through) count LSL outlets and BrainFlow board sessions."""
     import pylsl
 
-    from acquisition.brainflow_source import BrainFlowSource
+    from dyadlab.acquisition.brainflow_source import BrainFlowSource
 
     created: list[str] = []
     original_outlet = pylsl.StreamOutlet.__init__
@@ -76,8 +76,11 @@ def test_virtual_display_has_two_screens_and_is_stopped(monkeypatch: pytest.Monk
         finally:
             connection.close()
     assert "DISPLAY" not in os.environ
-    gone = subprocess.run(["xdotool", "getdisplaygeometry"], capture_output=True, env={**os.environ, "DISPLAY": display}) \
-        if shutil.which("xdotool") else None
+    gone = (
+        subprocess.run(["xdotool", "getdisplaygeometry"], capture_output=True, env={**os.environ, "DISPLAY": display})
+        if shutil.which("xdotool")
+        else None
+    )
     if gone is not None:
         assert gone.returncode != 0, "the virtual display was stopped"
 
@@ -90,8 +93,8 @@ def test_existing_display_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_runner_refuses_speed_without_autopilot(tmp_path: Path) -> None:
-    from protocols.runner import SessionRunner
-    from protocols.schema import load_protocol
+    from dyadlab.protocols.runner import SessionRunner
+    from dyadlab.protocols.schema import load_protocol
 
     with pytest.raises(ValueError, match="autopilot"):
         SessionRunner(load_protocol("demo"), out_dir=tmp_path, simulate=True, speed=3.0)

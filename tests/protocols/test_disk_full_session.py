@@ -18,8 +18,8 @@ import pylsl
 import pytest
 import pyxdf
 
-from acquisition.streams import source_id
-from protocols.runner import RecordingFailed, SessionError
+from dyadlab.acquisition.streams import source_id
+from dyadlab.protocols.runner import RecordingFailed, SessionError
 from tests.acquisition.test_disk_full import _fill, small_disk  # noqa: F401 - small_disk is a fixture
 from tests.protocols.test_session_e2e import run_session, shortened
 
@@ -32,7 +32,9 @@ pytestmark = [
 
 
 def test_disk_full_mid_session_ends_it_keeps_the_recording_and_releases_devices(
-    small_disk, tmp_path: Path, caplog: pytest.LogCaptureFixture  # noqa: ANN001 - fixture from test_disk_full
+    small_disk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     disk = small_disk("128m")  # room for the planned session: the space check lets it start
     if disk is None:
@@ -50,6 +52,7 @@ def test_disk_full_mid_session_ends_it_keeps_the_recording_and_releases_devices(
 
     def status(stage: str, message: str) -> None:
         if stage == "block" and "filled" in message:
+
             def fill() -> None:
                 _fill(disk / "other-program.bin")
                 filled.set()
@@ -84,23 +87,31 @@ def test_disk_full_mid_session_ends_it_keeps_the_recording_and_releases_devices(
     assert record["recorder"]["closed"] is True
     assert any("No space left on device" in p for p in record["problems"])
     # The recorder reported the failure once.
-    assert sum("the recording stopped early" in r.getMessage() for r in caplog.records
-               if r.name == "acquisition.recorder") == 1
+    assert (
+        sum(
+            "the recording stopped early" in r.getMessage()
+            for r in caplog.records
+            if r.name == "dyadlab.acquisition.recorder"
+        )
+        == 1
+    )
 
     # Devices released: the bridges' EEG outlets are gone from the network.
     protocol = loaded.protocol
     for label in "AB":
-        assert not pylsl.resolve_byprop("source_id", source_id(protocol.study, protocol.dyad, "eeg", label),
-                                        minimum=1, timeout=1.0)
+        assert not pylsl.resolve_byprop(
+            "source_id", source_id(protocol.study, protocol.dyad, "eeg", label), minimum=1, timeout=1.0
+        )
 
 
-def test_session_that_cannot_fit_is_refused_before_recording(small_disk, tmp_path: Path) -> None:  # noqa: ANN001
+def test_session_that_cannot_fit_is_refused_before_recording(small_disk, tmp_path: Path) -> None:
     """A 16 MiB disk cannot hold the planned session twice over plus the reserve: refused, no XDF."""
     disk = small_disk("16m")
     if disk is None:
         pytest.skip("mounting a tmpfs is not permitted here (tests/acquisition/test_disk_full.py covers the check)")
     loaded = shortened(
-        "demo", tmp_path,
+        "demo",
+        tmp_path,
         blocks=[{"id": "rest", "task": "rest", "params": {"duration_s": 3.0, "show_instructions": False}}],
     )
     with pytest.raises(SessionError, match="not enough free space") as caught:

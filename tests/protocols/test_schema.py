@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from protocols.cli import main
-from protocols.schema import (
+from dyadlab.protocols.cli import main
+from dyadlab.protocols.schema import (
     ProtocolError,
     balanced_latin_square,
     bundled_protocols,
@@ -75,49 +76,110 @@ ERROR_CASES: list[tuple[str, Any, str, tuple[str, ...]]] = [
     ("unknown-task", _set("blocks.1.task", "coop"), "blocks[1].task", ("unknown task", "joint-press")),
     ("param-out-of-range", _set("blocks.1.params.n_trials", 0), "blocks[1].params.n_trials", (">= 1",)),
     ("param-bad-choice", _set("blocks.1.params.mode", "cooperate"), "blocks[1].params.mode", ("cooperation",)),
-    ("unknown-board", _set("participants.0.device", {"board": "cyton_dasy"}), "participants[0].device.board",
-     ("unknown board", "cyton_daisy")),
-    ("unknown-board-param", _set("participants.0.device", {"board": "cyton", "serial": "/dev/ttyUSB0"}),
-     "participants[0].device.serial", ("unknown key", "serial_port")),
-    ("simulator-with-params", _set("participants.0.device", {"board": "simulator", "serial_port": "x"}),
-     "participants[0].device.serial_port", ("simulator",)),
-    ("same-board-twice", lambda d: [p.update(device={"board": "cyton", "serial_port": "/dev/ttyUSB0"}) for p in d["participants"]],
-     "participants[1].device", ("same board", "serial_port")),
+    (
+        "unknown-board",
+        _set("participants.0.device", {"board": "cyton_dasy"}),
+        "participants[0].device.board",
+        ("unknown board", "cyton_daisy"),
+    ),
+    (
+        "unknown-board-param",
+        _set("participants.0.device", {"board": "cyton", "serial": "/dev/ttyUSB0"}),
+        "participants[0].device.serial",
+        ("unknown key", "serial_port"),
+    ),
+    (
+        "simulator-with-params",
+        _set("participants.0.device", {"board": "simulator", "serial_port": "x"}),
+        "participants[0].device.serial_port",
+        ("simulator",),
+    ),
+    (
+        "same-board-twice",
+        lambda d: [p.update(device={"board": "cyton", "serial_port": "/dev/ttyUSB0"}) for p in d["participants"]],
+        "participants[1].device",
+        ("same board", "serial_port"),
+    ),
     ("duplicate-participant-id", _set("participants.1.id", "sub-01"), "participants[1].id", ("used twice",)),
     ("duplicate-participant-label", _set("participants.1.label", "A"), "participants[1].label", ("used twice",)),
     ("bad-label", _set("participants.1.label", "B side"), "participants[1].label", ("letters, digits",)),
-    ("unknown-role", _set("participants.1.role", "theraptist"), "participants[1].role", ("unknown role", "therapist", "extra_roles")),
-    ("three-participants", lambda d: d["participants"].append({"label": "C", "id": "sub-03"}), "participants", ("two participants",)),
+    (
+        "unknown-role",
+        _set("participants.1.role", "theraptist"),
+        "participants[1].role",
+        ("unknown role", "therapist", "extra_roles"),
+    ),
+    (
+        "three-participants",
+        lambda d: d["participants"].append({"label": "C", "id": "sub-03"}),
+        "participants",
+        ("two participants",),
+    ),
     ("negative-duration", _set("blocks.0.duration", -5), "blocks[0].duration", ("positive",)),
-    ("duration-on-trial-task", _set("blocks.1.duration", 30), "blocks[1].duration", ("no duration parameter", "n_trials")),
+    (
+        "duration-on-trial-task",
+        _set("blocks.1.duration", 30),
+        "blocks[1].duration",
+        ("no duration parameter", "n_trials"),
+    ),
     ("duration-given-twice", _set("blocks.0.params", {"duration_s": 20}), "blocks[0].duration", ("twice",)),
     ("duplicate-block-id", _set("blocks.2.id", "rest"), "blocks[2].id", ("used twice",)),
     ("missing-required", _delete("study"), "study", ("missing", "add `study:")),
     ("missing-blocks", _set("blocks", []), "blocks", ("at least 1",)),
-    ("counterbalance-unknown-rule", _set("counterbalance", {"blocks": "random"}), "counterbalance.blocks", ("latin-square",)),
-    ("counterbalance-no-dyad-number", lambda d: d.update(dyad="pilot", counterbalance={"roles": "swap-on-even-dyads"}),
-     "dyad", ("trailing number",)),
-    ("counterbalance-too-few-blocks", lambda d: d.update(
-        counterbalance={"blocks": "latin-square"}, blocks=[dict(BASE["blocks"][0], fixed=True), BASE["blocks"][1]]),
-     "counterbalance.blocks", ("at least two blocks",)),
-    ("output-unknown-placeholder", _set("output", {"pattern": "sub-{dyad}/{subject}_run-{run}"}), "output.pattern",
-     ("{subject}", "{dyad}")),
+    (
+        "counterbalance-unknown-rule",
+        _set("counterbalance", {"blocks": "random"}),
+        "counterbalance.blocks",
+        ("latin-square",),
+    ),
+    (
+        "counterbalance-no-dyad-number",
+        lambda d: d.update(dyad="pilot", counterbalance={"roles": "swap-on-even-dyads"}),
+        "dyad",
+        ("trailing number",),
+    ),
+    (
+        "counterbalance-too-few-blocks",
+        lambda d: d.update(
+            counterbalance={"blocks": "latin-square"}, blocks=[dict(BASE["blocks"][0], fixed=True), BASE["blocks"][1]]
+        ),
+        "counterbalance.blocks",
+        ("at least two blocks",),
+    ),
+    (
+        "output-unknown-placeholder",
+        _set("output", {"pattern": "sub-{dyad}/{subject}_run-{run}"}),
+        "output.pattern",
+        ("{subject}", "{dyad}"),
+    ),
     ("output-without-run", _set("output", {"pattern": "sub-{dyad}/ses-{session}"}), "output.pattern", ("{run}",)),
     ("output-bad-format", _set("output", {"pattern": "sub-{dyad:02d}_run-{run}"}), "output.pattern", ("format",)),
     ("lsl-bad-scope", _set("lsl", {"resolve_scope": "planet"}), "lsl.resolve_scope", ("machine",)),
     ("screens-mismatch", _set("screens", {"layout": "per-participant", "screens": [0]}), "screens", ("screen",)),
     ("keys-clash", _set("keys", {"abort": "a"}), "keys", ("participant A",)),
     ("label-without-key", _set("participants.1.label", "C"), "keys.participants", ("'C' has no response key",)),
-    ("label-without-autopilot", lambda d: d.update(participants=[dict(d["participants"][0]), dict(d["participants"][1], label="C")],
-                                                   keys={"participants": {"A": {"respond": "a"}, "C": {"respond": "l"}}}),
-     "autopilot.participants", ("'C' has no simulated participant",)),
-    ("unknown-first-speaker", lambda d: d["blocks"].append({"id": "talk", "task": "conversation", "params": {"first_speaker": "Z"}}),
-     "blocks[3].params.first_speaker", ("'Z' is not a participant", "A, B")),
+    (
+        "label-without-autopilot",
+        lambda d: d.update(
+            participants=[dict(d["participants"][0]), dict(d["participants"][1], label="C")],
+            keys={"participants": {"A": {"respond": "a"}, "C": {"respond": "l"}}},
+        ),
+        "autopilot.participants",
+        ("'C' has no simulated participant",),
+    ),
+    (
+        "unknown-first-speaker",
+        lambda d: d["blocks"].append({"id": "talk", "task": "conversation", "params": {"first_speaker": "Z"}}),
+        "blocks[3].params.first_speaker",
+        ("'Z' is not a participant", "A, B"),
+    ),
 ]
 
 
 @pytest.mark.parametrize("case, change, field, words", ERROR_CASES, ids=[case[0] for case in ERROR_CASES])
-def test_each_error_is_rejected_with_file_field_and_fix(tmp_path: Path, case: str, change: Any, field: str, words: tuple[str, ...]) -> None:
+def test_each_error_is_rejected_with_file_field_and_fix(
+    tmp_path: Path, case: str, change: Any, field: str, words: tuple[str, ...]
+) -> None:
     path = _write(tmp_path, change if isinstance(change, str) else _mutated(change))
     with pytest.raises(ProtocolError) as caught:
         load_protocol(path)
@@ -167,7 +229,9 @@ def test_bundled_protocols_are_the_documented_ones() -> None:
 
 
 def test_command_line_overrides_apply_and_are_validated() -> None:
-    loaded = load_protocol("plasticity-probe", overrides={"dyad": "P07", "session": 3, "partner_role": "stranger", "partner_id": "sub-s12"})
+    loaded = load_protocol(
+        "plasticity-probe", overrides={"dyad": "P07", "session": 3, "partner_role": "stranger", "partner_id": "sub-s12"}
+    )
     protocol = loaded.protocol
     assert (protocol.dyad, protocol.session) == ("P07", 3)
     assert protocol.participant("B").role == "stranger" and protocol.participant("B").id == "sub-s12"

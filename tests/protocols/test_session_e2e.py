@@ -23,9 +23,16 @@ import pytest
 import pyxdf
 import yaml
 
-from acquisition.lslconfig import LslConfig
-from protocols.runner import SessionResult, SessionRunner
-from protocols.schema import BUNDLED_DIR, LoadedProtocol, bundled_protocols, load_protocol, paradigms, plan_session
+from dyadlab.acquisition.lslconfig import LslConfig
+from dyadlab.protocols.runner import SessionResult, SessionRunner
+from dyadlab.protocols.schema import (
+    BUNDLED_DIR,
+    LoadedProtocol,
+    bundled_protocols,
+    load_protocol,
+    paradigms,
+    plan_session,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -61,8 +68,12 @@ def shortened(name: str, tmp_path: Path, **changes: Any) -> LoadedProtocol:
         if block.pop("duration", None) is not None and block["task"] == "rest":
             params["duration_s"] = 5.0
         block["params"] = _shorten_params(block["task"], params)
-    data["screens"] = {"layout": data.get("screens", {}).get("layout", "shared"), "fullscreen": False,
-                       "size": [800, 600], "check_timing": False}
+    data["screens"] = {
+        "layout": data.get("screens", {}).get("layout", "shared"),
+        "fullscreen": False,
+        "size": [800, 600],
+        "check_timing": False,
+    }
     data["preflight"] = {"enabled": True, "seconds": 2}
     data["quickcheck"] = {"enabled": False}
     data.update(changes)
@@ -72,8 +83,9 @@ def shortened(name: str, tmp_path: Path, **changes: Any) -> LoadedProtocol:
 
 
 def run_session(loaded: LoadedProtocol, out: Path, **options: Any) -> SessionResult:
-    runner = SessionRunner(loaded, out_dir=out, simulate=True, autopilot=True, speed=SPEED,
-                           lsl_config=LslConfig(), **options)
+    runner = SessionRunner(
+        loaded, out_dir=out, simulate=True, autopilot=True, speed=SPEED, lsl_config=LslConfig(), **options
+    )
     return runner.run()
 
 
@@ -217,7 +229,9 @@ def test_escape_mid_block_leaves_complete_xdf_and_incomplete_session(tmp_path: P
 
     def status(stage: str, message: str) -> None:
         if stage == "block" and "long-rest" in message:
-            timer = threading.Timer(2.0, lambda: (subprocess.run(["xdotool", "key", "Escape"], check=True), pressed.set()))
+            timer = threading.Timer(
+                2.0, lambda: (subprocess.run(["xdotool", "key", "Escape"], check=True), pressed.set())
+            )
             timer.daemon = True
             timer.start()
 
@@ -247,8 +261,8 @@ def test_crash_in_a_block_finalizes_then_raises(tmp_path: Path, monkeypatch: pyt
     The recording must still be finalized and loadable, session.json must say what failed, and
     the error must reach the caller as a SessionError naming the stage.
     """
-    from protocols.runner import SessionError
-    from tasks.paradigms.tapping import Tapping
+    from dyadlab.protocols.runner import SessionError
+    from dyadlab.tasks.paradigms.tapping import Tapping
 
     def broken_run(self, ctx, params, block_id):  # type: ignore[no-untyped-def]
         raise RuntimeError("simulated bug in the tapping paradigm")

@@ -31,7 +31,7 @@ def _alpha(rng: np.random.Generator, n: int, fs: float) -> np.ndarray:
     # 9-11 Hz: well inside the alpha band, so that hardly any of the shared rhythm leaks into
     # theta or beta (with 8-12 Hz, 890 epochs found the leak at 13 Hz: beta z 6.9).
     sos = signal.butter(4, (9.0, 11.0), btype="bandpass", fs=fs, output="sos")
-    rhythm = signal.sosfiltfilt(sos, rng.standard_normal(n + int(fs)))[: n]
+    rhythm = signal.sosfiltfilt(sos, rng.standard_normal(n + int(fs)))[:n]
     return rhythm / rhythm.std()
 
 
@@ -39,8 +39,9 @@ def _noise(rng: np.random.Generator, n: int, channels: int) -> np.ndarray:
     return signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal((channels, n)), axis=1) * 0.45
 
 
-def dyad_signals(rng: np.random.Generator, seconds: float, fs: float, channels: int, coupled: bool,
-                 alpha_gain: float = 1.2) -> tuple[np.ndarray, np.ndarray]:
+def dyad_signals(
+    rng: np.random.Generator, seconds: float, fs: float, channels: int, coupled: bool, alpha_gain: float = 1.2
+) -> tuple[np.ndarray, np.ndarray]:
     """A's and B's EEG of one block, each (samples, channels) float32 in microvolts."""
     n = int(round(seconds * fs))
     lag = int(round(COUPLING_LAG_S * fs))
@@ -54,8 +55,15 @@ def dyad_signals(rng: np.random.Generator, seconds: float, fs: float, channels: 
     return a.T.astype(np.float32), b.T.astype(np.float32)
 
 
-def write_foreign_dyad(path: str | Path, *, block_seconds: float = 60.0, n_blocks: int = 4, fs: float = 250.0,
-                       channels: int = 8, seed: int = 0) -> Path:
+def write_foreign_dyad(
+    path: str | Path,
+    *,
+    block_seconds: float = 60.0,
+    n_blocks: int = 4,
+    fs: float = 250.0,
+    channels: int = 8,
+    seed: int = 0,
+) -> Path:
     """Write the recording; blocks alternate rest (first) and cooperation. Returns ``path``."""
     rng = np.random.default_rng(seed)
     labels = [f"E{i + 1}" for i in range(channels)]
@@ -92,15 +100,44 @@ def write_foreign_dyad(path: str | Path, *, block_seconds: float = 60.0, n_block
     sizes = np.cumsum(chunk_sizes)
     a_chunks = np.diff(np.concatenate([[0], sizes[sizes < n], [n]])).tolist()
     streams = [
-        Stream(stream_id=1, name="Amp1-EEG", type="EEG", channel_format="float32", nominal_srate=fs, values=a_values,
-               stamps=a_stamps, chunks=a_chunks, channels=[(lab, "EEG", "microvolts") for lab in labels],
-               source_id="amp-serial-0001", compress=True, offsets=offsets(a_stamps, 0.0, 0.0)),
-        Stream(stream_id=2, name="Amp2-EEG", type="EEG", channel_format="float32", nominal_srate=fs, values=b_values,
-               stamps=b_stamps, chunks=a_chunks, channels=[(lab, "EEG", "microvolts") for lab in labels],
-               source_id="amp-serial-0002", offsets=offsets(b_stamps, B_OFFSET_S, B_DRIFT)),
-        Stream(stream_id=3, name="Events", type="Markers", channel_format="string", nominal_srate=0.0,
-               values=[[text] for _, text in markers], stamps=np.array([t for t, _ in markers]),
-               chunks=[1] * len(markers), offsets=offsets(np.array([T0, true[-1]]), 0.0, 0.0)),
+        Stream(
+            stream_id=1,
+            name="Amp1-EEG",
+            type="EEG",
+            channel_format="float32",
+            nominal_srate=fs,
+            values=a_values,
+            stamps=a_stamps,
+            chunks=a_chunks,
+            channels=[(lab, "EEG", "microvolts") for lab in labels],
+            source_id="amp-serial-0001",
+            compress=True,
+            offsets=offsets(a_stamps, 0.0, 0.0),
+        ),
+        Stream(
+            stream_id=2,
+            name="Amp2-EEG",
+            type="EEG",
+            channel_format="float32",
+            nominal_srate=fs,
+            values=b_values,
+            stamps=b_stamps,
+            chunks=a_chunks,
+            channels=[(lab, "EEG", "microvolts") for lab in labels],
+            source_id="amp-serial-0002",
+            offsets=offsets(b_stamps, B_OFFSET_S, B_DRIFT),
+        ),
+        Stream(
+            stream_id=3,
+            name="Events",
+            type="Markers",
+            channel_format="string",
+            nominal_srate=0.0,
+            values=[[text] for _, text in markers],
+            stamps=np.array([t for t, _ in markers]),
+            chunks=[1] * len(markers),
+            offsets=offsets(np.array([T0, true[-1]]), 0.0, 0.0),
+        ),
     ]
     return Writer(boundary_every=40).write(path, streams, {"datetime": "2026-12-04T10:00:00+0100"})
 

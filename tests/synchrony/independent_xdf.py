@@ -1,4 +1,4 @@
-"""A small XDF 1.0 writer that shares no code with dyadlab's (``acquisition.xdf``), for tests
+"""A small XDF 1.0 writer that shares no code with dyadlab's (``dyadlab.acquisition.xdf``), for tests
 that compare dyadlab's reader with pyxdf on files dyadlab did not write.
 
 It writes what other writers write and dyadlab's writer never does: EEG-only streams, every
@@ -12,9 +12,10 @@ clock resets, and files cut anywhere. Layout from the XDF 1.0 specification (scc
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 import numpy as np
 
@@ -93,13 +94,13 @@ class Stream:
 
     def _numeric_records(self, first: int, size: int, deduced: np.ndarray) -> bytes:
         """One chunk's samples: each [8][timestamp][values] or [0][values]."""
-        values = np.ascontiguousarray(self.values[first:first + size], dtype=NUMERIC[self.channel_format])
+        values = np.ascontiguousarray(self.values[first : first + size], dtype=NUMERIC[self.channel_format])
         value_bytes = values.shape[1] * values.dtype.itemsize
         records = np.zeros((size, 9 + value_bytes), dtype=np.uint8)
         records[:, 0] = 8
-        records[:, 1:9] = np.asarray(self.stamps[first:first + size], dtype="<f8").view(np.uint8).reshape(size, 8)
+        records[:, 1:9] = np.asarray(self.stamps[first : first + size], dtype="<f8").view(np.uint8).reshape(size, 8)
         records[:, 9:] = values.view(np.uint8).reshape(size, value_bytes)
-        skip = deduced[first:first + size]
+        skip = deduced[first : first + size]
         records[skip, 0] = 0
         keep = np.ones(records.shape, dtype=bool)
         keep[skip, 1:9] = False

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from synchrony.check import SCHEMA_VERSION, QuickCheckError, run_check
-from synchrony.io import XdfLoadError
+from dyadlab.synchrony.check import SCHEMA_VERSION, QuickCheckError, run_check
+from dyadlab.synchrony.io import XdfLoadError
 from tests.synchrony.xdf_fixtures import DyadSpec, write_dyad_xdf, write_simulated_xdf
 
 BANDS = ("theta", "alpha", "beta", "gamma")
@@ -64,12 +64,14 @@ def test_coupled_band_and_condition_are_detected_and_nothing_else(coupled):
 
 
 def test_simulator_recording_detects_its_coupled_conditions_only(tmp_path):
-    """acquisition.simulator couples alpha in cooperation and theta in tapping (its defaults)."""
-    from acquisition.simulator import DEFAULT_COUPLING
+    """dyadlab.acquisition.simulator couples alpha in cooperation and theta in tapping (its defaults)."""
+    from dyadlab.acquisition.simulator import DEFAULT_COUPLING
 
     assert DEFAULT_COUPLING["cooperation"] == {"alpha": 0.7} and DEFAULT_COUPLING["tapping"] == {"theta": 0.8}
     blocks = [("rest", 60.0), ("cooperation", 60.0), ("tapping", 60.0), ("competition", 60.0)]
-    path = write_simulated_xdf(tmp_path / "sim.xdf", blocks, channel_names=("Fz", "Cz", "Pz", "Oz", "C3", "C4", "O1", "O2"), seed=3)
+    path = write_simulated_xdf(
+        tmp_path / "sim.xdf", blocks, channel_names=("Fz", "Cz", "Pz", "Oz", "C3", "C4", "O1", "O2"), seed=3
+    )
     result = run_check(path, n_surrogates=100, progress=False)
     detected = {(d["condition"], d["band"]) for d in result["verdict"]["synchrony_above_chance"]}
     assert detected == {("cooperation", "alpha"), ("tapping", "theta")}
@@ -81,13 +83,39 @@ def test_json_follows_the_documented_schema(coupled):
     on_disk = json.loads((folder / "qc.json").read_text())  # strict JSON: no NaN
     assert on_disk == result
     assert result["schema_version"] == SCHEMA_VERSION
-    for key in ("file", "inputs", "versions", "participants", "quality", "alignment", "segmentation",
-                "conditions", "contrasts", "diagnostics", "warnings", "verdict", "summary", "timing_s"):
+    for key in (
+        "file",
+        "inputs",
+        "versions",
+        "participants",
+        "quality",
+        "alignment",
+        "segmentation",
+        "conditions",
+        "contrasts",
+        "diagnostics",
+        "warnings",
+        "verdict",
+        "summary",
+        "timing_s",
+    ):
         assert key in result, key
     for label in ("A", "B"):
         quality = result["quality"][label]
-        for key in ("samples", "duration_s", "effective_rate_hz", "nominal_rate_hz", "gaps", "backward_jumps",
-                    "dropped_packets", "clock_offsets", "channels", "marker_residuals", "alpha_peak_hz", "verdict"):
+        for key in (
+            "samples",
+            "duration_s",
+            "effective_rate_hz",
+            "nominal_rate_hz",
+            "gaps",
+            "backward_jumps",
+            "dropped_packets",
+            "clock_offsets",
+            "channels",
+            "marker_residuals",
+            "alpha_peak_hz",
+            "verdict",
+        ):
             assert key in quality, key
     assert result["quality"]["overlap"]["overlap_fraction"] == pytest.approx(1.0)
     assert result["conditions"]["rest"]["n_epochs"] == 30
@@ -95,8 +123,18 @@ def test_json_follows_the_documented_schema(coupled):
         for band in BANDS:
             for metric in ("plv", "accorr", "ccorr", "coh", "imcoh", "envcorr", "pli", "wpli"):
                 cell = result["conditions"][condition][band][metric]
-                assert {"mean", "z", "p", "matrix", "pair_p_fdr", "pair_p_fwer", "n_significant_pairs",
-                        "n_significant_pairs_fwer", "null_mean", "null_std"} <= set(cell)
+                assert {
+                    "mean",
+                    "z",
+                    "p",
+                    "matrix",
+                    "pair_p_fdr",
+                    "pair_p_fwer",
+                    "n_significant_pairs",
+                    "n_significant_pairs_fwer",
+                    "null_mean",
+                    "null_std",
+                } <= set(cell)
                 matrix = np.array(cell["matrix"], dtype=float)
                 assert matrix.shape == (4, 4)
                 assert cell["mean"] == pytest.approx(np.nanmean(matrix), abs=1e-4)
@@ -149,7 +187,9 @@ def test_html_report_is_self_contained_with_the_verdict_first(coupled, artifacts
 
 def test_zero_lag_coupling_is_flagged_as_possible_common_mode(tmp_path):
     """A shared signal with no lag (like a common reference) raises PLV but not wPLI."""
-    spec = DyadSpec(blocks=[("rest", 30.0), ("cooperation", 30.0)], coupling_lag=0.0, coupled={"cooperation": (9.0, 11.0, 6.0)})
+    spec = DyadSpec(
+        blocks=[("rest", 30.0), ("cooperation", 30.0)], coupling_lag=0.0, coupled={"cooperation": (9.0, 11.0, 6.0)}
+    )
     path = write_dyad_xdf(tmp_path / "zerolag.xdf", spec)
     result = run_check(path, n_surrogates=60, bands="alpha=8-12", progress=False)
     flagged = result["diagnostics"]["common_mode"]
@@ -192,7 +232,7 @@ def test_dead_channels_are_left_out_without_voiding_every_epoch(tmp_path):
     [(3.0, 0, 2, "ok"), (None, 0, 2, "unverified"), (80.0, 0, 2, "check"), (3.0, 1, 2, "check"), (3.0, 0, 0, "check")],
 )
 def test_timing_verdict_says_unverified_when_nothing_measured_it(residual_ms, backward_jumps, clock_offsets, expected):
-    from synchrony.check import _timing_verdict
+    from dyadlab.synchrony.check import _timing_verdict
 
     quality = {label: {"backward_jumps": backward_jumps, "clock_offsets": clock_offsets} for label in "AB"}
     result = {"quality": quality, "inputs": {"thresholds": {"residual_warn_ms": 20.0}}}
@@ -224,10 +264,15 @@ def test_no_markers_analyses_the_whole_recording_and_says_how_to_define_conditio
 
 
 def test_conditions_from_plain_marker_strings(tmp_path):
-    path = write_dyad_xdf(tmp_path / "other.xdf", DyadSpec(blocks=[("rest", 40.0), ("cooperation", 40.0)], labels=False))
+    path = write_dyad_xdf(
+        tmp_path / "other.xdf", DyadSpec(blocks=[("rest", 40.0), ("cooperation", 40.0)], labels=False)
+    )
     result = run_check(
-        path, conditions=["rest=start_rest:end_rest", "coop=start_coop.*:end_coop.*"], n_surrogates=60,
-        bands="alpha=8-12,beta=13-30", progress=False,
+        path,
+        conditions=["rest=start_rest:end_rest", "coop=start_coop.*:end_coop.*"],
+        n_surrogates=60,
+        bands="alpha=8-12,beta=13-30",
+        progress=False,
     )
     assert result["segmentation"]["source"] == "condition-specs"
     assert result["conditions"]["coop"]["n_epochs"] == 20
@@ -243,7 +288,9 @@ def test_non_overlapping_streams(tmp_path):
 
 
 def test_different_sampling_rates_are_resampled_and_said_so(tmp_path):
-    path = write_dyad_xdf(tmp_path / "rates.xdf", DyadSpec(blocks=[("rest", 30.0), ("cooperation", 30.0)], rate_b=500.0))
+    path = write_dyad_xdf(
+        tmp_path / "rates.xdf", DyadSpec(blocks=[("rest", 30.0), ("cooperation", 30.0)], rate_b=500.0)
+    )
     result = run_check(path, n_surrogates=60, bands="alpha=8-12", progress=False)
     assert result["alignment"]["rate_hz"] == 250.0
     assert any("B was resampled to 250 Hz" in w for w in result["warnings"])
@@ -272,14 +319,28 @@ def test_truncated_file_is_checked_with_the_damage_in_the_verdict(tmp_path):
 
 
 def test_cli_writes_json_and_html_and_prints_the_summary(tmp_path):
-    from synchrony.cli import check
+    from dyadlab.synchrony.cli import check
 
     path = write_dyad_xdf(tmp_path / "s.xdf", DyadSpec(blocks=SHORT))
     json_out, html_out = tmp_path / "out.json", tmp_path / "out.html"
     outcome = CliRunner().invoke(
         check,
-        [str(path), "--json", str(json_out), "--report", str(html_out), "--surrogates", "30", "--bands",
-         "alpha=8-12,beta=13-30", "--epoch-length", "2", "--seed", "3", "--no-progress"],
+        [
+            str(path),
+            "--json",
+            str(json_out),
+            "--report",
+            str(html_out),
+            "--surrogates",
+            "30",
+            "--bands",
+            "alpha=8-12,beta=13-30",
+            "--epoch-length",
+            "2",
+            "--seed",
+            "3",
+            "--no-progress",
+        ],
     )
     assert outcome.exit_code == 0, outcome.output
     assert "Quick-check: s.xdf" in outcome.output and "Synchrony" in outcome.output
@@ -293,11 +354,11 @@ def test_cli_writes_json_and_html_and_prints_the_summary(tmp_path):
 
 
 def test_cli_explains_a_file_that_does_not_fit(tmp_path):
-    from synchrony.cli import check
+    from dyadlab.synchrony.cli import check
 
     path = write_dyad_xdf(tmp_path / "one.xdf", DyadSpec(blocks=SHORT, eeg_streams=1))
     outcome = CliRunner().invoke(check, [str(path), "--no-progress"])
-    assert outcome.exit_code == 1
+    assert outcome.exit_code == 2  # a DyadlabError: bad input, not a bug
     assert "1 EEG stream(s)" in outcome.output and "--eeg" in outcome.output
     outcome = CliRunner().invoke(check, [str(path), "--eeg", "only-one", "--no-progress"])
     assert outcome.exit_code == 2 and "exactly twice" in outcome.output

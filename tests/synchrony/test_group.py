@@ -1,4 +1,4 @@
-"""Group and longitudinal level (``synchrony.group``, ``dyadlab group``) on real XDF sessions.
+"""Group and longitudinal level (``dyadlab.synchrony.group``, ``dyadlab group``) on real XDF sessions.
 
 Sessions are written with dyadlab's XDF writer through ``xdf_fixtures`` (known coupling: a shared
 alpha source in the coupled conditions only). ``xdf_fixtures`` writes fixed participant ids and no
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from acquisition.streams import ParticipantInfo
-from acquisition.xdf import XdfWriter
-from synchrony.check import run_check
-from synchrony.group import (
+from dyadlab.acquisition.streams import ParticipantInfo
+from dyadlab.acquisition.xdf import XdfWriter
+from dyadlab.synchrony.check import run_check
+from dyadlab.synchrony.group import (
     SCHEMA_VERSION,
     GroupError,
     LayoutMismatchError,
@@ -29,7 +29,7 @@ from synchrony.group import (
     session_summary,
     trend,
 )
-from synchrony.group_command import group
+from dyadlab.synchrony.group_command import group
 from tests.synchrony import xdf_fixtures
 
 BANDS = "theta=4-7,alpha=8-12"
@@ -41,13 +41,19 @@ BLOCKS = [("rest", 12.0), ("cooperation", 20.0)]
 def _write_session(path, *, dyad, ids, roles, session, coupling, seed, blocks=BLOCKS, n_channels=2):
     """One session XDF; ``coupling`` is the alpha amplitude (µV) of the shared source in cooperation."""
     spec = xdf_fixtures.DyadSpec(
-        blocks=blocks, coupled={"cooperation": (9.0, 11.0, coupling)} if coupling else {},
-        n_channels=n_channels, seed=seed, dyad=dyad,
+        blocks=blocks,
+        coupled={"cooperation": (9.0, 11.0, coupling)} if coupling else {},
+        n_channels=n_channels,
+        seed=seed,
+        dyad=dyad,
     )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(xdf_fixtures, "ParticipantInfo", lambda label, _id, _role: ParticipantInfo(label, ids[label], roles[label]))
         patch.setattr(
-            xdf_fixtures, "XdfWriter",
+            xdf_fixtures, "ParticipantInfo", lambda label, _id, _role: ParticipantInfo(label, ids[label], roles[label])
+        )
+        patch.setattr(
+            xdf_fixtures,
+            "XdfWriter",
             lambda target, file_metadata: XdfWriter(target, file_metadata={**file_metadata, "session": str(session)}),
         )
         return xdf_fixtures.write_dyad_xdf(path, spec)
@@ -60,8 +66,15 @@ def _four_dyads(folder, coupling):
     survive FDR over 8 cells; with four it is 1 / C(16, 4) = 0.0005.
     """
     return [
-        _write_session(folder / f"dyad{k}.xdf", dyad=f"d{k}", ids={"A": f"pat-{k}", "B": f"ther-{k}"},
-                       roles={"A": "patient", "B": "therapist"}, session=1, coupling=coupling, seed=20 + k)
+        _write_session(
+            folder / f"dyad{k}.xdf",
+            dyad=f"d{k}",
+            ids={"A": f"pat-{k}", "B": f"ther-{k}"},
+            roles={"A": "patient", "B": "therapist"},
+            session=1,
+            coupling=coupling,
+            seed=20 + k,
+        )
         for k in range(4)
     ]
 
@@ -71,10 +84,25 @@ def coupled(tmp_path_factory):
     """The command end to end on three coupled dyads: its JSON, HTML and terminal output."""
     folder = tmp_path_factory.mktemp("group-coupled")
     paths = _four_dyads(folder, coupling=6.0)
-    result = CliRunner().invoke(group, [
-        *map(str, paths), "--json", str(folder / "group.json"), "--report", str(folder / "group.html"),
-        "--bands", BANDS, "--metrics", ",".join(METRICS), "--surrogates", str(N_SURROGATES), "--seed", "3", "--no-progress",
-    ])
+    result = CliRunner().invoke(
+        group,
+        [
+            *map(str, paths),
+            "--json",
+            str(folder / "group.json"),
+            "--report",
+            str(folder / "group.html"),
+            "--bands",
+            BANDS,
+            "--metrics",
+            ",".join(METRICS),
+            "--surrogates",
+            str(N_SURROGATES),
+            "--seed",
+            "3",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return json.loads((folder / "group.json").read_text()), folder, result.output, paths
 
@@ -149,7 +177,9 @@ def test_no_coupling_anywhere_is_not_detected(tmp_path):
     report = run_group(paths, bands=BANDS, metrics=METRICS, n_surrogates=N_SURROGATES, seed=5)
     cells = [
         entry[band][metric]
-        for entry in report["real_vs_pseudo"]["conditions"].values() for band in ("theta", "alpha") for metric in METRICS
+        for entry in report["real_vs_pseudo"]["conditions"].values()
+        for band in ("theta", "alpha")
+        for metric in METRICS
     ]
     assert len(cells) == 8
     assert not any(cell["significant"] for cell in cells)
@@ -170,16 +200,31 @@ def patient(tmp_path_factory):
     plan += [(f"ps{s}", f"str-{s}", "stranger", s, 0.0) for s in (1, 2, 3)]
     xdfs = []
     for k, (dyad, partner, role, session, amplitude) in enumerate(plan):
-        xdfs.append(_write_session(
-            folder / f"{dyad}-ses{session}.xdf", dyad=dyad, ids={"A": "pat-7", "B": partner},
-            roles={"A": "patient", "B": role}, session=session, coupling=amplitude, seed=40 + k,
-            blocks=[("cooperation", 20.0)],
-        ))
-    therapist_report = run_group(xdfs[:4], bands="alpha=8-12", metrics=["plv"], n_surrogates=N_SURROGATES,
-                                 sessions_dir=sessions, seed=2)
+        xdfs.append(
+            _write_session(
+                folder / f"{dyad}-ses{session}.xdf",
+                dyad=dyad,
+                ids={"A": "pat-7", "B": partner},
+                roles={"A": "patient", "B": role},
+                session=session,
+                coupling=amplitude,
+                seed=40 + k,
+                blocks=[("cooperation", 20.0)],
+            )
+        )
+    therapist_report = run_group(
+        xdfs[:4], bands="alpha=8-12", metrics=["plv"], n_surrogates=N_SURROGATES, sessions_dir=sessions, seed=2
+    )
     for k, xdf in enumerate(xdfs[4:]):
-        run_check(xdf, bands="alpha=8-12", metrics=["plv"], n_surrogates=N_SURROGATES,
-                  json_out=sessions / f"{xdf.stem}.quickcheck.json", seed=k, progress=False)
+        run_check(
+            xdf,
+            bands="alpha=8-12",
+            metrics=["plv"],
+            n_surrogates=N_SURROGATES,
+            json_out=sessions / f"{xdf.stem}.quickcheck.json",
+            seed=k,
+            progress=False,
+        )
     return therapist_report, sorted(sessions.glob("*.quickcheck.json"))
 
 
@@ -217,12 +262,18 @@ def test_longitudinal_trend_rises_with_the_therapist_only(patient):
     assert therapist["trend"]["descriptive_only"]
     assert abs(stranger["trend"]["slope"]) < therapist["trend"]["slope"] / 3
     # The therapist partners are the ones who are followed too (one id, four sessions).
-    assert report["longitudinal"]["participants"]["ther-1"]["by_partner_type"]["patient"]["series"]["cooperation"]["alpha"]["plv"]["x"] == [1, 2, 3, 4]
+    assert report["longitudinal"]["participants"]["ther-1"]["by_partner_type"]["patient"]["series"]["cooperation"][
+        "alpha"
+    ]["plv"]["x"] == [1, 2, 3, 4]
     # The same values as the run on the XDF files (the JSONs are what it wrote).
-    from_xdf = xdf_report["longitudinal"]["participants"]["pat-7"]["by_partner_type"]["therapist"]["series"]["cooperation"]["alpha"]["plv"]
+    from_xdf = xdf_report["longitudinal"]["participants"]["pat-7"]["by_partner_type"]["therapist"]["series"][
+        "cooperation"
+    ]["alpha"]["plv"]
     assert from_xdf["y"] == pytest.approx(therapist["y"])
     z_report = run_group(patient_sessions, bands="alpha=8-12", metrics=["plv"], trend_value="z")
-    z_trend = z_report["longitudinal"]["participants"]["pat-7"]["by_partner_type"]["therapist"]["series"]["cooperation"]["alpha"]["plv"]["trend"]
+    z_trend = z_report["longitudinal"]["participants"]["pat-7"]["by_partner_type"]["therapist"]["series"][
+        "cooperation"
+    ]["alpha"]["plv"]["trend"]
     assert z_trend["slope"] > 0
 
 
@@ -249,14 +300,24 @@ def test_fewer_than_two_recordings_is_explained(coupled):
     with pytest.raises(GroupError, match="at least 2 recordings"):
         run_group(paths[:1])
     result = CliRunner().invoke(group, [str(paths[0])])
-    assert result.exit_code == 1 and "pseudo-dyads pair participant A of one" in result.output
+    assert result.exit_code == 2 and "pseudo-dyads pair participant A of one" in result.output
 
 
 def test_mismatched_channel_sets_stop_the_analysis(coupled, tmp_path):
     _, _, _, paths = coupled
-    wider = _write_session(tmp_path / "wider.xdf", dyad="d9", ids={"A": "x", "B": "y"}, roles={"A": "patient", "B": "therapist"},
-                           session=1, coupling=0.0, seed=9, n_channels=3)
-    with pytest.raises(LayoutMismatchError, match=r"channels differ between dyad0.xdf .* wider.xdf.*only in the second \['Pz'\]"):
+    wider = _write_session(
+        tmp_path / "wider.xdf",
+        dyad="d9",
+        ids={"A": "x", "B": "y"},
+        roles={"A": "patient", "B": "therapist"},
+        session=1,
+        coupling=0.0,
+        seed=9,
+        n_channels=3,
+    )
+    with pytest.raises(
+        LayoutMismatchError, match=r"channels differ between dyad0.xdf .* wider.xdf.*only in the second \['Pz'\]"
+    ):
         run_group([paths[0], wider], bands="alpha=8-12", metrics=["plv"], n_surrogates=0)
 
 
@@ -286,11 +347,18 @@ def _epochs_on_disk(folder, name, n_epochs, seed, unusable_b=()):
     files = {}
     for side in ("a", "b"):
         path = folder / f"{name}.{side}.npy"
-        np.save(path, (rng.standard_normal((n_epochs, 2, 40)) + 1j * rng.standard_normal((n_epochs, 2, 40))).astype(np.complex64))
+        np.save(
+            path,
+            (rng.standard_normal((n_epochs, 2, 40)) + 1j * rng.standard_normal((n_epochs, 2, 40))).astype(np.complex64),
+        )
         files[side] = path
     return SessionEpochs(
-        rate=250.0, labels_a=["C3", "C4"], labels_b=["C4", "C3"], usable_a={"C3", "C4"},
-        usable_b={"C3", "C4"} - set(unusable_b), files={("task", "alpha"): (files["a"], files["b"])},
+        rate=250.0,
+        labels_a=["C3", "C4"],
+        labels_b=["C4", "C3"],
+        usable_a={"C3", "C4"},
+        usable_b={"C3", "C4"} - set(unusable_b),
+        files={("task", "alpha"): (files["a"], files["b"])},
         n_epochs={"task": n_epochs},
     )
 
@@ -299,12 +367,19 @@ def test_pseudo_dyad_selection_channels_and_cap(tmp_path):
     """Who is paired with whom, on which channels, how many epochs, and --pseudo-max (synthetic epochs)."""
     ids = [("a0", "b0"), ("a1", "b1"), ("a2", "b2"), ("b0", "a3")]  # b0 is A in the last recording
     summaries = [
-        {"file": f"r{k}.xdf", "study": "s", "dyad": f"d{k}", "session": "1",
-         "participants": {"A": {"id": a}, "B": {"id": b}}}
+        {
+            "file": f"r{k}.xdf",
+            "study": "s",
+            "dyad": f"d{k}",
+            "session": "1",
+            "participants": {"A": {"id": a}, "B": {"id": b}},
+        }
         for k, (a, b) in enumerate(ids)
     ]
-    epochs = [_epochs_on_disk(tmp_path, f"r{k}", n, seed=k, unusable_b=("C4",) if k == 2 else ())
-              for k, n in enumerate((5, 6, 7, 8))]
+    epochs = [
+        _epochs_on_disk(tmp_path, f"r{k}", n, seed=k, unusable_b=("C4",) if k == 2 else ())
+        for k, n in enumerate((5, 6, 7, 8))
+    ]
     full = real_vs_pseudo(summaries, epochs, bands=["alpha"], metrics=["plv"], rng=np.random.default_rng(0))
     entry = full["conditions"]["task"]
     pairs = {(p["a_from"], p["b_from"]): p["n_epochs"] for p in entry["pseudo_pairs"]}
@@ -313,8 +388,12 @@ def test_pseudo_dyad_selection_channels_and_cap(tmp_path):
     assert pairs[("r0.xdf", "r3.xdf")] == 5 and pairs[("r2.xdf", "r3.xdf")] == 7  # truncated to the smaller count
     assert full["channels"] == {"A": ["C3", "C4"], "B": ["C3"]}  # C4 of B unusable in r2: left out everywhere
     assert entry["alpha"]["plv"]["p"] is not None and not entry["alpha"]["plv"]["significant"]
-    capped = real_vs_pseudo(summaries, epochs, bands=["alpha"], metrics=["plv"], pseudo_max=5, rng=np.random.default_rng(0))
+    capped = real_vs_pseudo(
+        summaries, epochs, bands=["alpha"], metrics=["plv"], pseudo_max=5, rng=np.random.default_rng(0)
+    )
     assert capped["conditions"]["task"]["n_pseudo"] == 5
     assert {(p["a_from"], p["b_from"]) for p in capped["conditions"]["task"]["pseudo_pairs"]} <= set(pairs)
     with pytest.raises(GroupError, match="No dyad was recorded in two or more sessions"):
-        real_vs_pseudo(summaries, epochs, bands=["alpha"], metrics=["plv"], across_sessions=True, rng=np.random.default_rng(0))
+        real_vs_pseudo(
+            summaries, epochs, bands=["alpha"], metrics=["plv"], across_sessions=True, rng=np.random.default_rng(0)
+        )

@@ -1,6 +1,6 @@
 """Loading hyperscanning XDF files: participant identification, channels, and files that do not fit.
 
-Files are real XDF written by ``acquisition.xdf.XdfWriter`` (see ``xdf_fixtures``).
+Files are real XDF written by ``dyadlab.acquisition.xdf.XdfWriter`` (see ``xdf_fixtures``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import pylsl
 import pytest
 
-from acquisition.xdf import XdfWriter
-from synchrony.io import XdfLoadError, load_dyad
+from dyadlab.acquisition.xdf import XdfWriter
+from dyadlab.synchrony.io import XdfLoadError, load_dyad
 from tests.synchrony.xdf_fixtures import DyadSpec, write_dyad_xdf
 
 SHORT = [("rest", 10.0), ("cooperation", 10.0)]
@@ -136,7 +136,7 @@ def test_labrecorder_file_from_another_tool(tmp_path, unique_id):
     in this process) from plain LSL outlets of another tool: no dyadlab metadata, plain marker
     strings. It loads, participants come from stream order (said so), conditions from specs."""
     labrecorder = pytest.importorskip("labrecorder", reason="the 'labrecorder' test dependency is not installed")
-    from synchrony.check import run_check
+    from dyadlab.synchrony.check import run_check
 
     names = [f"ampA-{unique_id}", f"ampB-{unique_id}"]
     marker_name = f"events-{unique_id}"
@@ -156,7 +156,9 @@ def test_labrecorder_file_from_another_tool(tmp_path, unique_id):
         while not stop.is_set():
             stamps = next_time + np.arange(block) / LR_RATE
             for outlet in eeg:
-                outlet.push_chunk((rng.standard_normal((block, LR_CHANNELS)) * 10).astype(np.float32).tolist(), stamps[-1])
+                outlet.push_chunk(
+                    (rng.standard_normal((block, LR_CHANNELS)) * 10).astype(np.float32).tolist(), stamps[-1]
+                )
             next_time += block / LR_RATE
             time.sleep(max(0.0, next_time - pylsl.local_clock()))
 
@@ -177,8 +179,12 @@ def test_labrecorder_file_from_another_tool(tmp_path, unique_id):
         gc.collect()
 
     result = run_check(
-        path, conditions=["rest=rest_on:rest_off", "coop=coop_on:coop_off"], epoch_length=1.0,
-        bands="alpha=8-12", n_surrogates=0, progress=False,
+        path,
+        conditions=["rest=rest_on:rest_off", "coop=coop_on:coop_off"],
+        epoch_length=1.0,
+        bands="alpha=8-12",
+        n_surrogates=0,
+        progress=False,
     )
     assert {result["participants"]["A"]["stream"], result["participants"]["B"]["stream"]} == set(names)
     assert any("order in the file" in w for w in result["warnings"])

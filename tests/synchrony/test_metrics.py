@@ -13,8 +13,8 @@ import pytest
 import scipy.signal
 import scipy.special
 
-from synchrony import metrics
-from synchrony.metrics import (
+from dyadlab.synchrony import metrics
+from dyadlab.synchrony.metrics import (
     METRICS,
     SUPPORTED_METRICS,
     AllPairs,
@@ -136,7 +136,9 @@ def test_identical_to_hypyp_compute_sync_inter_brain_block():
     for metric in SUPPORTED_METRICS:
         hypyp_con = analyses.compute_sync(complex_signal, metric)
         assert hypyp_con.shape == (1, 2 * n_channels, 2 * n_channels), metric
-        np.testing.assert_allclose(ours[metric], hypyp_con[0, :n_channels, n_channels:], rtol=0, atol=1e-9, err_msg=metric)
+        np.testing.assert_allclose(
+            ours[metric], hypyp_con[0, :n_channels, n_channels:], rtol=0, atol=1e-9, err_msg=metric
+        )
         hypyp_epochs = analyses.compute_sync(complex_signal, metric, epochs_average=False)
         np.testing.assert_allclose(
             ours_epochs[metric], hypyp_epochs[0, :, :n_channels, n_channels:], rtol=0, atol=1e-9, err_msg=metric

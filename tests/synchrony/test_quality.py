@@ -10,23 +10,32 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from synchrony.io import load_dyad
-from synchrony.quality import QualityThresholds, marker_residuals, participant_quality, recording_overlap
+from dyadlab.synchrony.io import load_dyad
+from dyadlab.synchrony.quality import QualityThresholds, marker_residuals, participant_quality, recording_overlap
 from tests.synchrony.xdf_fixtures import DyadSpec, write_dyad_xdf
 
 RATE = 250.0
 
 
-def _participant(data, timestamps=None, package_numbers=None, clock_times=np.zeros(3), labels=None, label="A"):
-    from synchrony.io import ParticipantEeg
+def _participant(data, timestamps=None, package_numbers=None, clock_times=(0.0, 0.0, 0.0), labels=None, label="A"):
+    from dyadlab.synchrony.io import ParticipantEeg
 
     n = data.shape[1]
     return ParticipantEeg(
-        label=label, stream_name=f"s{label}", source_id=f"s{label}", participant={}, nominal_rate=RATE,
-        channel_labels=labels or [f"c{i}" for i in range(data.shape[0])], data=data.astype(np.float32),
-        timestamps=np.arange(n) / RATE + 50.0 if timestamps is None else timestamps, unit="microvolts",
-        board_markers=None, package_numbers=package_numbers, clock_times=clock_times,
-        clock_values=np.zeros(clock_times.size), footer_sample_count=n,
+        label=label,
+        stream_name=f"s{label}",
+        source_id=f"s{label}",
+        participant={},
+        nominal_rate=RATE,
+        channel_labels=labels or [f"c{i}" for i in range(data.shape[0])],
+        data=data.astype(np.float32),
+        timestamps=np.arange(n) / RATE + 50.0 if timestamps is None else timestamps,
+        unit="microvolts",
+        board_markers=None,
+        package_numbers=package_numbers,
+        clock_times=np.asarray(clock_times, dtype=float),
+        clock_values=np.zeros(len(clock_times)),
+        footer_sample_count=n,
     )
 
 
@@ -62,8 +71,9 @@ def test_dropped_packets_from_a_wrapping_counter():
     counter = np.arange(data.shape[1]) % 256
     keep = np.ones(data.shape[1], bool)
     keep[[100, 101, 102, 1000]] = False  # 4 packets lost, one across nothing special
-    participant = _participant(data[:, keep], package_numbers=counter[keep].astype(float),
-                               timestamps=(np.arange(data.shape[1]) / RATE)[keep])
+    participant = _participant(
+        data[:, keep], package_numbers=counter[keep].astype(float), timestamps=(np.arange(data.shape[1]) / RATE)[keep]
+    )
     quality, problems = participant_quality(participant, [])
     assert quality["dropped_packets"] == 4
     assert any("4 packet(s) dropped" in p for p in problems)
@@ -155,9 +165,9 @@ def test_long_recording_spectrum_from_windows_spread_over_all_of_it():
     t = np.arange(n) / RATE
     data[4:] += 8 * np.sin(2 * np.pi * 9.5 * t)  # posterior alpha
     third = n // 3
-    data[1, 2 * third:] += 100 * np.sin(2 * np.pi * 50 * t[2 * third:])  # mains, last third only
+    data[1, 2 * third :] += 100 * np.sin(2 * np.pi * 50 * t[2 * third :])  # mains, last third only
     data[2, :third] *= 20  # noisy, first third only
-    data[3, n // 2:n // 2 + int(12 * 60 * RATE)] = np.nan  # 12 minutes lost
+    data[3, n // 2 : n // 2 + int(12 * 60 * RATE)] = np.nan  # 12 minutes lost
     labels = ["Fz", "Cz", "C3", "C4", "Pz", "O1", "O2", "Oz"]
     quality, _ = participant_quality(_participant(data, labels=labels), [])
     channels = quality["channels"]
@@ -178,7 +188,7 @@ def test_a_mostly_nan_channel_leaves_the_others_spectrum_alone():
     data = _eeg(seconds=100)
     data[2] += 60 * np.sin(2 * np.pi * 50 * np.arange(data.shape[1]) / RATE)  # mains
     lost = data.copy()
-    lost[0, int(10 * RATE):] = np.nan
+    lost[0, int(10 * RATE) :] = np.nan
     whole, _ = participant_quality(_participant(data), [])
     quality, _ = participant_quality(_participant(lost), [])
     channels, expected = quality["channels"], whole["channels"]

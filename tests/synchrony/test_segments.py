@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from synchrony import segments as seg
-from synchrony.io import EventMarker, ParticipantEeg, load_dyad
-from synchrony.metrics import inter_brain_connectivity
+from dyadlab.synchrony import segments as seg
+from dyadlab.synchrony.io import EventMarker, ParticipantEeg, load_dyad
+from dyadlab.synchrony.metrics import inter_brain_connectivity
 from tests.synchrony.xdf_fixtures import DyadSpec, write_dyad_xdf
 
 
@@ -25,10 +25,19 @@ def _plain(t: float, text: str) -> EventMarker:
 def _participant(label: str, data: np.ndarray, rate: float, t0: float = 0.0, timestamps=None) -> ParticipantEeg:
     n = data.shape[1]
     return ParticipantEeg(
-        label=label, stream_name=label, source_id=label, participant={}, nominal_rate=rate,
-        channel_labels=[f"c{i}" for i in range(data.shape[0])], data=data.astype(np.float32),
-        timestamps=t0 + np.arange(n) / rate if timestamps is None else timestamps, unit="microvolts",
-        board_markers=None, package_numbers=None, clock_times=np.zeros(1), clock_values=np.zeros(1),
+        label=label,
+        stream_name=label,
+        source_id=label,
+        participant={},
+        nominal_rate=rate,
+        channel_labels=[f"c{i}" for i in range(data.shape[0])],
+        data=data.astype(np.float32),
+        timestamps=t0 + np.arange(n) / rate if timestamps is None else timestamps,
+        unit="microvolts",
+        board_markers=None,
+        package_numbers=None,
+        clock_times=np.zeros(1),
+        clock_values=np.zeros(1),
         footer_sample_count=n,
     )
 
@@ -58,9 +67,18 @@ def test_blocks_from_dyadlab_markers_close_open_blocks_with_a_warning():
 
 
 def test_blocks_from_specs_with_regular_expressions_and_unmatched_names():
-    markers = [_plain(1, "start_coop"), _plain(5, "end_coop"), _plain(6, "S 10"), _plain(9, "S 11"), _plain(10, "start_coop")]
-    specs = [seg.parse_condition_spec("coop=start_coop:end_coop"), seg.parse_condition_spec(r"task=S 1\d:S 11"),
-             seg.parse_condition_spec("rest=rest_on:rest_off")]
+    markers = [
+        _plain(1, "start_coop"),
+        _plain(5, "end_coop"),
+        _plain(6, "S 10"),
+        _plain(9, "S 11"),
+        _plain(10, "start_coop"),
+    ]
+    specs = [
+        seg.parse_condition_spec("coop=start_coop:end_coop"),
+        seg.parse_condition_spec(r"task=S 1\d:S 11"),
+        seg.parse_condition_spec("rest=rest_on:rest_off"),
+    ]
     blocks, warnings = seg.blocks_from_specs(markers, specs, recording_end=20.0)
     assert [(b.condition, b.start, b.end) for b in blocks] == [("coop", 1, 5), ("task", 6, 9), ("coop", 10, 20.0)]
     assert any("no 'end_coop' after it" in w for w in warnings)
@@ -86,7 +104,11 @@ def test_alignment_resamples_the_faster_participant_and_keeps_the_signal(tmp_pat
     b = _participant("B", np.sin(2 * np.pi * 10 * fast_t)[None, :], 500.0, t0=100.0)
     aligned = seg.align_dyad(a, b)
     assert aligned.rate == rate
-    assert len(aligned.notes) == 1 and "B was resampled to 250 Hz" in aligned.notes[0] and "resample_poly" in aligned.notes[0]
+    assert (
+        len(aligned.notes) == 1
+        and "B was resampled to 250 Hz" in aligned.notes[0]
+        and "resample_poly" in aligned.notes[0]
+    )
     inner = slice(100, -100)  # resampling edges
     np.testing.assert_allclose(aligned.b[0, inner], aligned.a[0, inner], atol=0.02)
 
@@ -210,7 +232,9 @@ def test_continuous_filtering_gives_no_spurious_envelope_correlation():
     aligned = seg.align_dyad(a, b)
     plans = seg.plan_epochs(aligned, [seg.Block("all", 2.0, 122.0, "all")], 2.0)
     used = np.ones(4, bool)
-    epochs = seg.condition_epochs(aligned, plans, [plans[0].valid], 2.0, {"theta": (4.0, 7.0)}, used, used, decimate=False)
+    epochs = seg.condition_epochs(
+        aligned, plans, [plans[0].valid], 2.0, {"theta": (4.0, 7.0)}, used, used, decimate=False
+    )
     za, zb = epochs["theta"].za, epochs["theta"].zb
     assert za.shape == (60, 4, 512)
     values = inter_brain_connectivity(za, zb, ("envcorr", "plv"))
@@ -272,7 +296,9 @@ def test_recorded_file_epochs_per_condition(tmp_path):
     step = seg.analysis_step(aligned.rate, 12.0)
     assert step == 5  # 250 Hz -> 50 Hz >= 4 x 12 Hz
     used = np.ones(4, bool)
-    epochs = seg.condition_epochs(aligned, plans[1:], [plans[1].valid], 2.0, {"alpha": (8.0, 12.0)}, used, used, continuous=True)
+    epochs = seg.condition_epochs(
+        aligned, plans[1:], [plans[1].valid], 2.0, {"alpha": (8.0, 12.0)}, used, used, continuous=True
+    )
     alpha = epochs["alpha"]
     assert alpha.za.shape == (10, 4, 100) and alpha.za.dtype == np.complex64
     # The block's continuous signal holds the very same epochs.
@@ -283,17 +309,24 @@ def test_recorded_file_epochs_per_condition(tmp_path):
 
 def test_analysis_rate_keeps_every_metric_within_a_hundredth(tmp_path):
     """Metrics on the analytic signal at >= 4 samples per period of the band's upper edge agree with
-    full-rate values (the decimation documented in synchrony.segments)."""
+    full-rate values (the decimation documented in dyadlab.synchrony.segments)."""
     from tests.synchrony.xdf_fixtures import write_simulated_xdf
 
-    path = write_simulated_xdf(tmp_path / "sim.xdf", [("cooperation", 40.0)], rate=500.0, seed=3,
-                               channel_names=("Fz", "Cz", "Pz", "Oz", "C3", "C4"))
+    path = write_simulated_xdf(
+        tmp_path / "sim.xdf",
+        [("cooperation", 40.0)],
+        rate=500.0,
+        seed=3,
+        channel_names=("Fz", "Cz", "Pz", "Oz", "C3", "C4"),
+    )
     recording = load_dyad(path)
     aligned = seg.align_dyad(recording.a, recording.b)
     blocks, _ = seg.blocks_from_markers(recording.markers, 1e12)
     plans = seg.plan_epochs(aligned, blocks, 2.0)
     used = np.ones(6, bool)
-    full = seg.condition_epochs(aligned, plans, [p.valid for p in plans], 2.0, seg.DEFAULT_BANDS, used, used, decimate=False)
+    full = seg.condition_epochs(
+        aligned, plans, [p.valid for p in plans], 2.0, seg.DEFAULT_BANDS, used, used, decimate=False
+    )
     fast = seg.condition_epochs(aligned, plans, [p.valid for p in plans], 2.0, seg.DEFAULT_BANDS, used, used)
     for band in seg.DEFAULT_BANDS:
         assert fast[band].za.shape[2] < full[band].za.shape[2]
@@ -311,7 +344,7 @@ def test_decimated_analytic_signal_equals_every_nth_sample_of_the_full_one():
     steps = {band: seg.analysis_step(500.0, high) for band, (_, high) in bands.items()}
     assert steps == {"theta": 17, "beta": 4}
     for band, z in seg.iter_band_analytic(data, 500.0, bands, steps=steps, start=7000, stop=13000):
-        expected = full[band][:, 7000:13000 : steps[band]]
+        expected = full[band][:, 7000 : 13000 : steps[band]]
         assert z.shape == expected.shape
         np.testing.assert_allclose(z, expected, atol=1e-6 * np.abs(expected).max())
 
@@ -384,8 +417,9 @@ def test_screening_and_band_signals_share_one_padded_range_when_the_screening_fi
     rate = 250.0
     n = int(60 * rate)
     rng = np.random.default_rng(12)
-    aligned = seg.align_dyad(_participant("A", rng.standard_normal((2, n)), rate),
-                             _participant("B", rng.standard_normal((2, n)), rate))
+    aligned = seg.align_dyad(
+        _participant("A", rng.standard_normal((2, n)), rate), _participant("B", rng.standard_normal((2, n)), rate)
+    )
     gamma = {"gamma": (30.0, 45.0)}
     blocks = [seg.Block("x", 10.0, 20.0, "x-1"), seg.Block("x", 30.0, 44.0, "x-2")]
     used = np.ones(2, bool)
@@ -418,8 +452,9 @@ def test_kept_spectra_stop_where_single_precision_results_stop_changing(monkeypa
     rate = 500.0
     n = int(40 * rate)
     rng = np.random.default_rng(13)
-    aligned = seg.align_dyad(_participant("A", rng.standard_normal((2, n)), rate),
-                             _participant("B", rng.standard_normal((2, n)), rate))
+    aligned = seg.align_dyad(
+        _participant("A", rng.standard_normal((2, n)), rate), _participant("B", rng.standard_normal((2, n)), rate)
+    )
     used = np.ones(2, bool)
     plans, _, keep = seg.select_epochs(aligned, [seg.Block("x", 5.0, 35.0, "x")], 2.0, 45.0, used, used)
     kept = plans[0].spectra["a"]
@@ -448,7 +483,9 @@ def test_screening_log_variance_at_the_decimated_rate_is_the_all_sample_one_to_s
     logvar, _ = seg.epoch_log_variance(aligned, plans, 2.0, 45.0)
     # All samples of the same 1-45 Hz signal.
     first = plans[0].starts[0] - int(3 * rate)
-    full = seg.block_analytic(aligned.a[:, first : plans[0].starts[-1] + 1000 + int(3 * rate)], rate, {"bb": (1.0, 45.0)})
+    full = seg.block_analytic(
+        aligned.a[:, first : plans[0].starts[-1] + 1000 + int(3 * rate)], rate, {"bb": (1.0, 45.0)}
+    )
     index = (plans[0].starts - first)[:, None] + np.arange(1000)[None, :]
     expected = np.log(full["bb"].real[:, index].var(axis=2)).T
     assert np.abs(logvar - expected).max() < 0.05 and np.sqrt(np.mean((logvar - expected) ** 2)) < 0.01

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from synchrony.stats import (
+from dyadlab.synchrony.stats import (
     condition_contrast,
     fdr,
     group_level,
@@ -90,12 +90,12 @@ def test_max_statistic_p_is_the_share_of_surrogate_maxima_reaching_each_z():
 
 def test_pair_tests_on_independent_dyads_reject_anything_in_about_five_percent():
     """The quick-check's pair-level path end to end on pure noise: one stratified plan for two
-    bands (as :func:`synchrony.check.run_check` draws it), 4 x 4 channel pairs x 2 bands per dyad.
+    bands (as :func:`dyadlab.synchrony.check.run_check` draws it), 4 x 4 channel pairs x 2 bands per dyad.
     The noise is smoothed across epoch boundaries, as real EEG is, which makes any epoch
     shuffle slightly liberal (synchrony/surrogates.py). Measured over seeds 21-23: 13-23 (FDR)
     and 15-20 (FWER) of 300 dyads; with stratified *derangements* 25-35 and 23-27. Bounds:
     about +-3 sd of Binomial(300, 0.05)."""
-    from synchrony.surrogates import shuffle_null, shuffle_plan
+    from dyadlab.synchrony.surrogates import shuffle_null, shuffle_plan
 
     rng = np.random.default_rng(21)
     kernel = np.hanning(8)
@@ -107,7 +107,9 @@ def test_pair_tests_on_independent_dyads_reject_anything_in_about_five_percent()
         for _band in range(2):
             signals = []
             for _participant in range(2):
-                raw = rng.standard_normal((4, n_epochs * n_times + 8)) + 1j * rng.standard_normal((4, n_epochs * n_times + 8))
+                raw = rng.standard_normal((4, n_epochs * n_times + 8)) + 1j * rng.standard_normal(
+                    (4, n_epochs * n_times + 8)
+                )
                 smooth = np.stack([np.convolve(row, kernel, mode="valid")[: n_epochs * n_times] for row in raw])
                 signals.append(smooth.reshape(4, n_epochs, n_times).transpose(1, 0, 2).astype(np.complex64))
             result = shuffle_null(*signals, plan, ["plv"])
@@ -242,8 +244,13 @@ def test_condition_contrast_runs_end_at_block_boundaries():
     assert (one_block.n_runs_a, one_block.n_runs_b) == (2, 2)  # 5 + 5, 5 + 2
     # Blocks 7 + 3 epochs: runs 5 + 2 and 3; a label that comes back later starts a new block.
     split = condition_contrast(
-        values, other, run_length=5, blocks_a=[0] * 7 + [1] * 3, blocks_b=["x"] * 3 + ["y"] * 2 + ["x"] * 2,
-        n_permutations=50, rng=rng,
+        values,
+        other,
+        run_length=5,
+        blocks_a=[0] * 7 + [1] * 3,
+        blocks_b=["x"] * 3 + ["y"] * 2 + ["x"] * 2,
+        n_permutations=50,
+        rng=rng,
     )
     assert (split.n_runs_a, split.n_runs_b) == (3, 3)
     np.testing.assert_allclose(split.difference, np.nanmean(values, axis=0) - other.mean(axis=0))

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from synchrony import metrics, surrogates
-from synchrony.metrics import SUPPORTED_METRICS, inter_brain_connectivity
-from synchrony.stats import group_level, surrogate_z_p
-from synchrony.surrogates import (
+from dyadlab.synchrony import metrics, surrogates
+from dyadlab.synchrony.metrics import SUPPORTED_METRICS, inter_brain_connectivity
+from dyadlab.synchrony.stats import group_level, surrogate_z_p
+from dyadlab.synchrony.surrogates import (
     circular_shift_surrogates,
-    random_permutations,
     epoch_shuffle_surrogates,
     pseudo_dyads,
+    random_permutations,
     shuffle_null,
     shuffle_plan,
 )
@@ -45,7 +45,9 @@ def test_random_permutations_are_uniform_over_all_permutations():
 def computation_path(request, monkeypatch):
     """Every way the pairings are computed: whole blocks, one A epoch at a time, the numba kernel."""
     block_elements, numba_min_elements = {
-        "one block": (4_000_000, 10**12), "one A epoch per block": (50, 10**12), "numba PLI/wPLI": (4_000_000, 0),
+        "one block": (4_000_000, 10**12),
+        "one A epoch per block": (50, 10**12),
+        "numba PLI/wPLI": (4_000_000, 0),
     }[request.param]
     if numba_min_elements == 0:
         pytest.importorskip("numba")
@@ -204,8 +206,15 @@ def test_circular_shift_equals_brute_force_with_the_same_lags():
     za_cont, zb_cont = smooth_noise(rng, 2, n_samples), smooth_noise(rng, 3, n_samples)
     starts = np.array([0, 64, 300, 900, 1200])
     null = circular_shift_surrogates(
-        za_cont, zb_cont, 4, ["plv", "wpli", "envcorr"], sfreq=sfreq, epoch_starts=starts, epoch_samples=64,
-        min_shift_s=3.0, rng=np.random.default_rng(9),
+        za_cont,
+        zb_cont,
+        4,
+        ["plv", "wpli", "envcorr"],
+        sfreq=sfreq,
+        epoch_starts=starts,
+        epoch_samples=64,
+        min_shift_s=3.0,
+        rng=np.random.default_rng(9),
     )
     lags = np.random.default_rng(9).integers(192, n_samples - 192 + 1, size=4)
     window = starts[:, None] + np.arange(64)
@@ -227,7 +236,9 @@ def test_circular_shift_null_of_a_coupled_block():
         za_cont, zb_cont, 100, ["plv"], sfreq=sfreq, epoch_starts=starts, epoch_samples=128, rng=rng
     )
     window = starts[:, None] + np.arange(128)
-    observed = inter_brain_connectivity(za_cont[:, window].transpose(1, 0, 2), zb_cont[:, window].transpose(1, 0, 2), ["plv"])
+    observed = inter_brain_connectivity(
+        za_cont[:, window].transpose(1, 0, 2), zb_cont[:, window].transpose(1, 0, 2), ["plv"]
+    )
     z, _ = surrogate_z_p(observed["plv"], null["plv"])
     assert np.all(np.diag(z) > 10)
     assert null["plv"].mean() < 0.35  # chance level for 128 samples of smooth noise, not the coupling

@@ -1,8 +1,8 @@
 """The XDF reader against pyxdf, on files dyadlab's writer did not write (``independent_xdf``).
 
 Every file is read three ways and must agree to the last bit: ``pyxdf.load_xdf`` (the oracle,
-clock synchronisation on, de-jittering off), :func:`synchrony.xdfreader.load_xdf` and
-:func:`synchrony.io.load_dyad`, each of ours with the default block size and with blocks so
+clock synchronisation on, de-jittering off), :func:`dyadlab.synchrony.xdfreader.load_xdf` and
+:func:`dyadlab.synchrony.io.load_dyad`, each of ours with the default block size and with blocks so
 small that every chunk is read on its own (the path a large file takes for its large chunks).
 """
 
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import pyxdf
 
-from synchrony import xdfreader
-from synchrony.check import run_check
-from synchrony.io import load_dyad
+from dyadlab.synchrony import xdfreader
+from dyadlab.synchrony.check import run_check
+from dyadlab.synchrony.io import load_dyad
 from tests.synchrony.foreign_dyad import CONDITIONS, write_foreign_dyad
 from tests.synchrony.independent_xdf import Stream, Writer, split
 
@@ -27,8 +27,14 @@ SECONDS = 20.0
 T0 = 1000.0
 EEG8 = [(name, "EEG", "microvolts") for name in ("Fz", "Cz", "Pz", "Oz", "C3", "C4", "P3", "P4")]
 # Marker and counter channels among the EEG channels, not at the end: the EEG rows are not consecutive.
-MIXED = [("Fz", "EEG", "microvolts"), ("Marker", "Markers", ""), ("Cz", "EEG", "microvolts"),
-         ("Pz", "EEG", "microvolts"), ("package_num", "", ""), ("Oz", "EEG", "microvolts")]
+MIXED = [
+    ("Fz", "EEG", "microvolts"),
+    ("Marker", "Markers", ""),
+    ("Cz", "EEG", "microvolts"),
+    ("Pz", "EEG", "microvolts"),
+    ("package_num", "", ""),
+    ("Oz", "EEG", "microvolts"),
+]
 BLOCK_SIZES = (xdfreader.BLOCK_BYTES, 64)
 
 
@@ -36,12 +42,15 @@ def _values(rng: np.random.Generator, n: int, channels: int, fmt: str) -> np.nda
     eeg = rng.standard_normal((n, channels)) * 20.0
     if fmt.startswith("int"):
         bits = int(fmt[3:])
-        return np.clip(np.round(eeg * (2 ** (bits - 8) / 20.0)), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1).astype(f"int{bits}")
+        return np.clip(np.round(eeg * (2 ** (bits - 8) / 20.0)), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1).astype(
+            f"int{bits}"
+        )
     return eeg.astype(np.float32 if fmt == "float32" else np.float64)
 
 
-def _receiver_offsets(stamps: np.ndarray, offset: float, drift: float, rng: np.random.Generator,
-                      every: float = 5.0) -> list[tuple[float, float]]:
+def _receiver_offsets(
+    stamps: np.ndarray, offset: float, drift: float, rng: np.random.Generator, every: float = 5.0
+) -> list[tuple[float, float]]:
     """ClockOffsets of a sender whose clock reads ``true * (1 + drift) - offset``: pairs of
     (sender time, receiver minus sender), with 50 us of measurement noise."""
     times = np.arange(stamps[0], stamps[-1] + every, every)
@@ -49,9 +58,19 @@ def _receiver_offsets(stamps: np.ndarray, offset: float, drift: float, rng: np.r
     return [(float(t), float(v)) for t, v in zip(times, true - times + rng.normal(0, 50e-6, times.size))]
 
 
-def _eeg(stream_id: int, label: str, rng: np.random.Generator, *, fmt: str = "float32",
-         channels: list | None = None, chunks=32, start: float = T0, offset: float = 0.0, drift: float = 0.0,
-         compress: bool = False) -> Stream:
+def _eeg(
+    stream_id: int,
+    label: str,
+    rng: np.random.Generator,
+    *,
+    fmt: str = "float32",
+    channels: list | None = None,
+    chunks=32,
+    start: float = T0,
+    offset: float = 0.0,
+    drift: float = 0.0,
+    compress: bool = False,
+) -> Stream:
     layout = EEG8 if channels is None else channels
     n = int(SECONDS * FS)
     true = start + np.arange(n) / FS + rng.normal(0, 1e-4, n)
@@ -68,8 +87,16 @@ def _eeg(stream_id: int, label: str, rng: np.random.Generator, *, fmt: str = "fl
         values[rng.choice(n, 12, replace=False), marker] = rng.integers(1, 9, 12)
         values[:, counter] = np.arange(n) % 256
     return Stream(
-        stream_id=stream_id, name=f"amp-{label}", type="EEG", channel_format=fmt, nominal_srate=FS, values=values,
-        stamps=stamps, chunks=split(n, chunks), channels=layout or [], compress=compress,
+        stream_id=stream_id,
+        name=f"amp-{label}",
+        type="EEG",
+        channel_format=fmt,
+        nominal_srate=FS,
+        values=values,
+        stamps=stamps,
+        chunks=split(n, chunks),
+        channels=layout or [],
+        compress=compress,
         offsets=_receiver_offsets(stamps, offset, drift, rng),
     )
 
@@ -77,8 +104,17 @@ def _eeg(stream_id: int, label: str, rng: np.random.Generator, *, fmt: str = "fl
 def _markers(stream_id: int, rng: np.random.Generator) -> Stream:
     texts = [["rest_on"], ["rest_off"], ["coop_on"], ["coop_off"], ["ünïcode ✓"], [""]]
     stamps = T0 + np.sort(rng.uniform(0.5, SECONDS - 0.5, len(texts)))
-    return Stream(stream_id=stream_id, name="events", type="Markers", channel_format="string", nominal_srate=0.0,
-                  values=texts, stamps=stamps, chunks=[1] * len(texts), offsets=_receiver_offsets(stamps, 0, 0, rng))
+    return Stream(
+        stream_id=stream_id,
+        name="events",
+        type="Markers",
+        channel_format="string",
+        nominal_srate=0.0,
+        values=texts,
+        stamps=stamps,
+        chunks=[1] * len(texts),
+        offsets=_receiver_offsets(stamps, 0, 0, rng),
+    )
 
 
 def _dyad(rng, **eeg_options) -> list[Stream]:
@@ -92,8 +128,10 @@ def _clock_reset(rng) -> list[Stream]:
     a, b, markers = _dyad(rng, b_offset=3.2)
     half = len(b.stamps) // 2
     b.stamps[half:] -= 500.0
-    b.offsets = [(t - 500.0 if t >= b.stamps[half] + 500.0 else t, v + 500.0 if t >= b.stamps[half] + 500.0 else v)
-                 for t, v in b.offsets]
+    b.offsets = [
+        (t - 500.0 if t >= b.stamps[half] + 500.0 else t, v + 500.0 if t >= b.stamps[half] + 500.0 else v)
+        for t, v in b.offsets
+    ]
     return [a, b, markers]
 
 
@@ -118,8 +156,9 @@ CASES = {
     "eeg-only float32, offset and drift": lambda rng: _dyad(rng, b_offset=3.2, b_drift=500e-6),
     "eeg-only double64, one chunk per stream": lambda rng: _dyad(rng, fmt="double64", chunks=int(SECONDS * FS)),
     "int16, marker and counter channels between EEG": lambda rng: _dyad(rng, fmt="int16", channels=MIXED),
-    "int32, marker and counter channels, thousands of chunks": lambda rng: _dyad(rng, fmt="int32", channels=MIXED,
-                                                                                 chunks=[1, 2, 3]),
+    "int32, marker and counter channels, thousands of chunks": lambda rng: _dyad(
+        rng, fmt="int32", channels=MIXED, chunks=[1, 2, 3]
+    ),
     "int64 and int8": lambda rng: [_eeg(1, "A", rng, fmt="int64"), _eeg(2, "B", rng, fmt="int8"), _markers(3, rng)],
     "untyped channels, LabRecorder timestamp compression": lambda rng: _dyad(rng, channels=[], compress=True),
     "irregular chunk sizes and an AUX stream": _with_aux,
@@ -213,7 +252,7 @@ def test_wide_length_fields_late_header_and_nan_payloads(tmp_path):
 def _cut_inside_last(path: Path, writer: Writer, tag: int) -> None:
     offset = [at for at, chunk_tag in writer.offsets if chunk_tag == tag][-1]
     data = path.read_bytes()
-    path.write_bytes(data[:offset + 25])
+    path.write_bytes(data[: offset + 25])
 
 
 def test_file_cut_inside_a_samples_chunk_reads_what_pyxdf_reads(tmp_path):
@@ -238,7 +277,7 @@ def test_file_cut_inside_a_clock_offset_is_read_up_to_it(tmp_path):
     offset = [at for at, tag in writer.offsets if tag == 4][-1]
     before = tmp_path / "before.xdf"
     before.write_bytes(path.read_bytes()[:offset])
-    path.write_bytes(path.read_bytes()[:offset + 12])
+    path.write_bytes(path.read_bytes()[: offset + 12])
     reference, _ = _pyxdf(before)
     _assert_streams_equal(reference, xdfreader.load_xdf(path, block_bytes=64)[0])
 

@@ -1,7 +1,7 @@
 """Write small hyperscanning XDF files with a known answer, for the quick-check tests.
 
-Files are written with dyadlab's own XDF writer and stream metadata (``acquisition.xdf``,
-``acquisition.streams``, ``acquisition.markers``), so they look exactly like a recorded session:
+Files are written with dyadlab's own XDF writer and stream metadata (``dyadlab.acquisition.xdf``,
+``dyadlab.acquisition.streams``, ``dyadlab.acquisition.markers``), so they look exactly like a recorded session:
 two EEG streams (EEG channels plus the board ``Marker`` channel), a JSON marker stream with
 ``block_start``/``block_end`` events, clock offsets and footers.
 
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
-from acquisition.markers import Marker
-from acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_info
-from acquisition.xdf import XdfWriter
+from dyadlab.acquisition.markers import Marker
+from dyadlab.acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_info
+from dyadlab.acquisition.xdf import XdfWriter
 
 T0 = 5000.0  # LSL time of the first sample (any positive value)
 BLOCK_GAP_S = 2.0  # baseline before, between and after condition blocks
@@ -31,7 +31,7 @@ CHANNELS = ("Fz", "Cz", "Pz", "Oz", "C3", "C4", "P3", "P4")
 
 @dataclass
 class _Source:
-    """The subset of ``acquisition.sources.EegSource`` that ``eeg_stream_info`` reads."""
+    """The subset of ``dyadlab.acquisition.sources.EegSource`` that ``eeg_stream_info`` reads."""
 
     sampling_rate: float
     eeg_channel_names: list[str]
@@ -108,7 +108,9 @@ def _session_timeline(blocks: list[tuple[str, float]]) -> tuple[float, list[tupl
         block = f"{condition}-{index + 1}"
         events.append((t, Marker("block_start", task=condition, block=block, condition=condition).to_json()))
         for trial in range(int(seconds // 5)):
-            events.append((t + 5.0 * trial + 1.0, Marker("trial_start", block=block, condition=condition, trial=trial).to_json()))
+            events.append(
+                (t + 5.0 * trial + 1.0, Marker("trial_start", block=block, condition=condition, trial=trial).to_json())
+            )
         events.append((t + seconds, Marker("block_end", task=condition, block=block, condition=condition).to_json()))
         t += seconds + BLOCK_GAP_S
     events.append((t, Marker("session_end", value="complete").to_json()))
@@ -120,9 +122,11 @@ def write_dyad_xdf(path: str | Path, spec: DyadSpec | None = None) -> Path:
     spec = spec or DyadSpec()
     rng = np.random.default_rng(spec.seed)
     duration, events = _session_timeline(spec.blocks)
-    labels = list(CHANNELS[: spec.n_channels]) if spec.n_channels <= len(CHANNELS) else [
-        f"E{i + 1}" for i in range(spec.n_channels)
-    ]
+    labels = (
+        list(CHANNELS[: spec.n_channels])
+        if spec.n_channels <= len(CHANNELS)
+        else [f"E{i + 1}" for i in range(spec.n_channels)]
+    )
 
     # The shared source on a fine common time base (1 kHz), sampled by each participant's clock.
     fine_fs = 1000.0
@@ -156,8 +160,12 @@ def write_dyad_xdf(path: str | Path, spec: DyadSpec | None = None) -> Path:
 
 
 def write_session_xdf(
-    path: str | Path, eeg_a: np.ndarray, eeg_b: np.ndarray, channel_labels: list[str],
-    events: list[tuple[float, str]], spec: DyadSpec,
+    path: str | Path,
+    eeg_a: np.ndarray,
+    eeg_b: np.ndarray,
+    channel_labels: list[str],
+    events: list[tuple[float, str]],
+    spec: DyadSpec,
 ) -> Path:
     """Write both participants' EEG, the board marker channel and the marker stream as a session.
 
@@ -215,15 +223,20 @@ def write_session_xdf(
 
 
 def write_simulated_xdf(
-    path: str | Path, blocks: list[tuple[str, float]], *, rate: float = 250.0,
-    channel_names: tuple[str, ...] | None = None, seed: int = 0, **simulator_options: object,
+    path: str | Path,
+    blocks: list[tuple[str, float]],
+    *,
+    rate: float = 250.0,
+    channel_names: tuple[str, ...] | None = None,
+    seed: int = 0,
+    **simulator_options: object,
 ) -> Path:
-    """A session of ``acquisition.simulator``'s coupled dyad, with dyadlab markers, as XDF.
+    """A session of ``dyadlab.acquisition.simulator``'s coupled dyad, with dyadlab markers, as XDF.
 
     ``blocks`` are condition blocks framed by block_start/block_end with 2-s baseline gaps,
     as in :func:`write_dyad_xdf`; ``simulator_options`` go to ``CoupledDyadSimulator``.
     """
-    from acquisition.simulator import DEFAULT_CHANNEL_NAMES, simulate_dyad
+    from dyadlab.acquisition.simulator import DEFAULT_CHANNEL_NAMES, simulate_dyad
 
     duration, events = _session_timeline(blocks)
     schedule = []

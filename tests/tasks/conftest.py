@@ -6,13 +6,14 @@ autopilot presses real keys through XTEST.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from acquisition.markers import MarkerHub, MarkerOutlet
-from acquisition.streams import event_stream_info, source_id
+from dyadlab.acquisition.markers import MarkerHub, MarkerOutlet
+from dyadlab.acquisition.streams import event_stream_info, source_id
 from tests.tasks.helpers import EventStreams
 
 
@@ -61,9 +62,9 @@ def make_context(streams: EventStreams, tmp_path: Path, artifacts_dir: Path) -> 
     Windows are 800x500, not full screen, capped at 120 frames/s (Xvfb has no vsync). The
     autopilot presses real keys through XTEST at ``speed`` (rest/conversation/reading shortened).
     """
-    from tasks.autopilot import AutopilotSettings
-    from tasks.display import DisplaySettings
-    from tasks.kit import TaskContext
+    from dyadlab.tasks.autopilot import AutopilotSettings
+    from dyadlab.tasks.display import DisplaySettings
+    from dyadlab.tasks.kit import TaskContext
 
     opened: list[TaskContext] = []
 
@@ -82,8 +83,14 @@ def make_context(streams: EventStreams, tmp_path: Path, artifacts_dir: Path) -> 
             streams.responses,
             participants={"A": "therapist", "B": "patient"},
             data_stem=tmp_path / "beh",
-            display=DisplaySettings(layout=layout, fullscreen=False, size=(800, 500), check_timing=False, max_frame_rate=120,
-                                    photodiode_corner=photodiode_corner),
+            display=DisplaySettings(
+                layout=layout,
+                fullscreen=False,
+                size=(800, 500),
+                check_timing=False,
+                max_frame_rate=120,
+                photodiode_corner=photodiode_corner,
+            ),
             autopilot=autopilot,  # type: ignore[arg-type]
             seed=11,
             screenshot_dir=artifacts_dir / "screenshots" if screenshots else None,

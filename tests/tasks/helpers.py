@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from acquisition.markers import Marker, MarkerHub, MarkerOutlet
+from dyadlab.acquisition.markers import Marker, MarkerHub, MarkerOutlet
 
 needs_display = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs an X display: run under xvfb-run")
 

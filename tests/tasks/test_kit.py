@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from acquisition.markers import Marker
-from tasks.autopilot import Autopilot, AutopilotSettings
-from tasks.kit import SessionAborted
-from tasks.paradigms import run_block
+from dyadlab.acquisition.markers import Marker
+from dyadlab.tasks.autopilot import Autopilot, AutopilotSettings
+from dyadlab.tasks.kit import SessionAborted
+from dyadlab.tasks.paradigms import run_block
 from tests.tasks.helpers import events, needs_display, read_csv
 
 pytestmark = [needs_display, pytest.mark.display, pytest.mark.integration]
@@ -22,7 +22,7 @@ FAST_PRESS = {"fixation_s": [0.2, 0.3], "cue_to_go_s": [0.2, 0.4], "feedback_s":
 
 
 def psychopy_to_lsl_offset() -> tuple[float, float]:
-    """``local_clock() - core.getTime()`` measured here, independently of tasks.timing."""
+    """``local_clock() - core.getTime()`` measured here, independently of dyadlab.tasks.timing."""
     import pylsl
     from psychopy import core
 
@@ -66,7 +66,7 @@ def test_the_timing_check_catches_a_marker_pushed_off_the_flip(make_context, str
     ctx.hub.push(Marker(event="stimulus", value="pushed early"))
     time.sleep(0.005)
     flip_time = ctx.flip().flip_time
-    (_, stamp), = streams.markers()
+    ((_, stamp),) = streams.markers()
     (residual,) = flip_residuals([stamp], [flip_time])
     assert residual < -0.004
 
@@ -137,8 +137,9 @@ def test_the_experimenter_ends_a_free_conversation_with_the_proceed_key(make_con
 
 
 def test_escape_on_the_instruction_screen_aborts_without_a_block(make_context, streams):
-    ctx = make_context(autopilot=AutopilotSettings(seed=1, participants={
-        "A": {"reading_time": 30.0}, "B": {"reading_time": 30.0}}))
+    ctx = make_context(
+        autopilot=AutopilotSettings(seed=1, participants={"A": {"reading_time": 30.0}, "B": {"reading_time": 30.0}})
+    )
     ctx.autopilot.operator_key("escape", ctx.now() + 0.6)
     with pytest.raises(SessionAborted):
         run_block(ctx, "rest", {"duration_s": 5}, "rest-esc")
@@ -172,7 +173,7 @@ def test_instructions_wait_for_both_participants_or_the_operator(make_context, s
         waited = ctx.now() - start
     assert waited > 0.9, "A alone must not end the screen"
     assert events(streams.markers()) == ["instructions"]
-    (response, _), = streams.response_events()
+    ((response, _),) = streams.response_events()
     assert (response.participant, response.block, response.value["key"]) == ("A", "instr-1", "a")
 
 
@@ -239,5 +240,5 @@ def test_break_screen_is_marked_and_shortened_by_the_autopilot_speed(make_contex
     started = ctx.now()
     ctx.show_break(20.0, "Short break")
     assert 0.9 < ctx.now() - started < 2.0
-    (marker, _), = streams.markers()
+    ((marker, _),) = streams.markers()
     assert (marker.event, marker.value) == ("break", {"seconds": 20.0})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.paradigms import run_block
+from dyadlab.tasks.paradigms import run_block
 from tests.tasks.helpers import events, needs_display, pixel_std, read_csv
 
 pytestmark = [needs_display, pytest.mark.display, pytest.mark.integration]
@@ -48,9 +48,15 @@ def test_rest_variants_mark_their_conditions(make_context, streams, artifacts_di
     run_block(ctx, "rest", {"variant": "eyes-closed", "duration_s": 20, "show_instructions": False}, "rest-closed")
     markers = streams.markers()
     assert events(markers) == [
-        "instructions", "block_start", "block_end",
-        "instructions", "block_start", "fixation", "block_end",
-        "block_start", "block_end",
+        "instructions",
+        "block_start",
+        "block_end",
+        "instructions",
+        "block_start",
+        "fixation",
+        "block_end",
+        "block_start",
+        "block_end",
     ]
     starts = [m for m, _ in markers if m.event == "block_start"]
     assert [m.condition for m in starts] == ["rest", "rest-separated", "rest-eyes-closed"]
@@ -61,7 +67,9 @@ def test_rest_variants_mark_their_conditions(make_context, streams, artifacts_di
         stamps[marker.block].append((marker.event, stamp))
     rest_open = dict(stamps["rest-open"])
     assert 0.45 <= rest_open["block_end"] - rest_open["block_start"] <= 1.5
-    _assert_screens(artifacts_dir / "screenshots", ["rest_instructions", "rest_eyes-open", "rest_separated", "rest_eyes-closed"])
+    _assert_screens(
+        artifacts_dir / "screenshots", ["rest_instructions", "rest_eyes-open", "rest_separated", "rest_eyes-closed"]
+    )
 
 
 @pytest.mark.parametrize("mode,layout", [("cooperation", "shared"), ("competition", "per-participant")])
@@ -84,7 +92,8 @@ def test_joint_press_markers_responses_and_csv(make_context, streams, artifacts_
         assert int(row["trial"]) == trial and row["condition"] == mode and row["outcome"] == feedback[trial]["outcome"]
         for label in ("A", "B"):
             pressed = sorted(
-                (t, m) for m, t in responses
+                (t, m)
+                for m, t in responses
                 if m.trial == trial and m.participant == label and m.value["rt"] is not None and m.value["rt"] >= 0
             )
             if row[f"rt_{label}"] in ("", "None"):
@@ -109,7 +118,10 @@ def test_joint_press_markers_responses_and_csv(make_context, streams, artifacts_
             expected = before * (0.9 if row["outcome"] == "success" else 1.1)
             assert after == pytest.approx(min(max(expected, 0.03), 0.6))
     suffix = "" if layout == "shared" else "_A"
-    _assert_screens(artifacts_dir / "screenshots", [f"joint-press_{s}{suffix}" for s in ("instructions", "cue", "go", f"feedback-{mode}")])
+    _assert_screens(
+        artifacts_dir / "screenshots",
+        [f"joint-press_{s}{suffix}" for s in ("instructions", "cue", "go", f"feedback-{mode}")],
+    )
 
 
 @pytest.mark.parametrize("partner", ["human", "computer"])
@@ -120,7 +132,10 @@ def test_tapping_pacer_taps_and_csv(make_context, streams, artifacts_dir, partne
     condition = "tapping" if partner == "human" else "tapping-computer"
     structure = _without(markers, "tap")
     assert events(structure) == ["instructions", "block_start", "cue"] + ["pacer"] * 6 + ["cue", "block_end"]
-    assert [m.value for m, _ in structure if m.event == "cue"] == [{"phase": "synchronization"}, {"phase": "continuation"}]
+    assert [m.value for m, _ in structure if m.event == "cue"] == [
+        {"phase": "synchronization"},
+        {"phase": "continuation"},
+    ]
     assert [m.value["tick"] for m, _ in structure if m.event == "pacer"] == list(range(6))
     assert all(m.condition == condition for m, _ in markers if m.event != "instructions")
     ticks = [t for m, t in structure if m.event == "pacer"]
@@ -147,7 +162,10 @@ def test_tapping_pacer_taps_and_csv(make_context, streams, artifacts_dir, partne
         computer_rows = [r for r in rows if r["tapper"] == "computer"]
         assert len(tap_markers) == len(computer_rows) >= 6
         assert all(m.participant is None and m.value == {"by": "computer"} for m in tap_markers)
-    _assert_screens(artifacts_dir / "screenshots", ["tapping_instructions", f"{condition}_synchronization", f"{condition}_continuation"])
+    _assert_screens(
+        artifacts_dir / "screenshots",
+        ["tapping_instructions", f"{condition}_synchronization", f"{condition}_continuation"],
+    )
 
 
 def test_structured_conversation_turns(make_context, streams, artifacts_dir):
@@ -155,7 +173,17 @@ def test_structured_conversation_turns(make_context, streams, artifacts_dir):
     topics = ["Plan a trip.", "Describe a favourite meal."]
     run_block(ctx, "conversation", {"topics": topics, "topic_s": 40, "turn_s": 20, "first_speaker": "B"}, "conv-1")
     markers = streams.markers()
-    assert events(markers) == ["instructions", "block_start", "topic", "turn", "turn", "topic", "turn", "turn", "block_end"]
+    assert events(markers) == [
+        "instructions",
+        "block_start",
+        "topic",
+        "turn",
+        "turn",
+        "topic",
+        "turn",
+        "turn",
+        "block_end",
+    ]
     start = markers[1][0]
     assert start.condition == "conversation" and start.value["roles"] == {"A": "therapist", "B": "patient"}
     assert [m.value["text"] for m, _ in markers if m.event == "topic"] == topics
@@ -190,7 +218,11 @@ def test_probe_runs_rest_tapping_conversation(make_context, streams, artifacts_d
     run_block(ctx, "probe", params, "probe-1")
     markers = streams.markers()
     blocks = [(m.block, m.condition) for m, _ in markers if m.event == "block_start"]
-    assert blocks == [("probe-1-rest", "rest"), ("probe-1-tapping", "tapping"), ("probe-1-conversation", "conversation")]
+    assert blocks == [
+        ("probe-1-rest", "rest"),
+        ("probe-1-tapping", "tapping"),
+        ("probe-1-conversation", "conversation"),
+    ]
     # blocks never nest: each block_end follows its own block_start
     open_block = None
     for marker, _ in markers:

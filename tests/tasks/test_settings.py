@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from tasks.autopilot import Autopilot, AutopilotSettings, SimulatedParticipant
-from tasks.display import DisplaySettings
-from tasks.input import KeySettings, ParticipantKeys
-from tasks.paradigms import PARADIGMS, ParadigmParamsError, get_paradigm, validate_params
+from dyadlab.tasks.autopilot import Autopilot, AutopilotSettings, SimulatedParticipant
+from dyadlab.tasks.display import DisplaySettings
+from dyadlab.tasks.input import KeySettings, ParticipantKeys
+from dyadlab.tasks.paradigms import PARADIGMS, ParadigmParamsError, get_paradigm, validate_params
 
 
 def test_registry_names_match_protocol_task_names():
@@ -52,10 +52,16 @@ def test_unknown_task_lists_the_known_ones():
 
 def test_conditions_per_paradigm():
     assert get_paradigm("rest").conditions(validate_params("rest", {"variant": "separated"})) == ["rest-separated"]
-    assert get_paradigm("joint-press").conditions(validate_params("joint-press", {"mode": "competition"})) == ["competition"]
-    assert get_paradigm("tapping").conditions(validate_params("tapping", {"partner": "computer"})) == ["tapping-computer"]
+    assert get_paradigm("joint-press").conditions(validate_params("joint-press", {"mode": "competition"})) == [
+        "competition"
+    ]
+    assert get_paradigm("tapping").conditions(validate_params("tapping", {"partner": "computer"})) == [
+        "tapping-computer"
+    ]
     assert get_paradigm("rest").conditions(validate_params("rest", {})) == ["rest"]
-    assert get_paradigm("rest").conditions(validate_params("rest", {"condition": "rest-back-to-back"})) == ["rest-back-to-back"]
+    assert get_paradigm("rest").conditions(validate_params("rest", {"condition": "rest-back-to-back"})) == [
+        "rest-back-to-back"
+    ]
     assert get_paradigm("probe").conditions(validate_params("probe", {})) == ["rest", "tapping", "conversation"]
 
 
@@ -74,7 +80,7 @@ def test_display_screens_must_match_the_layout():
 
 
 def test_importing_tasks_opens_no_window_and_loads_no_psychopy():
-    code = "import sys, tasks, tasks.kit, tasks.paradigms; assert 'psychopy' not in sys.modules, 'psychopy imported'"
+    code = "import sys, dyadlab.tasks, dyadlab.tasks.kit, dyadlab.tasks.paradigms; assert 'psychopy' not in sys.modules, 'psychopy imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

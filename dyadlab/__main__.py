@@ -1,0 +1,5 @@
+"""``python -m dyadlab``: the ``dyadlab`` command line."""
+
+from dyadlab.protocols.cli import main
+
+main()
