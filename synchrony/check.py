@@ -25,7 +25,6 @@ import warnings as warnings_module
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,9 @@ import numpy as np
 from dyadlab import DyadlabError
 from dyadlab.synchrony import quality as quality_mod
 from dyadlab.synchrony import segments as seg
+from dyadlab.synchrony import verdict as verdict_mod
 from dyadlab.synchrony.io import DyadRecording, load_dyad
+from dyadlab.synchrony.report import ReportFigures
 
 if TYPE_CHECKING:
     from dyadlab.synchrony import surrogates as surrogates_mod
@@ -42,16 +43,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1.2"
-#: Metric used for the verdict ("synchrony above chance").
-VERDICT_METRIC = "plv"
-#: A condition x band is "above chance" when the surrogate z of the mean over pairs reaches this
-#: and its empirical p is below :data:`P_DETECT`. z >= 3 is one-sided p ~ 0.0013 for a Gaussian
-#: null, about a Bonferroni 0.05 over 40 cells (10 conditions x 4 bands); the empirical p alone
-#: cannot go below 1 / (n_surrogates + 1).
-Z_DETECT = 3.0
-P_DETECT = 0.05
-#: wPLI at chance (z below this) while PLV is above chance suggests zero-lag common-mode signal.
-Z_CHANCE = 2.0
 MIN_EPOCHS_WARN = 60
 #: Fewest clean epochs for surrogate statistics: an epoch shuffle of n epochs has only n!
 #: distinct surrogates (5! = 120, many of them nearly the real pairing); 8! = 40,320.
@@ -67,23 +58,6 @@ RESERVED_CONDITION_KEYS = ("n_epochs", "n_epochs_planned", "duration_s", "blocks
 
 class QuickCheckError(DyadlabError, ValueError):
     """The file cannot be checked as asked (the message says why and what to do)."""
-
-
-@dataclass
-class ReportFigures:
-    """Data for the HTML figures that does not belong in the JSON.
-
-    Attributes
-    ----------
-    traces : list of dict
-        Per condition: ``condition``, ``time`` (s, relative to the block start), ``a`` and ``b``
-        (n_channels_shown, n) broadband µV, channel labels and board marker times of A and B.
-    nulls : dict of (condition, band, metric) -> np.ndarray, shape (n_surrogates,)
-        Surrogate distributions of the mean over pairs.
-    """
-
-    traces: list[dict[str, Any]] = field(default_factory=list)
-    nulls: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
 
 
 class _Progress:
@@ -538,7 +512,7 @@ def run_check(
             rng,
             epoch_length=epoch_length,
         )
-    diagnostics, diag_warnings = _diagnostics(result_conditions, quality, band_map, metric_names)
+    diagnostics, diag_warnings = verdict_mod.diagnostics(result_conditions, quality, band_map, metric_names)
     warnings.extend(diag_warnings)
     timings["total"] = round(time.perf_counter() - started, 3)
     path = Path(xdf_path)
@@ -606,8 +580,8 @@ def run_check(
         "warnings": list(dict.fromkeys(warnings)),
         "timing_s": {**timings, "xdf_read": round(recording.load_seconds, 3)},
     }
-    result["verdict"] = _verdict(result, band_map)
-    result["summary"] = _one_line(result["verdict"])
+    result["verdict"] = verdict_mod.build_verdict(result, band_map)
+    result["summary"] = verdict_mod.one_line(result["verdict"])
     result = json_ready(result)
     if json_out is not None:
         # Compact: json's C encoder only runs without indentation (10x faster on an hour's matrices).
@@ -694,7 +668,7 @@ def _pair_statistics(
     for metric in metrics:
         values = np.stack([observed[band][metric] for band in bands])  # (n_bands, C_a, C_b)
         null = np.stack([nulls[band][metric] for band in bands], axis=1)  # (n_surrogates, n_bands, C_a, C_b)
-        tests = stats.pair_tests(values, null, alpha=P_DETECT)
+        tests = stats.pair_tests(values, null, alpha=verdict_mod.P_DETECT)
         for k, band in enumerate(bands):
             cell = entry[band][metric]
             cell["pair_p_fdr"] = np.round(_full_matrix(tests.p_fdr[k], used_a, used_b), MATRIX_DECIMALS)
@@ -785,125 +759,3 @@ def _contrasts(
             for cell, p_fdr in zip(family, adjusted):
                 cell["p_fdr"] = float(p_fdr)
     return out
-
-
-def _diagnostics(
-    conditions: dict[str, Any], quality: dict[str, Any], bands: dict[str, Any], metrics: Sequence[str]
-) -> tuple[dict[str, Any], list[str]]:
-    warnings = []
-    common_mode = []
-    if "plv" in metrics and "wpli" in metrics:
-        for condition, entry in conditions.items():
-            for band in bands:
-                plv, wpli = entry[band]["plv"], entry[band]["wpli"]
-                if plv["z"] is not None and wpli["z"] is not None and plv["z"] >= Z_DETECT and wpli["z"] < Z_CHANCE:
-                    common_mode.append({"condition": condition, "band": band, "plv_z": plv["z"], "wpli_z": wpli["z"]})
-                    warnings.append(
-                        f"{condition}/{band}: PLV is far above chance (z {plv['z']:.1f}) but wPLI is not (z {wpli['z']:.1f}): "
-                        "zero-lag coupling suggests a common-mode signal (shared reference, line noise, movement) "
-                        "rather than brain-to-brain synchrony."
-                    )
-    iaf_a, iaf_b = quality["A"]["alpha_peak_hz"], quality["B"]["alpha_peak_hz"]
-    diff = None if iaf_a is None or iaf_b is None else round(iaf_b - iaf_a, 2)
-    if diff is not None and abs(diff) >= 1.0:
-        warnings.append(
-            f"The partners' individual alpha peaks differ by {abs(diff):.1f} Hz (A {iaf_a:g} Hz, B {iaf_b:g} Hz): alpha-band "
-            "phase synchrony between them is limited by the frequency mismatch."
-        )
-    return {
-        "alpha_peak_hz": {"A": iaf_a, "B": iaf_b, "difference_B_minus_A": diff},
-        "common_mode": common_mode,
-    }, warnings
-
-
-def above_chance(cell: dict[str, Any]) -> bool:
-    """The verdict's rule for one ``conditions.<condition>.<band>.<metric>`` entry."""
-    return cell.get("z") is not None and cell["z"] >= Z_DETECT and cell["p"] is not None and cell["p"] < P_DETECT
-
-
-def _one_line(verdict: dict[str, Any]) -> str:
-    """The verdict in one line (session logs, ``session.json``)."""
-    found = verdict["synchrony_above_chance"]
-    synchrony = (
-        "synchrony above chance in " + ", ".join(f"{d['condition']}/{d['band']} (z {d['z']:.1f})" for d in found)
-        if found
-        else "no synchrony above chance"
-    )
-    return (
-        f"data quality {verdict['data_quality'].upper()}, timing {verdict['timing'].upper()}, {synchrony}; "
-        f"{verdict['n_warnings']} warning(s)"
-    )
-
-
-def _timing_verdict(result: dict[str, Any], residuals: list[dict[str, Any]]) -> str:
-    """``check`` on timestamps going back, no clock offsets or large marker residuals; ``ok`` when
-    board-marker residuals verified the alignment; ``unverified`` when nothing could verify it."""
-    quality = result["quality"]
-    limit = result["inputs"]["thresholds"]["residual_warn_ms"]
-    if any(quality[label]["backward_jumps"] or not quality[label]["clock_offsets"] for label in ("A", "B")):
-        return "check"
-    if any((r.get("max_abs_ms") or 0) > limit for r in residuals):
-        return "check"
-    return "ok" if residuals else "unverified"
-
-
-def _verdict(result: dict[str, Any], bands: dict[str, Any]) -> dict[str, Any]:
-    """The one-minute summary at the top of the report."""
-    quality = result["quality"]
-    lines = []
-    data_ok = all(quality[label]["verdict"] == "ok" for label in ("A", "B")) and not result["file"]["load_problems"]
-    for label in ("A", "B"):
-        q = quality[label]
-        lines.append(
-            f"Participant {label} ({q['stream']}): {q['duration_s']:.0f} s at {q['effective_rate_hz']:.1f} Hz (nominal {q['nominal_rate_hz']:g}), "
-            f"{len(q['problems'])} problem(s)."
-        )
-    if result["file"]["load_problems"]:
-        lines.append(f"The file has {len(result['file']['load_problems'])} loading problem(s) (see warnings).")
-    overlap = quality["overlap"]
-    lines.append(f"Recordings overlap {overlap['overlap_s']:.0f} s ({100 * overlap['overlap_fraction']:.0f}%).")
-    residuals = [quality[label]["marker_residuals"] for label in ("A", "B") if quality[label]["marker_residuals"]]
-    for label in ("A", "B"):
-        r = quality[label]["marker_residuals"]
-        if r and r.get("median_ms") is not None:
-            lines.append(f"Markers vs EEG ({label}): median {r['median_ms']:+.1f} ms, max |{r['max_abs_ms']:.1f}| ms.")
-    detected = []
-    for condition, entry in result["conditions"].items():
-        for band in bands:
-            cell = entry[band].get(VERDICT_METRIC) if isinstance(entry.get(band), dict) else None
-            if cell and above_chance(cell):
-                detected.append(
-                    {
-                        "condition": condition,
-                        "band": band,
-                        "metric": VERDICT_METRIC,
-                        "z": cell["z"],
-                        "p": cell["p"],
-                        "mean": cell["mean"],
-                    }
-                )
-    if detected:
-        lines.append(
-            "Inter-brain synchrony above chance (PLV, surrogate z >= 3): "
-            + ", ".join(f"{d['condition']}/{d['band']} (z {d['z']:.1f})" for d in detected)
-            + ". The null shuffles "
-            "this dyad's own epochs, so synchrony from shared stimulation or movement is not ruled out: compare "
-            "pseudo-dyads across sessions (dyadlab group)."
-        )
-    elif any(
-        entry[b][VERDICT_METRIC].get("z") is not None
-        for entry in result["conditions"].values()
-        for b in bands
-        if VERDICT_METRIC in entry[b]
-    ):
-        lines.append("No condition and band shows inter-brain synchrony above chance (PLV, surrogate z >= 3).")
-    else:
-        lines.append("Synchrony statistics were not computed (no surrogates or too few epochs).")
-    return {
-        "data_quality": "ok" if data_ok else "check",
-        "timing": _timing_verdict(result, residuals),
-        "synchrony_above_chance": detected,
-        "rule": f"{VERDICT_METRIC} mean over pairs: surrogate z >= {Z_DETECT:g} and empirical p < {P_DETECT:g}",
-        "summary": lines,
-        "n_warnings": len(result["warnings"]),
-    }

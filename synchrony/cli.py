@@ -15,7 +15,7 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
     from rich.panel import Panel
     from rich.table import Table
 
-    from dyadlab.synchrony.check import above_chance
+    from dyadlab.synchrony.verdict import above_chance
 
     console = Console()
     verdict = result["verdict"]

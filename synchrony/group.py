@@ -1037,7 +1037,7 @@ def _real_vs_pseudo_figure(result: dict[str, Any], group: dict[str, Any], metric
     """Per condition (rows) and band (columns): pseudo-dyad values (grey) and real dyads (colour)."""
     from matplotlib.figure import Figure
 
-    from dyadlab.synchrony.report import html_escape, png_data_uri
+    from dyadlab.synchrony.htmlpage import html_escape, png_data_uri
 
     conditions = list(group.get("conditions", {})) if group.get("available") else []
     bands = list(result["inputs"]["bands"])
@@ -1076,7 +1076,7 @@ def _longitudinal_figure(result: dict[str, Any], person: str, metric: str) -> st
     """One participant: value over sessions per condition (rows) and band (columns), one colour per partner type."""
     from matplotlib.figure import Figure
 
-    from dyadlab.synchrony.report import png_data_uri
+    from dyadlab.synchrony.htmlpage import png_data_uri
 
     entry = result["longitudinal"]["participants"][person]
     by_type = entry["by_partner_type"]
@@ -1120,7 +1120,7 @@ def _longitudinal_figure(result: dict[str, Any], person: str, metric: str) -> st
 
 def _null_html(result: dict[str, Any], group: dict[str, Any], metric: str) -> str:
     """Table and figure of one real-vs-pseudo section (between dyads or across sessions)."""
-    from dyadlab.synchrony.report import format_number, html_escape
+    from dyadlab.synchrony.htmlpage import format_number, html_escape
 
     if not group.get("available"):
         return f"<p>Not computed: {html_escape(group['reason'])}</p>"
@@ -1153,7 +1153,7 @@ def render_group_html(result: dict[str, Any]) -> str:
     """The group report as one self-contained HTML string (PNG figures inlined as base64)."""
     import matplotlib
 
-    from dyadlab.synchrony.report import REPORT_CSS, format_number, html_escape
+    from dyadlab.synchrony.htmlpage import format_number, html_escape, page
 
     matplotlib.use("Agg", force=False)
     metric = _headline_metric(result)
@@ -1203,9 +1203,6 @@ def render_group_html(result: dict[str, Any]) -> str:
     skipped = "".join(f"<li><b>{html_escape(s['path'])}</b>: {html_escape(s['error'])}</li>" for s in result["skipped"])
     title = f"Group analysis: {len(result['sessions'])} sessions"
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html_escape(title)}</title><style>{REPORT_CSS}</style></head><body>",
-        f"<h1>{html_escape(title)}</h1>",
         f"<p class='small'>{html_escape(result['generated_utc'])} · schema {html_escape(result['schema_version'])} · "
         f"{result['inputs']['n_surrogates']} surrogates per session · seed {result['inputs']['seed']}</p>",
         ("<div class='verdict check'><p><b>Skipped inputs</b></p><ul>" + skipped + "</ul></div>") if skipped else "",
@@ -1221,9 +1218,8 @@ def render_group_html(result: dict[str, Any]) -> str:
         "".join(trend_parts) or "<p>No participant id appears in two or more sessions.</p>",
         "<h2>Warnings</h2><ul class='warn'>" + warnings + "</ul>",
         f"<h2>Inputs</h2><pre>{html_escape(json.dumps(result['inputs'], indent=1))}</pre>",
-        "</body></html>",
     ]
-    return "\n".join(parts)
+    return page(title, parts)
 
 
 def write_group_html(path: str | Path, result: dict[str, Any]) -> Path:

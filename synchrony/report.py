@@ -6,72 +6,40 @@ Figures are matplotlib PNGs embedded as base64 data URIs; the page loads nothing
 
 from __future__ import annotations
 
-import base64
-import html
 import inspect
-import io
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from dyadlab.synchrony.check import ReportFigures
+from dyadlab.synchrony.htmlpage import format_number, html_escape, page, png_data_uri
+from dyadlab.synchrony.verdict import P_DETECT, above_chance
 
-__all__ = ["REPORT_CSS", "format_number", "html_escape", "png_data_uri", "render_html", "write_html"]
+__all__ = ["ReportFigures", "render_html", "write_html"]
 
 HEADLINE_METRICS = ("plv", "accorr", "envcorr", "wpli")
 MAX_TRACE_PANELS = 6  # first block start of the first six conditions
 #: Contrasts with a Benjamini-Hochberg adjusted p at or below this are highlighted.
 CONTRAST_FDR_ALPHA = 0.05
+
+
 #: The style sheet of the quick-check and group reports (inlined: the pages load nothing).
-REPORT_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
-th{background:#f4f4f4} td.l,th.l{text-align:left}
-.verdict{border-radius:6px;padding:1em 1.2em;margin:1em 0;background:#f6f8fa;border-left:6px solid #888}
-.ok{border-left-color:#2e7d32} .check{border-left-color:#e65100}
-.badge{display:inline-block;padding:.1em .5em;border-radius:4px;color:#fff;font-weight:600;font-size:.85em}
-.b-ok{background:#2e7d32} .b-check{background:#e65100} .b-unverified{background:#757575}
-.sig{background:#c8e6c9;font-weight:600} .warn li{margin:.2em 0} .small{color:#666;font-size:.85em}
-img{max-width:100%}
-"""
+@dataclass
+class ReportFigures:
+    """Data for the HTML figures that does not belong in the JSON.
 
-
-def png_data_uri(figure: Any) -> str:
-    """A matplotlib figure as an ``<img>`` element with the PNG inlined as a base64 data URI.
-
-    Parameters
+    Attributes
     ----------
-    figure : matplotlib.figure.Figure
-        Laid out by the caller: saved at 80 dpi as it is.
-
-    Returns
-    -------
-    str
-        ``<img alt="figure" src="data:image/png;base64,...">``.
+    traces : list of dict
+        Per condition: ``condition``, ``time`` (s, relative to the block start), ``a`` and ``b``
+        (n_channels_shown, n) broadband µV, channel labels and board marker times of A and B.
+    nulls : dict of (condition, band, metric) -> np.ndarray, shape (n_surrogates,)
+        Surrogate distributions of the mean over pairs.
     """
-    # No bbox_inches="tight" and no tight_layout on the many-panel figures: their text-extent
-    # searches cost tens of seconds for 10 conditions x 4 bands; layouts are set by hand.
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    return '<img alt="figure" src="data:image/png;base64,' + base64.b64encode(buffer.getvalue()).decode("ascii") + '">'
 
-
-def html_escape(value: Any) -> str:
-    """``str(value)`` escaped for HTML text and attribute values (``&``, ``<``, ``>``, quotes)."""
-    return html.escape(str(value))
-
-
-def format_number(value: Any, digits: int = 3) -> str:
-    """A table cell's text: a float with ``digits`` significant digits (from 10 000 up rounded
-    to an integer, never in exponent form), ``None`` as an en dash, anything else escaped."""
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.0f}"
-    return html_escape(value)
+    traces: list[dict[str, Any]] = field(default_factory=list)
+    nulls: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
 
 
 def _badge(state: str) -> str:
@@ -137,7 +105,6 @@ def _quality_table(result: dict[str, Any]) -> str:
 
 
 def _synchrony_table(result: dict[str, Any]) -> str:
-    from dyadlab.synchrony.check import above_chance
 
     bands = list(result["inputs"]["bands"])
     metrics = [m for m in HEADLINE_METRICS if m in result["inputs"]["metrics"]] or result["inputs"]["metrics"][:4]
@@ -255,8 +222,6 @@ def _matrices_figure(result: dict[str, Any], metric: str) -> str:
     """All conditions (rows) x bands (columns) as one mosaic image: one axes, fast to draw."""
     from matplotlib.figure import Figure
 
-    from dyadlab.synchrony.check import P_DETECT
-
     conditions = list(result["conditions"])
     bands = list(result["inputs"]["bands"])
     if not conditions or metric not in result["inputs"]["metrics"]:
@@ -367,9 +332,6 @@ def render_html(result: dict[str, Any], figures: ReportFigures) -> str:
     participants = result["participants"]
     title = f"Quick-check: {result['file']['name']}"
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html_escape(title)}</title><style>{REPORT_CSS}</style></head><body>",
-        f"<h1>{html_escape(title)}</h1>",
         f"<p class='small'>{html_escape(result['generated_utc'])} · schema {html_escape(result['schema_version'])} · "
         f"A = {html_escape(participants['A']['stream'])}, B = {html_escape(participants['B']['stream'])}</p>",
         f"<div class='verdict {overall}'><p>Data quality {_badge(verdict['data_quality'])} &nbsp; Timing {_badge(verdict['timing'])}"
@@ -400,9 +362,8 @@ def render_html(result: dict[str, Any], figures: ReportFigures) -> str:
         _nulls_figure(result, figures, "plv"),
         "<h2>Inputs and versions</h2>",
         f"<pre>{html_escape(_pretty({'inputs': result['inputs'], 'versions': result['versions'], 'alignment': result['alignment'], 'timing_s': result['timing_s']}))}</pre>",
-        "</body></html>",
     ]
-    return "\n".join(parts)
+    return page(title, parts)
 
 
 def _pretty(value: Any) -> str:

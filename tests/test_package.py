@@ -162,3 +162,66 @@ def test_every_domain_error_is_a_dyadlab_error():
                   ProtocolError, QuickCheckError, GroupError, XdfLoadError, SegmentationError, XdfIndexError,
                   ParadigmParamsError):  # fmt: skip
         assert issubclass(error, DyadlabError), error
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    name = ".".join(parts if parts[0] == "dyadlab" else ("dyadlab", *parts))
+    return name.removesuffix(".__init__")
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (at any depth of the file, lazy imports included)."""
+    modules = {_module_name(p): p for p in _modules()}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            found = []
+            if isinstance(node, ast.Import):
+                found = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            targets |= {f for f in found if f in modules and f != name}
+        graph[name] = targets - {"dyadlab"}
+    return graph
+
+
+def test_no_import_cycle_among_the_modules():
+    graph = _import_graph()
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycles.append(" -> ".join(trail[trail.index(target) :] + [target]))
+            elif target not in state:
+                visit(target, trail + [target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_lower_layers_never_import_higher_ones():
+    """Data flows protocols -> tasks/acquisition -> XDF -> synchrony (docs/architecture.md)."""
+    allowed = {
+        "acquisition": {"acquisition"},
+        "tasks": {"tasks", "acquisition"},
+        "synchrony": {"synchrony"},
+        "protocols": {"protocols", "tasks", "acquisition", "synchrony"},
+    }
+    offenders = [
+        f"{module} imports {target}"
+        for module, targets in _import_graph().items()
+        for target in targets
+        # the root package's own modules (dyadlab.cli_support...) are shared by every layer
+        if module.split(".")[1] in allowed
+        and target.split(".")[1] in SUBPACKAGES
+        and target.split(".")[1] not in allowed[module.split(".")[1]]
+    ]
+    assert offenders == []

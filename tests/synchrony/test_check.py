@@ -232,12 +232,12 @@ def test_dead_channels_are_left_out_without_voiding_every_epoch(tmp_path):
     [(3.0, 0, 2, "ok"), (None, 0, 2, "unverified"), (80.0, 0, 2, "check"), (3.0, 1, 2, "check"), (3.0, 0, 0, "check")],
 )
 def test_timing_verdict_says_unverified_when_nothing_measured_it(residual_ms, backward_jumps, clock_offsets, expected):
-    from dyadlab.synchrony.check import _timing_verdict
+    from dyadlab.synchrony.verdict import timing_verdict
 
     quality = {label: {"backward_jumps": backward_jumps, "clock_offsets": clock_offsets} for label in "AB"}
     result = {"quality": quality, "inputs": {"thresholds": {"residual_warn_ms": 20.0}}}
     residuals = [] if residual_ms is None else [{"max_abs_ms": residual_ms}]
-    assert _timing_verdict(result, residuals) == expected
+    assert timing_verdict(result, residuals) == expected
 
 
 def test_bands_beyond_the_data_rate_are_refused(tmp_path):
@@ -336,7 +336,9 @@ def test_cli_writes_json_and_html_and_prints_the_summary(tmp_path):
             "--bands",
             "alpha=8-12,beta=13-30",
             "--epoch-length",
-            "2",
+            "2.5",
+            "--surrogate-method",
+            "circular-shift",
             "--seed",
             "3",
             "--no-progress",
@@ -349,6 +351,12 @@ def test_cli_writes_json_and_html_and_prints_the_summary(tmp_path):
     assert set(data["conditions"]["cooperation"]) >= {"n_epochs", "alpha", "beta"}
     assert set(data["conditions"]["cooperation"]["alpha"]["plv"]) >= {"mean", "z", "p", "matrix"}
     assert data["inputs"]["seed"] == 3 and data["inputs"]["bands"] == {"alpha": [8.0, 12.0], "beta": [13.0, 30.0]}
+    # Every option reaches the check (none of them is its default): the JSON inputs say so, and
+    # the 20-s blocks are cut into 2.5-s epochs.
+    assert data["inputs"]["epoch_length_s"] == 2.5
+    assert data["inputs"]["n_surrogates"] == 30
+    assert data["inputs"]["surrogate"] == "circular-shift"
+    assert data["conditions"]["cooperation"]["n_epochs"] == 8
     page = html_out.read_text()
     assert "http://" not in page and "https://" not in page and "data:image/png;base64," in page
 
