@@ -98,35 +98,26 @@ def write_foreign_dyad(
 
     chunk_sizes = rng.integers(int(0.4 * fs), int(0.6 * fs), n // int(0.4 * fs) + 2)
     sizes = np.cumsum(chunk_sizes)
-    a_chunks = np.diff(np.concatenate([[0], sizes[sizes < n], [n]])).tolist()
+    chunks = np.diff(np.concatenate([[0], sizes[sizes < n], [n]])).tolist()
+    # A's app stores LabRecorder-compressed timestamps; B's clock is off and drifts.
+    eeg = [(1, a_values, a_stamps, True, 0.0, 0.0), (2, b_values, b_stamps, False, B_OFFSET_S, B_DRIFT)]
     streams = [
         Stream(
-            stream_id=1,
-            name="Amp1-EEG",
+            stream_id=number,
+            name=f"Amp{number}-EEG",
             type="EEG",
             channel_format="float32",
             nominal_srate=fs,
-            values=a_values,
-            stamps=a_stamps,
-            chunks=a_chunks,
+            values=values,
+            stamps=stamps,
+            chunks=chunks,
             channels=[(lab, "EEG", "microvolts") for lab in labels],
-            source_id="amp-serial-0001",
-            compress=True,
-            offsets=offsets(a_stamps, 0.0, 0.0),
-        ),
-        Stream(
-            stream_id=2,
-            name="Amp2-EEG",
-            type="EEG",
-            channel_format="float32",
-            nominal_srate=fs,
-            values=b_values,
-            stamps=b_stamps,
-            chunks=a_chunks,
-            channels=[(lab, "EEG", "microvolts") for lab in labels],
-            source_id="amp-serial-0002",
-            offsets=offsets(b_stamps, B_OFFSET_S, B_DRIFT),
-        ),
+            source_id=f"amp-serial-000{number}",
+            compress=compress,
+            offsets=offsets(stamps, offset, drift),
+        )
+        for number, values, stamps, compress, offset, drift in eeg
+    ] + [
         Stream(
             stream_id=3,
             name="Events",
