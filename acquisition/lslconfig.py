@@ -129,10 +129,15 @@ class LslConfig:
         return "\n\n".join(blocks) + "\n"
 
 
+class _CaseSensitiveParser(configparser.ConfigParser):
+    """Keeps keys as written: liblsl's keys are case-sensitive (ConfigParser lowercases them)."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def _cfg_parser() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment, method-assign] # liblsl's keys are case-sensitive
-    return parser
+    return _CaseSensitiveParser(strict=False, interpolation=None)
 
 
 def config_in_force() -> Path | None:

@@ -362,7 +362,7 @@ def _probe(probe: _Probe, read_s: float | None, clock_timeout_s: float, open_tim
 
 
 def _channel_labels(full_info: Any, count: int) -> list[str]:
-    labels = []
+    labels: list[str] = []
     if full_info is not None:
         channel = full_info.desc().child("channels").child("channel")
         while not channel.empty() and len(labels) < count:
@@ -824,13 +824,13 @@ def run_preflight(config: PreflightConfig) -> PreflightReport:
                 )
             )
             continue
-        if config.expected_rate is not None and abs(result.eeg.nominal_rate - config.expected_rate) > 1e-6:
+        declared = result.eeg.nominal_rate  # set for every probed stream
+        if config.expected_rate is not None and declared is not None and abs(declared - config.expected_rate) > 1e-6:
             result.problems.append(
                 _problem(
                     "error",
                     "rate",
-                    f"The stream declares {result.eeg.nominal_rate:g} Hz but the session expects "
-                    f"{config.expected_rate:g} Hz.",
+                    f"The stream declares {declared:g} Hz but the session expects {config.expected_rate:g} Hz.",
                     "Set the board's sampling rate to the protocol's, or correct the protocol's expected rate.",
                     participant=label,
                     stream=result.eeg.source_id,

@@ -24,14 +24,16 @@ from __future__ import annotations
 import logging
 import math
 import re
+import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 import numpy as np
 import scipy.signal
+from numpy.typing import ArrayLike
 
 from dyadlab.acquisition.markers import Marker
 from dyadlab.acquisition.sources import SourceChunk, SourceConfigError, SourceError
@@ -198,7 +200,7 @@ def scalp_position(label: str) -> tuple[float, float]:
     return fraction * equator[0], latitude + fraction * (equator[1] - latitude)
 
 
-def _gaussian_weights(positions: np.ndarray, center: Sequence[float], spread: float) -> np.ndarray:
+def _gaussian_weights(positions: np.ndarray, center: ArrayLike, spread: float) -> np.ndarray:
     distance2 = np.sum((positions - np.asarray(center)) ** 2, axis=1)
     return np.exp(-distance2 / (2.0 * spread**2))
 
@@ -228,9 +230,9 @@ def _draw_parameters(sampling_rate: float, channel_names: Sequence[str], rng: np
     driver_hz: dict[str, float] = {}
     topographies: dict[str, np.ndarray] = {}
     for band, model in BANDS.items():
-        peaks = tuple(float(model.peak_hz + rng.uniform(-1, 1) * model.peak_jitter_hz) for _ in range(2))
-        peak_hz[band] = peaks  # type: ignore[assignment]
-        driver_hz[band] = float(np.mean(peaks))
+        peak_a, peak_b = (float(model.peak_hz + rng.uniform(-1, 1) * model.peak_jitter_hz) for _ in range(2))
+        peak_hz[band] = (peak_a, peak_b)
+        driver_hz[band] = float(np.mean(peak_hz[band]))
         rows = []
         for _ in range(2):  # each head's generator sits slightly differently
             center = np.asarray(model.center) + rng.normal(0.0, 0.08, size=2)
@@ -266,8 +268,24 @@ def _unit_gain(
     """
     impulse = np.zeros(length)
     impulse[0] = 1.0
-    response = scipy.signal.sosfilt(sos, impulse) if sos is not None else scipy.signal.lfilter(b, a, impulse)
+    if sos is not None:
+        response = scipy.signal.sosfilt(sos, impulse)
+    elif b is not None and a is not None:
+        response = scipy.signal.lfilter(b, a, impulse)
+    else:
+        raise ValueError("_unit_gain needs second-order sections or both b and a")
     return float(np.sqrt(np.sum(response**2)))
+
+
+class _ModelOptions(TypedDict):
+    """The keyword arguments of :class:`_DyadModel` besides its parameters."""
+
+    phase_lag_rad: float
+    blinks: bool
+    line_noise_hz: float | None
+    line_noise_uv: float
+    noise_uv: float
+    background_uv: float
 
 
 class _DyadModel:
@@ -579,7 +597,7 @@ class CoupledDyadSimulator:
         Phase by which B's shared component lags A's (the coupled phase difference).
     transition_s : float
         Duration of the linear coupling ramp at each condition change.
-    participants : tuple of str
+    participants : sequence of two str
         The labels of the two sources.
     """
 
@@ -598,7 +616,7 @@ class CoupledDyadSimulator:
         background_uv: float = 10.0,
         phase_lag_rad: float = math.pi / 4,
         transition_s: float = 0.2,
-        participants: tuple[str, str] = ("A", "B"),
+        participants: Sequence[str] = ("A", "B"),
     ) -> None:
         if not (math.isfinite(sampling_rate) and 60.0 <= sampling_rate <= 10000.0):
             raise SourceConfigError(
@@ -621,10 +639,10 @@ class CoupledDyadSimulator:
         self.baseline_condition = baseline_condition
         self.sampling_rate = float(sampling_rate)
         self.channel_names = names
-        self.participants = tuple(participants)
-        self.seed = int(np.random.SeedSequence().entropy % (2**63)) if seed is None else int(seed)
+        self.participants: tuple[str, str] = (participants[0], participants[1])
+        self.seed = secrets.randbits(63) if seed is None else int(seed)
         self._params = _draw_parameters(self.sampling_rate, names, np.random.default_rng(self.seed))
-        self._model_options = dict(
+        self._model_options = _ModelOptions(
             phase_lag_rad=float(phase_lag_rad),
             blinks=bool(blinks),
             line_noise_hz=None if line_noise_hz is None else float(line_noise_hz),
@@ -643,7 +661,10 @@ class CoupledDyadSimulator:
         self._n_generated = 0
         self._followers: list[MarkerFollower] = []
         self.closed = False
-        self._sources = tuple(SimulatedEegSource(self, index, label) for index, label in enumerate(participants))
+        self._sources = (
+            SimulatedEegSource(self, 0, self.participants[0]),
+            SimulatedEegSource(self, 1, self.participants[1]),
+        )
 
     # ------------------------------------------------------------------ configuration
 
@@ -653,7 +674,7 @@ class CoupledDyadSimulator:
     @property
     def sources(self) -> tuple[SimulatedEegSource, SimulatedEegSource]:
         """Participant A's and B's real-time sources."""
-        return self._sources  # type: ignore[return-value]
+        return self._sources
 
     @property
     def current_condition(self) -> str:

@@ -133,7 +133,7 @@ def estimate_recording_bytes(
     """
     if duration_s < 0:
         raise ValueError(f"duration_s must be >= 0, got {duration_s}")
-    total = 4 + 1024  # magic + FileHeader
+    total: float = 4 + 1024  # magic + FileHeader
     for stream in streams:
         shape = _shape(stream)
         rate = shape.nominal_srate if shape.nominal_srate > 0 else irregular_rate

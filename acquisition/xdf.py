@@ -120,6 +120,8 @@ class XdfWriteError(XdfWriterError, OSError):
         Size of the valid file left on disk (every chunk up to the failure).
     """
 
+    strerror: str  # always set, unlike OSError's
+
     def __init__(self, message: str, *, errno: int | None, strerror: str, path: Path, bytes_kept: int) -> None:
         super().__init__(message)
         self.errno = errno

@@ -362,18 +362,17 @@ class _Inspector:
         if index > 0 and tag == TAG_FILE_HEADER:
             raise _DefectFound("a second FileHeader: an XDF file has exactly one", start, index)
         content = self._read(chunk_end - self.position)
-        handler = {
-            TAG_FILE_HEADER: self._file_header,
-            TAG_STREAM_HEADER: self._stream_header,
-            TAG_SAMPLES: self._samples,
-            TAG_CLOCK_OFFSET: self._clock_offset,
-            TAG_BOUNDARY: self._boundary,
-            TAG_STREAM_FOOTER: self._stream_footer,
-        }[tag]
         if stream_id is None:
-            handler(content, start, index)
+            file_handler = {TAG_FILE_HEADER: self._file_header, TAG_BOUNDARY: self._boundary}[tag]
+            file_handler(content, start, index)
         else:
-            handler(stream_id, content, start, index)
+            stream_handler = {
+                TAG_STREAM_HEADER: self._stream_header,
+                TAG_SAMPLES: self._samples,
+                TAG_CLOCK_OFFSET: self._clock_offset,
+                TAG_STREAM_FOOTER: self._stream_footer,
+            }[tag]
+            stream_handler(stream_id, content, start, index)
         self.chunk_index += 1
         self.result.chunk_count += 1
         self.result.chunk_counts[kind] = self.result.chunk_counts.get(kind, 0) + 1

@@ -30,9 +30,10 @@ class UserError(click.ClickException):
 @contextmanager
 def user_errors(*also: type[Exception]) -> Iterator[None]:
     """Turn :class:`~dyadlab.DyadlabError` (and the exception types ``also``) into :class:`UserError`."""
+    caught: tuple[type[Exception], ...] = (DyadlabError, *also)
     try:
         yield
-    except (DyadlabError, *also) as error:
+    except caught as error:
         raise UserError(str(error)) from error
 
 

@@ -3,6 +3,8 @@
 Order of operations (each later step only once the earlier ones succeeded; everything started is
 stopped and released in ``finally`` blocks, in reverse order):
 
+0. check that PsychoPy imports (:func:`dyadlab.tasks.kit.require_psychopy`): a missing or broken
+   PsychoPy stops the run before anything is started or written;
 1. apply the LSL configuration (before any LSL call of the process);
 2. create the marker and response outlets (a recorder only sees outlets that exist);
 3. prepare and start the sources (simulator or BrainFlow boards) and their LSL bridges;
@@ -249,6 +251,7 @@ class SessionRunner:
         """The path of this run's files without suffix: the first run number not used yet."""
         protocol = self.protocol
         partner = next((p.role for p in self.participants if p.label == "B"), "")
+        stem = self.out_dir
         for run in range(1, 1000):
             relative = protocol.output.pattern.format(
                 study=protocol.study,
@@ -262,7 +265,7 @@ class SessionRunner:
             taken = [stem.with_name(stem.name + suffix) for suffix in (".xdf", "_session.json", "_beh.csv")]
             if not any(path.exists() for path in taken):
                 return stem
-        raise SessionError("setup", f"999 runs already exist for {self.out_dir / relative}", {})
+        raise SessionError("setup", f"999 runs already exist for {stem}", {})
 
     # -- running -----------------------------------------------------------------------------
     def run(self) -> SessionResult:
@@ -275,11 +278,16 @@ class SessionRunner:
 
         Raises
         ------
+        dyadlab.tasks.kit.PsychoPyImportError
+            PsychoPy is missing or fails to import; nothing was started or written.
         PreflightFailed
             A participant's stream was not ready; nothing was recorded.
         SessionError
             Anything else failed; the recording up to then is finalized and listed.
         """
+        from dyadlab.tasks.kit import require_psychopy
+
+        require_psychopy()  # before any device, outlet or file exists
         session = _SessionState(self)
         return session.execute()
 
@@ -478,16 +486,16 @@ class _SessionState:
         html_out = self.stem.with_name(self.stem.name + "_quickcheck.html")
         self.status("checking", f"synchrony quick-check of {self.files['xdf'].name}")
         settings = self.protocol.quickcheck
-        kwargs = {
-            "json_out": json_out,
-            "html_out": html_out,
-            "n_surrogates": settings.surrogates,
-            "epoch_length": settings.epoch_seconds,
-            "seed": _session_seed(self.protocol),
-            "progress": False,
-        }
         try:
-            result = run_check(self.files["xdf"], **kwargs)
+            result = run_check(
+                self.files["xdf"],
+                json_out=json_out,
+                html_out=html_out,
+                n_surrogates=settings.surrogates,
+                epoch_length=settings.epoch_seconds,
+                seed=_session_seed(self.protocol),
+                progress=False,
+            )
         except Exception as error:
             logger.exception("quick-check failed")
             self.quickcheck_info = {"error": f"{type(error).__name__}: {error}"}

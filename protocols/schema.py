@@ -15,10 +15,11 @@ import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from dyadlab import DyadlabError
 from dyadlab.tasks.autopilot import AutopilotSettings
@@ -27,7 +28,7 @@ from dyadlab.tasks.input import KeySettings
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 SIMULATOR_BOARD = "simulator"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 _TOKEN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
 _TOKEN = re.compile(_TOKEN_PATTERN)
@@ -203,7 +204,7 @@ class Block(_Strict):
         if value not in names:
             raise FieldProblem(
                 f"unknown task {value!r}",
-                f"use one of: {', '.join(sorted(names)) or '(no paradigm is installed)'}",
+                f"use one of: {', '.join(sorted(names))}",
             )
         return value
 
@@ -364,12 +365,28 @@ class Protocol(_Strict):
 # --------------------------------------------------------------------------------------------
 
 
+class ParadigmImportError(DyadlabError, ImportError):
+    """The paradigm registry failed to import: a broken installation, not a bad protocol."""
+
+
 def paradigms() -> Mapping[str, Any]:
-    """The paradigm registry ``dyadlab.tasks.paradigms.PARADIGMS`` (name -> class with ``.Params``)."""
+    """The paradigm registry ``dyadlab.tasks.paradigms.PARADIGMS`` (name -> class with ``.Params``).
+
+    Raises
+    ------
+    ParadigmImportError
+        Importing the registry failed; the message names the underlying error. (The registry
+        needs no PsychoPy; were the error read as "no paradigm", every block would be rejected
+        as an unknown task.)
+    """
     try:
         from dyadlab.tasks.paradigms import PARADIGMS
-    except ImportError:
-        return {}
+    except ImportError as error:
+        raise ParadigmImportError(
+            f"the task paradigms (dyadlab.tasks.paradigms) cannot be imported: {type(error).__name__}: {error}. "
+            "The installation is broken, not the protocol; `python -c 'import dyadlab.tasks.paradigms'` shows "
+            "the whole traceback."
+        ) from error
     return PARADIGMS
 
 
@@ -504,7 +521,7 @@ def validate_protocol_text(
     issues.extend(_block_param_issues(data.get("blocks"), file, positions))
     if protocol is not None:
         issues.extend(_semantic_issues(protocol, file, positions))
-    if issues:
+    if issues or protocol is None:  # a protocol that did not validate always has issues
         raise ProtocolError(issues)
     return protocol
 
@@ -814,7 +831,7 @@ def _issues_from_validation(
     positions: dict[tuple, tuple[int, int]],
     model: type[BaseModel],
     prefix: tuple = (),
-) -> Iterator[ProtocolIssue]:
+) -> list[ProtocolIssue]:
     issues = []
     for detail in error.errors(include_url=False):
         loc = tuple(detail["loc"])
@@ -825,7 +842,7 @@ def _issues_from_validation(
     return issues
 
 
-def _explain(detail: dict[str, Any], model: type[BaseModel], loc: tuple) -> tuple[str, str]:
+def _explain(detail: ErrorDetails, model: type[BaseModel], loc: tuple) -> tuple[str, str]:
     """A message and a fix for one pydantic error."""
     kind = detail["type"]
     context = detail.get("ctx") or {}

@@ -12,7 +12,7 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
-        "kit": ["TaskContext", "SessionAborted"],
+        "kit": ["TaskContext", "SessionAborted", "PsychoPyImportError", "require_psychopy"],
         "paradigms": ["PARADIGMS", "get_paradigm", "validate_params"],
     },
 )

@@ -182,6 +182,7 @@ class SessionDisplay:
         screens = self.settings.screen_indices()
         names = ["shared"] if self.settings.layout == "shared" else self.participants
         seers = [self.participants] if self.settings.layout == "shared" else [[p] for p in self.participants]
+        screen: int | None = None  # the screen being opened, for the error message
         try:
             for index, (screen, name, who) in enumerate(zip(screens, names, seers)):
                 window = visual.Window(

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dyadlab import DyadlabError
 from dyadlab.acquisition.markers import Marker, MarkerHub, MarkerOutlet
 from dyadlab.tasks.autopilot import Autopilot, AutopilotSettings
 from dyadlab.tasks.display import DisplaySettings, SessionDisplay, View
@@ -55,6 +56,40 @@ _SWITCH_INTERVAL_S = 0.0005
 _PAUSE_TEXT = "Paused\n\nThe experimenter will continue shortly."
 _ABORT_TEXT = "The session was stopped."
 _OPERATOR_ABORT = "operator pressed the abort key"
+
+
+class PsychoPyImportError(DyadlabError, ImportError):
+    """PsychoPy is not installed, or is installed but fails to import (the message names why)."""
+
+
+def require_psychopy() -> None:
+    """Import the PsychoPy modules the task kit uses, or raise :class:`PsychoPyImportError`.
+
+    A session calls it before any device or file exists: a PsychoPy that is missing, or that
+    fails to import (typically a system library that pyglet or PsychoPy loads is missing), is
+    reported with the underlying error instead of failing once the recording runs.
+    """
+    try:
+        import psychopy.core
+        import psychopy.data
+        import psychopy.hardware.keyboard
+        import psychopy.visual  # noqa: F401
+    except ModuleNotFoundError as error:
+        if error.name == "psychopy":
+            raise PsychoPyImportError(
+                "PsychoPy is not installed, and the task windows need it: pip install 'dyadlab[tasks]'"
+            ) from error
+        raise PsychoPyImportError(_broken_psychopy(error)) from error
+    except (ImportError, OSError) as error:  # OSError: a shared library that ctypes could not load
+        raise PsychoPyImportError(_broken_psychopy(error)) from error
+
+
+def _broken_psychopy(error: BaseException) -> str:
+    return (
+        f"PsychoPy is installed but cannot be imported: {type(error).__name__}: {error}. A system library it "
+        "loads may be missing (Debian/Ubuntu: libgl1, libglu1-mesa, libegl1, libgtk-3-0...; `make system-deps` in "
+        "the dyadlab repository installs them); `python -c 'import psychopy.visual'` shows the whole traceback."
+    )
 
 
 class SessionAborted(Exception):
@@ -559,7 +594,7 @@ class TaskContext:
             frame = self.flip(grab=onset is None and self._wants_capture(screenshot))
             collected.extend(frame.responses)
             first = onset is None
-            if first:
+            if onset is None:
                 onset = frame.flip_time
             if on_frame is not None:
                 on_frame(frame)  # first: it may schedule autopilot presses relative to the onset
@@ -636,10 +671,10 @@ class TaskContext:
         A frame is grabbed by ``flip(grab=True)`` (``show(screenshot=...)`` does it at onset). The
         files are written when the block ends (and at close), not during timed screens.
         """
-        if not self._wants_capture(name):
+        if self.screenshot_dir is None or not self._wants_capture(name):
             return
         self._captured.add(name)
-        self._screenshots.extend(self.display.take_grabbed(Path(self.screenshot_dir) / name))  # type: ignore[arg-type]
+        self._screenshots.extend(self.display.take_grabbed(Path(self.screenshot_dir) / name))
 
     def save_screenshots(self) -> list[Path]:
         """Write the screenshots kept so far; returns their paths."""

@@ -150,17 +150,18 @@ def test_every_domain_error_is_a_dyadlab_error():
     from dyadlab.acquisition.storage import InsufficientSpaceError
     from dyadlab.acquisition.xdf import XdfWriterError
     from dyadlab.protocols.runner import SessionError
-    from dyadlab.protocols.schema import ProtocolError
+    from dyadlab.protocols.schema import ParadigmImportError, ProtocolError
     from dyadlab.synchrony.check import QuickCheckError
     from dyadlab.synchrony.group import GroupError
     from dyadlab.synchrony.io import XdfLoadError
     from dyadlab.synchrony.segments import SegmentationError
     from dyadlab.synchrony.xdfreader import XdfIndexError
+    from dyadlab.tasks.kit import PsychoPyImportError
     from dyadlab.tasks.paradigms import ParadigmParamsError
 
     for error in (LslConfigError, RecorderError, SourceError, InsufficientSpaceError, XdfWriterError, SessionError,
                   ProtocolError, QuickCheckError, GroupError, XdfLoadError, SegmentationError, XdfIndexError,
-                  ParadigmParamsError):  # fmt: skip
+                  ParadigmParamsError, ParadigmImportError, PsychoPyImportError):  # fmt: skip
         assert issubclass(error, DyadlabError), error
 
 

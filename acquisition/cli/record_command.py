@@ -16,11 +16,15 @@ recording started.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 
 from dyadlab.acquisition.cli.signals import StopOnSignal
+
+if TYPE_CHECKING:
+    from dyadlab.acquisition.recorder import RecordingSummary
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -197,7 +201,7 @@ def record(
         raise SystemExit(EXIT_PROBLEMS)
 
 
-def _print_summary(summary, console: Console) -> None:
+def _print_summary(summary: RecordingSummary, console: Console) -> None:
     state = "[green]complete[/green]" if summary.ok else "[red]INCOMPLETE[/red]"
     console.print(
         f"Wrote [bold]{summary.path}[/bold] ({summary.file_size:,} bytes, {summary.duration:.1f} s recorded, {state}):",

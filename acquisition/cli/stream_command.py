@@ -87,11 +87,7 @@ def status_table(statuses: Sequence[BridgeStatus]) -> Table:
 
 def _quiet_brainflow(verbose: bool) -> None:
     """BrainFlow logs every session's JSON at info level to stderr; keep warnings unless -vv."""
-    from brainflow.board_shim import LogLevels
-
-    from dyadlab.acquisition.brainflow_source import (
-        BoardShim,  # first: makes BrainFlow loadable everywhere
-    )
+    from brainflow.board_shim import BoardShim, LogLevels
 
     BoardShim.set_log_level(int((LogLevels.LEVEL_INFO if verbose else LogLevels.LEVEL_WARN).value))
 

@@ -24,7 +24,8 @@ from dyadlab.tasks.paradigms.tapping import Tapping, TappingParams
 if TYPE_CHECKING:
     from dyadlab.tasks.kit import TaskContext
 
-PARADIGMS: dict[str, type[Paradigm]] = {
+# Each paradigm takes its own parameter model: the registry's callers validate with ``.Params``.
+PARADIGMS: dict[str, type[Paradigm[Any]]] = {
     paradigm.name: paradigm for paradigm in (Rest, JointPress, Tapping, Conversation, Probe)
 }
 
@@ -33,7 +34,7 @@ class ParadigmParamsError(DyadlabError, ValueError):
     """A block's parameters do not fit its paradigm (the message names block, field and fix)."""
 
 
-def get_paradigm(task: str) -> Paradigm:
+def get_paradigm(task: str) -> Paradigm[Any]:
     """The paradigm registered as ``task``; ``KeyError`` lists the known names."""
     try:
         return PARADIGMS[task]()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,20 +36,28 @@ def check_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
     return value
 
 
-class Paradigm(ABC):
-    """A task that runs one block (or, for composites, a fixed sequence of blocks)."""
+#: The parameter model of one paradigm.
+P = TypeVar("P", bound=ParadigmParams)
+
+
+class Paradigm(ABC, Generic[P]):
+    """A task that runs one block (or, for composites, a fixed sequence of blocks).
+
+    A subclass names its parameter model twice: as the type argument (``Paradigm[RestParams]``,
+    for the type checker) and as ``Params`` (for validation at run time).
+    """
 
     name: ClassVar[str]
     Params: ClassVar[type[ParadigmParams]]
 
     @abstractmethod
-    def conditions(self, params: ParadigmParams) -> list[str]:
+    def conditions(self, params: P) -> list[str]:
         """The ``condition`` of each block it emits, in order."""
 
     @abstractmethod
-    def run(self, ctx: TaskContext, params: ParadigmParams, block_id: str) -> None:
+    def run(self, ctx: TaskContext, params: P, block_id: str) -> None:
         """Run the block(s); may raise :class:`dyadlab.tasks.kit.SessionAborted`."""
 
-    def instructions_text(self, params: ParadigmParams, default: str) -> str:
+    def instructions_text(self, params: P, default: str) -> str:
         """The instruction text: the protocol's override or ``default``."""
         return params.instructions if params.instructions is not None else default

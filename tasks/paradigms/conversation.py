@@ -17,7 +17,7 @@ Durations are shortened by the autopilot's speed (piloting).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -79,16 +79,16 @@ class ConversationParams(ParadigmParams):
         return self
 
 
-class Conversation(Paradigm):
+class Conversation(Paradigm[ConversationParams]):
     """Structured or free conversation block."""
 
     name: ClassVar[str] = "conversation"
     Params: ClassVar[type[ConversationParams]] = ConversationParams
 
-    def conditions(self, params: ConversationParams) -> list[str]:  # type: ignore[override]
+    def conditions(self, params: ConversationParams) -> list[str]:
         return ["conversation"]
 
-    def run(self, ctx: TaskContext, params: ConversationParams, block_id: str) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: ConversationParams, block_id: str) -> None:
         if params.first_speaker not in ctx.participants:
             raise ValueError(
                 f"first_speaker {params.first_speaker!r} is not a participant of this session ({ctx.participants})."
@@ -97,7 +97,7 @@ class Conversation(Paradigm):
         roles.update(params.roles or {})
         if params.show_instructions:
             ctx.instructions(self.instructions_text(params, _INSTRUCTIONS[params.mode]), self.name, block_id)
-        value = {"mode": params.mode, "roles": roles}
+        value: dict[str, Any] = {"mode": params.mode, "roles": roles}
         if params.mode == "structured":
             value.update(
                 topics=len(params.topics),

@@ -84,16 +84,16 @@ def _first_after_go(responses: list[Response], participant: str, window: float) 
     return min(valid, key=lambda r: r.t_down) if valid else None
 
 
-class JointPress(Paradigm):
+class JointPress(Paradigm[JointPressParams]):
     """Cooperative or competitive joint button press."""
 
     name: ClassVar[str] = "joint-press"
     Params: ClassVar[type[JointPressParams]] = JointPressParams
 
-    def conditions(self, params: JointPressParams) -> list[str]:  # type: ignore[override]
+    def conditions(self, params: JointPressParams) -> list[str]:
         return [params.mode]
 
-    def run(self, ctx: TaskContext, params: JointPressParams, block_id: str) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: JointPressParams, block_id: str) -> None:
         from psychopy import data
 
         if params.show_instructions:
@@ -175,9 +175,10 @@ class JointPress(Paradigm):
         outcome: dict[str, Any] = {"mode": mode, "rt": {k: None if v is None else round(v, 6) for k, v in rts.items()}}
         if mode == "cooperation":
             outcome["threshold"] = round(threshold, 6)
-            if all(v is not None for v in rts.values()):
-                a, b = (rts[label] for label in ctx.participants[:2])
-                difference = abs(a - b)  # type: ignore[operator]
+            pressed_rts = [rt for rt in rts.values() if rt is not None]  # in participant order
+            if len(pressed_rts) == len(rts):
+                a, b = pressed_rts[:2]
+                difference = abs(a - b)
                 success = difference < threshold
                 outcome.update(difference=round(difference, 6), outcome="success" if success else "failure")
             else:

@@ -37,20 +37,20 @@ class ProbeParams(ParadigmParams):
     )
 
 
-class Probe(Paradigm):
+class Probe(Paradigm[ProbeParams]):
     """Rest + tapping + conversation, in that order."""
 
     name: ClassVar[str] = "probe"
     Params: ClassVar[type[ProbeParams]] = ProbeParams
 
-    def conditions(self, params: ProbeParams) -> list[str]:  # type: ignore[override]
+    def conditions(self, params: ProbeParams) -> list[str]:
         return (
             Rest().conditions(params.rest)
             + Tapping().conditions(params.tapping)
             + Conversation().conditions(params.conversation)
         )
 
-    def run(self, ctx: TaskContext, params: ProbeParams, block_id: str) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: ProbeParams, block_id: str) -> None:
         Rest().run(ctx, params.rest, f"{block_id}-rest")
         Tapping().run(ctx, params.tapping, f"{block_id}-tapping")
         Conversation().run(ctx, params.conversation, f"{block_id}-conversation")

@@ -51,18 +51,18 @@ class RestParams(ParadigmParams):
     condition: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 
 
-class Rest(Paradigm):
+class Rest(Paradigm[RestParams]):
     """A resting baseline block."""
 
     name: ClassVar[str] = "rest"
     Params: ClassVar[type[RestParams]] = RestParams
 
-    def conditions(self, params: RestParams) -> list[str]:  # type: ignore[override]
+    def conditions(self, params: RestParams) -> list[str]:
         if params.condition is not None:
             return [params.condition]
         return [_DEFAULT_CONDITION[params.variant]]
 
-    def run(self, ctx: TaskContext, params: RestParams, block_id: str) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: RestParams, block_id: str) -> None:
         if params.show_instructions:
             ctx.instructions(self.instructions_text(params, _INSTRUCTIONS[params.variant]), self.name, block_id)
         text = _SCREEN[params.variant]

@@ -67,16 +67,16 @@ class TappingParams(ParadigmParams):
     computer_jitter_s: float = Field(0.03, ge=0, le=0.2)
 
 
-class Tapping(Paradigm):
+class Tapping(Paradigm[TappingParams]):
     """Synchronisation–continuation tapping block."""
 
     name: ClassVar[str] = "tapping"
     Params: ClassVar[type[TappingParams]] = TappingParams
 
-    def conditions(self, params: TappingParams) -> list[str]:  # type: ignore[override]
+    def conditions(self, params: TappingParams) -> list[str]:
         return ["tapping" if params.partner == "human" else "tapping-computer"]
 
-    def run(self, ctx: TaskContext, params: TappingParams, block_id: str) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: TappingParams, block_id: str) -> None:
         if params.show_instructions:
             ctx.instructions(self.instructions_text(params, _INSTRUCTIONS[params.partner]), self.name, block_id)
         value = params.model_dump(include={"partner", "period_s", "n_pacer_ticks", "continuation_s"})
