@@ -61,11 +61,11 @@ from dyadlab.acquisition.storage import (
     estimate_recording_bytes,
 )
 from dyadlab.acquisition.xdf import (
-    NUMERIC_FORMATS,
     XdfWriteError,
     XdfWriter,
     validate_file_metadata,
 )
+from dyadlab.xdf_format import NUMERIC_FORMATS
 
 __all__ = [
     "AmbiguousStreamError",

@@ -43,20 +43,21 @@ from typing import Any
 import numpy as np
 
 from dyadlab import DyadlabError
+from dyadlab.xdf_format import (
+    BOUNDARY_UUID,
+    CHANNEL_FORMATS,
+    MAGIC,
+    NUMERIC_FORMATS,
+    TAG_BOUNDARY,
+    TAG_CLOCK_OFFSET,
+    TAG_FILE_HEADER,
+    TAG_SAMPLES,
+    TAG_STREAM_FOOTER,
+    TAG_STREAM_HEADER,
+)
 
 __all__ = [
-    "BOUNDARY_UUID",
-    "MAGIC",
-    "TAGS_WITH_STREAM_ID",
     "parse_stream_info",
-    "NUMERIC_FORMATS",
-    "CHANNEL_FORMATS",
-    "TAG_FILE_HEADER",
-    "TAG_STREAM_HEADER",
-    "TAG_SAMPLES",
-    "TAG_CLOCK_OFFSET",
-    "TAG_BOUNDARY",
-    "TAG_STREAM_FOOTER",
     "StreamStats",
     "XdfWriter",
     "XdfWriteError",
@@ -67,29 +68,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"XDF:"
-TAG_FILE_HEADER = 1
-TAG_STREAM_HEADER = 2
-TAG_SAMPLES = 3
-TAG_CLOCK_OFFSET = 4
-TAG_BOUNDARY = 5
-TAG_STREAM_FOOTER = 6
-#: Tags whose chunk carries a 4-byte StreamId before the content.
-TAGS_WITH_STREAM_ID = frozenset({TAG_STREAM_HEADER, TAG_SAMPLES, TAG_CLOCK_OFFSET, TAG_STREAM_FOOTER})
-
-#: The 16 bytes of a Boundary chunk (identical in LabRecorder, pyxdf and xdf-Matlab).
-BOUNDARY_UUID = bytes.fromhex("43A546DCCBF5410FB30ED5467383CBE4")
-
-#: XDF channel_format -> little-endian numpy dtype.
-NUMERIC_FORMATS: dict[str, np.dtype] = {
-    "int8": np.dtype("<i1"),
-    "int16": np.dtype("<i2"),
-    "int32": np.dtype("<i4"),
-    "int64": np.dtype("<i8"),
-    "float32": np.dtype("<f4"),
-    "double64": np.dtype("<f8"),
-}
-CHANNEL_FORMATS = frozenset(NUMERIC_FORMATS) | {"string"}
 
 _MAX_U32 = 0xFFFFFFFF
 _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")

@@ -44,30 +44,23 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from dyadlab.acquisition.xdf import (
+from dyadlab.acquisition.xdf import parse_stream_info
+from dyadlab.xdf_format import (
     BOUNDARY_UUID,
     MAGIC,
     NUMERIC_FORMATS,
     TAG_BOUNDARY,
     TAG_CLOCK_OFFSET,
     TAG_FILE_HEADER,
+    TAG_NAMES,
     TAG_SAMPLES,
     TAG_STREAM_FOOTER,
     TAG_STREAM_HEADER,
     TAGS_WITH_STREAM_ID,
-    parse_stream_info,
 )
 
 __all__ = ["Defect", "StreamSummary", "XdfInspection", "inspect_xdf"]
 
-TAG_NAMES = {
-    TAG_FILE_HEADER: "FileHeader",
-    TAG_STREAM_HEADER: "StreamHeader",
-    TAG_SAMPLES: "Samples",
-    TAG_CLOCK_OFFSET: "ClockOffset",
-    TAG_BOUNDARY: "Boundary",
-    TAG_STREAM_FOOTER: "StreamFooter",
-}
 _VARLEN_FORMATS = {1: "<B", 4: "<I", 8: "<Q"}
 _DOUBLE = struct.Struct("<d")
 _READ_BUFFER = 1 << 20

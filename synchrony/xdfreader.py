@@ -42,6 +42,17 @@ from typing import Any
 import numpy as np
 
 from dyadlab import DyadlabError
+from dyadlab.xdf_format import (
+    MAGIC,
+    NUMERIC_FORMATS,
+    TAG_CLOCK_OFFSET,
+    TAG_FILE_HEADER,
+    TAG_NAMES,
+    TAG_SAMPLES,
+    TAG_STREAM_FOOTER,
+    TAG_STREAM_HEADER,
+    TAGS_WITH_STREAM_ID,
+)
 
 __all__ = [
     "ChannelGroup",
@@ -60,17 +71,6 @@ logger = logging.getLogger(__name__)
 #: bounds the reader's working memory: the block plus the unpacked values of one block.
 BLOCK_BYTES = 8 * 1024 * 1024
 
-_MAGIC = b"XDF:"
-_TAG_FILE_HEADER, _TAG_STREAM_HEADER, _TAG_SAMPLES, _TAG_CLOCK_OFFSET, _TAG_BOUNDARY, _TAG_FOOTER = 1, 2, 3, 4, 5, 6
-_TAG_NAMES = {1: "FileHeader", 2: "StreamHeader", 3: "Samples", 4: "ClockOffset", 5: "Boundary", 6: "StreamFooter"}
-_FORMATS = {
-    "int8": np.dtype("<i1"),
-    "int16": np.dtype("<i2"),
-    "int32": np.dtype("<i4"),
-    "int64": np.dtype("<i8"),
-    "float32": np.dtype("<f4"),
-    "double64": np.dtype("<f8"),
-}
 #: pyxdf.load_xdf's clock-synchronisation defaults (the arguments of its ``_clock_sync`` call).
 _CLOCK_SYNC_DEFAULTS = {
     "handle_clock_resets": True,
@@ -240,7 +240,7 @@ def index_xdf(path: str | Path) -> XdfIndex:
     with open(path, "rb", buffering=0) as handle:
         size = handle.seek(0, 2)
         handle.seek(0)
-        if handle.read(4) != _MAGIC:
+        if handle.read(4) != MAGIC:
             raise XdfIndexError("the file does not start with 'XDF:' (not XDF, or compressed)")
         position = 4
         chunk_number = 0
@@ -257,21 +257,21 @@ def index_xdf(path: str | Path) -> XdfIndex:
             tag = int.from_bytes(lead[1 + width : 3 + width], "little")
             content = position + 1 + width + 2
             end = position + 1 + width + length
-            name = _TAG_NAMES.get(tag, f"tag-{tag}")
+            name = TAG_NAMES.get(tag, f"tag-{tag}")
             if end > size:
                 problems.append(
                     f"the file ends inside chunk #{chunk_number} ({name}, byte {position}): {end - size} of its "
                     f"{length} bytes are missing; the data before it are read"
                 )
                 break
-            has_stream_id = tag in (_TAG_STREAM_HEADER, _TAG_SAMPLES, _TAG_CLOCK_OFFSET, _TAG_FOOTER)
+            has_stream_id = tag in TAGS_WITH_STREAM_ID
             if length < (6 if has_stream_id else 2):
                 raise XdfIndexError(f"chunk #{chunk_number} ({name}) at byte {position} is {length} bytes long")
             if has_stream_id:
                 stream_id = int.from_bytes(lead[3 + width : 7 + width], "little")
-                if tag != _TAG_STREAM_HEADER and stream_id not in streams:
+                if tag != TAG_STREAM_HEADER and stream_id not in streams:
                     raise XdfIndexError(f"chunk #{chunk_number} ({name}) of stream {stream_id} precedes its header")
-            if tag == _TAG_SAMPLES:
+            if tag == TAG_SAMPLES:
                 count_at = 7 + width
                 count_width = lead[count_at] if len(lead) > count_at else 0
                 if count_width not in (1, 4, 8) or content + 4 + 1 + count_width > end:
@@ -280,7 +280,7 @@ def index_xdf(path: str | Path) -> XdfIndex:
                 stream.chunk_counts.append(int.from_bytes(lead[count_at + 1 : count_at + 1 + count_width], "little"))
                 stream.chunk_starts.append(content + 4 + 1 + count_width)
                 stream.chunk_ends.append(end)
-            elif tag == _TAG_CLOCK_OFFSET:
+            elif tag == TAG_CLOCK_OFFSET:
                 if length != 22:
                     raise XdfIndexError(
                         f"chunk #{chunk_number} (ClockOffset) at byte {position} is {length} bytes long"
@@ -289,13 +289,13 @@ def index_xdf(path: str | Path) -> XdfIndex:
                 collection_time, offset = struct.unpack("<dd", handle.read(16))
                 streams[stream_id].clock_times.append(collection_time)
                 streams[stream_id].clock_values.append(offset)
-            elif tag in (_TAG_FILE_HEADER, _TAG_STREAM_HEADER, _TAG_FOOTER):
+            elif tag in (TAG_FILE_HEADER, TAG_STREAM_HEADER, TAG_STREAM_FOOTER):
                 start = content + (4 if has_stream_id else 0)
                 handle.seek(start)
                 xml = handle.read(end - start)
-                if tag == _TAG_FILE_HEADER:
+                if tag == TAG_FILE_HEADER:
                     file_header = _parse_xml(xml, "FileHeader")
-                elif tag == _TAG_STREAM_HEADER:
+                elif tag == TAG_STREAM_HEADER:
                     if stream_id in streams:
                         raise XdfIndexError(f"chunk #{chunk_number}: a second StreamHeader for stream {stream_id}")
                     streams[stream_id] = _stream_index(stream_id, _parse_xml(xml, f"stream {stream_id}'s header"))
@@ -322,7 +322,7 @@ def _stream_index(stream_id: int, header: dict) -> XdfStreamIndex:
         raise XdfIndexError(
             f"stream {stream_id}'s header lacks a valid channel_format, channel_count or nominal_srate ({error!r})"
         ) from error
-    if channel_format not in _FORMATS and channel_format != "string":
+    if channel_format not in NUMERIC_FORMATS and channel_format != "string":
         raise XdfIndexError(f"stream {stream_id} has the unknown channel_format {channel_format!r}")
     info["stream_id"] = stream_id
     return XdfStreamIndex(
@@ -497,7 +497,7 @@ def read_streams(
             )
             continue
         wanted = (groups or {}).get(stream_id) or [
-            ChannelGroup(range(stream.n_channels), _FORMATS[stream.channel_format])
+            ChannelGroup(range(stream.n_channels), NUMERIC_FORMATS[stream.channel_format])
         ]
         for group in wanted:
             if any(not 0 <= c < stream.n_channels for c in group.channels):
@@ -568,7 +568,7 @@ def _unpack_numeric(
     kernels: Any, block: np.ndarray, chunks: list[tuple[int, int, int]], reading: _Reading, scratch: _Scratch
 ) -> None:
     stream = reading.index
-    dtype = _FORMATS[stream.channel_format]
+    dtype = NUMERIC_FORMATS[stream.channel_format]
     starts, ends, counts = (np.array(column, dtype=np.int64) for column in zip(*chunks))
     m = int(counts.sum())
     stamps = scratch.get("stamps", m * 8).reshape(m, 8)

@@ -13,7 +13,8 @@ import pylsl
 import pytest
 import pyxdf
 
-from dyadlab.acquisition.xdf import BOUNDARY_UUID, XdfWriter, XdfWriterError, encode_varlen
+from dyadlab.acquisition.xdf import XdfWriter, XdfWriterError, encode_varlen
+from dyadlab.xdf_format import BOUNDARY_UUID
 
 
 def stream_info_xml(name: str, channel_format: str, channel_count: int, srate: float) -> str:
