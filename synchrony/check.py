@@ -6,16 +6,18 @@
 
 Pipeline (details in :mod:`dyadlab.synchrony.io`, :mod:`dyadlab.synchrony.quality`, :mod:`dyadlab.synchrony.segments`):
 load -> quality per participant -> conditions from markers -> common timeline -> epochs, union
-artifact rejection -> per condition: filter the continuous blocks, analytic signal; per band
-(two at a time), inter-brain metrics (:mod:`dyadlab.synchrony.metrics`) and their partner-epoch-shuffle
-null from one stratified plan shared by the bands (:mod:`dyadlab.synchrony.surrogates`); z and
-empirical p of the mean over pairs; per pair, FDR and max-statistic FWER over pairs and bands
+artifact rejection -> per condition and band (two bands at a time, each made when analysed):
+the continuous blocks filtered, analytic signal, epochs; inter-brain metrics
+(:mod:`dyadlab.synchrony.metrics`) and their partner-epoch-shuffle null from one stratified plan
+shared by the bands (:mod:`dyadlab.synchrony.surrogates`); z and empirical p of the mean over
+pairs; per pair, FDR and max-statistic FWER over pairs and bands
 (:mod:`dyadlab.synchrony.stats`) -> condition contrasts against rest -> diagnostics -> verdict.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import logging
 import math
@@ -23,7 +25,7 @@ import platform
 import time
 import warnings as warnings_module
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +54,8 @@ CONTRAST_PERMUTATIONS = 1000
 CIRCULAR_MIN_SHIFT_S = 2.0
 #: Matrices in the JSON are rounded to this many decimals (keeps a 32 x 32-channel report small).
 MATRIX_DECIMALS = 5
+#: Bands of a condition computed at once (in threads) by the quick-check.
+_BANDS_AT_ONCE = 2
 BASELINE_NAMES = ("rest", "baseline", "resting", "rest-facing", "rest_facing")
 RESERVED_CONDITION_KEYS = ("n_epochs", "n_epochs_planned", "duration_s", "blocks")
 
@@ -381,6 +385,10 @@ def run_check(
             )
             margin = seg.rejection_margin(aligned.rate, high, band_map)
             figures.traces = _traces(recording, aligned, blocks, used["A"], used["B"])
+            if all(plan.spectra for plan, kept in zip(plans, keep_per_plan) if kept.any()):
+                # The band signals are made from the spectra the screening kept: free the grid samples
+                # (460 MB for 60 minutes of 2 x 32 channels at 500 Hz) for the heavy part.
+                aligned.a = aligned.b = np.zeros((0, 0), np.float32)
 
         condition_list = seg.condition_names(blocks)
         result_conditions: dict[str, Any] = {}
@@ -388,7 +396,7 @@ def run_check(
         epoch_means: dict[tuple[str, str, str], np.ndarray] = {}  # per-epoch mean over pairs, for contrasts
         epoch_blocks: dict[str, np.ndarray] = {}  # block of each kept epoch, in the same order
         bar.stage("Synchrony and surrogates", total=len(condition_list) * len(band_map))
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="dyadlab-synchrony") as pool:
+        with ThreadPoolExecutor(max_workers=_BANDS_AT_ONCE, thread_name_prefix="dyadlab-synchrony") as pool:
             for condition in condition_list:
                 index = [i for i, p in enumerate(plans) if p.block.condition == condition]
                 c_plans = [plans[i] for i in index]
@@ -421,8 +429,9 @@ def run_check(
                         f"{MIN_EPOCHS_WARN} are recommended for stable synchrony estimates."
                     )
                 with _timed(timings, "filter_epochs"):
+                    # Each band's epochs are made when the loop below submits the band.
                     band_epochs = (
-                        seg.condition_epochs(
+                        seg.iter_condition_epochs(
                             aligned,
                             c_plans,
                             c_keep,
@@ -434,7 +443,7 @@ def run_check(
                             continuous=surrogate == "circular-shift",
                         )
                         if n_used
-                        else {}
+                        else iter(())
                     )
                 # One null for all bands of the condition (the same epoch pairings, or the same time
                 # shifts), so that the family-wise correction over bands sees a joint null.
@@ -446,22 +455,22 @@ def run_check(
                 observed_by_band: dict[str, dict[str, np.ndarray]] = {}
                 null_by_band: dict[str, dict[str, np.ndarray]] = {}
                 # Two bands at a time: the metrics' element-wise NumPy work runs on one core, the matrix
-                # products and the PLI/wPLI kernel on both, so two bands keep both cores busy.
-                jobs = (
-                    {
-                        band: pool.submit(
-                            _band_synchrony, band_epochs.pop(band), metric_names, shuffle, shift_fractions
-                        )
-                        for band in band_map
-                    }
-                    if n_used
-                    else {}
-                )
+                # products and the PLI/wPLI kernel on both, so two bands keep both cores busy. A band's
+                # epochs are made only when a worker is free for them and are dropped when its job ends:
+                # at most two bands' epochs are alive (all four default bands of a 30-min condition of
+                # 2 x 32 channels at 500 Hz: 410 MB).
+                jobs: dict[str, Future] = {}
                 for band in band_map:
                     if n_used == 0:
                         entry[band] = {m: {"mean": None, "z": None, "p": None, "matrix": None} for m in metric_names}
                         bar.advance()
                         continue
+                    with _timed(timings, "filter_epochs"):
+                        # A generator expression: no name in this frame keeps a band's epochs alive.
+                        jobs.update(
+                            (name, pool.submit(_band_synchrony, epochs, metric_names, shuffle, shift_fractions))
+                            for name, epochs in itertools.islice(band_epochs, _BANDS_AT_ONCE - len(jobs))
+                        )
                     with _timed(timings, "synchrony"):
                         per_epoch, null = jobs.pop(band).result()
                         with np.errstate(all="ignore"), warnings_module.catch_warnings():

@@ -277,7 +277,7 @@ def prepare_session_epochs(
     Uses the quick-check's own building blocks on the result of ``run_check`` for the same
     file and options: its usable channels (``check["quality"]``), :func:`dyadlab.synchrony.io.load_dyad`,
     :func:`dyadlab.synchrony.segments.align_dyad`, the check's condition blocks, union artifact
-    rejection with the check's ``reject_z``, and :func:`dyadlab.synchrony.segments.condition_epochs`.
+    rejection with the check's ``reject_z``, and :func:`dyadlab.synchrony.segments.iter_condition_epochs`.
 
     Parameters
     ----------
@@ -340,7 +340,7 @@ def prepare_session_epochs(
         out.n_epochs[condition] = n_used
         if not n_used:
             continue
-        epochs = seg.condition_epochs(
+        for band, band_epochs in seg.iter_condition_epochs(  # one band at a time in memory
             aligned,
             [plans[i] for i in index],
             c_keep,
@@ -349,14 +349,13 @@ def prepare_session_epochs(
             all_a,
             all_b,
             decimate=inputs.get("decimate", True),
-        )
-        for band, band_epochs in epochs.items():
+        ):
             stem = cache_dir / f"{len(out.files):04d}"
             path_a, path_b = stem.with_suffix(".a.npy"), stem.with_suffix(".b.npy")
             np.save(path_a, band_epochs.za)
             np.save(path_b, band_epochs.zb)
             out.files[(condition, band)] = (path_a, path_b)
-        del epochs
+            del band_epochs
     return out
 
 

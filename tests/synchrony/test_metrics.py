@@ -278,6 +278,26 @@ def test_numpy_fallback_path_equals_reference(monkeypatch):
         np.testing.assert_allclose(result[m], reference_connectivity(m, za, zb), atol=1e-12, err_msg=m)
 
 
+def test_epoch_chunks_give_the_values_of_all_epochs_at_once(monkeypatch):
+    """inter_brain_connectivity makes the per-channel terms chunk_epochs epochs at a time (bounded
+    memory): chunks of EPOCH_CHUNK give the values of one chunk bit for bit, other chunks the same
+    to single-precision rounding, and the PLI/wPLI kernel is the one the whole job calls for."""
+    rng = np.random.default_rng(12)
+    n_epochs = 2 * metrics.EPOCH_CHUNK + 13
+    za = (rng.standard_normal((n_epochs, 3, 40)) + 1j * rng.standard_normal((n_epochs, 3, 40))).astype(np.complex64)
+    zb = (rng.standard_normal((n_epochs, 2, 40)) + 1j * rng.standard_normal((n_epochs, 2, 40))).astype(np.complex64)
+    za[5, 1] = 0  # a flat channel in one epoch: NaN for its pairs
+    monkeypatch.setattr(metrics, "_NUMBA_MIN_ELEMENTS", n_epochs * 3 * 2 * 40)  # the whole job, not a chunk
+    whole = inter_brain_connectivity(za, zb, SUPPORTED_METRICS, epochs_average=False, chunk_epochs=n_epochs)
+    chunked = inter_brain_connectivity(za, zb, SUPPORTED_METRICS, epochs_average=False)
+    ragged = inter_brain_connectivity(za, zb, SUPPORTED_METRICS, epochs_average=False, chunk_epochs=7)
+    for m in SUPPORTED_METRICS:
+        assert chunked[m].shape == (n_epochs, 3, 2) and chunked[m].tobytes() == whole[m].tobytes(), m
+        np.testing.assert_allclose(ragged[m], whole[m], rtol=0, atol=1e-6, err_msg=m)
+    with pytest.raises(ValueError, match="chunk_epochs"):
+        inter_brain_connectivity(za, zb, chunk_epochs=0)
+
+
 def test_all_pairs_block_matches_explicit_pairs():
     za, zb = band_limited_pair(np.random.default_rng(10))
     block = np.array([1, 4])

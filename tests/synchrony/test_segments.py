@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 
 import numpy as np
 import pytest
@@ -408,6 +409,45 @@ def test_band_epochs_from_the_screening_spectra_equal_fresh_ones(monkeypatch):
         np.testing.assert_allclose(reused[band].za, fresh[band].za, atol=1e-6 * scale)
         np.testing.assert_allclose(reused[band].zb, fresh[band].zb, atol=1e-6 * scale)
         np.testing.assert_allclose(reused[band].blocks[1].za, fresh[band].blocks[1].za, atol=1e-6 * scale)
+
+
+def test_condition_bands_are_made_one_at_a_time_as_iterated_and_equal_all_bands_at_once(monkeypatch):
+    """iter_condition_epochs makes a band's epochs (of every block) only when the iteration reaches
+    it, bit for bit those of condition_epochs; it takes the blocks' spectra from the plans when
+    called and releases them with the last band."""
+    rate = 250.0
+    n = int(80 * rate)
+    rng = np.random.default_rng(14)
+    aligned = seg.align_dyad(
+        _participant("A", rng.standard_normal((3, n)), rate), _participant("B", rng.standard_normal((3, n)), rate)
+    )
+    blocks = [seg.Block("x", 5.0, 35.0, "x-1"), seg.Block("x", 40.0, 75.0, "x-2")]
+    used = np.ones(3, bool)
+    plans, _, keep = seg.select_epochs(aligned, blocks, 2.0, 45.0, used, used)
+    together = seg.condition_epochs(aligned, plans, keep, 2.0, seg.DEFAULT_BANDS, used, used, continuous=True)
+    plans, _, keep = seg.select_epochs(aligned, blocks, 2.0, 45.0, used, used)
+    spectra = [weakref.ref(p.spectra[side].bins) for p in plans for side in ("a", "b")]
+    made = []
+    band_signal = seg._band_signal
+
+    def counted(spectrum, shift, n_fft, rate, band, *rest):
+        made.append(band)
+        return band_signal(spectrum, shift, n_fft, rate, band, *rest)
+
+    monkeypatch.setattr(seg, "_band_signal", counted)
+    bands = seg.iter_condition_epochs(aligned, plans, keep, 2.0, seg.DEFAULT_BANDS, used, used, continuous=True)
+    assert not made and not any(p.spectra for p in plans)
+    names = list(seg.DEFAULT_BANDS)
+    for k, (band, epochs) in enumerate(bands):
+        assert band == names[k]
+        assert made == [seg.DEFAULT_BANDS[name] for name in names[: k + 1] for _ in range(4)]  # 2 blocks x A, B
+        assert all(ref() is None for ref in spectra) == (band == names[-1])
+        expected = together[band]
+        assert epochs.za.shape == expected.za.shape and epochs.za.tobytes() == expected.za.tobytes()
+        assert epochs.zb.tobytes() == expected.zb.tobytes()
+        for ours, theirs in zip(epochs.blocks, expected.blocks, strict=True):
+            assert ours.za.tobytes() == theirs.za.tobytes() and ours.zb.tobytes() == theirs.zb.tobytes()
+            np.testing.assert_array_equal(ours.starts, theirs.starts)
 
 
 def test_screening_and_band_signals_share_one_padded_range_when_the_screening_filter_rings_longest(monkeypatch):
