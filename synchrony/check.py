@@ -4,14 +4,18 @@
 ``dyadlab check`` wraps it). The JSON it returns and writes follows the versioned schema in
 ``docs/quickcheck-schema.md``.
 
-Pipeline (details in :mod:`dyadlab.synchrony.io`, :mod:`dyadlab.synchrony.quality`, :mod:`dyadlab.synchrony.segments`):
-load -> quality per participant -> conditions from markers -> common timeline -> epochs, union
-artifact rejection -> per condition and band (two bands at a time, each made when analysed):
-the continuous blocks filtered, analytic signal, epochs; inter-brain metrics
-(:mod:`dyadlab.synchrony.metrics`) and their partner-epoch-shuffle null from one stratified plan
-shared by the bands (:mod:`dyadlab.synchrony.surrogates`); z and empirical p of the mean over
-pairs; per pair, FDR and max-statistic FWER over pairs and bands
-(:mod:`dyadlab.synchrony.stats`) -> condition contrasts against rest -> diagnostics -> verdict.
+The pipeline is a chain of stages, each a function here with typed input and output:
+:meth:`CheckSettings.from_options` (validated options) -> :func:`~dyadlab.synchrony.io.load_dyad`
+-> :func:`assess_quality` (per participant, :mod:`dyadlab.synchrony.quality`) ->
+:func:`build_timeline` (common grid, condition blocks from markers) -> :func:`select_epochs`
+(union artifact rejection) -> :func:`measure_synchrony` (per condition and band, two bands at a
+time, each made when analysed: inter-brain metrics, :mod:`dyadlab.synchrony.metrics`, and their
+partner-epoch-shuffle null from one stratified plan shared by the bands,
+:mod:`dyadlab.synchrony.surrogates`; z and empirical p of the mean over pairs; per pair, FDR and
+max-statistic FWER, :mod:`dyadlab.synchrony.stats`) -> :func:`compare_conditions` (contrasts
+against rest) -> diagnostics and verdict (:mod:`dyadlab.synchrony.verdict`) ->
+:func:`assemble_result` -> :func:`write_outputs` (JSON, and the HTML of
+:mod:`dyadlab.synchrony.report`).
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import itertools
 import json
 import logging
 import math
+import os
 import platform
 import time
 import warnings as warnings_module
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +60,8 @@ CONTRAST_PERMUTATIONS = 1000
 CIRCULAR_MIN_SHIFT_S = 2.0
 #: Matrices in the JSON are rounded to this many decimals (keeps a 32 x 32-channel report small).
 MATRIX_DECIMALS = 5
+#: Longest epoch accepted (seconds): a condition block is rarely longer than a few minutes.
+MAX_EPOCH_LENGTH_S = 600.0
 #: Bands of a condition computed at once (in threads) by the quick-check.
 _BANDS_AT_ONCE = 2
 BASELINE_NAMES = ("rest", "baseline", "resting", "rest-facing", "rest_facing")
@@ -234,6 +242,478 @@ def _baseline(conditions: Sequence[str]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class CheckSettings:
+    """The validated options of one quick-check (see :func:`run_check` for their meaning)."""
+
+    eeg: tuple[str, ...] | None
+    conditions: tuple[str, ...] | None
+    bands: dict[str, tuple[float, float]]
+    metrics: tuple[str, ...]
+    epoch_length: float
+    n_surrogates: int
+    surrogate: str
+    seed: int
+    reject_z: float
+    decimate: bool
+    thresholds: quality_mod.QualityThresholds
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        eeg: Sequence[str] | None = None,
+        conditions: Sequence[str] | None = None,
+        bands: dict[str, tuple[float, float]] | Sequence[str] | str | None = None,
+        epoch_length: float = 2.0,
+        n_surrogates: int = 200,
+        seed: int = 0,
+        metrics: Sequence[str] | None = None,
+        surrogate: str = "epoch-shuffle",
+        reject_z: float = 5.0,
+        decimate: bool = True,
+        thresholds: quality_mod.QualityThresholds | None = None,
+    ) -> CheckSettings:
+        """Validate the options; :class:`QuickCheckError` names the first that does not fit."""
+        from dyadlab.synchrony import metrics as metrics_mod
+
+        band_map = seg.parse_bands(bands)
+        for name in band_map:
+            if name in RESERVED_CONDITION_KEYS:
+                raise QuickCheckError(f"A band cannot be called {name!r} (reserved key of the report).")
+        if not (math.isfinite(epoch_length) and 0 < epoch_length <= MAX_EPOCH_LENGTH_S):
+            raise QuickCheckError(
+                f"epoch_length must be a number of seconds above 0 and at most {MAX_EPOCH_LENGTH_S:g}, got {epoch_length}."
+            )
+        if n_surrogates < 0:
+            raise QuickCheckError(f"n_surrogates must be >= 0, got {n_surrogates}.")
+        if surrogate not in ("epoch-shuffle", "circular-shift"):
+            raise QuickCheckError(f"surrogate must be 'epoch-shuffle' or 'circular-shift', got {surrogate!r}.")
+        if not math.isfinite(reject_z) or reject_z <= 0:
+            raise QuickCheckError(f"reject_z must be a positive number, got {reject_z}.")
+        return cls(
+            eeg=tuple(eeg) if eeg else None,
+            conditions=tuple(conditions) if conditions else None,
+            bands=band_map,
+            metrics=tuple(metrics_mod.validate_metrics(metrics or metrics_mod.METRICS)),
+            epoch_length=float(epoch_length),
+            n_surrogates=int(n_surrogates),
+            surrogate=surrogate,
+            seed=seed,
+            reject_z=float(reject_z),
+            decimate=decimate,
+            thresholds=thresholds or quality_mod.QualityThresholds(),
+        )
+
+    def inputs(self) -> dict[str, Any]:
+        """The report's ``inputs`` section."""
+        return {
+            "eeg": list(self.eeg) if self.eeg else None,
+            "conditions": list(self.conditions) if self.conditions else None,
+            "bands": {k: list(v) for k, v in self.bands.items()},
+            "metrics": list(self.metrics),
+            "epoch_length_s": self.epoch_length,
+            "n_surrogates": self.n_surrogates,
+            "surrogate": self.surrogate,
+            "seed": self.seed,
+            "reject_z": self.reject_z,
+            "decimate": self.decimate,
+            "thresholds": quality_mod.thresholds_dict(self.thresholds),
+        }
+
+
+class _Run:
+    """What every stage reports to: the progress bar, the stage timings and the warnings."""
+
+    def __init__(self, progress: bool) -> None:
+        self.bar = _Progress(progress)
+        self.timings: dict[str, float] = {}
+        self.warnings: list[str] = []
+
+    def timed(self, name: str) -> AbstractContextManager[None]:
+        return _timed(self.timings, name)
+
+
+@dataclass
+class QualityStage:
+    """Per-participant quality (the report's ``quality``) and the channels the analysis uses."""
+
+    quality: dict[str, Any]
+    used: dict[str, np.ndarray]  # label -> bool mask over the participant's channels
+
+
+@dataclass
+class TimelineStage:
+    """Both participants on one sample grid, and the condition blocks that lie on it."""
+
+    aligned: seg.AlignedDyad
+    blocks: list[seg.Block]
+    block_source: str
+
+
+@dataclass
+class EpochStage:
+    """Planned epochs per block, which ones are kept, and the rejection bookkeeping."""
+
+    plans: list[Any]
+    rejection: Any
+    keep: list[np.ndarray]
+    margin: float
+    high: float
+
+
+@dataclass
+class SynchronyStage:
+    """Per condition: the report's entry (epochs and per band, per metric, the cells) and what the
+    contrasts need (per-epoch means over pairs and the block of each epoch)."""
+
+    conditions: dict[str, Any] = field(default_factory=dict)
+    epochs_table: dict[str, Any] = field(default_factory=dict)
+    epoch_means: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
+    epoch_blocks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def assess_quality(recording: DyadRecording, settings: CheckSettings, run: _Run) -> QualityStage:
+    """Data quality of each participant and of their overlap; the usable channels."""
+    quality: dict[str, Any] = {}
+    for p in recording.participants:
+        quality[p.label], problems = quality_mod.participant_quality(p, recording.markers, settings.thresholds)
+        run.warnings.extend(problems)
+    quality["overlap"], problems = quality_mod.recording_overlap(recording.a, recording.b, settings.thresholds)
+    run.warnings.extend(problems)
+    used = {}
+    for p in recording.participants:
+        channels = quality[p.label]["channels"]
+        excluded = set(channels["flat"]) | set(channels["railed"]) | set(channels["noisy"])
+        used[p.label] = np.array([label not in excluded for label in p.channel_labels])
+        if not used[p.label].any():
+            raise QuickCheckError(
+                f"Participant {p.label} has no usable EEG channel (flat: {channels['flat']}, railed: "
+                f"{channels['railed']}, noisy: {channels['noisy']}); nothing to analyse."
+            )
+    return QualityStage(quality, used)
+
+
+def build_timeline(recording: DyadRecording, settings: CheckSettings, run: _Run) -> TimelineStage:
+    """Align both participants on one grid and find the condition blocks within their overlap."""
+    try:
+        aligned = seg.align_dyad(recording.a, recording.b, gap_samples=settings.thresholds.gap_samples)
+    except seg.SegmentationError as error:
+        raise QuickCheckError(str(error)) from error
+    # The recorded samples are on the grid now (quality is done): free them for the heavy part.
+    recording.a.data = recording.b.data = np.zeros((0, 0), np.float32)
+    run.warnings.extend(aligned.notes)
+    too_high = [
+        f"{name} {low:g}-{high:g} Hz" for name, (low, high) in settings.bands.items() if high >= 0.45 * aligned.rate
+    ]
+    if too_high:
+        raise QuickCheckError(
+            f"Band(s) {', '.join(too_high)} reach the Nyquist frequency of the data ({aligned.rate / 2:g} Hz at "
+            f"{aligned.rate:g} Hz); choose bands below {0.45 * aligned.rate:g} Hz with --bands (e.g. --bands "
+            "theta=4-7,alpha=8-12,beta=13-30)."
+        )
+    span = (aligned.start, aligned.start + (aligned.n_samples - 1) / aligned.rate)
+    try:
+        blocks, block_source, block_warnings = conditions_and_blocks(recording, settings.conditions, span)
+    except seg.SegmentationError as error:
+        raise QuickCheckError(str(error)) from error
+    run.warnings.extend(block_warnings)
+    outside = [b for b in blocks if b.end <= span[0] or b.start >= span[1]]
+    if outside:
+        run.warnings.append(
+            f"{len(outside)} block(s) lie outside the overlap of the two recordings and are skipped: "
+            + ", ".join(b.name for b in outside[:5])
+        )
+    blocks = [b for b in blocks if b not in outside]
+    if not blocks:
+        raise QuickCheckError("No condition block lies within the overlap of the two recordings.")
+    return TimelineStage(aligned, blocks, block_source)
+
+
+def select_epochs(
+    recording: DyadRecording,
+    timeline: TimelineStage,
+    quality: QualityStage,
+    settings: CheckSettings,
+    figures: ReportFigures,
+) -> EpochStage:
+    """Plan the epochs of every block and reject invalid and artifactual ones (union over A and B)."""
+    aligned, used = timeline.aligned, quality.used
+    high = max(high for _, high in settings.bands.values())
+    plans, rejection, keep = seg.select_epochs(
+        aligned,
+        timeline.blocks,
+        settings.epoch_length,
+        high,
+        used["A"],
+        used["B"],
+        settings.reject_z,
+        bands=settings.bands,
+        decimate=settings.decimate,
+    )
+    margin = seg.rejection_margin(aligned.rate, high, settings.bands)
+    figures.traces = _traces(recording, aligned, timeline.blocks, used["A"], used["B"])
+    if all(plan.spectra for plan, kept in zip(plans, keep) if kept.any()):
+        # The band signals are made from the spectra the screening kept: free the grid samples
+        # (460 MB for 60 minutes of 2 x 32 channels at 500 Hz) for the heavy part.
+        aligned.a = aligned.b = np.zeros((0, 0), np.float32)
+    return EpochStage(plans, rejection, keep, margin, high)
+
+
+def measure_synchrony(
+    timeline: TimelineStage,
+    epochs: EpochStage,
+    quality: QualityStage,
+    settings: CheckSettings,
+    rng: np.random.Generator,
+    figures: ReportFigures,
+    run: _Run,
+) -> SynchronyStage:
+    """Every condition's inter-brain metrics per band, with their surrogate statistics."""
+    conditions = seg.condition_names(timeline.blocks)
+    stage = SynchronyStage()
+    run.bar.stage("Synchrony and surrogates", total=len(conditions) * len(settings.bands))
+    with ThreadPoolExecutor(max_workers=_BANDS_AT_ONCE, thread_name_prefix="dyadlab-synchrony") as pool:
+        for condition in conditions:
+            index = [i for i, p in enumerate(epochs.plans) if p.block.condition == condition]
+            stage.conditions[condition] = _condition_synchrony(
+                condition,
+                [epochs.plans[i] for i in index],
+                [epochs.keep[i] for i in index],
+                timeline,
+                quality,
+                settings,
+                rng,
+                figures,
+                run,
+                stage,
+                pool,
+            )
+    return stage
+
+
+def _condition_synchrony(
+    condition: str,
+    plans: list[Any],
+    keep: list[np.ndarray],
+    timeline: TimelineStage,
+    quality: QualityStage,
+    settings: CheckSettings,
+    rng: np.random.Generator,
+    figures: ReportFigures,
+    run: _Run,
+    stage: SynchronyStage,
+    pool: ThreadPoolExecutor,
+) -> dict[str, Any]:
+    """One condition's report entry; its epoch bookkeeping goes into ``stage``."""
+    from dyadlab.synchrony import stats, surrogates
+
+    used = quality.used
+    planned = int(sum(p.starts.size for p in plans))
+    invalid = int(sum((~p.valid).sum() for p in plans))
+    n_used = int(sum(k.sum() for k in keep))
+    stage.epochs_table[condition] = {
+        "planned": planned,
+        "invalid_data": invalid,
+        "rejected_artifacts": planned - invalid - n_used,
+        "used": n_used,
+    }
+    entry: dict[str, Any] = {
+        "n_epochs": n_used,
+        "n_epochs_planned": planned,
+        "duration_s": round(sum(p.block.end - p.block.start for p in plans), 3),
+        "blocks": [p.block.name for p in plans],
+    }
+    stage.epoch_blocks[condition] = np.repeat(np.arange(len(plans)), [int(k.sum()) for k in keep])
+    with_stats = bool(settings.n_surrogates) and n_used >= MIN_EPOCHS_STATS
+    if 0 < n_used < MIN_EPOCHS_STATS and settings.n_surrogates:
+        run.warnings.append(
+            f"Condition {condition!r}: only {n_used} clean epoch(s); surrogate z and p need at least "
+            f"{MIN_EPOCHS_STATS} and are not computed (means only)."
+        )
+    elif n_used < MIN_EPOCHS_WARN:
+        run.warnings.append(
+            f"Condition {condition!r}: {n_used} clean epoch(s) of {settings.epoch_length:g} s (of {planned}); at "
+            f"least {MIN_EPOCHS_WARN} are recommended for stable synchrony estimates."
+        )
+    if n_used == 0:
+        for band in settings.bands:
+            entry[band] = {m: {"mean": None, "z": None, "p": None, "matrix": None} for m in settings.metrics}
+            run.bar.advance()
+        return entry
+    with run.timed("filter_epochs"):
+        # Each band's epochs are made when the loop below submits the band.
+        band_epochs = seg.iter_condition_epochs(
+            timeline.aligned,
+            plans,
+            keep,
+            settings.epoch_length,
+            settings.bands,
+            used["A"],
+            used["B"],
+            decimate=settings.decimate,
+            continuous=settings.surrogate == "circular-shift",
+        )
+    # One null for all bands of the condition (the same epoch pairings, or the same time shifts),
+    # so that the family-wise correction over bands sees a joint null.
+    shuffle = shift_fractions = None
+    if with_stats and settings.surrogate == "epoch-shuffle":
+        shuffle = surrogates.shuffle_plan(n_used, settings.n_surrogates, rng)
+    elif with_stats:
+        shift_fractions = rng.random(settings.n_surrogates)
+    observed_by_band: dict[str, dict[str, np.ndarray]] = {}
+    null_by_band: dict[str, dict[str, np.ndarray]] = {}
+    # Two bands at a time: the metrics' element-wise NumPy work runs on one core, the matrix
+    # products and the PLI/wPLI kernel on both, so two bands keep both cores busy. A band's epochs
+    # are made only when a worker is free for them and are dropped when its job ends: at most two
+    # bands' epochs are alive (all four default bands of a 30-min condition of 2 x 32 channels at
+    # 500 Hz: 410 MB).
+    jobs: dict[str, Future] = {}
+    for band in settings.bands:
+        with run.timed("filter_epochs"):
+            # A generator expression: no name in this frame keeps a band's epochs alive.
+            jobs.update(
+                (name, pool.submit(_band_synchrony, epochs, settings.metrics, shuffle, shift_fractions))
+                for name, epochs in itertools.islice(band_epochs, _BANDS_AT_ONCE - len(jobs))
+            )
+        with run.timed("synchrony"):
+            per_epoch, null = jobs.pop(band).result()
+            with np.errstate(all="ignore"), warnings_module.catch_warnings():
+                warnings_module.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs stay NaN
+                observed = {m: np.nanmean(v, axis=0) for m, v in per_epoch.items()}
+                for m, v in per_epoch.items():
+                    stage.epoch_means[(condition, band, m)] = np.nanmean(v, axis=(1, 2))
+        del per_epoch
+        if with_stats and null is None:
+            run.warnings.append(
+                f"Condition {condition!r}: its blocks together are too short for circular shifts of at least "
+                f"{CIRCULAR_MIN_SHIFT_S:g} s both ways; no z or p."
+            )
+        entry[band] = {}
+        for metric in settings.metrics:
+            matrix = observed[metric]
+            cell: dict[str, Any] = {"mean": float(np.nanmean(matrix)), "z": None, "p": None}
+            if null is not None:
+                null_means = np.nanmean(null[metric], axis=(1, 2))
+                z, p = stats.surrogate_z_p(cell["mean"], null_means)
+                cell.update(
+                    z=float(z),
+                    p=float(p),
+                    null_mean=float(np.mean(null_means)),
+                    null_std=float(np.std(null_means, ddof=1)),
+                    null_p95=float(np.percentile(null_means, 95)),
+                )
+                figures.nulls[(condition, band, metric)] = null_means
+            cell["matrix"] = np.round(_full_matrix(matrix, used["A"], used["B"]), MATRIX_DECIMALS)
+            entry[band][metric] = cell
+        if null is not None:
+            observed_by_band[band], null_by_band[band] = observed, null
+        run.bar.advance()
+    if null_by_band:
+        with run.timed("pair_statistics"):
+            _pair_statistics(entry, observed_by_band, null_by_band, settings.metrics, used["A"], used["B"])
+    return entry
+
+
+def assemble_result(
+    path: Path,
+    recording: DyadRecording,
+    settings: CheckSettings,
+    quality: QualityStage,
+    timeline: TimelineStage,
+    epochs: EpochStage,
+    synchrony: SynchronyStage,
+    contrasts: dict[str, Any],
+    diagnostics: dict[str, Any],
+    run: _Run,
+) -> dict[str, Any]:
+    """The report (schema :data:`SCHEMA_VERSION`, ``docs/quickcheck-schema.md``) as strict JSON values."""
+    aligned = timeline.aligned
+    result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "generated_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "file": {
+            "path": str(path.resolve()),
+            "name": path.name,
+            "size_bytes": path.stat().st_size,
+            "header": recording.file_header,
+            "load_problems": recording.file_problems,
+            "other_streams": recording.other_streams,
+        },
+        "inputs": settings.inputs(),
+        "versions": _versions(),
+        "participants": {
+            p.label: {
+                "stream": p.stream_name,
+                "source_id": p.source_id,
+                "participant": p.participant,
+                "channels": p.channel_labels,
+            }
+            for p in recording.participants
+        },
+        "quality": quality.quality,
+        "alignment": {
+            "rate_hz": aligned.rate,
+            "start": aligned.start,
+            "duration_s": (aligned.n_samples - 1) / aligned.rate,
+            "valid_fraction": float(aligned.valid.mean()),
+            "notes": aligned.notes,
+            "analysis_step": {
+                b: seg.analysis_step(aligned.rate, hi, settings.decimate) for b, (_, hi) in settings.bands.items()
+            },
+        },
+        "segmentation": {
+            "source": timeline.block_source,
+            "blocks": seg.describe_blocks(timeline.blocks, aligned.start),
+            "epochs": synchrony.epochs_table,
+            "rejection": {
+                "rule": f"union over A and B: an invalid sample (gap, NaN, lost sample) or the recording's start or end "
+                f"within {epochs.margin:.2f} s (the band-pass filters' ringing down to 1 % of its peak), or any used "
+                f"channel's epoch log-variance > {settings.reject_z:g} robust z above its median within the condition "
+                f"(1-{min(epochs.high, 0.45 * aligned.rate):g} Hz)",
+                "margin_s": round(epochs.margin, 3),
+                "invalid_data": epochs.rejection.invalid,
+                "artifact_A": epochs.rejection.artifact_a,
+                "artifact_B": epochs.rejection.artifact_b,
+            },
+        },
+        "conditions": synchrony.conditions,
+        "contrasts": contrasts,
+        "diagnostics": diagnostics,
+        "warnings": list(dict.fromkeys(run.warnings)),
+        "timing_s": {**run.timings, "xdf_read": round(recording.load_seconds, 3)},
+    }
+    result["verdict"] = verdict_mod.build_verdict(result, settings.bands)
+    result["summary"] = verdict_mod.one_line(result["verdict"])
+    return json_ready(result)
+
+
+def _writable(path: str | Path | None, option: str) -> Path | None:
+    """``path`` if a report can be written there; found before the analysis, not after it."""
+    if path is None:
+        return None
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise QuickCheckError(f"{option} {path} is a folder; give a file name.")
+    if not folder.is_dir():
+        raise QuickCheckError(f"{option} {path}: the folder {folder} does not exist.")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise QuickCheckError(f"{option} {path} cannot be written (permission denied); choose another place.")
+    return path
+
+
+def write_outputs(result: dict[str, Any], figures: ReportFigures, json_out: Path | None, html_out: Path | None) -> None:
+    """The JSON and the self-contained HTML report."""
+    if json_out is not None:
+        # Compact: json's C encoder only runs without indentation (10x faster on an hour's matrices).
+        json_out.write_text(json.dumps(result, allow_nan=False), encoding="utf-8")
+    if html_out is not None:
+        from dyadlab.synchrony.report import write_html
+
+        write_html(html_out, result, figures)
+
+
 def run_check(
     xdf_path: str | Path,
     *,
@@ -272,7 +752,7 @@ def run_check(
     n_surrogates : int
         Surrogates per condition (0 skips the statistics).
     json_out, html_out : str or Path, optional
-        Where to write the JSON and the self-contained HTML report.
+        Where to write the JSON and the self-contained HTML report (checked before the analysis).
     seed : int
         Seed of the surrogate generator (the result is reproducible).
     progress : bool
@@ -291,315 +771,89 @@ def run_check(
     Returns
     -------
     dict
-        The report (schema ``docs/quickcheck-schema.md``, version :data:`SCHEMA_VERSION`).
+        The report (schema ``docs/quickcheck-schema.md``, version :data:`SCHEMA_VERSION`; typed by
+        :class:`dyadlab.synchrony.results.QuickCheckResult`).
 
     Raises
     ------
     dyadlab.synchrony.io.XdfLoadError
         The file cannot be read or does not hold two EEG streams.
     QuickCheckError
-        The recordings do not overlap, conditions cannot be built, or no channel is usable.
+        An option does not fit, an output cannot be written, the recordings do not overlap,
+        conditions cannot be built, or no channel is usable.
+
+    Notes
+    -----
+    The stages, each a function of this module: :meth:`CheckSettings.from_options` ->
+    :func:`~dyadlab.synchrony.io.load_dyad` -> :func:`assess_quality` -> :func:`build_timeline`
+    -> :func:`select_epochs` -> :func:`measure_synchrony` -> :func:`compare_conditions` ->
+    diagnostics and verdict (:mod:`dyadlab.synchrony.verdict`) -> :func:`assemble_result` ->
+    :func:`write_outputs`.
     """
-    from dyadlab.synchrony import metrics as metrics_mod
-    from dyadlab.synchrony import stats, surrogates
-
     started = time.perf_counter()
-    timings: dict[str, float] = {}
-    thresholds = thresholds or quality_mod.QualityThresholds()
-    band_map = seg.parse_bands(bands)
-    for name in band_map:
-        if name in RESERVED_CONDITION_KEYS:
-            raise QuickCheckError(f"A band cannot be called {name!r} (reserved key of the report).")
-    metric_names = metrics_mod.validate_metrics(metrics or metrics_mod.METRICS)
-    if epoch_length <= 0:
-        raise QuickCheckError(f"epoch_length must be positive, got {epoch_length}.")
-    if n_surrogates < 0:
-        raise QuickCheckError(f"n_surrogates must be >= 0, got {n_surrogates}.")
-    if surrogate not in ("epoch-shuffle", "circular-shift"):
-        raise QuickCheckError(f"surrogate must be 'epoch-shuffle' or 'circular-shift', got {surrogate!r}.")
-    rng = np.random.default_rng(seed)
+    settings = CheckSettings.from_options(
+        eeg=eeg,
+        conditions=conditions,
+        bands=bands,
+        epoch_length=epoch_length,
+        n_surrogates=n_surrogates,
+        seed=seed,
+        metrics=metrics,
+        surrogate=surrogate,
+        reject_z=reject_z,
+        decimate=decimate,
+        thresholds=thresholds,
+    )
+    json_path, html_path = _writable(json_out, "--json"), _writable(html_out, "--report")
+    rng = np.random.default_rng(settings.seed)
     figures = ReportFigures()
-
-    with _Progress(progress) as bar:
-        bar.stage("Loading XDF")
-        with _timed(timings, "load"):
-            recording = load_dyad(xdf_path, eeg=eeg)
-        warnings = list(recording.warnings)
-
-        bar.stage("Data quality")
-        with _timed(timings, "quality"):
-            quality: dict[str, Any] = {}
-            for p in recording.participants:
-                quality[p.label], problems = quality_mod.participant_quality(p, recording.markers, thresholds)
-                warnings.extend(problems)
-            quality["overlap"], problems = quality_mod.recording_overlap(recording.a, recording.b, thresholds)
-            warnings.extend(problems)
-        used = {}
-        for p in recording.participants:
-            channels = quality[p.label]["channels"]
-            excluded = set(channels["flat"]) | set(channels["railed"]) | set(channels["noisy"])
-            used[p.label] = np.array([label not in excluded for label in p.channel_labels])
-            if not used[p.label].any():
-                raise QuickCheckError(
-                    f"Participant {p.label} has no usable EEG channel (flat: {channels['flat']}, railed: "
-                    f"{channels['railed']}, noisy: {channels['noisy']}); nothing to analyse."
-                )
-
-        bar.stage("Aligning and epoching")
-        with _timed(timings, "align"):
-            try:
-                aligned = seg.align_dyad(recording.a, recording.b, gap_samples=thresholds.gap_samples)
-            except seg.SegmentationError as error:
-                raise QuickCheckError(str(error)) from error
-            # The recorded samples are on the grid now (quality is done): free them for the heavy part.
-            recording.a.data = recording.b.data = np.zeros((0, 0), np.float32)
-            warnings.extend(aligned.notes)
-            too_high = [
-                f"{name} {low:g}-{high:g} Hz" for name, (low, high) in band_map.items() if high >= 0.45 * aligned.rate
-            ]
-            if too_high:
-                raise QuickCheckError(
-                    f"Band(s) {', '.join(too_high)} reach the Nyquist frequency of the data ({aligned.rate / 2:g} Hz at "
-                    f"{aligned.rate:g} Hz); choose bands below {0.45 * aligned.rate:g} Hz with --bands (e.g. --bands "
-                    "theta=4-7,alpha=8-12,beta=13-30)."
-                )
-            span = (aligned.start, aligned.start + (aligned.n_samples - 1) / aligned.rate)
-            try:
-                blocks, block_source, block_warnings = conditions_and_blocks(recording, conditions, span)
-            except seg.SegmentationError as error:
-                raise QuickCheckError(str(error)) from error
-            warnings.extend(block_warnings)
-            outside = [b for b in blocks if b.end <= span[0] or b.start >= span[1]]
-            if outside:
-                warnings.append(
-                    f"{len(outside)} block(s) lie outside the overlap of the two recordings and are skipped: "
-                    + ", ".join(b.name for b in outside[:5])
-                )
-            blocks = [b for b in blocks if b not in outside]
-            if not blocks:
-                raise QuickCheckError("No condition block lies within the overlap of the two recordings.")
-        with _timed(timings, "epochs"):
-            high = max(high for _, high in band_map.values())
-            plans, rejection, keep_per_plan = seg.select_epochs(
-                aligned, blocks, epoch_length, high, used["A"], used["B"], reject_z, bands=band_map, decimate=decimate
-            )
-            margin = seg.rejection_margin(aligned.rate, high, band_map)
-            figures.traces = _traces(recording, aligned, blocks, used["A"], used["B"])
-            if all(plan.spectra for plan, kept in zip(plans, keep_per_plan) if kept.any()):
-                # The band signals are made from the spectra the screening kept: free the grid samples
-                # (460 MB for 60 minutes of 2 x 32 channels at 500 Hz) for the heavy part.
-                aligned.a = aligned.b = np.zeros((0, 0), np.float32)
-
-        condition_list = seg.condition_names(blocks)
-        result_conditions: dict[str, Any] = {}
-        epochs_table: dict[str, Any] = {}
-        epoch_means: dict[tuple[str, str, str], np.ndarray] = {}  # per-epoch mean over pairs, for contrasts
-        epoch_blocks: dict[str, np.ndarray] = {}  # block of each kept epoch, in the same order
-        bar.stage("Synchrony and surrogates", total=len(condition_list) * len(band_map))
-        with ThreadPoolExecutor(max_workers=_BANDS_AT_ONCE, thread_name_prefix="dyadlab-synchrony") as pool:
-            for condition in condition_list:
-                index = [i for i, p in enumerate(plans) if p.block.condition == condition]
-                c_plans = [plans[i] for i in index]
-                c_keep = [keep_per_plan[i] for i in index]
-                planned = int(sum(p.starts.size for p in c_plans))
-                invalid = int(sum((~p.valid).sum() for p in c_plans))
-                n_used = int(sum(k.sum() for k in c_keep))
-                epochs_table[condition] = {
-                    "planned": planned,
-                    "invalid_data": invalid,
-                    "rejected_artifacts": planned - invalid - n_used,
-                    "used": n_used,
-                }
-                entry: dict[str, Any] = {
-                    "n_epochs": n_used,
-                    "n_epochs_planned": planned,
-                    "duration_s": round(sum(p.block.end - p.block.start for p in c_plans), 3),
-                    "blocks": [p.block.name for p in c_plans],
-                }
-                epoch_blocks[condition] = np.repeat(np.arange(len(c_plans)), [int(k.sum()) for k in c_keep])
-                with_stats = bool(n_surrogates) and n_used >= MIN_EPOCHS_STATS
-                if 0 < n_used < MIN_EPOCHS_STATS and n_surrogates:
-                    warnings.append(
-                        f"Condition {condition!r}: only {n_used} clean epoch(s); surrogate z and p need at least "
-                        f"{MIN_EPOCHS_STATS} and are not computed (means only)."
-                    )
-                elif n_used < MIN_EPOCHS_WARN:
-                    warnings.append(
-                        f"Condition {condition!r}: {n_used} clean epoch(s) of {epoch_length:g} s (of {planned}); at least "
-                        f"{MIN_EPOCHS_WARN} are recommended for stable synchrony estimates."
-                    )
-                with _timed(timings, "filter_epochs"):
-                    # Each band's epochs are made when the loop below submits the band.
-                    band_epochs = (
-                        seg.iter_condition_epochs(
-                            aligned,
-                            c_plans,
-                            c_keep,
-                            epoch_length,
-                            band_map,
-                            used["A"],
-                            used["B"],
-                            decimate=decimate,
-                            continuous=surrogate == "circular-shift",
-                        )
-                        if n_used
-                        else iter(())
-                    )
-                # One null for all bands of the condition (the same epoch pairings, or the same time
-                # shifts), so that the family-wise correction over bands sees a joint null.
-                shuffle = shift_fractions = None
-                if with_stats and surrogate == "epoch-shuffle":
-                    shuffle = surrogates.shuffle_plan(n_used, n_surrogates, rng)
-                elif with_stats:
-                    shift_fractions = rng.random(n_surrogates)
-                observed_by_band: dict[str, dict[str, np.ndarray]] = {}
-                null_by_band: dict[str, dict[str, np.ndarray]] = {}
-                # Two bands at a time: the metrics' element-wise NumPy work runs on one core, the matrix
-                # products and the PLI/wPLI kernel on both, so two bands keep both cores busy. A band's
-                # epochs are made only when a worker is free for them and are dropped when its job ends:
-                # at most two bands' epochs are alive (all four default bands of a 30-min condition of
-                # 2 x 32 channels at 500 Hz: 410 MB).
-                jobs: dict[str, Future] = {}
-                for band in band_map:
-                    if n_used == 0:
-                        entry[band] = {m: {"mean": None, "z": None, "p": None, "matrix": None} for m in metric_names}
-                        bar.advance()
-                        continue
-                    with _timed(timings, "filter_epochs"):
-                        # A generator expression: no name in this frame keeps a band's epochs alive.
-                        jobs.update(
-                            (name, pool.submit(_band_synchrony, epochs, metric_names, shuffle, shift_fractions))
-                            for name, epochs in itertools.islice(band_epochs, _BANDS_AT_ONCE - len(jobs))
-                        )
-                    with _timed(timings, "synchrony"):
-                        per_epoch, null = jobs.pop(band).result()
-                        with np.errstate(all="ignore"), warnings_module.catch_warnings():
-                            warnings_module.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs stay NaN
-                            observed = {m: np.nanmean(v, axis=0) for m, v in per_epoch.items()}
-                            for m, v in per_epoch.items():
-                                epoch_means[(condition, band, m)] = np.nanmean(v, axis=(1, 2))
-                    del per_epoch
-                    if with_stats and null is None:
-                        warnings.append(
-                            f"Condition {condition!r}: its blocks together are too short for circular shifts of at "
-                            f"least {CIRCULAR_MIN_SHIFT_S:g} s both ways; no z or p."
-                        )
-                    entry[band] = {}
-                    for metric in metric_names:
-                        matrix = observed[metric]
-                        cell: dict[str, Any] = {"mean": float(np.nanmean(matrix)), "z": None, "p": None}
-                        if null is not None:
-                            null_means = np.nanmean(null[metric], axis=(1, 2))
-                            z, p = stats.surrogate_z_p(cell["mean"], null_means)
-                            cell.update(
-                                z=float(z),
-                                p=float(p),
-                                null_mean=float(np.mean(null_means)),
-                                null_std=float(np.std(null_means, ddof=1)),
-                                null_p95=float(np.percentile(null_means, 95)),
-                            )
-                            figures.nulls[(condition, band, metric)] = null_means
-                        cell["matrix"] = np.round(_full_matrix(matrix, used["A"], used["B"]), MATRIX_DECIMALS)
-                        entry[band][metric] = cell
-                    if null is not None:
-                        observed_by_band[band], null_by_band[band] = observed, null
-                    bar.advance()
-                if null_by_band:
-                    with _timed(timings, "pair_statistics"):
-                        _pair_statistics(entry, observed_by_band, null_by_band, metric_names, used["A"], used["B"])
-                del observed_by_band, null_by_band
-                result_conditions[condition] = entry
-
-    with _timed(timings, "contrasts"):
-        contrasts = _contrasts(
-            condition_list,
-            band_map,
-            metric_names,
-            epoch_means,
-            epoch_blocks,
-            figures.nulls,
-            rng,
-            epoch_length=epoch_length,
-        )
-    diagnostics, diag_warnings = verdict_mod.diagnostics(result_conditions, quality, band_map, metric_names)
-    warnings.extend(diag_warnings)
-    timings["total"] = round(time.perf_counter() - started, 3)
-    path = Path(xdf_path)
-    result: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "generated_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "file": {
-            "path": str(path.resolve()),
-            "name": path.name,
-            "size_bytes": path.stat().st_size,
-            "header": recording.file_header,
-            "load_problems": recording.file_problems,
-            "other_streams": recording.other_streams,
-        },
-        "inputs": {
-            "eeg": list(eeg) if eeg else None,
-            "conditions": list(conditions) if conditions else None,
-            "bands": {k: list(v) for k, v in band_map.items()},
-            "metrics": list(metric_names),
-            "epoch_length_s": epoch_length,
-            "n_surrogates": n_surrogates,
-            "surrogate": surrogate,
-            "seed": seed,
-            "reject_z": reject_z,
-            "decimate": decimate,
-            "thresholds": quality_mod.thresholds_dict(thresholds),
-        },
-        "versions": _versions(),
-        "participants": {
-            p.label: {
-                "stream": p.stream_name,
-                "source_id": p.source_id,
-                "participant": p.participant,
-                "channels": p.channel_labels,
-            }
-            for p in recording.participants
-        },
-        "quality": quality,
-        "alignment": {
-            "rate_hz": aligned.rate,
-            "start": aligned.start,
-            "duration_s": (aligned.n_samples - 1) / aligned.rate,
-            "valid_fraction": float(aligned.valid.mean()),
-            "notes": aligned.notes,
-            "analysis_step": {b: seg.analysis_step(aligned.rate, hi, decimate) for b, (_, hi) in band_map.items()},
-        },
-        "segmentation": {
-            "source": block_source,
-            "blocks": seg.describe_blocks(blocks, aligned.start),
-            "epochs": epochs_table,
-            "rejection": {
-                "rule": f"union over A and B: an invalid sample (gap, NaN, lost sample) or the recording's start or end "
-                f"within {margin:.2f} s (the band-pass filters' ringing down to 1 % of its peak), or any used channel's "
-                f"epoch log-variance > {reject_z:g} robust z above its median within the condition "
-                f"(1-{min(high, 0.45 * aligned.rate):g} Hz)",
-                "margin_s": round(margin, 3),
-                "invalid_data": rejection.invalid,
-                "artifact_A": rejection.artifact_a,
-                "artifact_B": rejection.artifact_b,
-            },
-        },
-        "conditions": result_conditions,
-        "contrasts": contrasts,
-        "diagnostics": diagnostics,
-        "warnings": list(dict.fromkeys(warnings)),
-        "timing_s": {**timings, "xdf_read": round(recording.load_seconds, 3)},
-    }
-    result["verdict"] = verdict_mod.build_verdict(result, band_map)
-    result["summary"] = verdict_mod.one_line(result["verdict"])
-    result = json_ready(result)
-    if json_out is not None:
-        # Compact: json's C encoder only runs without indentation (10x faster on an hour's matrices).
-        Path(json_out).write_text(json.dumps(result, allow_nan=False), encoding="utf-8")
-    if html_out is not None:
-        from dyadlab.synchrony.report import write_html
-
-        write_html(html_out, result, figures)
+    run = _Run(progress)
+    with run.bar:
+        run.bar.stage("Loading XDF")
+        with run.timed("load"):
+            recording = load_dyad(xdf_path, eeg=settings.eeg)
+        run.warnings.extend(recording.warnings)
+        run.bar.stage("Data quality")
+        with run.timed("quality"):
+            quality = assess_quality(recording, settings, run)
+        run.bar.stage("Aligning and epoching")
+        with run.timed("align"):
+            timeline = build_timeline(recording, settings, run)
+        with run.timed("epochs"):
+            epochs = select_epochs(recording, timeline, quality, settings, figures)
+        synchrony = measure_synchrony(timeline, epochs, quality, settings, rng, figures, run)
+    with run.timed("contrasts"):
+        contrasts = compare_conditions(synchrony, timeline, settings, figures, rng)
+    diagnostics, problems = verdict_mod.diagnostics(
+        synchrony.conditions, quality.quality, settings.bands, settings.metrics
+    )
+    run.warnings.extend(problems)
+    run.timings["total"] = round(time.perf_counter() - started, 3)
+    result = assemble_result(
+        Path(xdf_path), recording, settings, quality, timeline, epochs, synchrony, contrasts, diagnostics, run
+    )
+    write_outputs(result, figures, json_path, html_path)
     return result
+
+
+def compare_conditions(
+    synchrony: SynchronyStage,
+    timeline: TimelineStage,
+    settings: CheckSettings,
+    figures: ReportFigures,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Each condition against the baseline (rest), per band and metric (:func:`_contrasts`)."""
+    return _contrasts(
+        seg.condition_names(timeline.blocks),
+        settings.bands,
+        settings.metrics,
+        synchrony.epoch_means,
+        synchrony.epoch_blocks,
+        figures.nulls,
+        rng,
+        epoch_length=settings.epoch_length,
+    )
 
 
 def _band_synchrony(

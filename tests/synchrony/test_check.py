@@ -7,6 +7,7 @@ Every test runs on a real XDF file written with dyadlab's writer and stream meta
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -370,3 +371,39 @@ def test_cli_explains_a_file_that_does_not_fit(tmp_path):
     assert "1 EEG stream(s)" in outcome.output and "--eeg" in outcome.output
     outcome = CliRunner().invoke(check, [str(path), "--eeg", "only-one", "--no-progress"])
     assert outcome.exit_code == 2 and "exactly twice" in outcome.output
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"epoch_length": 1e308}, "epoch_length"),
+        ({"epoch_length": float("nan")}, "epoch_length"),
+        ({"epoch_length": 0.0}, "epoch_length"),
+        ({"n_surrogates": -1}, "n_surrogates"),
+        ({"surrogate": "phase"}, "surrogate"),
+        ({"reject_z": float("inf")}, "reject_z"),
+        ({"bands": "blocks=4-7"}, "reserved"),
+    ],
+)
+def test_options_that_do_not_fit_are_refused_before_reading(tmp_path, options, message):
+    missing = tmp_path / "not-read.xdf"  # never opened: the options are checked first
+    with pytest.raises(QuickCheckError, match=message):
+        run_check(missing, progress=False, **options)
+
+
+def test_an_unwritable_output_is_refused_before_the_analysis(tmp_path):
+    missing = tmp_path / "not-read.xdf"
+    with pytest.raises(QuickCheckError, match="does not exist"):
+        run_check(missing, json_out=tmp_path / "no-such-folder" / "check.json", progress=False)
+    with pytest.raises(QuickCheckError, match="is a folder"):
+        run_check(missing, html_out=tmp_path, progress=False)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root writes anywhere: a read-only file system would be needed
+            pytest.skip("running as root: permissions do not stop writing")
+        with pytest.raises(QuickCheckError, match="cannot be written"):
+            run_check(missing, json_out=locked / "check.json", progress=False)
+    finally:
+        locked.chmod(0o700)
