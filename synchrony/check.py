@@ -46,6 +46,8 @@ from dyadlab.synchrony.io import DyadRecording, load_dyad
 from dyadlab.synchrony.report import ReportFigures
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from dyadlab.synchrony import surrogates as surrogates_mod
 
 logger = logging.getLogger(__name__)
@@ -76,8 +78,8 @@ class _Progress:
     """A rich progress bar on stderr when asked for, else nothing."""
 
     def __init__(self, enabled: bool) -> None:
-        self._bar = None
-        self._task = None
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
         if enabled:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -710,8 +712,9 @@ def write_outputs(result: dict[str, Any], figures: ReportFigures, json_out: Path
         json_out.write_text(json.dumps(result, allow_nan=False), encoding="utf-8")
     if html_out is not None:
         from dyadlab.synchrony.report import write_html
+        from dyadlab.synchrony.results import QuickCheckResult
 
-        write_html(html_out, result, figures)
+        write_html(html_out, QuickCheckResult.model_validate(result), figures)
 
 
 def run_check(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "detects",
     "P_DETECT",
     "VERDICT_METRIC",
     "Z_CHANCE",
@@ -60,9 +61,14 @@ def diagnostics(
     }, warnings
 
 
+def detects(z: float | None, p: float | None) -> bool:
+    """The verdict's rule: surrogate z at least :data:`Z_DETECT` and empirical p below :data:`P_DETECT`."""
+    return z is not None and z >= Z_DETECT and p is not None and p < P_DETECT
+
+
 def above_chance(cell: dict[str, Any]) -> bool:
-    """The verdict's rule for one ``conditions.<condition>.<band>.<metric>`` entry."""
-    return cell.get("z") is not None and cell["z"] >= Z_DETECT and cell["p"] is not None and cell["p"] < P_DETECT
+    """The verdict's rule for one ``conditions.<condition>.<band>.<metric>`` entry of the JSON."""
+    return detects(cell.get("z"), cell.get("p"))
 
 
 def one_line(verdict: dict[str, Any]) -> str:
