@@ -51,11 +51,15 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import scipy.signal
+
+if TYPE_CHECKING:
+    from threadpoolctl import ThreadpoolController
 
 __all__ = [
     "EPOCH_CHUNK",
@@ -265,6 +269,13 @@ class EpochTerms:
         return terms
 
 
+def _term(values: np.ndarray | None, name: str) -> np.ndarray:
+    """A term the requested metrics need; :meth:`EpochTerms.from_signal` fills it for them."""
+    if values is None:
+        raise ValueError(f"EpochTerms without {name!r}: build the terms for (at least) the requested metrics")
+    return values
+
+
 class PairList:
     """Explicit epoch pairs: epoch ``epochs_a[k]`` of A with epoch ``epochs_b[k]`` of B.
 
@@ -278,7 +289,7 @@ class PairList:
     def __len__(self) -> int:
         return self.epochs_a.size
 
-    def chunks(self, size: int):
+    def chunks(self, size: int) -> Iterator[tuple[slice, PairList]]:
         """Consecutive sub-lists of at most ``size`` pairs, with their slice."""
         for start in range(0, len(self), size):
             sl = slice(start, start + size)
@@ -422,17 +433,23 @@ def bilinear_from_terms(
     n = ta.n_times
     out: dict[str, np.ndarray] = {}
     wanted = set(metrics)
-    blocks = _real_blocks(pairing, ta.unit_stack, tb.unit_stack) if wanted & {"accorr", "ccorr"} else None
+    blocks = (
+        _real_blocks(pairing, _term(ta.unit_stack, "unit_stack"), _term(tb.unit_stack, "unit_stack"))
+        if wanted & {"accorr", "ccorr"}
+        else None
+    )
     if wanted & {"plv", "accorr"}:
         if blocks is not None:
             rr, ri, ir, ii = blocks
             phase_cross = _complex(rr + ii, ir - ri)  # sum e^{i(pa - pb)}
         else:
-            phase_cross = pairing.products(ta.unit, tb.unit, conjugate=True)
+            phase_cross = pairing.products(_term(ta.unit, "unit"), _term(tb.unit, "unit"), conjugate=True)
         abs_cross = np.abs(phase_cross)
         if "plv" in wanted:
             out["plv"] = abs_cross / n
         if "accorr" in wanted:
+            assert blocks is not None  # made above for accorr
+            rr, ri, ir, ii = blocks
             phase_sum = _complex(rr - ii, ir + ri)  # sum e^{i(pa + pb)}
             abs_sum = np.abs(phase_sum)
             denominator = _accorr_denominator(
@@ -440,28 +457,36 @@ def bilinear_from_terms(
                 phase_sum,
                 abs_cross,
                 abs_sum,
-                pairing.a_term(ta.unit_sq_sum),
-                pairing.b_term(tb.unit_sq_sum),
+                pairing.a_term(_term(ta.unit_sq_sum, "unit_sq_sum")),
+                pairing.b_term(_term(tb.unit_sq_sum, "unit_sq_sum")),
                 n,
             )
             accorr = abs_cross - abs_sum
             accorr /= denominator
             out["accorr"] = accorr
     if "ccorr" in wanted:
+        assert blocks is not None  # made above for ccorr
         rr, ri, ir, ii = blocks
-        cos_a, sin_a = pairing.a_term(ta.mean_cos), pairing.a_term(ta.mean_sin)
-        cos_b, sin_b = pairing.b_term(tb.mean_cos), pairing.b_term(tb.mean_sin)
+        cos_a = pairing.a_term(_term(ta.mean_cos, "mean_cos"))
+        sin_a = pairing.a_term(_term(ta.mean_sin, "mean_sin"))
+        cos_b = pairing.b_term(_term(tb.mean_cos, "mean_cos"))
+        sin_b = pairing.b_term(_term(tb.mean_sin, "mean_sin"))
         # sum (cos_a Im u_a - sin_a Re u_a)(cos_b Im u_b - sin_b Re u_b)
         numerator = cos_a * cos_b * ii
         numerator -= cos_a * sin_b * ir
         numerator -= sin_a * cos_b * ri
         numerator += sin_a * sin_b * rr
-        norm = np.sqrt(pairing.a_term(ta.centred_sin_ss) * pairing.b_term(tb.centred_sin_ss))
+        norm = np.sqrt(
+            pairing.a_term(_term(ta.centred_sin_ss, "centred_sin_ss"))
+            * pairing.b_term(_term(tb.centred_sin_ss, "centred_sin_ss"))
+        )
         out["ccorr"] = np.abs(_safe_ratio(numerator, norm))
     if wanted & {"coh", "imcoh", "wpli"}:
-        signal_cross = pairing.products(ta.signal, tb.signal, conjugate=True)
+        signal_cross = pairing.products(_term(ta.signal, "signal"), _term(tb.signal, "signal"), conjugate=True)
         if wanted & {"coh", "imcoh"}:
-            norm = np.sqrt(pairing.a_term(ta.power_sum) * pairing.b_term(tb.power_sum))
+            norm = np.sqrt(
+                pairing.a_term(_term(ta.power_sum, "power_sum")) * pairing.b_term(_term(tb.power_sum, "power_sum"))
+            )
             if "coh" in wanted:
                 out["coh"] = _safe_ratio(np.abs(signal_cross), norm)
             if "imcoh" in wanted:
@@ -514,11 +539,11 @@ def _lag_sums_numpy(
     return sign_sum, abs_sum
 
 
-_numba_lag_kernel = None
+_numba_lag_kernel: Callable[..., None] | None = None
 _NUMBA_KERNEL_LOCK = threading.Lock()
 
 
-def _compiled_lag_kernel():
+def _compiled_lag_kernel() -> Callable[..., None]:
     """The numba PLI/wPLI kernel, compiled on first use (and cached on disk by numba).
 
     Real and imaginary parts come as separate contiguous arrays so the time loop vectorises.
@@ -601,10 +626,18 @@ def lag_sums(
         total_work = epochs_a.size * ta.n_channels * tb.n_channels * ta.n_times
     use_numba = total_work >= _NUMBA_MIN_ELEMENTS and _numba_available()
     kernel = _lag_sums_numba if use_numba else _lag_sums_numpy
-    return kernel(ta.signal_re, ta.signal_im, tb.signal_re, tb.signal_im, epochs_a, epochs_b)
+    return kernel(
+        _term(ta.signal_re, "signal_re"),
+        _term(ta.signal_im, "signal_im"),
+        _term(tb.signal_re, "signal_re"),
+        _term(tb.signal_im, "signal_im"),
+        epochs_a,
+        epochs_b,
+    )
 
 
-_blas_controller = None
+# The threadpoolctl controller, made on first use; False without threadpoolctl.
+_blas_controller: ThreadpoolController | Literal[False] | None = None
 
 
 def _single_threaded_blas() -> contextlib.AbstractContextManager:

@@ -745,7 +745,8 @@ def epoch_log_variance(
     steps = {band: analysis_step(rate, high_edge, decimate) for band, (_, high_edge) in bands.items()}
     broadband = _broadband(high, rate)
     most = max(int(rate // (2.5 * broadband[1])), 1)
-    rows_a, rows_b = [], []
+    rows_a: list[np.ndarray] = []
+    rows_b: list[np.ndarray] = []
     for plan in plans:
         if plan.starts.size == 0:
             continue

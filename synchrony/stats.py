@@ -36,7 +36,7 @@ __all__ = [
 _BATCH_ELEMENTS = 8_000_000
 
 
-def _batches(n_total: int, elements_per_item: int):
+def _batches(n_total: int, elements_per_item: int) -> Iterator[int]:
     """Batch sizes that add up to ``n_total`` with at most ``_BATCH_ELEMENTS`` elements each."""
     size = max(1, _BATCH_ELEMENTS // max(1, elements_per_item))
     for start in range(0, n_total, size):
@@ -60,12 +60,12 @@ def _splits(
     """
     exact = math.comb(n_pool, n_first) <= n_draws
     every = np.array(list(itertools.combinations(range(n_pool), n_first))) if exact else None
-    n_splits = len(every) if exact else n_draws
+    n_splits = n_draws if every is None else len(every)
 
     def batches() -> Iterator[np.ndarray]:
         done = 0
         for batch in _batches(n_splits, n_pool + elements_per_item):
-            if exact:
+            if every is not None:  # exact
                 yield every[done : done + batch]
             else:
                 yield np.argsort(rng.random((batch, n_pool)), axis=1)[:, :n_first]  # without replacement

@@ -228,7 +228,7 @@ class _EpochMean:
 
 
 def _selection(
-    n_surrogates: int, per_surrogate: int, columns: np.ndarray, n_columns: int, dtype: type = np.float64
+    n_surrogates: int, per_surrogate: int, columns: np.ndarray, n_columns: int, dtype: type[np.floating] = np.float64
 ) -> scipy.sparse.csr_array:
     """Sparse 0/1 (n_surrogates, n_columns) with ``per_surrogate`` consecutive ``columns`` per row."""
     indptr = np.arange(0, n_surrogates * per_surrogate + 1, per_surrogate)
@@ -316,7 +316,7 @@ def shuffle_null(za: np.ndarray, zb: np.ndarray, plan: ShufflePlan, metrics: Seq
                 local_a, epochs_b = np.divmod(used, size)
                 sign_sum, abs_sum = lag_sums(stratum_a, stratum_b, rows[local_a], epochs_b, total_work=lag_work)
                 numerator = values["wpli_numerator"][local_a, epochs_b] if "wpli" in lagged else None
-                per_pair = lag_metrics_from_sums(
+                lag_values = lag_metrics_from_sums(
                     sign_sum.swapaxes(1, 2), abs_sum.swapaxes(1, 2), numerator, n_times, lagged
                 )
                 lag_selection = _selection(
@@ -324,8 +324,8 @@ def shuffle_null(za: np.ndarray, zb: np.ndarray, plan: ShufflePlan, metrics: Seq
                 )
                 real = np.searchsorted(used, diagonal)
                 for m in lagged:
-                    means[m].add(lag_selection, np.ascontiguousarray(per_pair[m]), rows.size)
-                    observed[m][members[rows]] = per_pair[m][real].swapaxes(1, 2)
+                    means[m].add(lag_selection, np.ascontiguousarray(lag_values[m]), rows.size)
+                    observed[m][members[rows]] = lag_values[m][real].swapaxes(1, 2)
             del values
     null = {m: np.ascontiguousarray(means[m].mean().swapaxes(1, 2)) for m in metrics}
     return ShuffleNull(observed=observed, null=null)
@@ -516,13 +516,14 @@ def pseudo_dyads(
         ``(i, j)`` with ``i != j``, in lexicographic order.
     """
     dyads = list(dyads)
+    session_ids: list[Hashable] = []
     if across_sessions:
         if sessions is None:
             raise ValueError("across_sessions=True needs the session identifier of every recording")
-        sessions = list(sessions)
-        if len(sessions) != len(dyads):
-            raise ValueError(f"got {len(dyads)} dyad ids but {len(sessions)} session ids")
-        if len(set(zip(dyads, sessions))) != len(dyads):
+        session_ids = list(sessions)
+        if len(session_ids) != len(dyads):
+            raise ValueError(f"got {len(dyads)} dyad ids but {len(session_ids)} session ids")
+        if len(set(zip(dyads, session_ids))) != len(dyads):
             raise ValueError("two recordings have the same (dyad, session); each recording must be unique")
     elif len(set(dyads)) < 2:
         raise ValueError("pseudo-dyads need recordings from at least two different dyads")
@@ -531,7 +532,7 @@ def pseudo_dyads(
             if i == j:
                 continue
             if across_sessions:
-                if dyads[i] == dyads[j] and sessions[i] != sessions[j]:
+                if dyads[i] == dyads[j] and session_ids[i] != session_ids[j]:
                     yield i, j
             elif dyads[i] != dyads[j]:
                 yield i, j

@@ -267,43 +267,45 @@ def index_xdf(path: str | Path) -> XdfIndex:
             has_stream_id = tag in TAGS_WITH_STREAM_ID
             if length < (6 if has_stream_id else 2):
                 raise XdfIndexError(f"chunk #{chunk_number} ({name}) at byte {position} is {length} bytes long")
-            if has_stream_id:
+            if tag == TAG_FILE_HEADER:
+                handle.seek(content)
+                file_header = _parse_xml(handle.read(end - content), "FileHeader")
+            elif has_stream_id:
                 stream_id = int.from_bytes(lead[3 + width : 7 + width], "little")
                 if tag != TAG_STREAM_HEADER and stream_id not in streams:
                     raise XdfIndexError(f"chunk #{chunk_number} ({name}) of stream {stream_id} precedes its header")
-            if tag == TAG_SAMPLES:
-                count_at = 7 + width
-                count_width = lead[count_at] if len(lead) > count_at else 0
-                if count_width not in (1, 4, 8) or content + 4 + 1 + count_width > end:
-                    raise XdfIndexError(f"chunk #{chunk_number} (Samples) at byte {position}: bad sample count")
-                stream = streams[stream_id]
-                stream.chunk_counts.append(int.from_bytes(lead[count_at + 1 : count_at + 1 + count_width], "little"))
-                stream.chunk_starts.append(content + 4 + 1 + count_width)
-                stream.chunk_ends.append(end)
-            elif tag == TAG_CLOCK_OFFSET:
-                if length != 22:
-                    raise XdfIndexError(
-                        f"chunk #{chunk_number} (ClockOffset) at byte {position} is {length} bytes long"
+                if tag == TAG_SAMPLES:
+                    count_at = 7 + width
+                    count_width = lead[count_at] if len(lead) > count_at else 0
+                    if count_width not in (1, 4, 8) or content + 4 + 1 + count_width > end:
+                        raise XdfIndexError(f"chunk #{chunk_number} (Samples) at byte {position}: bad sample count")
+                    stream = streams[stream_id]
+                    stream.chunk_counts.append(
+                        int.from_bytes(lead[count_at + 1 : count_at + 1 + count_width], "little")
                     )
-                handle.seek(content + 4)
-                collection_time, offset = struct.unpack("<dd", handle.read(16))
-                streams[stream_id].clock_times.append(collection_time)
-                streams[stream_id].clock_values.append(offset)
-            elif tag in (TAG_FILE_HEADER, TAG_STREAM_HEADER, TAG_STREAM_FOOTER):
-                start = content + (4 if has_stream_id else 0)
-                handle.seek(start)
-                xml = handle.read(end - start)
-                if tag == TAG_FILE_HEADER:
-                    file_header = _parse_xml(xml, "FileHeader")
-                elif tag == TAG_STREAM_HEADER:
-                    if stream_id in streams:
-                        raise XdfIndexError(f"chunk #{chunk_number}: a second StreamHeader for stream {stream_id}")
-                    streams[stream_id] = _stream_index(stream_id, _parse_xml(xml, f"stream {stream_id}'s header"))
-                else:
-                    try:
-                        streams[stream_id].footer = _parse_xml(xml, "footer")
-                    except XdfIndexError as error:  # pyxdf, too, ignores a footer that does not parse
-                        problems.append(f"stream {stream_id}: {error}; the footer is ignored")
+                    stream.chunk_starts.append(content + 4 + 1 + count_width)
+                    stream.chunk_ends.append(end)
+                elif tag == TAG_CLOCK_OFFSET:
+                    if length != 22:
+                        raise XdfIndexError(
+                            f"chunk #{chunk_number} (ClockOffset) at byte {position} is {length} bytes long"
+                        )
+                    handle.seek(content + 4)
+                    collection_time, offset = struct.unpack("<dd", handle.read(16))
+                    streams[stream_id].clock_times.append(collection_time)
+                    streams[stream_id].clock_values.append(offset)
+                elif tag in (TAG_STREAM_HEADER, TAG_STREAM_FOOTER):  # XML after the stream id
+                    handle.seek(content + 4)
+                    xml = handle.read(end - content - 4)
+                    if tag == TAG_STREAM_HEADER:
+                        if stream_id in streams:
+                            raise XdfIndexError(f"chunk #{chunk_number}: a second StreamHeader for stream {stream_id}")
+                        streams[stream_id] = _stream_index(stream_id, _parse_xml(xml, f"stream {stream_id}'s header"))
+                    else:
+                        try:
+                            streams[stream_id].footer = _parse_xml(xml, "footer")
+                        except XdfIndexError as error:  # pyxdf, too, ignores a footer that does not parse
+                            problems.append(f"stream {stream_id}: {error}; the footer is ignored")
             # Boundaries (and tags XDF 1.0 does not define) are skipped, as pyxdf skips them.
             position = end
             chunk_number += 1
@@ -534,7 +536,7 @@ def read_streams(
             block_start = chunks[first][0]
             block = scratch.get("block", chunks[last - 1][1] - block_start)
             handle.seek(block_start)
-            if handle.readinto(memoryview(block)) != block.size:
+            if handle.readinto(block.data) != block.size:
                 raise OSError(f"{index.path} is shorter than when it was indexed")
             by_stream: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
             for start, end, count, stream_id in chunks[first:last]:
