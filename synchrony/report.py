@@ -226,7 +226,8 @@ def _matrices_figure(result: QuickCheckResult, metric: str) -> str:
     mosaic = np.full((len(conditions) * (n_a + gap), len(bands) * (n_b + gap)), np.nan)
     fig = Figure(figsize=(1.6 * len(bands) + 2.6, 1.3 * len(conditions) + 0.9))
     ax = fig.add_axes((0.2, 0.06, 0.62, 0.9))
-    dots_x, dots_y = [], []
+    dots_x: list[int] = []
+    dots_y: list[int] = []
     for i, condition in enumerate(conditions):
         for j, band in enumerate(bands):
             cell = result.conditions[condition].bands[band][metric]
