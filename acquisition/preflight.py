@@ -14,18 +14,20 @@ checks
 * per EEG channel (the trailing ``Marker`` channel excluded): flat, railed, noisy (absolute and
   relative to the other channels) and line noise (50/60 Hz).
 
-Thresholds (see :class:`ChannelThresholds`) are computed on the channel after a 1 Hz high-pass
-(offsets and drifts of DC-coupled amplifiers are not noise):
+The channel checks are :func:`dyadlab.channel_quality.classify_channels`, with the definitions and
+thresholds (:class:`ChannelThresholds`, that is :class:`dyadlab.channel_quality.ChannelThresholds`)
+the quick-check uses on the whole recording, so a channel that passes here is judged by the same
+rules in the report. Standard deviations are taken above 1 Hz (offsets and drifts of DC-coupled
+amplifiers are not noise); with the default thresholds:
 
 =============  ==============================================================================
-flat           std < 0.5 µV
-railed         >= 5 % of the samples pinned at the channel's extreme value, when that value is
-               >= 1000 µV in magnitude (or >= 98 % of ``rail_uv`` when the amplifier's rail is
-               known); a railed channel is not also reported as flat
-noisy          std > 100 µV, or robust z of log(std) across the participant's channels > 5
-               (z uses the median and the MAD, with the MAD floored at 0.25, so a channel needs
-               about 3.5 times the median std to stand out)
-line noise     Welch power within ±1 Hz of the line frequency > 0.5 x the 1-40 Hz EEG power
+railed         >= 1 % of the samples at the rail: beyond 98 % of ``rail_uv`` when the amplifier's
+               range is known, else at the channel's own extreme held for >= 3 samples in a row
+               (a channel stuck at one value >= 1000 µV in magnitude is railed); takes precedence
+flat           (not railed) std < 0.5 µV, or the same value in > 50 % of consecutive samples
+noisy          (neither) std > 100 µV, or robust z of log(std) across the participant's live
+               channels > 3.5 *and* std >= 3.5 x their median (a blink is not enough)
+line noise     (neither) mains peak (±1 Hz) > 20 dB above the spectrum 2-5 Hz away
 rate           |effective / expected - 1| <= 2 %
 local_clock    median (receipt time - (stamp + clock offset)) within ±1 s
 drift          robust (Theil-Sen) slope of that difference over the reading <= 2 % (20 ms/s): a
@@ -40,6 +42,7 @@ the marker stream is present when ``require_markers`` is set.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -48,55 +51,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import scipy.signal
 import scipy.stats
 
 from dyadlab.acquisition.lslconfig import session_id_in_force
 from dyadlab.acquisition.streams import MARKER_CHANNEL_LABEL, source_id
+from dyadlab.channel_quality import ChannelQuality, ChannelThresholds, classify_channels
 
 logger = logging.getLogger(__name__)
 
 Severity = Literal["error", "warning"]
 _UNIX_EPOCH_OFFSET_S = 1e8  # a Unix timestamp is ~1.8e9 s; local_clock() is seconds since boot
-_HIGHPASS_HZ = 1.0
 #: Boards whose "EEG" is a generated test signal (BrainFlow's synthetic board: a sine per channel,
 #: one of them near the line frequency), so flagged channels cannot mean a bad electrode. Their
 #: channel findings are warnings; presence, rate and clock checks still block.
 TEST_SIGNAL_BOARDS = frozenset({"synthetic"})
-_EEG_BAND_HZ = (1.0, 40.0)
-_LINE_HALF_WIDTH_HZ = 1.0
-_MIN_LOG_STD_SCALE = 0.25
-
-
-@dataclass(frozen=True)
-class ChannelThresholds:
-    """Per-channel signal-quality limits (microvolts after a 1 Hz high-pass).
-
-    Parameters
-    ----------
-    flat_std_uv : float
-        Below this standard deviation a channel is flat.
-    noisy_std_uv : float
-        Above this standard deviation a channel is noisy.
-    noisy_robust_z : float
-        Above this robust z of log(std) across channels a channel is noisy.
-    railed_fraction : float
-        Fraction of samples pinned at the extreme (or beyond 98 % of ``rail_uv``) that is railed.
-    rail_uv : float | None
-        The amplifier's input range in µV, when known (e.g. 187500 for a Cyton at gain 24).
-    min_rail_uv : float
-        Without ``rail_uv``: a pinned extreme must be at least this large to count as railed.
-    line_noise_ratio : float
-        Line-noise power (±1 Hz) relative to the 1-40 Hz EEG power above which a channel is flagged.
-    """
-
-    flat_std_uv: float = 0.5
-    noisy_std_uv: float = 100.0
-    noisy_robust_z: float = 5.0
-    railed_fraction: float = 0.05
-    rail_uv: float | None = None
-    min_rail_uv: float = 1000.0
-    line_noise_ratio: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -128,7 +96,8 @@ class PreflightConfig:
     max_bad_channels : int
         Bad channels tolerated per participant (reported as warnings).
     thresholds : ChannelThresholds
-        Per-channel limits.
+        Per-channel limits (:class:`dyadlab.channel_quality.ChannelThresholds`, shared with the
+        quick-check).
     """
 
     study: str
@@ -188,18 +157,30 @@ class Problem:
 
 @dataclass
 class ChannelResult:
-    """Signal quality of one EEG channel (µV after a 1 Hz high-pass)."""
+    """Signal quality of one EEG channel (the measures of
+    :class:`dyadlab.channel_quality.ChannelQuality`; std in µV above 1 Hz).
+
+    ``flags`` holds ``railed``, ``flat``, ``noisy`` and/or ``line_noise``; railed excludes the
+    others, flat excludes noisy and line noise.
+    """
 
     label: str
     std_uv: float
     robust_z: float
+    ratio_to_median: float
     railed_fraction: float
-    line_noise_ratio: float | None
+    repeat_fraction: float
+    line_noise_db: float | None
     flags: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.flags
+
+    @property
+    def line_noise_ratio(self) -> float | None:
+        """The mains peak over its neighbours as a power ratio (``10 ** (line_noise_db / 10)``)."""
+        return None if self.line_noise_db is None else float(10 ** (self.line_noise_db / 10))
 
 
 @dataclass
@@ -276,13 +257,22 @@ class PreflightReport:
                 label: {
                     "ready": result.ready,
                     "eeg": asdict(result.eeg),
-                    "channels": [asdict(channel) for channel in result.channels],
+                    "channels": [_json_channel(channel) for channel in result.channels],
                 }
                 for label, result in self.participants.items()
             },
             "markers": asdict(self.markers),
             "problems": [asdict(problem) for problem in self.problems],
         }
+
+
+def _json_channel(channel: ChannelResult) -> dict[str, Any]:
+    """A channel's result for JSON: a measure that could not be taken (NaN: the robust z of a
+    channel without variance, say) is ``null``."""
+    return {
+        key: None if isinstance(value, float) and not math.isfinite(value) else value
+        for key, value in asdict(channel).items()
+    }
 
 
 # --------------------------------------------------------------------------- LSL configuration
@@ -573,31 +563,6 @@ def _check_drift(result: StreamResult, probe: _Probe, config: PreflightConfig, w
     ]
 
 
-def _railed_fraction(values: np.ndarray, thresholds: ChannelThresholds) -> np.ndarray:
-    """Fraction of samples at the rail (known) or pinned at a large extreme value, per channel.
-
-    Both extremes count: a saturating input clips at +rail and at -rail.
-    """
-    if thresholds.rail_uv is not None:
-        return np.mean(np.abs(values) >= 0.98 * thresholds.rail_uv, axis=0)
-    fraction = np.zeros(values.shape[1])
-    for extreme in (values.max(axis=0), values.min(axis=0)):
-        pinned = np.mean(values == extreme[None, :], axis=0)
-        fraction += np.where(np.abs(extreme) >= thresholds.min_rail_uv, pinned, 0.0)
-    return np.minimum(fraction, 1.0)
-
-
-def _line_noise_ratio(signal: np.ndarray, fs: float, line_freq: float) -> np.ndarray | None:
-    """Line-noise power (±1 Hz) over the 1-40 Hz EEG power, per channel; None if not measurable."""
-    if fs / 2 <= line_freq + 2 * _LINE_HALF_WIDTH_HZ or signal.shape[0] < int(fs):
-        return None
-    freqs, psd = scipy.signal.welch(signal, fs=fs, nperseg=int(fs), axis=0)  # 1 Hz resolution
-    step = freqs[1] - freqs[0]
-    line = psd[np.abs(freqs - line_freq) <= _LINE_HALF_WIDTH_HZ].sum(axis=0) * step
-    eeg = psd[(freqs >= _EEG_BAND_HZ[0]) & (freqs <= _EEG_BAND_HZ[1])].sum(axis=0) * step
-    return line / np.maximum(eeg, 1e-12)
-
-
 def _test_signal_board(full_info: Any) -> str | None:
     """The board's name when its "EEG" is a generated test signal, else ``None``."""
     if full_info is None:
@@ -616,41 +581,12 @@ def _check_channels(
     values = probe.values[:, keep]
     names = [labels[i] for i in keep]
     fs = result.effective_rate or result.nominal_rate or 0.0
-    thresholds = config.thresholds
-    if fs > 2 * _HIGHPASS_HZ and values.shape[0] > 30:
-        sos = scipy.signal.butter(2, _HIGHPASS_HZ, btype="highpass", fs=fs, output="sos")
-        filtered = scipy.signal.sosfiltfilt(sos, values - values.mean(axis=0), axis=0)
-    else:
-        filtered = values - values.mean(axis=0)
-    std = filtered.std(axis=0)
-    log_std = np.log(np.maximum(std, 1e-6))
-    center = np.median(log_std)
-    scale = max(1.4826 * np.median(np.abs(log_std - center)), _MIN_LOG_STD_SCALE)
-    robust_z = (log_std - center) / scale
-    railed = _railed_fraction(values, thresholds)
-    line = _line_noise_ratio(filtered, fs, config.line_freq) if fs else None
-    channels = []
-    for i, name in enumerate(names):
-        flags = []
-        if railed[i] >= thresholds.railed_fraction:
-            flags.append("railed")
-        elif std[i] < thresholds.flat_std_uv:
-            flags.append("flat")
-        else:
-            if std[i] > thresholds.noisy_std_uv or robust_z[i] > thresholds.noisy_robust_z:
-                flags.append("noisy")
-            if line is not None and line[i] > thresholds.line_noise_ratio:
-                flags.append("line_noise")
-        channels.append(
-            ChannelResult(
-                label=name,
-                std_uv=float(std[i]),
-                robust_z=float(robust_z[i]),
-                railed_fraction=float(railed[i]),
-                line_noise_ratio=None if line is None else float(line[i]),
-                flags=flags,
-            )
-        )
+    if not fs > 0:
+        return [], []
+    quality = classify_channels(
+        np.ascontiguousarray(values.T), fs, config.line_freq, unit="microvolts", thresholds=config.thresholds
+    )
+    channels = [_channel_result(quality, i, name) for i, name in enumerate(names)]
     bad = [channel for channel in channels if channel.flags]
     severity: Severity = "error" if len(bad) > config.max_bad_channels else "warning"
     problems = [
@@ -676,26 +612,55 @@ def _check_channels(
     return channels, problems
 
 
+def _optional(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _channel_result(quality: ChannelQuality, index: int, label: str) -> ChannelResult:
+    return ChannelResult(
+        label=label,
+        std_uv=float(quality.std[index]),
+        robust_z=float(quality.robust_z[index]),
+        ratio_to_median=float(quality.ratio_to_median[index]),
+        railed_fraction=float(quality.railed_fraction[index]),
+        repeat_fraction=float(quality.repeat_fraction[index]),
+        line_noise_db=_optional(quality.line_noise_db[index]),
+        flags=quality.flags(index),
+    )
+
+
 def _channel_problem(
     severity: Severity, flag: str, channel: ChannelResult, config: PreflightConfig, label: str, stream: str
 ) -> Problem:
     thresholds = config.thresholds
     if flag == "flat":
-        message = f"No signal (std {channel.std_uv:.2f} µV < {thresholds.flat_std_uv:g} µV)."
+        reasons = []
+        if not channel.std_uv >= thresholds.flat_std_uv:
+            reasons.append(f"std {channel.std_uv:.2f} µV < {thresholds.flat_std_uv:g} µV")
+        if not channel.repeat_fraction <= thresholds.flat_repeat_fraction:
+            reasons.append(
+                f"the same value in {channel.repeat_fraction:.0%} of consecutive samples "
+                f"(limit {thresholds.flat_repeat_fraction:.0%})"
+            )
+        message = f"No signal ({'; '.join(reasons) or 'no data'})."
         fix = (
             "Re-seat the electrode and check its lead and the amplifier connector; check the channel is "
             "switched on in the board settings."
         )
     elif flag == "railed":
-        message = f"Railed: {channel.railed_fraction:.0%} of the samples sit at the amplifier's limit."
+        message = (
+            f"Railed: {channel.railed_fraction:.0%} of the samples sit at the amplifier's limit "
+            f"(limit {thresholds.railed_fraction:.0%})."
+        )
         fix = (
             "The input saturates: re-seat the electrode (it may be off the scalp), check the reference and "
             "ground electrodes, and lower the gain if the board allows it."
         )
     elif flag == "noisy":
         message = (
-            f"Noisy: std {channel.std_uv:.1f} µV (limit {thresholds.noisy_std_uv:g} µV; robust z "
-            f"{channel.robust_z:.1f} against the other channels, limit {thresholds.noisy_robust_z:g})."
+            f"Noisy: std {channel.std_uv:.1f} µV (limit {thresholds.noisy_std_uv:g} µV), "
+            f"{channel.ratio_to_median:.1f} x the median of the other channels with robust z "
+            f"{channel.robust_z:.1f} (limits {thresholds.noisy_ratio:g} x and z {thresholds.noisy_robust_z:g} together)."
         )
         fix = (
             "Improve the contact (more gel, part the hair, re-seat the electrode), secure the cable against "
@@ -703,8 +668,8 @@ def _channel_problem(
         )
     else:
         message = (
-            f"Strong {config.line_freq:g} Hz line noise: {channel.line_noise_ratio:.2f} x the 1-40 Hz "
-            f"EEG power (limit {thresholds.line_noise_ratio:g})."
+            f"Strong {config.line_freq:g} Hz line noise: the mains peak stands {channel.line_noise_db:.0f} dB "
+            f"above the neighbouring spectrum (limit {thresholds.line_noise_db:g} dB)."
         )
         fix = (
             "Lower the electrode impedance (this one and the ground/reference), keep mains cables and power "

@@ -1,36 +1,57 @@
 """Data quality of each participant's recording and of the pair.
 
 Every threshold is a field of :class:`QualityThresholds`, documented there and in
-``docs/quickcheck-schema.md``; the JSON report carries the values used.
+``docs/quickcheck-schema.md``; the JSON report carries the values used. The channel checks
+(flat, railed, noisy, line noise) are :func:`dyadlab.channel_quality.classify_channels`, the
+same definitions and thresholds (:class:`dyadlab.channel_quality.ChannelThresholds`) as
+preflight's.
 
 Channel standard deviations are taken above 1 Hz, from each channel's Welch spectrum (2-s
-segments, mean removed per segment), so electrode offsets and slow drifts do not count as signal.
-The spectrum of a long recording is estimated from at most 90 two-second windows spread evenly over it
-(``SPECTRUM_MAX_WINDOWS``; the report's ``channels.spectrum`` says how many were used).
+segments, a straight line removed per segment), so electrode offsets and slow drifts do not
+count as signal. The spectrum of a long recording is estimated from at most 90 two-second
+windows spread evenly over it (``SPECTRUM_MAX_WINDOWS``; the report's ``channels.spectrum``
+says how many were used).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-from scipy import signal
 
+from dyadlab.channel_quality import (
+    MOSTLY_NAN_FRACTION,
+    SPECTRUM_MAX_WINDOWS,
+    ChannelThresholds,
+    classify_channels,
+)
 from dyadlab.synchrony.io import EventMarker, ParticipantEeg
 
 POSTERIOR_PREFIXES = ("O", "PO", "P")
-#: At most this many 2-s Welch windows (no more than 180 s of data), spread over the recording,
-#: make the spectrum of a channel (see ``_channels``).
-SPECTRUM_MAX_WINDOWS = 90
-#: A channel holding NaN in more than this fraction of its samples takes its spectrum windows
-#: from its own NaN-free stretches and does not choose the other channels' (see ``_channels``).
-MOSTLY_NAN_FRACTION = 0.5
+#: Keys of ``inputs.thresholds`` in the JSON report, in their order (``rail_uv`` and
+#: ``min_rail_uv`` of :class:`ChannelThresholds` are not among them).
+THRESHOLD_KEYS = (
+    "gap_samples",
+    "rate_tolerance",
+    "flat_std_uv",
+    "flat_repeat_fraction",
+    "railed_fraction",
+    "noisy_robust_z",
+    "noisy_ratio",
+    "noisy_std_uv",
+    "line_noise_db",
+    "residual_warn_ms",
+    "overlap_warn_fraction",
+)
 
 
 @dataclass(frozen=True)
-class QualityThresholds:
-    """Thresholds of the quality checks.
+class QualityThresholds(ChannelThresholds):
+    """Thresholds of the quality checks: the channel thresholds shared with preflight
+    (:class:`dyadlab.channel_quality.ChannelThresholds`: ``flat_std_uv``,
+    ``flat_repeat_fraction``, ``railed_fraction``, ``noisy_robust_z``, ``noisy_ratio``,
+    ``noisy_std_uv``, ``line_noise_db``, ``rail_uv``, ``min_rail_uv``), and these.
 
     Attributes
     ----------
@@ -39,25 +60,6 @@ class QualityThresholds:
         gap (samples lost, or a clock jump).
     rate_tolerance : float
         Relative difference between effective and nominal rate above which the rate is flagged.
-    flat_std_uv : float
-        A channel whose high-passed standard deviation is below this (µV) is flat.
-    flat_repeat_fraction : float
-        A channel repeating its previous value in more than this fraction of samples is flat
-        (whatever the unit).
-    railed_fraction : float
-        A channel sitting exactly at its own minimum or maximum value in at least this fraction
-        of samples is railed (a clipped amplifier repeats its limit).
-    noisy_robust_z : float
-        A channel whose log standard deviation lies more than this many robust standard
-        deviations (1.4826 x MAD) above the median of the participant's channels, *and* whose
-        standard deviation is at least ``noisy_ratio`` times that median, is noisy (the ratio
-        keeps a tight montage, whose MAD is tiny, from flagging ordinary differences).
-    noisy_ratio : float
-    noisy_std_uv : float
-        A channel with a high-passed standard deviation above this (µV) is noisy.
-    line_noise_db : float
-        A channel whose mains peak stands this many dB above the neighbouring spectrum has
-        line noise.
     residual_warn_ms : float
         Board-marker vs LSL-marker residuals beyond this (absolute, ms) are flagged.
     overlap_warn_fraction : float
@@ -66,22 +68,8 @@ class QualityThresholds:
 
     gap_samples: float = 25.0
     rate_tolerance: float = 0.01
-    flat_std_uv: float = 0.5
-    flat_repeat_fraction: float = 0.5
-    railed_fraction: float = 0.01
-    noisy_robust_z: float = 3.5
-    noisy_ratio: float = 2.0
-    noisy_std_uv: float = 100.0
-    line_noise_db: float = 20.0
     residual_warn_ms: float = 20.0
     overlap_warn_fraction: float = 0.9
-
-
-def _robust_z(values: np.ndarray) -> np.ndarray:
-    """(values - median) / (1.4826 MAD), with a floor on the MAD so equal values give z = 0."""
-    median = np.nanmedian(values)
-    mad = 1.4826 * np.nanmedian(np.abs(values - median))
-    return (values - median) / max(mad, 1e-12 + 1e-3 * abs(median))
 
 
 def _nan_spans(finite_rows: np.ndarray, timestamps: np.ndarray, limit: int = 10) -> list[list[float]]:
@@ -137,140 +125,46 @@ def _timing(p: ParticipantEeg, th: QualityThresholds) -> dict[str, Any]:
     return timing
 
 
-def _spectrum_windows(clean: np.ndarray, nperseg: int) -> tuple[np.ndarray, int]:
-    """Start samples of the Welch windows, and how many windows the recording offers.
-
-    Welch's own grid (windows of ``nperseg`` samples, half overlapping), keeping the windows in
-    which ``clean`` holds throughout (every window when none does), thinned to
-    :data:`SPECTRUM_MAX_WINDOWS` spread evenly over the kept ones.
-    """
-    starts = np.arange(0, clean.size - nperseg + 1, nperseg - nperseg // 2)
-    dirty_before = np.concatenate(([0], np.cumsum(~clean)))
-    whole = dirty_before[starts + nperseg] == dirty_before[starts]
-    if whole.any():
-        starts = starts[whole]
-    available = int(starts.size)
-    if available > SPECTRUM_MAX_WINDOWS:
-        starts = starts[np.linspace(0, available - 1, SPECTRUM_MAX_WINDOWS).round().astype(np.int64)]
-    return starts, available
-
-
-def _window_spectrum(
-    data: np.ndarray, starts: np.ndarray, nperseg: int, fs: float, fill: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Welch's PSD of each row of ``data`` averaged over the windows of ``nperseg`` samples
-    beginning at ``starts`` (NaN replaced by the row's ``fill``): frequencies, PSD
-    (n_rows, n_freqs) and the standard deviation above 1 Hz it gives."""
-    windows = data[:, starts[:, None] + np.arange(nperseg)].astype(np.float64)  # (rows, windows, nperseg)
-    windows = np.where(np.isfinite(windows), windows, fill[:, None, None])
-    freqs, psd = signal.welch(windows, fs=fs, nperseg=nperseg, noverlap=0, detrend="constant", axis=-1)
-    psd = psd.mean(axis=1)
-    # Standard deviation above 1 Hz, from the spectrum (no filtering pass over the data).
-    std = (
-        np.sqrt(np.sum(psd[:, freqs >= 1.0], axis=1) * (freqs[1] - freqs[0]))
-        if freqs.size > 1
-        else windows.std(axis=(1, 2))
-    )
-    return freqs, psd, std
-
-
-def _channels(p: ParticipantEeg, th: QualityThresholds) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Per-channel checks; also returns the Welch PSD (n_channels, n_freqs) and its frequencies.
+def _channels(
+    p: ParticipantEeg, th: QualityThresholds, line_freq: float | None = None
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Per-channel checks (:func:`dyadlab.channel_quality.classify_channels`; the mains frequency
+    detected unless given); also returns the Welch PSD (n_channels, n_freqs) and its frequencies.
 
     Flat, railed and NaN counts look at every sample. The spectrum (standard deviation above
     1 Hz, line noise, alpha peak) is Welch's estimate over at most
     :data:`SPECTRUM_MAX_WINDOWS` 2-s Hann windows from Welch's usual grid of half-overlapping
-    windows (one every second), spread evenly over the whole recording. Windows in which a
-    channel holds NaN are skipped, counting only the channels with NaN in at most half their
-    samples (:data:`MOSTLY_NAN_FRACTION`): a channel mostly NaN (a lead lost for most of
-    the session) would leave the others few windows or none. Such a channel's spectrum comes
-    from its own NaN-free windows, chosen the same way; a dead channel (all NaN) has none, and
-    when no window is free of NaN the channel's median stands in for it. A recording of up to
-    about 91 s (90 windows) thus gets plain Welch over every sample; an hour is estimated from
-    windows every ~40 s, which keeps the check to seconds while still seeing a problem that
-    lasts a fair part of it.
+    windows (one every second), spread evenly over the whole recording; windows holding NaN
+    are skipped, a channel NaN in more than half its samples (:data:`MOSTLY_NAN_FRACTION`)
+    having its spectrum from its own NaN-free windows
+    (:func:`dyadlab.channel_quality.welch_spectrum`).
     """
-    fs = p.nominal_rate
-    n_channels, n_samples = p.data.shape
-    nperseg = int(min(n_samples, round(2 * fs)))
-    repeat = np.zeros(n_channels)
-    railed = np.zeros(n_channels)
-    nan_count = np.zeros(n_channels, dtype=np.int64)
-    fill = np.zeros(n_channels, dtype=np.float32)  # stands in for NaN: the channel's median (0 if dead)
-    mostly_nan = MOSTLY_NAN_FRACTION * n_samples  # more NaN samples: a channel's own spectrum windows
-    clean = np.ones(n_samples, dtype=bool)  # no NaN in any other channel with data
-    # One channel at a time on the float32 rows: no float64 copy of the recording.
-    for c in range(n_channels):
-        row = p.data[c]
-        finite = np.isfinite(row)
-        nan_count[c] = n_samples - np.count_nonzero(finite)
-        if nan_count[c] == n_samples:
-            continue
-        if nan_count[c]:
-            if nan_count[c] <= mostly_nan:
-                clean &= finite
-            fill[c] = np.median(row[finite])
-            row = np.where(finite, row, fill[c])
-        repeat[c] = np.count_nonzero(row[1:] == row[:-1]) / (n_samples - 1) if n_samples > 1 else 1.0
-        lo, hi = row.min(), row.max()
-        railed[c] = np.count_nonzero((row == lo) | (row == hi)) / n_samples if hi > lo else 0.0
-    dead = nan_count == n_samples
-    starts, available = _spectrum_windows(clean, nperseg)
-    freqs, psd, std = _window_spectrum(p.data, starts, nperseg, fs, fill)
-    for c in np.flatnonzero(~dead & (nan_count > mostly_nan)):
-        own, _ = _spectrum_windows(np.isfinite(p.data[c]), nperseg)
-        _, own_psd, own_std = _window_spectrum(p.data[c : c + 1], own, nperseg, fs, fill[c : c + 1])
-        psd[c], std[c] = own_psd[0], own_std[0]
-    std[dead] = np.nan
-    microvolts = p.unit.lower() in ("microvolts", "uv", "µv")
-    log_std = np.log(np.where(std > 0, std, np.nan))
-    z = _robust_z(log_std)
-    flat = (repeat > th.flat_repeat_fraction) | (microvolts & (std < th.flat_std_uv)) | ~np.isfinite(std)
-    is_railed = railed >= th.railed_fraction
-    ratio = std / np.nanmedian(std[~flat]) if (~flat).any() else np.ones_like(std)
-    noisy = ~flat & (((z > th.noisy_robust_z) & (ratio >= th.noisy_ratio)) | (microvolts & (std > th.noisy_std_uv)))
+    quality = classify_channels(p.data, p.nominal_rate, line_freq, unit=p.unit, thresholds=th)
+    spectrum = quality.spectrum
     labels = p.channel_labels
-    line = _line_noise(freqs, psd, fs)
-    line_bad = [labels[i] for i in np.flatnonzero(np.nan_to_num(line["ratio_db"], nan=0.0) > th.line_noise_db)]
+    microvolts = p.unit.lower() in ("microvolts", "uv", "µv")
+
+    def named(mask: np.ndarray) -> list[str]:
+        return [labels[i] for i in np.flatnonzero(mask)]
+
     channels = {
         "labels": labels,
-        "std_uv" if microvolts else "std": [None if not np.isfinite(v) else round(float(v), 4) for v in std],
-        "nan_samples": nan_count.tolist(),
-        "flat": [labels[i] for i in np.flatnonzero(flat)],
-        "railed": [labels[i] for i in np.flatnonzero(is_railed)],
-        "noisy": [labels[i] for i in np.flatnonzero(noisy)],
-        "line_frequency_hz": line["frequency"],
-        "line_noise_db": [None if not np.isfinite(v) else round(float(v), 2) for v in line["ratio_db"]],
-        "line_noise_channels": line_bad,
+        "std_uv" if microvolts else "std": [None if not np.isfinite(v) else round(float(v), 4) for v in quality.std],
+        "nan_samples": quality.nan_samples.tolist(),
+        "flat": named(quality.flat),
+        "railed": named(quality.railed),
+        "noisy": named(quality.noisy),
+        "line_frequency_hz": quality.line_frequency,
+        "line_noise_db": [None if not np.isfinite(v) else round(float(v), 2) for v in quality.line_noise_db],
+        "line_noise_channels": named(quality.line_noise),
         "spectrum": {
-            "window_s": nperseg / fs,
-            "windows": int(starts.size),
-            "available_windows": available,
+            "window_s": spectrum.window_s,
+            "windows": spectrum.windows,
+            "available_windows": spectrum.available_windows,
             "max_windows": SPECTRUM_MAX_WINDOWS,
         },
     }
-    return channels, freqs, psd
-
-
-def _line_noise(freqs: np.ndarray, psd: np.ndarray, fs: float) -> dict[str, Any]:
-    """Mains peak (dB above neighbouring 2-5 Hz) per channel at 50 or 60 Hz, whichever is larger.
-
-    ``frequency`` is ``None`` when neither stands more than 3 dB out on any channel.
-    """
-    best: dict[str, Any] = {"frequency": None, "ratio_db": np.full(psd.shape[0], np.nan)}
-    for mains in (50.0, 60.0):
-        if fs / 2 <= mains + 5:
-            continue
-        peak = (freqs >= mains - 1) & (freqs <= mains + 1)
-        around = ((freqs >= mains - 5) & (freqs <= mains - 2)) | ((freqs >= mains + 2) & (freqs <= mains + 5))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = 10 * np.log10(psd[:, peak].mean(axis=1) / np.median(psd[:, around], axis=1))
-        strongest = np.nanmax(ratio) if np.isfinite(ratio).any() else -np.inf
-        if strongest > 3.0 and (best["frequency"] is None or strongest > np.nanmax(best["ratio_db"])):
-            best = {"frequency": mains, "ratio_db": ratio}
-        elif best["frequency"] is None and not np.isfinite(best["ratio_db"]).any():
-            best = {"frequency": None, "ratio_db": ratio}
-    return best
+    return channels, spectrum.freqs, spectrum.psd
 
 
 def alpha_peak_frequency(freqs: np.ndarray, psd: np.ndarray, labels: list[str]) -> float | None:
@@ -335,9 +229,20 @@ def marker_residuals(
 
 
 def participant_quality(
-    p: ParticipantEeg, markers: list[EventMarker], thresholds: QualityThresholds = QualityThresholds()
+    p: ParticipantEeg,
+    markers: list[EventMarker],
+    thresholds: QualityThresholds = QualityThresholds(),
+    line_freq: float | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The quality section of one participant, and the problems found as warning sentences.
+
+    Parameters
+    ----------
+    p : ParticipantEeg
+    markers : list of EventMarker
+    thresholds : QualityThresholds
+    line_freq : float or None
+        The lab's mains frequency (50 or 60 Hz); ``None`` (default) detects it from the spectrum.
 
     Returns
     -------
@@ -347,7 +252,7 @@ def participant_quality(
     """
     who = f"Participant {p.label}"
     timing = _timing(p, thresholds)
-    channels, freqs, psd = _channels(p, thresholds)
+    channels, freqs, psd = _channels(p, thresholds, line_freq)
     finite_rows = np.isfinite(p.data).all(axis=0)
     residuals = marker_residuals(p, markers)
     problems = []
@@ -442,5 +347,19 @@ def recording_overlap(
 
 
 def thresholds_dict(thresholds: QualityThresholds) -> dict[str, float]:
-    """The thresholds as recorded in the JSON report."""
-    return asdict(thresholds)
+    """The thresholds as recorded in the JSON report (:data:`THRESHOLD_KEYS`)."""
+    values = {f.name: getattr(thresholds, f.name) for f in fields(thresholds)}
+    return {key: float(values[key]) for key in THRESHOLD_KEYS}
+
+
+__all__ = [
+    "MOSTLY_NAN_FRACTION",
+    "SPECTRUM_MAX_WINDOWS",
+    "THRESHOLD_KEYS",
+    "QualityThresholds",
+    "alpha_peak_frequency",
+    "marker_residuals",
+    "participant_quality",
+    "recording_overlap",
+    "thresholds_dict",
+]

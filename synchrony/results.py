@@ -86,8 +86,12 @@ class SpectrumWindows(_Fixed):
 
 
 class ChannelQuality(_Fixed):
+    """Per-channel quality; ``std_uv`` for streams in microvolts (or a convertible unit), ``std`` in
+    the stream's own unit otherwise."""
+
     labels: list[str]
-    std_uv: list[float | None]
+    std_uv: list[float | None] | None = None
+    std: list[float | None] | None = None
     nan_samples: list[int]
     flat: list[str]
     railed: list[str]

@@ -230,6 +230,7 @@ def test_50_hz_line_noise(crafted) -> None:
     checks = _problem_checks(report)
     assert set(checks) == {("line_noise", "Oz")}, checks
     assert "50 Hz" in checks["line_noise", "Oz"] and "impedance" in checks["line_noise", "Oz"]
+    assert "dB above the neighbouring spectrum" in checks["line_noise", "Oz"]
     # Tolerated as a warning when the lab allows one bad channel.
     lenient = run_preflight(_config(dyad, max_bad_channels=1))
     assert lenient.ready and [p.severity for p in lenient.problems if p.participant == "A"] == ["warning"]

@@ -140,9 +140,10 @@ def test_overlap_of_the_two_recordings():
 
 
 def test_short_recording_spectrum_is_welch_over_every_sample():
+    """Welch with a line removed from each window (dyadlab.channel_quality, shared with preflight)."""
     data = _eeg(seconds=60)
     quality, _ = participant_quality(_participant(data), [])
-    freqs, psd = signal.welch(data.astype(np.float32).astype(np.float64), fs=RATE, nperseg=500, detrend="constant")
+    freqs, psd = signal.welch(data.astype(np.float32).astype(np.float64), fs=RATE, nperseg=500, detrend="linear")
     expected = np.sqrt(psd[:, freqs >= 1.0].sum(axis=1) * (freqs[1] - freqs[0]))
     assert quality["channels"]["std_uv"] == pytest.approx(expected, abs=1e-4)
     assert quality["channels"]["spectrum"]["windows"] == quality["channels"]["spectrum"]["available_windows"] == 59

@@ -34,7 +34,7 @@ def test_the_written_json_is_the_model_to_the_byte(written):
     _, json_path = written
     document = json.loads(json_path.read_text())
     model = load_result(json_path)
-    assert json.loads(model.model_dump_json()) == document
+    assert json.loads(model.model_dump_json(exclude_unset=True)) == document
     assert (
         model.conditions["cooperation"].bands["alpha"]["plv"].mean
         == document["conditions"]["cooperation"]["alpha"]["plv"]["mean"]
@@ -82,3 +82,14 @@ def test_files_that_are_not_results_are_explained(tmp_path):
 def test_the_returned_result_validates(written):
     result, _ = written
     QuickCheckResult.model_validate(json.loads(json.dumps(result, default=str)))
+
+
+def test_a_stream_in_another_unit_fits_the_schema(tmp_path):
+    """A stream whose unit is not convertible to microvolts reports ``std`` instead of ``std_uv``."""
+    path = write_dyad_xdf(tmp_path / "volts.xdf", DyadSpec(blocks=[("rest", 20.0), ("cooperation", 20.0)]))
+    data = path.read_bytes().replace(b"microvolts", b"arbitrary!")  # same length: the chunks stay valid
+    other = tmp_path / "other-unit.xdf"
+    other.write_bytes(data)
+    result = run_check(other, n_surrogates=0, progress=False, json_out=tmp_path / "check.json", bands="alpha=8-12")
+    assert "std" in result["quality"]["A"]["channels"] and "std_uv" not in result["quality"]["A"]["channels"]
+    jsonschema.validate(json.loads((tmp_path / "check.json").read_text()), json.loads(SCHEMA_PATH.read_text()))
