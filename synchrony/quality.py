@@ -200,16 +200,21 @@ def marker_residuals(
     within ``window`` (seconds, relative to the LSL marker). ``None`` when the stream has no
     marker channel or the markers carry no codes.
     """
-    coded = [m for m in markers if m.fields is not None and isinstance(m.fields.get("code"), (int, float))]
+    # (time, event code) of the dyadlab markers that carry a board code
+    coded = [
+        (m.time, m.fields["code"])
+        for m in markers
+        if m.fields is not None and isinstance(m.fields.get("code"), (int, float))
+    ]
     if p.board_markers is None or not coded:
         return None
     board_index = np.flatnonzero(np.nan_to_num(p.board_markers) != 0)
     board_times = p.timestamps[board_index]
     board_codes = p.board_markers[board_index]
     residuals = []
-    for marker in coded:
-        same = board_codes == marker.fields["code"]
-        delta = board_times[same] - marker.time
+    for marker_time, code in coded:
+        same = board_codes == code
+        delta = board_times[same] - marker_time
         delta = delta[(delta >= window[0]) & (delta <= window[1])]
         if delta.size:
             residuals.append(float(delta[np.argmin(np.abs(delta))]))
