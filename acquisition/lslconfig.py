@@ -12,15 +12,31 @@ By default dyadlab changes nothing: the machine's own ``lsl_api.cfg`` stays in f
 LabRecorder and every other LSL application on the lab's machines see the same streams. A lab
 sets ``session_id`` (and, where multicast is blocked, ``known_peers``) per experiment; tests and
 the demo use :meth:`LslConfig.local_only`, which keeps every stream on this machine.
+
+What "local only" can and cannot do (liblsl 1.16-1.18): it confines *discovery* to this machine
+(machine scope, queries to 127.0.0.1 only, the multicast responder bound to 127.0.0.1 through
+``[multicast] ListenAddress``), so no other machine finds the streams by resolving. liblsl has no
+setting that binds an outlet's own sockets: each outlet's TCP data server and UDP time server
+listen on every interface (``0.0.0.0``, ports from 16572 up), so a machine that can reach this
+one and guesses the port can still connect. :func:`local_only_exposure` says so at the start of
+``dyadlab stream --local-only`` and of a local-only ``dyadlab run``; ``docs/protocols.md`` shows
+how a lab keeps EEG off the network (a firewall rule, or an isolated interface).
+
+The private configuration file is removed when the process exits (:func:`discard_lsl_config`
+removes it earlier), so runs leave no ``dyadlab-lsl-*`` folders behind (except after
+``kill -9``).
 """
 
 from __future__ import annotations
 
+import atexit
 import configparser
 import logging
 import os
 import re
+import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +46,13 @@ logger = logging.getLogger(__name__)
 
 RESOLVE_SCOPES = ("machine", "link", "site", "organization", "global")
 LOOPBACK_PORT_RANGE = 1024
+#: liblsl's first data/time port ([ports] BasePort) and multicast port ([ports] MulticastPort).
+LSL_BASE_PORT = 16572
+LSL_MULTICAST_PORT = 16571
 _SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+#: A KnownPeers entry: a host name or an IPv4/IPv6 address (nothing that could end the
+#: ``{...}`` list or the line in lsl_api.cfg).
+_PEER_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-%\[\]]{1,253}$")
 
 
 class LslConfigError(DyadlabError, ValueError):
@@ -75,6 +97,9 @@ class LslConfig:
             raise LslConfigError(
                 f"LSL resolve scope {self.resolve_scope!r} is invalid: choose one of {', '.join(RESOLVE_SCOPES)}."
             )
+        for peer in self.known_peers:
+            if not isinstance(peer, str) or not _PEER_PATTERN.match(peer):
+                raise LslConfigError(f"LSL KnownPeers entry {peer!r} is not a host name or IP address.")
         if self.ipv6 is not None and self.ipv6 not in ("allow", "disable", "force"):
             raise LslConfigError(f"LSL IPv6 setting {self.ipv6!r} is invalid: allow, disable or force.")
 
@@ -101,11 +126,16 @@ class LslConfig:
             sections["ports"]["IPv6"] = self.ipv6
         if self.loopback_only:
             sections["ports"]["PortRange"] = str(LOOPBACK_PORT_RANGE)
+            # Never a random port outside the range: the firewall rule of docs/protocols.md
+            # ("Local only") then covers every port an outlet opens.
+            sections["ports"]["AllowRandomPorts"] = "0"
         if self.resolve_scope:
             sections["multicast"]["ResolveScope"] = self.resolve_scope
         if self.loopback_only:
             sections["multicast"]["AddressesOverride"] = "{127.0.0.1}"
             sections["multicast"]["Interfaces"] = "{127.0.0.1}"
+            # The multicast responder (UDP 16571) on loopback; liblsl binds nothing else by it.
+            sections["multicast"]["ListenAddress"] = "127.0.0.1"
         if self.known_peers:
             sections["lab"]["KnownPeers"] = "{" + ", ".join(self.known_peers) + "}"
         if self.session_id:
@@ -164,6 +194,59 @@ def session_id_in_force() -> str:
     return parser.get("lab", "SessionID", fallback="default").strip() or "default"
 
 
+#: Folders :func:`apply_lsl_config` created (removed at exit or by :func:`discard_lsl_config`).
+_CREATED: dict[Path, str | None] = {}  # config file -> LSLAPICFG before it
+_CREATED_LOCK = threading.Lock()
+
+
+def _remove_created() -> None:
+    with _CREATED_LOCK:
+        paths = list(_CREATED)
+        _CREATED.clear()
+    for path in paths:
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+atexit.register(_remove_created)
+
+
+def discard_lsl_config(path: Path | None) -> None:
+    """Remove a configuration :func:`apply_lsl_config` wrote in a temporary folder, and point
+    ``LSLAPICFG`` back where it pointed before (liblsl in this process keeps what it read).
+
+    A no-op for ``None``, for a file it did not create, or for one already removed.
+    """
+    if path is None:
+        return
+    with _CREATED_LOCK:
+        if path not in _CREATED:
+            return
+        previous = _CREATED.pop(path)
+    if os.environ.get("LSLAPICFG") == str(path):
+        if previous is None:
+            os.environ.pop("LSLAPICFG", None)
+        else:
+            os.environ["LSLAPICFG"] = previous
+    shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def local_only_ports() -> tuple[int, int]:
+    """The first and last port a local-only configuration lets liblsl open."""
+    return LSL_MULTICAST_PORT, LSL_BASE_PORT + LOOPBACK_PORT_RANGE - 1
+
+
+def local_only_exposure() -> str:
+    """What a local-only LSL configuration still exposes to the network (a warning for operators)."""
+    first, last = local_only_ports()
+    return (
+        "local only: LSL discovery stays on this machine, but liblsl still opens each outlet's TCP data port "
+        f"and UDP time port on every network interface (0.0.0.0, ports {LSL_BASE_PORT}-{last}); a machine that "
+        "can reach this one can connect to them and read the EEG. To keep EEG off the network, block TCP and "
+        f"UDP ports {first}-{last} for other hosts (docs/protocols.md, 'Local only') or disconnect this PC "
+        "from other networks."
+    )
+
+
 def apply_lsl_config(config: LslConfig, directory: Path | None = None) -> Path | None:
     """Make ``config`` the LSL configuration of this process and of its future subprocesses.
 
@@ -181,7 +264,9 @@ def apply_lsl_config(config: LslConfig, directory: Path | None = None) -> Path |
     Returns
     -------
     Path | None
-        The configuration file written, or ``None`` when nothing was overridden.
+        The configuration file written, or ``None`` when nothing was overridden. A file in a
+        temporary folder (no ``directory``) is removed when the process exits, or earlier by
+        :func:`discard_lsl_config`.
     """
     if not config.overrides_anything:
         logger.info("LSL: using this machine's own lsl_api.cfg")
@@ -197,6 +282,9 @@ def apply_lsl_config(config: LslConfig, directory: Path | None = None) -> Path |
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "lsl_api.cfg"
     path.write_text(text, encoding="utf-8")
+    if directory is None:
+        with _CREATED_LOCK:
+            _CREATED[path] = os.environ.get("LSLAPICFG")
     os.environ["LSLAPICFG"] = str(path)
     logger.info(
         "LSL: configuration %s (SessionID=%s, scope=%s, based on %s)",

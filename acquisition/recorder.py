@@ -55,6 +55,7 @@ from pylsl.util import TimeoutError as LslTimeoutError
 
 from dyadlab import DyadlabError
 from dyadlab.acquisition.lslconfig import session_id_in_force
+from dyadlab.acquisition.lslquery import bracketed, check_predicate
 from dyadlab.acquisition.storage import (
     DEFAULT_MIN_FREE_BYTES,
     check_free_space,
@@ -106,6 +107,9 @@ _FORGET_AFTER = 3.0
 _JOIN_MARGIN = 2.0 * _OFFSET_TIMEOUT + _OPEN_TIMEOUT
 #: How long stop waits for a writing thread to leave the file before sealing it.
 _SEAL_TIMEOUT = 5.0
+#: A regular stream silent for this long (at least 20 sample periods) when the recording stops
+#: has lost its source: the recording of it is incomplete, not "complete".
+_DEAD_AFTER = 2.0
 
 _LSL_FORMATS = {
     pylsl.cf_float32: "float32",
@@ -161,7 +165,10 @@ class StreamSelector:
         The stream's exact LSL ``source_id`` (e.g. ``dyadlab.study.d01.A.eeg``).
     predicate : str, optional
         An LSL XPath 1.0 predicate over the stream info, e.g.
-        ``"name='d01-Markers' and hostname='lab-pc-2'"``. Must match exactly one stream.
+        ``"name='d01-Markers' and hostname='lab-pc-2'"``. Must match exactly one stream. It is
+        checked (:func:`dyadlab.acquisition.lslquery.check_predicate`; a
+        :class:`~dyadlab.acquisition.lslquery.PredicateError` otherwise) and always bracketed, so
+        that it applies within this process's LSL SessionID only.
     required : bool
         A required stream missing at start makes :meth:`LslRecorder.start` fail; an optional
         one is added whenever it appears during the recording.
@@ -187,8 +194,10 @@ class StreamSelector:
                     f"source_id {self.source_id!r} contains a single quote, which an LSL query cannot "
                     "express; select this stream with predicate= instead."
                 )
-        if self.predicate is not None and not self.predicate.strip():
-            raise ValueError("StreamSelector predicate is empty; give an LSL XPath predicate such as \"name='X'\".")
+        if self.predicate is not None:
+            if not self.predicate.strip():
+                raise ValueError("StreamSelector predicate is empty; give an LSL XPath predicate such as \"name='X'\".")
+            check_predicate(self.predicate)
 
     @property
     def query(self) -> str:
@@ -196,7 +205,17 @@ class StreamSelector:
         if self.source_id is not None:
             return f"source_id='{self.source_id}'"
         assert self.predicate is not None
-        return self.predicate
+        # liblsl evaluates "session_id='<id>' and <query>": without brackets, an `or` in the
+        # predicate would match streams of every SessionID.
+        return bracketed(self.predicate)
+
+    @property
+    def expression(self) -> str:
+        """The selection as an unbracketed expression (to compare selectors)."""
+        if self.source_id is not None:
+            return f"source_id='{self.source_id}'"
+        assert self.predicate is not None
+        return check_predicate(self.predicate)
 
     @property
     def label(self) -> str:
@@ -386,6 +405,7 @@ class _StreamRecording:
                     )
                     break
                 time.sleep(_STOP_POLL)
+            self._check_alive_at_stop(last_data, stopping_since)
             self._measure_offset()  # the final offset
         except _StreamGone:
             self._note_error("the stream was lost and had not come back when the recording stopped")
@@ -398,6 +418,20 @@ class _StreamRecording:
         except Exception as exc:
             logger.exception("stream %d (%s): recording failed", self.stream_id, self.selector.label)
             self._note_error(f"recording failed: {type(exc).__name__}: {exc}")
+
+    def _check_alive_at_stop(self, last_data: float, stopping_since: float) -> None:
+        """A regular stream that had gone silent before the stop request lost its source (the
+        outlet's program died, the board was unplugged and never came back): say so, so that the
+        recording is not reported complete."""
+        if self.nominal_srate <= 0:
+            return  # irregular streams (markers) may be silent for minutes
+        silent = stopping_since - last_data
+        if silent > max(_DEAD_AFTER, 20.0 / self.nominal_srate):
+            self._note_error(
+                f"no data for the last {silent:.1f} s before the recording stopped: its source stopped delivering "
+                "(program closed or crashed, amplifier off or disconnected) and did not come back; the file holds "
+                "the data up to then"
+            )
 
     def _drain(self) -> tuple[int, float | None]:
         """Pull and write everything the inlet holds, until a pull returns less than a full chunk.
@@ -457,7 +491,7 @@ class _StreamRecording:
         name = self.info.name() if self.info else "?"
         logger.warning("stream %d (%r) was lost; looking for it again by %s", self.stream_id, name, self.selector.query)
         lost_uid = self.info.uid() if self.info else None
-        resolver = pylsl.ContinuousResolver(pred=self.selector.query, forget_after=_FORGET_AFTER)
+        resolver = _resolver(self.selector)
         while not rec._stop_requested.is_set():
             for candidate in resolver.results():
                 if candidate.uid() == lost_uid:
@@ -588,7 +622,7 @@ class LslRecorder:
         for selector in self.selectors:
             if not isinstance(selector, StreamSelector):
                 raise TypeError(f"selectors must be StreamSelector objects, got {type(selector).__name__}")
-        queries = [s.query for s in self.selectors]
+        queries = [s.expression for s in self.selectors]
         duplicates = sorted({q for q in queries if queries.count(q) > 1})
         if duplicates:
             raise ValueError(f"the same stream is selected twice: {duplicates}")
@@ -899,7 +933,7 @@ class LslRecorder:
     def _resolve_at_start(self) -> list[tuple[StreamSelector, pylsl.StreamInfo]]:
         """Wait until every required selector matches exactly one stream (or the wait ends)."""
         self._pending = []
-        resolvers = {s: pylsl.ContinuousResolver(pred=s.query, forget_after=_FORGET_AFTER) for s in self.selectors}
+        resolvers = {s: _resolver(s) for s in self.selectors}
         began = time.monotonic()
         ready_since: float | None = None
         while True:
@@ -967,7 +1001,7 @@ class LslRecorder:
 
     def _watch_late_streams(self) -> None:
         """Add optional streams that appear after the start, each as a new stream id."""
-        resolvers = {s: pylsl.ContinuousResolver(pred=s.query, forget_after=_FORGET_AFTER) for s in self._pending}
+        resolvers = {s: _resolver(s) for s in self._pending}
         warned_ambiguous: set[StreamSelector] = set()
         while not self._stop_requested.wait(_RESOLVE_POLL) and self._failure is None:
             for selector in list(self._pending):
@@ -1005,6 +1039,14 @@ class LslRecorder:
             self._pending.remove(selector)
         stream.start_thread()
         logger.info("late %s added as stream id %d (%r)", selector.label, stream.stream_id, full_info.name())
+
+
+def _resolver(selector: StreamSelector) -> pylsl.ContinuousResolver:
+    """A continuous resolver for ``selector`` (liblsl refusing the query is a RecorderError)."""
+    try:
+        return pylsl.ContinuousResolver(pred=selector.query, forget_after=_FORGET_AFTER)
+    except RuntimeError as error:
+        raise RecorderError(f"liblsl refused the query of the {selector.label} ({selector.query}): {error}") from None
 
 
 def _recorder_name() -> str:

@@ -49,6 +49,8 @@ class ParticipantInfo:
 
     def __post_init__(self) -> None:
         _check_token("Participant label", self.label)
+        _check_token("Participant id", self.participant_id)
+        _check_token("Participant role", self.role)
 
 
 def source_id(study: str, dyad: str, kind: StreamKind, participant: str | None = None) -> str:

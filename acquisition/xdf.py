@@ -70,6 +70,8 @@ logger = logging.getLogger(__name__)
 
 
 _MAX_U32 = 0xFFFFFFFF
+#: Most channels an LSL stream can have (liblsl stores the count in a signed 32-bit integer).
+MAX_CHANNEL_COUNT = 2**31 - 1
 _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _RESERVED_HEADER_KEYS = frozenset({"version", "datetime"})
 #: Chunk ends remembered between two fsyncs (a recorder fsyncs a Boundary every few seconds).
@@ -231,6 +233,10 @@ def parse_stream_info(info_xml: str) -> tuple[str, str, int, float]:
         raise ValueError(f"stream {name!r}: channel_count is not an integer") from exc
     if channel_count < 1:
         raise ValueError(f"stream {name!r}: channel_count must be >= 1, got {channel_count}")
+    if channel_count > MAX_CHANNEL_COUNT:
+        raise ValueError(
+            f"stream {name!r}: channel_count {channel_count} is more than LSL allows ({MAX_CHANNEL_COUNT})"
+        )
     try:
         nominal_srate = float(text("nominal_srate"))
     except ValueError as exc:

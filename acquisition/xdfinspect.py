@@ -33,9 +33,11 @@ the file (the magic is at offset 0).
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
+import stat
 import struct
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
@@ -238,13 +240,29 @@ def inspect_xdf(source: str | os.PathLike[str] | BinaryIO) -> XdfInspection:
     Raises
     ------
     OSError
-        If the path cannot be opened (missing, a directory, no permission).
+        If the path cannot be opened (missing, no permission) or is not a regular file
+        (:class:`NotARegularFileError`: a folder, a FIFO, a device; never waited on).
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        with open(path, "rb", buffering=_READ_BUFFER) as handle:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; anything but a file is refused.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            mode = os.fstat(descriptor).st_mode
+            if not stat.S_ISREG(mode):
+                kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, device or socket)"
+                raise NotARegularFileError(errno.EINVAL, f"{path} is {kind}; give an .xdf file")
+            handle = os.fdopen(descriptor, "rb", buffering=_READ_BUFFER)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        with handle:
             return _Inspector(handle, str(path)).run()
     return _Inspector(source, "<stream>").run()
+
+
+class NotARegularFileError(OSError):
+    """The path names a folder, pipe, device or socket rather than a file."""
 
 
 class _Inspector:
@@ -425,9 +443,17 @@ class _Inspector:
         value_dtype = record_dtype = None
         if channel_format != "string":
             value_dtype = NUMERIC_FORMATS[channel_format]
-            record_dtype = np.dtype(
-                [("timestamp_bytes", "u1"), ("timestamp", "<f8"), ("values", value_dtype, (channel_count,))]
-            )
+            try:
+                record_dtype = np.dtype(
+                    [("timestamp_bytes", "u1"), ("timestamp", "<f8"), ("values", value_dtype, (channel_count,))]
+                )
+            except (ValueError, OverflowError, MemoryError):
+                raise _DefectFound(
+                    f"StreamHeader of stream id {stream_id}: {channel_count} channels of {channel_format} make "
+                    "one sample too large to read",
+                    start,
+                    index,
+                ) from None
         gap_threshold = max(GAP_PERIODS / nominal_srate, MIN_GAP_SECONDS) if nominal_srate > 0 else None
         self.streams[stream_id] = _StreamState(summary, value_dtype, record_dtype, gap_threshold)
         self.result.streams.append(summary)

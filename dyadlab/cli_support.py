@@ -3,6 +3,7 @@ anything else as one bug-report line naming the file that holds the traceback.""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -10,6 +11,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -35,6 +37,19 @@ def user_errors(*also: type[Exception]) -> Iterator[None]:
         yield
     except caught as error:
         raise UserError(str(error)) from error
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (which compare false with any
+    bound, so a plain range lets ``nan`` through)."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number: float = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def report_bug(error: BaseException) -> Path:

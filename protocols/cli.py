@@ -25,6 +25,7 @@ _COMMANDS: dict[str, str] = {
     "run": "dyadlab.protocols.commands:run",
     "demo": "dyadlab.protocols.commands:demo",
     "validate": "dyadlab.protocols.commands:validate",
+    "repair": "dyadlab.protocols.commands:repair",
 }
 
 

@@ -1,4 +1,10 @@
-"""``dyadlab run``, ``dyadlab demo`` and ``dyadlab validate``: sessions from protocol files."""
+"""``dyadlab run``, ``dyadlab demo``, ``dyadlab validate`` and ``dyadlab repair``: sessions from
+protocol files.
+
+``run`` exit codes: 0 complete; 1 the session failed (the files kept are listed); 2 bad input,
+nothing created (protocol, output folder, LSL settings, no display); 3 incomplete (aborted with
+Escape or stopped by SIGTERM/SIGINT/SIGHUP; finalised like a complete one).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from dyadlab import DyadlabError
+from dyadlab.cli_support import FiniteFloatRange
 from dyadlab.protocols.schema import (
     LoadedProtocol,
     ProtocolError,
@@ -82,8 +90,21 @@ def _describe(loaded: LoadedProtocol) -> None:
 @click.option("--list-tasks", is_flag=True, help="List the installed paradigms and bundled protocols.")
 @click.option("--dyad", default=None, help="Validate as for this dyad id (counterbalancing).")
 @click.option("--session", type=click.IntRange(min=1), default=None, help="Validate as for this session number.")
-def validate(protocols: tuple[str, ...], list_tasks: bool, dyad: str | None, session: int | None) -> None:
-    """Check PROTOCOL files (or bundled protocol names) and print OK or every problem with its fix."""
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also check where the files would go under this output folder (as `dyadlab run --out` does).",
+)
+def validate(
+    protocols: tuple[str, ...], list_tasks: bool, dyad: str | None, session: int | None, out: Path | None
+) -> None:
+    """Check PROTOCOL files (or bundled protocol names) and print OK or every problem with its fix.
+
+    The checks are those `dyadlab run` makes before it creates anything, including the output
+    path filled in with the session's real values (and, with --out, its place under that folder).
+    """
     if list_tasks:
         console.print("paradigms: " + ", ".join(paradigm_names()))
         console.print("bundled protocols: " + ", ".join(bundled_protocols()))
@@ -99,6 +120,15 @@ def validate(protocols: tuple[str, ...], list_tasks: bool, dyad: str | None, ses
             _print_protocol_error(error)
             failed = True
             continue
+        if out is not None:
+            from dyadlab.protocols.schema import OutputPathError, resolve_output_stem
+
+            try:
+                resolve_output_stem(loaded.protocol, 1, out)
+            except OutputPathError as error:
+                error_console.print(f"[bold red]Cannot run into {out}:[/] {error}", highlight=False)
+                failed = True
+                continue
         console.print(f"[bold green]OK[/] {loaded.path} (sha256 {loaded.sha256[:12]})")
         _describe(loaded)
     if failed:
@@ -118,16 +148,34 @@ def _run_session(
 ) -> int:
     # Imported here so that `dyadlab validate` never loads PsychoPy, pylsl or BrainFlow.
     from dyadlab.protocols.display import DisplayError, ensure_display
-    from dyadlab.protocols.runner import SessionRunner
+    from dyadlab.protocols.runner import SessionRefused, SessionRunner
 
     def status(stage: str, message: str) -> None:
-        console.print(f"[bold blue]{stage:>10}[/] {message}")
+        if stage == "lsl" and message.startswith("local only"):
+            console.print(f"[bold yellow]{'warning':>10}[/] {message}")
+        else:
+            console.print(f"[bold blue]{stage:>10}[/] {message}")
 
     if not os.environ.get("DISPLAY") and not virtual_display:
         error_console.print(
             "[red]No display[/] (DISPLAY is unset). Real sessions need a screen; to pilot headless, add --autopilot "
             "(a virtual display starts automatically)."
         )
+        return 2
+    try:
+        # Checks the output path under --out and the LSL settings: nothing is created before.
+        runner = SessionRunner(
+            loaded,
+            out_dir=out,
+            simulate=simulate,
+            autopilot=autopilot,
+            speed=speed,
+            quickcheck=quickcheck,
+            lsl_local_only=lsl_local,
+            status=status,
+        )
+    except DyadlabError as error:
+        error_console.print(f"[bold red]Cannot run:[/] {error}", highlight=False)
         return 2
     _describe(loaded)
     try:
@@ -137,20 +185,13 @@ def _run_session(
                     "display",
                     f"virtual display {started} (Xvfb, 2 screens of {size[0]}x{size[1]}); timing is not meaningful",
                 )
-            runner = SessionRunner(
-                loaded,
-                out_dir=out,
-                simulate=simulate,
-                autopilot=autopilot,
-                speed=speed,
-                quickcheck=quickcheck,
-                lsl_local_only=lsl_local,
-                status=status,
-            )
             result = runner.run()
             _print_result(result)
     except DisplayError as error:
         error_console.print(f"[red]{error}[/]")
+        return 2
+    except SessionRefused as error:
+        error_console.print(f"[bold red]Cannot run:[/] {error}", highlight=False)
         return 2
     except Exception as error:
         error_console.print(f"[bold red]Session failed:[/] {error}")
@@ -159,7 +200,12 @@ def _run_session(
 
 
 def _print_result(result: Any) -> None:
-    state = "[bold green]complete[/]" if result.complete else "[bold yellow]INCOMPLETE (aborted)[/]"
+    reason = result.session.get("abort_reason")
+    state = (
+        "[bold green]complete[/]"
+        if result.complete
+        else "[bold yellow]INCOMPLETE (aborted" + (f": {reason}" if reason else "") + ")[/]"
+    )
     console.print(f"\nSession {state} in {result.duration:.1f} s. Files:")
     for kind, path in result.files.items():
         click.echo(f"  {kind:<16} {path}")
@@ -175,7 +221,7 @@ def _print_result(result: Any) -> None:
 @click.option("--autopilot", is_flag=True, help="Simulated participants respond (no one at the keyboard).")
 @click.option(
     "--speed",
-    type=click.FloatRange(min=0.01),
+    type=FiniteFloatRange(min=0.01, max=100.0),
     default=1.0,
     show_default=True,
     help="Run durations this many times faster (autopilot pilots only).",
@@ -237,7 +283,11 @@ def run(
     help="Output folder.",
 )
 @click.option(
-    "--speed", type=click.FloatRange(min=0.01), default=1.0, show_default=True, help="Run faster than real time."
+    "--speed",
+    type=FiniteFloatRange(min=0.01, max=100.0),
+    default=1.0,
+    show_default=True,
+    help="Run faster than real time.",
 )
 def demo(out: Path, speed: float) -> None:
     """The bundled demo: a ~2-minute simulated dyad session with autopilot, recorded and checked."""
@@ -254,3 +304,42 @@ def demo(out: Path, speed: float) -> None:
             lsl_local=True,
         )
     )
+
+
+@click.command()
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Only say what would change.")
+def repair(target: Path, dry_run: bool) -> None:
+    """Bring a run's session.json in line with what its XDF holds.
+
+    TARGET is a run's *_session.json or a folder (every *_session.json below it). After a run was
+    killed (kill -9, power loss) its record still says "running"; the markers in the XDF say which
+    blocks started and ended. The previous record is kept as *_session.json.before-repair.
+    """
+    from dyadlab.protocols.repair import RepairError, find_session_records, repair_session
+
+    try:
+        records = find_session_records(target)
+    except RepairError as error:
+        error_console.print(f"[bold red]Cannot repair:[/] {error}", highlight=False)
+        raise SystemExit(2) from None
+    failed = False
+    for path in records:
+        try:
+            report = repair_session(path, write=not dry_run)
+        except RepairError as error:
+            error_console.print(f"[bold red]Cannot repair[/] {path}: {error}", highlight=False)
+            failed = True
+            continue
+        verb = "would change" if dry_run else "repaired"
+        if not report.changed:
+            console.print(f"{path}: already in line with {report.xdf.name} (status {report.status_after})")
+            continue
+        console.print(f"{path}: {verb} from {report.xdf.name}: status {report.status_before} -> {report.status_after}")
+        for block_id, before, after in report.blocks:
+            mark = "" if before == after else f" (was {before})"
+            console.print(f"  block {block_id}: {after}{mark}", highlight=False)
+        for note in report.notes:
+            console.print(f"  [yellow]note:[/] {note}", highlight=False)
+    if failed:
+        raise SystemExit(2)

@@ -20,6 +20,19 @@ Escape (``SessionAborted`` from the task kit) ends the session early: the same s
 ``session.json`` says ``"complete": false``. Any other exception runs 7-8 too, then is re-raised
 as :class:`SessionError` naming the stage that failed and where the files are.
 
+SIGTERM, SIGINT and SIGHUP end a run as Escape does (:meth:`SessionRunner.run` handles them while
+it runs in the main thread): during the blocks the running block ends at its next flip with the
+``abort`` marker (its value names the signal) and ``block_end``; before the windows open, the
+setup unwinds at once; while the session is being finalised (recorder stop, ``session.json``), a
+signal changes nothing; during the quick-check, the check is skipped. ``session.json`` is
+rewritten after every block, so a run killed outright (``kill -9``, power cut) leaves a record
+at most one block behind, which ``dyadlab repair`` brings in line with the XDF.
+
+Before anything is created, the run checks what ``dyadlab validate`` checks (the output path
+with the real values, inside ``--out``; the LSL settings), then claims the first free run
+number exclusively (``O_EXCL`` creation of its ``session.json``), so two runs started at once
+into one folder never share a run number.
+
 Disk space: the recorder refuses to start (step 5, nothing recorded) when the disk cannot hold the
 planned session (block durations; 10 minutes for a block whose length is not a duration) twice
 over. If the recording fails anyway (disk full, I/O error), the recorder reports it at once; the
@@ -38,6 +51,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -47,16 +61,19 @@ from pathlib import Path
 from typing import Any
 
 from dyadlab import DyadlabError
-from dyadlab.acquisition.lslconfig import LslConfig, apply_lsl_config
+from dyadlab.acquisition.lslconfig import LslConfig, apply_lsl_config, discard_lsl_config, local_only_exposure
 from dyadlab.acquisition.streams import ParticipantInfo, source_id
 from dyadlab.protocols.schema import (
+    MAX_RUNS,
     LoadedProtocol,
     Protocol,
     SessionPlan,
     duration_field,
     paradigms,
     plan_session,
+    protocol_lsl_config,
     resolve_block_params,
+    resolve_output_stem,
 )
 
 logger = logging.getLogger(__name__)
@@ -80,6 +97,20 @@ class PreflightFailed(SessionError):
 
 class RecordingFailed(SessionError):
     """The recording stopped during the session (disk full...); what was recorded is kept."""
+
+
+class SessionRefused(SessionError):
+    """The run cannot start (output folder not writable, every run number taken...); nothing was
+    created."""
+
+
+class _Terminated(BaseException):
+    """Raised by the signal handler to unwind a run that has not opened its windows yet (a
+    BaseException, so that no ``except Exception`` on the way swallows it)."""
+
+
+#: Signals that end a run as the abort key does.
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
 
 
 #: Planned seconds for a block whose length is not given as a duration (trials, turns...).
@@ -205,6 +236,10 @@ class SessionRunner:
         self._status = status or (lambda stage, message: logger.info("%s: %s", stage, message))
         self.plan: SessionPlan = plan_session(self.protocol)
         self.participants = self._participants()
+        # What `dyadlab validate` checks, now with --out: fails before anything is created.
+        self._lsl_config = self.effective_lsl_config()
+        resolve_output_stem(self.protocol, 1, self.out_dir)
+        self._state: _SessionState | None = None
 
     # -- planning ----------------------------------------------------------------------------
     def _participants(self) -> list[ParticipantInfo]:
@@ -232,40 +267,51 @@ class SessionRunner:
         return total / self.speed
 
     def effective_lsl_config(self) -> LslConfig:
-        """The LSL configuration this session applies."""
+        """The LSL configuration this session applies.
+
+        Raises
+        ------
+        dyadlab.acquisition.lslconfig.LslConfigError
+            A setting liblsl would not accept (checked by ``dyadlab validate`` as well).
+        """
         if self.lsl_config is not None:
             return self.lsl_config
-        settings = self.protocol.lsl
-        session_id = settings.session_id
-        if session_id == "auto":
-            session_id = f"dyadlab-{self.protocol.study}-{self.protocol.dyad}-ses{self.protocol.session:02d}"
-        if settings.local_only or self.lsl_local_only:
-            return LslConfig.local_only(session_id or "dyadlab-local")
-        return LslConfig(
-            session_id=session_id,
-            resolve_scope=settings.resolve_scope,
-            known_peers=tuple(settings.known_peers),
-        )
+        return protocol_lsl_config(self.protocol, local_only=self.lsl_local_only)
 
     def output_stem(self) -> Path:
-        """The path of this run's files without suffix: the first run number not used yet."""
-        protocol = self.protocol
-        partner = next((p.role for p in self.participants if p.label == "B"), "")
+        """The path of this run's files without suffix: the first run number not used yet (not
+        claimed: :meth:`run` claims one exclusively)."""
         stem = self.out_dir
-        for run in range(1, 1000):
-            relative = protocol.output.pattern.format(
-                study=protocol.study,
-                dyad=protocol.dyad,
-                session=protocol.session,
-                protocol=protocol.protocol_label,
-                run=run,
-                partner=partner,
-            )
-            stem = self.out_dir / relative
-            taken = [stem.with_name(stem.name + suffix) for suffix in (".xdf", "_session.json", "_beh.csv")]
-            if not any(path.exists() for path in taken):
+        for run in range(1, MAX_RUNS + 1):
+            stem = resolve_output_stem(self.protocol, run, self.out_dir)
+            if not any(path.exists() for path in _run_files(stem)):
                 return stem
-        raise SessionError("setup", f"999 runs already exist for {stem}", {})
+        raise SessionRefused("setup", f"{MAX_RUNS} runs already exist for {stem}", {})
+
+    def _claim_run(self) -> Path:
+        """Claim the first free run number: create its ``session.json`` with ``O_EXCL``, so that
+        two runs started at once into one folder never take the same number."""
+        stem = self.out_dir
+        for run in range(1, MAX_RUNS + 1):
+            stem = resolve_output_stem(self.protocol, run, self.out_dir)
+            xdf, session, behaviour = _run_files(stem)
+            if xdf.exists() or behaviour.exists():
+                continue
+            try:
+                stem.parent.mkdir(parents=True, exist_ok=True)
+                descriptor = os.open(session, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                continue  # taken, possibly by a run started at the same moment
+            except OSError as error:
+                raise SessionRefused(
+                    "setup",
+                    f"cannot create the run's files in {stem.parent} ({error.strerror or error}); "
+                    "choose an output folder you can write to (--out)",
+                    {},
+                ) from None
+            os.close(descriptor)
+            return stem
+        raise SessionRefused("setup", f"{MAX_RUNS} runs already exist for {stem}", {})
 
     # -- running -----------------------------------------------------------------------------
     def run(self) -> SessionResult:
@@ -288,18 +334,71 @@ class SessionRunner:
         from dyadlab.tasks.kit import require_psychopy
 
         require_psychopy()  # before any device, outlet or file exists
-        session = _SessionState(self)
-        return session.execute()
+        stem = self._claim_run()
+        session = _SessionState(self, stem)
+        self._state = session
+        with self._stop_on_signals(session):
+            return session.execute()
+
+    def request_stop(self, reason: str) -> None:
+        """End the run as the abort key does, from any thread (no-op when it is not running).
+
+        During the blocks the running block ends at its next flip; before the windows are open,
+        :meth:`run` ends at the next LSL wait or device step; while the session is being
+        finalised, nothing changes.
+        """
+        state = self._state
+        if state is not None:
+            state.stop_requested(reason, raise_in_setup=False)
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self, state: _SessionState) -> Any:
+        """While the run lasts, SIGTERM/SIGINT/SIGHUP end it as the abort key does (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handle(signum: int, frame: Any) -> None:
+            name = signal.Signals(signum).name
+            state.stop_requested(f"the run received {name} (stopped by the system or an operator)")
+
+        previous = {}
+        try:
+            for signum in _STOP_SIGNALS:
+                previous[signum] = signal.signal(signum, handle)
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _run_files(stem: Path) -> tuple[Path, Path, Path]:
+    """The XDF, session record and behavioural CSV of the run with this stem."""
+    return (
+        stem.with_name(stem.name + ".xdf"),
+        stem.with_name(stem.name + "_session.json"),
+        stem.with_name(stem.name + "_beh.csv"),
+    )
 
 
 class _SessionState:
     """Everything one run creates, so that finalisation can release exactly what exists."""
 
-    def __init__(self, runner: SessionRunner) -> None:
+    def __init__(self, runner: SessionRunner, stem: Path) -> None:
         self.runner = runner
         self.protocol = runner.protocol
+        self.stem = stem
+        self.files: dict[str, Path] = {
+            "xdf": stem.with_name(stem.name + ".xdf"),
+            "behaviour": stem.with_name(stem.name + "_beh.csv"),
+            "session": stem.with_name(stem.name + "_session.json"),
+        }
         self.stage = "setup"
-        self.files: dict[str, Path] = {}
+        # setup: a stop signal unwinds at once; tasks: the running block ends at its next flip;
+        # finishing: nothing changes; quickcheck: the check is skipped.
+        self.phase = "setup"
+        self.abort_reason: str | None = None
+        self.lsl_config_path: Path | None = None
         self.problems: list[str] = []
         self.blocks: list[BlockRecord] = []
         self.complete = False
@@ -327,24 +426,38 @@ class _SessionState:
     def status(self, stage: str, message: str) -> None:
         self.runner._status(stage, message)
 
+    def stop_requested(self, reason: str, *, raise_in_setup: bool = True) -> None:
+        """A stop signal (or :meth:`SessionRunner.request_stop`): end the run like the abort key."""
+        if self.phase == "finishing":
+            logger.warning("%s; the session is already being finalised, please wait", reason)
+            return
+        if self.abort_reason is None:
+            self.abort_reason = reason
+            logger.warning("%s: ending the session", reason)
+        if self.phase == "tasks" and self.context is not None:
+            self.context.request_abort(reason)
+        elif raise_in_setup and self.phase in ("setup", "quickcheck"):
+            raise _Terminated(reason)
+
     # -- the run -----------------------------------------------------------------------------
     def execute(self) -> SessionResult:
-        runner = self.runner
-        stem = runner.output_stem()
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        self.files = {
-            "xdf": stem.with_name(stem.name + ".xdf"),
-            "behaviour": stem.with_name(stem.name + "_beh.csv"),
-            "session": stem.with_name(stem.name + "_session.json"),
-        }
-        self.stem = stem
-        self._write_session_json()  # a crash from here on still leaves a record of the attempt
         try:
+            self._write_session_json()  # a crash from here on still leaves a record of the attempt
             with contextlib.ExitStack() as resources:
-                self._run_stages(resources)
+                try:
+                    self._run_stages(resources)
+                finally:
+                    self.phase = "finishing"  # from here on a stop signal changes nothing
+        except _Terminated as terminated:
+            self.aborted = True
+            self.abort_reason = self.abort_reason or str(terminated)
+            self.status("aborted", f"{self.abort_reason}: nothing more starts")
         except BaseException as error:
             self.error = error
         finally:
+            self.phase = "finishing"
+            if self.lsl_config_path is not None:
+                discard_lsl_config(self.lsl_config_path)  # liblsl has read it; leave nothing in /tmp
             if self.recording_failure is not None and not isinstance(self.error, RecordingFailed):
                 # The lost recording is what the operator must know first, whatever else went wrong.
                 later = "" if self.error is None else f" (afterwards: {type(self.error).__name__}: {self.error})"
@@ -374,8 +487,11 @@ class _SessionState:
         protocol = self.protocol
 
         self.stage = "lsl"
-        config = runner.effective_lsl_config()
+        config = runner._lsl_config
         cfg_path = apply_lsl_config(config)
+        self.lsl_config_path = cfg_path
+        if config.loopback_only:
+            self.status("lsl", local_only_exposure())
         self.lsl_info = {
             "session_id": config.session_id,
             "resolve_scope": config.resolve_scope,
@@ -393,6 +509,9 @@ class _SessionState:
             MarkerOutlet(event_stream_info(protocol.study, protocol.dyad, "responses"))
         )
         hub = MarkerHub(marker_outlet)
+        # liblsl has read its configuration (once per process): a kill -9 from here on leaves no
+        # dyadlab-lsl-* folder behind.
+        discard_lsl_config(self.lsl_config_path)
         self.status("streams", f"marker and response outlets for {protocol.study}/{protocol.dyad}")
 
         self.stage = "sources"
@@ -475,8 +594,17 @@ class _SessionState:
         self._write_session_json()
         if self.recording_failure is not None:
             self.quickcheck_info = {"error": "skipped: the recording failed"}
+        elif self.abort_reason is not None and self.error is None and self.start_lsl is None:
+            pass  # stopped before the session started: nothing to check
         elif self.recorder is not None and self.runner.run_quickcheck and self.files["xdf"].exists():
-            self._quickcheck()
+            self.phase = "quickcheck"
+            try:
+                self._quickcheck()
+            except _Terminated as terminated:
+                self.quickcheck_info = {"error": f"skipped: {terminated}"}
+                self.problems.append(f"quick-check skipped: {terminated}")
+            finally:
+                self.phase = "finishing"
             self._write_session_json()
 
     def _quickcheck(self) -> None:
@@ -538,6 +666,7 @@ class _SessionState:
             "dyadlab_session_schema": 1,
             "complete": self.complete,
             "status": self._status_word(),
+            "abort_reason": self.abort_reason if self.aborted else None,
             "error": None if self.error is None else f"{type(self.error).__name__}: {self.error}",
             "failed_stage": self.stage if self.error is not None and not self.aborted else None,
             "study": protocol.study,
@@ -762,6 +891,9 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
     resources.callback(context.close)
     context.open()
     state.context = context
+    state.phase = "tasks"
+    if state.abort_reason is not None:  # a stop signal came while the windows opened
+        context.request_abort(state.abort_reason)
     state.status(
         "windows",
         f"{protocol.screens.layout} layout, {len(context.views)} window(s)"
@@ -778,13 +910,13 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
     follower = state.simulator_follower
     if follower is not None and not follower.connected.wait(10.0):
         logger.warning("The simulator is not following the marker stream yet: the first block's coupling may be off")
-    context.mark_on_next_flip(Marker(event="session_start", value=_session_marker_value(state)))
-    context.flip()
-    state.start_lsl = _last_marker_stamp(context, "session_start")
-    state.start_wall = now_wall()
-    state._write_session_json()
     outcome = "aborted"
     try:
+        context.mark_on_next_flip(Marker(event="session_start", value=_session_marker_value(state)))
+        context.flip(read_keys=False)  # an abort requested now still gets a session_start
+        state.start_lsl = _last_marker_stamp(context, "session_start")
+        state.start_wall = now_wall()
+        state._write_session_json()
         for record in state.blocks:
             if state.recording_failed.is_set():
                 raise state._recording_failed()  # no block starts without a recording
@@ -797,6 +929,7 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
             state.status(
                 "block", f"{record.position}/{len(state.blocks)} {record.id} ({record.task}); {_stream_health(state)}"
             )
+            state._write_session_json()  # killed during this block: the record says it was running
             try:
                 paradigm.run(context, params, record.id)
             except SessionAborted:
@@ -805,10 +938,12 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
             except BaseException:
                 record.status = "failed"
                 raise
+            else:
+                record.status = "completed"
             finally:
                 record.end_wall = now_wall()
                 _fill_block_times(record, context.flip_log[first_flip:])
-            record.status = "completed"
+                state._write_session_json()  # at most one block behind after a kill -9
         if state.recording_failed.is_set():
             raise state._recording_failed()  # it failed during the last block: not complete
         outcome = "complete"
@@ -818,6 +953,7 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
             state.status("recording", f"{aborted}: ending the session")
         else:
             state.aborted = True
+            state.abort_reason = state.abort_reason or str(aborted)
             state.status("aborted", f"{aborted}: finishing the recording")
     finally:
         end = Marker(event="session_end", value=outcome)

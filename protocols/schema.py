@@ -10,8 +10,12 @@ field and a fix *before* any device or LSL outlet exists. The reference is ``doc
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import re
 import string
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from dyadlab import DyadlabError
+from dyadlab.acquisition.lslconfig import LslConfig, LslConfigError
+from dyadlab.protocols.safeyaml import MAX_BYTES, YamlRefused, load_yaml
 from dyadlab.tasks.autopilot import AutopilotSettings
 from dyadlab.tasks.display import DisplaySettings
 from dyadlab.tasks.input import KeySettings
@@ -63,6 +69,26 @@ OUTPUT_PLACEHOLDERS: dict[str, Any] = {
     "run": 1,
     "partner": "therapist",
 }
+#: What the runner appends to the output stem; the longest one bounds the file-name length.
+OUTPUT_SUFFIXES: tuple[str, ...] = (
+    ".xdf",
+    "_beh.csv",
+    "_session.json",
+    "_session.json.tmp",
+    "_quickcheck.json",
+    "_quickcheck.html",
+)
+#: Highest run number: a session's files are numbered run-1 ... run-MAX_RUNS.
+MAX_RUNS: Final = 999
+#: Longest file or folder name most file systems accept (bytes).
+NAME_MAX: Final = 255
+#: Longest path Linux accepts (bytes).
+PATH_MAX: Final = 4096
+#: Widest field a format spec of the output pattern may ask for ({run:03d}...).
+MAX_FORMAT_WIDTH: Final = 64
+#: One folder or file name of a resolved output path: letters, digits and ``_ . + = -``, not
+#: starting with a dot or a dash (no hidden files, nothing a shell reads as an option).
+_SAFE_PATH_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=\-]*$")
 
 
 class FieldProblem(ValueError):
@@ -120,6 +146,16 @@ class ProtocolError(DyadlabError, ValueError):
         super().__init__(f"Protocol rejected ({count}):\n" + "\n".join(f"  {issue}" for issue in issues))
 
 
+class OutputPathError(DyadlabError, ValueError):
+    """The output pattern, filled in with a session's values, gives a path that cannot be used
+    (outside the output folder, unsafe characters, names too long...)."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(f"{message} (fix: {fix})")
+        self.message = message
+        self.fix = fix
+
+
 # --------------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------------
@@ -160,6 +196,11 @@ class Participant(_Strict):
     def _id(cls, value: str) -> str:
         return _token("Participant id", value)
 
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        return _token("Participant role", value)
+
     @property
     def uses_simulator(self) -> bool:
         """Whether this participant's device is the coupled-dyad simulator."""
@@ -188,8 +229,11 @@ class Block(_Strict):
     @field_validator("duration")
     @classmethod
     def _positive_duration(cls, value: float | None) -> float | None:
-        if value is not None and value <= 0:
-            raise FieldProblem(f"duration must be positive, got {value}", "give the block's length in seconds, e.g. 60")
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise FieldProblem(
+                f"duration must be a positive number of seconds, got {value}",
+                "give the block's length in seconds, e.g. 60",
+            )
         return value
 
     @field_validator("id")
@@ -238,12 +282,34 @@ class Output(_Strict):
     @field_validator("pattern")
     @classmethod
     def _known_placeholders(cls, value: str) -> str:
+        if any(ord(character) < 32 or ord(character) == 127 for character in value):
+            raise FieldProblem(
+                "the pattern holds a control character (NUL, newline, tab...)",
+                "use letters, digits, '_', '-', '.' and '/' between the placeholders",
+            )
         try:
-            fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+            parsed = list(string.Formatter().parse(value))
         except ValueError as error:
             raise FieldProblem(
                 f"the pattern is not a valid format string ({error})", "balance every '{' with '}'"
             ) from None
+        fields = [name for _, name, _, _ in parsed if name is not None]
+        for _, name, spec, conversion in parsed:
+            if name is None:
+                continue
+            if conversion is not None:
+                raise FieldProblem(
+                    f"{{{name}!{conversion}}}: conversions are not allowed in the pattern", f"write {{{name}}}"
+                )
+            if spec and "{" in spec:
+                raise FieldProblem(
+                    f"{{{name}:{spec}}}: placeholders inside a format spec are not allowed", "use e.g. {session:02d}"
+                )
+            widths = [int(digits) for digits in re.findall(r"\d+", spec or "")]
+            if widths and max(widths) > MAX_FORMAT_WIDTH:
+                raise FieldProblem(
+                    f"{{{name}:{spec}}} asks for {max(widths)} characters", f"use a width of at most {MAX_FORMAT_WIDTH}"
+                )
         unknown = sorted({name for name in fields if name not in OUTPUT_PLACEHOLDERS})
         if unknown:
             raise FieldProblem(
@@ -256,13 +322,13 @@ class Output(_Strict):
                 "add _run-{run:02d} to the file name",
             )
         try:
-            rendered = value.format(**OUTPUT_PLACEHOLDERS)
-        except (ValueError, TypeError, IndexError) as error:
+            value.format(**OUTPUT_PLACEHOLDERS)
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
             raise FieldProblem(
                 f"the pattern cannot be filled in ({error})", "check the format specs, e.g. {session:02d}"
             ) from None
-        if rendered.startswith("/") or ".." in Path(rendered).parts:
-            raise FieldProblem("the pattern leaves the output folder", "use a relative path without '..'")
+        # Whether the path stays inside the output folder depends on the real values (partner
+        # role, dyad...): see resolve_output_stem, which validation and the runner both call.
         return value
 
 
@@ -276,6 +342,25 @@ class LslSettings(_Strict):
     resolve_scope: Literal["machine", "link", "site", "organization", "global"] | None = None
     known_peers: list[str] = Field(default_factory=list)
     local_only: bool = Field(default=False, description="Keep every stream on this machine (demo, pilots).")
+
+    @field_validator("session_id")
+    @classmethod
+    def _session_id(cls, value: str | None) -> str | None:
+        if value is not None and value != "auto":
+            try:
+                LslConfig(session_id=value)
+            except LslConfigError as error:
+                raise FieldProblem(str(error), "use 1-64 letters, digits, '.', '_' or '-' (or auto)") from None
+        return value
+
+    @field_validator("known_peers")
+    @classmethod
+    def _peers(cls, value: list[str]) -> list[str]:
+        try:
+            LslConfig(known_peers=tuple(value))
+        except LslConfigError as error:
+            raise FieldProblem(str(error), "give host names or IP addresses, e.g. [192.168.1.20, lab-pc-2]") from None
+        return value
 
 
 class PreflightSettings(_Strict):
@@ -310,9 +395,9 @@ class Protocol(_Strict):
     description: str = ""
     study: str
     dyad: str = Field(description="Dyad id (e.g. D07); its trailing number drives counterbalancing.")
-    session: int = Field(default=1, ge=1, description="Session number within the dyad (1, 2, ...).")
+    session: int = Field(default=1, ge=1, le=9999, description="Session number within the dyad (1, 2, ...).")
     participants: list[Participant] = Field(min_length=2, max_length=2)
-    extra_roles: list[str] = Field(default_factory=list, description="Roles beyond the known ones.")
+    extra_roles: list[str] = Field(default_factory=list, max_length=100, description="Roles beyond the known ones.")
     screens: DisplaySettings = Field(
         default_factory=DisplaySettings, description="Window layout (dyadlab.tasks.display)."
     )
@@ -323,7 +408,7 @@ class Protocol(_Strict):
         default_factory=AutopilotSettings,
         description="Simulated participants used with --autopilot (dyadlab.tasks.autopilot).",
     )
-    blocks: list[Block] = Field(min_length=1)
+    blocks: list[Block] = Field(min_length=1, max_length=500)
     counterbalance: Counterbalance = Field(default_factory=Counterbalance)
     output: Output = Field(default_factory=Output)
     lsl: LslSettings = Field(default_factory=LslSettings)
@@ -334,6 +419,11 @@ class Protocol(_Strict):
     @classmethod
     def _tokens(cls, value: str, info: Any) -> str:
         return _token(info.field_name.capitalize(), value)
+
+    @field_validator("extra_roles")
+    @classmethod
+    def _role_tokens(cls, value: list[str]) -> list[str]:
+        return [_token("Role", role) for role in value]
 
     @property
     def protocol_label(self) -> str:
@@ -470,7 +560,24 @@ def load_protocol(name_or_path: str | Path, overrides: Mapping[str, Any] | None 
     LoadedProtocol
     """
     path = resolve_protocol_path(name_or_path)
-    raw_bytes = path.read_bytes()
+    try:
+        with open(path, "rb") as handle:
+            raw_bytes = handle.read(MAX_BYTES + 1)
+    except OSError as error:
+        raise ProtocolError(
+            [ProtocolIssue(str(path), "", f"cannot read the file ({error.strerror or error})", "check the path")]
+        ) from None
+    if len(raw_bytes) > MAX_BYTES:
+        raise ProtocolError(
+            [
+                ProtocolIssue(
+                    str(path),
+                    "",
+                    f"the file is larger than {MAX_BYTES:,} bytes; a protocol is a few kilobytes",
+                    "check that this is a protocol file",
+                )
+            ]
+        )
     text = raw_bytes.decode("utf-8", errors="replace")
     protocol = validate_protocol_text(text, file=str(path), overrides=overrides)
     return LoadedProtocol(protocol=protocol, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest(), text=text)
@@ -481,8 +588,11 @@ def validate_protocol_text(
 ) -> Protocol:
     """Validate protocol YAML ``text``; raise :class:`ProtocolError` with file/field/fix for each problem."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = load_yaml(text)
+    except YamlRefused as refused:
+        raise ProtocolError(
+            [ProtocolIssue(file, "", refused.message, refused.fix, line=refused.line, column=refused.column)]
+        ) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         raise ProtocolError(
@@ -519,6 +629,7 @@ def validate_protocol_text(
         issues.extend(_issues_from_validation(error, file, positions, Protocol))
         protocol = None
     issues.extend(_block_param_issues(data.get("blocks"), file, positions))
+    issues.extend(_strict_number_issues(data, file, positions))
     if protocol is not None:
         issues.extend(_semantic_issues(protocol, file, positions))
     if issues or protocol is None:  # a protocol that did not validate always has issues
@@ -611,6 +722,19 @@ def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple
         seen_ids[block_id] = index
     _check_label_references(protocol, issue)
     issues.extend(_counterbalance_issues(protocol, file, positions))
+    if not issues:  # the output path and the LSL settings need a consistent protocol
+        for run in (1, MAX_RUNS):
+            try:
+                resolve_output_stem(protocol, run)
+            except OutputPathError as error:
+                issue(("output", "pattern"), error.message, error.fix)
+                break
+        try:
+            protocol_lsl_config(protocol)
+        except LslConfigError as error:
+            issue(
+                ("lsl", "session_id"), str(error), "set lsl.session_id to at most 64 letters, digits, '.', '_' or '-'"
+            )
     return issues
 
 
@@ -748,6 +872,221 @@ def resolve_block_params(block: Block, paradigm: Any) -> dict[str, Any]:
         )
     params[field] = block.duration
     return params
+
+
+# --------------------------------------------------------------------------------------------
+# Where the files go, and the LSL settings: one function each, for validation and the runner
+# --------------------------------------------------------------------------------------------
+
+
+def partner_role(protocol: Protocol) -> str:
+    """The role of the participant labelled B in this session (after counterbalancing)."""
+    labels = plan_session(protocol).labels
+    return next((p.role for p in protocol.participants if labels.get(p.id) == "B"), "")
+
+
+def output_values(protocol: Protocol, run: int) -> dict[str, Any]:
+    """The values of the output pattern's placeholders for one run of this session."""
+    return {
+        "study": protocol.study,
+        "dyad": protocol.dyad,
+        "session": protocol.session,
+        "protocol": protocol.protocol_label,
+        "run": run,
+        "partner": partner_role(protocol),
+    }
+
+
+def resolve_output_stem(protocol: Protocol, run: int, out_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The path of one run's files without suffix: the output pattern filled in with the real values.
+
+    The same check serves ``dyadlab validate`` (``out_dir=None``: the relative path only) and the
+    runner (the path under ``out_dir``). Every folder and file name must be made of letters,
+    digits and ``_ . + = -`` (not starting with ``.`` or ``-``), at most :data:`NAME_MAX` bytes with
+    the longest suffix; with ``out_dir``, the path (symbolic links followed) must stay inside it
+    and be shorter than :data:`PATH_MAX`.
+
+    Raises
+    ------
+    OutputPathError
+        The path cannot be used; nothing has been created.
+    """
+    pattern = protocol.output.pattern
+    try:
+        relative = pattern.format(**output_values(protocol, run))
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
+        raise OutputPathError(
+            f"the output pattern cannot be filled in with this session's values ({error})",
+            "check the format specs, e.g. {session:02d}",
+        ) from None
+    if relative.startswith("/") or "\\" in relative:
+        raise OutputPathError(
+            f"the output pattern gives {relative!r}, which leaves the output folder",
+            "use a relative path with '/' between folders, without '..'",
+        )
+    parts = relative.split("/")
+    longest_suffix = max(len(suffix) for suffix in OUTPUT_SUFFIXES)
+    if len(relative.encode()) + longest_suffix >= PATH_MAX:
+        raise OutputPathError(
+            f"the output pattern gives a path of {len(relative.encode())} bytes; Linux accepts {PATH_MAX}",
+            "shorten the pattern",
+        )
+    for position, part in enumerate(parts):
+        if part in ("", ".", "..") or not _SAFE_PATH_PART.match(part):
+            raise OutputPathError(
+                f"the output pattern gives {relative!r}, and {part!r} cannot be a folder or file name there",
+                "use letters, digits, '_', '-', '.' and '+' in names (not starting with '.' or '-'), "
+                "'/' between folders, no '..' and no empty folder names",
+            )
+        limit = NAME_MAX - (longest_suffix if position == len(parts) - 1 else 0)
+        if len(part.encode()) > limit:
+            raise OutputPathError(
+                f"the output pattern gives a name of {len(part.encode())} bytes ({part[:40]}...); file systems "
+                f"accept {NAME_MAX} bytes, suffix ({longest_suffix}) included",
+                "shorten the pattern or the ids in it",
+            )
+    stem = Path(*parts)
+    if out_dir is None:
+        return stem
+    root = Path(out_dir)
+    full = root / stem
+    if len(os.fsencode(os.path.abspath(full))) + longest_suffix >= PATH_MAX:
+        raise OutputPathError(
+            f"the output path under {root} is longer than {PATH_MAX} bytes", "use a shorter --out or pattern"
+        )
+    real_root = root.resolve()
+    real = full.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise OutputPathError(
+            f"{full} is outside the output folder {real_root} (it resolves to {real}, through a symbolic link)",
+            "remove the link or choose another --out",
+        )
+    return full
+
+
+def lsl_session_id(protocol: Protocol) -> str | None:
+    """The LSL SessionID of this session (``auto``: ``dyadlab-<study>-<dyad>-ses<NN>``)."""
+    session_id = protocol.lsl.session_id
+    if session_id == "auto":
+        return f"dyadlab-{protocol.study}-{protocol.dyad}-ses{protocol.session:02d}"
+    return session_id
+
+
+def protocol_lsl_config(protocol: Protocol, *, local_only: bool = False) -> LslConfig:
+    """The LSL configuration a run of this protocol applies (validation builds the same).
+
+    Raises
+    ------
+    dyadlab.acquisition.lslconfig.LslConfigError
+        A value liblsl would not accept (e.g. an automatic SessionID over 64 characters).
+    """
+    settings = protocol.lsl
+    session_id = lsl_session_id(protocol)
+    if settings.local_only or local_only:
+        return LslConfig.local_only(session_id or "dyadlab-local")
+    return LslConfig(
+        session_id=session_id, resolve_scope=settings.resolve_scope, known_peers=tuple(settings.known_peers)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers: no true/false, no NaN or infinity where a number is expected
+# --------------------------------------------------------------------------------------------
+
+
+def _number_kinds(annotation: Any) -> tuple[bool, bool]:
+    """(whether ``annotation`` accepts a number, whether it accepts a boolean)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _number_kinds(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        kinds = [_number_kinds(argument) for argument in typing.get_args(annotation)]
+        return any(k[0] for k in kinds), any(k[1] for k in kinds)
+    if annotation is bool or annotation is Any:
+        return False, True
+    if annotation in (int, float):
+        return True, False
+    return False, False
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X`` for ``Annotated[X, ...]`` and ``X | None``; anything else unchanged."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin is typing.Union or origin is types.UnionType:
+            others = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(others) != 1:
+                return annotation
+            annotation = others[0]
+        else:
+            return annotation
+
+
+def _number_problems(value: Any, annotation: Any, loc: tuple) -> Iterator[tuple[tuple, str, str]]:
+    """``(location, message, fix)`` for every boolean or non-finite number given for a number."""
+    plain = _unwrap(annotation)
+    origin = typing.get_origin(plain)
+    if isinstance(plain, type) and issubclass(plain, BaseModel):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                field = plain.model_fields.get(key) if isinstance(key, str) else None
+                if field is not None:
+                    yield from _number_problems(item, field.annotation, (*loc, key))
+        return
+    if origin in (list, tuple, set, frozenset) and isinstance(value, list):
+        arguments = typing.get_args(plain)
+        for index, item in enumerate(value):
+            if origin is tuple and arguments and arguments[-1] is not Ellipsis:
+                item_type = arguments[index] if index < len(arguments) else Any
+            else:
+                item_type = arguments[0] if arguments else Any
+            yield from _number_problems(item, item_type, (*loc, index))
+        return
+    if origin in (dict, Mapping) and isinstance(value, dict):
+        arguments = typing.get_args(plain)
+        for key, item in value.items():
+            yield from _number_problems(item, arguments[1] if len(arguments) == 2 else Any, (*loc, key))
+        return
+    numeric, takes_bool = _number_kinds(annotation)
+    if not numeric:
+        return
+    if isinstance(value, bool) and not takes_bool:
+        yield (
+            loc,
+            f"expected a number, got {str(value).lower()}",
+            "write a number; YAML reads true/false, yes/no and on/off as booleans, which are not numbers",
+        )
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield loc, f"expected a finite number, got {value}", "write a finite number"
+
+
+def _strict_number_issues(
+    data: dict[str, Any], file: str, positions: dict[tuple, tuple[int, int]]
+) -> list[ProtocolIssue]:
+    """Booleans or NaN/infinity where the protocol, a device or a paradigm expects a number
+    (pydantic would read ``duration: true`` as 1 second)."""
+    found = list(_number_problems(data, Protocol, ()))
+    people = data.get("participants")
+    if isinstance(people, list):
+        for index, person in enumerate(people):
+            device = person.get("device") if isinstance(person, dict) else None
+            if isinstance(device, dict) and str(device.get("board", "")).strip().lower() != SIMULATOR_BOARD:
+                found.extend(_number_problems(device, _board_spec_model(), ("participants", index, "device")))
+    blocks = data.get("blocks")
+    if isinstance(blocks, list):
+        registry = paradigms()
+        for index, block in enumerate(blocks):
+            task = block.get("task") if isinstance(block, dict) else None
+            paradigm = registry.get(task) if isinstance(task, str) else None
+            if paradigm is not None and isinstance(block.get("params"), dict):
+                found.extend(_number_problems(block["params"], paradigm.Params, ("blocks", index, "params")))
+    issues = []
+    for loc, message, fix in found:
+        line, column = _position(positions, loc)
+        issues.append(ProtocolIssue(file, _loc_to_path(loc), message, fix, line, column))
+    return issues
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ where only per-session summaries are needed) and produces one versioned report
    sessions, first with the therapist, then with others?). One person's sessions are few and
    not independent: trends are descriptive.
 
-A file that cannot be loaded or checked is skipped with a warning naming it (``strict=True``
-stops instead); channel sets or sampling rates that differ between recordings stop the
+A file that cannot be loaded or checked, for whatever reason (an unexpected error is logged as
+a bug with its traceback), is skipped with an entry in ``skipped`` and a warning naming it
+(``strict=True`` stops instead); channel sets or sampling rates that differ between recordings stop the
 pseudo-dyad analysis with an error, because real and pseudo values would not be comparable.
 """
 
@@ -943,6 +944,20 @@ def run_group(
                 skipped.append({"path": str(path), "error": str(error)})
                 warnings.append(f"{path.name} was skipped: {error}")
                 logger.warning("group: %s skipped: %s", path, error)
+                continue
+            except Exception as error:  # one file's unexpected failure must not stop the others
+                if strict:
+                    raise  # --strict: the bug surfaces as such (the CLI logs its traceback)
+                from dyadlab.cli_support import report_bug
+
+                log = report_bug(error)
+                message = (
+                    f"this file could not be analysed ({type(error).__name__}: {error}); this is a dyadlab bug, "
+                    f"its traceback is in {log}"
+                )
+                skipped.append({"path": str(path), "error": message})
+                warnings.append(f"{path.name} was skipped: {message}")
+                logger.warning("group: %s skipped: %s", path, message)
                 continue
             warnings.extend(f"{path.name}: {w}" for w in check.get("warnings", []))
             epochs[len(summaries)] = prepared

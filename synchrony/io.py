@@ -175,14 +175,20 @@ class DyadRecording:
 
 
 class _PyxdfProblems(logging.Handler):
-    """Collects pyxdf's warnings and errors (it logs corruption and carries on)."""
+    """Collects pyxdf's warnings and errors (it logs corruption and carries on); only their
+    messages: pyxdf logs some with a traceback (``logger.exception``), which must not reach the
+    console."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.WARNING)
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            message = f"{message}: {type(error).__name__}: {error}"
+        self.messages.append(message)
 
 
 def _first(mapping: Any, key: str, default: Any = None) -> Any:
@@ -344,8 +350,20 @@ def _channel_layout(label: str, stream: dict, n_channels: int) -> _ChannelLayout
     return _ChannelLayout(channels, eeg_index, marker_index, package_index)
 
 
-def _check_eeg_stream(label: str, stream: dict, n_samples: int) -> None:
+def _truncation(problems: Sequence[str]) -> str | None:
+    """The index's note that the file ends inside a chunk (a crash or a copy cut short), if any."""
+    return next((p for p in problems if p.startswith("the file ends inside")), None)
+
+
+def _check_eeg_stream(label: str, stream: dict, n_samples: int, problems: Sequence[str] = ()) -> None:
     if n_samples == 0:
+        cut = _truncation(problems)
+        if cut is not None:
+            raise XdfLoadError(
+                f"Participant {label}'s EEG stream {_identity(stream)} holds no complete samples because the file "
+                f"is truncated: {cut}. The recording stopped (crash, power loss, disk full) or the file was not "
+                "copied completely; `dyadlab inspect FILE.xdf` shows where it ends."
+            )
         raise XdfLoadError(
             f"Participant {label}'s EEG stream {_identity(stream)} holds no samples. The amplifier or its "
             "LSL outlet did not deliver data while recording (check `dyadlab inspect FILE.xdf`)."
@@ -429,6 +447,8 @@ def _read_with_pyxdf(path: Path) -> tuple[list[dict], Any, list[str]]:
     problems = _PyxdfProblems()
     pyxdf_logger = logging.getLogger("pyxdf")
     pyxdf_logger.addHandler(problems)
+    propagate = pyxdf_logger.propagate
+    pyxdf_logger.propagate = False  # its messages are listed in file_problems, not printed
     try:
         streams, header = pyxdf.load_xdf(
             str(path),
@@ -443,6 +463,7 @@ def _read_with_pyxdf(path: Path) -> tuple[list[dict], Any, list[str]]:
         ) from error
     finally:
         pyxdf_logger.removeHandler(problems)
+        pyxdf_logger.propagate = propagate
     return streams, header, problems.messages
 
 
@@ -469,6 +490,11 @@ def _open_streams(path: Path) -> _Streams:
             return _Streams(streams, header, [f"the file's chunk structure is damaged ({error})"] + problems, None)
         except OSError as error:
             raise XdfLoadError(f"{path} cannot be read ({error}).") from error
+        except RecursionError as error:  # XML nested thousands of levels deep: not a recording
+            raise XdfLoadError(
+                f"{path} holds XML nested too deeply to read; it is damaged or not a recording "
+                f"(`dyadlab inspect {path}` shows where)."
+            ) from error
         streams = []
         for entry in index.streams.values():
             stream = {"info": entry.info}
@@ -489,7 +515,7 @@ def _read_samples(
     layouts, groups = [], {}
     for label, stream in picked:
         entry = index.streams[stream["info"]["stream_id"]]
-        _check_eeg_stream(label, stream, entry.n_samples)
+        _check_eeg_stream(label, stream, entry.n_samples, index.problems)
         layout = _channel_layout(label, stream, entry.n_channels)
         layouts.append(layout)
         groups[entry.stream_id] = [xdfreader.ChannelGroup(layout.eeg, np.float32)] + [

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -30,6 +30,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
+
+#: Largest window side accepted (pixels): an 8K screen is 7680 x 4320.
+MAX_WINDOW_SIDE = 8192
+#: Highest screen index accepted (X screens / monitors are numbered from 0).
+MAX_SCREEN_INDEX = 15
+
+#: One side of a window, in pixels.
+WindowSide = Annotated[int, Field(ge=1, le=MAX_WINDOW_SIDE)]
 
 
 class DisplaySettings(BaseModel):
@@ -45,7 +53,8 @@ class DisplaySettings(BaseModel):
     fullscreen : bool
         Full-screen windows (the lab setting); ``False`` opens ``size`` windows (piloting, tests).
     size : (int, int)
-        Window size in pixels when not full screen.
+        Window size in pixels when not full screen: width and height, each 1 to
+        :data:`MAX_WINDOW_SIDE` (a window of size 0 or less never opens).
     background : str
         Window colour (any PsychoPy colour name or hex).
     photodiode_corner : corner or None
@@ -62,9 +71,9 @@ class DisplaySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     layout: Literal["shared", "per-participant"] = "shared"
-    screens: list[int] | None = None
+    screens: list[Annotated[int, Field(ge=0, le=MAX_SCREEN_INDEX)]] | None = None
     fullscreen: bool = True
-    size: tuple[int, int] = (1280, 800)
+    size: tuple[WindowSide, WindowSide] = (1280, 800)
     background: str = "#101010"
     photodiode_corner: Corner | None = None
     check_timing: bool = True

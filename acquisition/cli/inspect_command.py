@@ -1,7 +1,8 @@
 """``dyadlab inspect FILE.xdf``: validate an XDF file and summarise its streams.
 
 Exit codes: 0 the file is valid (possibly incomplete, see the warnings), 1 a defect was found,
-2 the file cannot be read.
+2 the file cannot be read (missing, no permission, or not a regular file: a folder, a FIFO or a
+device is refused at once, never waited on).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ With ``--duration``, the disk must have room for the estimated recording (x 2, p
 before the file is created. If the disk fills up anyway, the recording stops at once: the file
 keeps every sample written before (valid XDF without footers) and the command exits with 1.
 
-Exit codes: 0 a complete recording; 1 the recording has problems (listed); 2 bad input (e.g. the
-output file exists); 3 a required stream was not found (nothing recorded, no file created);
+Exit codes: 0 a complete recording; 1 the recording has problems (listed, e.g. a stream whose
+source stopped delivering and never came back); 2 bad input (the output file exists or its
+folder does not, an invalid --predicate, a duration that is not a finite number...); 3 a required stream was not found (nothing recorded, no file created);
 4 not enough free space for --duration (nothing recorded, no file created); 130 interrupted before
 recording started.
 """
@@ -22,6 +23,7 @@ import click
 from rich.console import Console
 
 from dyadlab.acquisition.cli.signals import StopOnSignal
+from dyadlab.cli_support import FiniteFloatRange
 
 if TYPE_CHECKING:
     from dyadlab.acquisition.recorder import RecordingSummary
@@ -32,6 +34,8 @@ EXIT_BAD_INPUT = 2
 EXIT_MISSING_STREAM = 3
 EXIT_NO_SPACE = 4
 EXIT_INTERRUPTED = 130
+#: Longest --duration / --wait accepted (a week): longer waits overflow the timers.
+MAX_SECONDS = 7 * 24 * 3600.0
 
 
 def _parse_meta(items: tuple[str, ...]) -> dict[str, str]:
@@ -61,7 +65,8 @@ def _number(value: float | None, digits: int = 3) -> str:
     "predicates",
     multiple=True,
     metavar="XPATH",
-    help="Record the one stream matching this LSL predicate, e.g. \"name='X' and hostname='pc2'\" (repeatable).",
+    help="Record the one stream matching this LSL predicate (XPath 1.0), e.g. \"name='X' and hostname='pc2'\" "
+    "(repeatable). It applies within this machine's LSL SessionID only (dyadlab brackets it).",
 )
 @click.option(
     "--optional-source-id",
@@ -79,14 +84,14 @@ def _number(value: float | None, digits: int = 3) -> str:
 )
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True, max=MAX_SECONDS),
     default=None,
     help="Stop after this many seconds (default: until Ctrl+C / SIGTERM).",
 )
 @click.option(
     "--wait",
     "wait",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0, max=MAX_SECONDS),
     default=10.0,
     show_default=True,
     help="Seconds to wait for every required stream to appear.",
@@ -125,7 +130,13 @@ def record(
     if not source_ids and not predicates:
         raise click.UsageError("select at least one stream with --source-id or --predicate")
     metadata = _parse_meta(meta)
-    if out.exists():
+    if not out.parent.is_dir():
+        err.print(
+            f"[red]{out.parent} is not an existing folder[/red]; create it first or choose another --out.",
+            highlight=False,
+        )
+        raise SystemExit(EXIT_BAD_INPUT)
+    if out.exists() or out.is_symlink():
         err.print(
             f"[red]{out} already exists[/red]; a recording is never overwritten. "
             "Choose a new --out name or move the existing file away.",

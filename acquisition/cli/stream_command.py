@@ -22,6 +22,7 @@ from rich.live import Live
 from rich.table import Table
 
 from dyadlab.acquisition.cli.signals import StopOnSignal
+from dyadlab.cli_support import FiniteFloatRange
 
 if TYPE_CHECKING:
     from dyadlab.acquisition.bridge import BoardBridge, BridgeStatus
@@ -145,7 +146,7 @@ def _quiet_brainflow(verbose: bool) -> None:
 @click.option("--seed", type=int, default=None, help="Simulator seed (with --simulate).")
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True, max=7 * 24 * 3600.0),
     default=None,
     help="Stop after this many seconds (default: until Ctrl+C).",
 )
@@ -182,25 +183,34 @@ def stream(
     if seed is not None and not simulate:
         raise click.UsageError("--seed only applies with --simulate.")
 
+    config_path = None
     if session_id is not None or local_only:
         from dyadlab.acquisition.lslconfig import (
             LslConfig,
             LslConfigError,
             apply_lsl_config,
+            local_only_exposure,
         )
 
         try:
             config = LslConfig.local_only(session_id or "default") if local_only else LslConfig(session_id=session_id)
         except LslConfigError as exc:
             raise click.BadParameter(str(exc), param_hint="--session-id") from exc
-        apply_lsl_config(config)
+        if local_only:
+            err.print(f"[yellow]warning:[/yellow] {local_only_exposure()}", highlight=False)
+        # The private lsl_api.cfg is removed once liblsl has read it (below), or at exit.
+        config_path = apply_lsl_config(config)
     # Imported after the LSL configuration: liblsl reads it at the first LSL call.
     import pydantic
+    import pylsl
 
     from dyadlab.acquisition.bridge import BoardBridge
+    from dyadlab.acquisition.lslconfig import discard_lsl_config
     from dyadlab.acquisition.sources import SourceConfigError, SourceError
     from dyadlab.acquisition.streams import ParticipantInfo, source_id
 
+    pylsl.protocol_version()  # makes liblsl read its configuration (once per process)
+    discard_lsl_config(config_path)
     _quiet_brainflow(logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
     try:
         people = [ParticipantInfo(label, ids.get(label, label), role_of.get(label, "participant")) for label in labels]
