@@ -11,10 +11,8 @@ XVFB   := xvfb-run -a -s "-screen 0 1280x800x24 -screen 1 1280x800x24 +xinerama"
 # gitignored; the cache beside it keeps re-runs fast). build/lib goes first: setuptools would
 # otherwise copy modules deleted from the tree since the last build into the installed copy.
 TYPECHECK := build/typecheck
-# What mypy checks. Until dyadlab.synchrony is free of type errors it is only followed for the
-# types it gives the other packages, its own errors silenced; then this becomes `-p dyadlab`.
-MYPY_TARGETS ?= --follow-imports=silent -p dyadlab.acquisition -p dyadlab.tasks -p dyadlab.protocols \
-	-m dyadlab -m dyadlab.__main__ -m dyadlab.cli_support
+# What mypy checks: the whole package.
+MYPY_TARGETS ?= -p dyadlab
 
 .PHONY: setup system-deps demo test lint typecheck bench clean mutate planted-bugs
 

@@ -25,7 +25,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import platform
 import time
 import warnings as warnings_module
@@ -42,7 +41,7 @@ from dyadlab import DyadlabError
 from dyadlab.synchrony import quality as quality_mod
 from dyadlab.synchrony import segments as seg
 from dyadlab.synchrony import verdict as verdict_mod
-from dyadlab.synchrony.io import DyadRecording, load_dyad
+from dyadlab.synchrony.io import DyadRecording, ParticipantEeg, load_dyad
 from dyadlab.synchrony.report import ReportFigures
 
 if TYPE_CHECKING:
@@ -62,6 +61,8 @@ CONTRAST_PERMUTATIONS = 1000
 CIRCULAR_MIN_SHIFT_S = 2.0
 #: Matrices in the JSON are rounded to this many decimals (keeps a 32 x 32-channel report small).
 MATRIX_DECIMALS = 5
+#: Highest declared sampling rate the check accepts (Hz); EEG amplifiers stay far below it.
+MAX_RATE_HZ = 100_000.0
 #: Longest epoch accepted (seconds): a condition block is rarely longer than a few minutes.
 MAX_EPOCH_LENGTH_S = 600.0
 #: Bands of a condition computed at once (in threads) by the quick-check.
@@ -375,8 +376,32 @@ class SynchronyStage:
     epoch_blocks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def _check_analysable(p: ParticipantEeg) -> None:
+    """A stream the check can put on a time grid: a declared regular rate and finite timestamps."""
+    if not (math.isfinite(p.nominal_rate) and 0 < p.nominal_rate <= MAX_RATE_HZ):
+        raise QuickCheckError(
+            f"Participant {p.describe()} declares a sampling rate of {p.nominal_rate:g} Hz; the quick-check needs a "
+            f"regularly sampled EEG stream between 0 and {MAX_RATE_HZ:g} Hz. Check the amplifier's LSL outlet "
+            "(nominal_srate in the stream header: `dyadlab inspect FILE.xdf`)."
+        )
+    bad_stamps = int(np.count_nonzero(~np.isfinite(p.timestamps)))
+    if bad_stamps:
+        bad_offsets = int(np.count_nonzero(~np.isfinite(p.clock_values) | ~np.isfinite(p.clock_times)))
+        cause = (
+            f"{bad_offsets} of its {p.clock_values.size} clock offsets are not numbers, so synchronised time is unknown"
+            if bad_offsets
+            else "the file holds timestamps that are not numbers"
+        )
+        raise QuickCheckError(
+            f"Participant {p.describe()}: {bad_stamps} of {p.n_samples} timestamps are not finite ({cause}). The "
+            "recording's timing is damaged; `dyadlab inspect FILE.xdf` shows where."
+        )
+
+
 def assess_quality(recording: DyadRecording, settings: CheckSettings, run: _Run) -> QualityStage:
     """Data quality of each participant and of their overlap; the usable channels."""
+    for participant in recording.participants:
+        _check_analysable(participant)
     quality: dict[str, Any] = {}
     for p in recording.participants:
         quality[p.label], problems = quality_mod.participant_quality(p, recording.markers, settings.thresholds)
@@ -691,17 +716,22 @@ def assemble_result(
 
 
 def _writable(path: str | Path | None, option: str) -> Path | None:
-    """``path`` if a report can be written there; found before the analysis, not after it."""
+    """``path`` if a report can be written there: found before the analysis, not after it."""
     if path is None:
         return None
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise QuickCheckError(f"{option} {path} is a folder; give a file name.")
-    if not folder.is_dir():
-        raise QuickCheckError(f"{option} {path}: the folder {folder} does not exist.")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise QuickCheckError(f"{option} {path} cannot be written (permission denied); choose another place.")
+    if not path.parent.is_dir():
+        raise QuickCheckError(f"{option} {path}: the folder {path.parent} does not exist.")
+    existed = path.exists()
+    try:  # the one test that holds for root, read-only and virtual file systems alike
+        with open(path, "ab"):
+            pass
+    except OSError as error:
+        raise QuickCheckError(f"{option} {path} cannot be written ({error.strerror}); choose another place.") from error
+    if not existed:
+        path.unlink()
     return path
 
 

@@ -869,10 +869,10 @@ def run_group(
     from dyadlab.synchrony.check import QuickCheckError, json_ready, run_check
     from dyadlab.synchrony.io import XdfLoadError
 
-    paths = [Path(p) for p in paths]
-    if len(paths) < 2:
+    files = [Path(p) for p in paths]
+    if len(files) < 2:
         raise GroupError(
-            f"dyadlab group needs at least 2 recordings, got {len(paths)}: pseudo-dyads pair participant A of one "
+            f"dyadlab group needs at least 2 recordings, got {len(files)}: pseudo-dyads pair participant A of one "
             "recording with participant B of another, and trends need several sessions. For one recording use "
             "`dyadlab check`."
         )
@@ -892,8 +892,8 @@ def run_group(
     first_layout: tuple[str, tuple[list[str], list[str], float]] | None = None
 
     with tempfile.TemporaryDirectory(prefix="dyadlab-group-") as cache:
-        for index, path in enumerate(paths):
-            logger.info("group: %s (%d/%d)", path, index + 1, len(paths))
+        for index, path in enumerate(files):
+            logger.info("group: %s (%d/%d)", path, index + 1, len(files))
             try:
                 if path.suffix.lower() == ".json":
                     try:
@@ -965,12 +965,14 @@ def run_group(
 
         if len(summaries) < 2:
             raise GroupError(
-                f"Only {len(summaries)} of {len(paths)} input(s) could be used (skipped: "
+                f"Only {len(summaries)} of {len(files)} input(s) could be used (skipped: "
                 + "; ".join(f"{Path(s['path']).name}: {s['error']}" for s in skipped)
                 + "). At least 2 sessions are needed."
             )
         warnings.extend(_duplicate_sessions(summaries))
         xdf_index = sorted(epochs)
+        group: dict[str, Any]
+        carry_over: dict[str, Any]
         if len(xdf_index) < 2:
             reason = (
                 f"{len(xdf_index)} XDF recording(s) among the inputs: pseudo-dyads need the signals of at least 2 "
@@ -999,7 +1001,7 @@ def run_group(
         "schema_version": SCHEMA_VERSION,
         "generated_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "inputs": {
-            "files": [str(p) for p in paths],
+            "files": [str(p) for p in files],
             "bands": {k: list(v) for k, v in band_map.items()},
             "metrics": metric_names,
             "epoch_length_s": epoch_length,

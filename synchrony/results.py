@@ -106,9 +106,9 @@ class MarkerResiduals(_Fixed):
     lsl_markers: int
     board_markers: int
     matched: int
-    median_ms: Number
-    max_abs_ms: Number
-    iqr_ms: Number
+    median_ms: Number = None  # absent when no marker matched
+    max_abs_ms: Number = None
+    iqr_ms: Number = None
 
 
 class ParticipantQuality(_Fixed):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -407,3 +408,76 @@ def test_an_unwritable_output_is_refused_before_the_analysis(tmp_path):
             run_check(missing, json_out=locked / "check.json", progress=False)
     finally:
         locked.chmod(0o700)
+
+
+def _damaged_dyad(path, *, header_rate=250.0, offsets=(0.0, 0.0), stamp_nan=False, rate=250.0, seconds=50.0):
+    """A 50-s dyad (2 x 4 EEG + Marker at 250 Hz, rest and cooperation blocks) written by dyadlab's
+    writer with one field damaged: the declared rate, the clock offsets or 50 timestamps."""
+    import re as re_module
+
+    from dyadlab.acquisition.markers import Marker
+    from dyadlab.acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_info
+    from dyadlab.acquisition.xdf import XdfWriter
+
+    rng = np.random.default_rng(1)
+    n, t0 = int(seconds * rate), 1000.0
+    with XdfWriter(path, file_metadata={"study": "repro", "dyad": "d01"}) as writer:
+        for stream_id, label in ((1, "A"), (2, "B")):
+            source = SimpleNamespace(
+                sampling_rate=rate, eeg_channel_names=["Fz", "Cz", "Pz", "Oz"], aux_channel_names=[], description={}
+            )
+            xml = eeg_stream_info("repro", "d01", ParticipantInfo(label, f"sub-{label}"), source).as_xml()
+            xml = re_module.sub(
+                r"<nominal_srate>[^<]*</nominal_srate>", f"<nominal_srate>{header_rate!r}</nominal_srate>", xml
+            )
+            writer.add_stream(stream_id, xml)
+        writer.add_stream(3, event_stream_info("repro", "d01", "markers").as_xml())
+        stamps = t0 + np.arange(n) / rate
+        if stamp_nan:
+            stamps[n // 3 : n // 3 + 50] = np.nan
+        for stream_id in (1, 2):
+            writer.write_clock_offset(stream_id, t0, offsets[0])
+            values = np.column_stack([rng.standard_normal((n, 4)) * 10, np.zeros(n)]).astype(np.float32)
+            writer.write_samples(stream_id, stamps, values)
+            writer.write_clock_offset(stream_id, t0 + seconds, offsets[1])
+        events = []
+        for i, (condition, start) in enumerate((("rest", 2.0), ("cooperation", 25.0))):
+            block = dict(task=condition, block=f"{condition}-{i + 1}", condition=condition)
+            events += [
+                (start, Marker("block_start", **block).to_json()),
+                (start + 20.0, Marker("block_end", **block).to_json()),
+            ]
+        writer.write_samples(3, t0 + np.array([t for t, _ in events]), [[e] for _, e in events])
+        for stream_id in (1, 2, 3):
+            writer.write_footer(stream_id)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ({"header_rate": 0.0}, "declares a sampling rate of 0 Hz"),
+        ({"header_rate": 1e12}, "declares a sampling rate of 1e\\+12 Hz"),
+        ({"header_rate": 1e308}, "declares a sampling rate"),
+        ({"offsets": (float("nan"), float("nan"))}, "clock offsets are not numbers"),
+        ({"offsets": (0.0, float("nan"))}, "1 of its 2 clock offsets"),
+        ({"stamp_nan": True}, "50 of 12500 timestamps are not finite"),
+    ],
+)
+def test_damaged_rates_and_timing_are_explained_not_crashed_on(tmp_path, damage, message):
+    """Found by the hostile-input pass (#11): each used to end in a traceback (or a 728 TiB array)."""
+    from dyadlab.synchrony.cli import check
+
+    path = _damaged_dyad(tmp_path / "damaged.xdf", **damage)
+    with pytest.raises(QuickCheckError, match=message):
+        run_check(path, n_surrogates=10, progress=False)
+    outcome = CliRunner().invoke(check, [str(path), "--surrogates", "10", "--no-progress"])
+    assert outcome.exit_code == 2 and "Traceback" not in outcome.output
+
+
+def test_a_report_that_cannot_be_written_is_refused_before_the_analysis_even_as_root(tmp_path):
+    path = _damaged_dyad(tmp_path / "good.xdf")
+    with pytest.raises(QuickCheckError, match="cannot be written"):
+        run_check(path, html_out="/proc/dyadlab-report.html", progress=False)
+    result = run_check(path, n_surrogates=10, progress=False, html_out=tmp_path / "report.html")
+    assert (tmp_path / "report.html").stat().st_size > 0 and result["verdict"]["data_quality"] in ("ok", "check")
