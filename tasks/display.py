@@ -254,6 +254,10 @@ class SessionDisplay:
         screen is grabbed after drawing and before its flip; :meth:`take_grabbed` hands it over.
         """
         for view in self.views:
+            # getMovieFrame reads whichever OpenGL context is current (the last window drawn or
+            # flipped), so without this every view's grab was the same window's screen. PsychoPy has
+            # no public call for it; its own flip() makes the window current this way.
+            view.window._setCurrent()
             view.window.getMovieFrame(buffer="back")
 
     def take_grabbed(self, stem: Path) -> list[tuple[Path, Any]]:
