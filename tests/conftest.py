@@ -8,6 +8,7 @@ setting travels to subprocesses through the ``LSLAPICFG`` environment variable.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -17,6 +18,21 @@ from dyadlab.acquisition.lslconfig import LslConfig, apply_lsl_config
 
 TEST_SESSION_ID = f"dyadlab-test-{uuid.uuid4().hex[:12]}"
 apply_lsl_config(LslConfig.local_only(TEST_SESSION_ID))
+
+# Under pytest-xdist (``-n N``) every worker has its own SessionID (above) and its own X server:
+# display tests of two workers on one display would share its keyboard (the autopilot's XTEST key
+# presses reach whichever window has the focus) and its screen. The private Xvfb has the layout
+# of `make test` (two screens, Xinerama) and ends with the worker. DYADLAB_TEST_SHARED_DISPLAY=1
+# keeps the display the workers inherit.
+if (
+    os.environ.get("PYTEST_XDIST_WORKER")
+    and os.environ.get("DYADLAB_TEST_SHARED_DISPLAY") != "1"
+    and shutil.which("Xvfb")
+):
+    from dyadlab.protocols.display import ensure_display
+
+    os.environ.pop("DISPLAY", None)
+    ensure_display(keep_until_exit=True).__enter__()
 
 ARTIFACTS = Path(os.environ.get("DYADLAB_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
 

@@ -16,6 +16,8 @@ board thread woke up for it (visible in its own stamps as a longer interval befo
 test measures (a) with a timing wrapper around each bridge and (c) from the stamps, and asserts
 that what remains, the dyadlab clock chain, is within one sample period for every marker; the
 raw residuals must never be negative (a marker cannot land on a sample taken before the event).
+Raw bounds too, so that a slow hub cannot hide in (a): the median insert delay stays under half
+a period and the median raw residual within one period plus 3 ms.
 """
 
 from __future__ import annotations
@@ -126,6 +128,11 @@ def test_board_markers_match_lsl_markers_within_one_sample(tmp_path: Path, uniqu
         assert np.min(residuals) >= -TOLERANCE, message
         assert np.median(clock_chain) <= period, message
         assert np.all(clock_chain <= period + TOLERANCE), message
+        # Raw bounds, nothing subtracted: the OS allowances above must not hide a late hub (a
+        # delay inside MarkerHub.push is part of the measured insert delay). The hub's own share
+        # stays under half a period for most markers, and most markers land within one period.
+        assert np.median(insert_delay) <= period / 2, message
+        assert np.median(residuals) <= period + 3 * TOLERANCE, message
 
         # The participant's stream covers the whole recording, monotonically.
         assert stamps[0] < lsl_times[0] and stamps[-1] > lsl_times[-1]

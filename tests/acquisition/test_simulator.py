@@ -160,7 +160,14 @@ def test_sources_are_eeg_sources_paced_in_real_time_on_local_clock() -> None:
         stamps = np.concatenate([chunk.timestamps for chunk in chunks_a])
         stamps_b = np.concatenate([chunk.timestamps for chunk in chunks_b])
         eeg = np.concatenate([chunk.eeg for chunk in chunks_a], axis=1)
-    assert eeg.shape == (16, stamps.size)
+        eeg_b = np.concatenate([chunk.eeg for chunk in chunks_b], axis=1)
+    assert eeg.shape == (16, stamps.size) and eeg_b.shape == (16, stamps_b.size)
+    # Two heads, not one streamed twice: at rest (uncoupled) B's signal is not A's, channel by channel.
+    n = min(stamps.size, stamps_b.size)
+    a_common, b_common = eeg[:, :n], eeg_b[:, :n]
+    assert not np.any(np.all(np.isclose(a_common, b_common), axis=1)), "a channel of B repeats A's"
+    correlation = [abs(np.corrcoef(a_common[c], b_common[c])[0, 1]) for c in range(16)]
+    assert max(correlation) < 0.8, f"A and B correlate like one head: {np.round(correlation, 2)}"
     assert np.all(np.diff(stamps) > 0)
     # Exactly t0 + i / fs, and both participants on the same sample grid.
     np.testing.assert_allclose(np.diff(stamps), 1 / FS, atol=1e-9)

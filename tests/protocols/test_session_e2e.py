@@ -9,6 +9,7 @@ and rest times, so the whole file stays within a few minutes.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -177,6 +178,15 @@ def check_responses_match_csv(result: SessionResult, streams: dict[str, Any]) ->
     return len(expected)
 
 
+def _hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file in ``folder`` (recursively), by path relative to it."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
 @pytest.mark.parametrize("name", bundled_protocols())
 def test_bundled_protocol_end_to_end(name: str, tmp_path: Path, artifacts_dir: Path) -> None:
     loaded = shortened(name, tmp_path)
@@ -200,16 +210,43 @@ def test_bundled_protocol_end_to_end(name: str, tmp_path: Path, artifacts_dir: P
     for stream in eeg:
         person = stream["info"]["desc"][0]["participant"][0]
         assert roles[person["label"][0]] == person["role"][0]
+    assert_two_heads(eeg)
+
+
+def assert_two_heads(eeg: list[dict[str, Any]]) -> None:
+    """At the same instants, B's EEG is not A's (one head streamed twice would give PLV 1).
+
+    The simulator stamps both participants on one sample grid: samples of A and B less than a
+    quarter period apart were taken at the same instant. The board-marker channel may agree.
+    """
+    a, b = eeg
+    rate = float(a["info"]["nominal_srate"][0])
+    stamps_a, stamps_b = np.asarray(a["time_stamps"]), np.asarray(b["time_stamps"])
+    nearest = np.clip(np.searchsorted(stamps_b, stamps_a), 1, stamps_b.size - 1)
+    nearest -= np.abs(stamps_b[nearest - 1] - stamps_a) < np.abs(stamps_b[nearest] - stamps_a)
+    same_instant = np.abs(stamps_b[nearest] - stamps_a) < 0.25 / rate
+    assert same_instant.sum() > rate, "A and B share less than a second of sample instants"
+    values_a = np.asarray(a["time_series"])[same_instant]
+    values_b = np.asarray(b["time_series"])[nearest[same_instant]]
+    identical = [np.allclose(values_a[:, c], values_b[:, c]) for c in range(values_a.shape[1])]
+    assert sum(identical) <= 1, f"{sum(identical)} of {len(identical)} channels of B repeat A's"
 
 
 def test_files_follow_the_output_pattern_and_never_overwrite(tmp_path: Path) -> None:
     loaded = shortened("demo", tmp_path, blocks=[{"id": "rest", "task": "rest", "params": {"duration_s": 2.0}}])
     first = run_session(loaded, tmp_path / "out")
-    second = run_session(loaded, tmp_path / "out")
     folder = tmp_path / "out" / "sub-D01" / "ses-01"
+    before = _hashes(folder)
+    assert {"xdf", "behaviour", "session"} <= set(first.files)
+    assert all(path.name in before for path in first.files.values())
+    second = run_session(loaded, tmp_path / "out")
     assert first.files["xdf"] == folder / "sub-D01_ses-01_task-demo_run-01.xdf"
     assert second.files["xdf"] == folder / "sub-D01_ses-01_task-demo_run-02.xdf"
     assert first.files["xdf"].stat().st_size > 0 and second.files["xdf"].stat().st_size > 0
+    # Run 01's files are byte for byte what they were (names alone would not show an overwrite).
+    after = _hashes(folder)
+    assert {name: after.get(name) for name in before} == before
+    assert all(path.name not in before for path in second.files.values()), "run 02 reused a run-01 name"
 
 
 @pytest.mark.skipif(shutil.which("xdotool") is None, reason="xdotool not installed")
@@ -223,7 +260,7 @@ def test_escape_mid_block_leaves_complete_xdf_and_incomplete_session(tmp_path: P
             {"id": "long-rest", "task": "rest", "params": {"duration_s": 300.0, "show_instructions": False}},
             {"id": "never", "task": "tapping", "params": {"n_pacer_ticks": 4}},
         ],
-        quickcheck={"enabled": True, "surrogates": 10},
+        quickcheck={"enabled": True, "surrogates": 10, "epoch_seconds": 1.5},
     )
     pressed = threading.Event()
 
@@ -242,7 +279,13 @@ def test_escape_mid_block_leaves_complete_xdf_and_incomplete_session(tmp_path: P
     assert session["complete"] is False and session["status"] == "aborted"
     assert [b["status"] for b in session["blocks"]] == ["completed", "aborted", "not-run"]
     assert session["recorder"]["closed"] is True
-    assert session["quickcheck"] is not None, "the quick-check was attempted on what exists"
+    # The quick-check ran on what exists, without error, with the protocol's settings.
+    info = session["quickcheck"]
+    assert info is not None and "error" not in info, info
+    assert not any("quick-check" in problem for problem in session["problems"]), session["problems"]
+    assert result.quickcheck is not None and Path(info["json"]).is_file() and Path(info["html"]).is_file()
+    inputs = json.loads(Path(info["json"]).read_text())["inputs"]
+    assert (inputs["n_surrogates"], inputs["epoch_length_s"]) == (10, 1.5)
     streams, events = check_markers(loaded, result, complete=False)
     names = [e["event"] for e in events]
     assert "abort" in names
