@@ -86,10 +86,15 @@ def _exit_codes(root: Path, module: str) -> dict[str, int | None]:
     return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
 
 
+# A mutant that crashes the test process (a numba kernel writing out of bounds: SIGABRT, SIGSEGV)
+# fails the suite as surely as a failed assertion; mutmut calls it "suspicious" or "segfault".
+_CRASHES = (-6, -11)
+
+
 def _statuses(codes: dict[str, int | None]) -> dict[str, str]:
     from mutmut.stats import status_by_exit_code
 
-    return {name: status_by_exit_code[code] for name, code in codes.items()}
+    return {name: "killed (crash)" if code in _CRASHES else status_by_exit_code[code] for name, code in codes.items()}
 
 
 def _refresh_tests(root: Path) -> None:
@@ -114,7 +119,7 @@ def mutate_module(
     if rerun_survivors and (root / "mutants").is_dir():
         # A new test selection makes mutmut forget every verdict: keep the earlier ones here.
         before = _exit_codes(root, module)
-        names = [name for name, status in _statuses(before).items() if status != "killed"]
+        names = [name for name, status in _statuses(before).items() if not status.startswith("killed")]
         _refresh_tests(root)
     else:
         if root.exists():
@@ -131,7 +136,7 @@ def mutate_module(
     statuses = _statuses(codes)
     counts = dict(Counter(statuses.values()))
     counts["total"] = len(statuses)
-    survivors = sorted(name for name, status in statuses.items() if status != "killed")
+    survivors = sorted(name for name, status in statuses.items() if not status.startswith("killed"))
     diffs = {name: _mutmut(root, "show", name, check=False).stdout for name in survivors}
     return {
         "module": module,

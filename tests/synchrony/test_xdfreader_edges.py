@@ -33,6 +33,8 @@ class IrregularStringStream(Stream):
 def _string_streams(rng: np.random.Generator) -> list[Stream]:
     n = 24
     texts = [[f"event {k}", "ünïcode ✓" if k % 5 == 0 else ""] for k in range(n)]
+    texts[3][1] = "a long note " * 30  # over 255 bytes: a 4-byte length field
+    texts[4][0] = b"caf\xe9 \xff"  # not UTF-8 (Latin-1 from an old sender): replaced as pyxdf replaces it
     # 0.5 Hz: deduced stamps are the previous one plus 2 s (LabRecorder's compression).
     regular = T0 + 2.0 * np.arange(n)
     regular[::4] += 0.125  # every fourth stamp off the grid: stored, and the next one too
@@ -96,6 +98,8 @@ def test_clock_synchronisation_can_be_switched_off_as_in_pyxdf(tmp_path, synchro
     path = Writer().write(tmp_path / "dyad.xdf", streams)
     ours, _ = xdfreader.load_xdf(path, synchronize_clocks=synchronize)
     _assert_streams_equal(_reference(path, synchronize_clocks=synchronize), ours)
+    index = xdfreader.index_xdf(path)
+    assert xdfreader.read_streams(index, list(index.streams), synchronize_clocks=synchronize)[1] == []
     b = next(s for s in ours if s["info"]["name"][0] == "amp-B")
     raw = streams[1].stamps
     assert (b["time_stamps"].tobytes() == raw.tobytes()) is not synchronize
