@@ -34,8 +34,13 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/dyadlab demo --out $(DEMO_OUT)
 
+# Two workers, each with its own Xvfb and LSL SessionID (tests/conftest.py; docs/testing.md):
+# most tests wait on real time, so two workers halve the wall time on a 2-core machine.
+# PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
+
 test: setup
-	$(XVFB) $(PY) -m pytest -ra
+	$(XVFB) $(PY) -m pytest -ra -n $(PYTEST_WORKERS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
