@@ -141,16 +141,18 @@ class XdfIndex:
     Attributes
     ----------
     path : Path
-    file_header : dict
-        The FileHeader as pyxdf shapes it (``{"info": {...}}``).
+    file_header : dict or None
+        The FileHeader as pyxdf shapes it (``{"info": {...}}``); None when the file has none, as
+        pyxdf returns it.
     streams : dict of int to XdfStreamIndex
         In order of their headers in the file.
     problems : list of str
-        Damage found while indexing (a file that ends inside a chunk).
+        Damage found while indexing and read past (a file that ends inside a chunk, a footer
+        that does not parse).
     """
 
     path: Path
-    file_header: dict
+    file_header: dict | None
     streams: dict[int, XdfStreamIndex]
     problems: list[str]
 
@@ -235,7 +237,7 @@ def index_xdf(path: str | Path) -> XdfIndex:
     """
     path = Path(path)
     streams: dict[int, XdfStreamIndex] = {}
-    file_header: dict = {}
+    file_header: dict | None = None
     problems: list[str] = []
     with open(path, "rb", buffering=0) as handle:
         size = handle.seek(0, 2)
@@ -641,7 +643,7 @@ def _unpack_strings(block: np.ndarray, chunks: list[tuple[int, int, int]], readi
                 raise XdfIndexError(
                     f"a Samples chunk of stream {stream.stream_id} is not filled exactly by its strings"
                 )
-    except IndexError as error:
+    except (IndexError, struct.error) as error:  # a byte, or a timestamp's 8, read past the data
         raise XdfIndexError(f"a Samples chunk of stream {stream.stream_id} ends inside a sample") from error
 
 
@@ -696,7 +698,7 @@ def load_xdf(
     *,
     synchronize_clocks: bool = True,
     block_bytes: int = BLOCK_BYTES,
-) -> tuple[list[dict], dict]:
+) -> tuple[list[dict], dict | None]:
     """pyxdf.load_xdf's result (without de-jittering), read by this module.
 
     Parameters
@@ -713,7 +715,8 @@ def load_xdf(
         ``info``, ``footer`` (when present), ``time_series`` (numeric: shape (n_samples,
         n_channels) in the stream's dtype, a transposed view; strings: list of lists),
         ``time_stamps``, ``clock_times``, ``clock_values``, in header order.
-    file_header : dict
+    file_header : dict or None
+        None when the file has no FileHeader (as pyxdf).
     """
     index = index_xdf(path)
     ids = list(index.streams) if select_streams is None else [i for i in index.streams if i in select_streams]
