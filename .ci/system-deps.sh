@@ -2,13 +2,14 @@
 # Installs the Debian packages dyadlab needs beyond Python 3: venv support, a virtual X display
 # for headless PsychoPy (Xvfb + xauth), libjack so that psychtoolbox imports (otherwise PsychoPy
 # silently falls back to a different clock and keyboard), OpenGL/GTK runtime libraries for
-# pyglet and Qt, fonts for text stimuli, xdotool for simulated key presses in tests.
+# pyglet and Qt, fonts for text stimuli, xdotool for simulated key presses in tests, chromium for
+# the tests' screenshots of the HTML reports (headless).
 set -euo pipefail
 
 packages=(
   make python3-venv xvfb xauth xdotool libjack-jackd2-0 fonts-dejavu-core
   libgl1 libglu1-mesa libegl1 libgtk-3-0 libxxf86vm1 libasound2 libportaudio2 libsndfile1
-  libusb-1.0-0 libxkbcommon-x11-0 libxcb-cursor0
+  libusb-1.0-0 libxkbcommon-x11-0 libxcb-cursor0 chromium
 )
 
 missing=()

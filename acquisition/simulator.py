@@ -10,6 +10,12 @@ sum of
   band-specific topography (alpha posterior, theta frontal-midline, beta central),
 * white sensor noise, optional blinks (frontal) and optional line noise.
 
+Optionally (``timing=TimingSignals(...)``) each participant's source also carries the AUX
+channels of a timing check: a photodiode over the screen's marker patch and/or the TTL a
+StimTracker-like box derives from it, flashing a known latency (plus jitter) after every screen
+change, with B's amplifier recording the same pulse a known lag later that drifts at a known rate
+(:func:`simulate_timing_signals` offline; in real time the flashes follow the marker stream).
+
 Inter-brain coupling: for every band a shared narrow-band *driver* is mixed into both
 participants' band oscillators. With coupling strength ``c`` (0..1) the analytic band source of
 participant ``p`` is ``sqrt(1 - c) * own_p + sqrt(c) * driver * exp(-1j * lag_p)``, so the band
@@ -517,6 +523,149 @@ class _CouplingTimeline:
         return out
 
 
+# --------------------------------------------------------------------------- timing channels
+
+
+@dataclass(frozen=True)
+class TimingSignals:
+    """AUX channels for the timing check, with known latency, jitter, lag and drift.
+
+    Every screen change (flip) lights the marker patch for ``pulse_s``; the light reaches the
+    sensor ``latency_s`` plus a Gaussian jitter (SD ``jitter_s``, drawn per flash) after the flip.
+    One sensor feeds both amplifiers, so A and B see the same flash; B's amplifier records it
+    ``lag_b_s + drift_ppm * 1e-6 * (onset - drift_origin)`` later (the two amplifiers' timing
+    disagreement that the check measures).
+
+    Attributes
+    ----------
+    photodiode, ttl : bool
+        Which channels to add (``photodiode``: the light integrated over each sample period, as an
+        amplifier's anti-alias filter averages it, times ``light_level`` plus white noise of SD
+        ``noise``; ``ttl``: ``ttl_value`` while the light is on, sampled at each sample time).
+    latency_s, jitter_s, pulse_s, lag_b_s, drift_ppm : float
+        See above; ``pulse_s`` defaults to one 60 Hz frame.
+    light_level, noise : float
+        Photodiode amplitude and noise SD (arbitrary units, µV-like).
+    ttl_value : int
+        The trigger value while the pulse is on (e.g. 4: bit 2 of a trigger port).
+    inverted : bool
+        The photodiode reads lower when lit (a sensor wired the other way round).
+    seed : int
+        Seed of the jitter and noise draws.
+    """
+
+    photodiode: bool = True
+    ttl: bool = False
+    latency_s: float = 0.02
+    jitter_s: float = 0.001
+    pulse_s: float = 1.0 / 60.0
+    lag_b_s: float = 0.0
+    drift_ppm: float = 0.0
+    light_level: float = 1000.0
+    noise: float = 10.0
+    ttl_value: int = 1
+    inverted: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.photodiode or self.ttl):
+            raise SourceConfigError("TimingSignals needs photodiode=True, ttl=True or both.")
+        for name in ("latency_s", "jitter_s", "noise"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise SourceConfigError(
+                    f"TimingSignals.{name} must be a non-negative number, got {getattr(self, name)!r}."
+                )
+        if not (math.isfinite(self.pulse_s) and self.pulse_s > 0):
+            raise SourceConfigError(f"TimingSignals.pulse_s must be positive (a flash lasts), got {self.pulse_s!r}.")
+        if not (math.isfinite(self.lag_b_s) and math.isfinite(self.drift_ppm)):
+            raise SourceConfigError("TimingSignals.lag_b_s and drift_ppm must be finite numbers.")
+        if not (isinstance(self.ttl_value, int) and self.ttl_value > 0):
+            raise SourceConfigError(f"TimingSignals.ttl_value must be a positive integer, got {self.ttl_value!r}.")
+
+    @property
+    def channel_names(self) -> list[str]:
+        """The AUX channel labels, in order."""
+        return ["photodiode"] * self.photodiode + ["ttl"] * self.ttl
+
+    def onsets(self, flips: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """When each flip's light reaches the sensor (before any amplifier lag), shape (n_flips,)."""
+        flips = np.asarray(flips, dtype=np.float64)
+        return flips + self.latency_s + rng.normal(0.0, self.jitter_s, size=flips.shape)
+
+    def recorded_onsets(self, onsets: np.ndarray, participant: int, drift_origin: float) -> np.ndarray:
+        """The onsets as participant 0 (A) or 1 (B) records them."""
+        if participant == 0:
+            return onsets
+        return onsets + self.lag_b_s + self.drift_ppm * 1e-6 * (onsets - drift_origin)
+
+    def channels(self, times: np.ndarray, period: float, onsets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The AUX channels at sample ``times`` (``period`` apart) for recorded flash ``onsets``,
+        shape (n_channels, n)."""
+        times = np.asarray(times, dtype=np.float64)
+        onsets = np.sort(np.asarray(onsets, dtype=np.float64))
+        lit = np.zeros(times.size)
+        on = np.zeros(times.size, dtype=bool)
+        # Only flashes near a sample matter: each sample sees the flashes overlapping (t - period, t].
+        first = np.searchsorted(onsets, times - period - self.pulse_s, side="left")
+        last = np.searchsorted(onsets, times, side="right")
+        for k in np.flatnonzero(last > first):
+            for onset in onsets[first[k] : last[k]]:
+                overlap = min(times[k], onset + self.pulse_s) - max(times[k] - period, onset)
+                lit[k] += max(overlap, 0.0) / period
+                on[k] |= onset <= times[k] < onset + self.pulse_s
+        rows = []
+        if self.photodiode:
+            light = np.clip(lit, 0.0, 1.0) * self.light_level
+            if self.inverted:
+                light = self.light_level - light
+            rows.append(light + rng.normal(0.0, self.noise, size=times.size))
+        if self.ttl:
+            rows.append(np.where(on, float(self.ttl_value), 0.0))
+        return np.vstack(rows)
+
+
+def simulate_timing_signals(
+    times_a: np.ndarray,
+    times_b: np.ndarray,
+    flips: np.ndarray,
+    signals: TimingSignals = TimingSignals(),
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Offline AUX channels of both participants for screen changes at ``flips``.
+
+    Parameters
+    ----------
+    times_a, times_b : np.ndarray
+        Sample times of A's and B's recordings (the same clock as ``flips``).
+    flips : np.ndarray
+        Flip times (the markers' stamps).
+    signals : TimingSignals
+
+    Returns
+    -------
+    aux_a, aux_b : np.ndarray, shape (n_channels, n_samples)
+        Channels :attr:`TimingSignals.channel_names`.
+    truth : dict
+        ``onsets`` (light at the sensor), ``recorded_onsets`` per participant (``A``, ``B``),
+        ``latencies`` (onset minus flip, per flip), ``drift_origin`` (B's lag is ``lag_b_s`` there).
+    """
+    rng = np.random.default_rng(signals.seed)
+    flips = np.asarray(flips, dtype=np.float64)
+    onsets = signals.onsets(flips, rng)
+    origin = float(times_a[0])
+    recorded = [signals.recorded_onsets(onsets, participant, origin) for participant in (0, 1)]
+    aux = [
+        signals.channels(times, float(np.median(np.diff(times))), stamps, rng)
+        for times, stamps in zip((times_a, times_b), recorded)
+    ]
+    truth = {
+        "onsets": onsets,
+        "recorded_onsets": {"A": recorded[0], "B": recorded[1]},
+        "latencies": onsets - flips,
+        "drift_origin": origin,
+    }
+    return aux[0], aux[1], truth
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -599,6 +748,10 @@ class CoupledDyadSimulator:
         Duration of the linear coupling ramp at each condition change.
     participants : sequence of two str
         The labels of the two sources.
+    timing : TimingSignals or None
+        Add photodiode / TTL AUX channels flashing after every screen change (in real time: every
+        distinct stamp of the followed marker stream, see :meth:`follow_markers` and
+        :meth:`flash`); ``None`` (default): no AUX channel.
     """
 
     def __init__(
@@ -617,6 +770,7 @@ class CoupledDyadSimulator:
         phase_lag_rad: float = math.pi / 4,
         transition_s: float = 0.2,
         participants: Sequence[str] = ("A", "B"),
+        timing: TimingSignals | None = None,
     ) -> None:
         if not (math.isfinite(sampling_rate) and 60.0 <= sampling_rate <= 10000.0):
             raise SourceConfigError(
@@ -661,6 +815,10 @@ class CoupledDyadSimulator:
         self._n_generated = 0
         self._followers: list[MarkerFollower] = []
         self.closed = False
+        self.timing = timing
+        self._timing_rng = np.random.default_rng(timing.seed if timing is not None else 0)
+        self._onsets: list[float] = []  # light onsets of the flashes so far (local_clock)
+        self._last_flip = -math.inf
         self._sources = (
             SimulatedEegSource(self, 0, self.participants[0]),
             SimulatedEegSource(self, 1, self.participants[1]),
@@ -779,7 +937,8 @@ class CoupledDyadSimulator:
             ``coupling`` ({condition: {band: strength}}), ``phase_lag_rad`` (B lags A),
             ``bands`` ({band: range_hz, peak_hz per participant, driver_hz, amplitude_uv,
             topography per participant per channel, coupled_channels}), ``line_noise_hz``,
-            ``blinks``, and ``condition_changes`` applied in real time so far.
+            ``blinks``, ``condition_changes`` applied in real time so far, and ``timing`` (the
+            :class:`TimingSignals` as a dict, ``None`` without timing channels).
         """
         params = self._params
         labels = self.participants
@@ -818,6 +977,7 @@ class CoupledDyadSimulator:
             "line_noise_hz": self._model_options["line_noise_hz"],
             "line_noise_uv": self._model_options["line_noise_uv"] if self._model_options["line_noise_hz"] else 0.0,
             "condition_changes": [asdict(change) for change in self.condition_changes],
+            "timing": asdict(self.timing) if self.timing is not None else None,
         }
 
     def simulate(self, duration_s: float, schedule: Sequence[tuple[str, float]] | None = None) -> SimulatedDyad:
@@ -861,6 +1021,37 @@ class CoupledDyadSimulator:
 
     # ------------------------------------------------------------------ real-time engine (sources)
 
+    def flash(self, flip_time: float) -> None:
+        """A screen change at ``flip_time`` (``local_clock()``): the timing channels flash after it.
+
+        Markers of one flip share its stamp and give one flash. A flash whose light would fall on
+        samples already delivered is lost (the follower sees markers within milliseconds; the
+        latency is tens of them). Without :class:`TimingSignals` nothing happens.
+        """
+        if self.timing is None:
+            return
+        with self._lock:
+            if abs(flip_time - self._last_flip) <= 0.001:
+                return
+            self._last_flip = flip_time
+            self._onsets.append(float(self.timing.onsets(np.array([flip_time]), self._timing_rng)[0]))
+
+    def _timing_aux(self, timestamps: np.ndarray) -> list[np.ndarray]:
+        """Both participants' timing channels for one block of sample times (empty rows without timing)."""
+        if self.timing is None:
+            return [np.empty((0, timestamps.size))] * 2
+        assert self._t0 is not None
+        # Flashes long before this block cannot reach it any more.
+        self._onsets = [o for o in self._onsets if o > timestamps[0] - 1.0 - abs(self.timing.lag_b_s)]
+        onsets = np.array(self._onsets)
+        period = 1.0 / self.sampling_rate
+        return [
+            self.timing.channels(
+                timestamps, period, self.timing.recorded_onsets(onsets, participant, self._t0), self._timing_rng
+            )
+            for participant in (0, 1)
+        ]
+
     def _next_index_at(self, now: float) -> int:
         """Index of the first sample stamped after ``now``."""
         assert self._t0 is not None
@@ -885,9 +1076,10 @@ class CoupledDyadSimulator:
         start = self._n_generated
         eeg = self._model.generate(self._timeline.strengths(start, n))
         timestamps = self._t0 + (start + np.arange(n)) / self.sampling_rate
+        aux = self._timing_aux(timestamps)
         for index, source in enumerate(self._sources):
             if source.streaming:
-                source._buffer(eeg[index], timestamps, start)
+                source._buffer(eeg[index], timestamps, start, aux[index])
         self._n_generated = target
 
 
@@ -905,7 +1097,7 @@ class SimulatedEegSource:
         self.label = label
         self.sampling_rate: float = simulator.sampling_rate
         self.eeg_channel_names: list[str] = list(simulator.channel_names)
-        self.aux_channel_names: list[str] = []
+        self.aux_channel_names: list[str] = simulator.timing.channel_names if simulator.timing is not None else []
         self.description: dict[str, str] = {
             "board": "dyadlab-simulator",
             "board_id": "simulator",
@@ -917,7 +1109,7 @@ class SimulatedEegSource:
         self.prepared = False
         self.streaming = False
         self.released = False
-        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._dropping = False
         self._pending_markers: dict[int, float] = {}
 
@@ -947,19 +1139,20 @@ class SimulatedEegSource:
 
     def read(self) -> SourceChunk:
         """Samples stamped up to now since the previous read; never blocks on I/O."""
-        n_channels = len(self.eeg_channel_names)
+        n_channels, n_aux = len(self.eeg_channel_names), len(self.aux_channel_names)
         with self._sim._lock:
             if not self.streaming:
-                return SourceChunk.empty(n_channels, 0)
+                return SourceChunk.empty(n_channels, n_aux)
             self._sim._generate_until_now()
             chunks, self._chunks = self._chunks, []
             self._dropping = False
         if not chunks:
-            return SourceChunk.empty(n_channels, 0)
+            return SourceChunk.empty(n_channels, n_aux)
         eeg = np.concatenate([c[0] for c in chunks], axis=1)
         timestamps = np.concatenate([c[1] for c in chunks])
         markers = np.concatenate([c[2] for c in chunks])
-        return SourceChunk(eeg=eeg, aux=np.empty((0, eeg.shape[1])), timestamps=timestamps, markers=markers)
+        aux = np.concatenate([c[3] for c in chunks], axis=1)
+        return SourceChunk(eeg=eeg, aux=aux, timestamps=timestamps, markers=markers)
 
     def insert_marker(self, code: float) -> None:
         """Tag the next sample (the first stamped after this call) with ``code`` (non-zero)."""
@@ -992,12 +1185,12 @@ class SimulatedEegSource:
             self.prepared = False
             self.released = True
 
-    def _buffer(self, eeg: np.ndarray, timestamps: np.ndarray, start: int) -> None:
+    def _buffer(self, eeg: np.ndarray, timestamps: np.ndarray, start: int, aux: np.ndarray) -> None:
         markers = np.zeros(timestamps.size)
         end = start + timestamps.size
         for index in [i for i in self._pending_markers if i < end]:
             markers[max(index, start) - start] = self._pending_markers.pop(index)
-        self._chunks.append((eeg, timestamps, markers))
+        self._chunks.append((eeg, timestamps, markers, aux))
         buffered = sum(chunk[1].size for chunk in self._chunks)
         if buffered > _MAX_UNREAD_S * self.sampling_rate:
             # Nobody reads this participant although it was started: keep memory bounded, like a
@@ -1112,6 +1305,7 @@ class MarkerFollower:
             logger.warning("Simulator ignores a marker it cannot parse (%s): %r", error, text[:200])
             return
         self.markers_seen += 1
+        self._sim.flash(stamp)
         if marker.event == "block_start" and marker.condition:
             self._sim.set_condition(marker.condition, at=stamp)
         elif marker.event in self._RETURN_TO_BASELINE:

@@ -6,14 +6,17 @@
 
 The pipeline is a chain of stages, each a function here with typed input and output:
 :meth:`CheckSettings.from_options` (validated options) -> :func:`~dyadlab.synchrony.io.load_dyad`
--> :func:`assess_quality` (per participant, :mod:`dyadlab.synchrony.quality`) ->
+-> :func:`assess_quality` (per participant, :mod:`dyadlab.synchrony.quality`; photodiode / TTL
+edges against the markers, :mod:`dyadlab.synchrony.timing_verification`) ->
 :func:`build_timeline` (common grid, condition blocks from markers) -> :func:`select_epochs`
-(union artifact rejection) -> :func:`measure_synchrony` (per condition and band, two bands at a
-time, each made when analysed: inter-brain metrics, :mod:`dyadlab.synchrony.metrics`, and their
-partner-epoch-shuffle null from one stratified plan shared by the bands,
-:mod:`dyadlab.synchrony.surrogates`; z and empirical p of the mean over pairs; per pair, FDR and
-max-statistic FWER, :mod:`dyadlab.synchrony.stats`) -> :func:`compare_conditions` (contrasts
-against rest) -> diagnostics and verdict (:mod:`dyadlab.synchrony.verdict`) ->
+(mains and harmonics removed and line-noise power per epoch measured,
+:mod:`dyadlab.synchrony.mains`; union artifact rejection) -> :func:`measure_synchrony` (per
+condition and band, two bands at a time, each made when analysed: inter-brain metrics,
+:mod:`dyadlab.synchrony.metrics`, and their partner-epoch-shuffle null from one stratified plan
+shared by the bands, :mod:`dyadlab.synchrony.surrogates`; z and empirical p of the mean over
+pairs; per pair, FDR and max-statistic FWER, :mod:`dyadlab.synchrony.stats`; then
+:func:`mains_section`, each band's relation to shared line noise) -> :func:`compare_conditions` (contrasts
+against rest and between task conditions) -> diagnostics and verdict (:mod:`dyadlab.synchrony.verdict`) ->
 :func:`assemble_result` -> :func:`write_outputs` (JSON, and the HTML of
 :mod:`dyadlab.synchrony.report`).
 """
@@ -38,11 +41,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dyadlab import DyadlabError
+from dyadlab.synchrony import mains as mains_mod
 from dyadlab.synchrony import quality as quality_mod
 from dyadlab.synchrony import segments as seg
 from dyadlab.synchrony import verdict as verdict_mod
+from dyadlab.synchrony.behaviour import summarise_behaviour
+from dyadlab.synchrony.figures import SpectrumFigure, TimelineEvents
 from dyadlab.synchrony.io import DyadRecording, ParticipantEeg, load_dyad
 from dyadlab.synchrony.report import ReportFigures
+from dyadlab.synchrony.timing_verification import TimingOptions, verify_timing
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -51,12 +58,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 MIN_EPOCHS_WARN = 60
 #: Fewest clean epochs for surrogate statistics: an epoch shuffle of n epochs has only n!
 #: distinct surrogates (5! = 120, many of them nearly the real pairing); 8! = 40,320.
 MIN_EPOCHS_STATS = 8
 CONTRAST_PERMUTATIONS = 1000
+#: Seed of the surrogate and permutation generators unless one is given: `dyadlab check` and the
+#: session runner's in-session check both use it, so the same file gives the same numbers everywhere.
+DEFAULT_SEED = 0
 #: Smallest circular shift of B (seconds), beyond the signals' autocorrelation time.
 CIRCULAR_MIN_SHIFT_S = 2.0
 #: Matrices in the JSON are rounded to this many decimals (keeps a 32 x 32-channel report small).
@@ -65,6 +75,8 @@ MATRIX_DECIMALS = 5
 MAX_RATE_HZ = 100_000.0
 #: Longest epoch accepted (seconds): a condition block is rarely longer than a few minutes.
 MAX_EPOCH_LENGTH_S = 600.0
+#: Channels per participant in the report's traces around block starts (the first used ones).
+TRACE_CHANNELS = 8
 #: Bands of a condition computed at once (in threads) by the quick-check.
 _BANDS_AT_ONCE = 2
 BASELINE_NAMES = ("rest", "baseline", "resting", "rest-facing", "rest_facing")
@@ -217,7 +229,7 @@ def _traces(
             continue
         snippet = {"condition": condition, "time": (np.arange(first, stop) - aligned.index(block.start)) / aligned.rate}
         for side, data, used, p in (("a", aligned.a, used_a, recording.a), ("b", aligned.b, used_b, recording.b)):
-            channels = np.flatnonzero(used)[:3]
+            channels = np.flatnonzero(used)[:TRACE_CHANNELS]
             ext_first = max(first - int(aligned.rate), 0)
             ext_stop = min(stop + int(aligned.rate), aligned.n_samples)
             filtered = seg.block_analytic(
@@ -236,6 +248,43 @@ def _traces(
         ]
         out.append(snippet)
     return out
+
+
+def _spectra(recording: DyadRecording) -> dict[str, SpectrumFigure]:
+    """Each participant's Welch spectrum for the report, estimated as the quality check does."""
+    from dyadlab.channel_quality import welch_spectrum
+
+    spectra = {}
+    for p in recording.participants:
+        spectrum = welch_spectrum(p.data, p.nominal_rate)
+        spectra[p.label] = SpectrumFigure(spectrum.freqs, spectrum.psd, list(p.channel_labels), p.unit)
+    return spectra
+
+
+def _timeline_events(
+    recording: DyadRecording, aligned: seg.AlignedDyad, plans: Sequence[Any], keep: Sequence[np.ndarray]
+) -> TimelineEvents:
+    """Markers, invalid stretches and every planned epoch's fate, in seconds from the grid start."""
+    invalid = np.flatnonzero(np.diff(np.concatenate([[0], (~aligned.valid).astype(np.int8), [0]])))
+    starts = np.concatenate([p.starts for p in plans] or [np.empty(0)]) / aligned.rate
+    valid = np.concatenate([p.valid for p in plans] or [np.empty(0, bool)])
+    kept = np.concatenate(list(keep) or [np.empty(0, bool)])
+    return TimelineEvents(
+        markers=[
+            (m.time - aligned.start, m.event or m.text[:20])
+            for m in sorted([*recording.markers, *recording.responses], key=lambda m: m.time)
+        ],
+        invalid_spans=[(a / aligned.rate, b / aligned.rate) for a, b in invalid.reshape(-1, 2)],
+        epoch_starts=starts,
+        epoch_status=np.where(kept, "used", np.where(valid, "artifact", "invalid")),
+        kept_epoch_starts={
+            condition: np.concatenate(
+                [p.starts[k] / aligned.rate for p, k in zip(plans, keep) if p.block.condition == condition]
+                or [np.empty(0)]
+            )
+            for condition in dict.fromkeys(p.block.condition for p in plans)
+        },
+    )
 
 
 def _baseline(conditions: Sequence[str]) -> str | None:
@@ -260,6 +309,12 @@ class CheckSettings:
     reject_z: float
     decimate: bool
     thresholds: quality_mod.QualityThresholds
+    #: 50.0 or 60.0 (Hz), "off" (no removal) or None (detected): :func:`dyadlab.synchrony.mains.parse_mains`.
+    mains: float | str | None = None
+    #: The bands' filter design, one of :data:`dyadlab.synchrony.segments.BAND_FILTERS`.
+    band_filter: str = "butterworth"
+    #: Photodiode / TTL channels and edge rules; ``None``: the defaults, warning at residual_warn_ms.
+    timing: TimingOptions | None = None
 
     @classmethod
     def from_options(
@@ -270,12 +325,15 @@ class CheckSettings:
         bands: dict[str, tuple[float, float]] | Sequence[str] | str | None = None,
         epoch_length: float = 2.0,
         n_surrogates: int = 200,
-        seed: int = 0,
+        seed: int = DEFAULT_SEED,
         metrics: Sequence[str] | None = None,
         surrogate: str = "epoch-shuffle",
         reject_z: float = 5.0,
         decimate: bool = True,
         thresholds: quality_mod.QualityThresholds | None = None,
+        mains: float | str | None = None,
+        band_filter: str = "butterworth",
+        timing: TimingOptions | None = None,
     ) -> CheckSettings:
         """Validate the options; :class:`QuickCheckError` names the first that does not fit."""
         from dyadlab.synchrony import metrics as metrics_mod
@@ -294,6 +352,25 @@ class CheckSettings:
             raise QuickCheckError(f"surrogate must be 'epoch-shuffle' or 'circular-shift', got {surrogate!r}.")
         if not math.isfinite(reject_z) or reject_z <= 0:
             raise QuickCheckError(f"reject_z must be a positive number, got {reject_z}.")
+        if band_filter not in seg.BAND_FILTERS:
+            raise QuickCheckError(
+                f"band_filter must be one of {', '.join(map(repr, seg.BAND_FILTERS))}, got {band_filter!r} ('hypyp' "
+                "reproduces HyPyP's default FIR band filters, for values comparable with HyPyP analyses; "
+                "'hypyp-epochs' also filters each epoch on its own, as HyPyP's default pipeline)."
+            )
+        if band_filter == seg.EPOCHWISE_FILTER:
+            if surrogate == "circular-shift":
+                raise QuickCheckError(
+                    f"band_filter={seg.EPOCHWISE_FILTER!r} filters each epoch on its own, so there is no continuous "
+                    "signal to shift circularly: use surrogate='epoch-shuffle' (--surrogate-method epoch-shuffle), or "
+                    "band_filter='hypyp' (the same filters on the continuous blocks)."
+                )
+            if mains is None:  # HyPyP removes no mains: reproduce it unless the user asks for removal
+                mains = "off"
+        try:
+            mains_choice = mains_mod.parse_mains(mains)
+        except ValueError as error:
+            raise QuickCheckError(str(error)) from error
         return cls(
             eeg=tuple(eeg) if eeg else None,
             conditions=tuple(conditions) if conditions else None,
@@ -306,6 +383,9 @@ class CheckSettings:
             reject_z=float(reject_z),
             decimate=decimate,
             thresholds=thresholds or quality_mod.QualityThresholds(),
+            mains=mains_choice,
+            band_filter=band_filter,
+            timing=timing,
         )
 
     def inputs(self) -> dict[str, Any]:
@@ -322,6 +402,8 @@ class CheckSettings:
             "reject_z": self.reject_z,
             "decimate": self.decimate,
             "thresholds": quality_mod.thresholds_dict(self.thresholds),
+            "mains": self.mains,
+            "band_filter": self.band_filter,
         }
 
 
@@ -343,6 +425,8 @@ class QualityStage:
 
     quality: dict[str, Any]
     used: dict[str, np.ndarray]  # label -> bool mask over the participant's channels
+    #: The report's ``timing_verification`` (photodiode / TTL edges against the markers).
+    timing_verification: dict[str, Any] | None = None
 
 
 @dataclass
@@ -363,6 +447,8 @@ class EpochStage:
     keep: list[np.ndarray]
     margin: float
     high: float
+    #: What is removed before band filtering and whose line noise is tracked per epoch.
+    mains: mains_mod.MainsRemoval | None = None
 
 
 @dataclass
@@ -374,6 +460,11 @@ class SynchronyStage:
     epochs_table: dict[str, Any] = field(default_factory=dict)
     epoch_means: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
     epoch_blocks: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The mains removed before band filtering, and the JSON's ``mains`` section
+    #: (:func:`mains_section`: what was removed, and per condition, band and metric, the relation
+    #: of the per-epoch synchrony to shared line noise).
+    mains: mains_mod.MainsRemoval | None = None
+    mains_report: dict[str, Any] | None = None
 
 
 def _check_analysable(p: ParticipantEeg) -> None:
@@ -404,7 +495,12 @@ def assess_quality(recording: DyadRecording, settings: CheckSettings, run: _Run)
         _check_analysable(participant)
     quality: dict[str, Any] = {}
     for p in recording.participants:
-        quality[p.label], problems = quality_mod.participant_quality(p, recording.markers, settings.thresholds)
+        quality[p.label], problems = quality_mod.participant_quality(
+            p,
+            recording.markers,
+            settings.thresholds,
+            line_freq=settings.mains if isinstance(settings.mains, float) else None,
+        )
         run.warnings.extend(problems)
     quality["overlap"], problems = quality_mod.recording_overlap(recording.a, recording.b, settings.thresholds)
     run.warnings.extend(problems)
@@ -418,7 +514,11 @@ def assess_quality(recording: DyadRecording, settings: CheckSettings, run: _Run)
                 f"Participant {p.label} has no usable EEG channel (flat: {channels['flat']}, railed: "
                 f"{channels['railed']}, noisy: {channels['noisy']}); nothing to analyse."
             )
-    return QualityStage(quality, used)
+    with run.timed("timing_verification"):
+        options = settings.timing or TimingOptions(lag_warn_ms=settings.thresholds.residual_warn_ms)
+        verification = verify_timing(recording, options)
+    run.warnings.extend(verification["problems"])
+    return QualityStage(quality, used, verification)
 
 
 def build_timeline(recording: DyadRecording, settings: CheckSettings, run: _Run) -> TimelineStage:
@@ -467,6 +567,8 @@ def select_epochs(
     """Plan the epochs of every block and reject invalid and artifactual ones (union over A and B)."""
     aligned, used = timeline.aligned, quality.used
     high = max(high for _, high in settings.bands.values())
+    detected = [quality.quality[label]["channels"]["line_frequency_hz"] for label in ("A", "B")]
+    removal = mains_mod.choose_removal(settings.mains, detected, aligned.rate)
     plans, rejection, keep = seg.select_epochs(
         aligned,
         timeline.blocks,
@@ -477,14 +579,17 @@ def select_epochs(
         settings.reject_z,
         bands=settings.bands,
         decimate=settings.decimate,
+        mains=removal,
+        band_filter=settings.band_filter,
     )
-    margin = seg.rejection_margin(aligned.rate, high, settings.bands)
+    margin = seg.rejection_margin(aligned.rate, high, settings.bands, settings.band_filter, removal.removed)
     figures.traces = _traces(recording, aligned, timeline.blocks, used["A"], used["B"])
+    figures.timeline = _timeline_events(recording, aligned, plans, keep)
     if all(plan.spectra for plan, kept in zip(plans, keep) if kept.any()):
         # The band signals are made from the spectra the screening kept: free the grid samples
         # (460 MB for 60 minutes of 2 x 32 channels at 500 Hz) for the heavy part.
         aligned.a = aligned.b = np.zeros((0, 0), np.float32)
-    return EpochStage(plans, rejection, keep, margin, high)
+    return EpochStage(plans, rejection, keep, margin, high, removal)
 
 
 def measure_synchrony(
@@ -498,7 +603,7 @@ def measure_synchrony(
 ) -> SynchronyStage:
     """Every condition's inter-brain metrics per band, with their surrogate statistics."""
     conditions = seg.condition_names(timeline.blocks)
-    stage = SynchronyStage()
+    stage = SynchronyStage(mains=epochs.mains)
     run.bar.stage("Synchrony and surrogates", total=len(conditions) * len(settings.bands))
     with ThreadPoolExecutor(max_workers=_BANDS_AT_ONCE, thread_name_prefix="dyadlab-synchrony") as pool:
         for condition in conditions:
@@ -516,7 +621,54 @@ def measure_synchrony(
                 stage,
                 pool,
             )
+    stage.mains_report = mains_section(epochs, stage, settings, run)
     return stage
+
+
+def mains_section(
+    epochs: EpochStage, stage: SynchronyStage, settings: CheckSettings, run: _Run
+) -> dict[str, Any] | None:
+    """The JSON's ``mains`` section: what was removed before band filtering and, per condition,
+    band and metric, whether the per-epoch synchrony follows the line noise both participants
+    carry (:func:`dyadlab.synchrony.mains.line_noise_relation`); ``None`` without a
+    :class:`~dyadlab.synchrony.mains.MainsRemoval`. A band that follows it is named in a warning
+    (the verdict withholds it)."""
+    if epochs.mains is None:
+        return None
+    section = epochs.mains.describe()
+    run.warnings.extend(epochs.mains.notes)
+    relation: dict[str, Any] = {}
+    for condition in stage.conditions:
+        plans = [(p, k) for p, k in zip(epochs.plans, epochs.keep) if p.block.condition == condition and k.any()]
+        if not plans or not all(p.line_power for p, _ in plans):
+            continue
+        shared = mains_mod.shared_line_power(
+            np.concatenate([p.line_power["a"][k] for p, k in plans]),
+            np.concatenate([p.line_power["b"][k] for p, k in plans]),
+        )
+        relation[condition] = {}
+        for band in settings.bands:
+            relation[condition][band] = {}
+            for metric in settings.metrics:
+                means = stage.epoch_means.get((condition, band, metric))
+                if means is None:
+                    continue
+                found = mains_mod.line_noise_relation(shared, means)
+                relation[condition][band][metric] = found.describe()
+                if found.follows and metric == verdict_mod.VERDICT_METRIC:
+                    run.warnings.append(
+                        f"{condition}/{band}: the epochs' {metric.upper()} rises with the mains line noise both "
+                        f"participants carry (rank correlation {found.rho:.2f}, p {found.p:.3f} over "
+                        f"{found.n_epochs} epochs): this band's synchrony follows shared line noise, not the brains."
+                    )
+    section["relation"] = relation
+    section["relation_rule"] = (
+        "Spearman rho over kept epochs between the smaller of A's and B's log line-noise power (within "
+        f"{mains_mod.NOTCH_HALF_WIDTH_HZ:g} Hz of the mains, before its removal) and the epoch's synchrony; one-sided "
+        "p from Student's t on the effective number of epochs (Bartlett's correction for autocorrelation); follows "
+        f"when rho > 0 and p < {mains_mod.RELATION_P:g}"
+    )
+    return section
 
 
 def _condition_synchrony(
@@ -580,6 +732,8 @@ def _condition_synchrony(
             used["B"],
             decimate=settings.decimate,
             continuous=settings.surrogate == "circular-shift",
+            mains=stage.mains,
+            band_filter=settings.band_filter,
         )
     # One null for all bands of the condition (the same epoch pairings, or the same time shifts),
     # so that the family-wise correction over bands sees a joint null.
@@ -655,6 +809,8 @@ def assemble_result(
     run: _Run,
 ) -> dict[str, Any]:
     """The report (schema :data:`SCHEMA_VERSION`, ``docs/quickcheck-schema.md``) as strict JSON values."""
+    from dyadlab.synchrony import stats
+
     aligned = timeline.aligned
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -689,6 +845,10 @@ def assemble_result(
                 b: seg.analysis_step(aligned.rate, hi, settings.decimate) for b, (_, hi) in settings.bands.items()
             },
         },
+        "band_definitions": {
+            name: seg.describe_band_filter(band, aligned.rate, settings.band_filter)
+            for name, band in settings.bands.items()
+        },
         "segmentation": {
             "source": timeline.block_source,
             "blocks": seg.describe_blocks(timeline.blocks, aligned.start),
@@ -707,6 +867,9 @@ def assemble_result(
         "conditions": synchrony.conditions,
         "contrasts": contrasts,
         "diagnostics": diagnostics,
+        "mains": synchrony.mains_report,
+        "timing_verification": quality.timing_verification,
+        "calibration": stats.calibration_notes(settings.surrogate) if settings.n_surrogates else None,
         "warnings": list(dict.fromkeys(run.warnings)),
         "timing_s": {**run.timings, "xdf_read": round(recording.load_seconds, 3)},
     }
@@ -744,7 +907,7 @@ def write_outputs(result: dict[str, Any], figures: ReportFigures, json_out: Path
         from dyadlab.synchrony.report import write_html
         from dyadlab.synchrony.results import QuickCheckResult
 
-        write_html(html_out, QuickCheckResult.model_validate(result), figures)
+        write_html(html_out, QuickCheckResult.model_validate(result), figures, json_out)
 
 
 def run_check(
@@ -757,13 +920,16 @@ def run_check(
     n_surrogates: int = 200,
     json_out: str | Path | None = None,
     html_out: str | Path | None = None,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     progress: bool = True,
     metrics: Sequence[str] | None = None,
     surrogate: str = "epoch-shuffle",
     reject_z: float = 5.0,
     decimate: bool = True,
     thresholds: quality_mod.QualityThresholds | None = None,
+    mains: float | str | None = None,
+    band_filter: str = "butterworth",
+    timing: TimingOptions | None = None,
 ) -> dict[str, Any]:
     """Check one hyperscanning recording: data quality, timing and inter-brain synchrony.
 
@@ -787,7 +953,8 @@ def run_check(
     json_out, html_out : str or Path, optional
         Where to write the JSON and the self-contained HTML report (checked before the analysis).
     seed : int
-        Seed of the surrogate generator (the result is reproducible).
+        Seed of the surrogate generator (the result is reproducible); default :data:`DEFAULT_SEED`,
+        which ``dyadlab check`` and the session runner's in-session check use too.
     progress : bool
         Show a rich progress bar on stderr.
     metrics : sequence of str, optional
@@ -800,6 +967,24 @@ def run_check(
         Compute metrics on the analytic signal at >= 4 samples per period of each band's upper
         edge (see :func:`dyadlab.synchrony.segments.analysis_step`); ``False`` uses every sample.
     thresholds : QualityThresholds, optional
+    mains : {50, 60, "off"} or None
+        The lab's mains frequency (Hz), removed with its harmonics before band filtering
+        (:mod:`dyadlab.synchrony.mains`); ``None`` (default) uses the frequency the quality
+        stage detects, or both 50 and 60 Hz when it finds none (with ``band_filter="hypyp-epochs"``:
+        ``"off"``, as HyPyP; ``"auto"`` detects then too); ``"off"`` removes nothing.
+    band_filter : {"butterworth", "hypyp", "hypyp-epochs"}
+        The bands' filter design (:data:`dyadlab.synchrony.segments.BAND_FILTERS`): the default puts
+        -6 dB at the band edges; ``"hypyp"`` applies the FIR HyPyP's ``compute_freq_bands`` applies
+        (MNE's defaults: passband to the edges, -6 dB half a transition band outside), on the
+        continuous blocks, for values comparable with HyPyP analyses (needs MNE). The report's
+        ``band_definitions`` state each band's measured response. ``"hypyp-epochs"`` reproduces
+        HyPyP's default pipeline exactly: the same FIR applied by MNE to each epoch separately,
+        the Hilbert transform per epoch, and no mains removal unless ``mains`` asks for it (then
+        removed from the continuous block first); for comparability only, as per-epoch filtering
+        inflates envelope correlation between independent signals. Needs the epoch-shuffle null.
+    timing : TimingOptions, optional
+        Which channels carry a photodiode or TTL and how their edges are found and paired with
+        the markers (:mod:`dyadlab.synchrony.timing_verification`); default: found by label.
 
     Returns
     -------
@@ -836,6 +1021,9 @@ def run_check(
         reject_z=reject_z,
         decimate=decimate,
         thresholds=thresholds,
+        mains=mains,
+        band_filter=band_filter,
+        timing=timing,
     )
     json_path, html_path = _writable(json_out, "--json"), _writable(html_out, "--report")
     rng = np.random.default_rng(settings.seed)
@@ -849,12 +1037,14 @@ def run_check(
         run.bar.stage("Data quality")
         with run.timed("quality"):
             quality = assess_quality(recording, settings, run)
+            figures.spectra = _spectra(recording)
         run.bar.stage("Aligning and epoching")
         with run.timed("align"):
             timeline = build_timeline(recording, settings, run)
         with run.timed("epochs"):
             epochs = select_epochs(recording, timeline, quality, settings, figures)
         synchrony = measure_synchrony(timeline, epochs, quality, settings, rng, figures, run)
+    figures.epoch_means = synchrony.epoch_means
     with run.timed("contrasts"):
         contrasts = compare_conditions(synchrony, timeline, settings, figures, rng)
     diagnostics, problems = verdict_mod.diagnostics(
@@ -864,6 +1054,9 @@ def run_check(
     run.timings["total"] = round(time.perf_counter() - started, 3)
     result = assemble_result(
         Path(xdf_path), recording, settings, quality, timeline, epochs, synchrony, contrasts, diagnostics, run
+    )
+    result["behaviour"] = json_ready(
+        summarise_behaviour(recording.markers, recording.responses, timeline.aligned.start)
     )
     write_outputs(result, figures, json_path, html_path)
     return result
@@ -876,7 +1069,8 @@ def compare_conditions(
     figures: ReportFigures,
     rng: np.random.Generator,
 ) -> dict[str, Any]:
-    """Each condition against the baseline (rest), per band and metric (:func:`_contrasts`)."""
+    """Each task condition against the baseline (rest) and against each other, per band and metric
+    (:func:`_contrasts`)."""
     return _contrasts(
         seg.condition_names(timeline.blocks),
         settings.bands,
@@ -985,7 +1179,8 @@ def _contrasts(
     epoch_length: float,
     run_s: float = 10.0,
 ) -> dict[str, Any]:
-    """Each non-baseline condition against the baseline (rest), per band and metric.
+    """Each non-baseline condition against the baseline (rest), and every two non-baseline conditions
+    against each other (``<first>-vs-<second>``, listed in ``pairs``), per band and metric.
 
     :func:`dyadlab.synchrony.stats.condition_contrast` on the per-epoch means over pairs: the
     difference of the conditions' means, each minus its own surrogate mean when both nulls
@@ -998,7 +1193,12 @@ def _contrasts(
     from dyadlab.synchrony import stats
 
     baseline = _baseline(names)
-    if baseline is None:
+    tasks = [name for name in names if name != baseline]
+    # Each task condition against the baseline, then every two task conditions against each other
+    # (the design's own question, e.g. cooperation vs competition); the baseline ones first so that
+    # their permutations draw the same random numbers as when they were the only contrasts.
+    compared = [(name, baseline) for name in tasks if baseline is not None] + list(itertools.combinations(tasks, 2))
+    if not compared:
         return {}
     # The small tolerance keeps e.g. 10 / 0.1 = 100.00000000000001 from becoming 101 epochs.
     run_length = max(1, math.ceil(run_s / epoch_length - 1e-9))
@@ -1006,18 +1206,17 @@ def _contrasts(
         "baseline": baseline,
         "n_permutations": CONTRAST_PERMUTATIONS,
         "run_length_epochs": run_length,
+        "pairs": {f"{name}-vs-{other}": [name, other] for name, other in compared},
     }
     cells: dict[str, list[dict[str, Any]]] = {metric: [] for metric in metrics}  # FDR families
-    for name in names:
-        if name == baseline:
-            continue
+    for name, other in compared:
         pair: dict[str, Any] = {}
         for band in bands:
             pair[band] = {}
             for metric in metrics:
-                key, base_key = (name, band, metric), (baseline, band, metric)
-                this, base = epoch_means.get(key), epoch_means.get(base_key)
-                if this is None or base is None or this.size < 2 or base.size < 2:
+                key, other_key = (name, band, metric), (other, band, metric)
+                this, that = epoch_means.get(key), epoch_means.get(other_key)
+                if this is None or that is None or this.size < 2 or that.size < 2:
                     pair[band][metric] = {
                         "difference": None,
                         "p": None,
@@ -1027,15 +1226,15 @@ def _contrasts(
                         "exact": None,
                     }
                     continue
-                corrected = key in nulls and base_key in nulls
+                corrected = key in nulls and other_key in nulls
                 result = stats.condition_contrast(
                     this,
-                    base,
+                    that,
                     nulls[key] if corrected else None,
-                    nulls[base_key] if corrected else None,
+                    nulls[other_key] if corrected else None,
                     run_length=run_length,
                     blocks_a=epoch_blocks[name],
-                    blocks_b=epoch_blocks[baseline],
+                    blocks_b=epoch_blocks[other],
                     n_permutations=CONTRAST_PERMUTATIONS,
                     rng=rng,
                 )
@@ -1048,7 +1247,7 @@ def _contrasts(
                     "exact": result.exact,
                 }
                 cells[metric].append(cell)
-        out[f"{name}-vs-{baseline}"] = pair
+        out[f"{name}-vs-{other}"] = pair
     for family in cells.values():
         if family:
             _, adjusted = stats.fdr(np.array([cell["p"] for cell in family]))

@@ -36,6 +36,8 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
     table.add_column("band")
     for metric in metrics:
         table.add_column(metric, justify="right")
+    # Above chance but following shared line noise: not shown as synchrony.
+    withheld = {(d["condition"], d["band"]) for d in verdict.get("withheld") or []}
     for condition, entry in result["conditions"].items():
         for i, band in enumerate(bands):
             cells = []
@@ -45,8 +47,16 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
                     cells.append("–")
                     continue
                 text = f"{cell['mean']:.3f}" + (f" ({cell['z']:+.1f})" if cell["z"] is not None else "")
-                cells.append(f"[bold green]{text}[/]" if above_chance(cell) else text)
+                if (condition, band) in withheld and above_chance(cell):
+                    cells.append(f"[yellow]{text} line noise[/]")
+                else:
+                    cells.append(f"[bold green]{text}[/]" if above_chance(cell) else text)
             table.add_row(condition if i == 0 else "", str(entry["n_epochs"]) if i == 0 else "", band, *cells)
+    definitions = result.get("band_definitions") or {}
+    if definitions:  # the values depend on the band filters: say which (-6 dB points, measured)
+        design = next(iter(definitions.values()))["design"]
+        edges = ", ".join(f"{b} {d['minus_6db_hz'][0]:.2f}-{d['minus_6db_hz'][1]:.2f}" for b, d in definitions.items())
+        table.caption = f"band filters: {design}, -6 dB at {edges} Hz"
     console.print(table)
     if result["warnings"]:
         console.print(f"[yellow]{len(result['warnings'])} warning(s):[/yellow]")
@@ -105,6 +115,45 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
     help="Null model: shuffle B's epochs within the condition, or shift B circularly in time.",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the surrogate generator.")
+@click.option(
+    "--mains",
+    type=click.Choice(["auto", "50", "60", "off"]),
+    default=None,
+    help="Mains frequency removed (with its harmonics) before band filtering: auto detects it from the spectra "
+    "(both 50 and 60 Hz when neither stands out); off removes nothing. Default: auto, or off with "
+    "--band-filter hypyp-epochs (HyPyP removes none).",
+)
+@click.option(
+    "--band-filter",
+    type=click.Choice(["butterworth", "hypyp", "hypyp-epochs"]),
+    default="butterworth",
+    show_default=True,
+    help="Band filter design: butterworth puts -6 dB at the band edges; hypyp applies HyPyP's default FIR "
+    "(MNE's, -6 dB half a transition band outside the edges), for values comparable with HyPyP analyses (needs MNE); "
+    "hypyp-epochs reproduces HyPyP's default pipeline exactly (that FIR on each epoch separately; inflates envelope "
+    "correlation, for comparability only; epoch-shuffle null only).",
+)
+@click.option(
+    "--timing-channel",
+    "timing_channels",
+    multiple=True,
+    metavar="LABEL",
+    help="A photodiode or TTL channel's label (repeatable; a label with 'ttl', 'trigger' or 'stim' is a TTL). "
+    "Default: channels labelled photo, diode, light, ttl, trigger, stim are found automatically.",
+)
+@click.option(
+    "--ttl-mask",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Only these bits of a TTL value are the pulse (e.g. 4).",
+)
+@click.option(
+    "--timing-polarity",
+    type=click.Choice(["auto", "rising", "falling"]),
+    default="auto",
+    show_default=True,
+    help="Which edge is the flash: falling for an inverted sensor or an active-low TTL; auto pairs best with the markers.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def check(
     xdf_file: Path,
@@ -117,10 +166,16 @@ def check(
     n_surrogates: int,
     surrogate_method: str,
     seed: int,
+    mains: str | None,
+    band_filter: str,
+    timing_channels: tuple[str, ...],
+    ttl_mask: int | None,
+    timing_polarity: str,
     no_progress: bool,
 ) -> None:
     """Check one hyperscanning XDF recording: data quality, timing, inter-brain synchrony."""
     from dyadlab.synchrony.check import run_check
+    from dyadlab.synchrony.timing_verification import TimingOptions
 
     if eeg and len(eeg) != 2:
         raise click.UsageError(f"--eeg must be given exactly twice (A, then B), got {len(eeg)}.")
@@ -136,6 +191,11 @@ def check(
             json_out=json_out,
             html_out=html_out,
             seed=seed,
+            mains=mains,  # None when not given: "auto", or "off" with --band-filter hypyp-epochs
+            band_filter=band_filter,
+            timing=TimingOptions(channels=timing_channels, ttl_mask=ttl_mask, polarity=timing_polarity)  # type: ignore[arg-type]
+            if timing_channels or ttl_mask is not None or timing_polarity != "auto"
+            else None,
             progress=not no_progress,
         )
     _print_summary(result, json_out, html_out)

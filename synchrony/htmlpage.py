@@ -25,7 +25,8 @@ th{background:#f4f4f4} td.l,th.l{text-align:left}
 .badge{display:inline-block;padding:.1em .5em;border-radius:4px;color:#fff;font-weight:600;font-size:.85em}
 .b-ok{background:#2e7d32} .b-check{background:#e65100} .b-unverified{background:#757575}
 .sig{background:#c8e6c9;font-weight:600} .warn li{margin:.2em 0} .small{color:#666;font-size:.85em}
-img{max-width:100%}
+img{max-width:100%} nav{margin:.5em 0 1em;line-height:1.6} h3{font-size:1em;margin:1em 0 .3em}
+.behs{display:flex;flex-wrap:wrap;gap:0 2.5em} .beh p{margin:.6em 0 .2em}
 """
 
 

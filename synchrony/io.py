@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 MARKER_CHANNEL_LABELS = ("marker", "markers", "trigger", "triggers", "stim")
 #: Channel labels (lower case) recognised as a packet counter (BrainFlow ``package_num``).
 PACKAGE_CHANNEL_LABELS = ("package_num", "package", "packet", "packet_num", "counter", "sample_counter")
+#: Words that mark a timing sensor in a channel label (lower case: photodiode, light sensor, TTL
+#: input). Such a channel is never EEG, whatever type the stream declares for it; it is kept in
+#: :attr:`ParticipantEeg.aux` for :mod:`dyadlab.synchrony.timing_verification`.
+TIMING_CHANNEL_WORDS = ("photo", "diode", "light", "ttl")
 
 
 class XdfLoadError(DyadlabError, ValueError):
@@ -64,6 +68,29 @@ class EventMarker:
     def event(self) -> str | None:
         """The dyadlab ``event`` name, if the marker is one of ours."""
         return None if self.fields is None else self.fields.get("event")
+
+
+@dataclass
+class AuxSignals:
+    """Non-EEG channels recorded with a participant's EEG (AUX, trigger or sensor inputs).
+
+    Attributes
+    ----------
+    stream_name : str
+        The stream they came from (the EEG stream itself, or the participant's dyadlab AUX stream).
+    labels, types : list of str
+        Channel labels and declared types (``""`` when the stream does not say).
+    data : np.ndarray, shape (n_channels, n_samples), float32
+        The values as recorded.
+    timestamps : np.ndarray, shape (n_samples,), float64
+        Sample times (LSL seconds, clock-synchronised, not de-jittered).
+    """
+
+    stream_name: str
+    labels: list[str]
+    types: list[str]
+    data: np.ndarray
+    timestamps: np.ndarray
 
 
 @dataclass
@@ -100,6 +127,9 @@ class ParticipantEeg:
         finalised).
     excluded_channels : list of str
         Non-EEG channels of the stream (marker, counter, auxiliary), left out of the analysis.
+    aux : list of AuxSignals
+        The stream's auxiliary channels (neither EEG, marker nor counter) and the channels of the
+        participant's dyadlab AUX stream, if the file holds one.
     """
 
     label: str
@@ -117,6 +147,7 @@ class ParticipantEeg:
     clock_values: np.ndarray
     footer_sample_count: int | None
     excluded_channels: list[str] = field(default_factory=list)
+    aux: list[AuxSignals] = field(default_factory=list)
 
     @property
     def n_samples(self) -> int:
@@ -249,6 +280,18 @@ def _identity(stream: dict) -> str:
     return f"'{_text(info, 'name')}' (type {_text(info, 'type') or '?'}, source_id '{_text(info, 'source_id')}')"
 
 
+def _participant_label(stream: dict, kind: str) -> str:
+    """The participant label of a dyadlab participant stream of ``kind`` (``eeg``, ``aux``): from
+    ``desc/participant/label``, else from its ``source_id`` (``dyadlab.STUDY.DYAD.LABEL.KIND``)."""
+    label = _text(_first(_desc(stream["info"]), "participant", {}), "label")
+    if not label:
+        source_id = _text(stream["info"], "source_id")
+        parts = source_id.split(".")
+        if source_id.startswith("dyadlab.") and len(parts) >= 5 and parts[-1] == kind:
+            label = parts[-2]
+    return label
+
+
 def _pick_eeg_streams(
     eeg_streams: list[dict], all_streams: list[dict], eeg: Sequence[str] | None, warnings: list[str]
 ) -> list[tuple[str, dict]]:
@@ -282,12 +325,7 @@ def _pick_eeg_streams(
         )
     labelled: dict[str, dict] = {}
     for stream in eeg_streams:
-        label = _text(_first(_desc(stream["info"]), "participant", {}), "label")
-        if not label:
-            source_id = _text(stream["info"], "source_id")
-            parts = source_id.split(".")
-            if source_id.startswith("dyadlab.") and len(parts) >= 5 and parts[-1] == "eeg":
-                label = parts[-2]
+        label = _participant_label(stream, "eeg")
         if label in ("A", "B") and label not in labelled:
             labelled[label] = stream
     if len(labelled) == 2 and len(eeg_streams) == 2:
@@ -325,6 +363,11 @@ class _ChannelLayout:
     def excluded(self) -> list[str]:
         return [c["label"] for i, c in enumerate(self.channels) if i not in self.eeg]
 
+    @property
+    def aux(self) -> list[int]:
+        """The channels that are neither EEG, the marker channel nor the counter."""
+        return [i for i in range(len(self.channels)) if i not in self.eeg and i not in (self.marker, self.package)]
+
 
 def _channel_layout(label: str, stream: dict, n_channels: int) -> _ChannelLayout:
     channels = _channels(stream["info"], n_channels)
@@ -339,10 +382,12 @@ def _channel_layout(label: str, stream: dict, n_channels: int) -> _ChannelLayout
         None,
     )
     package_index = next((i for i, lab in enumerate(labels_lower) if lab in PACKAGE_CHANNEL_LABELS), None)
-    eeg_index = [i for i, t in enumerate(types) if t == "eeg"]
+    # A photodiode on an amplifier input is often declared EEG like its neighbours: its label says.
+    sensors = {i for i, lab in enumerate(labels_lower) if any(word in lab for word in TIMING_CHANNEL_WORDS)}
+    eeg_index = [i for i, t in enumerate(types) if t == "eeg" and i not in sensors]
     if not eeg_index:
-        # No channel typed EEG (untyped, or e.g. "ExG"): every channel but marker and counter.
-        eeg_index = [i for i in range(n_channels) if i not in (marker_index, package_index)]
+        # No channel typed EEG (untyped, or e.g. "ExG"): every channel but marker, counter and sensors.
+        eeg_index = [i for i in range(n_channels) if i not in (marker_index, package_index) and i not in sensors]
     if not eeg_index:
         raise XdfLoadError(
             f"Participant {label}'s stream {_identity(stream)} holds no EEG channel (only marker/counter channels)."
@@ -372,6 +417,17 @@ def _check_eeg_stream(label: str, stream: dict, n_samples: int, problems: Sequen
         raise XdfLoadError(f"Participant {label}'s EEG stream {_identity(stream)} is not numeric (strings).")
 
 
+def _aux_signals(stream: dict, channels: list[dict[str, str]], data: np.ndarray) -> AuxSignals:
+    """``data`` (channels x samples) of ``stream`` (pyxdf's layout, samples read) as :class:`AuxSignals`."""
+    return AuxSignals(
+        stream_name=_text(stream["info"], "name"),
+        labels=[c["label"] for c in channels],
+        types=[c["type"] for c in channels],
+        data=np.asarray(data, dtype=np.float32),
+        timestamps=np.asarray(stream["time_stamps"], dtype=np.float64),
+    )
+
+
 def _participant(
     label: str,
     stream: dict,
@@ -379,9 +435,11 @@ def _participant(
     data: np.ndarray,
     board_markers: np.ndarray | None,
     package_numbers: np.ndarray | None,
+    aux_data: np.ndarray | None = None,
 ) -> ParticipantEeg:
     """The participant's EEG: ``data`` (EEG channels x samples, float32) and the stream's timestamps,
-    clock offsets and footer in ``stream`` (pyxdf's layout)."""
+    clock offsets and footer in ``stream`` (pyxdf's layout); ``aux_data`` holds the
+    :attr:`_ChannelLayout.aux` channels."""
     info = stream["info"]
     units = {layout.channels[i]["unit"] for i in layout.eeg} - {""}
     footer = stream.get("footer", {}).get("info") if isinstance(stream.get("footer"), dict) else None
@@ -402,6 +460,7 @@ def _participant(
         clock_values=np.asarray(stream.get("clock_values", []), dtype=np.float64),
         footer_sample_count=int(float(footer_count)) if footer_count else None,
         excluded_channels=layout.excluded,
+        aux=[_aux_signals(stream, [layout.channels[i] for i in layout.aux], aux_data)] if aux_data is not None else [],
     )
 
 
@@ -418,7 +477,8 @@ def _participant_from_pyxdf(label: str, stream: dict) -> ParticipantEeg:
         for index in (layout.marker, layout.package)
     }
     data = np.ascontiguousarray(values[:, layout.eeg].T, dtype=np.float32)
-    return _participant(label, stream, layout, data, extra[layout.marker], extra[layout.package])
+    aux_data = np.asarray(values[:, layout.aux].T, dtype=np.float32) if layout.aux else None
+    return _participant(label, stream, layout, data, extra[layout.marker], extra[layout.package], aux_data)
 
 
 def _events(stream: dict) -> list[EventMarker]:
@@ -518,11 +578,15 @@ def _read_samples(
         _check_eeg_stream(label, stream, entry.n_samples, index.problems)
         layout = _channel_layout(label, stream, entry.n_channels)
         layouts.append(layout)
-        groups[entry.stream_id] = [xdfreader.ChannelGroup(layout.eeg, np.float32)] + [
-            xdfreader.ChannelGroup([channel], np.float64)
-            for channel in (layout.marker, layout.package)
-            if channel is not None
-        ]
+        groups[entry.stream_id] = (
+            [xdfreader.ChannelGroup(layout.eeg, np.float32)]
+            + [
+                xdfreader.ChannelGroup([channel], np.float64)
+                for channel in (layout.marker, layout.package)
+                if channel is not None
+            ]
+            + ([xdfreader.ChannelGroup(layout.aux, np.float32)] if layout.aux else [])
+        )
     wanted = list(groups) + [s["info"]["stream_id"] for s in event_streams]
     try:
         samples, problems = xdfreader.read_streams(index, wanted, groups=groups, block_bytes=block_bytes)
@@ -546,7 +610,10 @@ def _read_samples(
         extra = iter(read.groups[1:])
         board_markers = next(extra)[0] if layout.marker is not None else None
         package_numbers = next(extra)[0] if layout.package is not None else None
-        participants.append(_participant(label, stream, layout, read.groups[0], board_markers, package_numbers))
+        aux_data = next(extra) if layout.aux else None
+        participants.append(
+            _participant(label, stream, layout, read.groups[0], board_markers, package_numbers, aux_data)
+        )
     return participants[0], participants[1]
 
 
@@ -598,7 +665,24 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None, block_bytes
     picked_ids = {id(picked[0][1]), id(picked[1][1])}
     marker_sources = [s for s, k in zip(streams, kinds) if k == "markers" and id(s) not in picked_ids]
     response_sources = [s for s, k in zip(streams, kinds) if k == "responses"]
-    a, b = _read_samples(source, picked, marker_sources + response_sources, block_bytes or xdfreader.BLOCK_BYTES)
+    # The participants' dyadlab AUX streams (BrainFlow's extra rows: sensors, analogue inputs).
+    aux_sources = {
+        label: stream
+        for label, _ in picked
+        for stream, kind in zip(streams, kinds)
+        if kind == "aux" and _participant_label(stream, "aux") == label
+    }
+    a, b = _read_samples(
+        source,
+        picked,
+        marker_sources + response_sources + list(aux_sources.values()),
+        block_bytes or xdfreader.BLOCK_BYTES,
+    )
+    for participant in (a, b):
+        stream = aux_sources.get(participant.label)
+        if stream is not None and len(stream["time_stamps"]):
+            values = np.asarray(stream["time_series"], dtype=np.float32)
+            participant.aux.append(_aux_signals(stream, _channels(stream["info"], values.shape[1]), values.T))
     load_seconds = time.perf_counter() - started
     logger.debug("read %s in %.2f s", path, load_seconds)
 
@@ -620,7 +704,7 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None, block_bytes
 
     markers = sorted((m for s in marker_sources for m in _events(s)), key=lambda m: m.time)
     responses = sorted((m for s in response_sources for m in _events(s)), key=lambda m: m.time)
-    used = picked_ids | {id(s) for s in marker_sources + response_sources}
+    used = picked_ids | {id(s) for s in marker_sources + response_sources + list(aux_sources.values())}
     for stream in streams:
         if id(stream) in used and "footer" not in stream:
             file_problems.append(

@@ -1,4 +1,11 @@
-"""Self-contained HTML report of a quick-check: verdict first, then quality, timing, synchrony.
+"""Self-contained HTML report of a quick-check that tells the session's story.
+
+Verdict and warnings first; then the session timeline (blocks, markers, responses, epochs and
+data-quality events), what the participants did (:mod:`dyadlab.synchrony.behaviour`), synchrony
+per condition and band and over time, every contrast the design implies, labelled inter-brain
+matrices, topographic maps, spectra, and the quality tables. The figures are drawn by
+:mod:`dyadlab.synchrony.figures`; the JSON is linked, not shown (:data:`SECTIONS` lists the
+sections in order).
 
 Figures are matplotlib PNGs embedded as base64 data URIs; the page loads nothing from outside
 (no scripts, fonts or style sheets), so it can be mailed or archived with the recording.
@@ -14,11 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from dyadlab.synchrony.figures import SpectrumFigure, TimelineEvents
 from dyadlab.synchrony.htmlpage import format_number, html_escape, page, png_data_uri
 from dyadlab.synchrony.results import ParticipantQuality, QuickCheckResult
-from dyadlab.synchrony.verdict import P_DETECT, detects
+from dyadlab.synchrony.timing_verification import timing_section_html
+from dyadlab.synchrony.verdict import detects
 
-__all__ = ["ReportFigures", "render_html", "write_html"]
+__all__ = ["SECTIONS", "ReportFigures", "render_html", "write_html"]
 
 HEADLINE_METRICS = ("plv", "accorr", "envcorr", "wpli")
 MAX_TRACE_PANELS = 6  # first block start of the first six conditions
@@ -26,7 +35,6 @@ MAX_TRACE_PANELS = 6  # first block start of the first six conditions
 CONTRAST_FDR_ALPHA = 0.05
 
 
-#: The style sheet of the quick-check and group reports (inlined: the pages load nothing).
 @dataclass
 class ReportFigures:
     """Data for the HTML figures that does not belong in the JSON.
@@ -38,10 +46,19 @@ class ReportFigures:
         (n_channels_shown, n) broadband µV, channel labels and board marker times of A and B.
     nulls : dict of (condition, band, metric) -> np.ndarray, shape (n_surrogates,)
         Surrogate distributions of the mean over pairs.
+    spectra : dict of participant label -> SpectrumFigure
+        Each participant's Welch spectrum.
+    timeline : TimelineEvents or None
+        Markers, invalid stretches and epochs on the analysis grid.
+    epoch_means : dict of (condition, band, metric) -> np.ndarray
+        The mean over pairs of each used epoch, in the order of ``timeline.kept_epoch_starts``.
     """
 
     traces: list[dict[str, Any]] = field(default_factory=list)
     nulls: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
+    spectra: dict[str, SpectrumFigure] = field(default_factory=dict)
+    timeline: TimelineEvents | None = None
+    epoch_means: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
 
 
 def _badge(state: str) -> str:
@@ -141,10 +158,15 @@ def _contrast_table(result: QuickCheckResult) -> str:
     info = result.contrasts
     contrasts = info.by_name
     if not contrasts:
-        return "<p>No rest/baseline condition: no contrasts.</p>"
+        return "<p>Only one condition: nothing to contrast.</p>"
+    against = (
+        f"each task condition against {html_escape(info.baseline)} and every two task conditions against each other"
+        if info.baseline
+        else "every two conditions against each other (no rest/baseline condition)"
+    )
     note = (
-        "<p class='small'>Δ: difference of the per-epoch means over pairs against "
-        f"{html_escape(info.baseline)} (each minus its own surrogate mean when available). p: two-sided "
+        f"<p class='small'>Contrasts: {against}. Δ: first minus second condition, of the per-epoch means over "
+        "pairs (each minus its own surrogate mean when available). p: two-sided "
         f"permutation p (runs of {info.run_length_epochs} consecutive epochs exchanged between the two "
         f"conditions: every exchange when there are at most {info.n_permutations}, else {info.n_permutations} "
         "random ones), uncorrected. p FDR: Benjamini–Hochberg adjusted over all contrasts "
@@ -172,7 +194,9 @@ def _contrast_table(result: QuickCheckResult) -> str:
                     f"<td>{format_number(cell.difference)}</td><td>{format_number(cell.p, 2)}</td>"
                     f"<td{' class=sig' if significant else ''}>{format_number(p_fdr, 2)}</td>"
                 )
-            rows.append(f"<tr><td class='l'>{html_escape(name)}</td><td class='l'>{html_escape(band)}</td>{cells}</tr>")
+            first, second = info.conditions_of(name)
+            label = f"{html_escape(first)} − {html_escape(second)}"
+            rows.append(f"<tr><td class='l'>{label}</td><td class='l'>{html_escape(band)}</td>{cells}</tr>")
     return note + "<table>" + head + "".join(rows) + "</table>"
 
 
@@ -183,7 +207,8 @@ def _traces_figure(figures: ReportFigures) -> str:
         return "<p>No block start inside the recording to show.</p>"
     traces = figures.traces[:MAX_TRACE_PANELS]
     n = len(traces)
-    fig = Figure(figsize=(11, 2.4 * n))
+    rows = max(len(trace["a_labels"]) + len(trace["b_labels"]) for trace in traces)
+    fig = Figure(figsize=(12, (0.9 + 0.16 * rows) * n))
     axes = fig.subplots(n, 1, squeeze=False)[:, 0]
     for ax, trace in zip(axes, traces):
         t = trace["time"]
@@ -209,57 +234,6 @@ def _traces_figure(figures: ReportFigures) -> str:
     fig.subplots_adjust(
         left=0.08, right=0.99, bottom=0.6 / fig.get_figheight(), top=1 - 0.3 / fig.get_figheight(), hspace=0.45
     )
-    return png_data_uri(fig)
-
-
-def _matrices_figure(result: QuickCheckResult, metric: str) -> str:
-    """All conditions (rows) x bands (columns) as one mosaic image: one axes, fast to draw."""
-    from matplotlib.figure import Figure
-
-    conditions = list(result.conditions)
-    bands = list(result.inputs.bands)
-    if not conditions or metric not in result.inputs.metrics:
-        return ""
-    n_a = len(result.participants["A"].channels)
-    n_b = len(result.participants["B"].channels)
-    gap = max(2, n_a // 8)
-    mosaic = np.full((len(conditions) * (n_a + gap), len(bands) * (n_b + gap)), np.nan)
-    fig = Figure(figsize=(1.6 * len(bands) + 2.6, 1.3 * len(conditions) + 0.9))
-    ax = fig.add_axes((0.2, 0.06, 0.62, 0.9))
-    dots_x: list[int] = []
-    dots_y: list[int] = []
-    for i, condition in enumerate(conditions):
-        for j, band in enumerate(bands):
-            cell = result.conditions[condition].bands[band][metric]
-            top, left = i * (n_a + gap), j * (n_b + gap)
-            if cell.matrix is None:
-                ax.text(left + n_b / 2, top + n_a / 2, "no epochs", ha="center", va="center", fontsize=6)
-                continue
-            mosaic[top : top + n_a, left : left + n_b] = np.array(cell.matrix, dtype=float)
-            if cell.pair_p_fdr is not None:
-                rows, cols = np.nonzero(np.nan_to_num(np.array(cell.pair_p_fdr, dtype=float), nan=1.0) <= P_DETECT)
-                dots_y.extend(top + rows)
-                dots_x.extend(left + cols)
-            z = cell.z
-            ax.text(
-                left + n_b / 2,
-                top - 0.3,
-                f"{cell.mean:.3f}" + (f" z {z:.1f}" if z is not None else ""),
-                ha="center",
-                va="bottom",
-                fontsize=6,
-            )
-    image = ax.imshow(mosaic[:-gap, :-gap], cmap="viridis", aspect="auto", interpolation="nearest")
-    ax.set_ylim(mosaic.shape[0] - gap - 0.5, -gap)  # room above the first row for its labels
-    if dots_x:
-        ax.plot(dots_x, dots_y, "r.", ms=1.5)
-    ax.set_xticks([j * (n_b + gap) + n_b / 2 for j in range(len(bands))], bands, fontsize=8)
-    ax.set_yticks([i * (n_a + gap) + n_a / 2 for i in range(len(conditions))], conditions, fontsize=8)
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    cax = fig.add_axes((0.86, 0.3, 0.02, 0.4))
-    fig.colorbar(image, cax=cax, label=metric)
     return png_data_uri(fig)
 
 
@@ -308,9 +282,96 @@ def _nulls_figure(result: QuickCheckResult, figures: ReportFigures, metric: str)
     return png_data_uri(fig)
 
 
-def render_html(result: QuickCheckResult, figures: ReportFigures) -> str:
-    """The report as one HTML string (no external resources)."""
+#: The report's sections in order: (anchor id, heading). Tests look for each heading.
+SECTIONS = (
+    ("verdict", "Verdict"),
+    ("warnings", "Warnings"),
+    ("timeline", "Session timeline"),
+    ("behaviour", "Behaviour"),
+    ("synchrony", "Synchrony per condition and band"),
+    ("over-time", "Synchrony over time"),
+    ("contrasts", "Condition contrasts"),
+    ("matrices", "Inter-brain matrices"),
+    ("topographies", "Topographic maps"),
+    ("spectra", "Spectra"),
+    ("quality", "Data quality per participant"),
+    ("timing", "Timing verification (photodiode / TTL)"),
+    ("epochs", "Epochs"),
+    ("traces", "Aligned traces around block starts"),
+    ("nulls", "Surrogate distributions"),
+    ("inputs", "Inputs and versions"),
+)
+
+
+def _figure(figure: Any, why_none: str) -> str:
+    """An inlined figure, or the sentence that says why there is none."""
+    return png_data_uri(figure) if figure is not None else f"<p>{html_escape(why_none)}</p>"
+
+
+def _behaviour_table(result: QuickCheckResult) -> str:
+    summaries = result.behaviour
+    if summaries is None:
+        return "<p>This result was made before behavioural summaries were added.</p>"
+    if not summaries:
+        return "<p>No block of a paradigm that records behaviour (joint press, tapping, conversation).</p>"
+    out = []
+    for summary in summaries:
+        rows = "".join(
+            f"<tr><th class='l'>{html_escape(_measure_name(name))}</th><td>{format_number(value)}</td></tr>"
+            for name, value in summary.measures.items()
+        )
+        out.append(
+            f"<div class='beh'><p><b>{html_escape(summary.block)}</b> · {html_escape(summary.paradigm)} · condition "
+            f"{html_escape(summary.condition or '–')} · starts at {summary.start_s:.0f} s</p><table>{rows}</table></div>"
+        )
+    return (
+        "<p class='small'>From the file's markers and response stream: joint press per trial outcome (success when "
+        "both pressed within the adaptive threshold), tapping from key-down times (asynchrony: tap minus the nearest "
+        "pacer flash in the synchronisation phase; CV: coefficient of variation of the inter-tap intervals in the "
+        "continuation phase).</p><div class='behs'>" + "".join(out) + "</div>"
+    )
+
+
+def _measure_name(name: str) -> str:
+    """``median_rt_A_ms`` -> ``median rt A (ms)``."""
+    unit = " (ms)" if name.endswith("_ms") else ""
+    return name.removesuffix("_ms").replace("_", " ") + unit
+
+
+def _inputs_table(result: QuickCheckResult) -> str:
+    inputs = result.inputs
+    rows = [
+        ("bands (Hz)", ", ".join(f"{name} {low:g}-{high:g}" for name, (low, high) in inputs.bands.items())),
+        ("metrics", ", ".join(inputs.metrics)),
+        ("epoch length (s)", f"{inputs.epoch_length_s:g}"),
+        ("surrogates", f"{inputs.n_surrogates} × {inputs.surrogate}, seed {inputs.seed}"),
+        ("artifact threshold (robust z)", f"{inputs.reject_z:g}"),
+        ("analysis rate", f"{result.alignment.rate_hz:g} Hz, decimation {'on' if inputs.decimate else 'off'}"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in result.versions.items())),
+        ("run time (s)", ", ".join(f"{k} {v:g}" for k, v in result.timing_s.items())),
+    ]
+    return (
+        "<table>"
+        + "".join(f"<tr><th class='l'>{html_escape(k)}</th><td class='l'>{html_escape(v)}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
+
+
+def render_html(result: QuickCheckResult, figures: ReportFigures, json_name: str | None = None) -> str:
+    """The report as one HTML string (no external resources).
+
+    Parameters
+    ----------
+    result : QuickCheckResult
+    figures : ReportFigures
+        What the figures need beyond the JSON (an empty one for a result read back from JSON:
+        those figures then say they are not available).
+    json_name : str, optional
+        File name of the JSON written beside the page: the page links to it instead of showing it.
+    """
     import matplotlib
+
+    from dyadlab.synchrony import figures as figs
 
     matplotlib.use("Agg", force=False)
     verdict = result.verdict
@@ -326,55 +387,86 @@ def render_html(result: QuickCheckResult, figures: ReportFigures) -> str:
     warnings = "".join(f"<li>{html_escape(w)}</li>" for w in result.warnings) or "<li>none</li>"
     participants = result.participants
     title = f"Quick-check: {result.file.name}"
-    appendix = {
-        "inputs": result.inputs.model_dump(),
-        "versions": result.versions,
-        "alignment": result.alignment.model_dump(),
-        "timing_s": result.timing_s,
+    json_link = f" · <a href='{html_escape(json_name)}'>all numbers (JSON)</a>" if json_name else ""
+    missing = "Not available: this report was made from the JSON alone."
+    topomap, no_topomap = figs.topomap_figure(result, "plv")
+    headings = dict(SECTIONS)
+    contents = {
+        "verdict": (
+            f"<div class='verdict {overall}'><p>Data quality {_badge(verdict.data_quality)} &nbsp; Timing {_badge(verdict.timing)}"
+            f" &nbsp; {len(result.warnings)} warning(s)</p><p>{sync_line}</p><ul>"
+            + "".join(f"<li>{html_escape(line)}</li>" for line in verdict.summary)
+            + "</ul>"
+            f"<p class='small'>Rule: {html_escape(verdict.rule)}.</p></div>"
+        ),
+        "warnings": "<ul class='warn'>" + warnings + "</ul>",
+        "timeline": "<p class='small'>Blocks by condition; marker events; responses, taps and pacer flashes; "
+        "every planned epoch (green used, orange rejected as artifact, grey invalid data); stretches without valid "
+        "data of both participants (red).</p>"
+        + _figure(figs.timeline_figure(result, figures.timeline) if figures.timeline else None, missing),
+        "behaviour": _behaviour_table(result),
+        "synchrony": f"<p class='small'>Surrogates: {result.inputs.n_surrogates} × {html_escape(result.inputs.surrogate)}; "
+        "z of the mean over inter-brain pairs against the surrogate distribution of that mean. Highlighted: "
+        f"{html_escape(verdict.rule)}.</p>" + _synchrony_table(result),
+        "over-time": "<p class='small'>PLV mean over inter-brain pairs of each used epoch (dots) and of each block "
+        "(bars), at the epoch's time in the session; grey: the condition's surrogate null of the condition mean "
+        "(2.5-97.5 %), against which the bars are read (single epochs scatter more than the mean).</p>"
+        + _figure(
+            figs.synchrony_over_time_figure(result, figures.timeline, figures.epoch_means, figures.nulls, "plv")
+            if figures.epoch_means and figures.timeline
+            else None,
+            missing,
+        ),
+        "contrasts": _contrast_table(result),
+        "matrices": "<p class='small'>Each panel: A's channels (rows) by B's channels (columns); its title gives the "
+        "mean over pairs and its surrogate z; red dots: pairs significant after FDR. One colour scale per metric.</p>"
+        + "".join(
+            f"<h3>{html_escape(metric.upper())}</h3>" + _figure(figs.matrices_figure(result, metric), f"No {metric}.")
+            for metric in ("plv", "wpli")
+            if metric in result.inputs.metrics
+        ),
+        "topographies": "<p class='small'>Each channel's mean PLV with all of the partner's channels, per condition, "
+        "participant and band (positions: MNE's standard 10-05 montage, from the channel labels).</p>"
+        + _figure(topomap, no_topomap),
+        "spectra": "<p class='small'>Welch spectrum of each channel (thin) and the median over channels (thick), as "
+        "the quality check estimates it; grey: the analysis bands; red: the mains frequency.</p>"
+        + _figure(figs.spectra_figure(result, figures.spectra) if figures.spectra else None, missing),
+        "quality": _quality_table(result),
+        "timing": timing_section_html(result),
+        "epochs": _epochs_table(result),
+        "traces": _traces_figure(figures),
+        "nulls": _nulls_figure(result, figures, "plv"),
+        "inputs": _inputs_table(result)
+        + (
+            f"<p>Every number of this check: <a href='{html_escape(json_name)}'>{html_escape(json_name)}</a>.</p>"
+            if json_name
+            else ""
+        ),
     }
     parts = [
         f"<p class='small'>{html_escape(result.generated_utc)} · schema {html_escape(result.schema_version)} · "
-        f"A = {html_escape(participants['A'].stream)}, B = {html_escape(participants['B'].stream)}</p>",
-        f"<div class='verdict {overall}'><p>Data quality {_badge(verdict.data_quality)} &nbsp; Timing {_badge(verdict.timing)}"
-        f" &nbsp; {len(result.warnings)} warning(s)</p><p>{sync_line}</p><ul>"
-        + "".join(f"<li>{html_escape(line)}</li>" for line in verdict.summary)
-        + "</ul>"
-        f"<p class='small'>Rule: {html_escape(verdict.rule)}.</p></div>",
-        "<h2>Warnings</h2><ul class='warn'>" + warnings + "</ul>",
-        "<h2>Synchrony per condition and band</h2>",
-        f"<p class='small'>Surrogates: {result.inputs.n_surrogates} × {html_escape(result.inputs.surrogate)}; "
-        "z of the mean over inter-brain pairs against the surrogate distribution of that mean. Highlighted: "
-        f"{html_escape(verdict.rule)}.</p>",
-        _synchrony_table(result),
-        "<h2>Condition contrasts</h2>",
-        _contrast_table(result),
-        "<h2>Data quality per participant</h2>",
-        _quality_table(result),
-        "<h2>Epochs</h2>",
-        _epochs_table(result),
-        "<h2>Aligned traces around block starts</h2>",
-        _traces_figure(figures),
-        "<h2>Inter-brain PLV matrices</h2><p class='small'>Each block: A's channels (rows) by B's channels "
-        "(columns); above it the mean over pairs and its surrogate z; red dots: pairs significant after FDR.</p>",
-        _matrices_figure(result, "plv"),
-        "<h2>Inter-brain wPLI matrices</h2>",
-        _matrices_figure(result, "wpli"),
-        "<h2>Surrogate distributions</h2>",
-        _nulls_figure(result, figures, "plv"),
-        "<h2>Inputs and versions</h2>",
-        f"<pre>{html_escape(_pretty(appendix))}</pre>",
+        f"A = {html_escape(participants['A'].stream)}, B = {html_escape(participants['B'].stream)}{json_link}</p>",
+        "<nav class='small'>"
+        + " · ".join(f"<a href='#{key}'>{html_escape(name)}</a>" for key, name in SECTIONS)
+        + "</nav>",
     ]
+    for key, content in contents.items():
+        parts.append(f"<h2 id='{key}'>{html_escape(headings[key])}</h2>")
+        parts.append(content)
     return page(title, parts)
 
 
-def _pretty(value: Any) -> str:
-    import json
-
-    return json.dumps(value, indent=1)
-
-
-def write_html(path: str | Path, result: QuickCheckResult, figures: ReportFigures) -> Path:
-    """Write :func:`render_html` to ``path``."""
+def write_html(
+    path: str | Path, result: QuickCheckResult, figures: ReportFigures, json_path: str | Path | None = None
+) -> Path:
+    """Write :func:`render_html` to ``path``; ``json_path``: the JSON written beside it, linked."""
     path = Path(path)
-    path.write_text(render_html(result, figures), encoding="utf-8")
+    json_name = None
+    if json_path is not None:
+        json_path = Path(json_path)
+        # Relative when beside the page (the pair can be moved together), else absolute.
+        json_name = (
+            json_path.name if json_path.resolve().parent == path.resolve().parent else json_path.resolve().as_uri()
+        )
+    path.write_text(render_html(result, figures, json_name), encoding="utf-8")
     return path

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -69,6 +69,9 @@ class Inputs(_Fixed):
     reject_z: float
     decimate: bool
     thresholds: dict[str, float]
+    mains: float | str | None = None  # absent in files of 1.2 and before
+    # dyadlab.synchrony.segments.BAND_FILTERS; absent in files of 1.2 and before (which all used butterworth)
+    band_filter: Literal["butterworth", "hypyp", "hypyp-epochs"] = "butterworth"
 
 
 class Participant(_Fixed):
@@ -243,8 +246,9 @@ class ContrastCell(_Fixed):
 
 
 class Contrasts(BaseModel):
-    """Condition contrasts against the baseline; extra fields named ``"<condition>-vs-<baseline>"``
-    hold band -> metric -> :class:`ContrastCell`."""
+    """Condition contrasts: each task condition against the baseline and every two task conditions
+    against each other; extra fields named ``"<first>-vs-<second>"`` hold band -> metric ->
+    :class:`ContrastCell`, ``pairs`` names the two conditions of each."""
 
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, dict[str, dict[str, ContrastCell]]] = Field(init=False)
@@ -252,6 +256,16 @@ class Contrasts(BaseModel):
     baseline: str | None = None
     n_permutations: int | None = None
     run_length_epochs: int | None = None  # 1.1
+    #: contrast name -> [first condition, second condition]; absent in files of 1.2 and before,
+    #: whose contrasts are all ``<condition>-vs-<baseline>``.
+    pairs: dict[str, list[str]] | None = None
+
+    def conditions_of(self, name: str) -> tuple[str, str]:
+        """The two conditions of contrast ``name`` (first minus second)."""
+        if self.pairs and name in self.pairs:
+            first, second = self.pairs[name]
+            return first, second
+        return name.removesuffix(f"-vs-{self.baseline}"), str(self.baseline)
 
     @property
     def by_name(self) -> dict[str, dict[str, dict[str, ContrastCell]]]:
@@ -279,6 +293,130 @@ class Detection(_Fixed):
     mean: float
 
 
+class LineNoiseRelation(_Fixed):
+    """Rank correlation over epochs of shared line-noise power and a band's synchrony
+    (:func:`dyadlab.synchrony.mains.line_noise_relation`)."""
+
+    rho: Number
+    p: Number
+    n_epochs: int
+    follows_line_noise: bool
+
+
+class MainsRemovalReport(_Fixed):
+    """What the quick-check removed at the mains frequency before band filtering
+    (:mod:`dyadlab.synchrony.mains`), and whether each band's synchrony follows shared line noise."""
+
+    fundamental_hz: list[float]
+    removed_hz: list[float]
+    source: str
+    method: str
+    half_width_hz: float
+    taper_hz: float
+    notes: list[str]
+    #: condition -> band -> metric -> relation
+    relation: dict[str, dict[str, dict[str, LineNoiseRelation]]]
+    relation_rule: str
+
+
+class WithheldDetection(Detection):
+    """A condition and band above chance whose synchrony follows shared line noise."""
+
+    reason: str
+
+
+class BehaviourSummary(_Fixed):
+    """What the participants did in one block (:mod:`dyadlab.synchrony.behaviour`): ``measures``
+    by name (``_ms`` in milliseconds, rates as fractions, counts as numbers)."""
+
+    block: str
+    condition: str | None
+    task: str | None
+    paradigm: str
+    start_s: float
+    measures: dict[str, Number]
+
+
+class BandDefinition(_Fixed):
+    """A band's filter as applied (:func:`dyadlab.synchrony.segments.describe_band_filter`): the
+    design, what its edges mean, and its response measured on a 0.01 Hz grid (amplitude gains)."""
+
+    design: Literal["butterworth", "hypyp", "hypyp-epochs"]  # dyadlab.synchrony.segments.BAND_FILTERS
+    edges_hz: list[float]
+    edges_meaning: str
+    order: int | None = None  # Butterworth
+    fir_taps: int | None = None  # FIR ("hypyp", "hypyp-epochs")
+    fir_length_s: float | None = None
+    passband_hz: list[float]  # gain >= 0.99
+    minus_3db_hz: list[float]
+    minus_6db_hz: list[float]
+    transition_hz: list[float]  # low and high side: gain 0.99 down to 0.01
+    ringing_s: float
+
+
+class TimingChannelCheck(_Fixed):
+    """One photodiode or TTL channel: its edges paired with the screen changes' marker stamps
+    (:mod:`dyadlab.synchrony.timing_verification`); latencies are edge minus stamp."""
+
+    participant: str
+    stream: str
+    channel: str
+    kind: str  # "photodiode" or "ttl"
+    polarity: str  # "rising" or "falling" (inverted sensor, active-low TTL)
+    sample_period_ms: Number
+    edges: int
+    flips: int
+    flips_outside_recording: int
+    paired: int
+    missed: int
+    merged: int
+    unmatched_edges: int
+    latency_median_ms: Number
+    latency_mean_ms: Number
+    jitter_sd_ms: Number
+    jitter_iqr_ms: Number
+    latency_min_ms: Number
+    latency_max_ms: Number
+    problems: list[str]
+
+
+class AmplifierLag(_Fixed):
+    """The same pulse in A's and B's channel: B's edge minus A's, and its drift (robust line fit)."""
+
+    kind: str
+    channel_A: str
+    channel_B: str
+    pairs: int
+    span_s: float
+    lag_median_ms: float
+    lag_start_ms: float
+    lag_end_ms: float
+    drift_ppm: float
+    drift_ppm_ci: list[float]
+    residual_sd_ms: float
+    problems: list[str]
+
+
+class TimingVerification(_Fixed):
+    """Automatic photodiode / TTL timing check (``timing_verification``)."""
+
+    channels: list[TimingChannelCheck]
+    lags: list[AmplifierLag]
+    notes: list[str]
+    problems: list[str]
+
+
+class CalibrationNote(_Fixed):
+    """What one kind of test in the report was checked on: its null and the null data sets on
+    which its false-positive rate was measured against the nominal one."""
+
+    fields: list[str]
+    null: str
+    simulated: str | None
+    real_data: str | None
+    evidence: list[str]
+
+
 class Verdict(_Fixed):
     data_quality: str
     timing: str
@@ -286,6 +424,8 @@ class Verdict(_Fixed):
     rule: str
     summary: list[str]
     n_warnings: int
+    #: Above chance, but following shared line noise; absent in files of 1.2 and before.
+    withheld: list[WithheldDetection] | None = None
 
 
 class QuickCheckResult(_Fixed):
@@ -307,6 +447,11 @@ class QuickCheckResult(_Fixed):
     timing_s: dict[str, float]
     verdict: Verdict
     summary: str
+    behaviour: list[BehaviourSummary] | None = None  # absent in files of 1.2 and before
+    mains: MainsRemovalReport | None = None  # absent in files of 1.2 and before and with --mains off
+    band_definitions: dict[str, BandDefinition] | None = None  # absent in files of 1.2 and before
+    timing_verification: TimingVerification | None = None  # absent in files of 1.2 and before
+    calibration: dict[str, CalibrationNote] | None = None  # absent in files of 1.2 and before
 
     @model_validator(mode="before")
     @classmethod

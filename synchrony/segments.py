@@ -21,7 +21,32 @@ The steps, in order, and why:
    data on both sides where the recording has them, is band-passed for every band at once in
    the frequency domain with the squared magnitude response of a 4th-order Butterworth
    band-pass (what forward-backward filtering gives: zero phase, -6 dB at the band edges), and
-   turned into the analytic signal (negative frequencies removed). Epochs of ``epoch_length``
+   turned into the analytic signal (negative frequencies removed). ``band_filter="hypyp"``
+   applies instead the amplitude response of the FIR HyPyP's ``compute_freq_bands`` applies
+   (``mne.filter.filter_data`` defaults: passband up to the band edges, -6 dB half a transition
+   band outside them, e.g. 3-8 Hz for theta 4-7 Hz), so that values are comparable with
+   published HyPyP analyses: on the same epochs of real EEG (EEGLAB recording, 128 Hz) mean
+   theta PLV is 0.249 with it, 0.245 with HyPyP's default pipeline and 0.311 with the default
+   design (``benchmarks/bench_hypyp_pipeline.py``). HyPyP filters each epoch (MNE pads it);
+   both designs filter the continuous block, so the two differ by HyPyP's per-epoch edge
+   effects (up to 0.035 per pair in PLV, 0.15 in envelope correlation, whose theta mean over
+   independent halves rises from 0.015 to 0.064), and agree within the decimation error (step 5)
+   with HyPyP's filter run on the continuous signal (at every sample: 3e-4 in PLV, the residual
+   of HyPyP's Hilbert transform wrapping around the recording's ends).
+   ``band_filter="hypyp-epochs"`` reproduces HyPyP's default pipeline itself, for comparability
+   only: the kept epochs are cut from the block (channel means removed; the mains removed only
+   when the caller removes it, as HyPyP removes none) and each is filtered by MNE's
+   ``filter_data`` with HyPyP's call and made analytic on its own (:func:`_hypyp_analytic`); on
+   the same epochs it equals HyPyP's pipeline to float32 rounding at every sample (PLI to 0.003
+   per pair: MNE's padding makes each filtered epoch zero at its first and last sample, where the
+   sign PLI counts is rounding noise, in HyPyP too), and within the decimation error at the
+   analysis rate. It inherits the per-epoch edge effects, and makes no
+   continuous signal, so circular-shift nulls are refused.
+   :func:`describe_band_filter` states each band's measured response (the report's
+   ``band_definitions``). Before any band filter (and the screening filter of step 4), the
+   mains frequency and its harmonics below Nyquist are notched out of the block's spectrum and
+   each epoch's line-noise power is measured (``mains``: :mod:`dyadlab.synchrony.mains`); the
+   notch is a separate gain factor, so it composes with either band design. Epochs of ``epoch_length``
    seconds are then cut inside the block, non-overlapping, from the block start. Filtering
    whole blocks avoids the spurious envelope correlation that per-epoch filtering creates
    (reference: 0.18 in theta between independent signals). Each block's spectrum is computed
@@ -49,7 +74,17 @@ The steps, in order, and why:
    ``step``-th sample, with ``step`` the largest integer keeping at least four samples per
    period of the band's upper edge; sums over time of the products the metrics use are then
    the same to within sampling error, at a fraction of the cost. ``decimate=False`` keeps all
-   samples.
+   samples. Measured per channel pair on real EEG (the EEGLAB recording's halves at 128 Hz and
+   upsampled to 500 Hz, 2-s epochs, every band design; ``benchmarks/bench_hypyp_pipeline.py``):
+   every metric within 0.01 of its full-rate value except PLI (up to 0.013: a count of signs
+   over fewer samples) and ccorr (up to 0.054), and with ``"hypyp-epochs"`` (whose per-epoch
+   edge transients are sampled coarsely too) accorr up to 0.012 and PLI up to 0.015; means over
+   pairs within 0.01. ccorr centres each
+   phase on its circular mean over the epoch, whose angle is ill-determined for a rotating phase
+   (mean resultant length near 0.05): it moves with any change of the samples (with the
+   full-rate mean, decimated ccorr moves by 0.006 only), and ccorr of the same EEG moves almost
+   as much with the sampling rate alone (up to 0.02 per pair between 128 and 256 Hz), so it is
+   no better defined at full rate. ``tests/synchrony/test_band_filters.py`` pins these bounds.
 """
 
 from __future__ import annotations
@@ -67,6 +102,7 @@ from scipy import ndimage, signal
 
 from dyadlab import DyadlabError
 from dyadlab.synchrony.io import EventMarker, ParticipantEeg
+from dyadlab.synchrony.mains import MainsRemoval, epoch_line_power, notch_gain
 
 DEFAULT_BANDS: dict[str, tuple[float, float]] = {
     "theta": (4.0, 7.0),
@@ -76,6 +112,14 @@ DEFAULT_BANDS: dict[str, tuple[float, float]] = {
 }
 WHOLE_RECORDING = "recording"
 FILTER_ORDER = 4
+#: Band filter designs (:func:`_band_gain`): ``"butterworth"`` (default) puts -6 dB at the band's
+#: edges; ``"hypyp"`` is the FIR that HyPyP's ``compute_freq_bands`` applies (MNE's defaults),
+#: passband to the edges and -6 dB half a transition band outside them; ``"hypyp-epochs"`` is HyPyP's
+#: default pipeline itself: that FIR applied by MNE to each epoch separately, then the Hilbert
+#: transform per epoch (:func:`_hypyp_analytic`), for comparability only.
+BAND_FILTERS: tuple[str, ...] = ("butterworth", "hypyp", "hypyp-epochs")
+#: The design that filters each epoch on its own instead of the continuous block.
+EPOCHWISE_FILTER = "hypyp-epochs"
 #: A discontinuity is felt while the filters' impulse response envelope exceeds this fraction of
 #: its peak (:func:`filter_margin`).
 RINGING_LEVEL = 0.01
@@ -436,10 +480,13 @@ class BlockSpectrum:
     bins : np.ndarray, shape (n_channels, n_bins), complex64
         The lowest rfft bins of the mean-removed block, all channels; above them the gain of
         every analysis band is below :data:`GAIN_FLOOR`.
+    removed : tuple of float
+        Mains frequencies already notched out of ``bins`` (:mod:`dyadlab.synchrony.mains`).
     """
 
     n_fft: int
     bins: np.ndarray
+    removed: tuple[float, ...] = ()
 
 
 @dataclass
@@ -451,7 +498,9 @@ class EpochGrid:
     screening's and the band signals' alike: the epochs with ``pad`` seconds, and at least
     ``margin``, of data on both sides (clipped to the grid). ``spectra`` holds the block's
     :class:`BlockSpectrum` of that range per participant (``"a"``, ``"b"``) from
-    :func:`select_epochs` until :func:`iter_condition_epochs` takes it.
+    :func:`select_epochs` until :func:`iter_condition_epochs` takes it. ``line_power`` holds
+    each epoch's line-noise power per participant (:func:`dyadlab.synchrony.mains.epoch_line_power`,
+    on the used channels before the mains removal) when :func:`select_epochs` was given ``mains``.
     """
 
     block: Block
@@ -461,6 +510,7 @@ class EpochGrid:
     first: int
     stop: int
     spectra: dict[str, BlockSpectrum] = field(default_factory=dict, repr=False, compare=False)
+    line_power: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
 
 def plan_epochs(
@@ -510,46 +560,172 @@ def analysis_step(rate: float, high: float, decimate: bool = True) -> int:
     return max(1, int(rate // (4.0 * high))) if decimate else 1
 
 
-def _band_gain(freqs: np.ndarray, band: tuple[float, float], rate: float) -> np.ndarray:
-    """Squared magnitude of a Butterworth band-pass (zero phase, as forward-backward filtering)."""
+def _band_gain(
+    freqs: np.ndarray, band: tuple[float, float], rate: float, band_filter: str = "butterworth"
+) -> np.ndarray:
+    """Zero-phase gain of a band's filter at ``freqs`` (Hz), for a design of :data:`BAND_FILTERS`.
+
+    ``"butterworth"``: the squared magnitude of a 4th-order Butterworth band-pass (forward-backward
+    filtering), -6 dB at the band's edges. ``"hypyp"``: the amplitude response of the FIR that
+    ``mne.filter.create_filter`` designs for the band with its defaults (firwin, Hamming window,
+    automatic transition bands), the filter HyPyP's ``compute_freq_bands`` applies through
+    ``mne.filter.filter_data``; real, negative in parts of the stopband (its side lobes).
+    ``"hypyp-epochs"`` applies the same FIR (to each epoch: :func:`_hypyp_analytic`), so its
+    gain, margins and stated response are those of ``"hypyp"``.
+
+    Raises
+    ------
+    SegmentationError
+        When the band reaches the Nyquist frequency, the design is unknown, or ``"hypyp"`` (or
+        ``"hypyp-epochs"``) is asked for without MNE installed.
+    """
     low, high = band
     nyquist = rate / 2
     if high >= nyquist:
         raise SegmentationError(f"Band {low:g}-{high:g} Hz reaches the Nyquist frequency ({nyquist:g} Hz) of the data.")
+    if band_filter in ("hypyp", EPOCHWISE_FILTER):
+        return _fir_amplitude(_hypyp_fir((float(low), float(high)), float(rate)), np.asarray(freqs, float), rate)
+    if band_filter != "butterworth":
+        raise SegmentationError(f"Unknown band filter {band_filter!r}: choose one of {', '.join(BAND_FILTERS)}.")
     sos = signal.butter(FILTER_ORDER, [low, high], btype="bandpass", fs=rate, output="sos")
     _, response = signal.sosfreqz(sos, worN=freqs, fs=rate)
     return np.abs(response) ** 2
 
 
 @functools.lru_cache(maxsize=64)
-def _ringing(band: tuple[float, float], rate: float) -> float:
-    """Seconds after which the envelope of the band filter's impulse response stays below
+def _hypyp_fir(band: tuple[float, float], rate: float) -> np.ndarray:
+    """The taps of the FIR band-pass HyPyP 0.6 applies (``mne.filter.filter_data`` defaults), from
+    MNE itself: odd length, symmetric (zero phase once centred), read-only."""
+    try:
+        import mne
+    except ImportError as error:
+        raise SegmentationError(
+            "band_filter='hypyp' takes HyPyP's band filters from MNE, which is not installed: "
+            "`pip install mne` (or use the default band_filter='butterworth')."
+        ) from error
+    taps = mne.filter.create_filter(None, rate, band[0], band[1], verbose="error")
+    taps.flags.writeable = False
+    return taps
+
+
+def _fir_amplitude(taps: np.ndarray, freqs: np.ndarray, rate: float) -> np.ndarray:
+    """Amplitude response ``A(f) = h[M] + 2 sum_k h[M + k] cos(2 pi f k / rate)`` of a symmetric FIR
+    of ``2M + 1`` taps applied centred (zero phase). On an rfft grid (``freqs[j] = j rate / n`` with
+    ``n`` at least the length) it is the real rfft of the centred taps; elsewhere the sum itself,
+    a bounded number of frequencies at a time."""
+    half = taps.size // 2
+    if freqs.size > 1 and freqs[0] == 0.0:
+        n = int(round(rate / freqs[1]))
+        if n >= taps.size and np.allclose(freqs, np.arange(freqs.size) * (rate / n), rtol=0, atol=1e-9 * rate):
+            centred = np.zeros(n)
+            centred[: half + 1] = taps[half:]
+            centred[n - half :] = taps[:half]
+            return scipy.fft.rfft(centred)[: freqs.size].real
+    lags = np.arange(1, half + 1)
+    amplitude = np.empty(freqs.size)
+    for start in range(0, freqs.size, 4096):  # (4096 x half) cosines at a time
+        chunk = freqs[start : start + 4096]
+        cosines = np.cos(np.outer(chunk, lags) * (2 * np.pi / rate))
+        amplitude[start : start + chunk.size] = taps[half] + 2.0 * cosines @ taps[half + 1 :]
+    return amplitude
+
+
+@functools.lru_cache(maxsize=64)
+def _ringing(
+    band: tuple[float, float], rate: float, band_filter: str = "butterworth", notch: tuple[float, ...] = ()
+) -> float:
+    """Seconds after which the envelope of the band filter's impulse response (with the mains
+    removal's ``notch`` frequencies, :func:`dyadlab.synchrony.mains.notch_gain`) stays below
     :data:`RINGING_LEVEL` of its peak (the response is symmetric: as long before)."""
     low, high = band
     n = 2 * int(np.ceil(max(8.0, 40.0 / (high - low)) * rate))  # decays long before the window ends
     freqs = scipy.fft.rfftfreq(n, 1.0 / rate)
-    one_sided = _band_gain(freqs, band, rate) * 2.0
+    one_sided = _band_gain(freqs, band, rate, band_filter) * notch_gain(freqs, notch) * 2.0
     one_sided[0] /= 2.0
     envelope = np.abs(scipy.fft.ifft(one_sided, n=n))[: n // 2]
     return float((np.flatnonzero(envelope >= RINGING_LEVEL * envelope.max())[-1] + 1) / rate)
 
 
-def filter_margin(bands: dict[str, tuple[float, float]], rate: float) -> float:
+def filter_margin(
+    bands: dict[str, tuple[float, float]],
+    rate: float,
+    band_filter: str = "butterworth",
+    notch: tuple[float, ...] = (),
+) -> float:
     """How far (seconds) a discontinuity spreads into the band-passed signals.
 
     The longest time, over ``bands``, for the envelope of the filter's impulse response (the
-    squared-magnitude Butterworth band-pass of :func:`iter_band_analytic`) to fall for good below
-    :data:`RINGING_LEVEL` of its peak. Narrow and low bands ring longest; at 1 % (500 Hz): theta
-    4-7 Hz 1.28 s, alpha 8-12 Hz 0.94 s, beta 13-30 Hz 0.24 s, gamma 30-45 Hz 0.25 s.
+    ``band_filter`` design of :func:`_band_gain`) to fall for good below :data:`RINGING_LEVEL` of
+    its peak. Narrow and low bands ring longest; at 1 % (500 Hz), Butterworth: theta 4-7 Hz
+    1.28 s, alpha 8-12 Hz 0.94 s, beta 13-30 Hz 0.24 s, gamma 30-45 Hz 0.25 s. The mains removal
+    (``notch``: the frequencies removed) rings too, but inside a band only: 50 Hz removed, gamma
+    0.26 s, the 1-45 Hz screening filter 0.44 s (0.32 s without), a 35-55 Hz band 0.84 s (0.19 s).
     """
-    return max(_ringing((float(low), float(high)), float(rate)) for low, high in bands.values())
+    return max(
+        _ringing((float(low), float(high)), float(rate), band_filter, tuple(notch)) for low, high in bands.values()
+    )
 
 
-def rejection_margin(rate: float, high: float, bands: dict[str, tuple[float, float]] | None = None) -> float:
+def rejection_margin(
+    rate: float,
+    high: float,
+    bands: dict[str, tuple[float, float]] | None = None,
+    band_filter: str = "butterworth",
+    notch: tuple[float, ...] = (),
+) -> float:
     """The margin of :func:`select_epochs` (seconds): :func:`filter_margin` of the analysis
-    ``bands`` (default :data:`DEFAULT_BANDS`) and of the broadband screening filter up to ``high``."""
-    filters = {**(_default_bands(rate) if bands is None else bands), "broadband": _broadband(high, rate)}
-    return filter_margin(filters, rate)
+    ``bands`` (default :data:`DEFAULT_BANDS`) in the ``band_filter`` design and of the broadband
+    (Butterworth) screening filter up to ``high``, each with the mains ``notch`` removed."""
+    analysis = filter_margin(_default_bands(rate) if bands is None else bands, rate, band_filter, notch)
+    return max(analysis, filter_margin({"broadband": _broadband(high, rate)}, rate, notch=notch))
+
+
+def describe_band_filter(band: tuple[float, float], rate: float, band_filter: str = "butterworth") -> dict[str, Any]:
+    """What a band's filter does, measured from its response (:func:`_band_gain`) on a 0.01 Hz grid.
+
+    Returns
+    -------
+    dict
+        ``design``; ``edges_hz`` (the band as given) and ``edges_meaning``; ``order`` (Butterworth)
+        or ``fir_taps`` and ``fir_length_s`` (FIR); and, measured: ``passband_hz`` (gain at least
+        0.99), ``minus_3db_hz`` (gain at least 1/sqrt 2), ``minus_6db_hz`` (gain at least 0.5)
+        and ``transition_hz`` (low and high side: the width from gain 0.99 down to 0.01, -40 dB),
+        and ``ringing_s`` (:func:`filter_margin`). Gains are what the signal's amplitude is
+        multiplied by, once.
+    """
+    low, high = float(band[0]), float(band[1])
+    resolution = 0.01
+    freqs = scipy.fft.rfftfreq(int(round(rate / resolution)), 1.0 / rate)
+    gain = _band_gain(freqs, (low, high), rate, band_filter)
+
+    def span(level: float) -> list[float]:
+        above = freqs[gain >= level]
+        return [round(float(above[0]), 2), round(float(above[-1]), 2)]
+
+    passband, stopband = span(0.99), span(0.01)
+    description: dict[str, Any] = {"design": band_filter, "edges_hz": [low, high]}
+    if band_filter in ("hypyp", EPOCHWISE_FILTER):
+        taps = _hypyp_fir((low, high), float(rate)).size
+        description["edges_meaning"] = (
+            "passband edges of MNE's default FIR (firwin, Hamming window), as HyPyP's compute_freq_bands "
+            "filters: -6 dB half a transition band outside them"
+        )
+        if band_filter == EPOCHWISE_FILTER:
+            description["edges_meaning"] += "; applied to each epoch separately (MNE pads it), as HyPyP's pipeline"
+        description.update(fir_taps=taps, fir_length_s=round(taps / rate, 4))
+    else:
+        description["edges_meaning"] = (
+            f"-6 dB points: squared magnitude of an order-{FILTER_ORDER} Butterworth band-pass (forward-backward)"
+        )
+        description["order"] = FILTER_ORDER
+    description.update(
+        passband_hz=passband,
+        minus_3db_hz=span(2**-0.5),
+        minus_6db_hz=span(0.5),
+        transition_hz=[round(passband[0] - stopband[0], 2), round(stopband[1] - passband[1], 2)],
+        ringing_s=round(filter_margin({"band": (low, high)}, rate, band_filter), 3),
+    )
+    return description
 
 
 def _default_bands(rate: float) -> dict[str, tuple[float, float]]:
@@ -565,6 +741,7 @@ def iter_band_analytic(
     steps: dict[str, int] | None = None,
     start: int = 0,
     stop: int | None = None,
+    band_filter: str = "butterworth",
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Analytic signal of each band of a continuous stretch, one band at a time (bounded memory).
 
@@ -581,6 +758,8 @@ def iter_band_analytic(
         sample and dropping most of them.
     start, stop : int
         Return samples ``start, start + step, ...`` below ``stop`` (default: all).
+    band_filter : str
+        The bands' filter design, one of :data:`BAND_FILTERS` (:func:`_band_gain`).
 
     Yields
     ------
@@ -590,7 +769,8 @@ def iter_band_analytic(
     n = data.shape[1]
     steps = {name: (steps or {}).get(name, 1) for name in bands}
     n_fft = _fft_length(n, steps.values())
-    yield from _band_signals(_spectrum(data, n_fft), n_fft, rate, bands, steps, start, n if stop is None else stop)
+    spectrum = _spectrum(data, n_fft)
+    yield from _band_signals(spectrum, n_fft, rate, bands, steps, start, n if stop is None else stop, band_filter)
 
 
 def _fft_length(n: int, steps: Iterable[int]) -> int:
@@ -607,12 +787,13 @@ def _band_signals(
     steps: dict[str, int],
     start: int,
     stop: int,
+    band_filter: str,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """:func:`iter_band_analytic` from the rfft of the block (its lowest bins suffice: bins
     beyond ``spectrum``'s are taken as zero)."""
-    shift = _shift(0, _bins_needed(bands, rate, n_fft, steps), start, n_fft)
+    shift = _shift(0, _bins_needed(bands, rate, n_fft, steps, band_filter), start, n_fft)
     for name, band in bands.items():
-        yield name, _band_signal(spectrum, shift, n_fft, rate, band, steps[name], start, stop)
+        yield name, _band_signal(spectrum, shift, n_fft, rate, band, steps[name], start, stop, band_filter)
 
 
 def _band_signal(
@@ -624,12 +805,13 @@ def _band_signal(
     step: int,
     start: int,
     stop: int,
+    band_filter: str = "butterworth",
 ) -> np.ndarray:
     """One band of :func:`_band_signals`, with ``shift`` the :func:`_shift` from bin 0 to ``start``
     of at least the band's bins."""
     length = n_fft // step
     # z[start + step k] = ifft_L(Z[m] exp(2 pi i m start / n_fft), m < L)[k] / step, L = n_fft / step.
-    lo, gain = _band_bins(band, rate, n_fft, min(length, n_fft // 2 + 1))
+    lo, gain = _band_bins(band, rate, n_fft, min(length, n_fft // 2 + 1), band_filter)
     hi = lo + gain.size
     weights = gain * (2.0 / step)  # one-sided: the analytic signal
     if lo == 0:
@@ -661,12 +843,18 @@ def _shift(lo: int, hi: int, start: int, n_fft: int) -> np.ndarray:
     return np.exp(2j * np.pi * np.arange(lo, hi) * (start / n_fft))
 
 
-def _bins_needed(bands: dict[str, tuple[float, float]], rate: float, n_fft: int, steps: dict[str, int]) -> int:
+def _bins_needed(
+    bands: dict[str, tuple[float, float]],
+    rate: float,
+    n_fft: int,
+    steps: dict[str, int],
+    band_filter: str = "butterworth",
+) -> int:
     """How many of the lowest rfft bins :func:`_band_signals` needs: above them the gain of every
     band is below :data:`GAIN_FLOOR`."""
     needed = 1
     for name, band in bands.items():
-        lo, gain = _band_bins(band, rate, n_fft, min(n_fft // steps[name], n_fft // 2 + 1))
+        lo, gain = _band_bins(band, rate, n_fft, min(n_fft // steps[name], n_fft // 2 + 1), band_filter)
         needed = max(needed, lo + gain.size)
     return needed
 
@@ -685,25 +873,33 @@ def _spectrum(data: np.ndarray, n_fft: int) -> np.ndarray:
     return scipy.fft.rfft(x, axis=1, workers=-1, overwrite_x=True)
 
 
-def _band_bins(band: tuple[float, float], rate: float, n_fft: int, kept: int) -> tuple[int, np.ndarray]:
+def _band_bins(
+    band: tuple[float, float], rate: float, n_fft: int, kept: int, band_filter: str = "butterworth"
+) -> tuple[int, np.ndarray]:
     """:func:`_band_gain` on the bins ``lo`` to ``hi`` of an ``n_fft``-point rfft (below ``kept``)
-    outside which it stays below :data:`GAIN_FLOOR`: (lo, gain), read-only."""
-    return _band_bins_cached((float(band[0]), float(band[1])), float(rate), n_fft, kept)
+    outside which its magnitude stays below :data:`GAIN_FLOOR`: (lo, gain), read-only. The
+    ``"hypyp"`` FIR's side lobes stay near 1e-3 up to the Nyquist frequency, so that design keeps
+    every bin below ``kept`` (its spectra take up to 2.3 times the memory at 500 Hz)."""
+    return _band_bins_cached((float(band[0]), float(band[1])), float(rate), n_fft, kept, band_filter)
 
 
 @functools.lru_cache(maxsize=32)  # blocks of one length share it
-def _band_bins_cached(band: tuple[float, float], rate: float, n_fft: int, kept: int) -> tuple[int, np.ndarray]:
-    gain = _band_gain(scipy.fft.rfftfreq(n_fft, 1.0 / rate)[:kept], band, rate)
-    above = np.flatnonzero(gain >= GAIN_FLOOR)
+def _band_bins_cached(
+    band: tuple[float, float], rate: float, n_fft: int, kept: int, band_filter: str
+) -> tuple[int, np.ndarray]:
+    gain = _band_gain(scipy.fft.rfftfreq(n_fft, 1.0 / rate)[:kept], band, rate, band_filter)
+    above = np.flatnonzero(np.abs(gain) >= GAIN_FLOOR)
     lo, hi = (int(above[0]), int(above[-1]) + 1) if above.size else (0, 0)
     gain = gain[lo:hi]
     gain.flags.writeable = False
     return lo, gain
 
 
-def block_analytic(data: np.ndarray, rate: float, bands: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
+def block_analytic(
+    data: np.ndarray, rate: float, bands: dict[str, tuple[float, float]], band_filter: str = "butterworth"
+) -> dict[str, np.ndarray]:
     """All bands of :func:`iter_band_analytic` at once: dict of name -> (n_channels, n_samples) complex."""
-    return dict(iter_band_analytic(data, rate, bands))
+    return dict(iter_band_analytic(data, rate, bands, band_filter=band_filter))
 
 
 def _broadband(high: float, rate: float) -> tuple[float, float]:
@@ -719,6 +915,9 @@ def epoch_log_variance(
     *,
     bands: dict[str, tuple[float, float]] | None = None,
     decimate: bool = True,
+    mains: MainsRemoval | None = None,
+    channels: tuple[np.ndarray, np.ndarray] | None = None,
+    band_filter: str = "butterworth",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Log-variance of every planned epoch on broadband (1 Hz - ``high``) data.
 
@@ -731,8 +930,13 @@ def epoch_log_variance(
 
     Each block is transformed over its padded range (``plan.first`` to ``plan.stop``, which
     :func:`condition_epochs` filters too) at the FFT length of the band analysis that follows
-    (``bands``, default :data:`DEFAULT_BANDS`, and ``decimate`` as for :func:`condition_epochs`),
-    and its spectrum is kept in ``plan.spectra`` for :func:`condition_epochs`.
+    (``bands``, default :data:`DEFAULT_BANDS`, ``decimate`` and ``band_filter`` as for
+    :func:`condition_epochs`), and its spectrum is kept in ``plan.spectra`` for :func:`condition_epochs`
+    (not for ``"hypyp-epochs"``, which filters the epochs' samples).
+
+    With ``mains``, each block's line-noise power per epoch (mean over A's and B's ``channels``,
+    default all) is measured into ``plan.line_power`` and the mains is then removed from its
+    spectrum (:mod:`dyadlab.synchrony.mains`), before the screening filter and the kept spectrum.
 
     Returns
     -------
@@ -752,13 +956,27 @@ def epoch_log_variance(
             continue
         first, stop = plan.first, plan.stop
         n_fft = _fft_length(stop - first, steps.values())
-        needed = _bins_needed(bands, rate, n_fft, steps)
+        needed = _bins_needed(bands, rate, n_fft, steps, band_filter)
         step = max(s for s in range(1, most + 1) if n_epoch % s == 0 and n_fft % s == 0)
         block_first = int(plan.starts[0])
         index = ((plan.starts - block_first) // step)[:, None] + np.arange(n_epoch // step)[None, :]
-        for side, source, rows in (("a", aligned.a, rows_a), ("b", aligned.b, rows_b)):
+        for side, source, rows, used in (("a", aligned.a, rows_a, 0), ("b", aligned.b, rows_b, 1)):
             spectrum = _spectrum(source[:, first:stop], n_fft)
-            plan.spectra[side] = BlockSpectrum(n_fft, spectrum[:, :needed].astype(np.complex64))
+            if mains is not None:
+                plan.line_power[side] = epoch_line_power(
+                    spectrum,
+                    n_fft,
+                    mains,
+                    plan.starts - first,
+                    n_epoch,
+                    None if channels is None else channels[used],
+                    step,
+                )
+                if mains.removed:
+                    spectrum *= mains.rfft_gain(n_fft)
+            removed = () if mains is None else mains.removed
+            if band_filter != EPOCHWISE_FILTER:  # that design filters the epochs' samples, not the spectrum
+                plan.spectra[side] = BlockSpectrum(n_fft, spectrum[:, :needed].astype(np.complex64), removed)
             filtered = _real_band_signal(
                 spectrum, n_fft, rate, broadband, step, block_first - first, int(plan.starts[-1]) + n_epoch - first
             )
@@ -843,15 +1061,21 @@ def select_epochs(
     bands: dict[str, tuple[float, float]] | None = None,
     decimate: bool = True,
     pad: float = 3.0,
+    mains: MainsRemoval | None = None,
+    band_filter: str = "butterworth",
 ) -> tuple[list[EpochGrid], Rejection, list[np.ndarray]]:
     """Plan the epochs of every block and reject artifacts by the union rule within each condition.
 
     Epochs are invalid within :func:`filter_margin` of invalid samples and of the grid's ends,
     for the analysis ``bands`` (default :data:`DEFAULT_BANDS`) and the broadband rejection filter;
     each block is filtered with ``pad`` seconds, at least that margin, of data on both sides
-    (:func:`plan_epochs`), here and in :func:`condition_epochs`. With the ``bands`` and
-    ``decimate`` later given to :func:`condition_epochs`, the blocks' spectra computed here are
-    reused there (``plan.spectra``); blocks without a kept epoch drop theirs.
+    (:func:`plan_epochs`), here and in :func:`condition_epochs`; the margin is that of the bands'
+    ``band_filter`` design. With the ``bands``, ``decimate`` and ``band_filter`` later given to
+    :func:`condition_epochs`, the blocks' spectra computed here are
+    reused there (``plan.spectra``); blocks without a kept epoch drop theirs. With ``mains``,
+    the mains is removed from the blocks before the screening and the band signals, and each
+    epoch's line-noise power on the used channels is kept in ``plan.line_power``
+    (:func:`epoch_log_variance`); give the same ``mains`` to :func:`condition_epochs`.
 
     Returns
     -------
@@ -862,8 +1086,19 @@ def select_epochs(
     keep : list of np.ndarray of bool
         ``rejection.keep`` split per plan.
     """
-    plans = plan_epochs(aligned, blocks, epoch_length, rejection_margin(aligned.rate, high, bands), pad)
-    logvar_a, logvar_b = epoch_log_variance(aligned, plans, epoch_length, high, bands=bands, decimate=decimate)
+    margin = rejection_margin(aligned.rate, high, bands, band_filter, () if mains is None else mains.removed)
+    plans = plan_epochs(aligned, blocks, epoch_length, margin, pad)
+    logvar_a, logvar_b = epoch_log_variance(
+        aligned,
+        plans,
+        epoch_length,
+        high,
+        bands=bands,
+        decimate=decimate,
+        mains=mains,
+        channels=(used_a, used_b),
+        band_filter=band_filter,
+    )
     conditions = np.concatenate([[p.block.condition] * p.starts.size for p in plans] or [[]])
     rejection = reject_epochs(logvar_a, logvar_b, used_a, used_b, reject_z, groups=conditions)
     keep = np.split(rejection.keep, np.cumsum([p.starts.size for p in plans])[:-1])
@@ -917,6 +1152,8 @@ def condition_epochs(
     *,
     decimate: bool = True,
     continuous: bool = False,
+    mains: MainsRemoval | None = None,
+    band_filter: str = "butterworth",
 ) -> dict[str, BandEpochs]:
     """Analytic epochs of the kept epochs of one condition's blocks, all bands at once.
 
@@ -934,6 +1171,8 @@ def condition_epochs(
             channels_b,
             decimate=decimate,
             continuous=continuous,
+            mains=mains,
+            band_filter=band_filter,
         )
     )
 
@@ -949,6 +1188,8 @@ def iter_condition_epochs(
     *,
     decimate: bool = True,
     continuous: bool = False,
+    mains: MainsRemoval | None = None,
+    band_filter: str = "butterworth",
 ) -> Iterator[tuple[str, BandEpochs]]:
     """Analytic epochs of the kept epochs of one condition's blocks, one band at a time.
 
@@ -970,6 +1211,17 @@ def iter_condition_epochs(
         Channels to return.
     continuous : bool
         Also return each block's continuous analytic signal (:class:`BlockSignal`).
+    mains : MainsRemoval, optional
+        Mains removed from each block before the band filters (:mod:`dyadlab.synchrony.mains`);
+        a kept spectrum is reused only when the screening removed the same frequencies.
+    band_filter : str
+        The bands' filter design, one of :data:`BAND_FILTERS` (:func:`_band_gain`); the plans'
+        margin must cover its ringing. ``"hypyp-epochs"`` reproduces HyPyP's default pipeline
+        (:func:`_hypyp_analytic`): each kept epoch is cut from the block (channel means
+        removed, ``mains`` removed when given) and filtered on its own, for comparability with
+        HyPyP analyses only: per-epoch filtering inflates envelope correlation between independent
+        signals (theta, EEGLAB recording's halves: 0.064 against 0.015 with the block filtered).
+        It makes no continuous signal (``continuous`` is refused) and needs ``aligned``'s samples.
 
     Yields
     ------
@@ -983,9 +1235,10 @@ def iter_condition_epochs(
     ------
     SegmentationError
         On the call, before any band is made: when a plan's margin is shorter than the bands'
-        filter ringing.
+        filter ringing, or ``continuous`` is asked of ``"hypyp-epochs"``.
     """
-    ringing = filter_margin(bands, aligned.rate)
+    removed = () if mains is None else mains.removed
+    ringing = filter_margin(bands, aligned.rate, band_filter, removed)
     short = [p.block.name for p in plans if p.margin < ringing]
     if short:
         raise SegmentationError(
@@ -994,26 +1247,104 @@ def iter_condition_epochs(
         )
     n_epoch = int(round(epoch_length * aligned.rate))
     steps = {band: analysis_step(aligned.rate, high, decimate) for band, (_, high) in bands.items()}
+    if band_filter == EPOCHWISE_FILTER:
+        if continuous:
+            raise SegmentationError(
+                f"band_filter={EPOCHWISE_FILTER!r} filters each epoch on its own and makes no continuous signal for "
+                "circular shifts: use the epoch-shuffle null, or band_filter='hypyp' (the same FIR on the blocks)."
+            )
+        for plan in plans:
+            plan.spectra.clear()
+        epochs_a, epochs_b = _cleaned_epochs(aligned, plans, keep, n_epoch, (channels_a, channels_b), mains)
+        return (
+            (
+                band,
+                BandEpochs(
+                    _hypyp_analytic(epochs_a, aligned.rate, bands[band], steps[band]),
+                    _hypyp_analytic(epochs_b, aligned.rate, bands[band], steps[band]),
+                ),
+            )
+            for band in bands
+        )
     sources = []
     for plan, mask in zip(plans, keep):
         if not np.any(mask):
             plan.spectra.clear()  # no later use: kept spectra do not outlive their condition
             continue
         n_fft = _fft_length(plan.stop - plan.first, steps.values())
-        needed = _bins_needed(bands, aligned.rate, n_fft, steps)
+        needed = _bins_needed(bands, aligned.rate, n_fft, steps, band_filter)
         spectra = {}
         for source, used, side in ((aligned.a, channels_a, "a"), (aligned.b, channels_b, "b")):
             cached = plan.spectra.pop(side, None)  # from select_epochs, for this condition only
-            if cached is not None and cached.n_fft == n_fft and cached.bins.shape[1] >= needed:
+            if (
+                cached is not None
+                and cached.n_fft == n_fft
+                and cached.bins.shape[1] >= needed
+                and cached.removed == removed
+            ):
                 spectra[side] = cached.bins if used.all() else cached.bins[used]
             else:
                 # Only the bins the bands use (the others count as zero) are held over the bands.
-                spectra[side] = _spectrum(source[used, plan.first : plan.stop], n_fft)[:, :needed].copy()
+                spectrum = _spectrum(source[used, plan.first : plan.stop], n_fft)[:, :needed]
+                if mains is not None and removed:
+                    spectrum *= mains.rfft_gain(n_fft)[:needed]
+                spectra[side] = spectrum.copy()
         # The block's signal, from its first epoch to the end of its last, in the padded range.
         start, stop = int(plan.starts[0]) - plan.first, int(plan.starts[-1]) + n_epoch - plan.first
         sources.append(_BlockSource(plan, mask, n_fft, start, stop, _shift(0, needed, start, n_fft), spectra))
     shapes = (int(channels_a.sum()), int(channels_b.sum()))
-    return _iter_band_epochs(sources, aligned.rate, bands, steps, n_epoch, shapes, continuous)
+    return _iter_band_epochs(sources, aligned.rate, bands, steps, n_epoch, shapes, continuous, band_filter)
+
+
+def _cleaned_epochs(
+    aligned: AlignedDyad,
+    plans: Sequence[EpochGrid],
+    keep: Sequence[np.ndarray],
+    n_epoch: int,
+    channels: tuple[np.ndarray, np.ndarray],
+    mains: MainsRemoval | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kept epochs of A and B, shape (n_kept, n_channels, n_epoch), float32, cut from each
+    padded block after the same cleaning as the continuous path: each channel's mean over the
+    block removed (a DC offset would leak through the FIR's stopband, about 1e-3 of it, as a
+    constant phase) and the mains removed when ``mains`` removes it (the block's spectrum, as
+    :func:`epoch_log_variance` removes it)."""
+    out = []
+    for source, used in zip((aligned.a, aligned.b), channels):
+        epochs = []
+        for plan, mask in zip(plans, keep):
+            if not np.any(mask):
+                continue
+            n = plan.stop - plan.first
+            n_fft = scipy.fft.next_fast_len(n, real=True)
+            spectrum = _spectrum(source[used, plan.first : plan.stop], n_fft)  # mean removed, NaN zeroed
+            if mains is not None and mains.removed:
+                spectrum *= mains.rfft_gain(n_fft)
+            block = scipy.fft.irfft(spectrum, n=n_fft, axis=1, workers=-1, overwrite_x=True)[:, :n]
+            index = (plan.starts[mask] - plan.first)[:, None] + np.arange(n_epoch)[None, :]
+            epochs.append(block[:, index].swapaxes(0, 1).astype(np.float32))
+        out.append(np.concatenate(epochs) if epochs else np.zeros((0, int(used.sum()), n_epoch), np.float32))
+    return out[0], out[1]
+
+
+#: Epochs filtered at once by :func:`_hypyp_analytic` (each is filtered on its own: any number
+#: gives the same values; a few dozen bound the float64 and complex128 copies).
+EPOCH_CHUNK = 64
+
+
+def _hypyp_analytic(epochs: np.ndarray, rate: float, band: tuple[float, float], step: int) -> np.ndarray:
+    """HyPyP 0.6's ``compute_freq_bands`` on ``epochs`` (n_epochs, n_channels, n_times): its call
+    ``mne.filter.filter_data(epochs, rate, l_freq=low, h_freq=high, verbose=False)`` (MNE's
+    defaults: FIR, each epoch padded on its own) and ``scipy.signal.hilbert`` of each epoch,
+    then every ``step``-th sample (:func:`analysis_step`), complex64."""
+    import mne  # present: the margin check (filter_margin -> _hypyp_fir) says so clearly otherwise
+
+    out = np.empty((*epochs.shape[:2], len(range(0, epochs.shape[2], step))), dtype=np.complex64)
+    for start in range(0, epochs.shape[0], EPOCH_CHUNK):
+        chunk = epochs[start : start + EPOCH_CHUNK].astype(np.float64)
+        filtered = mne.filter.filter_data(chunk, rate, l_freq=band[0], h_freq=band[1], verbose=False)
+        out[start : start + EPOCH_CHUNK] = signal.hilbert(filtered, axis=-1)[..., ::step]
+    return out
 
 
 @dataclass
@@ -1040,12 +1371,18 @@ def _iter_band_epochs(
     n_epoch: int,
     n_channels: tuple[int, int],
     continuous: bool,
+    band_filter: str,
 ) -> Iterator[tuple[str, BandEpochs]]:
     """The bands of :func:`iter_condition_epochs`, each made when the caller asks for it."""
     last = list(bands)[-1]
     for band in bands:
         # Yielded without a local name: the generator keeps no reference to a band's epochs.
-        yield band, _band_epochs(sources, rate, bands[band], steps[band], n_epoch, n_channels, continuous, band == last)
+        yield (
+            band,
+            _band_epochs(
+                sources, rate, bands[band], steps[band], n_epoch, n_channels, continuous, band == last, band_filter
+            ),
+        )
 
 
 def _band_epochs(
@@ -1057,6 +1394,7 @@ def _band_epochs(
     n_channels: tuple[int, int],
     continuous: bool,
     release: bool,
+    band_filter: str,
 ) -> BandEpochs:
     """One band's epochs of all the blocks, written into one array per participant; with
     ``release``, each block's spectra are dropped once used."""
@@ -1073,7 +1411,9 @@ def _band_epochs(
         kept = slice(offset, offset + starts.size)
         signals = {}
         for side, out in (("a", za), ("b", zb)):
-            z = _band_signal(source.spectra[side], source.shift, source.n_fft, rate, edges, step, start, stop)
+            z = _band_signal(
+                source.spectra[side], source.shift, source.n_fft, rate, edges, step, start, stop, band_filter
+            )
             _cut_epochs(z, starts, out[kept])
             if continuous:
                 signals[side] = z.astype(np.complex64)

@@ -14,6 +14,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.stats
@@ -23,6 +24,7 @@ __all__ = [
     "GroupResult",
     "MaxStatResult",
     "PairTests",
+    "calibration_notes",
     "condition_contrast",
     "fdr",
     "group_level",
@@ -268,6 +270,79 @@ def pair_tests(observed: np.ndarray, null: np.ndarray, alpha: float = 0.05) -> P
         p_parametric = scipy.stats.t.sf(family.z / np.sqrt(1.0 + 1.0 / n), df=n - 1)
     reject, p_fdr = fdr(p_parametric, alpha=alpha)
     return PairTests(z=family.z, p_fdr=p_fdr, reject_fdr=reject, p_fwer=family.p_corrected, reject_fwer=family.reject)
+
+
+_REAL_NULL = (
+    "51 null dyads of real EEG: the EEGLAB tutorial recording (one person, 32 channels, 128 Hz, "
+    "238 s, with its blinks and unequal channel variances) as A and the same recording 20-120 s later "
+    "as B, each dyad through the whole quick-check, every default metric and band"
+)
+
+
+def calibration_notes(surrogate: str) -> dict[str, dict[str, Any]]:
+    """What each test of the quick-check report was calibrated on (the report's ``calibration``).
+
+    Parameters
+    ----------
+    surrogate : {"epoch-shuffle", "circular-shift"}
+        The report's null.
+
+    Returns
+    -------
+    dict of str to dict
+        Per kind of test: the report ``fields`` it fills, its ``null``, the ``simulated`` and
+        ``real_data`` null data sets on which its false-positive rate was measured (``None``:
+        not measured), and the ``evidence`` (tests and benchmarks that measure it).
+    """
+    shuffle = surrogate == "epoch-shuffle"
+    null = (
+        "partner-epoch shuffle, uniform permutations within strata of 16-31 epochs"
+        if shuffle
+        else "circular shift of B by at least 2 s, the same shifts in every band"
+    )
+    real_fwer = (
+        "family-wise hits in 0-4 of 51 per metric (envcorr 2, imCoh and wPLI 4), within the central 95 % "
+        "binomial range 0-6 of a 5 % test"
+        if shuffle
+        else "family-wise hits in 0-3 of 51 per metric (envcorr and wPLI 3) with 20 surrogates per dyad, within "
+        "the central 95 % binomial range 0-6 of a 5 % test"
+    )
+    return {
+        "pair_p_fwer": {
+            "fields": ["pair_p_fwer", "n_significant_pairs_fwer"],
+            "null": f"{null}; max statistic over all pairs and bands of a metric, observed and surrogates "
+            "standardised together",
+            "simulated": "independent noise (tests/synchrony/test_stats.py): the max statistic on 300 families "
+            "of unequal scale, and the stratified shuffle end to end on 300 noise dyads smoothed across epochs"
+            if shuffle
+            else None,
+            "real_data": f"{_REAL_NULL}: {real_fwer}",
+            "evidence": [
+                "benchmarks/bench_calibration_real.py",
+                "tests/synchrony/test_calibration_real.py (epoch shuffle, 50 dyads, envcorr, imCoh, PLV)",
+                "tests/synchrony/test_stats.py",
+            ],
+        },
+        "pair_p_fdr": {
+            "fields": ["pair_p_fdr", "n_significant_pairs"],
+            "null": f"{null}; Benjamini-Hochberg on a parametric (Student t) p per pair: approximate",
+            "simulated": None,
+            "real_data": f"{_REAL_NULL}: any rejection (a family-wise error under this complete null) in "
+            + ("1-4 of 51 per metric" if shuffle else "1-3 of 51 per metric")
+            + ", within the central 95 % binomial range 0-6 of a 5 % test",
+            "evidence": ["benchmarks/bench_calibration_real.py"],
+        },
+        "p": {
+            "fields": ["z", "p"],
+            "null": f"{null}; empirical p of the mean over pairs",
+            "simulated": "independent noise, 2000 dyads per metric at the surrogate test's level "
+            "(tests/synchrony/test_surrogates.py)"
+            if shuffle
+            else None,
+            "real_data": None,
+            "evidence": ["tests/synchrony/test_surrogates.py"] if shuffle else [],
+        },
+    }
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dyadlab.synchrony.timing_verification import summary_lines as timing_summary_lines
+
 __all__ = [
     "detects",
     "P_DETECT",
@@ -17,6 +19,7 @@ __all__ = [
     "build_verdict",
     "diagnostics",
     "one_line",
+    "timing_problems",
     "timing_verdict",
 ]
 
@@ -28,6 +31,8 @@ VERDICT_METRIC = "plv"
 #: cannot go below 1 / (n_surrogates + 1).
 Z_DETECT = 3.0
 P_DETECT = 0.05
+#: The summary line that says why the timing verdict is CHECK begins with this.
+TIMING_CHECK_PREFIX = "Timing CHECK: "
 #: wPLI at chance (z below this) while PLV is above chance suggests zero-lag common-mode signal.
 Z_CHANCE = 2.0
 
@@ -79,22 +84,55 @@ def one_line(verdict: dict[str, Any]) -> str:
         if found
         else "no synchrony above chance"
     )
-    return (
-        f"data quality {verdict['data_quality'].upper()}, timing {verdict['timing'].upper()}, {synchrony}; "
-        f"{verdict['n_warnings']} warning(s)"
-    )
+    withheld = verdict.get("withheld") or []
+    if withheld:
+        synchrony += (
+            " (withheld as shared line noise: " + ", ".join(f"{d['condition']}/{d['band']}" for d in withheld) + ")"
+        )
+    timing = verdict["timing"].upper()
+    if verdict["timing"] == "check":  # say why: the in-session terminal shows this line alone
+        why = next(
+            (
+                line.removeprefix(TIMING_CHECK_PREFIX)
+                for line in verdict["summary"]
+                if line.startswith(TIMING_CHECK_PREFIX)
+            ),
+            "see the report's data quality table",
+        )
+        timing += f" ({why.rstrip('.')})"
+    return f"data quality {verdict['data_quality'].upper()}, timing {timing}, {synchrony}; {verdict['n_warnings']} warning(s)"
+
+
+def timing_problems(result: dict[str, Any], residuals: list[dict[str, Any]]) -> list[str]:
+    """Why the timing verdict is ``check``: timestamps going back, no clock offsets, marker
+    residuals beyond ``residual_warn_ms``, and the photodiode / TTL check's problems
+    (:mod:`dyadlab.synchrony.timing_verification`); empty when none."""
+    quality = result["quality"]
+    limit = result["inputs"]["thresholds"]["residual_warn_ms"]
+    reasons = []
+    for label in ("A", "B"):
+        if quality[label]["backward_jumps"]:
+            reasons.append(f"participant {label}'s timestamps go back {quality[label]['backward_jumps']} time(s)")
+        if not quality[label]["clock_offsets"]:
+            reasons.append(f"participant {label}'s stream has no clock offsets (its clock was never synchronised)")
+    for r in residuals:
+        if (r.get("max_abs_ms") or 0) > limit:
+            reasons.append(f"a board marker lies {r['max_abs_ms']:.1f} ms from its LSL marker (limit {limit:g} ms)")
+    verification = result.get("timing_verification")
+    if verification:
+        reasons += verification["problems"]
+    return reasons
 
 
 def timing_verdict(result: dict[str, Any], residuals: list[dict[str, Any]]) -> str:
-    """``check`` on timestamps going back, no clock offsets or large marker residuals; ``ok`` when
-    board-marker residuals verified the alignment; ``unverified`` when nothing could verify it."""
-    quality = result["quality"]
-    limit = result["inputs"]["thresholds"]["residual_warn_ms"]
-    if any(quality[label]["backward_jumps"] or not quality[label]["clock_offsets"] for label in ("A", "B")):
+    """``check`` when :func:`timing_problems` finds any; ``ok`` when board-marker residuals or a
+    photodiode / TTL channel paired with the markers verified the timing; ``unverified`` when
+    nothing could verify it."""
+    if timing_problems(result, residuals):
         return "check"
-    if any((r.get("max_abs_ms") or 0) > limit for r in residuals):
-        return "check"
-    return "ok" if residuals else "unverified"
+    verification = result.get("timing_verification")
+    measured = verification is not None and any(c["paired"] for c in verification["channels"])
+    return "ok" if residuals or measured else "unverified"
 
 
 def build_verdict(result: dict[str, Any], bands: dict[str, Any]) -> dict[str, Any]:
@@ -117,21 +155,43 @@ def build_verdict(result: dict[str, Any], bands: dict[str, Any]) -> dict[str, An
         r = quality[label]["marker_residuals"]
         if r and r.get("median_ms") is not None:
             lines.append(f"Markers vs EEG ({label}): median {r['median_ms']:+.1f} ms, max |{r['max_abs_ms']:.1f}| ms.")
+    lines += timing_summary_lines(result.get("timing_verification"))
+    reasons = timing_problems(result, residuals)
+    if reasons:
+        lines.append(TIMING_CHECK_PREFIX + "; ".join(reason.rstrip(".") for reason in reasons) + ".")
     detected = []
+    withheld = []
     for condition, entry in result["conditions"].items():
         for band in bands:
             cell = entry[band].get(VERDICT_METRIC) if isinstance(entry.get(band), dict) else None
             if cell and above_chance(cell):
-                detected.append(
-                    {
-                        "condition": condition,
-                        "band": band,
-                        "metric": VERDICT_METRIC,
-                        "z": cell["z"],
-                        "p": cell["p"],
-                        "mean": cell["mean"],
-                    }
-                )
+                found = {
+                    "condition": condition,
+                    "band": band,
+                    "metric": VERDICT_METRIC,
+                    "z": cell["z"],
+                    "p": cell["p"],
+                    "mean": cell["mean"],
+                }
+                relation = _line_noise_relation(result, condition, band)
+                if relation is not None and relation.get("follows_line_noise"):
+                    withheld.append(
+                        {
+                            **found,
+                            "reason": f"its per-epoch synchrony rises with the line noise both participants carry "
+                            f"(rank correlation {relation['rho']:.2f}, p {relation['p']:.3f})",
+                        }
+                    )
+                else:
+                    detected.append(found)
+    if withheld:
+        lines.append(
+            "Not counted as inter-brain synchrony: "
+            + ", ".join(f"{d['condition']}/{d['band']} (z {d['z']:.1f})" for d in withheld)
+            + ". It is above chance, but it comes and goes with the mains line noise that both participants pick "
+            "up at the same times, so it is most likely electrical interference, not the brains. Check the "
+            "electrodes, cables and grounding, and keep mains-powered devices away from both participants."
+        )
     if detected:
         lines.append(
             "Inter-brain synchrony above chance (PLV, surrogate z >= 3): "
@@ -146,7 +206,10 @@ def build_verdict(result: dict[str, Any], bands: dict[str, Any]) -> dict[str, An
         for b in bands
         if VERDICT_METRIC in entry[b]
     ):
-        lines.append("No condition and band shows inter-brain synchrony above chance (PLV, surrogate z >= 3).")
+        lines.append(
+            ("No other" if withheld else "No")
+            + " condition and band shows inter-brain synchrony above chance (PLV, surrogate z >= 3)."
+        )
     else:
         lines.append("Synchrony statistics were not computed (no surrogates or too few epochs).")
     return {
@@ -156,4 +219,12 @@ def build_verdict(result: dict[str, Any], bands: dict[str, Any]) -> dict[str, An
         "rule": f"{VERDICT_METRIC} mean over pairs: surrogate z >= {Z_DETECT:g} and empirical p < {P_DETECT:g}",
         "summary": lines,
         "n_warnings": len(result["warnings"]),
+        "withheld": withheld,
     }
+
+
+def _line_noise_relation(result: dict[str, Any], condition: str, band: str) -> dict[str, Any] | None:
+    """The verdict metric's relation to shared line noise (``mains.relation``), if measured."""
+    relation = (result.get("mains") or {}).get("relation") or {}
+    cell = relation.get(condition, {}).get(band, {}).get(VERDICT_METRIC)
+    return cell if isinstance(cell, dict) and cell.get("rho") is not None else None

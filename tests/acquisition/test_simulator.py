@@ -288,3 +288,53 @@ def test_a_started_but_unread_participant_keeps_bounded_memory(monkeypatch, capl
     assert 0 < kept.n_samples <= 0.3 * FS + 40  # plus at most one generated block
     assert np.all(np.diff(kept.timestamps) > 0)
     assert sum("dropping its oldest unread samples" in record.message for record in caplog.records) == 1
+
+
+def test_timing_channels_flash_after_each_screen_change_with_known_latency_and_lag() -> None:
+    """The real-time AUX channels: a flash at flip + latency in A, B's copy ``lag_b_s`` later.
+
+    Read back with the quick-check's own edge detector; the tolerance is one sample period (the
+    edge is interpolated between the two samples around it). Without jitter every flash has the
+    configured latency exactly.
+    """
+    from dyadlab.acquisition.simulator import TimingSignals
+    from dyadlab.synchrony.timing_verification import analog_edges, ttl_edges
+
+    signals = TimingSignals(photodiode=True, ttl=True, latency_s=0.05, jitter_s=0.0, lag_b_s=0.012, ttl_value=4)
+    with CoupledDyadSimulator(seed=1, timing=signals) as simulator:
+        source_a, source_b = _started(simulator)
+        assert source_a.aux_channel_names == source_b.aux_channel_names == ["photodiode", "ttl"]
+        flips = []
+        chunks = {"A": [], "B": []}
+        for _ in range(4):
+            flips.append(pylsl.local_clock())
+            simulator.flash(flips[-1])
+            simulator.flash(flips[-1])  # a second marker of the same flip: still one flash
+            for _ in range(15):
+                time.sleep(0.02)
+                chunks["A"].append(source_a.read())
+                chunks["B"].append(source_b.read())
+    flips = np.array(flips)
+    for label, lag in (("A", 0.0), ("B", signals.lag_b_s)):
+        stamps = np.concatenate([c.timestamps for c in chunks[label]])
+        aux = np.concatenate([c.aux for c in chunks[label]], axis=1)
+        assert aux.shape == (2, stamps.size)
+        light = analog_edges(aux[0], stamps).rising
+        ttl = ttl_edges(aux[1], stamps).rising
+        assert light.size == ttl.size == 4, (light, ttl)
+        np.testing.assert_allclose(light - flips, signals.latency_s + lag, atol=1 / FS)
+        np.testing.assert_allclose(ttl - flips, signals.latency_s + lag, atol=1 / FS)
+        assert set(np.unique(aux[1])) == {0.0, 4.0}
+
+
+def test_timing_signals_are_off_by_default_and_validated() -> None:
+    from dyadlab.acquisition.simulator import TimingSignals
+
+    with CoupledDyadSimulator(seed=1) as simulator:
+        assert simulator.ground_truth()["timing"] is None
+        simulator.flash(1.0)  # no timing channels: nothing to do
+        assert simulator.sources[0].aux_channel_names == []
+    with pytest.raises(SourceConfigError, match="photodiode=True, ttl=True or both"):
+        TimingSignals(photodiode=False, ttl=False)
+    with pytest.raises(SourceConfigError, match="pulse_s must be positive"):
+        TimingSignals(pulse_s=0.0)

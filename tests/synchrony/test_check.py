@@ -180,9 +180,10 @@ def test_html_report_is_self_contained_with_the_verdict_first(coupled, artifacts
     (artifacts_dir / "synchrony-quickcheck-example.html").write_text(page)  # kept for people to look at
     assert page.startswith("<!DOCTYPE html>")
     references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", page)
-    assert references and all(ref.startswith("data:image/png;base64,") for ref in references)
+    # Figures inline; links only to the page's own sections and to the JSON written beside it.
+    assert references and all(ref.startswith(("data:image/png;base64,", "#")) or ref == "qc.json" for ref in references)
     assert "<script" not in page and "@import" not in page and "url(" not in page
-    assert page.index("class='verdict") < page.index("Data quality per participant")
+    assert page.index("class='verdict") < page.index(">Data quality per participant</h2>")
     assert "cooperation / alpha" in page
 
 
