@@ -4,14 +4,17 @@ A :class:`BoardBridge` owns a source's whole life (prepare -> start -> pump -> s
 and the participant's LSL outlets:
 
 * ``{dyad}-{label}-EEG``: the EEG rows in microvolts plus a last ``Marker`` channel with the
-  board's marker codes, float32, each sample stamped with its own ``local_clock()`` time (the
+  board's marker codes (none for a source without board markers), float32, each sample stamped with its own ``local_clock()`` time (the
   source converted the device's stamps), see :func:`dyadlab.acquisition.streams.eeg_stream_info`;
 * ``{dyad}-{label}-AUX``: the board's extra rows, when it has any.
 
 Faults. A source that delivers nothing for ``stall_timeout`` seconds, or whose ``read()``
 raises, is reported (a logged warning and :attr:`BoardBridge.status`) and reconnected with
 back-off (stop, release, prepare, start), indefinitely, until it delivers again or the bridge
-is stopped. The outlets stay open meanwhile, so the recording holds one stream per participant
+is stopped. A source that recovers by itself and keeps what arrives meanwhile (an LSL inlet,
+see :class:`~dyadlab.acquisition.lsl_source.LslStreamSource`) says so with a class attribute
+``reconnect_after_silence_s``: its stall is reported alike, but it is read on, and reconnected
+only when ``read()`` raises or after that much silence. The outlets stay open meanwhile, so the recording holds one stream per participant
 with a visible gap, and the other participant's bridge, a separate thread, goes on untouched.
 The source is always released: on :meth:`BoardBridge.stop`, on errors, on Ctrl-C (through the
 context manager) and at interpreter exit for board sources.
@@ -34,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from dyadlab.acquisition.sources import EegSource, SourceChunk, SourceError
+from dyadlab.acquisition.sources import EegSource, SourceChunk, SourceError, carries_board_markers
 from dyadlab.acquisition.streams import (
     ParticipantInfo,
     aux_stream_info,
@@ -116,7 +119,8 @@ class BoardBridge:
         Seconds between reads of the source.
     stall_timeout : float
         Seconds without samples after which the source counts as stopped. With the default
-        1.5 s plus one poll, a stopped board is detected within 2 s.
+        1.5 s plus one poll, a stopped board is detected within 2 s (and reconnected; a source
+        with ``reconnect_after_silence_s`` is reconnected only after that much silence).
     reconnect_backoff : sequence of float
         Seconds to wait before each reconnection attempt; the last value repeats.
     rate_window : float
@@ -165,6 +169,9 @@ class BoardBridge:
         self.rate_window = float(rate_window)
         # Built now so that a bad study/dyad/label fails before the device is touched.
         self._eeg_info = eeg_stream_info(study, dyad, participant, source)
+        self._with_markers = carries_board_markers(source)
+        # A board is reconnected as soon as it stalls; a source that resumes by itself later.
+        self._reconnect_after = max(self.stall_timeout, float(getattr(source, "reconnect_after_silence_s", 0.0)))
         self.stream_name: str = self._eeg_info.name()
         self.source_id: str = self._eeg_info.source_id()
         self.aux_source_id: str | None = None
@@ -320,22 +327,32 @@ class BoardBridge:
                     continue
                 if chunk.n_samples:
                     self._push(chunk)
-                elif time.monotonic() - self._last_data_at > self.stall_timeout:
-                    self._recover(f"no samples for {self.stall_timeout:g} s")
+                    continue
+                silent_for = time.monotonic() - self._last_data_at
+                if silent_for > self._reconnect_after:
+                    self._recover(f"no samples for {silent_for:.1f} s")
+                elif silent_for > self.stall_timeout:
+                    self._report_stall(f"no samples for {self.stall_timeout:g} s; waiting for the source to resume")
         except Exception:
             logger.exception("%s: the pump thread failed; the stream stops here", self.stream_name)
             self._set_state(BridgeState.STOPPED, "pump thread failed (see log)")
 
     def _push(self, chunk: SourceChunk) -> None:
         # One copy each into the (n_samples, n_channels) float32 layout LSL sends as is.
-        eeg = np.empty((chunk.n_samples, chunk.eeg.shape[0] + 1), dtype=np.float32)
-        eeg[:, :-1] = chunk.eeg.T
-        eeg[:, -1] = chunk.markers
+        n_eeg = chunk.eeg.shape[0]
+        eeg = np.empty((chunk.n_samples, n_eeg + int(self._with_markers)), dtype=np.float32)
+        eeg[:, :n_eeg] = chunk.eeg.T
+        if self._with_markers:
+            eeg[:, -1] = chunk.markers
         stamps = chunk.timestamps.tolist()
         self._eeg_outlet.push_chunk(eeg, stamps)
         if self._aux_outlet is not None and chunk.aux.shape[0]:
             self._aux_outlet.push_chunk(np.ascontiguousarray(chunk.aux.T, dtype=np.float32), stamps)
-        self._last_data_at = time.monotonic()
+        now = time.monotonic()
+        if self._state is BridgeState.STALLED:
+            silence = now - self._last_data_at
+            logger.warning("%s: the source delivers again after %.1f s of silence", self.stream_name, silence)
+        self._last_data_at = now
         dropped = self._count_dropped(chunk.package_num)
         with self._stats_lock:
             if self._state is not BridgeState.STREAMING:
@@ -367,15 +384,23 @@ class BoardBridge:
         steps = np.diff(counter) % PACKAGE_NUM_MODULUS
         return int(np.sum(steps[steps > 1] - 1))
 
-    def _recover(self, reason: str) -> None:
-        """Report a stopped source and reconnect it with back-off until it delivers or we stop."""
+    def _report_stall(self, reason: str) -> None:
+        """Count and log a source that stopped delivering, once per silence."""
         import pylsl
 
         with self._stats_lock:
+            if self._state is BridgeState.STALLED:
+                return
             self._stalls += 1
+            self._state = BridgeState.STALLED
+            self._message = reason
         self.stall_detected_at.append(pylsl.local_clock())
-        logger.warning("%s: %s; reconnecting (the other streams go on)", self.stream_name, reason)
-        self._set_state(BridgeState.STALLED, reason)
+        logger.warning("%s: %s (the other streams go on)", self.stream_name, reason)
+
+    def _recover(self, reason: str) -> None:
+        """Report a stopped source and reconnect it with back-off until it delivers or we stop."""
+        self._report_stall(reason)
+        logger.warning("%s: %s; reconnecting", self.stream_name, reason)
         for attempt, delay in enumerate(_backoff(self.reconnect_backoff), start=1):
             self._set_state(BridgeState.RECONNECTING)
             if self._stop_event.wait(delay):

@@ -1,0 +1,1 @@
+"""Integration tests across separate network hosts (Linux network namespaces): issue #17."""
