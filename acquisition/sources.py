@@ -2,7 +2,10 @@
 
 A source produces one participant's EEG in chunks whose timestamps are already on LSL's
 ``local_clock()``. :class:`~dyadlab.acquisition.bridge.BoardBridge` pumps any source into LSL; the
-BrainFlow boards and the coupled-dyad simulator are the two kinds of source.
+BrainFlow boards, the coupled-dyad simulator and existing LSL streams
+(:mod:`dyadlab.acquisition.lsl_source`) are the kinds of source. A source without a board marker
+channel says so with a class attribute ``has_marker_channel = False`` (see
+:func:`carries_board_markers`).
 """
 
 from __future__ import annotations
@@ -66,6 +69,12 @@ class SourceChunk:
             markers=np.empty(0),
             package_num=None,
         )
+
+
+def carries_board_markers(source: object) -> bool:
+    """Whether ``source`` tags samples with marker codes (a board marker channel): true unless it
+    sets ``has_marker_channel = False`` (an amplifier's own LSL stream has no such channel)."""
+    return bool(getattr(source, "has_marker_channel", True))
 
 
 @runtime_checkable

@@ -76,15 +76,19 @@ def eeg_stream_info(study: str, dyad: str, participant: ParticipantInfo, source:
     """LSL info of a participant's EEG stream: EEG channels in microvolts plus the marker channel.
 
     The last channel (``Marker``) carries the board marker codes sample-exactly, so the
-    quick-check can measure marker-to-EEG timing per participant.
+    quick-check can measure marker-to-EEG timing per participant; a source without board markers
+    (an amplifier's own LSL stream) has no such channel.
     """
     import pylsl
 
+    from dyadlab.acquisition.sources import carries_board_markers
+
     labels = list(source.eeg_channel_names)
+    with_markers = carries_board_markers(source)
     info = pylsl.StreamInfo(
         name=f"{dyad}-{participant.label}-EEG",
         type="EEG",
-        channel_count=len(labels) + 1,
+        channel_count=len(labels) + int(with_markers),
         nominal_srate=float(source.sampling_rate),
         channel_format="float32",
         source_id=source_id(study, dyad, "eeg", participant.label),
@@ -96,10 +100,11 @@ def eeg_stream_info(study: str, dyad: str, participant: ParticipantInfo, source:
         _append_text(channel, "label", label)
         _append_text(channel, "unit", "microvolts")
         _append_text(channel, "type", "EEG")
-    marker = channels.append_child("channel")
-    _append_text(marker, "label", MARKER_CHANNEL_LABEL)
-    _append_text(marker, "unit", "code")
-    _append_text(marker, "type", "Marker")
+    if with_markers:
+        marker = channels.append_child("channel")
+        _append_text(marker, "label", MARKER_CHANNEL_LABEL)
+        _append_text(marker, "unit", "code")
+        _append_text(marker, "type", "Marker")
     _describe_owner(desc, study, dyad, participant, "eeg")
     device = desc.append_child("device")
     for key, value in source.description.items():

@@ -26,6 +26,8 @@ _COMMANDS: dict[str, str] = {
     "demo": "dyadlab.protocols.commands:demo",
     "validate": "dyadlab.protocols.commands:validate",
     "repair": "dyadlab.protocols.commands:repair",
+    "preview": "dyadlab.protocols.lab_commands:preview",
+    "new-paradigm": "dyadlab.protocols.lab_commands:new_paradigm",
 }
 
 

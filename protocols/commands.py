@@ -53,8 +53,23 @@ def _load(
     session: int | None = None,
     partner: str | None = None,
     partner_id: str | None = None,
+    participants: tuple[str, ...] = (),
+    roster: Path | None = None,
 ) -> LoadedProtocol:
-    overrides = {"dyad": dyad, "session": session, "partner_role": partner, "partner_id": partner_id}
+    from dyadlab.protocols.identities import IdentityError, identity_overrides
+
+    try:
+        people = identity_overrides(participants, roster, dyad)
+    except IdentityError as error:
+        error_console.print(f"[bold red]Cannot run:[/] {error}", highlight=False)
+        raise SystemExit(2) from None
+    overrides = {
+        "dyad": dyad,
+        "session": session,
+        "partner_role": partner,
+        "partner_id": partner_id,
+        "people": people,
+    }
     try:
         return load_protocol(protocol, overrides=overrides)
     except ProtocolError as error:
@@ -215,6 +230,23 @@ def _print_result(result: Any) -> None:
         console.print(f"[yellow]warning:[/] {problem}")
 
 
+def _identity_options(command: Any) -> Any:
+    """``--participant`` and ``--roster``: who takes part in this run (see dyadlab.protocols.identities)."""
+    command = click.option(
+        "--roster",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="CSV of the lab's dyads and people (columns dyad,label,id[,role]); the rows of --dyad are used.",
+    )(command)
+    return click.option(
+        "--participant",
+        "participants",
+        multiple=True,
+        metavar="LABEL=ID[:ROLE]",
+        help="Who sits as LABEL this run, e.g. A=sub-07 or B=ther-01:therapist (once per participant).",
+    )(command)
+
+
 @click.command()
 @click.argument("protocol")
 @click.option("--simulate", is_flag=True, help="Use the coupled-dyad simulator instead of every board.")
@@ -240,6 +272,7 @@ def _print_result(result: Any) -> None:
     "--partner", default=None, help="Role of participant B this run (therapist, stranger, significant-other...)."
 )
 @click.option("--partner-id", default=None, help="Id of participant B this run.")
+@_identity_options
 @click.option("--no-quickcheck", is_flag=True, help="Skip the synchrony quick-check at the end.")
 def run(
     protocol: str,
@@ -251,6 +284,8 @@ def run(
     session: int | None,
     partner: str | None,
     partner_id: str | None,
+    participants: tuple[str, ...],
+    roster: Path | None,
     no_quickcheck: bool,
 ) -> None:
     """Run a session from PROTOCOL (a .yaml file or a bundled name: demo, cooperation, ...)."""
@@ -258,7 +293,7 @@ def run(
         raise click.UsageError(
             "--speed changes durations; it is only allowed with --autopilot (pilots, never participants)"
         )
-    loaded = _load(protocol, dyad, session, partner, partner_id)
+    loaded = _load(protocol, dyad, session, partner, partner_id, participants, roster)
     sys.exit(
         _run_session(
             loaded,
@@ -289,9 +324,23 @@ def run(
     show_default=True,
     help="Run faster than real time.",
 )
-def demo(out: Path, speed: float) -> None:
-    """The bundled demo: a ~2-minute simulated dyad session with autopilot, recorded and checked."""
-    loaded = _load("demo")
+@click.option("--dyad", default=None, help="Dyad id (default D01).")
+@click.option("--session", type=click.IntRange(min=1), default=None, help="Session number (default 1).")
+@_identity_options
+def demo(
+    out: Path,
+    speed: float,
+    dyad: str | None,
+    session: int | None,
+    participants: tuple[str, ...],
+    roster: Path | None,
+) -> None:
+    """The bundled demo: a ~2-minute simulated dyad session with autopilot, recorded and checked.
+
+    Several demos with different --dyad and --participant values make a small study for
+    `dyadlab group` (pseudo-dyads, longitudinal view).
+    """
+    loaded = _load("demo", dyad, session, participants=participants, roster=roster)
     sys.exit(
         _run_session(
             loaded,

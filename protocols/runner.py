@@ -31,7 +31,9 @@ at most one block behind, which ``dyadlab repair`` brings in line with the XDF.
 Before anything is created, the run checks what ``dyadlab validate`` checks (the output path
 with the real values, inside ``--out``; the LSL settings), then claims the first free run
 number exclusively (``O_EXCL`` creation of its ``session.json``), so two runs started at once
-into one folder never share a run number.
+into one folder never share a run number. A run that ends before its recording started
+(preflight failed, a device missing) gives its number back: its ``session.json`` is renamed
+``<stem>_not-recorded_<UTC time>.json``, and the next run takes the same number.
 
 Disk space: the recorder refuses to start (step 5, nothing recorded) when the disk cannot hold the
 planned session (block durations; 10 minutes for a block whose length is not a duration) twice
@@ -186,8 +188,9 @@ class SessionRunner:
     autopilot : bool
         Simulated participants respond through the task kit's input path.
     speed : float
-        Factor by which durations that may be shortened (rests, conversation, reading time) run
-        faster in autopilot pilots; stimulus timing and tapping pace are never accelerated.
+        Factor by which every timed part of a block (rests, conversation, reading time, trial
+        times, tapping pace) and the simulated reaction times run faster in autopilot pilots
+        (see each paradigm's docstring).
     quickcheck : bool
         Run the synchrony quick-check at the end (when the protocol enables it).
     lsl_config : LslConfig | None
@@ -463,8 +466,25 @@ class _SessionState:
                 later = "" if self.error is None else f" (afterwards: {type(self.error).__name__}: {self.error})"
                 self.stage = "recording"
                 self.error = self._recording_failed(later)
+            if self.recorder is None:
+                self._release_run_number()
             self._after_recording()
         return self._result()
+
+    def _release_run_number(self) -> None:
+        """Nothing was recorded (preflight failed, a device was missing, a stop before the
+        recording): move the claimed ``session.json`` aside so that the next attempt takes this
+        run number; the attempt's record stays, under a name no run number reads."""
+        claimed = self.files["session"]
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        attempt = claimed.with_name(f"{self.stem.name}_not-recorded_{stamp}.json")
+        try:
+            os.replace(claimed, attempt)
+        except OSError as error:
+            logger.error("cannot free run number of %s (%s); the next run takes the following one", claimed, error)
+            return
+        self.files["session"] = attempt
+        self.status("not recorded", f"run number left free; this attempt's record: {attempt}")
 
     def _on_recording_failed(self, message: str) -> None:
         """The recorder's on_failure callback (a recorder thread): end the running block at once."""
@@ -514,6 +534,10 @@ class _SessionState:
         discard_lsl_config(self.lsl_config_path)
         self.status("streams", f"marker and response outlets for {protocol.study}/{protocol.dyad}")
 
+        if protocol.preflight.enabled and config.known_peers and not config.loopback_only:
+            self.stage = "preflight"  # before the sources: a missing peer is named, not its streams
+            _check_known_peers(self, config)
+
         self.stage = "sources"
         bridges = _start_sources(self, resources, hub)
         self.bridges = bridges
@@ -556,6 +580,9 @@ class _SessionState:
             "protocol": protocol.name,
             "session_record": self.files["session"].name,
         }
+        for person in self.runner.participants:  # who is who, readable without the session record
+            metadata[f"participant_{person.label}"] = person.participant_id
+            metadata[f"role_{person.label}"] = person.role
         planned = self.runner.planned_recording_seconds()
         recorder = LslRecorder(
             self.files["xdf"],
@@ -608,7 +635,7 @@ class _SessionState:
             self._write_session_json()
 
     def _quickcheck(self) -> None:
-        from dyadlab.synchrony.check import run_check
+        from dyadlab.synchrony.check import DEFAULT_SEED, run_check
 
         json_out = self.stem.with_name(self.stem.name + "_quickcheck.json")
         html_out = self.stem.with_name(self.stem.name + "_quickcheck.html")
@@ -621,7 +648,8 @@ class _SessionState:
                 html_out=html_out,
                 n_surrogates=settings.surrogates,
                 epoch_length=settings.epoch_seconds,
-                seed=_session_seed(self.protocol),
+                # The seed of `dyadlab check`, not the session's: the same file gives the same numbers.
+                seed=DEFAULT_SEED,
                 progress=False,
             )
         except Exception as error:
@@ -703,6 +731,7 @@ class _SessionState:
             "files": {kind: str(path) for kind, path in self.files.items()},
             "preflight": self.preflight_report,
             "recorder": self.recorder_summary,
+            "eeg_streams": [_bridge_record(bridge) for bridge in self.bridges],
             "quickcheck": self.quickcheck_info,
             "simulator": self.simulator_truth() if self.simulator_truth is not None else None,
             "problems": self.problems,
@@ -776,28 +805,37 @@ def _start_sources(state: _SessionState, resources: contextlib.ExitStack, hub: A
         state.simulator_truth = simulator.ground_truth
     bridges = []
     for person in runner.participants:
+        device = by_label[person.label]
+        connection: dict[str, Any] | None
         if person.label in simulated:
             source = simulator_sources[person.label]
+            kind, connection = "simulator", None
+        elif device.uses_lsl_stream:
+            from dyadlab.acquisition.lsl_source import LslStreamSource
+
+            spec = device.lsl_spec()
+            state.status("device", f"{person.label}: looking for the LSL stream {spec.query}")
+            source = LslStreamSource(spec, participant=person.label)
+            kind, connection = "lsl", spec.model_dump(mode="json")
         else:
             from dyadlab.acquisition.brainflow_source import BrainFlowSource
 
-            source = BrainFlowSource(by_label[person.label].board_spec(), participant=person.label)
+            source = BrainFlowSource(device.board_spec(), participant=person.label)
+            kind, connection = "brainflow", device.board_spec().model_dump(mode="json")
         bridge = BoardBridge(source, study=protocol.study, dyad=protocol.dyad, participant=person)
         resources.callback(_stop_bridge, bridge)
         bridge.start()
         hub.add_sink(bridge)
         bridges.append(bridge)
         state.devices[person.label] = {
-            "kind": "simulator" if person.label in simulated else "brainflow",
+            "kind": kind,
             "description": dict(getattr(source, "description", {})),
             "sampling_rate": float(source.sampling_rate),
             "eeg_channels": list(source.eeg_channel_names),
             "aux_channels": list(source.aux_channel_names),
             "stream": bridge.stream_name,
             "source_id": bridge.source_id,
-            "connection": None
-            if person.label in simulated
-            else by_label[person.label].board_spec().model_dump(mode="json"),
+            "connection": connection,
         }
         state.status(
             "device",
@@ -825,6 +863,30 @@ def _stop_bridge(bridge: Any) -> None:
         bridge.stop()
     except Exception:
         logger.exception("stopping %s failed", bridge.stream_name)
+
+
+def _check_known_peers(state: _SessionState, config: LslConfig) -> None:
+    """Every PC of ``lsl: known_peers`` answers LSL's discovery query; raise
+    :class:`PreflightFailed` naming each one that does not (nothing was recorded). A PC that
+    answers with streams of other SessionIDs only is a warning (in ``session.json``'s problems)."""
+    from dyadlab.acquisition.lslconfig import session_id_in_force
+    from dyadlab.acquisition.lslpeers import peer_problems, query_peers
+
+    peers = ", ".join(config.known_peers)
+    session_id = config.session_id or session_id_in_force()
+    state.status("preflight", f"asking the LSL peers {peers} for their streams")
+    errors, warnings = peer_problems(query_peers(config.known_peers, session_id), session_id)
+    for warning in warnings:
+        state.status("preflight", warning)
+    state.problems.extend(warnings)
+    if errors:
+        listed = "\n".join(f"  - {error}" for error in errors)
+        raise PreflightFailed(
+            "preflight",
+            f"a PC of the session does not answer; nothing was recorded. Fix this and start again:\n{listed}",
+            {},  # nothing recorded: the attempt's record is moved aside (see _release_run_number)
+        )
+    state.status("preflight", f"LSL peers answered: {peers}")
 
 
 def _preflight(state: _SessionState, bridges: list[Any]) -> None:
@@ -856,7 +918,7 @@ def _preflight(state: _SessionState, bridges: list[Any]) -> None:
         raise PreflightFailed(
             "preflight",
             f"a participant is not ready; nothing was recorded. Fix these and start again:\n{listed}",
-            {kind: path for kind, path in state.files.items() if path.exists()},
+            {},  # nothing recorded: the attempt's record is moved aside (see _release_run_number)
         )
     state.status("preflight", "both participants ready")
 
@@ -899,14 +961,17 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
         f"{protocol.screens.layout} layout, {len(context.views)} window(s)"
         + (f", autopilot at speed {autopilot.speed:g}" if autopilot else ""),
     )
+    if protocol.keys.uses_devices and autopilot is None:  # each participant presses once: whose device answers
+        for label, device in context.check_response_devices().items():
+            state.status("devices", f"participant {label}'s button answered from {device}")
 
     state.stage = "blocks"
     registry = paradigms()
     ids = protocol.block_ids()
     for position, index in enumerate(runner.plan.block_order, start=1):
         block = protocol.blocks[index]
-        params = resolve_block_params(block, registry[block.task])
-        state.blocks.append(BlockRecord(id=ids[index], task=block.task, position=position, params=params))
+        block_params = resolve_block_params(block, registry[block.task])
+        state.blocks.append(BlockRecord(id=ids[index], task=block.task, position=position, params=block_params))
     follower = state.simulator_follower
     if follower is not None and not follower.connected.wait(10.0):
         logger.warning("The simulator is not following the marker stream yet: the first block's coupling may be off")
@@ -965,6 +1030,24 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
             logger.exception("session_end could not be pushed on a flip; pushing it directly")
             state.end_lsl = hub.push(end)
         state.end_wall = now_wall()
+
+
+def _bridge_record(bridge: Any) -> dict[str, Any]:
+    """What session.json keeps of one EEG stream's delivery: the stalls (a cable out, a board that
+    stopped) are reported here even when no sample was lost (an LSL source resumes by itself)."""
+    status = bridge.status
+    return {
+        "stream": status.stream_name,
+        "participant": bridge.participant.label,
+        "samples": status.samples,
+        "stalls": status.stalls,
+        "stalls_detected_local_clock": list(bridge.stall_detected_at),
+        "reconnects": status.reconnects,
+        "dropped_packets": status.dropped_packets,
+        "lost_markers": status.lost_markers,
+        "last_state": status.state.value,
+        "last_message": status.message,
+    }
 
 
 def _stream_health(state: _SessionState) -> str:

@@ -32,8 +32,13 @@ from dyadlab.tasks.autopilot import AutopilotSettings
 from dyadlab.tasks.display import DisplaySettings
 from dyadlab.tasks.input import KeySettings
 
+if typing.TYPE_CHECKING:
+    from dyadlab.tasks.paradigms.registry import ParadigmRegistry
+
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 SIMULATOR_BOARD = "simulator"
+#: The device ``board`` of an amplifier that streams LSL itself (dyadlab.acquisition.lsl_source).
+LSL_BOARD = "lsl"
 SCHEMA_VERSION: Final = 1
 
 _TOKEN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
@@ -68,6 +73,8 @@ OUTPUT_PLACEHOLDERS: dict[str, Any] = {
     "protocol": "demo",
     "run": 1,
     "partner": "therapist",
+    "id_A": "sub-01",
+    "id_B": "sub-02",
 }
 #: What the runner appends to the output stem; the longest one bounds the file-name length.
 OUTPUT_SUFFIXES: tuple[str, ...] = (
@@ -182,8 +189,10 @@ class Participant(_Strict):
     role: str = Field(default="participant", description="Role in the dyad; see KNOWN_ROLES.")
     device: dict[str, Any] = Field(
         default_factory=lambda: {"board": "synthetic"},
-        description="`board: simulator`, or a BrainFlow board name with its connection parameters "
-        "(dyadlab.acquisition.brainflow_source.BoardSpec fields: serial_port, mac_address, serial_number...).",
+        description="`board: simulator`; `board: lsl` with the source_id (or name and hostname) of a stream the "
+        "amplifier's own LSL app sends (dyadlab.acquisition.lsl_source.LslStreamSpec); or a BrainFlow board name "
+        "with its connection parameters (dyadlab.acquisition.brainflow_source.BoardSpec fields: serial_port, "
+        "mac_address, serial_number...).",
     )
 
     @field_validator("label")
@@ -206,9 +215,23 @@ class Participant(_Strict):
         """Whether this participant's device is the coupled-dyad simulator."""
         return str(self.device.get("board", "")).strip().lower() == SIMULATOR_BOARD
 
+    @property
+    def uses_lsl_stream(self) -> bool:
+        """Whether this participant's EEG is an existing LSL stream (an amplifier's own LSL app)."""
+        return str(self.device.get("board", "")).strip().lower() == LSL_BOARD
+
+    def lsl_spec(self) -> Any:
+        """The ``LslStreamSpec`` of this participant's LSL stream (``None`` for other devices)."""
+        if not self.uses_lsl_stream:
+            return None
+        from dyadlab.acquisition.lsl_source import LslStreamSpec
+
+        return LslStreamSpec.model_validate(self.device)
+
     def board_spec(self) -> Any:
-        """The BrainFlow ``BoardSpec`` of this participant's device (``None`` for the simulator)."""
-        if self.uses_simulator:
+        """The BrainFlow ``BoardSpec`` of this participant's device (``None`` for the simulator
+        and for an LSL stream)."""
+        if self.uses_simulator or self.uses_lsl_stream:
             return None
         from dyadlab.acquisition.brainflow_source import BoardSpec
 
@@ -218,7 +241,10 @@ class Participant(_Strict):
 class Block(_Strict):
     """One block of the session: a paradigm run with its parameters."""
 
-    task: str = Field(description="Paradigm name (see `dyadlab validate --list-tasks`).")
+    task: str = Field(
+        description="Paradigm name (see `dyadlab validate --list-tasks`), or the lab's own "
+        "'path/to/file.py:ClassName' / 'package.module:ClassName' (docs/paradigms.md)."
+    )
     id: str | None = Field(default=None, description="Block id in markers; default '<task>-<n>'.")
     duration: float | None = Field(
         default=None, description="Seconds; sets the paradigm's duration parameter when it has one."
@@ -244,12 +270,10 @@ class Block(_Strict):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
-        names = paradigm_names()
-        if value not in names:
-            raise FieldProblem(
-                f"unknown task {value!r}",
-                f"use one of: {', '.join(sorted(names))}",
-            )
+        try:
+            paradigms()[value]  # a name, or the lab's own 'file.py:Class' / 'module:Class'
+        except KeyError as error:  # ParadigmLoadError: unknown, or not loadable (it says why)
+            raise FieldProblem(getattr(error, "message", str(error)), getattr(error, "fix", "")) from None
         return value
 
 
@@ -441,12 +465,15 @@ class Protocol(_Strict):
         return next(p for p in self.participants if p.label == label)
 
     def block_ids(self) -> list[str]:
-        """Every block's id, defaults filled in (``<task>-<n>``, n counted per task)."""
+        """Every block's id, defaults filled in (``<task>-<n>``, n counted per task; a lab's
+        ``file.py:Class`` block counts under its paradigm's name)."""
         counts: dict[str, int] = {}
         ids = []
+        registry = paradigms()
         for block in self.blocks:
-            counts[block.task] = counts.get(block.task, 0) + 1
-            ids.append(block.id or f"{block.task}-{counts[block.task]}")
+            task = registry[block.task].name
+            counts[task] = counts.get(task, 0) + 1
+            ids.append(block.id or f"{task}-{counts[task]}")
         return ids
 
 
@@ -459,8 +486,8 @@ class ParadigmImportError(DyadlabError, ImportError):
     """The paradigm registry failed to import: a broken installation, not a bad protocol."""
 
 
-def paradigms() -> Mapping[str, Any]:
-    """The paradigm registry ``dyadlab.tasks.paradigms.PARADIGMS`` (name -> class with ``.Params``).
+def paradigms() -> ParadigmRegistry:
+    """The paradigm registry ``dyadlab.tasks.paradigms.PARADIGMS`` (task -> class with ``.Params``).
 
     Raises
     ------
@@ -484,6 +511,12 @@ def _board_spec_model() -> type[BaseModel]:
     from dyadlab.acquisition.brainflow_source import BoardSpec
 
     return BoardSpec
+
+
+def _lsl_spec_model() -> type[BaseModel]:
+    from dyadlab.acquisition.lsl_source import LslStreamSpec
+
+    return LslStreamSpec
 
 
 def paradigm_names() -> list[str]:
@@ -553,7 +586,8 @@ def load_protocol(name_or_path: str | Path, overrides: Mapping[str, Any] | None 
         A YAML file, or a bundled protocol name (``demo``, ``cooperation``...).
     overrides : mapping, optional
         Values from the command line that replace the file's: top-level fields (``dyad``,
-        ``session``) and ``partner_role`` / ``partner_id`` (participant B's role and id).
+        ``session``), ``people`` (participant label -> ``{"id": ..., "role": ...}``) and
+        ``partner_role`` / ``partner_id`` (participant B's role and id).
 
     Returns
     -------
@@ -579,7 +613,8 @@ def load_protocol(name_or_path: str | Path, overrides: Mapping[str, Any] | None 
             ]
         )
     text = raw_bytes.decode("utf-8", errors="replace")
-    protocol = validate_protocol_text(text, file=str(path), overrides=overrides)
+    with paradigms().files_relative_to(path.parent):  # the lab's 'file.py:Class' sits beside its protocol
+        protocol = validate_protocol_text(text, file=str(path), overrides=overrides)
     return LoadedProtocol(protocol=protocol, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest(), text=text)
 
 
@@ -621,8 +656,7 @@ def validate_protocol_text(
             ]
         )
     positions = _node_positions(node)
-    _apply_overrides(data, overrides or {})
-    issues: list[ProtocolIssue] = []
+    issues: list[ProtocolIssue] = _apply_overrides(data, overrides or {}, file)
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as error:
@@ -637,21 +671,41 @@ def validate_protocol_text(
     return protocol
 
 
-def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> None:
-    """Command-line values: top-level fields, and ``partner_role`` / ``partner_id`` for participant B."""
+def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], file: str) -> list[ProtocolIssue]:
+    """Command-line values: top-level fields, and the participants' ids and roles.
+
+    ``people`` maps a participant label of the protocol file (``A``, ``B``) to the ``id`` and/or
+    ``role`` this session uses (``--participant A=sub-07:therapist``, a roster row);
+    ``partner_role`` / ``partner_id`` are the same for participant B. Returns a problem for a
+    label the protocol does not have.
+    """
+    people_overrides: dict[str, dict[str, Any]] = {
+        str(label): {key: value for key, value in dict(person).items() if value is not None}
+        for label, person in (overrides.get("people") or {}).items()
+    }
     partner = {"role": overrides.get("partner_role"), "id": overrides.get("partner_id")}
-    for key, value in overrides.items():
-        if value is not None and key not in ("partner_role", "partner_id"):
-            data[key] = value
     if any(value is not None for value in partner.values()):
-        people = data.get("participants")
-        target = (
-            next((p for p in people if isinstance(p, dict) and p.get("label") == "B"), None)
-            if isinstance(people, list)
-            else None
-        )
-        if target is not None:
-            target.update({key: value for key, value in partner.items() if value is not None})
+        people_overrides.setdefault("B", {}).update({key: value for key, value in partner.items() if value is not None})
+    for key, value in overrides.items():
+        if value is not None and key not in ("partner_role", "partner_id", "people"):
+            data[key] = value
+    people = data.get("participants")
+    by_label = {p.get("label"): p for p in people if isinstance(p, dict)} if isinstance(people, list) else {}
+    issues: list[ProtocolIssue] = []
+    for label, values in people_overrides.items():
+        target = by_label.get(label)
+        if target is None:
+            issues.append(
+                ProtocolIssue(
+                    "<command line>",
+                    "participant",
+                    f"the protocol {file} has no participant labelled {label!r}",
+                    f"use one of its labels: {', '.join(sorted(str(k) for k in by_label)) or 'A, B'}",
+                )
+            )
+        elif values:
+            target.update(values)
+    return issues
 
 
 def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple[int, int]]) -> list[ProtocolIssue]:
@@ -684,6 +738,7 @@ def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple
                 f"use one of {', '.join(sorted(roles))}, or declare it under extra_roles",
             )
     specs: dict[int, Any] = {}
+    lsl_specs: dict[int, Any] = {}
     for index, person in enumerate(protocol.participants):
         if person.uses_simulator:
             extra = sorted(set(person.device) - {"board"})
@@ -692,6 +747,16 @@ def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple
                     ("participants", index, "device", extra[0]),
                     "the simulator takes no connection parameters",
                     f"remove {', '.join(extra)}",
+                )
+            continue
+        if person.uses_lsl_stream:
+            try:
+                lsl_specs[index] = person.lsl_spec()
+            except ValidationError as error:
+                issues.extend(
+                    _issues_from_validation(
+                        error, file, positions, _lsl_spec_model(), prefix=("participants", index, "device")
+                    )
                 )
             continue
         try:
@@ -710,6 +775,12 @@ def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple
                 "both participants use the same board with the same connection parameters; BrainFlow cannot open it twice",
                 "give each board its own serial_port / mac_address / serial_number",
             )
+    if len(lsl_specs) == 2 and len({spec.query for spec in lsl_specs.values()}) == 1:
+        issue(
+            ("participants", 1, "device"),
+            "both participants select the same LSL stream",
+            "give each participant their amplifier's own source_id (or name and hostname)",
+        )
     ids = protocol.block_ids()
     seen_ids: dict[str, int] = {}
     for index, block_id in enumerate(ids):
@@ -894,6 +965,7 @@ def output_values(protocol: Protocol, run: int) -> dict[str, Any]:
         "protocol": protocol.protocol_label,
         "run": run,
         "partner": partner_role(protocol),
+        **{f"id_{label}": person_id for person_id, label in plan_session(protocol).labels.items()},
     }
 
 
@@ -1072,8 +1144,10 @@ def _strict_number_issues(
     if isinstance(people, list):
         for index, person in enumerate(people):
             device = person.get("device") if isinstance(person, dict) else None
-            if isinstance(device, dict) and str(device.get("board", "")).strip().lower() != SIMULATOR_BOARD:
-                found.extend(_number_problems(device, _board_spec_model(), ("participants", index, "device")))
+            board = str(device.get("board", "")).strip().lower() if isinstance(device, dict) else SIMULATOR_BOARD
+            if board != SIMULATOR_BOARD:
+                model = _lsl_spec_model() if board == LSL_BOARD else _board_spec_model()
+                found.extend(_number_problems(device, model, ("participants", index, "device")))
     blocks = data.get("blocks")
     if isinstance(blocks, list):
         registry = paradigms()
@@ -1194,7 +1268,8 @@ def _explain(detail: ErrorDetails, model: type[BaseModel], loc: tuple) -> tuple[
 
         return (
             f"unknown board {detail.get('input')!r}",
-            f"use 'simulator' or a BrainFlow board name: {', '.join(board_names())}",
+            f"use 'simulator', 'lsl' (an amplifier's own LSL stream) or a BrainFlow board name: "
+            f"{', '.join(board_names())}",
         )
     if kind == "extra_forbidden":
         owner = _model_at(model, loc)

@@ -57,8 +57,9 @@ class AutopilotSettings(BaseModel):
     seed : int
         Seed of every random decision.
     speed : float
-        Acceleration factor for durations that may be shortened (rest, conversation, reading
-        time, breaks); stimulus timing, reaction times and tapping pace are never accelerated.
+        Acceleration factor of a pilot: every paradigm divides its timed parts by it (rest,
+        conversation, reading time, breaks, trial waits, response windows and feedback, tapping
+        pace), and the simulated reaction times are divided by it too.
     participants : dict
         Behaviour per participant label.
     key_hold : float
@@ -268,13 +269,14 @@ class Autopilot:
             heapq.heapify(self._queue)
 
     def sample_rt(self, participant: str) -> float:
-        """One ex-Gaussian reaction time of ``participant``."""
+        """One ex-Gaussian reaction time of ``participant``, divided by ``speed`` (a pilot runs
+        whole trials in compressed time)."""
         behaviour = self.settings.participants[participant]
         rng = self._rngs[participant]
         rt = rng.normal(behaviour.rt_mu, behaviour.rt_sigma) + (
             rng.exponential(behaviour.rt_tau) if behaviour.rt_tau > 0 else 0.0
         )
-        return float(max(rt, 0.1))
+        return float(max(rt, 0.1)) / self.settings.speed
 
     def respond_to_go(self, participant: str, go_time: float) -> float | None:
         """Schedule ``participant``'s response to a go signal at PsychoPy time ``go_time``.

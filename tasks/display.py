@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dyadlab.tasks.texts import DEFAULT_TEXTS, check_texts
 
 if TYPE_CHECKING:
     from psychopy import visual
@@ -35,6 +37,9 @@ Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
 MAX_WINDOW_SIDE = 8192
 #: Highest screen index accepted (X screens / monitors are numbered from 0).
 MAX_SCREEN_INDEX = 15
+
+#: Height of body text as a fraction of the screen height (at ``text_scale`` 1).
+TEXT_HEIGHT = 0.055
 
 #: One side of a window, in pixels.
 WindowSide = Annotated[int, Field(ge=1, le=MAX_WINDOW_SIDE)]
@@ -66,6 +71,12 @@ class DisplaySettings(BaseModel):
         Sleep before a flip so frames are at least ``1 / max_frame_rate`` apart. Only for
         displays without vsync (Xvfb, where flips return at once and a frame loop would busy a
         CPU core); leave ``None`` on lab screens, where vsync paces the flips.
+    text_scale : float
+        Every text's height times this (0.5 to 3): larger for a screen far from the participant.
+        At 1, body text is :data:`TEXT_HEIGHT` of the screen height (about 1.2 cm on a 24" screen).
+    texts : dict
+        The lab's wording or translation of the screens' texts, by key (see
+        :mod:`dyadlab.tasks.texts`); keys not given keep the English default.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -78,6 +89,17 @@ class DisplaySettings(BaseModel):
     photodiode_corner: Corner | None = None
     check_timing: bool = True
     max_frame_rate: float | None = Field(None, gt=0, le=1000)
+    text_scale: float = Field(1.0, ge=0.5, le=3.0)
+    texts: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("texts")
+    @classmethod
+    def _known_texts(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_texts(value)
+
+    def text(self, key: str, /, **fields: object) -> str:
+        """The screen text ``key`` (the protocol's, else the default) with ``fields`` filled in."""
+        return self.texts.get(key, DEFAULT_TEXTS[key]).format(**fields)
 
     @model_validator(mode="after")
     def _screens_match_layout(self) -> DisplaySettings:
@@ -113,14 +135,20 @@ class View:
     window: visual.Window
     participants: list[str]
     name: str
+    text_scale: float = 1.0
     _stims: dict[str, Any] = field(default_factory=dict, repr=False)
     _applied: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def text(self, key: str, text: str, **kwargs: Any) -> Any:
-        """A cached ``TextStim`` named ``key`` on this window, with ``text`` and ``kwargs`` applied."""
+        """A cached ``TextStim`` named ``key`` on this window, with ``text`` and ``kwargs`` applied.
+
+        ``height`` (default :data:`TEXT_HEIGHT`) is multiplied by the display's ``text_scale``.
+        """
         from psychopy import visual
 
-        defaults: dict[str, Any] = {"height": 0.045, "wrapWidth": 1.2, "color": "white", "font": "Arial"}
+        kwargs["height"] = kwargs.get("height", TEXT_HEIGHT) * self.text_scale
+        width = self.window.size[0] / self.window.size[1]  # screen width in "height" units
+        defaults: dict[str, Any] = {"wrapWidth": 0.92 * width, "color": "white", "font": "Arial"}
         return self._cached(
             key, lambda: visual.TextStim(self.window, **{**defaults, **kwargs, "text": text}), {**kwargs, "text": text}
         )
@@ -206,7 +234,7 @@ class SessionDisplay:
                     checkTiming=self.settings.check_timing,
                 )
                 window.mouseVisible = False
-                self.views.append(View(window=window, participants=who, name=name))
+                self.views.append(View(window=window, participants=who, name=name, text_scale=self.settings.text_scale))
         except Exception as error:
             self.close()
             raise RuntimeError(

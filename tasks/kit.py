@@ -37,7 +37,8 @@ from dyadlab import DyadlabError
 from dyadlab.acquisition.markers import Marker, MarkerHub, MarkerOutlet
 from dyadlab.tasks.autopilot import Autopilot, AutopilotSettings
 from dyadlab.tasks.display import DisplaySettings, SessionDisplay, View
-from dyadlab.tasks.input import KeyPress, KeyReader, KeySettings
+from dyadlab.tasks.input import KeyPress, KeyReader, KeySettings, open_key_reader
+from dyadlab.tasks.texts import DEFAULT_TEXTS
 from dyadlab.tasks.timing import PsychopyToLslClock
 
 if TYPE_CHECKING:
@@ -53,8 +54,6 @@ _CORNER_POS = {
 }
 _PATCH_SIZE = 0.06
 _SWITCH_INTERVAL_S = 0.0005
-_PAUSE_TEXT = "Paused\n\nThe experimenter will continue shortly."
-_ABORT_TEXT = "The session was stopped."
 _OPERATOR_ABORT = "operator pressed the abort key"
 
 
@@ -116,6 +115,8 @@ class Response:
     rt : float | None
         Seconds from the current RT origin (the last flip marked ``rt_origin=True``) to key-down;
         negative for a press before it, ``None`` when the block has no origin yet.
+    device : str | None
+        The participant's own device that sent it (``None``: the shared keyboard).
     """
 
     participant: str
@@ -123,6 +124,7 @@ class Response:
     t_down: float
     lsl_time: float
     rt: float | None
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,11 @@ class TaskContext:
         (``_A`` / ``_B`` suffixes with one window per participant), written at each block end.
     experiment_info : mapping
         Extra columns for every CSV row (study, dyad, session...).
+    preview : bool
+        Review mode (``dyadlab preview``): every screen is shown for one frame and saved to
+        ``screenshot_dir`` (unnamed screens are named after their marker), with ``_A`` / ``_B``
+        files for a shared screen too, so the paradigm walks through all its screens in seconds
+        without anyone pressing keys.
     """
 
     def __init__(
@@ -212,6 +219,7 @@ class TaskContext:
         seed: int | None = None,
         screenshot_dir: Path | None = None,
         experiment_info: Mapping[str, Any] | None = None,
+        preview: bool = False,
     ) -> None:
         self.keys = keys or KeySettings()
         missing = [label for label in participants if label not in self.keys.participants]
@@ -227,6 +235,7 @@ class TaskContext:
         self.autopilot: Autopilot | None = None
         self.rng = np.random.default_rng(seed)
         self.screenshot_dir = screenshot_dir
+        self.preview = preview
         self.experiment_info = dict(experiment_info or {})
         self.flip_log: list[MarkedFlip] = []
         self.paused_total = 0.0
@@ -262,7 +271,12 @@ class TaskContext:
         try:
             self.display.open()
             self.clock = PsychopyToLslClock()
-            self._reader = KeyReader(self.keys)
+            reading = self.keys
+            if self.autopilot_settings is not None and reading.uses_devices:
+                # the autopilot types on one keyboard: a pilot runs in shared-keyboard mode
+                logger.warning("Autopilot: the participants' own response devices are not used; one shared keyboard")
+                reading = reading.shared_keyboard()
+            self._reader = open_key_reader(reading)
             self.exp = data.ExperimentHandler(
                 name="dyadlab",
                 extraInfo=self.experiment_info,
@@ -271,8 +285,8 @@ class TaskContext:
                 saveWideText=False,
             )
             # built now, so that pausing or aborting shows its screen without a font-loading delay
-            self._message_stims("_pause", _PAUSE_TEXT)
-            self._message_stims("_abort", _ABORT_TEXT)
+            self._message_stims("_pause", self.text("kit.pause"))
+            self._message_stims("_abort", self.text("kit.abort"))
             if self.autopilot_settings is not None:
                 keys = {label: self.keys.participants[label].respond for label in self.participants}
                 self.autopilot = Autopilot(self.autopilot_settings, keys)
@@ -302,6 +316,9 @@ class TaskContext:
                         self.exp = None
                 self.save_screenshots()
             finally:
+                if self._reader is not None:
+                    self._reader.close()
+                    self._reader = None
                 self.display.close()
                 if self._switch_interval is not None:
                     sys.setswitchinterval(self._switch_interval)
@@ -338,6 +355,14 @@ class TaskContext:
         from psychopy import core
 
         return core.getTime()
+
+    def text(self, key: str, /, **fields: Any) -> str:
+        """Screen text ``key`` as the protocol words it (``screens.texts``), fields filled in."""
+        return self.display.settings.text(key, **fields)
+
+    def seat(self, participant: str) -> str:
+        """How the screens name ``participant``: their seat (``seat.A`` / ``seat.B``), not a label or role."""
+        return self.text(f"seat.{participant}") if f"seat.{participant}" in DEFAULT_TEXTS else participant
 
     def key_of(self, participant: str) -> str:
         """The participant's respond key."""
@@ -455,8 +480,11 @@ class TaskContext:
             t_down=press.t_down,
             lsl_time=self.clock.to_lsl(press.t_down),
             rt=rt,
+            device=press.device,
         )
-        value = {"key": press.key, "rt": None if rt is None else round(rt, 6)}
+        value: dict[str, Any] = {"key": press.key, "rt": None if rt is None else round(rt, 6)}
+        if press.device is not None:
+            value["device"] = press.device
         self.responses.push(self.marker("response", participant=press.participant, value=value), response.lsl_time)
         return response
 
@@ -471,7 +499,7 @@ class TaskContext:
 
     # ---- operator keys ---------------------------------------------------------------------
     def _message_stims(self, key: str, text: str) -> list[Any]:
-        return [view.text(key, text, height=0.05, color="white") for view in self.views]
+        return [view.text(key, text, color="white") for view in self.views]
 
     def _draw_message(self, key: str, text: str) -> None:
         for stim in self._message_stims(key, text):
@@ -482,7 +510,7 @@ class TaskContext:
         logger.info("Session paused by the operator")
         started: float | None = None  # the pause screen's first flip
         while True:
-            self._draw_message("_pause", _PAUSE_TEXT)
+            self._draw_message("_pause", self.text("kit.pause"))
             flip_time = self._flip()
             started = flip_time if started is None else started
             presses = self._read_keys()
@@ -506,7 +534,7 @@ class TaskContext:
         if self.autopilot is not None:
             self.autopilot.cancel_pending()
         self.mark_on_next_flip(self.marker("abort", value=reason))
-        self._draw_message("_abort", _ABORT_TEXT)
+        self._draw_message("_abort", self.text("kit.abort"))
         self._flip()
         logger.warning("Session aborted during block %s: %s", self._block.block if self._block else None, reason)
         raise SessionAborted(reason)
@@ -535,7 +563,7 @@ class TaskContext:
                 self.mark_on_next_flip(self.marker("block_end", value=outcome))
                 if outcome == "aborted":
                     self._pending = [m for m in self._pending if m.event == "block_end"]
-                    self._draw_message("_abort", _ABORT_TEXT)
+                    self._draw_message("_abort", self.text("kit.abort"))
                 self._flip()
             finally:
                 self._block = None
@@ -581,6 +609,9 @@ class TaskContext:
         """
         if duration is None and until is None:
             raise ValueError("show() needs a duration or an until() condition.")
+        if self.preview and screenshot is None:
+            task = (self._block or self._announced or _Block("session", "", None)).task
+            screenshot = f"{task}_{marker.event if marker is not None else 'screen'}"
         if marker is not None:
             self.mark_on_next_flip(marker, rt_origin=rt_origin)
         elif rt_origin:
@@ -600,7 +631,7 @@ class TaskContext:
                 on_frame(frame)  # first: it may schedule autopilot presses relative to the onset
             if first and screenshot is not None:
                 self.capture(screenshot)
-            if until is not None and until(frame):
+            if self.preview or (until is not None and until(frame)):
                 break
             if duration is not None:
                 elapsed = self.now() - onset - (self.paused_total - paused_at_onset)
@@ -618,12 +649,8 @@ class TaskContext:
         self.clear_keys()
 
         def draw(view: View) -> None:
-            view.text("_instructions", text, pos=(0, 0.08), height=0.042).draw()
-            status = "    ".join(
-                f"{label}: {'ready' if label in ready else 'press ' + self.key_of(label).upper() + ' when ready'}"
-                for label in view.participants
-            )
-            view.text("_ready", status, pos=(0, -0.38), height=0.035, color="#99ccee").draw()
+            view.text("_instructions", text, pos=(0, 0.08)).draw()
+            view.text("_ready", self._ready_status(view, ready), pos=(0, -0.38), height=0.045, color="#99ccee").draw()
 
         onset: list[float] = []
 
@@ -653,12 +680,98 @@ class TaskContext:
             self._announced = None
         self.clear_keys()
 
-    def show_break(self, seconds: float, text: str = "Short break") -> None:
-        """A break screen for ``seconds`` (shortened by the autopilot speed), with a ``break`` marker."""
-        remaining = self.scaled(seconds)
+    def check_response_devices(self, timeout_s: float = 120.0) -> dict[str, str]:
+        """Ask every participant to press their button once; return whose device answered.
+
+        Each participant's screen asks for one press (a shared screen lists the seats) and says
+        when theirs arrived; the operator sees the answers in the log. A press counts for the
+        participant whose device sent it, so a swapped or dead device shows here, before the
+        recording's blocks.
+
+        Returns
+        -------
+        dict
+            Participant label -> the device that answered (``"shared keyboard"`` without one).
+
+        Raises
+        ------
+        ResponseDeviceError
+            A participant's device sent nothing within ``timeout_s``.
+        """
+        answered: dict[str, str] = {}
+        self.clear_keys()
+
+        def line(label: str, own: bool) -> str:
+            if label in answered:
+                return (
+                    self.text("kit.device.answered")
+                    if own
+                    else f"{self.seat(label)}: {self.text('kit.device.answered')}"
+                )
+            prompt = self.text("kit.device.press", key=self.key_of(label).upper())
+            return prompt if own else f"{self.seat(label)}: {prompt}"
 
         def draw(view: View) -> None:
-            view.text("_break", text, height=0.05).draw()
+            own = len(view.participants) == 1
+            view.text("_device_check", "\n\n".join(line(label, own) for label in view.participants)).draw()
+
+        asked: list[bool] = []
+
+        def on_frame(frame: Frame) -> None:
+            if self.autopilot is not None and not asked:  # simulated participants press once
+                asked.append(True)
+                for label in self.participants:
+                    self.autopilot.acknowledge(label, frame.flip_time)
+            for response in frame.responses:
+                if response.participant not in answered:
+                    answered[response.participant] = response.device or "shared keyboard"
+                    logger.info(
+                        "Participant %s's device answered: %s", response.participant, answered[response.participant]
+                    )
+
+        self.show(
+            draw,
+            duration=timeout_s,
+            until=lambda frame: set(answered) >= set(self.participants),
+            on_frame=on_frame,
+            screenshot="device-check",
+        )
+        self.clear_keys()
+        missing = [label for label in self.participants if label not in answered]
+        if missing:
+            from dyadlab.tasks.input import ResponseDeviceError
+
+            raise ResponseDeviceError(
+                f"No press from participant(s) {', '.join(missing)} within {timeout_s:.0f} s: check that their "
+                "device is plugged in and is the one the protocol names (keys.participants.<label>.device)."
+            )
+        return answered
+
+    def _ready_status(self, view: View, ready: set[str]) -> str:
+        """The line under instructions: one's own key on one's own screen, both keys on a shared one."""
+        if len(view.participants) == 1:
+            label = view.participants[0]
+            return (
+                self.text("kit.ready.waiting")
+                if label in ready
+                else self.text("kit.ready.own", key=self.key_of(label).upper())
+            )
+        keys = " / ".join(self.key_of(label).upper() for label in view.participants)
+        line = self.text("kit.ready.shared", keys=keys)
+        if ready:
+            line += "\n" + self.text("kit.ready.count", ready=len(ready), total=len(view.participants))
+        return line
+
+    def show_break(self, seconds: float, text: str | None = None) -> None:
+        """A break screen for ``seconds`` (shortened by the autopilot speed), with a ``break`` marker.
+
+        ``text`` defaults to the protocol's ``kit.break`` text.
+        """
+        remaining = self.scaled(seconds)
+        shown = text if text is not None else self.text("kit.break")
+
+        def draw(view: View) -> None:
+            view.text("_break", shown).draw()
 
         self.show(draw, duration=remaining, marker=self.marker("break", value={"seconds": seconds}))
 
@@ -674,7 +787,20 @@ class TaskContext:
         if self.screenshot_dir is None or not self._wants_capture(name):
             return
         self._captured.add(name)
-        self._screenshots.extend(self.display.take_grabbed(Path(self.screenshot_dir) / name))
+        grabbed = self.display.take_grabbed(Path(self.screenshot_dir) / name)
+        if self.preview and len(self.views) == 1:  # a shared screen: what each participant sees
+            grabbed = [
+                (path.with_name(f"{path.stem}_{label}.png"), image)
+                for path, image in grabbed
+                for label in self.participants
+            ]
+        self._screenshots.extend(grabbed)
+
+    def screenshots_into(self, folder: Path) -> None:
+        """Save the following screens into ``folder``, each screen name once more (e.g. one folder per block)."""
+        self.save_screenshots()
+        self.screenshot_dir = Path(folder)
+        self._captured.clear()
 
     def save_screenshots(self) -> list[Path]:
         """Write the screenshots kept so far; returns their paths."""

@@ -1,6 +1,7 @@
-"""The paradigms, by the task name used in protocol files.
+"""The paradigms, by the task name (or ``file.py:Class`` reference) used in protocol files.
 
-``PARADIGMS[name]`` is a :class:`~dyadlab.tasks.paradigms.base.Paradigm` subclass with ``.Params`` (a
+``PARADIGMS[task]`` (a :class:`~dyadlab.tasks.paradigms.registry.ParadigmRegistry`: bundled
+paradigms, installed packages' entry points, the lab's own files; see that module) is a :class:`~dyadlab.tasks.paradigms.base.Paradigm` subclass with ``.Params`` (a
 pydantic model that validates the block's parameters) and ``run(ctx, params, block_id)``.
 :func:`run_block` validates a protocol's parameter mapping and runs the block.
 Importing this package imports no PsychoPy and opens no window.
@@ -18,6 +19,7 @@ from dyadlab.tasks.paradigms.base import Paradigm, ParadigmParams
 from dyadlab.tasks.paradigms.conversation import Conversation, ConversationParams
 from dyadlab.tasks.paradigms.joint_press import JointPress, JointPressParams
 from dyadlab.tasks.paradigms.probe import Probe, ProbeParams
+from dyadlab.tasks.paradigms.registry import ENTRY_POINT_GROUP, ParadigmLoadError, ParadigmRegistry
 from dyadlab.tasks.paradigms.rest import Rest, RestParams
 from dyadlab.tasks.paradigms.tapping import Tapping, TappingParams
 
@@ -25,9 +27,7 @@ if TYPE_CHECKING:
     from dyadlab.tasks.kit import TaskContext
 
 # Each paradigm takes its own parameter model: the registry's callers validate with ``.Params``.
-PARADIGMS: dict[str, type[Paradigm[Any]]] = {
-    paradigm.name: paradigm for paradigm in (Rest, JointPress, Tapping, Conversation, Probe)
-}
+PARADIGMS = ParadigmRegistry((Rest, JointPress, Tapping, Conversation, Probe))
 
 
 class ParadigmParamsError(DyadlabError, ValueError):
@@ -35,15 +35,12 @@ class ParadigmParamsError(DyadlabError, ValueError):
 
 
 def get_paradigm(task: str) -> Paradigm[Any]:
-    """The paradigm registered as ``task``; ``KeyError`` lists the known names."""
-    try:
-        return PARADIGMS[task]()
-    except KeyError:
-        raise KeyError(f"Unknown task {task!r}; known tasks: {', '.join(sorted(PARADIGMS))}.") from None
+    """The paradigm ``task`` names; :class:`ParadigmLoadError` (a ``KeyError``) says why there is none."""
+    return PARADIGMS[task]()
 
 
 def validate_params(task: str, params: Mapping[str, Any] | BaseModel | None, block_id: str = "?") -> ParadigmParams:
-    """Validate a block's parameters against the paradigm's model.
+    """Validate a block's parameters against the model of the paradigm ``task`` names.
 
     Raises
     ------
@@ -52,15 +49,31 @@ def validate_params(task: str, params: Mapping[str, Any] | BaseModel | None, blo
     ParadigmParamsError
         With one line per problem: block, field, message.
     """
-    paradigm = get_paradigm(task)
+    return validate_paradigm_params(PARADIGMS[task], params, block_id, task)
+
+
+def validate_paradigm_params(
+    paradigm: type[Paradigm[Any]],
+    params: Mapping[str, Any] | BaseModel | None,
+    block_id: str = "?",
+    task: str | None = None,
+) -> ParadigmParams:
+    """Validate a block's parameters against ``paradigm.Params`` (a class, registered or not).
+
+    Raises
+    ------
+    ParadigmParamsError
+        With one line per problem: block, field, message.
+    """
     if isinstance(params, paradigm.Params):
         return params
     raw = params.model_dump() if isinstance(params, BaseModel) else dict(params or {})
     try:
         return paradigm.Params.model_validate(raw)
     except ValidationError as error:
+        label = task or paradigm.name
         lines = [
-            f"block {block_id!r} (task {task!r}), field {'.'.join(str(p) for p in problem['loc']) or '<params>'}: {problem['msg']}"
+            f"block {block_id!r} (task {label!r}), field {'.'.join(str(p) for p in problem['loc']) or '<params>'}: {problem['msg']}"
             for problem in error.errors()
         ]
         raise ParadigmParamsError("Invalid task parameters:\n  " + "\n  ".join(lines)) from error
@@ -81,7 +94,9 @@ def run_block(ctx: TaskContext, task: str, params: Mapping[str, Any] | BaseModel
 
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "PARADIGMS",
+    "ParadigmLoadError",
     "Paradigm",
     "ParadigmParams",
     "ParadigmParamsError",
@@ -92,5 +107,6 @@ __all__ = [
     "ProbeParams",
     "get_paradigm",
     "validate_params",
+    "validate_paradigm_params",
     "run_block",
 ]

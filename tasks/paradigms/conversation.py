@@ -8,8 +8,11 @@ Condition ``conversation`` for both modes; ``block_start`` value says
   starts with a ``turn`` marker (value ``{"speaker", "listener"}``). The shared screen shows the
   topic and who speaks; with one screen each, a participant sees "Your turn to speak" or
   "Please listen".
-* ``free``: one screen for ``duration_s`` showing the role labels (e.g. therapist / patient),
-  with an optional opening ``prompt`` (``topic`` marker).
+* ``free``: one screen for ``duration_s`` with an optional opening ``prompt`` (``topic`` marker).
+
+Participants are named by seat (``seat.A`` / ``seat.B`` texts: "Left" / "Right"), never by
+internal label; their roles (e.g. therapist / patient) appear on screen only with
+``show_roles: true``. Texts: ``conversation.*`` of :mod:`dyadlab.tasks.texts`.
 
 Durations are shortened by the autopilot's speed (piloting).
 """
@@ -32,11 +35,6 @@ DEFAULT_TOPICS = [
     "Describe a place where you feel at ease, and why.",
     "Talk about something you learned recently.",
 ]
-_INSTRUCTIONS = {
-    "structured": "Conversation\n\nYou will see a topic. Take turns talking about it:\n"
-    "the screen shows who speaks and who listens.\nThe listener please does not interrupt.",
-    "free": "Conversation\n\nTalk freely with each other until the experimenter ends the block.",
-}
 
 
 class ConversationParams(ParadigmParams):
@@ -58,7 +56,10 @@ class ConversationParams(ParadigmParams):
     prompt : str or None
         Opening prompt of the free conversation.
     roles : dict or None
-        Role labels shown per participant; defaults to the session's roles.
+        Role per participant for the block marker (and the screen with ``show_roles``);
+        defaults to the session's roles.
+    show_roles : bool
+        Show each seat's role on the participants' screens (off: roles are for the data only).
     """
 
     mode: Literal["structured", "free"] = "structured"
@@ -69,6 +70,7 @@ class ConversationParams(ParadigmParams):
     duration_s: float = Field(300.0, gt=0, le=4 * 3600)
     prompt: str | None = None
     roles: dict[str, str] | None = None
+    show_roles: bool = False
 
     @model_validator(mode="after")
     def _turns_fit(self) -> ConversationParams:
@@ -96,7 +98,11 @@ class Conversation(Paradigm[ConversationParams]):
         roles = dict(ctx.roles)
         roles.update(params.roles or {})
         if params.show_instructions:
-            ctx.instructions(self.instructions_text(params, _INSTRUCTIONS[params.mode]), self.name, block_id)
+            ctx.instructions(
+                self.instructions_text(params, ctx.text(f"conversation.instructions.{params.mode}")),
+                self.name,
+                block_id,
+            )
         value: dict[str, Any] = {"mode": params.mode, "roles": roles}
         if params.mode == "structured":
             value.update(
@@ -114,9 +120,12 @@ class Conversation(Paradigm[ConversationParams]):
                 self._free(ctx, params, roles)
 
     @staticmethod
-    def _who(label: str, roles: dict[str, str]) -> str:
+    def _who(ctx: TaskContext, params: ConversationParams, label: str, roles: dict[str, str]) -> str:
+        """A participant as the screen names them: their seat, with their role if the protocol asks."""
         role = roles.get(label)
-        return f"{label} ({role})" if role and role != "participant" else label
+        if params.show_roles and role:
+            return ctx.text("conversation.role", seat=ctx.seat(label), role=role)
+        return ctx.seat(label)
 
     def _structured(self, ctx: TaskContext, params: ConversationParams, roles: dict[str, str]) -> None:
         order = [params.first_speaker] + [p for p in ctx.participants if p != params.first_speaker]
@@ -129,14 +138,19 @@ class Conversation(Paradigm[ConversationParams]):
                 listener = order[(turn + 1) % len(order)]
 
                 def draw(view: View, speaker: str = speaker, listener: str = listener, topic: str = topic) -> None:
-                    view.text("topic", topic, pos=(0, 0.22), height=0.045, color="#dddddd").draw()
+                    view.text("topic", topic, pos=(0, 0.22), color="#dddddd").draw()
                     if len(view.participants) == 1:
                         own = view.participants[0] == speaker
-                        text, color = ("Your turn to speak", "#44dd66") if own else ("Please listen", "#88aaff")
+                        text = ctx.text("conversation.turn.own" if own else "conversation.turn.listen")
+                        color = "#44dd66" if own else "#88aaff"
                     else:
-                        text = f"{self._who(speaker, roles)} speaks\n{self._who(listener, roles)} listens"
+                        text = ctx.text(
+                            "conversation.turn.shared",
+                            speaker=self._who(ctx, params, speaker, roles),
+                            listener=self._who(ctx, params, listener, roles),
+                        )
                         color = "#44dd66"
-                    view.text("turn", text, pos=(0, -0.08), height=0.06, color=color).draw()
+                    view.text("turn", text, pos=(0, -0.08), height=0.07, color=color).draw()
 
                 onset, _ = ctx.show(
                     draw,
@@ -155,13 +169,14 @@ class Conversation(Paradigm[ConversationParams]):
                 turn += 1
 
     def _free(self, ctx: TaskContext, params: ConversationParams, roles: dict[str, str]) -> None:
-        labels = "     ".join(self._who(label, roles) for label in ctx.participants)
+        labels = "     ".join(self._who(ctx, params, label, roles) for label in ctx.participants)
 
         def draw(view: View) -> None:
-            view.text("free", "Free conversation", pos=(0, 0.15), height=0.06).draw()
+            view.text("free", ctx.text("conversation.free"), pos=(0, 0.15), height=0.07).draw()
             if params.prompt:
-                view.text("prompt", params.prompt, pos=(0, 0.0), height=0.04, color="#dddddd").draw()
-            view.text("roles", labels, pos=(0, -0.3), height=0.035, color="#aaaaaa").draw()
+                view.text("prompt", params.prompt, pos=(0, 0.0), color="#dddddd").draw()
+            if params.show_roles:
+                view.text("roles", labels, pos=(0, -0.3), height=0.045, color="#aaaaaa").draw()
 
         if params.prompt:
             ctx.mark_on_next_flip(ctx.marker("topic", value={"index": 0, "text": params.prompt}))

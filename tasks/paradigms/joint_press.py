@@ -13,6 +13,11 @@ marker) → ``trial_end`` on the next screen's flip.
 Presses before the go signal are kept in the response stream (``rt`` = ``null``) and counted in
 the CSV (``early_A`` / ``early_B``); the first press after go within ``response_window_s``
 counts.
+
+Piloting with ``--speed``: every time of a trial is divided by the autopilot's speed -- fixation,
+cue-to-go, ``response_window_s``, feedback, and the cooperation threshold with its bounds -- and
+so are the autopilot's reaction times, so the trial runs as a whole in compressed time (the CSV
+and the block marker hold the times that ran).
 """
 
 from __future__ import annotations
@@ -26,13 +31,6 @@ from dyadlab.tasks.paradigms.base import Paradigm, ParadigmParams, check_range
 if TYPE_CHECKING:
     from dyadlab.tasks.display import View
     from dyadlab.tasks.kit import Response, TaskContext
-
-_INSTRUCTIONS = {
-    "cooperation": "Cooperation\n\nWhen the ring turns green, press your key.\n"
-    "Try to press at exactly the same moment as your partner.\nYou will see how close you were.",
-    "competition": "Competition\n\nWhen the ring turns green, press your key.\n"
-    "Try to press faster than your partner.\nYou will see who was faster.",
-}
 
 
 class JointPressParams(ParadigmParams):
@@ -96,8 +94,11 @@ class JointPress(Paradigm[JointPressParams]):
     def run(self, ctx: TaskContext, params: JointPressParams, block_id: str) -> None:
         from psychopy import data
 
+        params = _piloted(ctx, params)
         if params.show_instructions:
-            ctx.instructions(self.instructions_text(params, _INSTRUCTIONS[params.mode]), self.name, block_id)
+            ctx.instructions(
+                self.instructions_text(params, ctx.text(f"joint-press.instructions.{params.mode}")), self.name, block_id
+            )
         trial_list = [
             {
                 "fixation_s": float(ctx.rng.uniform(*params.fixation_s)),
@@ -107,7 +108,7 @@ class JointPress(Paradigm[JointPressParams]):
         ]
         trials = data.TrialHandler(trial_list, nReps=1, method="sequential", name="trials")
         threshold = params.threshold_s
-        value = params.model_dump(include={"mode", "n_trials", "threshold_s", "response_window_s"})
+        value = params.model_dump(include={"mode", "n_trials", "threshold_s", "response_window_s", "feedback_s"})
         value["roles"] = ctx.roles
         with ctx.block(self.name, block_id, params.mode, value=value):
             assert ctx.exp is not None
@@ -135,9 +136,7 @@ class JointPress(Paradigm[JointPressParams]):
 
         def cue(view: View) -> None:
             view.circle("ring", radius=0.12, lineWidth=6, lineColor="white", fillColor=None).draw()
-            view.text(
-                "cue-label", "together" if mode == "cooperation" else "faster", pos=(0, -0.22), height=0.04
-            ).draw()
+            view.text("cue-label", ctx.text(f"joint-press.cue.{mode}"), pos=(0, -0.22)).draw()
 
         _, pressed = ctx.show(
             cue, duration=trial["cue_to_go_s"], marker=ctx.marker("cue", value=mode), screenshot="joint-press_cue"
@@ -148,9 +147,7 @@ class JointPress(Paradigm[JointPressParams]):
 
         def go(view: View) -> None:
             view.circle("go", radius=0.12, lineWidth=6, lineColor="white", fillColor="#22bb44").draw()
-            view.text(
-                "cue-label", "together" if mode == "cooperation" else "faster", pos=(0, -0.22), height=0.04
-            ).draw()
+            view.text("cue-label", ctx.text(f"joint-press.cue.{mode}"), pos=(0, -0.22)).draw()
 
         def on_frame(frame: Any) -> None:
             if ctx.autopilot is not None and go_time[0] is None:
@@ -216,6 +213,7 @@ class JointPress(Paradigm[JointPressParams]):
             response = first[label]
             row[f"rt_{label}"] = None if response is None else response.rt
             row[f"key_{label}"] = None if response is None else response.key
+            row[f"device_{label}"] = None if response is None else response.device  # None: shared keyboard
             row[f"response_lsl_time_{label}"] = None if response is None else response.lsl_time
             row[f"early_{label}"] = early[label]
         ctx.add_row(**row)
@@ -224,24 +222,49 @@ class JointPress(Paradigm[JointPressParams]):
     @staticmethod
     def _draw_feedback(ctx: TaskContext, view: View, outcome: dict[str, Any]) -> None:
         if outcome["mode"] == "cooperation":
-            if outcome["outcome"] == "success":
-                text, color = f"Together!\n{outcome['difference'] * 1000:.0f} ms apart", "#44dd66"
-            elif outcome["outcome"] == "failure":
-                text, color = f"Not together\n{outcome['difference'] * 1000:.0f} ms apart", "#ee5544"
+            if outcome["outcome"] in ("success", "failure"):
+                together = outcome["outcome"] == "success"
+                ms = f"{outcome['difference'] * 1000:.0f}"
+                text = ctx.text("joint-press.feedback.together" if together else "joint-press.feedback.apart", ms=ms)
+                color = "#44dd66" if together else "#ee5544"
             else:
-                text, color = "A response was missing", "#ee5544"
+                text, color = ctx.text("joint-press.feedback.missing"), "#ee5544"
         else:
             winner = outcome.get("winner")
             if winner is None:
-                text, color = "No response", "#ee5544"
+                text, color = ctx.text("joint-press.feedback.none"), "#ee5544"
             elif len(view.participants) == 1:
                 own = winner == view.participants[0]
                 text, color = (
-                    ("You were faster!" if own else "Your partner was faster"),
+                    ctx.text("joint-press.feedback.you-won" if own else "joint-press.feedback.partner-won"),
                     ("#44dd66" if own else "#ee9944"),
                 )
             else:
                 rts = outcome["rt"]
-                detail = "   ".join(f"{k}: {'-' if v is None else f'{v * 1000:.0f} ms'}" for k, v in rts.items())
-                text, color = f"{winner} was faster\n{detail}", "#44dd66"
+                detail = "   ".join(
+                    ctx.text(
+                        "joint-press.feedback.time", seat=ctx.seat(label), ms="-" if rt is None else f"{rt * 1000:.0f}"
+                    )
+                    for label, rt in rts.items()
+                )
+                text, color = (
+                    ctx.text("joint-press.feedback.seat-won", seat=ctx.seat(winner)) + "\n" + detail,
+                    "#44dd66",
+                )
         view.text("feedback", text, height=0.06, color=color).draw()
+
+
+def _piloted(ctx: TaskContext, params: JointPressParams) -> JointPressParams:
+    """Every time of a trial divided by the autopilot's speed (``--speed``); unchanged at speed 1."""
+    if ctx.speed == 1.0:
+        return params
+    return params.model_copy(
+        update={
+            "fixation_s": tuple(ctx.scaled(seconds) for seconds in params.fixation_s),
+            "cue_to_go_s": tuple(ctx.scaled(seconds) for seconds in params.cue_to_go_s),
+            "response_window_s": ctx.scaled(params.response_window_s),
+            "feedback_s": ctx.scaled(params.feedback_s),
+            "threshold_s": ctx.scaled(params.threshold_s),
+            "threshold_bounds_s": tuple(ctx.scaled(seconds) for seconds in params.threshold_bounds_s),
+        }
+    )

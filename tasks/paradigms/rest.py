@@ -5,7 +5,10 @@ simulator and the quick-check treat as baseline), ``rest-eyes-closed`` and ``res
 a protocol may name the condition itself with ``condition``. The block's ``block_start`` value
 says ``{"variant", "eyes", "facing", "duration_s"}``. In the separated
 variant participants face away from each other (a screen or back to back, arranged by the
-experimenter) and look at a fixation cross (``fixation`` marker at onset).
+experimenter) and look at a fixation cross; eyes open, the screen shows only a small fixation
+point (they look at the partner's face), and eyes closed a short reminder. A ``fixation`` marker
+is pushed on the onset of a screen with a fixation point or cross. Texts: ``rest.*`` of
+:mod:`dyadlab.tasks.texts` (a protocol may translate them).
 """
 
 from __future__ import annotations
@@ -20,18 +23,7 @@ if TYPE_CHECKING:
     from dyadlab.tasks.display import View
     from dyadlab.tasks.kit import TaskContext
 
-_INSTRUCTIONS = {
-    "eyes-open": "Resting, eyes open.\n\nSit still, relax, and look at your partner's face.\nPlease do not talk.",
-    "eyes-closed": "Resting, eyes closed.\n\nClose your eyes, sit still and relax until the experimenter\n"
-    "tells you the rest is over. Please do not talk.",
-    "separated": "Resting, apart.\n\nYou are facing away from your partner.\nSit still, relax and look at the cross.",
-}
 _DEFAULT_CONDITION = {"eyes-open": "rest", "eyes-closed": "rest-eyes-closed", "separated": "rest-separated"}
-_SCREEN = {
-    "eyes-open": "Rest\n\nlook at your partner",
-    "eyes-closed": "Rest\n\neyes closed",
-    "separated": "+",
-}
 
 
 class RestParams(ParadigmParams):
@@ -64,12 +56,17 @@ class Rest(Paradigm[RestParams]):
 
     def run(self, ctx: TaskContext, params: RestParams, block_id: str) -> None:
         if params.show_instructions:
-            ctx.instructions(self.instructions_text(params, _INSTRUCTIONS[params.variant]), self.name, block_id)
-        text = _SCREEN[params.variant]
-        cross = params.variant == "separated"
+            default = ctx.text(f"rest.instructions.{params.variant}")
+            ctx.instructions(self.instructions_text(params, default), self.name, block_id)
+        fixation = params.variant != "eyes-closed"
 
         def draw(view: View) -> None:
-            view.text("rest", text, height=0.12 if cross else 0.06, color="white" if cross else "#aaaaaa").draw()
+            if params.variant == "separated":
+                view.text("rest-cross", "+", height=0.12).draw()
+            elif params.variant == "eyes-open":  # they look at the partner: only a point to rest the eyes on
+                view.circle("rest-point", radius=0.01, fillColor="#bbbbbb").draw()
+            else:
+                view.text("rest-closed", ctx.text("rest.screen.eyes-closed"), color="#888888").draw()
 
         value = {
             "variant": params.variant,
@@ -79,7 +76,7 @@ class Rest(Paradigm[RestParams]):
         }
         condition = self.conditions(params)[0]
         with ctx.block(self.name, block_id, condition, value=value):
-            if cross:
+            if fixation:
                 ctx.mark_on_next_flip(ctx.marker("fixation"))
             onset, _ = ctx.show(draw, duration=ctx.scaled(params.duration_s), screenshot=f"rest_{params.variant}")
             ctx.add_row(

@@ -15,8 +15,12 @@ Gaussian jitter and continues at ``period_s`` with the same jitter; its flashes 
 markers with ``participant`` = ``null`` and value ``{"by": "computer"}``.
 
 The CSV has one row per tap (participants and computer): phase, who, LSL time, asynchrony to the
-nearest pacer tick (synchronisation phase) and inter-tap interval. Tapping is never accelerated
-by the autopilot speed.
+nearest pacer tick (synchronisation phase) and inter-tap interval.
+
+Piloting with ``--speed``: the pacer period (with the flash and the computer's jitter) and
+``continuation_s`` are divided by the autopilot's speed, the period no shorter than
+:data:`FASTEST_PILOT_PERIOD_S`; the number of pacer ticks stays. The block marker and the CSV hold
+the timing that ran.
 """
 
 from __future__ import annotations
@@ -32,12 +36,6 @@ if TYPE_CHECKING:
     from dyadlab.tasks.display import View
     from dyadlab.tasks.kit import Frame, TaskContext
 
-_INSTRUCTIONS = {
-    "human": "Tapping together\n\nTap your key in time with the flashing circle.\n"
-    "When it stops, keep tapping at the same pace.\nThe small circles flash when your partner taps.",
-    "computer": "Tapping with the computer\n\nTap your key in time with the flashing circle.\n"
-    "When it stops, keep tapping at the same pace.\nThe small circle flashes when the computer taps.",
-}
 _COMPUTER = "computer"
 
 
@@ -67,6 +65,27 @@ class TappingParams(ParadigmParams):
     computer_jitter_s: float = Field(0.03, ge=0, le=0.2)
 
 
+#: Shortest pacer period of an accelerated pilot: the autopilot holds a key 0.06 s, and each tap
+#: and flash must still fall on its own frames at 60 Hz.
+FASTEST_PILOT_PERIOD_S = 0.15
+
+
+def _piloted(ctx: TaskContext, params: TappingParams) -> TappingParams:
+    """Tapping timing divided by the autopilot's speed (``--speed``); unchanged at speed 1."""
+    if ctx.speed == 1.0:
+        return params
+    period = max(ctx.scaled(params.period_s), min(params.period_s, FASTEST_PILOT_PERIOD_S))
+    factor = period / params.period_s
+    return params.model_copy(
+        update={
+            "period_s": period,
+            "flash_s": params.flash_s * factor,
+            "computer_jitter_s": params.computer_jitter_s * factor,
+            "continuation_s": ctx.scaled(params.continuation_s),
+        }
+    )
+
+
 class Tapping(Paradigm[TappingParams]):
     """Synchronisation–continuation tapping block."""
 
@@ -77,8 +96,11 @@ class Tapping(Paradigm[TappingParams]):
         return ["tapping" if params.partner == "human" else "tapping-computer"]
 
     def run(self, ctx: TaskContext, params: TappingParams, block_id: str) -> None:
+        params = _piloted(ctx, params)
         if params.show_instructions:
-            ctx.instructions(self.instructions_text(params, _INSTRUCTIONS[params.partner]), self.name, block_id)
+            ctx.instructions(
+                self.instructions_text(params, ctx.text(f"tapping.instructions.{params.partner}")), self.name, block_id
+            )
         value = params.model_dump(include={"partner", "period_s", "n_pacer_ticks", "continuation_s"})
         value["roles"] = ctx.roles
         with ctx.block(self.name, block_id, self.conditions(params)[0], value=value):
@@ -118,12 +140,12 @@ class _TappingRun:
             view.circle(
                 "pacer", radius=0.07, pos=(0, 0.05), lineWidth=4, lineColor="white", fillColor="white" if lit else None
             ).draw()
-            view.text("phase", "tap with the flashes", pos=(0, -0.3), height=0.035, color="#aaaaaa").draw()
-        else:
-            view.text("phase", "keep tapping at the same pace", pos=(0, -0.3), height=0.035, color="#aaaaaa").draw()
+        phase_text = self.ctx.text(f"tapping.phase.{self.phase}")
+        view.text("phase", phase_text, pos=(0, -0.3), height=0.045, color="#aaaaaa").draw()
         for who, x in self._tapper_slots(view):
             lit = now < self.lit_until[who]
-            label = "partner" if len(view.participants) == 1 and who != _COMPUTER else who
+            # shared screen: the circles' sides say whose taps they are (no internal labels)
+            label = self._tapper_label(view, who)
             view.circle(
                 f"tap-{who}",
                 radius=0.04,
@@ -132,9 +154,16 @@ class _TappingRun:
                 lineColor="#88aaff",
                 fillColor="#88aaff" if lit else None,
             ).draw()
-            view.text(f"tap-label-{who}", label, pos=(x, -0.04), height=0.03, color="#88aaff").draw()
+            if label:
+                view.text(f"tap-label-{who}", label, pos=(x, -0.04), height=0.04, color="#88aaff").draw()
 
-    def _tap(self, who: str, t_down: float, lsl_time: float) -> None:
+    def _tapper_label(self, view: View, who: str) -> str:
+        """Text under a tapper's circle: "computer", "partner" on one's own screen, none on a shared one."""
+        if who == _COMPUTER:
+            return self.ctx.text("tapping.computer")
+        return self.ctx.text("tapping.partner") if len(view.participants) == 1 else ""
+
+    def _tap(self, who: str, t_down: float, lsl_time: float, device: str | None = None) -> None:
         ctx = self.ctx
         nearest = None
         if self.ticks and self.phase == "synchronization":
@@ -142,7 +171,14 @@ class _TappingRun:
             nearest = t_down - self.ticks[nearest_index]
         interval = t_down - self.last_tap[who] if who in self.last_tap else None
         self.last_tap[who] = t_down
-        ctx.add_row(phase=self.phase, tapper=who, tap_lsl_time=lsl_time, asynchrony_s=nearest, interval_s=interval)
+        ctx.add_row(
+            phase=self.phase,
+            tapper=who,
+            tap_lsl_time=lsl_time,
+            asynchrony_s=nearest,
+            interval_s=interval,
+            device=device,
+        )
         if who in self.lit_until:
             self.lit_until[who] = ctx.now() + self.params.flash_s
             participant = None if who == _COMPUTER else who
@@ -151,7 +187,7 @@ class _TappingRun:
     def on_frame(self, frame: Frame) -> None:
         ctx = self.ctx
         for response in frame.responses:
-            self._tap(response.participant, response.t_down, response.lsl_time)
+            self._tap(response.participant, response.t_down, response.lsl_time, response.device)
         now = ctx.now()
         if self.next_tick < len(self.ticks) and now >= self.ticks[self.next_tick]:
             self.pacer_lit_until = now + self.params.flash_s

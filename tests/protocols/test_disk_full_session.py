@@ -215,6 +215,8 @@ def test_session_that_cannot_fit_is_refused_before_recording(small_disk, tmp_pat
     assert caught.value.stage == "recorder"
     assert "Fix:" in str(caught.value)
     assert not list((disk / "out").rglob("*.xdf"))
-    session = json.loads(next((disk / "out").rglob("*_session.json")).read_text())
+    # Nothing recorded: the run number stays free and the attempt's record is kept aside.
+    assert not list((disk / "out").rglob("*_session.json"))
+    session = json.loads(next((disk / "out").rglob("*_not-recorded_*.json")).read_text())
     assert session["complete"] is False and session["failed_stage"] == "recorder"
     assert "InsufficientSpaceError" in session["error"]

@@ -60,7 +60,7 @@ def make_context(streams: EventStreams, tmp_path: Path, artifacts_dir: Path) -> 
     """Factory of open task contexts on the test's streams (closed at teardown).
 
     Windows are 800x500, not full screen, capped at 120 frames/s (Xvfb has no vsync). The
-    autopilot presses real keys through XTEST at ``speed`` (rest/conversation/reading shortened).
+    autopilot presses real keys through XTEST at ``speed`` (every timed part of a block shortened).
     """
     from dyadlab.tasks.autopilot import AutopilotSettings
     from dyadlab.tasks.display import DisplaySettings
@@ -74,6 +74,7 @@ def make_context(streams: EventStreams, tmp_path: Path, artifacts_dir: Path) -> 
         speed: float = 40.0,
         screenshots: bool = False,
         photodiode_corner: str | None = None,
+        display_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> TaskContext:
         if autopilot == "default":
@@ -90,6 +91,7 @@ def make_context(streams: EventStreams, tmp_path: Path, artifacts_dir: Path) -> 
                 check_timing=False,
                 max_frame_rate=120,
                 photodiode_corner=photodiode_corner,
+                **(display_options or {}),
             ),
             autopilot=autopilot,  # type: ignore[arg-type]
             seed=11,

@@ -53,9 +53,15 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def pixel_std(path: Path) -> float:
-    """Standard deviation of a PNG's pixel values (0 for a blank image)."""
+def drawn_pixels(path: Path) -> int:
+    """How many pixels of a PNG differ from its background (its most common grey level); 0 = blank.
+
+    A fixation point is a few dozen pixels on a uniform screen, so a spread measure (standard
+    deviation) would call it blank; this counts what was drawn.
+    """
     import numpy as np
     from PIL import Image
 
-    return float(np.asarray(Image.open(path).convert("L"), dtype=float).std())
+    grey = np.asarray(Image.open(path).convert("L"), dtype=int)
+    background = np.bincount(grey.ravel()).argmax()
+    return int(np.count_nonzero(np.abs(grey - background) > 8))

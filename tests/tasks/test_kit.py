@@ -118,9 +118,9 @@ def test_request_abort_from_another_thread_ends_the_block_like_escape(make_conte
         timer.cancel()
     assert ctx.now() - started < 5.0
     markers = streams.markers()
-    assert events(markers) == ["block_start", "abort", "block_end"]
-    assert markers[1][0].value == "the recording failed: disk full"
-    assert markers[2][0].value == "aborted"
+    assert events(markers) == ["block_start", "fixation", "abort", "block_end"]  # eyes-open rest: a fixation point
+    assert markers[2][0].value == "the recording failed: disk full"
+    assert markers[3][0].value == "aborted"
     ctx.mark_on_next_flip(Marker(event="session_end", value="aborted"))
     ctx.flip(read_keys=False)  # an abort already requested must not fire again here
     assert events(streams.markers()) == ["session_end"]
@@ -153,7 +153,7 @@ def test_operator_pause_marks_pause_and_resume_and_extends_the_block(make_contex
     ctx.autopilot.operator_key("f9", start + 1.5)
     run_block(ctx, "rest", {"duration_s": 1.2, "show_instructions": False}, "pause-1")
     markers = streams.markers()
-    assert events(markers) == ["block_start", "pause", "resume", "block_end"]
+    assert events(markers) == ["block_start", "fixation", "pause", "resume", "block_end"]
     t = {m.event: stamp for m, stamp in markers}
     paused = t["resume"] - t["pause"]
     assert 0.8 < paused < 1.4
@@ -225,7 +225,8 @@ def test_photodiode_patch_is_white_exactly_on_marker_frames(make_context, stream
 
 def test_make_response_fallback_reaches_the_task(make_context, streams):
     """The autopilot's no-X-server path (``KeyboardDevice.makeResponse``) also drives a block."""
-    ctx = make_context(autopilot=AutopilotSettings(seed=3, speed=40, injector="make-response"))
+    # Speed 1: real reaction times are checked (a faster pilot compresses them).
+    ctx = make_context(autopilot=AutopilotSettings(seed=3, speed=1, injector="make-response"))
     assert ctx.autopilot.injector_name == "make-response"
     run_block(ctx, "joint-press", {**FAST_PRESS, "n_trials": 2}, "fallback-1")
     rows = read_csv(ctx.csv_path)
