@@ -28,8 +28,10 @@ from dyadlab.protocols.schema import (
     plan_session,
 )
 
-console = Console(stderr=False, highlight=False)
-error_console = Console(stderr=True, highlight=False)
+# soft_wrap: rich leaves long lines to the terminal instead of breaking them, so a path in a
+# message is never split across lines (it stays one string to copy or to search for).
+console = Console(stderr=False, highlight=False, soft_wrap=True)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _print_protocol_error(error: ProtocolError) -> None:

@@ -424,6 +424,28 @@ class _SerialBoxReader:
         self._serial.close()
 
 
+def _restore_psychopy_queues(indices: list[int]) -> None:
+    """Give PsychoPy's keyboard back its queues on ``indices``.
+
+    PsychHID keeps one queue per keyboard, so creating and releasing ours re-created and released
+    the queue that PsychoPy's process-wide keyboard reads on the same device: without this, the
+    next :class:`SharedKeyReader` in the process fails with "No queue for that device yet!".
+    """
+    import sys
+
+    keyboard_module = sys.modules.get("psychopy.hardware.keyboard")
+    buffers = getattr(keyboard_module, "_keyBuffers", None) or {}
+    for index in indices:
+        buffer = buffers.get(index)
+        if buffer is None:
+            continue
+        try:
+            buffer.dev._create_queue(buffer.bufferSize, win_handle=None)
+            buffer.start()
+        except Exception:
+            logger.exception("Could not give PsychoPy's keyboard its queue on device %d back", index)
+
+
 class DeviceKeyReader:
     """Each participant's presses from their own device; operator keys from any other keyboard.
 
@@ -531,6 +553,7 @@ class DeviceKeyReader:
                 queue._release_queue()
             except Exception:
                 logger.exception("Could not release a keyboard queue")
+        _restore_psychopy_queues(list(self._queues))
         self._queues = {}
         for reader in self._serial:
             reader.close()

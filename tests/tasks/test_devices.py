@@ -138,6 +138,27 @@ def test_two_keyboards_are_told_apart_with_real_windows(make_context, streams, x
     assert [(m.participant, m.value["device"]) for m in events] == [(xtest_owner, XTEST)] * 4
 
 
+@needs_display
+@pytest.mark.display
+@pytest.mark.integration
+def test_the_shared_keyboard_reads_again_after_per_participant_keyboards(make_context) -> None:
+    """PsychHID keeps one queue per keyboard, so the per-participant reader's queues are also the
+    queues of PsychoPy's process-wide keyboard: a shared-keyboard context opened after a
+    per-participant one (a pilot after a session, a second test in a process) must still read."""
+    keyboards = {keyboard.product for keyboard in list_keyboards()}
+    if not {XTEST, XVFB} <= keyboards:
+        pytest.skip(f"needs Xvfb's two keyboards, found {sorted(keyboards)}")
+    shared_keys = KeySettings(participants={"A": ParticipantKeys(respond="a"), "B": ParticipantKeys(respond="l")})
+    make_context(autopilot=None, keys=shared_keys).close()  # PsychoPy's keyboard opens its queues
+    own = _settings({"A": KeyboardMatch(product=XTEST), "B": KeyboardMatch(product=XVFB)})
+    make_context(autopilot=None, keys=own).close()
+    ctx = make_context(autopilot=None, keys=shared_keys)
+    assert ctx._reader.backend != "ptb-per-device"
+    with Autopilot(AutopilotSettings(injector="xtest"), {"A": "a", "B": "l"}) as xtest:
+        read = _press_and_read(ctx, xtest, "a", 3)
+    assert [r.participant for r in read] == ["A"] * 3, read
+
+
 @pytest.fixture
 def serial_box():
     """A pseudo-terminal pair: the box end (for pyserial) and the end the test writes presses into."""
