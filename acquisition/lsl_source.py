@@ -44,28 +44,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dyadlab.acquisition.lslconfig import session_id_in_force
 from dyadlab.acquisition.sources import SourceChunk, SourceConfigError, SourceDisconnectedError
+from dyadlab.channel_quality import microvolts_per_unit
 
 logger = logging.getLogger(__name__)
 
 #: The device value of a participant whose EEG is an existing LSL stream.
 LSL_BOARD = "lsl"
-#: Microvolts per unit, for the unit names vendor apps write into ``channels/channel/unit``.
-MICROVOLTS_PER_UNIT: dict[str, float] = {
-    "microvolts": 1.0,
-    "microvolt": 1.0,
-    "uv": 1.0,
-    "µv": 1.0,
-    "μv": 1.0,
-    "millivolts": 1e3,
-    "millivolt": 1e3,
-    "mv": 1e3,
-    "volts": 1e6,
-    "volt": 1e6,
-    "v": 1e6,
-    "nanovolts": 1e-3,
-    "nanovolt": 1e-3,
-    "nv": 1e-3,
-}
 #: After the first match, how long answers are still collected (a second match is ambiguity).
 _SETTLE_S = 0.5
 #: Seconds of samples the inlet holds unread (liblsl's ``max_buflen``); a silence longer than
@@ -114,7 +98,7 @@ class LslStreamSpec(BaseModel):
     @field_validator("unit")
     @classmethod
     def _known_unit(cls, value: str | None) -> str | None:
-        if value is not None and value.strip().lower() not in MICROVOLTS_PER_UNIT:
+        if value is not None and microvolts_per_unit(value) is None:
             raise ValueError(f"unknown unit {value!r}: use microvolts, millivolts, volts or nanovolts")
         return value
 
@@ -254,7 +238,7 @@ class LslStreamSource:
             raise SourceConfigError(f"{where} declares no EEG channel; list them under the device's channels")
         aux = [i for i in range(count) if i not in eeg]
         unit = self.spec.unit or next((units[i] for i in eeg if units[i]), "")
-        scale = MICROVOLTS_PER_UNIT.get(unit.strip().lower())
+        scale = microvolts_per_unit(unit)
         if scale is None:
             raise SourceConfigError(
                 f"{where} does not declare a unit dyadlab knows ({unit!r}); set unit: microvolts (or millivolts, "
