@@ -836,6 +836,15 @@ def summary_lines(verification: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _table(columns: list[tuple[str, str]], records: list[dict[str, Any]]) -> str:
+    """An HTML table of ``records`` with one column per (key, title) of ``columns``."""
+    header = "".join(f"<th>{html_escape(title)}</th>" for _, title in columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{format_number(record[key])}</td>" for key, _ in columns) + "</tr>" for record in records
+    )
+    return f"<table><tr>{header}</tr>{rows}</table>"
+
+
 def timing_section_html(result: QuickCheckResult) -> str:
     """The body of the report's timing-verification section (photodiode / TTL), as an HTML fragment
     (the report writes the heading)."""
@@ -862,15 +871,9 @@ def timing_section_html(result: QuickCheckResult) -> str:
             ("unmatched_edges", "edges without marker"),
             ("sample_period_ms", "sample (ms)"),
         ]
-        header = "".join(f"<th>{html_escape(title)}</th>" for _, title in columns)
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{format_number(c[key])}</td>" for key, _ in columns) + "</tr>"
-            for c in data["channels"]
-        )
         parts.append(
             "<p class='small'>Latency: the flash's edge minus the marker stamp of its screen change (LSL clock). "
-            "Merged: the patch was still lit from the previous marked frame.</p>"
-            f"<table><tr>{header}</tr>{rows}</table>"
+            "Merged: the patch was still lit from the previous marked frame.</p>" + _table(columns, data["channels"])
         )
     if data["lags"]:
         columns = [
@@ -884,14 +887,9 @@ def timing_section_html(result: QuickCheckResult) -> str:
             ("residual_sd_ms", "residual SD (ms)"),
             ("span_s", "span (s)"),
         ]
-        header = "".join(f"<th>{html_escape(title)}</th>" for _, title in columns)
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{format_number(lag[key])}</td>" for key, _ in columns) + "</tr>"
-            for lag in data["lags"]
-        )
         parts.append(
             "<p class='small'>The same pulse in both amplifiers: B's edge minus A's, and its drift (least-squares line "
-            f"over the session).</p><table><tr>{header}</tr>{rows}</table>"
+            "over the session).</p>" + _table(columns, data["lags"])
         )
     if data["problems"]:
         parts.append("<ul class='warn'>" + "".join(f"<li>{html_escape(p)}</li>" for p in data["problems"]) + "</ul>")
