@@ -26,7 +26,10 @@ railed         >= 1 % of the samples at the rail: beyond 98 % of ``rail_uv`` whe
                (a channel stuck at one value >= 1000 µV in magnitude is railed); takes precedence
 flat           (not railed) std < 0.5 µV, or the same value in > 50 % of consecutive samples
 noisy          (neither) std > 100 µV, or robust z of log(std) across the participant's live
-               channels > 3.5 *and* std >= 3.5 x their median (a blink is not enough)
+               channels > 3.5 *and* std >= 3.5 x their median (a blink is not enough); a
+               channel noisy in only a few half-second parts of the window (a large blink, a
+               movement: :func:`dyadlab.channel_quality.noisy_throughout`) is a warning
+               (``noisy_transient``) and does not count as bad
 line noise     (neither) mains peak (±1 Hz) > 20 dB above the spectrum 2-5 Hz away
 rate           |effective / expected - 1| <= 2 %
 local_clock    median (receipt time - (stamp + clock offset)) within ±1 s
@@ -55,7 +58,7 @@ import scipy.stats
 
 from dyadlab.acquisition.lslconfig import session_id_in_force
 from dyadlab.acquisition.streams import MARKER_CHANNEL_LABEL, source_id
-from dyadlab.channel_quality import ChannelQuality, ChannelThresholds, classify_channels
+from dyadlab.channel_quality import ChannelQuality, ChannelThresholds, classify_channels, noisy_throughout
 
 logger = logging.getLogger(__name__)
 
@@ -587,13 +590,18 @@ def _check_channels(
         np.ascontiguousarray(values.T), fs, config.line_freq, unit="microvolts", thresholds=config.thresholds
     )
     channels = [_channel_result(quality, i, name) for i, name in enumerate(names)]
-    bad = [channel for channel in channels if channel.flags]
+    # A blink or a movement in a few seconds of data is not a bad electrode: a channel noisy in
+    # only a few half-second segments is reported, but it does not stop the session.
+    lasting = noisy_throughout(np.ascontiguousarray(values.T), fs, quality)
+    passing = {i for i in np.flatnonzero(quality.noisy & ~lasting) if channels[i].flags == ["noisy"]}
+    bad = [channel for i, channel in enumerate(channels) if channel.flags and i not in passing]
     severity: Severity = "error" if len(bad) > config.max_bad_channels else "warning"
     problems = [
         _channel_problem(severity, flag, channel, config, label, result.source_id)
         for channel in bad
         for flag in channel.flags
     ]
+    problems += [_transient_noise_problem(channels[i], label, result.source_id) for i in sorted(passing)]
     test_board = _test_signal_board(probe.full_info)
     if test_board is not None and problems:
         counts = Counter(problem.check for problem in problems)
@@ -610,6 +618,19 @@ def _check_channels(
             )
         ]
     return channels, problems
+
+
+def _transient_noise_problem(channel: ChannelResult, label: str, stream: str) -> Problem:
+    return _problem(
+        "warning",
+        "noisy_transient",
+        f"Noisy for a moment only: std {channel.std_uv:.1f} µV over the window, {channel.ratio_to_median:.1f} x "
+        "the median of the other channels, but not in most half-second parts of it (a blink or a movement).",
+        "Nothing if the participant blinked or moved; if it recurs, check this electrode's contact.",
+        participant=label,
+        stream=stream,
+        channel=channel.label,
+    )
 
 
 def _optional(value: float) -> float | None:

@@ -651,9 +651,68 @@ def classify_channels(
     )
 
 
+#: Length of the short segments in which :func:`noisy_throughout` looks for lasting noise: a blink
+#: (about 0.5 s) touches at most two of them.
+PERSISTENCE_SEGMENT_S = 0.5
+
+
+def noisy_throughout(
+    data: ArrayLike, sampling_rate: float, quality: ChannelQuality, *, segment_s: float = PERSISTENCE_SEGMENT_S
+) -> BoolArray:
+    """Which ``noisy`` channels are noisy in most short segments, not only in a few.
+
+    A few seconds of data (preflight, a live monitor) that hold one eye blink or one movement make
+    the frontal or the moved channels ``noisy`` by :func:`classify_channels`' measures, which
+    average over the window. Lasting noise (a poor contact, muscle) stands out in every part of
+    the window. So the window is cut into segments of ``segment_s``; in each, every channel's
+    standard deviation (a straight line removed) is compared with the median of the live channels
+    that are not noisy; a noisy channel is *noisy throughout* when the median over segments of
+    that ratio still reaches ``noisy_ratio``, or the median of its standard deviation still exceeds
+    ``noisy_std_uv``. A transient that touches fewer than half the segments leaves both medians
+    as they were without it.
+
+    Parameters
+    ----------
+    data : array, shape (n_channels, n_samples)
+        The rows ``quality`` was computed from, in its unit.
+    sampling_rate : float
+        Hz.
+    quality : ChannelQuality
+        :func:`classify_channels` of ``data``.
+    segment_s : float
+        Segment length (s).
+
+    Returns
+    -------
+    np.ndarray of bool, shape (n_channels,)
+        A subset of ``quality.noisy``. With fewer than three segments the window cannot tell a
+        transient from lasting noise, and every noisy channel is returned.
+    """
+    array = np.asarray(data, dtype=np.float64)
+    _check_shape(array, sampling_rate)
+    if not segment_s > 0:
+        raise ValueError(f"segment_s must be > 0 s, got {segment_s!r}.")
+    length = max(int(round(segment_s * sampling_rate)), 2)
+    n_segments = array.shape[1] // length
+    if n_segments < 3 or not quality.noisy.any():
+        return quality.noisy.copy()
+    segments = array[:, : n_segments * length].reshape(array.shape[0], n_segments, length)
+    segment_std = np.std(signal.detrend(np.nan_to_num(segments), axis=-1), axis=-1)  # (channels, segments)
+    reference = quality.live & ~quality.noisy & np.all(segment_std > 0, axis=1)
+    if not reference.any():
+        return quality.noisy.copy()
+    ratio = segment_std / np.median(segment_std[reference], axis=0)
+    thresholds = quality.thresholds
+    lasting = np.median(ratio, axis=1) >= thresholds.noisy_ratio
+    if quality.uv_per_unit is not None:
+        lasting |= np.median(segment_std, axis=1) * quality.uv_per_unit > thresholds.noisy_std_uv
+    return np.asarray(quality.noisy & lasting, dtype=bool)
+
+
 __all__ = [
     "HIGHPASS_HZ",
     "MAINS_HZ",
+    "PERSISTENCE_SEGMENT_S",
     "SPECTRUM_MAX_WINDOWS",
     "ChannelQuality",
     "ChannelThresholds",
@@ -661,6 +720,7 @@ __all__ = [
     "classify_channels",
     "line_noise_db",
     "microvolts_per_unit",
+    "noisy_throughout",
     "welch_spectrum",
     "window_samples",
 ]

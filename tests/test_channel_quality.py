@@ -10,6 +10,7 @@ and every threshold from both sides.
 from __future__ import annotations
 
 from dataclasses import asdict, fields
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,12 +23,14 @@ from dyadlab.channel_quality import (
     ChannelThresholds,
     classify_channels,
     microvolts_per_unit,
+    noisy_throughout,
     welch_spectrum,
 )
 from dyadlab.synchrony.io import ParticipantEeg
 from dyadlab.synchrony.quality import QualityThresholds, participant_quality, thresholds_dict
 
 FS = 250.0
+DATA = Path(__file__).resolve().parent / "data"
 CYTON_RAIL_UV = 187500.0
 LABEL_KEYS = {"flat": "flat", "railed": "railed", "noisy": "noisy", "line_noise_channels": "line_noise"}
 
@@ -385,6 +388,53 @@ def test_eye_blinks_in_a_few_seconds_are_not_noise() -> None:
         for start in range(0, data.shape[1] - 500, 500)
     ]
     assert not any(flagged)
+
+
+def _eeglab_tutorial_uv() -> tuple[np.ndarray, float, list[str]]:
+    """The EEGLAB tutorial recording (tests/data/eeglab: real EEG with real blinks, 128 Hz)."""
+    mne = pytest.importorskip("mne")
+    raw = mne.io.read_raw_eeglab(DATA / "eeglab" / "eeglab_data.set", preload=True, verbose=False)
+    return raw.get_data() * 1e6, float(raw.info["sfreq"]), list(raw.ch_names)
+
+
+def test_real_blinks_in_a_few_seconds_are_transient_and_lasting_noise_is_not() -> None:
+    """Real blinks flag FPz noisy in a few 3-s windows of a recording others made; every such flag
+    is transient. The same windows with planted poor contact (white noise, 6 x the median std) on
+    a posterior channel keep that channel noisy throughout."""
+    data, fs, names = _eeglab_tutorial_uv()
+    length = int(3 * fs)
+    transient_flags = 0
+    for start in range(0, data.shape[1] - length + 1, length):
+        window = data[:, start : start + length]
+        quality = classify_channels(window, fs, 60.0)
+        lasting = noisy_throughout(window, fs, quality)
+        assert not lasting.any(), f"window at {start / fs:.0f} s: {[names[c] for c in np.flatnonzero(lasting)]}"
+        transient_flags += int(quality.noisy.sum())
+        bad = window.copy()
+        level = 6.0 * float(np.median(quality.std))
+        bad[names.index("Pz")] += np.random.default_rng(start).normal(0.0, level, length)
+        bad_quality = classify_channels(bad, fs, 60.0)
+        assert bad_quality.noisy[names.index("Pz")]
+        assert noisy_throughout(bad, fs, bad_quality)[names.index("Pz")]
+    assert transient_flags >= 2, "the recording's blinks no longer reach the noisy limit: the test lost its point"
+
+
+def test_a_transient_in_fewer_than_half_the_segments_is_not_lasting() -> None:
+    """A burst covering 2 of 6 half-second segments is transient; 4 of 6 is lasting; a window of
+    fewer than 3 segments cannot tell and keeps the flag."""
+    data = _white(8, 3.0)
+    for segments, expected in ((2, False), (4, True)):
+        bursty = data.copy()
+        bursty[0, : int(segments * 0.5 * FS)] *= 12.0
+        quality = classify_channels(bursty, FS)
+        assert quality.noisy[0]
+        assert noisy_throughout(bursty, FS, quality)[0] == expected, segments
+    short = data[:, : int(1.4 * FS)].copy()
+    short[0, 150:200] *= 30.0  # mid-window: the Hann taper would hide it at an edge
+    quality = classify_channels(short, FS)
+    assert quality.noisy[0] and noisy_throughout(short, FS, quality)[0]
+    with pytest.raises(ValueError, match="segment_s"):
+        noisy_throughout(data, FS, quality, segment_s=0.0)
 
 
 @pytest.mark.parametrize("side", ["above", "below"])

@@ -245,6 +245,27 @@ def test_noisy_channel(crafted) -> None:
     assert set(checks) == {("noisy", "Pz")}, checks
 
 
+def test_a_large_blink_in_the_window_warns_but_does_not_stop_the_session(crafted) -> None:
+    """One 700-µV blink per 3 s (eyes squeezed shut) on Fp1/Fp2 (the stream cycles 3 s of data, so every 3-s reading
+    holds exactly one): the window's std flags both channels noisy, but they are noisy in only
+    a few half-second parts, so they are warnings and the participant is ready. The same
+    channels with lasting poor contact stay errors (``test_noisy_channel``)."""
+    data = _HEALTHY[:, : int(3 * FS)].copy()
+    seconds = np.arange(int(0.6 * FS)) / FS
+    blink = 700.0 * (seconds / 0.1) * np.exp(1 - seconds / 0.1)  # gamma-shaped, peak at 0.1 s
+    start = int(1.2 * FS)
+    data[:2, start : start + blink.size] += blink
+    stream = crafted("A", data)
+    report = run_preflight(_config(stream.info.source_id().split(".")[2], duration_s=3.0))
+    channels = {c.label: c for c in report.participants["A"].channels}
+    assert channels["Fp1"].flags == ["noisy"] and channels["Fp2"].flags == ["noisy"], channels
+    checks = _problem_checks(report)
+    assert set(checks) == {("noisy_transient", "Fp1"), ("noisy_transient", "Fp2")}, checks
+    assert all(p.severity == "warning" for p in report.problems if p.participant == "A")
+    assert "a blink or a movement" in checks["noisy_transient", "Fp1"]
+    assert report.participants["A"].ready
+
+
 def test_wrong_sampling_rate(crafted) -> None:
     stream = crafted("A", declared_rate=250.0, push_rate=200.0)
     report = run_preflight(_config(stream.info.source_id().split(".")[2]))
