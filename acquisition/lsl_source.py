@@ -129,6 +129,11 @@ class LslStreamSource:
     spec : LslStreamSpec
     participant : str
         The participant label, for messages.
+    reconnect_after_silence_s : float
+        The bridge keeps the inlet through a silence up to this long (default: the inlet's buffer,
+        :data:`INLET_BUFFER_S`): liblsl resumes the subscription itself and delivers what the
+        outlet buffered; releasing the inlet earlier would throw that away. After a longer
+        silence the stream is resolved anew.
 
     Raises
     ------
@@ -138,14 +143,15 @@ class LslStreamSource:
     """
 
     has_marker_channel = False
-    #: The bridge keeps this source's inlet through a silence up to this long (seconds): liblsl
-    #: resumes the subscription itself and delivers the buffered samples; releasing the inlet
-    #: would throw them away.
-    reconnect_after_silence_s: float = float(INLET_BUFFER_S)
 
-    def __init__(self, spec: LslStreamSpec, *, participant: str) -> None:
+    def __init__(
+        self, spec: LslStreamSpec, *, participant: str, reconnect_after_silence_s: float = float(INLET_BUFFER_S)
+    ) -> None:
+        if not reconnect_after_silence_s > 0:
+            raise ValueError(f"reconnect_after_silence_s must be > 0 s, got {reconnect_after_silence_s!r}.")
         self.spec = spec
         self.participant = participant
+        self.reconnect_after_silence_s = float(reconnect_after_silence_s)
         self._inlet: Any = None
         info = self._resolve()
         self._layout = self._read_layout(info)

@@ -69,10 +69,42 @@ class QuietingOutlet:
         del self.outlet
 
 
+def test_a_silence_longer_than_the_reconnect_threshold_resolves_the_stream_anew(unique_id: str) -> None:
+    """The other side of ``reconnect_after_silence_s`` (60 s by default; 3 s here, below the
+    4-s silence): the bridge releases the inlet, resolves the stream again and streams on."""
+    amp = QuietingOutlet(f"quiet-{unique_id}")
+    try:
+        source = LslStreamSource(
+            LslStreamSpec(source_id=f"quiet-{unique_id}"), participant="A", reconnect_after_silence_s=3.0
+        )
+        participant = ParticipantInfo("A", "sub-01")
+        with BoardBridge(source, study=f"stall{unique_id}", dyad="d01", participant=participant) as bridge:
+            inlet_before = source._inlet
+            time.sleep(1.0)
+            amp.held.set()
+            time.sleep(SILENCE_S)
+            amp.held.clear()
+            deadline = time.monotonic() + 10.0
+            while bridge.status.reconnects == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            samples_then = bridge.status.samples
+            time.sleep(1.0)
+            status = bridge.status
+            inlet_after = source._inlet
+    finally:
+        amp.close()
+    assert status.reconnects == 1 and status.state is BridgeState.STREAMING, status
+    assert inlet_after is not inlet_before, "the inlet was kept past the threshold"
+    assert status.samples - samples_then >= 0.5 * RATE, "the reconnected stream does not deliver"
+    with pytest.raises(ValueError, match="reconnect_after_silence_s"):
+        LslStreamSource(LslStreamSpec(source_id=f"quiet-{unique_id}"), participant="A", reconnect_after_silence_s=0)
+
+
 def test_a_silent_lsl_stream_is_reported_and_read_on_without_losing_samples(unique_id: str) -> None:
     amp = QuietingOutlet(f"quiet-{unique_id}")
     try:
         source = LslStreamSource(LslStreamSpec(source_id=f"quiet-{unique_id}"), participant="A")
+        assert source.reconnect_after_silence_s > SILENCE_S  # the default: the inlet's 60-s buffer
         participant = ParticipantInfo("A", "sub-01")
         with BoardBridge(source, study=f"stall{unique_id}", dyad="d01", participant=participant) as bridge:
             inlet_before = source._inlet

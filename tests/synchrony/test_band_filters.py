@@ -232,13 +232,16 @@ def test_band_filter_option_reaches_the_report(tmp_path):
     assert abs(plv["hypyp"] - plv["butterworth"]) > 1e-3
 
 
-def test_hypyp_epochs_option_reproduces_hypyps_default_pipeline():
+@pytest.mark.parametrize("epoch_chunk", [seg.EPOCH_CHUNK, 7])
+def test_hypyp_epochs_option_reproduces_hypyps_default_pipeline(epoch_chunk, monkeypatch):
     """``band_filter="hypyp-epochs"`` on real EEG against HyPyP's default pipeline run by HyPyP itself
     (``compute_freq_bands`` on the epochs: MNE's ``filter_data`` per epoch, Hilbert per epoch; then
     ``compute_sync``) on the same epochs: equal at every sample, within the decimation error at the
-    analysis rate. The ``"hypyp"`` option (continuous filtering) is not: the test can tell them apart."""
+    analysis rate. The ``"hypyp"`` option (continuous filtering) is not: the test can tell them apart.
+    Both sides of ``EPOCH_CHUNK``: every epoch in one batch, and batches of 7 (the last one partial)."""
     from hypyp.analyses import compute_freq_bands
 
+    monkeypatch.setattr(seg, "EPOCH_CHUNK", epoch_chunk)
     a, b, rate = _halves()
     # dyadlab removes each block's channel means before filtering; HyPyP is given the same signal.
     a, b = a[:8] - a[:8].mean(axis=1, keepdims=True), b[:8] - b[:8].mean(axis=1, keepdims=True)
@@ -249,6 +252,8 @@ def test_hypyp_epochs_option_reproduces_hypyps_default_pipeline():
     fast, _ = _dyadlab_epochs(a, b, rate, bands, "hypyp-epochs", True, margin)
     continuous, _ = _dyadlab_epochs(a, b, rate, bands, "hypyp", True, margin)
     index = starts[:, None] + np.arange(int(EPOCH_S * rate))[None, :]
+    # One batch (the default) and several (7), the last one partial.
+    assert (starts.size <= seg.EPOCH_CHUNK) == (epoch_chunk > 7) and starts.size % 7, starts.size
     epochs = np.stack([a[:, index].swapaxes(0, 1), b[:, index].swapaxes(0, 1)])
     per_epoch = compute_freq_bands(epochs, rate, {"theta": [4.0, 7.0]})[:, :, :, 0]
     reference = _hypyp_sync(per_epoch[0], per_epoch[1], metrics)
