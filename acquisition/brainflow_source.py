@@ -119,7 +119,7 @@ _EXIT_CODE_HINTS: dict[int, str] = {
         "another board with the same kind and the same connection parameters is already open in "
         "this process: give each board its own serial_port, mac_address or serial_number"
     ),
-    BrainFlowExitCodes.GENERAL_ERROR.value: "BrainFlow reported a general error (see its log above)",
+    BrainFlowExitCodes.GENERAL_ERROR.value: "BrainFlow reported a general error (see its log: above, or in the session log of `dyadlab run`)",
     BrainFlowExitCodes.SYNC_TIMEOUT_ERROR.value: (
         "the board did not answer in time: check that it is on and in range, or raise timeout"
     ),
@@ -160,7 +160,7 @@ def explain_brainflow_error(error: Exception) -> str:
         code_name = BrainFlowExitCodes(code).name
     except ValueError:
         code_name = f"code {code}"
-    hint = _EXIT_CODE_HINTS.get(int(code), "see BrainFlow's log above")
+    hint = _EXIT_CODE_HINTS.get(int(code), "see BrainFlow's log: above, or in the session log of `dyadlab run`")
     return f"BrainFlow error {code_name} ({code}): {hint}"
 
 

@@ -49,6 +49,20 @@ class Paradigm(ABC, Generic[P]):
 
     name: ClassVar[str]
     Params: ClassVar[type[ParadigmParams]]
+    #: The marker event that begins one trial: the session console counts them (``None``: no count).
+    trial_marker: ClassVar[str | None] = None
+
+    def planned_trials(self, params: P) -> int | None:
+        """How many :attr:`trial_marker` events the block emits (``None`` when not known)."""
+        return None
+
+    def cue_at_end(self, params: P) -> str | None:
+        """What the experimenter must be told when the block ends, or ``None``.
+
+        The session console of ``dyadlab run`` shows it and speaks it; a protocol block's
+        ``cue_at_end`` replaces it.
+        """
+        return None
 
     @abstractmethod
     def conditions(self, params: P) -> list[str]:

@@ -87,6 +87,10 @@ class JointPress(Paradigm[JointPressParams]):
 
     name: ClassVar[str] = "joint-press"
     Params: ClassVar[type[JointPressParams]] = JointPressParams
+    trial_marker: ClassVar[str | None] = "trial_start"
+
+    def planned_trials(self, params: JointPressParams) -> int | None:
+        return params.n_trials
 
     def conditions(self, params: JointPressParams) -> list[str]:
         return [params.mode]

@@ -49,6 +49,12 @@ class Rest(Paradigm[RestParams]):
     name: ClassVar[str] = "rest"
     Params: ClassVar[type[RestParams]] = RestParams
 
+    def cue_at_end(self, params: RestParams) -> str | None:
+        # Eyes closed, the participants cannot see that the rest is over: the experimenter says so.
+        if params.variant == "eyes-closed":
+            return "Eyes-closed rest is over: ask both participants to open their eyes."
+        return None
+
     def conditions(self, params: RestParams) -> list[str]:
         if params.condition is not None:
             return [params.condition]
