@@ -34,7 +34,7 @@ import warnings as warnings_module
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,11 +44,13 @@ from dyadlab import DyadlabError
 from dyadlab.synchrony import mains as mains_mod
 from dyadlab.synchrony import quality as quality_mod
 from dyadlab.synchrony import segments as seg
+from dyadlab.synchrony import speech_roles
 from dyadlab.synchrony import verdict as verdict_mod
 from dyadlab.synchrony.behaviour import summarise_behaviour
 from dyadlab.synchrony.figures import SpectrumFigure, TimelineEvents
 from dyadlab.synchrony.io import DyadRecording, ParticipantEeg, load_dyad
 from dyadlab.synchrony.report import ReportFigures
+from dyadlab.synchrony.speech_roles import SpeechOptions
 from dyadlab.synchrony.timing_verification import TimingOptions, verify_timing
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 MIN_EPOCHS_WARN = 60
 #: Fewest clean epochs for surrogate statistics: an epoch shuffle of n epochs has only n!
 #: distinct surrogates (5! = 120, many of them nearly the real pairing); 8! = 40,320.
@@ -315,6 +317,9 @@ class CheckSettings:
     band_filter: str = "butterworth"
     #: Photodiode / TTL channels and edge rules; ``None``: the defaults, warning at residual_warn_ms.
     timing: TimingOptions | None = None
+    #: Speaking roles from the participants' microphones (:mod:`dyadlab.synchrony.speech_roles`);
+    #: ``None``: microphones ignored.
+    speech: SpeechOptions | None = None
 
     @classmethod
     def from_options(
@@ -334,6 +339,7 @@ class CheckSettings:
         mains: float | str | None = None,
         band_filter: str = "butterworth",
         timing: TimingOptions | None = None,
+        speech: SpeechOptions | None = None,
     ) -> CheckSettings:
         """Validate the options; :class:`QuickCheckError` names the first that does not fit."""
         from dyadlab.synchrony import metrics as metrics_mod
@@ -365,6 +371,12 @@ class CheckSettings:
                     "signal to shift circularly: use surrogate='epoch-shuffle' (--surrogate-method epoch-shuffle), or "
                     "band_filter='hypyp' (the same filters on the continuous blocks)."
                 )
+            if speech is not None and speech.lags:
+                raise QuickCheckError(
+                    f"Speaker-to-listener lags (--speech-lags) shift the listener's continuous band signal, which "
+                    f"band_filter={seg.EPOCHWISE_FILTER!r} does not make (it filters each epoch on its own): use "
+                    "band_filter='hypyp' (the same filters on the continuous blocks) or the default."
+                )
             if mains is None:  # HyPyP removes no mains: reproduce it unless the user asks for removal
                 mains = "off"
         try:
@@ -386,6 +398,7 @@ class CheckSettings:
             mains=mains_choice,
             band_filter=band_filter,
             timing=timing,
+            speech=speech,
         )
 
     def inputs(self) -> dict[str, Any]:
@@ -404,6 +417,7 @@ class CheckSettings:
             "thresholds": quality_mod.thresholds_dict(self.thresholds),
             "mains": self.mains,
             "band_filter": self.band_filter,
+            "speech": self.speech.describe() if self.speech is not None else None,
         }
 
 
@@ -930,6 +944,8 @@ def run_check(
     mains: float | str | None = None,
     band_filter: str = "butterworth",
     timing: TimingOptions | None = None,
+    speech: SpeechOptions | bool = True,
+    speech_tsv: str | Path | None = None,
 ) -> dict[str, Any]:
     """Check one hyperscanning recording: data quality, timing and inter-brain synchrony.
 
@@ -985,6 +1001,13 @@ def run_check(
     timing : TimingOptions, optional
         Which channels carry a photodiode or TTL and how their edges are found and paired with
         the markers (:mod:`dyadlab.synchrony.timing_verification`); default: found by label.
+    speech : SpeechOptions or bool
+        With both participants' microphone streams in the file (``docs/audio.md``): speech and
+        turns are found and the conversation blocks split by speaking state
+        (:mod:`dyadlab.synchrony.speech_roles`); ``True``: the default options; ``False``: the
+        microphones are ignored. The report's ``speech`` section holds the turns and states.
+    speech_tsv : str or Path, optional
+        Where to write the speech events table (TSV, :meth:`dyadlab.synchrony.speech.ConversationSpeech.events`).
 
     Returns
     -------
@@ -1024,8 +1047,10 @@ def run_check(
         mains=mains,
         band_filter=band_filter,
         timing=timing,
+        speech=SpeechOptions() if speech is True else speech or None,
     )
     json_path, html_path = _writable(json_out, "--json"), _writable(html_out, "--report")
+    tsv_path = _writable(speech_tsv, "--speech-tsv")
     rng = np.random.default_rng(settings.seed)
     figures = ReportFigures()
     run = _Run(progress)
@@ -1043,6 +1068,17 @@ def run_check(
             timeline = build_timeline(recording, settings, run)
         with run.timed("epochs"):
             epochs = select_epochs(recording, timeline, quality, settings, figures)
+        spoken = speech_section = None
+        if settings.speech is not None:
+            run.bar.stage("Speech and turns")
+            with run.timed("speech"):
+                spoken = speech_roles.detect(recording, settings.speech, run.warnings)
+                if spoken is not None:
+                    split, speech_section = speech_roles.apply(
+                        spoken, timeline, epochs, quality.used, settings, run.warnings, min_epochs=MIN_EPOCHS_STATS
+                    )
+                    timeline = replace(timeline, blocks=split.blocks)
+                    epochs = replace(epochs, plans=split.plans, keep=split.keep)
         synchrony = measure_synchrony(timeline, epochs, quality, settings, rng, figures, run)
     figures.epoch_means = synchrony.epoch_means
     with run.timed("contrasts"):
@@ -1058,6 +1094,12 @@ def run_check(
     result["behaviour"] = json_ready(
         summarise_behaviour(recording.markers, recording.responses, timeline.aligned.start)
     )
+    if spoken is not None and speech_section is not None:
+        if tsv_path is not None:
+            speech_section["events_tsv"] = str(spoken.write_tsv(tsv_path))
+        speech_roles.finish(result, speech_section)
+        result["speech"] = json_ready(speech_section)
+        figures.conversation = spoken
     write_outputs(result, figures, json_path, html_path)
     return result
 

@@ -154,6 +154,30 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
     show_default=True,
     help="Which edge is the flash: falling for an inverted sensor or an active-low TTL; auto pairs best with the markers.",
 )
+@click.option(
+    "--speech/--no-speech",
+    default=True,
+    show_default=True,
+    help="With both participants' microphone streams in the file: find speech and turns and split the conversation "
+    "blocks into speaking states (A-speaks, B-speaks, overlap, silence) as conditions (docs/speech.md).",
+)
+@click.option(
+    "--speech-condition",
+    "speech_conditions",
+    multiple=True,
+    metavar="CONDITION",
+    help="A condition whose blocks are split by speaking state (repeatable). Default: conversation.",
+)
+@click.option(
+    "--speech-lags",
+    is_flag=True,
+    help="Also measure speaker-to-listener coupling (PLV, envelope correlation) at lags 0-1 s, per speaking state.",
+)
+@click.option(
+    "--speech-tsv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the speech events (speech, turns, overlaps, pauses, gaps) here as TSV.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def check(
     xdf_file: Path,
@@ -171,10 +195,15 @@ def check(
     timing_channels: tuple[str, ...],
     ttl_mask: int | None,
     timing_polarity: str,
+    speech: bool,
+    speech_conditions: tuple[str, ...],
+    speech_lags: bool,
+    speech_tsv: Path | None,
     no_progress: bool,
 ) -> None:
     """Check one hyperscanning XDF recording: data quality, timing, inter-brain synchrony."""
     from dyadlab.synchrony.check import run_check
+    from dyadlab.synchrony.speech_roles import DEFAULT_SPEECH_CONDITIONS, SpeechOptions
     from dyadlab.synchrony.timing_verification import TimingOptions
 
     if eeg and len(eeg) != 2:
@@ -196,6 +225,10 @@ def check(
             timing=TimingOptions(channels=timing_channels, ttl_mask=ttl_mask, polarity=timing_polarity)  # type: ignore[arg-type]
             if timing_channels or ttl_mask is not None or timing_polarity != "auto"
             else None,
+            speech=SpeechOptions(conditions=speech_conditions or DEFAULT_SPEECH_CONDITIONS, lags=speech_lags)
+            if speech
+            else False,
+            speech_tsv=speech_tsv,
             progress=not no_progress,
         )
     _print_summary(result, json_out, html_out)

@@ -23,9 +23,12 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from dyadlab.synchrony.speech import ConversationSpeech
+
 __all__ = [
     "SpectrumFigure",
     "TimelineEvents",
+    "conversation_figure",
     "matrices_figure",
     "spectra_figure",
     "synchrony_over_time_figure",
@@ -122,6 +125,42 @@ def timeline_figure(result: QuickCheckResult, events: TimelineEvents) -> Figure:
     ax.tick_params(axis="x", labelsize=8)
     ax.legend(
         loc="upper right", bbox_to_anchor=(1.0, 1.0 + 0.5 / fig.get_figheight()), ncol=3, fontsize=8, frameon=False
+    )
+    return fig
+
+
+def conversation_figure(speech: ConversationSpeech, origin: float, duration_s: float) -> Figure:
+    """Who speaks when: each participant's speech and turns, and the speaking state over time
+    (seconds from ``origin``, the start of the common recording, as in :func:`timeline_figure`)."""
+    from matplotlib.figure import Figure
+
+    rows = [f"{label} {what}" for label in speech.labels for what in ("speech", "turns")] + ["state"]
+    fig = Figure(figsize=(12, 0.42 * len(rows) + 1.2))
+    ax = fig.add_axes((0.1, 0.75 / fig.get_figheight(), 0.88, 1 - 1.15 / fig.get_figheight()))
+    y = {name: -i for i, name in enumerate(rows)}
+    colours = _condition_colours(speech.state_names)
+    for label in speech.labels:
+        spans = [(on - origin, off - on) for on, off in speech.segments(label)]
+        ax.broken_barh(spans, (y[f"{label} speech"] - 0.3, 0.6), color=colours[f"{label}-speaks"])
+        turns = [(on - origin, off - on) for who, on, off in speech.turns if who == label]
+        ax.broken_barh(turns, (y[f"{label} turns"] - 0.3, 0.6), color=colours[f"{label}-speaks"], alpha=0.5)
+    times = speech.frame_times() - origin
+    change = np.flatnonzero(speech.states[1:] != speech.states[:-1]) + 1
+    bounds = np.concatenate([[0], change, [speech.n_frames]])
+    for state in speech.state_names:
+        spans = [
+            (times[lo], (hi - lo) * speech.frame_s)
+            for lo, hi in zip(bounds[:-1], bounds[1:])
+            if speech.states[lo] == state
+        ]
+        ax.broken_barh(spans, (y["state"] - 0.3, 0.6), color=colours[state], label=state)
+    ax.set_yticks(list(y.values()), rows, fontsize=9)
+    ax.set_xlim(0, duration_s)
+    ax.set_ylim(-len(rows) + 0.4, 0.6)
+    ax.set_xlabel("time from the start of the common recording (s)", fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(
+        loc="upper right", bbox_to_anchor=(1.0, 1.0 + 0.5 / fig.get_figheight()), ncol=4, fontsize=8, frameon=False
     )
     return fig
 

@@ -160,6 +160,30 @@ class ParticipantEeg:
 
 
 @dataclass
+class AudioTrack:
+    """One participant's microphone stream (``docs/audio.md``): mono samples on the LSL clock.
+
+    Attributes
+    ----------
+    label : str
+        The participant (``"A"`` or ``"B"``).
+    stream_name : str
+    nominal_rate : float
+        Declared sampling rate (Hz).
+    samples : np.ndarray, shape (n_samples,), float32
+        Full scale ±1.
+    timestamps : np.ndarray, shape (n_samples,), float64
+        Sample times (LSL seconds, clock-synchronised).
+    """
+
+    label: str
+    stream_name: str
+    nominal_rate: float
+    samples: np.ndarray
+    timestamps: np.ndarray
+
+
+@dataclass
 class DyadRecording:
     """What :func:`load_dyad` returns: both participants' EEG, the markers and load notes.
 
@@ -183,6 +207,8 @@ class DyadRecording:
         by stream order, empty marker stream...).
     load_seconds : float
         Wall time spent reading the file.
+    audio : dict of str to AudioTrack
+        Each participant's microphone stream (type ``Audio``), when the file holds them.
     file_problems : list of str
         Damage or loss in the file itself (a file cut inside a chunk, damaged chunks, corruption
         reported by pyxdf, missing footers, sample counts that disagree with the footer).
@@ -199,6 +225,7 @@ class DyadRecording:
     warnings: list[str]
     load_seconds: float
     file_problems: list[str] = field(default_factory=list)
+    audio: dict[str, AudioTrack] = field(default_factory=dict)
 
     @property
     def participants(self) -> tuple[ParticipantEeg, ParticipantEeg]:
@@ -273,6 +300,18 @@ def _stream_kind(stream: dict) -> str:
     if _text(info, "channel_format") == "string" or stream_type in ("markers", "marker", "events"):
         return "markers"
     return "other"
+
+
+def _audio_label(stream: dict, kind: str) -> str:
+    """The participant whose microphone ``stream`` is (``docs/audio.md``: dyadlab ``kind=audio``, or
+    LSL type ``Audio`` with one channel named ``dyadlab-audio-<label>``), else ``""``."""
+    info = stream["info"]
+    if kind == "audio":
+        return _participant_label(stream, "audio")
+    name = _text(info, "name")
+    if kind == "other" and _text(info, "type").lower() == "audio" and _text(info, "channel_count") == "1":
+        return _participant_label(stream, "audio") or name.removeprefix("dyadlab-audio-")
+    return ""
 
 
 def _identity(stream: dict) -> str:
@@ -672,12 +711,30 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None, block_bytes
         for stream, kind in zip(streams, kinds)
         if kind == "aux" and _participant_label(stream, "aux") == label
     }
+    # Each participant's microphone (docs/audio.md), for the speech analysis.
+    audio_sources = {
+        label: stream
+        for label, _ in picked
+        for stream, kind in zip(streams, kinds)
+        if _audio_label(stream, kind) == label
+    }
     a, b = _read_samples(
         source,
         picked,
-        marker_sources + response_sources + list(aux_sources.values()),
+        marker_sources + response_sources + list(aux_sources.values()) + list(audio_sources.values()),
         block_bytes or xdfreader.BLOCK_BYTES,
     )
+    audio = {
+        label: AudioTrack(
+            label,
+            _text(stream["info"], "name"),
+            float(_text(stream["info"], "nominal_srate") or "nan"),
+            np.asarray(stream["time_series"], dtype=np.float32)[:, 0],
+            np.asarray(stream["time_stamps"], dtype=np.float64),
+        )
+        for label, stream in audio_sources.items()
+        if len(stream["time_stamps"])
+    }
     for participant in (a, b):
         stream = aux_sources.get(participant.label)
         if stream is not None and len(stream["time_stamps"]):
@@ -704,7 +761,9 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None, block_bytes
 
     markers = sorted((m for s in marker_sources for m in _events(s)), key=lambda m: m.time)
     responses = sorted((m for s in response_sources for m in _events(s)), key=lambda m: m.time)
-    used = picked_ids | {id(s) for s in marker_sources + response_sources + list(aux_sources.values())}
+    used = picked_ids | {
+        id(s) for s in marker_sources + response_sources + list(aux_sources.values()) + list(audio_sources.values())
+    }
     for stream in streams:
         if id(stream) in used and "footer" not in stream:
             file_problems.append(
@@ -727,4 +786,5 @@ def load_dyad(path: str | Path, *, eeg: Sequence[str] | None = None, block_bytes
         warnings=file_problems + warnings,
         file_problems=file_problems,
         load_seconds=load_seconds,
+        audio=audio,
     )

@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from dyadlab.synchrony.htmlpage import format_number, html_escape, page, png_dat
 from dyadlab.synchrony.results import ParticipantQuality, QuickCheckResult
 from dyadlab.synchrony.timing_verification import timing_section_html
 from dyadlab.synchrony.verdict import detects
+
+if TYPE_CHECKING:
+    from dyadlab.synchrony.speech import ConversationSpeech
 
 __all__ = ["SECTIONS", "ReportFigures", "render_html", "write_html"]
 
@@ -52,6 +55,8 @@ class ReportFigures:
         Markers, invalid stretches and epochs on the analysis grid.
     epoch_means : dict of (condition, band, metric) -> np.ndarray
         The mean over pairs of each used epoch, in the order of ``timeline.kept_epoch_starts``.
+    conversation : ConversationSpeech or None
+        Speech, turns and speaking states from the microphones (:mod:`dyadlab.synchrony.speech`).
     """
 
     traces: list[dict[str, Any]] = field(default_factory=list)
@@ -59,6 +64,7 @@ class ReportFigures:
     spectra: dict[str, SpectrumFigure] = field(default_factory=dict)
     timeline: TimelineEvents | None = None
     epoch_means: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
+    conversation: ConversationSpeech | None = None
 
 
 def _badge(state: str) -> str:
@@ -287,6 +293,7 @@ SECTIONS = (
     ("verdict", "Verdict"),
     ("warnings", "Warnings"),
     ("timeline", "Session timeline"),
+    ("conversation", "Conversation: speech and turns"),
     ("behaviour", "Behaviour"),
     ("synchrony", "Synchrony per condition and band"),
     ("over-time", "Synchrony over time"),
@@ -357,6 +364,38 @@ def _inputs_table(result: QuickCheckResult) -> str:
     )
 
 
+def _conversation_section(result: QuickCheckResult, figures: ReportFigures) -> str:
+    """Who spoke when, and the speaking-state conditions' epochs (with the microphones only)."""
+    from dyadlab.synchrony import figures as figs
+
+    speech = result.speech
+    if speech is None:
+        return "<p>No speech analysis: the file does not hold both participants' microphones (docs/audio.md).</p>"
+    people = "; ".join(
+        f"{html_escape(label)}: {p.speech_s:.0f} s of speech, {p.n_turns} turns (median {p.median_turn_s or 0:.1f} s), "
+        f"partner's voice at {p.crosstalk_db if p.crosstalk_db is not None else '?'} dB in this microphone"
+        for label, p in speech.participants.items()
+    )
+    states = "".join(
+        f"<tr><td>{html_escape(s.condition or '(mixed)')}</td><td>{s.held_s:.1f}</td><td>{s.n_epochs}</td></tr>"
+        for s in speech.states
+    )
+    figure = (
+        figs.conversation_figure(figures.conversation, result.alignment.start, result.alignment.duration_s)
+        if figures.conversation is not None
+        else None
+    )
+    return (
+        f"<p class='small'>{people}. {speech.n_transfers} floor transfers, {speech.n_gaps} gaps (median "
+        f"{speech.median_gap_s or 0:.2f} s), {speech.n_overlaps} overlaps. An epoch belongs to a speaking state "
+        f"that holds for at least {100 * speech.min_state_fraction:.0f} % of it.</p>"
+        + _figure(figure, "Not available: this report was made from the JSON alone.")
+        + "<table><tr><th>condition</th><th>seconds in state</th><th>epochs</th></tr>"
+        + states
+        + "</table>"
+    )
+
+
 def render_html(result: QuickCheckResult, figures: ReportFigures, json_name: str | None = None) -> str:
     """The report as one HTML string (no external resources).
 
@@ -404,6 +443,7 @@ def render_html(result: QuickCheckResult, figures: ReportFigures, json_name: str
         "every planned epoch (green used, orange rejected as artifact, grey invalid data); stretches without valid "
         "data of both participants (red).</p>"
         + _figure(figs.timeline_figure(result, figures.timeline) if figures.timeline else None, missing),
+        "conversation": _conversation_section(result, figures),
         "behaviour": _behaviour_table(result),
         "synchrony": f"<p class='small'>Surrogates: {result.inputs.n_surrogates} × {html_escape(result.inputs.surrogate)}; "
         "z of the mean over inter-brain pairs against the surrogate distribution of that mean. Highlighted: "

@@ -72,6 +72,8 @@ class Inputs(_Fixed):
     mains: float | str | None = None  # absent in files of 1.2 and before
     # dyadlab.synchrony.segments.BAND_FILTERS; absent in files of 1.2 and before (which all used butterworth)
     band_filter: Literal["butterworth", "hypyp", "hypyp-epochs"] = "butterworth"
+    # dyadlab.synchrony.speech_roles.SpeechOptions.describe(); absent in files of 1.3 and before
+    speech: dict[str, Any] | None = None
 
 
 class Participant(_Fixed):
@@ -417,6 +419,69 @@ class CalibrationNote(_Fixed):
     evidence: list[str]
 
 
+class SpeechParticipant(_Fixed):
+    speech_s: float
+    n_turns: int
+    median_turn_s: Number
+    n_pauses: int
+    median_pause_s: Number
+    #: The partner's voice in this participant's microphone relative to the partner's own (dB).
+    crosstalk_db: Number
+
+
+class SpeechTurn(_Fixed):
+    participant: str
+    start_s: float
+    end_s: float
+
+
+class SpeakingStateEpochs(_Fixed):
+    #: The quick-check condition (``<block condition>:<state>``; empty for ``mixed`` epochs).
+    condition: str
+    block_condition: str
+    state: str
+    n_epochs: int
+    held_s: float
+
+
+class LagCurve(_Fixed):
+    value: list[Number]
+    z: list[Number]
+    p: list[Number]
+    peak_lag_s: Number
+
+
+class SpeakerListener(_Fixed):
+    condition: str
+    speaker: str
+    listener: str
+    lags_s: list[float]
+    n_epochs: int
+    bands: dict[str, dict[str, LagCurve]]
+
+
+class Speech(_Fixed):
+    """Speech and turns from the participants' microphones (``dyadlab.synchrony.speech``)."""
+
+    frame_s: float
+    duration_s: float
+    participants: dict[str, SpeechParticipant]
+    n_transfers: int
+    n_gaps: int
+    median_gap_s: Number
+    n_overlaps: int
+    median_overlap_s: Number
+    state_s: dict[str, float]
+    notes: list[str]
+    turns: list[SpeechTurn]
+    states: list[SpeakingStateEpochs]
+    min_state_fraction: float
+    min_epochs: int
+    detector: dict[str, Any]
+    speaker_listener: list[SpeakerListener] | None
+    events_tsv: str | None
+
+
 class Verdict(_Fixed):
     data_quality: str
     timing: str
@@ -452,6 +517,7 @@ class QuickCheckResult(_Fixed):
     band_definitions: dict[str, BandDefinition] | None = None  # absent in files of 1.2 and before
     timing_verification: TimingVerification | None = None  # absent in files of 1.2 and before
     calibration: dict[str, CalibrationNote] | None = None  # absent in files of 1.2 and before
+    speech: Speech | None = None  # absent in files of 1.3 and before, and without both microphones
 
     @model_validator(mode="before")
     @classmethod

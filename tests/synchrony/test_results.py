@@ -47,7 +47,7 @@ def test_the_published_json_schema_is_current():
     )
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2", "1.3"])
 def test_results_of_older_schemas_load(version):
     result = load_result(DATA / f"quickcheck_schema_{version}.json")
     assert result.schema_version == version

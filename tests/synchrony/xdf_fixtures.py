@@ -14,6 +14,7 @@ condition only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,6 +167,7 @@ def write_session_xdf(
     channel_labels: list[str],
     events: list[tuple[float, str]],
     spec: DyadSpec,
+    extra_streams: Sequence[tuple[str, np.ndarray, np.ndarray]] = (),
 ) -> Path:
     """Write both participants' EEG, the board marker channel and the marker stream as a session.
 
@@ -176,6 +178,8 @@ def write_session_xdf(
     events : list of (session seconds, marker JSON)
     spec : DyadSpec
         Rates, offset, which streams to write, metadata, board-marker delay, truncation.
+    extra_streams : sequence of (stream info XML, session seconds of each sample, values (n_samples, n_channels))
+        More numeric streams (e.g. the participants' microphones), written in one-second chunks.
     """
     path = Path(path)
     file_metadata = {"study": spec.study, "dyad": spec.dyad, "recorder": "tests.synchrony.xdf_fixtures"}
@@ -213,6 +217,14 @@ def write_session_xdf(
             # Another tool's files carry plain strings such as start_cooperation / end_cooperation.
             texts = [text if spec.labels else _plain_marker(text) for _, text in events]
             writer.write_samples(stream_id, T0 + np.array([t for t, _ in events]), [[text] for text in texts])
+            writer.write_clock_offset(stream_id, T0, 0.0)
+            writer.write_footer(stream_id)
+        for xml, times, values in extra_streams:
+            stream_id += 1
+            writer.add_stream(stream_id, xml)
+            chunk = max(1, int(round(1.0 / np.median(np.diff(times))))) if times.size > 1 else 1
+            for first in range(0, times.size, chunk):
+                writer.write_samples(stream_id, T0 + times[first : first + chunk], values[first : first + chunk])
             writer.write_clock_offset(stream_id, T0, 0.0)
             writer.write_footer(stream_id)
     if spec.truncate_bytes:
