@@ -3,13 +3,19 @@
 # for headless PsychoPy (Xvfb + xauth), libjack so that psychtoolbox imports (otherwise PsychoPy
 # silently falls back to a different clock and keyboard), OpenGL/GTK runtime libraries for
 # pyglet and Qt, fonts for text stimuli, xdotool for simulated key presses in tests, chromium for
-# the tests' screenshots of the HTML reports (headless).
+# the tests' screenshots of the HTML reports and the dyad monitor's page tests (headless, driven
+# by Playwright without its own browser download), espeak-ng for the spoken cues of the
+# session console (dyadlab run works without it: cues are then shown only) and for the simulated
+# voices of the conversation tests and benchmark (acquisition/voices.py), PulseAudio
+# (pulseaudio, pulseaudio-utils) and ALSA's pulse plugin (libasound2-plugins) for the virtual
+# microphones of the audio capture tests and benchmark (tests/acquisition/virtual_audio.py).
 set -euo pipefail
 
 packages=(
   make python3-venv xvfb xauth xdotool libjack-jackd2-0 fonts-dejavu-core
   libgl1 libglu1-mesa libegl1 libgtk-3-0 libxxf86vm1 libasound2 libportaudio2 libsndfile1
-  libusb-1.0-0 libxkbcommon-x11-0 libxcb-cursor0 chromium
+  libusb-1.0-0 libxkbcommon-x11-0 libxcb-cursor0 chromium espeak-ng
+  pulseaudio pulseaudio-utils libasound2-plugins
 )
 
 missing=()

@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 MARKER_CHANNEL_LABEL = "Marker"
-StreamKind = Literal["eeg", "aux", "markers", "responses"]
+StreamKind = Literal["eeg", "aux", "audio", "markers", "responses", "synchrony"]
+#: Kinds of stream that belong to one participant (their source_id names the participant).
+PARTICIPANT_STREAM_KINDS: tuple[StreamKind, ...] = ("eeg", "aux", "audio")
+AUDIO_STREAM_TYPE = "Audio"
 
 
 def _check_token(what: str, value: str) -> str:
@@ -57,10 +60,11 @@ def source_id(study: str, dyad: str, kind: StreamKind, participant: str | None =
     """The stable LSL ``source_id`` of one dyadlab stream.
 
     ``dyadlab.{study}.{dyad}.{participant}.{kind}`` for a participant's stream,
-    ``dyadlab.{study}.{dyad}.{kind}`` for session-wide streams (markers, responses).
+    ``dyadlab.{study}.{dyad}.{kind}`` for session-wide streams (markers, responses, the live
+    inter-brain ``synchrony`` of :mod:`dyadlab.protocols.live_synchrony`).
     """
     parts = ["dyadlab", _check_token("Study", study), _check_token("Dyad", dyad)]
-    if kind in ("eeg", "aux"):
+    if kind in PARTICIPANT_STREAM_KINDS:
         if participant is None:
             raise ValueError(f"A {kind} stream belongs to a participant: pass participant='A' or 'B'.")
         parts.append(_check_token("Participant label", participant))
@@ -131,6 +135,46 @@ def aux_stream_info(study: str, dyad: str, participant: ParticipantInfo, source:
         _append_text(channel, "label", label)
         _append_text(channel, "type", "AUX")
     _describe_owner(desc, study, dyad, participant, "aux")
+    return info
+
+
+def audio_stream_name(participant_label: str) -> str:
+    """The LSL name of a participant's microphone stream: ``dyadlab-audio-<label>``."""
+    return f"dyadlab-audio-{_check_token('Participant label', participant_label)}"
+
+
+def audio_stream_info(
+    study: str,
+    dyad: str,
+    participant: ParticipantInfo,
+    *,
+    sample_rate: float,
+    device: dict[str, object],
+) -> pylsl.StreamInfo:
+    """LSL info of a participant's microphone: one float32 channel, full scale ±1.
+
+    ``device`` (name, match, channel, host_api...) goes into ``desc/device``; see ``docs/audio.md``
+    for the whole contract.
+    """
+    import pylsl
+
+    info = pylsl.StreamInfo(
+        name=audio_stream_name(participant.label),
+        type=AUDIO_STREAM_TYPE,
+        channel_count=1,
+        nominal_srate=float(sample_rate),
+        channel_format="float32",
+        source_id=source_id(study, dyad, "audio", participant.label),
+    )
+    desc = info.desc()
+    channel = desc.append_child("channels").append_child("channel")
+    _append_text(channel, "label", f"voice-{participant.label}")
+    _append_text(channel, "unit", "full-scale")
+    _append_text(channel, "type", AUDIO_STREAM_TYPE)
+    _describe_owner(desc, study, dyad, participant, "audio")
+    element = desc.append_child("device")
+    for key, value in device.items():
+        _append_text(element, key, value)
     return info
 
 

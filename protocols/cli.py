@@ -22,12 +22,16 @@ _COMMANDS: dict[str, str] = {
     "preflight": "dyadlab.acquisition.cli.preflight_command:preflight",
     "check": "dyadlab.synchrony.cli:check",
     "group": "dyadlab.synchrony.group_command:group",
+    "study": "dyadlab.protocols.study_command:study",
+    "export": "dyadlab.synchrony.export_command:export",
     "run": "dyadlab.protocols.commands:run",
     "demo": "dyadlab.protocols.commands:demo",
     "validate": "dyadlab.protocols.commands:validate",
     "repair": "dyadlab.protocols.commands:repair",
     "preview": "dyadlab.protocols.lab_commands:preview",
     "new-paradigm": "dyadlab.protocols.lab_commands:new_paradigm",
+    "monitor": "dyadlab.protocols.monitor.command:monitor",
+    "live-synchrony": "dyadlab.protocols.live_synchrony:live_synchrony",
 }
 
 

@@ -57,15 +57,24 @@ def _load(
     partner_id: str | None = None,
     participants: tuple[str, ...] = (),
     roster: Path | None = None,
+    study: Path | None = None,
 ) -> LoadedProtocol:
     from dyadlab.protocols.identities import IdentityError, identity_overrides
+    from dyadlab.synchrony.study import StudyError, planned_run
 
+    study_name = None
     try:
         people = identity_overrides(participants, roster, dyad)
-    except IdentityError as error:
+        if study is not None:  # the study's people, unless --participant/--roster say otherwise
+            study_name, study_people, _recordings = planned_run(study, dyad, session)
+            people = {
+                label: {**study_people.get(label, {}), **people.get(label, {})} for label in {*study_people, *people}
+            }
+    except (IdentityError, StudyError) as error:
         error_console.print(f"[bold red]Cannot run:[/] {error}", highlight=False)
         raise SystemExit(2) from None
     overrides = {
+        "study": study_name,
         "dyad": dyad,
         "session": session,
         "partner_role": partner,
@@ -164,15 +173,12 @@ def _run_session(
     lsl_local: bool,
 ) -> int:
     # Imported here so that `dyadlab validate` never loads PsychoPy, pylsl or BrainFlow.
+    from dyadlab.protocols.console import SessionConsole, print_session_end
     from dyadlab.protocols.display import DisplayError, ensure_display
     from dyadlab.protocols.runner import SessionRefused, SessionRunner
 
-    def status(stage: str, message: str) -> None:
-        if stage == "lsl" and message.startswith("local only"):
-            console.print(f"[bold yellow]{'warning':>10}[/] {message}")
-        else:
-            console.print(f"[bold blue]{stage:>10}[/] {message}")
-
+    session_console = SessionConsole(console)
+    status = session_console.status
     if not os.environ.get("DISPLAY") and not virtual_display:
         error_console.print(
             "[red]No display[/] (DISPLAY is unset). Real sessions need a screen; to pilot headless, add --autopilot "
@@ -190,6 +196,7 @@ def _run_session(
             quickcheck=quickcheck,
             lsl_local_only=lsl_local,
             status=status,
+            session_log=session_console.session_log,
         )
     except DyadlabError as error:
         error_console.print(f"[bold red]Cannot run:[/] {error}", highlight=False)
@@ -202,8 +209,9 @@ def _run_session(
                     "display",
                     f"virtual display {started} (Xvfb, 2 screens of {size[0]}x{size[1]}); timing is not meaningful",
                 )
-            result = runner.run()
-            _print_result(result)
+            with session_console.live(runner):
+                result = runner.run()
+            print_session_end(console, result)
     except DisplayError as error:
         error_console.print(f"[red]{error}[/]")
         return 2
@@ -214,22 +222,6 @@ def _run_session(
         error_console.print(f"[bold red]Session failed:[/] {error}")
         return 1
     return 0 if result.complete else 3
-
-
-def _print_result(result: Any) -> None:
-    reason = result.session.get("abort_reason")
-    state = (
-        "[bold green]complete[/]"
-        if result.complete
-        else "[bold yellow]INCOMPLETE (aborted" + (f": {reason}" if reason else "") + ")[/]"
-    )
-    console.print(f"\nSession {state} in {result.duration:.1f} s. Files:")
-    for kind, path in result.files.items():
-        click.echo(f"  {kind:<16} {path}")
-    if result.quickcheck_summary:
-        console.print("quick-check: " + result.quickcheck_summary)
-    for problem in result.problems:
-        console.print(f"[yellow]warning:[/] {problem}")
 
 
 def _identity_options(command: Any) -> Any:
@@ -264,9 +256,14 @@ def _identity_options(command: Any) -> Any:
     "--out",
     "out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data"),
-    show_default=True,
-    help="Output folder; files go where the protocol's output pattern says.",
+    default=None,
+    help="Output folder; files go where the protocol's output pattern says (default: data, or STUDY/recordings).",
+)
+@click.option(
+    "--study",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Study folder (docs/study.md): people from its study.yaml for --dyad/--session, files into its recordings.",
 )
 @click.option("--dyad", default=None, help="Dyad id (overrides the protocol's).")
 @click.option("--session", type=click.IntRange(min=1), default=None, help="Session number (overrides the protocol's).")
@@ -281,7 +278,7 @@ def run(
     simulate: bool,
     autopilot: bool,
     speed: float,
-    out: Path,
+    out: Path | None,
     dyad: str | None,
     session: int | None,
     partner: str | None,
@@ -289,13 +286,18 @@ def run(
     participants: tuple[str, ...],
     roster: Path | None,
     no_quickcheck: bool,
+    study: Path | None,
 ) -> None:
     """Run a session from PROTOCOL (a .yaml file or a bundled name: demo, cooperation, ...)."""
     if speed != 1.0 and not autopilot:
         raise click.UsageError(
             "--speed changes durations; it is only allowed with --autopilot (pilots, never participants)"
         )
-    loaded = _load(protocol, dyad, session, partner, partner_id, participants, roster)
+    loaded = _load(protocol, dyad, session, partner, partner_id, participants, roster, study)
+    if out is None:
+        from dyadlab.synchrony.study import RECORDINGS_DIR
+
+        out = study / RECORDINGS_DIR if study is not None else Path("data")
     sys.exit(
         _run_session(
             loaded,
@@ -343,6 +345,13 @@ def demo(
     `dyadlab group` (pseudo-dyads, longitudinal view).
     """
     loaded = _load("demo", dyad, session, participants=participants, roster=roster)
+    # The demo shows the experimenter's view too: live synchrony recorded, the monitor's address printed.
+    from dataclasses import replace
+
+    from dyadlab.protocols.schema import LiveSynchronySettings, MonitorSettings
+
+    shown = {"live_synchrony": LiveSynchronySettings(enabled=True), "monitor": MonitorSettings(enabled=True)}
+    loaded = replace(loaded, protocol=loaded.protocol.model_copy(update=shown))
     sys.exit(
         _run_session(
             loaded,

@@ -135,6 +135,95 @@ class BlockRecord:
     start_wall: str | None = None
     end_wall: str | None = None
     condition: str | None = None
+    cue_at_end: str | None = None  # told to the experimenter when the block ends (console: shown and spoken)
+
+
+@dataclass(frozen=True)
+class BlockProgress:
+    """Where the running block is (see :meth:`SessionRunner.snapshot`).
+
+    Attributes
+    ----------
+    id, task : str
+        The block and its paradigm.
+    position, total : int
+        Its place in the session's order (from 1) and the number of blocks.
+    elapsed_s : float | None
+        Seconds since its (latest) ``block_start`` marker; ``None`` while its instructions show.
+    planned_s : float | None
+        Length of its timed part (shortened by ``speed``); ``None`` when trials set its length.
+    trials_done, trials_planned : int | None
+        Trials begun and planned, for paradigms that count trials
+        (:attr:`~dyadlab.tasks.paradigms.base.Paradigm.trial_marker`).
+    """
+
+    id: str
+    task: str
+    position: int
+    total: int
+    elapsed_s: float | None
+    planned_s: float | None
+    trials_done: int | None
+    trials_planned: int | None
+
+    @property
+    def remaining_s(self) -> float | None:
+        """Planned seconds left of the timed part (all of it while the instructions show), or
+        ``None`` when trials set the block's length."""
+        if self.planned_s is None or self.elapsed_s is None:
+            return self.planned_s
+        return max(0.0, self.planned_s - self.elapsed_s)
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """What a run is doing at one moment, for the session console (plain values, no rich).
+
+    Attributes
+    ----------
+    stage : str
+        The runner's stage (``lsl``, ``sources``, ``preflight``, ``recorder``, ``blocks``...).
+    block : BlockProgress | None
+        The running block, if one runs.
+    blocks_done : int
+        Blocks that ended (completed, aborted or failed).
+    session_elapsed_s : float | None
+        Seconds since ``session_start``; ``None`` before it.
+    planned_left_s : float
+        Planned seconds of the blocks still to run: the running block's remaining time and the
+        durations of the blocks not started (those whose length is known).
+    unknown_blocks_left : int
+        Blocks still to run whose length follows from trials or turns (not in ``planned_left_s``).
+    streams : list of (str, BridgeStatus)
+        Each participant's label and EEG bridge status (:class:`dyadlab.acquisition.bridge.BridgeStatus`).
+    recording : RecordingSummary | None
+        The recorder's live summary (:class:`dyadlab.acquisition.recorder.RecordingSummary`).
+    files : dict of str to Path
+        The run's files (``xdf``, ``session``, ``log``...), whether they exist yet or not.
+    """
+
+    stage: str
+    block: BlockProgress | None
+    blocks_done: int
+    session_elapsed_s: float | None
+    planned_left_s: float
+    unknown_blocks_left: int
+    streams: list[tuple[str, Any]]
+    recording: Any
+    files: dict[str, Path]
+
+
+@dataclass(frozen=True)
+class _BlockPlan:
+    """What the runner knows of a block before it runs: its planned length and trials."""
+
+    planned_s: float | None
+    trial_marker: str | None
+    planned_trials: int | None
+
+
+#: The quick-check's ``speech`` fields kept in ``session.json`` (docs/speech.md).
+SPEECH_RECORD_KEYS = ("participants", "n_transfers", "n_gaps", "n_overlaps", "state_s", "notes", "events_tsv")
 
 
 @dataclass
@@ -202,6 +291,10 @@ class SessionRunner:
         Progress messages for a user interface.
     screenshot_dir : Path | None
         Save each paradigm's main screens there (review, documentation).
+    session_log : callable(Path) -> context manager, optional
+        Entered with the path of ``<stem>_session.log`` once the run's files are named, left when
+        the run ends: the session console routes library output (liblsl, BrainFlow, PsychoPy)
+        into that file with it (:func:`dyadlab.protocols.console.SessionConsole.session_log`).
     """
 
     def __init__(
@@ -217,6 +310,7 @@ class SessionRunner:
         lsl_local_only: bool = False,
         status: StatusCallback | None = None,
         screenshot_dir: str | os.PathLike[str] | None = None,
+        session_log: Callable[[Path], contextlib.AbstractContextManager[Any]] | None = None,
     ) -> None:
         if isinstance(protocol, LoadedProtocol):
             self.loaded: LoadedProtocol | None = protocol
@@ -237,6 +331,7 @@ class SessionRunner:
         self.lsl_local_only = lsl_local_only
         self.screenshot_dir = None if screenshot_dir is None else Path(screenshot_dir)
         self._status = status or (lambda stage, message: logger.info("%s: %s", stage, message))
+        self._session_log = session_log
         self.plan: SessionPlan = plan_session(self.protocol)
         self.participants = self._participants()
         # What `dyadlab validate` checks, now with --out: fails before anything is created.
@@ -340,8 +435,18 @@ class SessionRunner:
         stem = self._claim_run()
         session = _SessionState(self, stem)
         self._state = session
-        with self._stop_on_signals(session):
+        if self._session_log is None:
+            session.files.pop("log")
+            log: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        else:
+            log = self._session_log(session.files["log"])
+        with log, self._stop_on_signals(session):
             return session.execute()
+
+    def snapshot(self) -> SessionSnapshot | None:
+        """What the run is doing now, for a live display (any thread); ``None`` before :meth:`run`."""
+        state = self._state
+        return None if state is None else state.snapshot()
 
     def request_stop(self, reason: str) -> None:
         """End the run as the abort key does, from any thread (no-op when it is not running).
@@ -395,6 +500,7 @@ class _SessionState:
             "xdf": stem.with_name(stem.name + ".xdf"),
             "behaviour": stem.with_name(stem.name + "_beh.csv"),
             "session": stem.with_name(stem.name + "_session.json"),
+            "log": stem.with_name(stem.name + "_session.log"),
         }
         self.stage = "setup"
         # setup: a stop signal unwinds at once; tasks: the running block ends at its next flip;
@@ -425,9 +531,73 @@ class _SessionState:
         self.recording_failed = threading.Event()
         self.context: Any = None  # the TaskContext while the blocks run
         self.simulator_follower: Any = None  # sets the simulated coupling from the block markers
+        self.microphones: list[Any] = []  # MicrophoneCapture per participant with a microphone
+        self.helpers: Any = None  # live synchrony publisher and monitor processes (SessionHelpers)
+        self.block_plans: list[_BlockPlan] = []  # parallel to self.blocks
+        self.block_first_flip = 0  # index in context.flip_log where the running block's flips begin
 
     def status(self, stage: str, message: str) -> None:
         self.runner._status(stage, message)
+
+    def snapshot(self) -> SessionSnapshot:
+        """See :meth:`SessionRunner.snapshot` (read from another thread: lists are only appended)."""
+        import pylsl
+
+        now = pylsl.local_clock()
+        running = next((i for i, record in enumerate(self.blocks) if record.status == "running"), None)
+        progress = None
+        planned_left = 0.0
+        unknown_left = 0
+        for index, (record, plan) in enumerate(zip(list(self.blocks), list(self.block_plans))):
+            if index == running:
+                progress = self._block_progress(record, plan, now)
+                if progress.remaining_s is None:
+                    unknown_left += 1
+                else:
+                    planned_left += progress.remaining_s
+            elif record.status == "not-run":
+                if plan.planned_s is None:
+                    unknown_left += 1
+                else:
+                    planned_left += plan.planned_s
+        recording = None
+        if self.recorder is not None:
+            try:
+                recording = self.recorder.summary()
+            except Exception:  # a failing recorder says so through its own channel
+                logger.debug("no recorder summary for the console", exc_info=True)
+        return SessionSnapshot(
+            stage=self.stage,
+            block=progress,
+            blocks_done=sum(record.status in ("completed", "aborted", "failed") for record in self.blocks),
+            session_elapsed_s=None if self.start_lsl is None else (self.end_lsl or now) - self.start_lsl,
+            planned_left_s=planned_left,
+            unknown_blocks_left=unknown_left,
+            streams=[(bridge.participant.label, bridge.status) for bridge in self.bridges],
+            recording=recording,
+            files=dict(self.files),
+        )
+
+    def _block_progress(self, record: BlockRecord, plan: _BlockPlan, now: float) -> BlockProgress:
+        started = None
+        trials = 0
+        flips = self.context.flip_log[self.block_first_flip :] if self.context is not None else []
+        for flip in flips:
+            for marker, stamp in flip.markers:
+                if marker.event == "block_start":
+                    started = stamp
+                elif marker.event == plan.trial_marker:
+                    trials += 1
+        return BlockProgress(
+            id=record.id,
+            task=record.task,
+            position=record.position,
+            total=len(self.blocks),
+            elapsed_s=None if started is None else now - started,
+            planned_s=plan.planned_s,
+            trials_done=trials if plan.trial_marker else None,
+            trials_planned=plan.planned_trials,
+        )
 
     def stop_requested(self, reason: str, *, raise_in_setup: bool = True) -> None:
         """A stop signal (or :meth:`SessionRunner.request_stop`): end the run like the abort key."""
@@ -476,6 +646,7 @@ class _SessionState:
         recording): move the claimed ``session.json`` aside so that the next attempt takes this
         run number; the attempt's record stays, under a name no run number reads."""
         claimed = self.files["session"]
+        _discard_unrecorded_audio(self)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         attempt = claimed.with_name(f"{self.stem.name}_not-recorded_{stamp}.json")
         try:
@@ -538,23 +709,43 @@ class _SessionState:
             self.stage = "preflight"  # before the sources: a missing peer is named, not its streams
             _check_known_peers(self, config)
 
+        self.stage = "microphones"  # every device found before any starts
+        self.microphones = _open_microphones(self, resources)
+
         self.stage = "sources"
         bridges = _start_sources(self, resources, hub)
         self.bridges = bridges
+        for capture in self.microphones:
+            capture.start()
 
         _wait_until_published(
-            self, [marker_outlet.source_id, response_outlet.source_id] + [b.source_id for b in bridges]
+            self,
+            [marker_outlet.source_id, response_outlet.source_id]
+            + [b.source_id for b in bridges]
+            + [capture.source_id for capture in self.microphones],
         )
 
         self.stage = "preflight"
         if protocol.preflight.enabled:
             _preflight(self, bridges)
+            if self.microphones:
+                _preflight_microphones(self)
+
+        self.stage = "helpers"  # before the recorder, so that it records the live synchrony stream
+        from dyadlab.protocols.live_synchrony import start_session_helpers
+
+        self.helpers = start_session_helpers(protocol, config, self.stem, self.status, self._helper_problem, resources)
 
         self.stage = "recorder"
         self._start_recorder(resources, bridges)
 
         self.stage = "windows"
         _run_tasks(self, resources, hub, response_outlet)
+
+    def _helper_problem(self, message: str) -> None:
+        """A helper process (live synchrony, monitor) failed: a warning, never a failed session."""
+        logger.warning("%s", message)
+        self.problems.append(message)
 
     def _start_recorder(self, resources: contextlib.ExitStack, bridges: list[Any]) -> None:
         from dyadlab.acquisition.recorder import LslRecorder, StreamSelector
@@ -568,11 +759,16 @@ class _SessionState:
             StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "markers")),
             StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "responses")),
         ]
+        if protocol.live_synchrony.enabled:  # optional: its publisher failing never stops the recording
+            selectors.append(
+                StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "synchrony"), required=False)
+            )
         for bridge, person in zip(bridges, self.runner.participants):
             if _has_aux(bridge):
                 selectors.append(
                     StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "aux", person.label))
                 )
+        selectors += [StreamSelector(source_id=capture.source_id) for capture in self.microphones]
         metadata = {
             "study": protocol.study,
             "dyad": protocol.dyad,
@@ -639,6 +835,8 @@ class _SessionState:
 
         json_out = self.stem.with_name(self.stem.name + "_quickcheck.json")
         html_out = self.stem.with_name(self.stem.name + "_quickcheck.html")
+        # Written when the session recorded both microphones (docs/speech.md).
+        speech_tsv = self.stem.with_name(self.stem.name + "_speech.tsv")
         self.status("checking", f"synchrony quick-check of {self.files['xdf'].name}")
         settings = self.protocol.quickcheck
         try:
@@ -648,9 +846,11 @@ class _SessionState:
                 html_out=html_out,
                 n_surrogates=settings.surrogates,
                 epoch_length=settings.epoch_seconds,
+                mains=settings.mains,
                 # The seed of `dyadlab check`, not the session's: the same file gives the same numbers.
                 seed=DEFAULT_SEED,
                 progress=False,
+                speech_tsv=speech_tsv,
             )
         except Exception as error:
             logger.exception("quick-check failed")
@@ -658,13 +858,16 @@ class _SessionState:
             self.problems.append(f"quick-check failed: {error}")
             return
         self.quickcheck = result
-        for kind, path in (("quickcheck_json", json_out), ("quickcheck_html", html_out)):
+        for kind, path in (("quickcheck_json", json_out), ("quickcheck_html", html_out), ("speech_tsv", speech_tsv)):
             if path.exists():
                 self.files[kind] = path
+        speech = result.get("speech") or {}
         self.quickcheck_info = {
             "json": str(json_out),
             "html": str(html_out),
             "summary": _quickcheck_summary(self.quickcheck),
+            # Who spoke how much, turns and states; every event is in the TSV.
+            "speech": {key: speech[key] for key in SPEECH_RECORD_KEYS if key in speech} or None,
         }
 
     def _write_session_json(self) -> None:
@@ -732,6 +935,8 @@ class _SessionState:
             "preflight": self.preflight_report,
             "recorder": self.recorder_summary,
             "eeg_streams": [_bridge_record(bridge) for bridge in self.bridges],
+            "microphones": _microphones_record(self),
+            "helpers": None if self.helpers is None else self.helpers.record(),
             "quickcheck": self.quickcheck_info,
             "simulator": self.simulator_truth() if self.simulator_truth is not None else None,
             "problems": self.problems,
@@ -843,6 +1048,109 @@ def _start_sources(state: _SessionState, resources: contextlib.ExitStack, hub: A
             f"from {state.devices[person.label]['kind']} at {source.sampling_rate:g} Hz",
         )
     return bridges
+
+
+def _open_microphones(state: _SessionState, resources: contextlib.ExitStack) -> list[Any]:
+    """Find every participant's microphone and prepare its capture (none started yet).
+
+    A missing or ambiguous device stops the session here, before any EEG device starts. Each
+    capture is released when ``resources`` closes: after the recorder stopped, so the XDF and the
+    FLAC files hold the same last samples.
+    """
+    settings = state.protocol.microphones
+    if settings is None:
+        return []
+    if not settings.record_audio:
+        state.status("microphones", "the protocol records no audio (microphones: record_audio: false)")
+        return []
+    from dyadlab.acquisition.audio import MicrophoneSpec, open_microphones
+
+    runner = state.runner
+    protocol = state.protocol
+    specs = {
+        runner.plan.labels[person.id]: MicrophoneSpec(
+            device=settings.devices[person.label].device,
+            channel=settings.devices[person.label].channel,
+            sample_rate=float(settings.sample_rate),
+        )
+        for person in protocol.participants
+    }
+    captures = open_microphones(
+        specs, runner.participants, study=protocol.study, dyad=protocol.dyad, flac_stem=state.stem
+    )
+    for capture in captures:
+        resources.callback(_release_microphone, capture)
+        if capture.flac_path is not None:
+            state.files[f"audio_{capture.participant.label}"] = capture.flac_path
+        state.status(
+            "microphones",
+            f"{capture.participant.label}: {capture.status.device}, channel {capture.spec.channel} "
+            f"at {capture.spec.sample_rate:g} Hz as {capture.stream_name}",
+        )
+    return captures
+
+
+def _release_microphone(capture: Any) -> None:
+    try:
+        capture.release()
+    except Exception:
+        logger.exception("releasing the microphone of %s failed", capture.participant.label)
+
+
+def _preflight_microphones(state: _SessionState) -> None:
+    """Each microphone hears its participant: level, clipping, silence, and not the same sound as
+    the other one; raise :class:`PreflightFailed` on an error (nothing was recorded)."""
+    from dataclasses import asdict
+
+    from dyadlab.acquisition.audio import microphone_problems
+
+    seconds = state.protocol.preflight.seconds
+    deadline = time.monotonic() + seconds + 10.0  # a capture starting up publishes after ~1-2 s
+    while time.monotonic() < deadline and any(
+        c.status.samples < seconds * c.spec.sample_rate for c in state.microphones
+    ):
+        time.sleep(0.1)
+    recordings = {c.participant.label: c.recent_audio(seconds) for c in state.microphones}
+    problems = microphone_problems(recordings, state.microphones[0].spec.sample_rate)
+    if state.preflight_report is not None:
+        state.preflight_report["microphones"] = [asdict(problem) for problem in problems]
+    for problem in problems:
+        state.status("preflight", str(problem))
+    errors = [problem for problem in problems if problem.severity == "error"]
+    if errors:
+        listed = "\n".join(f"  - {problem}" for problem in errors)
+        raise PreflightFailed(
+            "preflight",
+            f"a microphone is not ready; nothing was recorded. Fix these and start again:\n{listed}",
+            {},
+        )
+    state.status("preflight", "both microphones hear sound")
+
+
+def _discard_unrecorded_audio(state: _SessionState) -> None:
+    """The recording never started: delete the preflight's audio files (personal data nobody
+    agreed to keep) so that the next attempt of this run number starts clean."""
+    from dyadlab.acquisition.audio import times_path
+
+    for kind in [kind for kind in state.files if kind.startswith("audio_")]:
+        path = state.files.pop(kind)
+        for file in (path, times_path(path)):
+            with contextlib.suppress(FileNotFoundError):
+                file.unlink()
+
+
+def _microphones_record(state: _SessionState) -> dict[str, Any] | None:
+    """What session.json says about audio: whether it is recorded, and each capture."""
+    settings = state.protocol.microphones
+    if settings is None:
+        return None
+    return {
+        "record_audio": settings.record_audio,
+        "captures": [
+            {**_jsonable(capture.status), "device_detail": capture.device_description()}
+            for capture in state.microphones
+        ],
+    }
 
 
 def _wait_until_published(state: _SessionState, source_ids: list[str], timeout: float = 10.0) -> None:
@@ -970,8 +1278,24 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
     ids = protocol.block_ids()
     for position, index in enumerate(runner.plan.block_order, start=1):
         block = protocol.blocks[index]
-        block_params = resolve_block_params(block, registry[block.task])
-        state.blocks.append(BlockRecord(id=ids[index], task=block.task, position=position, params=block_params))
+        paradigm_class = registry[block.task]
+        block_params = resolve_block_params(block, paradigm_class)
+        paradigm = paradigm_class()
+        params = paradigm_class.Params.model_validate(block_params)
+        # The protocol's cue replaces the paradigm's own ("" silences it).
+        cue = paradigm.cue_at_end(params) if block.cue_at_end is None else (block.cue_at_end or None)
+        state.blocks.append(
+            BlockRecord(id=ids[index], task=block.task, position=position, params=block_params, cue_at_end=cue)
+        )
+        field_name = duration_field(paradigm_class)
+        seconds = getattr(params, field_name, None) if field_name else None
+        state.block_plans.append(
+            _BlockPlan(
+                planned_s=None if seconds is None else context.scaled(float(seconds)),
+                trial_marker=paradigm.trial_marker,
+                planned_trials=paradigm.planned_trials(params),
+            )
+        )
     follower = state.simulator_follower
     if follower is not None and not follower.connected.wait(10.0):
         logger.warning("The simulator is not following the marker stream yet: the first block's coupling may be off")
@@ -989,6 +1313,7 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
             paradigm = paradigm_class()
             params = paradigm_class.Params.model_validate(record.params)
             first_flip = len(context.flip_log)
+            state.block_first_flip = first_flip
             record.status = "running"
             record.start_wall = now_wall()
             state.status(
@@ -1005,6 +1330,8 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
                 raise
             else:
                 record.status = "completed"
+                if record.cue_at_end:
+                    state.status("cue", record.cue_at_end)
             finally:
                 record.end_wall = now_wall()
                 _fill_block_times(record, context.flip_log[first_flip:])

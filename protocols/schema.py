@@ -251,6 +251,11 @@ class Block(_Strict):
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Paradigm parameters (its Params model).")
     fixed: bool = Field(default=False, description="Keep this block in place when the order is counterbalanced.")
+    cue_at_end: str | None = Field(
+        default=None,
+        description="What the session console tells the experimenter (shown and spoken) when the block ends; "
+        "default the paradigm's own cue (eyes-closed rest: ask the participants to open their eyes); '' for none.",
+    )
 
     @field_validator("duration")
     @classmethod
@@ -387,6 +392,31 @@ class LslSettings(_Strict):
         return value
 
 
+class Microphone(_Strict):
+    """One participant's microphone: a device by name, one of its input channels."""
+
+    device: str = Field(
+        min_length=1,
+        description="Part of the input device's name as `dyadlab devices` / the audio system lists it "
+        "(case-insensitive), e.g. 'Scarlett 2i2'; add the host API ('Scarlett 2i2, ALSA') if it appears twice.",
+    )
+    channel: int = Field(default=1, ge=1, le=64, description="1-based input channel of that device.")
+
+
+class MicrophoneSettings(_Strict):
+    """Each participant's voice as an LSL stream and a FLAC file (docs/audio.md)."""
+
+    record_audio: bool = Field(
+        description="Whether voices are captured and stored: audio is personal data, so the protocol says so "
+        "explicitly (false keeps the device list but records no audio)."
+    )
+    sample_rate: int = Field(default=16000, ge=8000, le=192000, description="Audio rate in Hz.")
+    devices: dict[str, Microphone] = Field(
+        description="Participant label as written under participants -> their microphone (it follows the person "
+        "when counterbalancing swaps labels, as their EEG device does)."
+    )
+
+
 class PreflightSettings(_Strict):
     """Checks of both participants' signals before recording starts."""
 
@@ -409,6 +439,32 @@ class QuickCheckSettings(_Strict):
     enabled: bool = True
     surrogates: int = Field(default=200, ge=0, description="Surrogate count per condition and band.")
     epoch_seconds: float = Field(default=2.0, gt=0)
+    mains: Literal["auto", "off", 50, 60] = Field(
+        default="auto",
+        description=(
+            "Mains removed before band filtering (dyadlab check --mains): 50 or 60 Hz, 'auto' (the frequency "
+            "whose peak the data show), or 'off' (none removed)."
+        ),
+    )
+
+
+class LiveSynchronySettings(_Strict):
+    """Live inter-brain synchrony published as an LSL stream and recorded with the session
+    (``dyadlab live-synchrony``, ``docs/live-synchrony.md``), in a process of its own."""
+
+    enabled: bool = False
+    window_seconds: float = Field(default=2.0, gt=0, le=60, description="Sliding window length.")
+    step_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="Seconds between windows (1 / the stream's rate)."
+    )
+
+
+class MonitorSettings(_Strict):
+    """The dyad monitor (``dyadlab monitor``) started with the session, in a process of its own."""
+
+    enabled: bool = False
+    port: int = Field(default=0, ge=0, le=65535, description="TCP port of the page (0: any free one).")
+    browser: bool = Field(default=False, description="Open the page in this machine's browser.")
 
 
 class Protocol(_Strict):
@@ -438,6 +494,11 @@ class Protocol(_Strict):
     lsl: LslSettings = Field(default_factory=LslSettings)
     preflight: PreflightSettings = Field(default_factory=PreflightSettings)
     quickcheck: QuickCheckSettings = Field(default_factory=QuickCheckSettings)
+    microphones: MicrophoneSettings | None = Field(
+        default=None, description="Each participant's microphone (docs/audio.md); none: no audio."
+    )
+    live_synchrony: LiveSynchronySettings = Field(default_factory=LiveSynchronySettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     @field_validator("name", "study", "dyad")
     @classmethod
@@ -737,6 +798,30 @@ def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple
                 f"unknown role {person.role!r}",
                 f"use one of {', '.join(sorted(roles))}, or declare it under extra_roles",
             )
+    if protocol.microphones is not None:
+        labels = {person.label for person in protocol.participants}
+        for label in sorted(set(protocol.microphones.devices) - labels):
+            issue(
+                ("microphones", "devices", label),
+                f"no participant has the label {label!r}",
+                f"key each microphone by a participant's label: {', '.join(sorted(labels))}",
+            )
+        for label in sorted(labels - set(protocol.microphones.devices)):
+            issue(
+                ("microphones", "devices"),
+                f"participant {label} has no microphone",
+                f"add {label}: {{device: <part of its name>, channel: <n>}} (every participant's voice is recorded)",
+            )
+        assigned: dict[tuple[str, int], str] = {}
+        for label, microphone in protocol.microphones.devices.items():
+            key = (microphone.device.strip().casefold(), microphone.channel)
+            if key in assigned:
+                issue(
+                    ("microphones", "devices", label),
+                    f"participants {assigned[key]} and {label} are given the same microphone channel",
+                    "give each participant their own microphone, or their own channel of one interface",
+                )
+            assigned[key] = label
     specs: dict[int, Any] = {}
     lsl_specs: dict[int, Any] = {}
     for index, person in enumerate(protocol.participants):

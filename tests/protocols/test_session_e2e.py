@@ -260,7 +260,7 @@ def test_escape_mid_block_leaves_complete_xdf_and_incomplete_session(tmp_path: P
             {"id": "long-rest", "task": "rest", "params": {"duration_s": 300.0, "show_instructions": False}},
             {"id": "never", "task": "tapping", "params": {"n_pacer_ticks": 4}},
         ],
-        quickcheck={"enabled": True, "surrogates": 10, "epoch_seconds": 1.5},
+        quickcheck={"enabled": True, "surrogates": 10, "epoch_seconds": 1.5, "mains": 60},
     )
     pressed = threading.Event()
 
@@ -285,7 +285,7 @@ def test_escape_mid_block_leaves_complete_xdf_and_incomplete_session(tmp_path: P
     assert not any("quick-check" in problem for problem in session["problems"]), session["problems"]
     assert result.quickcheck is not None and Path(info["json"]).is_file() and Path(info["html"]).is_file()
     inputs = json.loads(Path(info["json"]).read_text())["inputs"]
-    assert (inputs["n_surrogates"], inputs["epoch_length_s"]) == (10, 1.5)
+    assert (inputs["n_surrogates"], inputs["epoch_length_s"], inputs["mains"]) == (10, 1.5, 60.0)
     streams, events = check_markers(loaded, result, complete=False)
     names = [e["event"] for e in events]
     assert "abort" in names
