@@ -498,8 +498,12 @@ def condition_contrast(
 
     def split_difference(in_a: np.ndarray) -> np.ndarray:
         sum_a, count_a = in_a @ run_sums, in_a @ run_counts
-        with np.errstate(invalid="ignore", divide="ignore"):  # a condition without finite values: NaN
-            return sum_a / count_a - (total_sum - sum_a) / (total_count - count_a)
+        count_b = total_count - count_a
+        with np.errstate(invalid="ignore", divide="ignore"):
+            difference = sum_a / count_a - (total_sum - sum_a) / count_b
+        # A side without finite values has no mean: NaN. Not left to 0/0, because B's sum, taken as
+        # the total minus A's, is rounding noise rather than 0 (x/0 = inf, and p at its floor).
+        return np.where((count_a > 0) & (count_b > 0), difference, np.nan)
 
     observed = split_difference((np.arange(n_runs) < n_runs_a).astype(np.float64)[None, :])[0]
     # Splits that tie with the observed one (itself, its mirror when the run counts are equal) come

@@ -25,6 +25,7 @@ from dyadlab.synchrony.metrics import (
     connectivity_from_terms,
     inter_brain_connectivity,
     pairing_connectivity,
+    validate_pair,
 )
 
 SFREQ = 256.0
@@ -271,8 +272,9 @@ def test_numba_and_numpy_lag_kernels_agree():
 
 def test_numpy_fallback_path_equals_reference(monkeypatch):
     monkeypatch.setattr(metrics, "_numba_available", lambda: False)
-    monkeypatch.setattr(metrics, "_LAG_BLOCK_ELEMENTS", 500)  # blocks of 2 A channels, one ragged
-    za, zb = band_limited_pair(np.random.default_rng(9))
+    # Blocks of 2 A channels (2 x 3 B channels x 200 samples), the last one ragged (5 = 2 + 2 + 1).
+    monkeypatch.setattr(metrics, "_LAG_BLOCK_ELEMENTS", 2 * 3 * 200)
+    za, zb = band_limited_pair(np.random.default_rng(9), n_channels_a=5)
     result = inter_brain_connectivity(za, zb, ["pli", "wpli"], epochs_average=False)
     for m in ("pli", "wpli"):
         np.testing.assert_allclose(result[m], reference_connectivity(m, za, zb), atol=1e-12, err_msg=m)
@@ -326,6 +328,10 @@ def test_band_connectivity_runs_every_band():
     result = band_connectivity({"alpha": za, "beta": za}, {"alpha": zb, "beta": zb}, ["plv"])
     assert set(result) == {"alpha", "beta"}
     np.testing.assert_array_equal(result["alpha"]["plv"], inter_brain_connectivity(za, zb, ["plv"])["plv"])
+    per_epoch = band_connectivity({"alpha": za}, {"alpha": zb}, ["plv"], epochs_average=False)
+    np.testing.assert_array_equal(
+        per_epoch["alpha"]["plv"], inter_brain_connectivity(za, zb, ["plv"], epochs_average=False)["plv"]
+    )
     with pytest.raises(ValueError, match="different bands"):
         band_connectivity({"alpha": za}, {"beta": zb})
 
@@ -345,3 +351,205 @@ def test_band_connectivity_runs_every_band():
 def test_bad_input_has_a_clear_error(za, zb, metrics_, message):
     with pytest.raises(ValueError, match=message):
         inter_brain_connectivity(za, zb, metrics_)
+
+
+def test_pairing_connectivity_pairs_epochs_of_participants_with_different_epoch_counts():
+    """Surrogate pairings need not be simultaneous: A's 5 epochs with B's 7, any pairs (repeats
+    included), each equal to the loop reference of that pair."""
+    rng = np.random.default_rng(13)
+    za = band_limited_pair(rng, n_epochs=5)[0]
+    zb = band_limited_pair(rng, n_epochs=7)[1]
+    epochs_a, epochs_b = np.array([0, 4, 4, 2]), np.array([6, 0, 6, 3])
+    values = pairing_connectivity(za, zb, epochs_a, epochs_b, SUPPORTED_METRICS)
+    for metric in SUPPORTED_METRICS:
+        expected = reference_connectivity(metric, za[epochs_a], zb[epochs_b])
+        np.testing.assert_allclose(values[metric], expected, rtol=0, atol=1e-12, err_msg=metric)
+
+
+@pytest.mark.parametrize(
+    ("epochs_a", "epochs_b", "error", "message"),
+    [
+        ([0, 1], [0], ValueError, "epochs_a and epochs_b must have the same length, got 2 and 1"),
+        ([0, -1], [0, 1], IndexError, "epochs_a has an index outside 0..4"),
+        ([0, 5], [0, 1], IndexError, "epochs_a has an index outside 0..4"),
+        ([0, 1], [-1, 1], IndexError, "epochs_b has an index outside 0..6"),
+        ([0, 1], [0, 7], IndexError, "epochs_b has an index outside 0..6"),
+    ],
+)
+def test_pairing_connectivity_rejects_pairs_outside_the_epochs(epochs_a, epochs_b, error, message):
+    """Indices one past either end (never wrapped around as NumPy's -1 would be) are refused by name."""
+    rng = np.random.default_rng(14)
+    za = (rng.standard_normal((5, 2, 16)) + 1j).astype(np.complex128)
+    zb = (rng.standard_normal((7, 2, 16)) + 1j).astype(np.complex128)
+    with pytest.raises(error) as raised:
+        pairing_connectivity(za, zb, epochs_a, epochs_b, ["plv"])
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("pairing_kind", ["PairList", "AllPairs"])
+@pytest.mark.parametrize("conjugate", [False, True])
+def test_pairings_products_are_sums_over_time_of_the_products(pairing_kind, conjugate):
+    """``products`` is ``sum_t xa[i, a, t] * xb[j, b, t]`` (``conj(xb)`` when asked) on complex
+    input, against einsum, in each pairing's documented layout."""
+    rng = np.random.default_rng(15)
+    xa = rng.standard_normal((4, 3, 10)) + 1j * rng.standard_normal((4, 3, 10))
+    xb = rng.standard_normal((5, 2, 10)) + 1j * rng.standard_normal((5, 2, 10))
+    xb_used = np.conj(xb) if conjugate else xb
+    if pairing_kind == "PairList":
+        pairs = PairList(np.array([3, 0, 3]), np.array([1, 4, 0]))
+        expected = np.einsum("pat,pbt->pab", xa[pairs.epochs_a], xb_used[pairs.epochs_b])
+    else:
+        pairs = AllPairs(np.array([2, 0]), 5)
+        expected = np.einsum("kat,jbt->kjba", xa[[2, 0]], xb_used)
+    np.testing.assert_allclose(pairs.products(xa, xb, conjugate=conjugate), expected, rtol=1e-12, atol=1e-12)
+    if not conjugate:
+        np.testing.assert_allclose(pairs.products(xa, xb), expected, rtol=1e-12, atol=1e-12)  # the default
+
+
+def test_accorr_takes_direction_zero_for_a_sum_that_vanishes_exactly():
+    """accorr's centring uses the angles ``d`` of ``sum e^{i(p_a - p_b)}`` and ``s`` of
+    ``sum e^{i(p_a + p_b)}``; a sum that is exactly 0 has angle 0 (``np.angle(0)``, as in HyPyP).
+
+    Unit vectors in quarter turns make the sums exact: ``u_a = (1, 1, 1, i)``,
+    ``u_b = (1, -1, i, -1)`` give ``sum u_a u_b = 0`` and ``sum u_a conj(u_b) = -2i``. So
+    ``d = -pi/2``, ``s = 0``, ``m = (d + s) / 2 = -pi/4``, ``k = (s - d) / 2 = pi/4``; both
+    ``sum sin^2(p - centre)`` are 4 x 1/2 = 2 and accorr = (2 - 0) / (2 sqrt(2 x 2)) = 1/2. With
+    ``conj(u_b)`` the two sums swap: ``m = k = -pi/4``, accorr = (0 - 2) / 4 = -1/2. (Any other
+    direction for the zero sum gives other values: ``s = pi/2`` gives 2 / (2 sqrt(1 x 3)).)"""
+    u_a = np.array([1, 1, 1, 1j])
+    u_b = np.array([1, -1, 1j, -1])
+    za = 3.0 * u_a.reshape(1, 1, 4)  # the amplitude plays no part
+    zb = np.stack([u_b, np.conj(u_b)]).reshape(1, 2, 4)
+    assert np.sum(u_a * u_b) == 0 and np.sum(u_a * u_b.conj()) == -2j  # exact, as claimed
+    accorr = inter_brain_connectivity(za, zb, ["accorr"])["accorr"]
+    np.testing.assert_allclose(accorr, [[0.5, -0.5]], rtol=0, atol=1e-12)
+
+
+# The per-channel terms each metric's formula reads (EpochTerms fields), as the module documents them.
+_TERMS_READ = {
+    "plv": ["unit"],
+    "accorr": ["unit_stack", "unit_sq_sum"],
+    "ccorr": ["unit_stack", "mean_cos", "mean_sin", "centred_sin_ss"],
+    "coh": ["signal", "power_sum"],
+    "imcoh": ["signal", "power_sum"],
+    "pli": ["signal_re", "signal_im"],
+    "wpli": ["signal", "signal_re", "signal_im"],
+}
+
+
+@pytest.mark.parametrize("side", ["a", "b"])
+@pytest.mark.parametrize(("metric", "term"), [(m, t) for m, terms in _TERMS_READ.items() for t in terms])
+def test_terms_built_for_other_metrics_are_named_in_the_error(metric, term, side):
+    """Each metric computes from the terms built for it alone; a term missing on either side (terms
+    built for other metrics) is refused with its name, not a TypeError deep in NumPy."""
+    za, zb = band_limited_pair(np.random.default_rng(16), n_epochs=2)
+    ta, tb = EpochTerms.from_signal(za, [metric]), EpochTerms.from_signal(zb, [metric])
+    pairs = PairList(np.arange(2), np.arange(2))
+    alone = connectivity_from_terms(ta, tb, pairs, [metric])[metric]
+    np.testing.assert_allclose(alone, reference_connectivity(metric, za, zb), atol=1e-12)
+    setattr(ta if side == "a" else tb, term, None)
+    with pytest.raises(ValueError) as error:
+        connectivity_from_terms(ta, tb, pairs, [metric])
+    assert str(error.value) == (f"EpochTerms without {term!r}: build the terms for (at least) the requested metrics")
+
+
+def test_pair_lists_are_computed_in_chunks_that_cover_every_pair(monkeypatch):
+    """Pair lists longer than a chunk of products: the chunks partition the list in order, and the
+    values are those of one chunk."""
+    pairs = PairList(np.arange(12) % 5, np.arange(12)[::-1] % 4)
+    chunks = list(pairs.chunks(5))
+    assert [sl for sl, _ in chunks] == [slice(0, 5), slice(5, 10), slice(10, 15)]
+    np.testing.assert_array_equal(np.concatenate([chunk.epochs_a for _, chunk in chunks]), pairs.epochs_a)
+    np.testing.assert_array_equal(np.concatenate([chunk.epochs_b for _, chunk in chunks]), pairs.epochs_b)
+    za, zb = band_limited_pair(np.random.default_rng(17), n_epochs=5)
+    whole = pairing_connectivity(za, zb, pairs.epochs_a, pairs.epochs_b, SUPPORTED_METRICS)
+    monkeypatch.setattr(metrics, "_PAIR_CHUNK", 5)
+    chunked = pairing_connectivity(za, zb, pairs.epochs_a, pairs.epochs_b, SUPPORTED_METRICS)
+    for m in SUPPORTED_METRICS:
+        np.testing.assert_allclose(chunked[m], whole[m], rtol=0, atol=1e-12, err_msg=m)
+
+
+def test_analytic_signal_shapes_precision_and_errors():
+    """Any leading shape, at least 2 samples (2 is enough), complex128 even for float32 input."""
+    rng = np.random.default_rng(18)
+    single = rng.standard_normal(64).astype(np.float32)
+    z = analytic_signal(single)
+    assert z.dtype == np.complex128
+    np.testing.assert_allclose(z, scipy.signal.hilbert(single.astype(np.float64)), rtol=1e-12, atol=1e-12)
+    assert analytic_signal(np.array([[1.0, -1.0]] * 3)).shape == (3, 2)
+    for data in (np.zeros((3, 1)), np.zeros(1), np.float64(1.0)):
+        with pytest.raises(ValueError) as error:
+            analytic_signal(data)
+        assert str(error.value) == f"analytic_signal needs at least 2 samples on the last axis, got shape {data.shape}"
+    with pytest.raises(ValueError) as error:
+        analytic_signal(single + 0j)
+    assert str(error.value) == (
+        "analytic_signal expects a real signal; it received a complex array (is it already an analytic signal?)"
+    )
+
+
+def test_validate_pair_keeps_single_precision_and_names_the_bad_input():
+    """complex64 stays complex64 (the quick-check's epochs); other precisions, or a mix, become
+    complex128. Messages name the participant and the numbers at fault."""
+    z64 = np.ones((2, 3, 8), dtype=np.complex64)
+    assert [z.dtype for z in validate_pair(z64, z64, same_epochs=True)] == [np.complex64, np.complex64]
+    mixed = validate_pair(z64, z64.astype(np.complex128), same_epochs=True)
+    assert [z.dtype for z in mixed] == [np.complex128, np.complex128]
+    long = validate_pair(z64.astype(np.clongdouble), z64.astype(np.clongdouble), same_epochs=True)
+    assert [z.dtype for z in long] == [np.complex128, np.complex128]
+    cases = [
+        ((2, 3, 8), (0, 3, 8), False, "zb is empty (shape (0, 3, 8))"),
+        ((2, 0, 8), (2, 3, 8), False, "za is empty (shape (2, 0, 8))"),
+        (
+            (3, 2, 8),
+            (2, 4, 8),
+            True,
+            "za and zb must contain the same epochs; got 3 and 2 epochs "
+            "(reject an epoch in both participants, never in one)",
+        ),
+    ]
+    for shape_a, shape_b, same, message in cases:
+        with pytest.raises(ValueError) as error:
+            validate_pair(np.ones(shape_a, complex), np.ones(shape_b, complex), same_epochs=same)
+        assert str(error.value) == message
+    with pytest.raises(ValueError) as error:
+        validate_pair(np.ones((2, 3, 8)), z64, same_epochs=False)
+    assert str(error.value).startswith("za must be a complex analytic signal")
+
+
+def test_metric_names_and_chunk_sizes_are_checked_with_the_choices_listed():
+    za, zb = band_limited_pair(np.random.default_rng(19), n_epochs=3)
+    supported = "plv, accorr, ccorr, coh, imcoh, envcorr, pli, wpli, powcorr"
+    with pytest.raises(ValueError) as error:
+        inter_brain_connectivity(za, zb, ["plv", "granger", "dtf"])
+    assert str(error.value) == f"unknown synchrony metric(s) 'granger', 'dtf'; supported: {supported}"
+    with pytest.raises(ValueError) as error:
+        inter_brain_connectivity(za, zb, [])
+    assert str(error.value) == f"no metric requested; choose among {supported}"
+    assert inter_brain_connectivity(za, zb, "plv").keys() == {"plv"}  # one name, not its letters
+    one_at_a_time = inter_brain_connectivity(za, zb, SUPPORTED_METRICS, epochs_average=False, chunk_epochs=1)
+    for m in SUPPORTED_METRICS:
+        np.testing.assert_allclose(one_at_a_time[m], reference_connectivity(m, za, zb), atol=1e-12, err_msg=m)
+
+
+def test_accorr_of_concentrated_phases_in_short_epochs():
+    """Phases within a few degrees of their mean over 8 samples: each ``sum sin^2`` of the
+    denominator is about 8 / 50, far below 1, and accorr still equals the loop reference."""
+    rng = np.random.default_rng(20)
+    phase = rng.vonmises(0.0, 50.0, (4, 2, 8))
+    za = np.exp(1j * phase)
+    zb = np.exp(1j * (phase[:, ::-1] + rng.vonmises(0.0, 50.0, (4, 2, 8))))
+    values = inter_brain_connectivity(za, zb, ["accorr"], epochs_average=False)["accorr"]
+    np.testing.assert_allclose(values, reference_connectivity("accorr", za, zb), rtol=0, atol=1e-12)
+
+
+def test_accorr_of_a_channel_with_two_opposite_phases_is_zero_not_nan():
+    """A channel whose phase takes only two opposite values (a real signal: sign flips) has
+    ``sum sin^2(p - m) = 0`` at its centring, a zero denominator, and an exactly zero numerator
+    (``|sum e^{i(p_a - p_b)}| = |sum e^{i(p_a + p_b)}|`` for real ``u_a``): HyPyP's guard makes the
+    value 0, not NaN."""
+    rng = np.random.default_rng(21)
+    za = (rng.choice([-1.0, 1.0], (3, 1, 64)) * rng.uniform(0.5, 2.0, (3, 1, 64))).astype(complex)
+    zb = rng.standard_normal((3, 2, 64)) + 1j * rng.standard_normal((3, 2, 64))
+    values = inter_brain_connectivity(za, zb, ["accorr"], epochs_average=False)["accorr"]
+    np.testing.assert_array_equal(values, 0.0)

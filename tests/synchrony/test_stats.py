@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import re
+import warnings
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.signal
+import scipy.stats
 
+from dyadlab.synchrony import stats
 from dyadlab.synchrony.stats import (
+    calibration_notes,
     condition_contrast,
     fdr,
     group_level,
@@ -334,3 +341,342 @@ def test_group_level_enumerates_small_pools_exactly():
     assert middle.p == pytest.approx(np.mean(means >= real.mean() - 1e-12))
     sampled = group_level(real, pseudo, n_resamples=50, rng=rng)  # fewer resamples than splits: sampled
     assert not sampled.exact and abs(sampled.p - middle.p) < 0.2
+
+
+def _exact_share_reaching(pool: np.ndarray, n_real: int) -> float:
+    """Share of the ``C(len(pool), n_real)`` splits whose sum reaches that of the first ``n_real``
+    values, in exact rational arithmetic on the values as written (``Fraction(repr(0.1))`` is 1/10):
+    decimal ties are ties, whatever the floating-point rounding of their sums."""
+    exact = [Fraction(repr(float(value))) for value in pool]
+    observed = sum(exact[:n_real])
+    splits = list(itertools.combinations(exact, n_real))
+    return sum(sum(split) >= observed for split in splits) / len(splits)
+
+
+def test_group_level_exact_p_counts_the_observed_split_and_every_tie():
+    """Enumerated splits: p is the exact share reaching the real mean, the observed split and its
+    ties included -- a mean of exactly 0 (integers), and decimal ties such as 0.1 + 0.2 + 0.3 and
+    0.0 + 0.1 + 0.5, whose float sums differ by rounding. The smallest sizes the function accepts
+    (one real dyad; as many pseudo-dyads as real ones) are valid input."""
+    real = np.array([[-1.0, 0.1], [0.0, 0.2], [1.0, 0.3]])
+    pseudo = np.array([[-3.0, 0.3], [-2.0, 0.2], [2.0, 0.1], [3.0, 0.05], [0.0, 0.5], [-1.0, 0.0]])
+    result = group_level(real, pseudo, n_resamples=300, rng=np.random.default_rng(0))
+    assert result.exact
+    pool = np.concatenate([real, pseudo])
+    expected = [_exact_share_reaching(pool[:, k], 3) for k in range(2)]
+    np.testing.assert_allclose(result.p, expected, rtol=0, atol=1e-15)
+    assert 1 / 84 < result.p[0] < 1  # an informative split: neither the floor nor everything
+    one_real = group_level(np.array([2.0]), np.array([1.0, 3.0, 2.0]), rng=np.random.default_rng(0))
+    assert (one_real.exact, one_real.p) == (True, pytest.approx(3 / 4))  # itself, the tied 2.0 and 3.0
+    as_many = group_level(np.array([1.0, 4.0]), np.array([2.0, 3.0]), rng=np.random.default_rng(0))
+    assert as_many.p == pytest.approx(_exact_share_reaching(np.array([1.0, 4.0, 2.0, 3.0]), 2))  # 4 of 6
+
+
+def test_group_level_sampled_p_is_never_zero_and_defaults_to_5000_resamples():
+    """Sampled splits: ``p = (1 + #reaching) / (1 + n_resamples)`` (Phipson & Smyth 2010). Real
+    dyads far above 100 pseudo-dyads: the observed split is 1 of C(103, 3) = 176 851, so no draw
+    reaches it (but by a chance of n / 176 851) and p is the floor, 1 / (n_resamples + 1)."""
+    rng = np.random.default_rng(11)
+    real, pseudo = np.array([3.0, 3.1, 3.2]), rng.standard_normal(100)
+    sampled = group_level(real, pseudo, n_resamples=200, rng=rng)
+    assert not sampled.exact and sampled.p == pytest.approx(1 / 201)
+    default = group_level(real, pseudo, rng=rng)
+    assert default.p == pytest.approx(1 / 5001)
+
+
+def test_splits_in_batches_give_the_values_of_one_batch(monkeypatch):
+    """Splits are evaluated in batches that bound memory; counts add up over batches, so tiny
+    batches give the p-values of one batch, enumerated or sampled (same generator state), for the
+    group test and the condition contrast. As many draws as splits: all are enumerated."""
+    rng = np.random.default_rng(12)
+    pseudo = rng.standard_normal((12, 2))
+    real = pseudo[:3] + 0.5
+    epochs_a, epochs_b = rng.normal(0.3, 1.0, (7, 2)), rng.normal(size=(7, 2))
+    epochs_a[:, 1] = epochs_b[:, 1] = 0.5  # every split reaches a difference of 0: every draw counts
+
+    def both(n):
+        return (
+            group_level(real, pseudo, n_resamples=n, rng=np.random.default_rng(1)),
+            condition_contrast(epochs_a, epochs_b, run_length=1, n_permutations=n, rng=np.random.default_rng(1)),
+        )
+
+    # C(14, 7) = 3432 and C(15, 3) = 455 splits: enumerated at n = 3432 or 455; 101 sampled draws leave a
+    # last batch shorter than the others.
+    draws = (3432, 455, 101)
+    whole = [both(n) for n in draws]
+    monkeypatch.setattr(stats, "_BATCH_ELEMENTS", 40)  # a few splits per batch
+    batched = [both(n) for n in draws]
+    assert [[r.exact for r in results] for results in whole] == [[True, True], [True, False], [False, False]]
+    for one, many in zip(whole, batched):
+        for r_one, r_many in zip(one, many):
+            np.testing.assert_array_equal(r_many.p, r_one.p)
+
+
+def test_group_level_leaves_out_missing_values_and_reports_nan_without_any_value():
+    """A flat channel makes an element NaN for some dyads: means skip it (``nanmean``); an element
+    with no real value has no p. Splits drawing only missing values raise no error."""
+    real = np.array([[0.5, np.nan], [0.4, np.nan], [np.nan, np.nan]])
+    pseudo = np.array([[0.1, np.nan], [0.2, np.nan], [np.nan, 0.3], [0.3, 0.1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "Mean of empty slice" for element 1
+        result = group_level(real, pseudo, rng=np.random.default_rng(0))
+    assert result.difference[0] == pytest.approx(0.45 - 0.2)
+    assert np.isnan(result.difference[1]) and np.isnan(result.p[1])
+    pool = np.concatenate([real[:, 0], pseudo[:, 0]])
+    means = [np.nanmean(pool[list(split)]) for split in itertools.combinations(range(7), 3)]
+    assert result.exact and result.p[0] == pytest.approx(np.mean(np.array(means) >= 0.45 - 1e-12))
+    with pytest.raises(ValueError, match=r"differ in shape: \(2,\) vs \(3,\)"):
+        group_level(np.zeros((2, 2)), np.zeros((4, 3)), rng=np.random.default_rng(0))
+
+
+def test_condition_contrast_exact_p_with_two_epochs_each_and_default_permutations():
+    """Two epochs per condition is the least the function accepts: 4 single-epoch runs, C(4, 2) = 6
+    splits, all enumerated, p the share reaching |observed| (brute force). A large effect with
+    sampled splits and the default ``n_permutations`` (1000) gets the floor 1 / 1001."""
+    a, b = np.array([1.0, 4.0]), np.array([2.0, 0.5])
+    result = condition_contrast(a, b, run_length=1, rng=np.random.default_rng(0))
+    pool = np.concatenate([a, b])
+    observed = a.mean() - b.mean()
+    differences = [pool[list(s)].mean() - np.delete(pool, list(s)).mean() for s in itertools.combinations(range(4), 2)]
+    assert result.exact and result.difference == pytest.approx(observed)
+    assert result.p == pytest.approx(np.mean(np.abs(differences) >= abs(observed) - 1e-12))
+    same_means = condition_contrast(
+        np.array([1.0, 2.0]), np.array([2.0, 1.0]), run_length=1, rng=np.random.default_rng(0)
+    )
+    assert same_means.difference == 0 and same_means.p == 1  # every split reaches a difference of 0
+    rng = np.random.default_rng(13)
+    strong = condition_contrast(rng.normal(5.0, 0.1, 20), rng.normal(0.0, 0.1, 20), run_length=1, rng=rng)
+    assert not strong.exact and strong.p == pytest.approx(1 / 1001)  # C(40, 20) splits: sampled
+
+
+def test_condition_contrast_null_without_values_gives_nan_for_that_element_only():
+    """An all-NaN surrogate null (a flat channel in every surrogate) leaves that element without a
+    bias correction: NaN difference and p, the other elements unaffected."""
+    rng = np.random.default_rng(14)
+    a, b = rng.normal(0.5, 0.1, (10, 2)), rng.normal(0.4, 0.1, (10, 2))
+    null_a, null_b = np.full((20, 2), 0.1), np.full((20, 2), 0.1)
+    null_a[:, 1] = np.nan
+    result = condition_contrast(a, b, null_a, null_b, run_length=1, n_permutations=100, rng=rng)
+    assert np.isnan(result.difference[1]) and np.isnan(result.p[1])
+    assert result.difference[0] == pytest.approx(a[:, 0].mean() - b[:, 0].mean())
+
+
+@pytest.mark.parametrize(
+    ("epochs_a", "epochs_b", "options", "message"),
+    [
+        ((4, 2), (4, 3), {}, "conditions must have the same value shape after the epoch axis, got (2,) and (3,)"),
+        ((1, 2), (5, 2), {}, "each condition needs at least 2 epochs, got 1 and 5"),
+        ((5, 2), (1, 2), {}, "each condition needs at least 2 epochs, got 5 and 1"),
+        ((4, 2), (4, 2), {"run_length": 2.5}, "run_length must be a positive integer, got 2.5"),
+        ((4, 2), (4, 2), {"run_length": True}, "run_length must be a positive integer, got True"),
+        ((4, 2), (4, 2), {"null_a": np.zeros((9, 2))}, "give surrogate nulls for both conditions or for neither"),
+        (
+            (4, 2),
+            (4, 2),
+            {"null_a": np.zeros((9, 3)), "null_b": np.zeros((9, 2))},
+            "null_a must have shape (n_surrogates, (2,)), got (9, 3)",
+        ),
+        (
+            (4, 2),
+            (4, 2),
+            {"null_a": np.zeros((9, 2)), "null_b": np.zeros((9, 1))},
+            "null_b must have shape (n_surrogates, (2,)), got (9, 1)",
+        ),
+        ((4, 2), (4, 2), {"blocks_a": [0, 0, 1]}, "blocks_a must have one label per epoch, shape (4,), got (3,)"),
+        ((4, 2), (4, 2), {"blocks_b": [0] * 5}, "blocks_b must have one label per epoch, shape (4,), got (5,)"),
+    ],
+)
+def test_condition_contrast_bad_input_says_what_is_wrong(epochs_a, epochs_b, options, message):
+    options = {"run_length": 1} | options
+    with pytest.raises(ValueError) as error:
+        condition_contrast(np.zeros(epochs_a), np.zeros(epochs_b), rng=np.random.default_rng(0), **options)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("surrogate", ["epoch-shuffle", "circular-shift"])
+def test_calibration_notes_cite_existing_evidence_and_counts_within_their_binomial_range(surrogate):
+    """The report's ``calibration`` names the report fields each test fills, cites files that exist,
+    and quotes hit counts of 51 real null dyads inside the central 95 % binomial range it quotes,
+    which is scipy's for 51 tests at 5 %. Only the epoch shuffle was calibrated on simulated noise."""
+    notes = calibration_notes(surrogate)
+    fields = {kind: note["fields"] for kind, note in notes.items()}
+    assert fields == {
+        "pair_p_fwer": ["pair_p_fwer", "n_significant_pairs_fwer"],
+        "pair_p_fdr": ["pair_p_fdr", "n_significant_pairs"],
+        "p": ["z", "p"],
+    }
+    repository = Path(__file__).resolve().parents[2]
+    low, high = (int(bound) for bound in scipy.stats.binom.interval(0.95, 51, 0.05))
+    shuffle = surrogate == "epoch-shuffle"
+    for kind, note in notes.items():
+        assert ("partner-epoch shuffle" if shuffle else "circular shift of B") in note["null"], kind
+        for cited in note["evidence"]:
+            path = Path(cited.split(" (")[0])
+            assert path.parts[0] in ("tests", "benchmarks"), (kind, cited)
+            # Mutation testing runs the tests in a copy holding tests/ and the package, not benchmarks/.
+            assert (repository / path).is_file() or not (repository / path.parts[0]).is_dir(), (kind, cited)
+        if note["real_data"] is not None:
+            assert note["real_data"].startswith("51 null dyads of real EEG"), kind
+            assert f"central 95 % binomial range {low}-{high} of a 5 % test" in note["real_data"], kind
+            counts = re.findall(r"(\d+)-(\d+) of 51", note["real_data"])
+            assert counts and all(low <= int(a) <= int(b) <= high for a, b in counts), (kind, counts)
+    assert (notes["pair_p_fwer"]["simulated"] is not None) is shuffle
+    assert (notes["p"]["simulated"] is not None) is shuffle
+    assert notes["pair_p_fdr"]["simulated"] is None and notes["p"]["real_data"] is None
+    assert notes["p"]["evidence"] == (["tests/synchrony/test_surrogates.py"] if shuffle else [])
+
+
+@pytest.mark.parametrize("missing_in", ["a", "b"])
+def test_condition_contrast_element_without_values_in_a_condition_is_nan_not_infinite(missing_in):
+    """A channel flat throughout one condition: that element has no mean there, so no difference and
+    no p (NaN), without warnings; the other elements are as computed alone. (The bug this guards:
+    that condition's sum, taken as the total minus the other's, was rounding noise, not 0, so its
+    "mean" was x/0 = inf and p sat at its floor, 1/1001: a "significant" contrast from no data.)"""
+    rng = np.random.default_rng(15)
+    present = np.column_stack([rng.normal(size=10), np.full(10, 0.3)])
+    absent = np.column_stack([rng.normal(size=5), np.full(5, np.nan)])
+    a, b = (present, absent) if missing_in == "b" else (absent, present)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = condition_contrast(a, b, run_length=1, n_permutations=1000, rng=np.random.default_rng(1))
+    assert np.isnan(result.difference[1]) and np.isnan(result.p[1])
+    alone = condition_contrast(a[:, :1], b[:, :1], run_length=1, n_permutations=1000, rng=np.random.default_rng(1))
+    assert result.difference[0] == pytest.approx(alone.difference[0])
+    assert result.difference[0] == pytest.approx(a[:, 0].mean() - b[:, 0].mean())
+    assert result.p[0] == alone.p[0]
+
+
+def test_pair_tests_parametric_p_is_students_two_sample_t_test_of_one_value_against_the_surrogates():
+    """The FDR path's p per element is the prediction p of a new draw from the surrogates' normal
+    distribution: Student's two-sample t-test (pooled variance) of a group of one, the observed
+    value, against the n surrogates -- scipy's ``ttest_ind``, independently. Few surrogates (5), so
+    that the ``1 + 1/n`` of the prediction variance matters; then Benjamini-Hochberg over the family."""
+    rng = np.random.default_rng(16)
+    null = rng.standard_normal((5, 3, 4))
+    observed = rng.standard_normal((3, 4)) * 2
+    tests = pair_tests(observed, null)
+    p_t = scipy.stats.ttest_ind(observed[None], null, axis=0, equal_var=True, alternative="greater").pvalue
+    np.testing.assert_allclose(tests.p_fdr, scipy.stats.false_discovery_control(p_t.ravel()).reshape(3, 4), atol=1e-12)
+
+
+def test_pair_tests_apply_alpha_to_both_corrections():
+    """``alpha`` sets the level of the FDR and of the family-wise rejections alike."""
+    rng = np.random.default_rng(17)
+    null = rng.standard_normal((99, 4, 4))
+    observed = rng.standard_normal((4, 4))
+    observed[0, 0], observed[1, 1], observed[2, 2] = 3.6, 2.9, 2.2
+    tests = {alpha: pair_tests(observed, null, alpha=alpha) for alpha in (0.05, 0.2)}
+    for alpha, result in tests.items():
+        np.testing.assert_array_equal(result.reject_fwer, result.p_fwer <= alpha)
+        np.testing.assert_array_equal(result.reject_fdr, result.p_fdr <= alpha)
+        np.testing.assert_allclose(result.z, surrogate_z_p(observed, null)[0], rtol=1e-12)
+    # Elements between the two levels, so that the level used is visible in both corrections.
+    assert np.any((tests[0.2].p_fwer > 0.05) & (tests[0.2].p_fwer <= 0.2))
+    assert np.any((tests[0.2].p_fdr > 0.05) & (tests[0.2].p_fdr <= 0.2))
+
+
+def test_condition_contrast_exact_p_per_element_is_the_brute_force_share():
+    """6 + 6 single-epoch runs: C(12, 6) = 924 splits, enumerated; every element's p is its own share
+    of splits whose |difference| reaches the observed one (the observed split included), whatever the
+    other elements, and values keep their (2, 3) shape."""
+    rng = np.random.default_rng(18)
+    a = rng.normal(size=(6, 2, 3)) + np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0]).reshape(2, 3)
+    b = rng.normal(size=(6, 2, 3))
+    result = condition_contrast(a, b, run_length=1, n_permutations=1000, rng=rng)
+    assert result.exact and result.difference.shape == result.p.shape == (2, 3)
+    pool = np.concatenate([a, b])
+    observed = a.mean(axis=0) - b.mean(axis=0)
+    reaching = np.zeros((2, 3))
+    splits = list(itertools.combinations(range(12), 6))
+    for split in splits:
+        rest = np.setdiff1d(np.arange(12), split)
+        reaching += np.abs(pool[list(split)].mean(axis=0) - pool[rest].mean(axis=0)) >= np.abs(observed) * (1 - 1e-12)
+    np.testing.assert_allclose(result.difference, observed, atol=1e-12)
+    np.testing.assert_allclose(result.p, reaching / len(splits), rtol=0, atol=1e-15)
+    assert len(np.unique(result.p)) > 3  # the elements differ: an informative comparison
+
+
+def test_fdr_follows_benjamini_hochberg_at_the_boundaries():
+    """Benjamini & Hochberg (1995) reject every p(i) up to the largest with p(i) <= (i / m) alpha:
+    equality rejects (values exact in binary). p-values of exactly 0 and 1 are valid; ``reject`` is a
+    boolean mask; alpha must lie strictly between 0 and 1, here and in the max statistic."""
+    reject, adjusted = fdr(np.array([0.125, 0.25]), alpha=0.25)
+    assert reject.dtype == bool and reject.tolist() == [True, True]
+    np.testing.assert_array_equal(adjusted, [0.25, 0.25])
+    reject, adjusted = fdr(np.array([0.0, 1.0, np.nan]))
+    assert reject.tolist() == [True, False, False] and adjusted[:2].tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError) as error:
+        fdr(np.array([0.5, -0.1]))
+    assert str(error.value) == "p-values must lie in [0, 1]"
+    observed, null = np.zeros(3), np.random.default_rng(19).standard_normal((20, 3))
+    for alpha in (0.0, 1.0, 1.5):
+        for correction in (fdr, max_statistic_threshold):
+            with pytest.raises(ValueError) as error:
+                correction(np.array([0.5]), alpha=alpha) if correction is fdr else correction(observed, null, alpha)
+            assert str(error.value) == f"alpha must be in (0, 1), got {alpha}"
+
+
+def test_single_precision_values_are_tested_in_double_precision():
+    """float32 values (e.g. synchrony of single-precision epochs) give the results of the same values
+    in float64: means over runs, dyads and splits, and the adjusted p-values, are not accumulated in
+    single precision (whose rounding, 6e-8, would move ties and last digits)."""
+    rng = np.random.default_rng(20)
+    a, b = rng.normal(0.3, 0.1, (30, 3)).astype(np.float32), rng.normal(0.3, 0.1, (30, 3)).astype(np.float32)
+    null_a, null_b = (
+        rng.normal(0.1, 0.01, (50, 3)).astype(np.float32),
+        rng.normal(0.1, 0.01, (50, 3)).astype(np.float32),
+    )
+    single = condition_contrast(a, b, null_a, null_b, run_length=5, rng=np.random.default_rng(1))
+    double = condition_contrast(
+        *(x.astype(np.float64) for x in (a, b, null_a, null_b)), run_length=5, rng=np.random.default_rng(1)
+    )
+    np.testing.assert_array_equal(single.difference, double.difference)
+    np.testing.assert_array_equal(single.p, double.p)
+    raw_single = condition_contrast(a, b, run_length=5, rng=np.random.default_rng(1))
+    raw_double = condition_contrast(
+        a.astype(np.float64), b.astype(np.float64), run_length=5, rng=np.random.default_rng(1)
+    )
+    np.testing.assert_array_equal(raw_single.difference, raw_double.difference)
+    real, pseudo = a[:4], b[:12]
+    np.testing.assert_array_equal(
+        group_level(real, pseudo, rng=np.random.default_rng(1)).difference,
+        group_level(real.astype(np.float64), pseudo.astype(np.float64), rng=np.random.default_rng(1)).difference,
+    )
+    p = rng.uniform(0, 0.1, 20).astype(np.float32)
+    np.testing.assert_array_equal(fdr(p)[1], fdr(p.astype(np.float64))[1])
+
+
+def test_surrogate_z_p_edges_two_surrogates_missing_values_and_no_spread():
+    """Two surrogates are enough; NaN in a null leaves that surrogate out (mean and sample standard
+    deviation, ddof=1, of the rest); a null without spread gives z NaN silently; float32 values are
+    computed in double precision; shape errors name both shapes."""
+    z, p = surrogate_z_p(np.array([3.0]), np.array([[1.0], [2.0]]))
+    assert z[0] == pytest.approx((3.0 - 1.5) / np.std([1.0, 2.0], ddof=1)) and p[0] == pytest.approx(1 / 3)
+    null = np.array([[1.0, 1.0], [2.0, np.nan], [4.0, 2.0], [7.0, 4.0]])
+    z, p = surrogate_z_p(np.array([5.0, 5.0]), null)
+    assert z[1] == pytest.approx((5.0 - 7 / 3) / np.std([1.0, 2.0, 4.0], ddof=1))
+    assert z[0] == pytest.approx((5.0 - 3.5) / np.std([1.0, 2.0, 4.0, 7.0], ddof=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0/0 and x/0 stay quiet
+        z, p = surrogate_z_p(np.array([0.0, 1.0]), np.zeros((10, 2)))
+    assert np.isnan(z).all() and p.tolist() == pytest.approx([11 / 11, 1 / 11])
+    rng = np.random.default_rng(21)
+    observed, null = rng.normal(size=3).astype(np.float32), rng.normal(size=(50, 3)).astype(np.float32)
+    np.testing.assert_array_equal(
+        surrogate_z_p(observed, null)[0], surrogate_z_p(observed.astype(float), null.astype(float))[0]
+    )
+    with pytest.raises(ValueError) as error:
+        surrogate_z_p(np.zeros((2, 2)), np.zeros((10, 3, 2)))
+    assert str(error.value) == "null must have shape (n_surrogates, *observed.shape) = (n, 2, 2), got (10, 3, 2)"
+    with pytest.raises(ValueError) as error:
+        surrogate_z_p(np.zeros(2), np.zeros((1, 2)))
+    assert str(error.value) == "need at least 2 surrogates, got 1"
+
+
+def test_max_statistic_rejects_at_p_equal_to_alpha_and_never_an_element_without_a_null():
+    """One element with surrogates 1..99 and observed 95.5: 4 surrogates reach it, p = 5/100 = alpha,
+    rejected (``p <= alpha``); an element whose null has no spread has no z and no p, never rejected."""
+    null = np.column_stack([np.arange(1.0, 100.0), np.zeros(99)])
+    result = max_statistic_threshold(np.array([95.5, 1.0]), null, alpha=0.05)
+    assert result.p_corrected[0] == 0.05 and result.reject[0]
+    assert np.isnan(result.z[1]) and np.isnan(result.p_corrected[1]) and not result.reject[1]
