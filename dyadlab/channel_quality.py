@@ -652,8 +652,10 @@ def classify_channels(
 
 
 #: Length of the short segments in which :func:`noisy_throughout` looks for lasting noise: a blink
-#: (about 0.5 s) touches at most two of them.
+#: (about 0.5 s) touches at most two of them. A window shorter than six such segments is cut into
+#: six, down to :data:`MIN_PERSISTENCE_SEGMENT_S` each.
 PERSISTENCE_SEGMENT_S = 0.5
+MIN_PERSISTENCE_SEGMENT_S = 0.1
 
 
 def noisy_throughout(
@@ -664,7 +666,8 @@ def noisy_throughout(
     A few seconds of data (preflight, a live monitor) that hold one eye blink or one movement make
     the frontal or the moved channels ``noisy`` by :func:`classify_channels`' measures, which
     average over the window. Lasting noise (a poor contact, muscle) stands out in every part of
-    the window. So the window is cut into segments of ``segment_s``; in each, every channel's
+    the window. So the window is cut into segments of ``segment_s`` (a window shorter than six
+    segments into six, each at least :data:`MIN_PERSISTENCE_SEGMENT_S`); in each, every channel's
     standard deviation (a straight line removed) is compared with the median of the live channels
     that are not noisy; a noisy channel is *noisy throughout* when the median over segments of
     that ratio still reaches ``noisy_ratio``, or the median of its standard deviation still exceeds
@@ -685,14 +688,16 @@ def noisy_throughout(
     Returns
     -------
     np.ndarray of bool, shape (n_channels,)
-        A subset of ``quality.noisy``. With fewer than three segments the window cannot tell a
-        transient from lasting noise, and every noisy channel is returned.
+        A subset of ``quality.noisy``. With fewer than three segments (a window shorter than
+        0.3 s) the window cannot tell a transient from lasting noise, and every noisy channel is
+        returned.
     """
     array = np.asarray(data, dtype=np.float64)
     _check_shape(array, sampling_rate)
     if not segment_s > 0:
         raise ValueError(f"segment_s must be > 0 s, got {segment_s!r}.")
-    length = max(int(round(segment_s * sampling_rate)), 2)
+    seconds = max(min(segment_s, array.shape[1] / sampling_rate / 6), MIN_PERSISTENCE_SEGMENT_S)
+    length = max(int(seconds * sampling_rate), 2)
     n_segments = array.shape[1] // length
     if n_segments < 3 or not quality.noisy.any():
         return quality.noisy.copy()

@@ -420,8 +420,10 @@ def test_real_blinks_in_a_few_seconds_are_transient_and_lasting_noise_is_not() -
 
 
 def test_a_transient_in_fewer_than_half_the_segments_is_not_lasting() -> None:
-    """A burst covering 2 of 6 half-second segments is transient; 4 of 6 is lasting; a window of
-    fewer than 3 segments cannot tell and keeps the flag."""
+    """A burst covering 2 of 6 half-second segments is transient; 4 of 6 is lasting. A 1-s window
+    (a short preflight) is cut into six segments of 1/6 s: a 0.2-s burst is transient there, noise
+    throughout is not. A window of fewer than 3 segments (under 0.3 s) cannot tell and keeps the
+    flag."""
     data = _white(8, 3.0)
     for segments, expected in ((2, False), (4, True)):
         bursty = data.copy()
@@ -429,8 +431,16 @@ def test_a_transient_in_fewer_than_half_the_segments_is_not_lasting() -> None:
         quality = classify_channels(bursty, FS)
         assert quality.noisy[0]
         assert noisy_throughout(bursty, FS, quality)[0] == expected, segments
-    short = data[:, : int(1.4 * FS)].copy()
-    short[0, 150:200] *= 30.0  # mid-window: the Hann taper would hide it at an edge
+    one_second = data[:, : int(FS)].copy()
+    burst, lasting = one_second.copy(), one_second.copy()
+    burst[0, 100:150] *= 12.0  # 0.2 s mid-window: the Hann taper would hide it at an edge
+    lasting[0] *= 6.0
+    for window, expected in ((burst, False), (lasting, True)):
+        quality = classify_channels(window, FS)
+        assert quality.noisy[0]
+        assert noisy_throughout(window, FS, quality)[0] == expected
+    short = data[:, : int(0.25 * FS)].copy()
+    short[0, 25:37] *= 30.0
     quality = classify_channels(short, FS)
     assert quality.noisy[0] and noisy_throughout(short, FS, quality)[0]
     with pytest.raises(ValueError, match="segment_s"):
