@@ -397,7 +397,7 @@ class Microphone(_Strict):
 
     device: str = Field(
         min_length=1,
-        description="Part of the input device's name as `dyadlab devices` / the audio system lists it "
+        description="Part of the input device's name as the audio system lists it (a missing name lists them) "
         "(case-insensitive), e.g. 'Scarlett 2i2'; add the host API ('Scarlett 2i2, ALSA') if it appears twice.",
     )
     channel: int = Field(default=1, ge=1, le=64, description="1-based input channel of that device.")
