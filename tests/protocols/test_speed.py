@@ -11,6 +11,11 @@ joint-press cue), and the machine running the tests is shared. So each interval 
 [-20 ms, +150 ms], and the median error must stay within 2 frames (33 ms). A paradigm that ignored
 the speed would be late by 3/4 of the nominal time: at least 450 ms for every interval checked
 (the shortest, the 0.6 s pacer period), far outside both bounds.
+
+The whole-block lengths (rest, conversation, tapping's continuation) are single intervals, where a
+median cannot smooth one stall: a clean-clone CI run saw the continuation's end 278 ms late while
+the other xdist worker loaded both cores. They are allowed [-20 ms, +500 ms]; ignoring the speed
+makes them 3.0-6.0 s late, and applying half of it 1.0-2.0 s late.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ pytestmark = [
 
 SPEED = 4.0
 EARLY, LATE, MEDIAN = 0.020, 0.150, 2 / 60
+SINGLE_LATE = 0.500
 
 
 def _markers(xdf: Path) -> list[tuple[float, dict[str, Any]]]:
@@ -49,9 +55,14 @@ def _markers(xdf: Path) -> list[tuple[float, dict[str, Any]]]:
 
 def _assert_scaled(measured: list[float], nominal: list[float], what: str) -> None:
     errors = np.asarray(measured) - np.asarray(nominal) / SPEED
-    assert len(errors) > 0, what
+    assert len(errors) > 1, what
     assert errors.min() >= -EARLY and errors.max() <= LATE, f"{what}: errors {np.round(errors, 3)}"
     assert abs(np.median(errors)) <= MEDIAN, f"{what}: median error {np.median(errors):.3f} s"
+
+
+def _assert_single_scaled(measured: float, nominal: float, what: str) -> None:
+    error = measured - nominal / SPEED
+    assert -EARLY <= error <= SINGLE_LATE, f"{what}: error {error:.3f} s"
 
 
 def _first(markers: list[tuple[float, dict]], event: str, block: str, after: float = -np.inf) -> float:
@@ -89,7 +100,8 @@ def test_speed_scales_every_timed_part(tmp_path: Path) -> None:
         return _first(markers, "block_end", block, start) - start
 
     # rest and free conversation: their whole length.
-    _assert_scaled([block_length("rest"), block_length("talk")], [8.0, 6.0], "rest / conversation")
+    _assert_single_scaled(block_length("rest"), 8.0, "rest")
+    _assert_single_scaled(block_length("talk"), 6.0, "conversation")
 
     # joint press: fixation -> cue and cue -> go are the trial's drawn waits (CSV), drawn from the
     # nominal ranges divided by the speed; feedback -> next trial_start is the feedback time.
@@ -127,6 +139,6 @@ def test_speed_scales_every_timed_part(tmp_path: Path) -> None:
         for t, m in markers
         if m.get("block") == "tap" and m["event"] == "cue" and m["value"]["phase"] == "continuation"
     )
-    _assert_scaled([_first(markers, "block_end", "tap", continuation) - continuation], [4.0], "continuation")
+    _assert_single_scaled(_first(markers, "block_end", "tap", continuation) - continuation, 4.0, "continuation")
     start_value = next(m["value"] for t, m in markers if m.get("block") == "tap" and m["event"] == "block_start")
     assert start_value["period_s"] == pytest.approx(0.6 / SPEED), "the block marker holds the timing that ran"
