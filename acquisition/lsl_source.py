@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dyadlab.acquisition.lslconfig import session_id_in_force
 from dyadlab.acquisition.sources import SourceChunk, SourceConfigError, SourceDisconnectedError
+from dyadlab.acquisition.streams import declared_channels
 from dyadlab.channel_quality import microvolts_per_unit
 
 logger = logging.getLogger(__name__)
@@ -333,15 +334,10 @@ def _format_name(code: int) -> str:
 
 def _declared_channels(info: Any, count: int) -> tuple[list[str], list[str], list[str]]:
     """Labels (``Ch1``... when undeclared), lower-case types and units from ``desc/channels``."""
-    labels: list[str] = []
-    types: list[str] = []
-    units: list[str] = []
-    channel = info.desc().child("channels").child("channel")
-    while not channel.empty() and len(labels) < count:
-        labels.append(channel.child_value("label").strip())
-        types.append(channel.child_value("type").strip().lower())
-        units.append(channel.child_value("unit").strip())
-        channel = channel.next_sibling()
+    declared = declared_channels(info)[:count]
+    labels = [channel.label.strip() for channel in declared]
+    types = [channel.type.strip().lower() for channel in declared]
+    units = [channel.unit.strip() for channel in declared]
     if len(labels) != count or len(set(labels)) != count or not all(labels):
         return [f"Ch{i + 1}" for i in range(count)], [""] * count, (units + [""] * count)[:count]
     return labels, types, units

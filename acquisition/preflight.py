@@ -57,7 +57,7 @@ import numpy as np
 import scipy.stats
 
 from dyadlab.acquisition.lslconfig import session_id_in_force
-from dyadlab.acquisition.streams import MARKER_CHANNEL_LABEL, source_id
+from dyadlab.acquisition.streams import MARKER_CHANNEL_LABEL, declared_channels, source_id
 from dyadlab.channel_quality import ChannelQuality, ChannelThresholds, classify_channels, noisy_throughout
 
 logger = logging.getLogger(__name__)
@@ -355,12 +355,7 @@ def _probe(probe: _Probe, read_s: float | None, clock_timeout_s: float, open_tim
 
 
 def _channel_labels(full_info: Any, count: int) -> list[str]:
-    labels: list[str] = []
-    if full_info is not None:
-        channel = full_info.desc().child("channels").child("channel")
-        while not channel.empty() and len(labels) < count:
-            labels.append(channel.child_value("label"))
-            channel = channel.next_sibling("channel")
+    labels = [channel.label for channel in declared_channels(full_info)[:count]] if full_info is not None else []
     if len(labels) != count or not all(labels):
         return [f"ch{i + 1}" for i in range(count)]
     return labels

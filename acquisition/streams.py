@@ -1,13 +1,15 @@
 """Stream identity: names, source ids and LSL metadata shared by every dyadlab stream.
 
 The recorder selects streams by these source ids, preflight checks them, and the quick-check
-recognises participants from the ``desc`` written here, so all of them go through this module.
+recognises participants from the ``desc`` written here, so all of them go through this module;
+:func:`declared_channels` reads back the channels a stream's ``desc`` declares, dyadlab's or
+another tool's.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
 
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 MARKER_CHANNEL_LABEL = "Marker"
-StreamKind = Literal["eeg", "aux", "audio", "markers", "responses", "synchrony"]
+StreamKind = Literal["eeg", "aux", "audio", "markers", "responses", "synchrony", "speech"]
 #: Kinds of stream that belong to one participant (their source_id names the participant).
 PARTICIPANT_STREAM_KINDS: tuple[StreamKind, ...] = ("eeg", "aux", "audio")
 AUDIO_STREAM_TYPE = "Audio"
@@ -61,7 +63,8 @@ def source_id(study: str, dyad: str, kind: StreamKind, participant: str | None =
 
     ``dyadlab.{study}.{dyad}.{participant}.{kind}`` for a participant's stream,
     ``dyadlab.{study}.{dyad}.{kind}`` for session-wide streams (markers, responses, the live
-    inter-brain ``synchrony`` of :mod:`dyadlab.protocols.live_synchrony`).
+    inter-brain ``synchrony`` of :mod:`dyadlab.protocols.live_synchrony`, the live ``speech`` events
+    of :mod:`dyadlab.protocols.live_speech`).
     """
     parts = ["dyadlab", _check_token("Study", study), _check_token("Dyad", dyad)]
     if kind in PARTICIPANT_STREAM_KINDS:
@@ -72,11 +75,70 @@ def source_id(study: str, dyad: str, kind: StreamKind, participant: str | None =
     return ".".join(parts)
 
 
+@dataclass
+class SourceLayout:
+    """What the stream descriptions read of an EEG source (rate, channels, device), for streams
+    written without a device: simulated studies, replayed recordings, test files.
+
+    :func:`eeg_stream_info` and :func:`aux_stream_info` take one of these where a live source
+    (:class:`~dyadlab.acquisition.sources.EegSource`) is not at hand.
+
+    Parameters
+    ----------
+    sampling_rate : float
+        Nominal rate in Hz.
+    eeg_channel_names : list of str
+    aux_channel_names : list of str
+        Extra board rows (accelerometer, photodiode...), written as the AUX stream.
+    description : dict of str -> str
+        The stream's ``desc/device`` entries, e.g. ``{"board": "replay"}``.
+    has_marker_channel : bool
+        Whether the EEG stream ends with the board ``Marker`` channel (see
+        :func:`~dyadlab.acquisition.sources.carries_board_markers`).
+    """
+
+    sampling_rate: float
+    eeg_channel_names: list[str]
+    aux_channel_names: list[str] = field(default_factory=list)
+    description: dict[str, str] = field(default_factory=dict)
+    has_marker_channel: bool = True
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """One channel's label, type and unit, as a stream's ``desc/channels`` declares them."""
+
+    label: str
+    type: str
+    unit: str
+
+
+def declared_channels(info: pylsl.StreamInfo) -> list[ChannelInfo]:
+    """Every channel that ``info``'s ``desc/channels`` declares, in order, its values as written
+    (empty where not declared).
+
+    The declaration may name fewer or more channels than the stream has, or none (a stream from
+    another tool): each reader decides what to make of that.
+    """
+    found: list[ChannelInfo] = []
+    channel = info.desc().child("channels").child("channel")
+    while not channel.empty():
+        found.append(
+            ChannelInfo(
+                label=channel.child_value("label"), type=channel.child_value("type"), unit=channel.child_value("unit")
+            )
+        )
+        channel = channel.next_sibling("channel")
+    return found
+
+
 def _append_text(element: pylsl.XMLElement, name: str, value: object) -> None:
     element.append_child_value(name, "" if value is None else str(value))
 
 
-def eeg_stream_info(study: str, dyad: str, participant: ParticipantInfo, source: EegSource) -> pylsl.StreamInfo:
+def eeg_stream_info(
+    study: str, dyad: str, participant: ParticipantInfo, source: EegSource | SourceLayout
+) -> pylsl.StreamInfo:
     """LSL info of a participant's EEG stream: EEG channels in microvolts plus the marker channel.
 
     The last channel (``Marker``) carries the board marker codes sample-exactly, so the
@@ -116,7 +178,9 @@ def eeg_stream_info(study: str, dyad: str, participant: ParticipantInfo, source:
     return info
 
 
-def aux_stream_info(study: str, dyad: str, participant: ParticipantInfo, source: EegSource) -> pylsl.StreamInfo:
+def aux_stream_info(
+    study: str, dyad: str, participant: ParticipantInfo, source: EegSource | SourceLayout
+) -> pylsl.StreamInfo:
     """LSL info of a participant's extra board rows (accelerometer, battery, ...)."""
     import pylsl
 

@@ -19,7 +19,7 @@ Targets (issue #14): median delay < 250 ms, server < 30 % of one core.
 ``benchmarks/results/monitor.json`` and the terminal.
 
 The module also holds what the monitor's tests share with it: :class:`PacedOutlet`,
-:func:`start_monitor` and :func:`launch_chromium`.
+:func:`replay_device`, :func:`start_monitor` and :func:`launch_chromium`.
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dyadlab.acquisition.streams import SourceLayout
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -56,15 +57,9 @@ MEDIAN_DELAY_TARGET_S = 0.25
 SERVER_CPU_TARGET = 0.30
 
 
-@dataclass
-class ReplayDevice:
-    """What :func:`dyadlab.acquisition.streams.eeg_stream_info` reads of a source: channels, rate, device."""
-
-    sampling_rate: float
-    eeg_channel_names: list[str]
-    aux_channel_names: list[str] = field(default_factory=list)
-    description: dict[str, str] = field(default_factory=lambda: {"board": "replay"})
-    has_marker_channel: bool = False
+def replay_device(rate: float, channel_names: list[str]) -> SourceLayout:
+    """The layout of a replayed recording's EEG stream: its channels only (no board marker channel)."""
+    return SourceLayout(rate, channel_names, description={"board": "replay"}, has_marker_channel=False)
 
 
 class PacedOutlet:
@@ -203,12 +198,12 @@ def run(minutes: float, channels: int, rate: float, warmup_s: float = 10.0) -> d
     from dyadlab.acquisition.recorder import LslRecorder, StreamSelector
     from dyadlab.acquisition.streams import ParticipantInfo, eeg_stream_info
 
-    device = ReplayDevice(rate, [f"E{i + 1}" for i in range(channels)])
+    device = replay_device(rate, [f"E{i + 1}" for i in range(channels)])
     rng = np.random.default_rng(0)
     loop = rng.normal(0.0, 20.0, (int(10 * rate), channels)).astype(np.float32)  # 10 s, 20 µV white
     dyad = f"b{uuid.uuid4().hex[:6]}"
     outlets = [
-        PacedOutlet(eeg_stream_info("bench", dyad, ParticipantInfo(label, f"sub-{label}"), device), loop)  # type: ignore[arg-type]
+        PacedOutlet(eeg_stream_info("bench", dyad, ParticipantInfo(label, f"sub-{label}"), device), loop)
         for label in ("A", "B")
     ]
     with tempfile.TemporaryDirectory() as tmp:

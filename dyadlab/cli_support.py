@@ -1,5 +1,6 @@
-"""What every ``dyadlab`` command shares: domain errors as a clear message with exit code 2, and
-anything else as one bug-report line naming the file that holds the traceback."""
+"""What every ``dyadlab`` command shares: domain errors as a clear message with exit code 2,
+anything else as one bug-report line naming the file that holds the traceback, and the progress
+bar of long runs."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dyadlab import DyadlabError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 #: Exit code of a command that stopped on bad input or a failed device, file or session.
 EXIT_USER_ERROR = 2
@@ -59,3 +63,54 @@ def report_bug(error: BaseException) -> Path:
     path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     path.write_text("".join(traceback.format_exception(error)))
     return path
+
+
+class ProgressBar:
+    """A rich progress bar on stderr, one stage at a time, when ``enabled``; else nothing.
+
+    Use it as a context manager; :meth:`stage` starts a stage (replacing the previous one) and
+    :meth:`advance` counts one step of it. The bar is transient: it leaves no trace in the
+    terminal once the ``with`` block ends.
+
+    Parameters
+    ----------
+    enabled : bool
+        Show the bar (a command's ``--no-progress`` turns it off).
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+
+    def __enter__(self) -> ProgressBar:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def stage(self, description: str, total: int = 1) -> None:
+        """Start the stage ``description`` of ``total`` steps, in place of the previous one."""
+        if self._bar is not None:
+            if self._task is not None:
+                self._bar.remove_task(self._task)
+            self._task = self._bar.add_task(description, total=total)
+
+    def advance(self) -> None:
+        """One step of the current stage done."""
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task)

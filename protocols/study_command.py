@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dyadlab.cli_support import user_errors
+from dyadlab.synchrony import cli_options
 
 _STATUS_STYLE = {"recorded": "green", "missing": "yellow", "incomplete": "red", "quick-check failed": "red"}
 
@@ -82,7 +83,7 @@ def status(folder: Path, show_all: bool) -> None:
 @click.option(
     "--block-seconds", default=20.0, show_default=True, type=click.FloatRange(min=4), help="Probe block length."
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
+@cli_options.seed("Seed of every random draw.")
 def simulate(
     folder: Path,
     patients: int,
@@ -127,17 +128,9 @@ def simulate(
 
 @study.command("analyze")
 @click.argument("folder", metavar="STUDY", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--json",
-    "json_out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="JSON result (default STUDY/analysis/study.json).",
-)
-@click.option(
-    "--report",
-    "html_out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="HTML report (default STUDY/analysis/study.html).",
+@cli_options.outputs(
+    json_help="JSON result (default STUDY/analysis/study.json).",
+    report_help="HTML report (default STUDY/analysis/study.html).",
 )
 @click.option("--condition", default=None, help="Probe condition followed (default: study.yaml's analysis.condition).")
 @click.option("--band", default=None, help="Band followed, one of the quick-check bands.")
@@ -154,7 +147,7 @@ def simulate(
 )
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes of the local cluster.")
 @click.option("--no-pseudo", is_flag=True, help="Skip real-vs-pseudo dyads (they read every recording again).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@cli_options.no_progress
 def analyze(
     folder: Path,
     json_out: Path | None,

@@ -31,9 +31,9 @@ import datetime as _dt
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -48,9 +48,6 @@ from dyadlab.synchrony.study import (
     write_outcomes_template,
     write_study,
 )
-
-if TYPE_CHECKING:
-    from dyadlab.acquisition.sources import EegSource
 
 __all__ = ["StudyDesign", "simulate_study", "write_simulated_session"]
 
@@ -171,16 +168,6 @@ def _schedule(design: StudyDesign) -> tuple[float, list[tuple[str, float]], list
     return t + _GAP_S, schedule, events
 
 
-@dataclass
-class _Board:
-    """What :func:`dyadlab.acquisition.streams.eeg_stream_info` reads of an EEG source."""
-
-    sampling_rate: float
-    eeg_channel_names: list[str]
-    aux_channel_names: list[str] = field(default_factory=list)
-    description: dict[str, str] = field(default_factory=lambda: {"board": "dyadlab-study-simulator"})
-
-
 def write_simulated_session(
     path: Path,
     *,
@@ -204,12 +191,11 @@ def write_simulated_session(
     events : list of (seconds from the first sample, marker JSON)
     """
     from dyadlab.acquisition.markers import Marker
-    from dyadlab.acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_info
+    from dyadlab.acquisition.streams import ParticipantInfo, SourceLayout, eeg_stream_info, event_stream_info
     from dyadlab.acquisition.xdf import XdfWriter
 
     metadata = {"study": study, "dyad": dyad, "session": str(session), "recorder": "dyadlab.protocols.study_simulation"}
-    # The stream metadata needs only the rate and channel names of a source, not a device.
-    board = cast("EegSource", _Board(rate, list(channels)))
+    board = SourceLayout(rate, list(channels), description={"board": "dyadlab-study-simulator"})
     with XdfWriter(path, file_metadata=metadata, flush_interval=60.0) as writer:
         for stream_id, (label, data) in enumerate(zip(("A", "B"), eeg), start=1):
             person_id, role = people[label]

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dyadlab import DyadlabError
+from dyadlab.cli_support import ProgressBar
 from dyadlab.synchrony import mains as mains_mod
 from dyadlab.synchrony import quality as quality_mod
 from dyadlab.synchrony import segments as seg
@@ -54,8 +55,6 @@ from dyadlab.synchrony.speech_roles import SpeechOptions
 from dyadlab.synchrony.timing_verification import TimingOptions, verify_timing
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
-
     from dyadlab.synchrony import surrogates as surrogates_mod
 
 logger = logging.getLogger(__name__)
@@ -87,46 +86,6 @@ RESERVED_CONDITION_KEYS = ("n_epochs", "n_epochs_planned", "duration_s", "blocks
 
 class QuickCheckError(DyadlabError, ValueError):
     """The file cannot be checked as asked (the message says why and what to do)."""
-
-
-class _Progress:
-    """A rich progress bar on stderr when asked for, else nothing."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def stage(self, description: str, total: int = 1) -> None:
-        if self._bar is not None:
-            if self._task is not None:
-                self._bar.remove_task(self._task)
-            self._task = self._bar.add_task(description, total=total)
-        logger.info("%s", description)
-
-    def advance(self) -> None:
-        if self._bar is not None and self._task is not None:
-            self._bar.advance(self._task)
 
 
 @contextmanager
@@ -425,9 +384,14 @@ class _Run:
     """What every stage reports to: the progress bar, the stage timings and the warnings."""
 
     def __init__(self, progress: bool) -> None:
-        self.bar = _Progress(progress)
+        self.bar = ProgressBar(progress)
         self.timings: dict[str, float] = {}
         self.warnings: list[str] = []
+
+    def stage(self, description: str, total: int = 1) -> None:
+        """Start a stage of the check: on the progress bar, and in the log."""
+        self.bar.stage(description, total)
+        logger.info("%s", description)
 
     def timed(self, name: str) -> AbstractContextManager[None]:
         return _timed(self.timings, name)
@@ -618,7 +582,7 @@ def measure_synchrony(
     """Every condition's inter-brain metrics per band, with their surrogate statistics."""
     conditions = seg.condition_names(timeline.blocks)
     stage = SynchronyStage(mains=epochs.mains)
-    run.bar.stage("Synchrony and surrogates", total=len(conditions) * len(settings.bands))
+    run.stage("Synchrony and surrogates", total=len(conditions) * len(settings.bands))
     with ThreadPoolExecutor(max_workers=_BANDS_AT_ONCE, thread_name_prefix="dyadlab-synchrony") as pool:
         for condition in conditions:
             index = [i for i, p in enumerate(epochs.plans) if p.block.condition == condition]
@@ -1055,22 +1019,22 @@ def run_check(
     figures = ReportFigures()
     run = _Run(progress)
     with run.bar:
-        run.bar.stage("Loading XDF")
+        run.stage("Loading XDF")
         with run.timed("load"):
             recording = load_dyad(xdf_path, eeg=settings.eeg)
         run.warnings.extend(recording.warnings)
-        run.bar.stage("Data quality")
+        run.stage("Data quality")
         with run.timed("quality"):
             quality = assess_quality(recording, settings, run)
             figures.spectra = _spectra(recording)
-        run.bar.stage("Aligning and epoching")
+        run.stage("Aligning and epoching")
         with run.timed("align"):
             timeline = build_timeline(recording, settings, run)
         with run.timed("epochs"):
             epochs = select_epochs(recording, timeline, quality, settings, figures)
         spoken = speech_section = None
         if settings.speech is not None:
-            run.bar.stage("Speech and turns")
+            run.stage("Speech and turns")
             with run.timed("speech"):
                 spoken = speech_roles.detect(recording, settings.speech, run.warnings)
                 if spoken is not None:

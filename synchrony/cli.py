@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dyadlab.cli_support import user_errors
+from dyadlab.synchrony import cli_options
 
 
 def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path | None) -> None:
@@ -62,20 +63,12 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
         console.print(f"[yellow]{len(result['warnings'])} warning(s):[/yellow]")
         for warning in result["warnings"]:
             console.print(f"  • {warning}", highlight=False)
-    for kind, path in (("JSON", json_out), ("HTML report", html_out)):
-        if path is not None:
-            console.print(f"{kind}: {path}")
+    cli_options.print_output_paths(console, json_out, html_out)
 
 
 @click.command("check")
 @click.argument("xdf_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
-@click.option(
-    "--report",
-    "html_out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the self-contained HTML report here.",
-)
+@cli_options.outputs()
 @click.option(
     "--eeg",
     "eeg",
@@ -90,23 +83,9 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
     metavar="NAME=START:END",
     help="Define a condition from marker strings or regular expressions (repeatable), for files without dyadlab block markers.",
 )
-@click.option(
-    "--bands",
-    default=None,
-    metavar="NAME=LOW-HIGH,...",
-    help="Frequency bands, e.g. 'theta=4-7,alpha=8-12' (default theta, alpha, beta, gamma).",
-)
-@click.option(
-    "--epoch-length", default=2.0, show_default=True, type=click.FloatRange(min=0.25), help="Epoch length in seconds."
-)
-@click.option(
-    "--surrogates",
-    "n_surrogates",
-    default=200,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Surrogates per condition (0: no statistics).",
-)
+@cli_options.bands
+@cli_options.epoch_length
+@cli_options.surrogates("Surrogates per condition (0: no statistics).")
 @click.option(
     "--surrogate-method",
     type=click.Choice(["epoch-shuffle", "circular-shift"]),
@@ -114,7 +93,7 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
     show_default=True,
     help="Null model: shuffle B's epochs within the condition, or shift B circularly in time.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the surrogate generator.")
+@cli_options.seed("Seed of the surrogate generator.")
 @click.option(
     "--mains",
     type=click.Choice(["auto", "50", "60", "off"]),
@@ -178,7 +157,7 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the speech events (speech, turns, overlaps, pauses, gaps) here as TSV.",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@cli_options.no_progress
 def check(
     xdf_file: Path,
     json_out: Path | None,

@@ -28,9 +28,10 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from dyadlab import DyadlabError
+from dyadlab.cli_support import ProgressBar
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -172,39 +173,6 @@ def _client(scheduler: str | None, n_workers: int | None, memory_limit: int | st
         yield client
 
 
-class _ProgressBar:
-    """A rich progress bar on stderr over the sessions, or nothing."""
-
-    def __init__(self, total: int, enabled: bool, description: str) -> None:
-        self._bar: Any = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._task = self._bar.add_task(description, total=total)
-
-    def __enter__(self) -> _ProgressBar:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def advance(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task)
-
-
 def map_sessions(
     function: Callable[[ItemT], ResultT],
     items: Sequence[ItemT],
@@ -266,7 +234,8 @@ def map_sessions(
     items = list(items)
     guarded: _Guarded[ItemT, ResultT] = _Guarded(function)
     results: list[ResultT | SessionFailure]
-    with _ProgressBar(len(items), progress, "Sessions") as bar:
+    with ProgressBar(progress) as bar:
+        bar.stage("Sessions", total=len(items))
         if scheduler == SERIAL:
             if n_workers is not None or memory_limit is not None:
                 raise DistributedError(
@@ -290,7 +259,7 @@ def _map_on_cluster(
     scheduler: str | None,
     n_workers: int | None,
     memory_limit: int | str | None,
-    bar: _ProgressBar,
+    bar: ProgressBar,
 ) -> list[ResultT | SessionFailure]:
     from distributed import KilledWorker, as_completed
 

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dyadlab.cli_support import user_errors
+from dyadlab.synchrony import cli_options
 
 
 def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path | None) -> None:
@@ -59,9 +60,7 @@ def _print_summary(result: dict[str, Any], json_out: Path | None, html_out: Path
         console.print(f"[yellow]{len(result['warnings'])} warning(s)[/yellow] (all in the JSON/HTML); first ones:")
         for warning in result["warnings"][:8]:
             console.print(f"  • {warning}", highlight=False)
-    for kind, path in (("JSON", json_out), ("HTML report", html_out)):
-        if path is not None:
-            console.print(f"{kind}: {path}")
+    cli_options.print_output_paths(console, json_out, html_out)
 
 
 def _print_null(console: Any, result: dict[str, Any], group: dict[str, Any], title: str) -> None:
@@ -99,36 +98,16 @@ def _print_null(console: Any, result: dict[str, Any], group: dict[str, Any], tit
 
 @click.command("group")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
-@click.option(
-    "--report",
-    "html_out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the self-contained HTML report here.",
-)
-@click.option(
-    "--bands",
-    default=None,
-    metavar="NAME=LOW-HIGH,...",
-    help="Frequency bands, e.g. 'theta=4-7,alpha=8-12' (default theta, alpha, beta, gamma).",
-)
+@cli_options.outputs()
+@cli_options.bands
 @click.option(
     "--metrics",
     default=None,
     metavar="NAME,...",
     help="Synchrony metrics, e.g. 'plv,wpli' (default: the quick-check's set).",
 )
-@click.option(
-    "--epoch-length", default=2.0, show_default=True, type=click.FloatRange(min=0.25), help="Epoch length in seconds."
-)
-@click.option(
-    "--surrogates",
-    "n_surrogates",
-    default=200,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Surrogates per session and condition (per-session z; 0: none).",
-)
+@cli_options.epoch_length
+@cli_options.surrogates("Surrogates per session and condition (per-session z; 0: none).")
 @click.option(
     "--pseudo-max",
     default=None,
@@ -142,7 +121,7 @@ def _print_null(console: Any, result: dict[str, Any], group: dict[str, Any], tit
     show_default=True,
     help="Longitudinal value: surrogate-corrected mean or surrogate z.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
+@cli_options.seed("Seed of every random draw.")
 @click.option(
     "--sessions-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -151,7 +130,7 @@ def _print_null(console: Any, result: dict[str, Any], group: dict[str, Any], tit
 @click.option(
     "--strict", is_flag=True, help="Stop at the first file that cannot be used (default: skip it with a warning)."
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@cli_options.no_progress
 def group(
     files: tuple[Path, ...],
     json_out: Path | None,

@@ -285,16 +285,16 @@ def _one_sample(channels: int = 2) -> bytes:
 def _recorder_like_xdf(path: Path, seconds: float = 3.0) -> Path:
     """A small dyad file laid out as the recorder writes it: every header first, then samples."""
     from dyadlab.acquisition.markers import Marker
-    from dyadlab.acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_info
+    from dyadlab.acquisition.streams import ParticipantInfo, SourceLayout, eeg_stream_info, event_stream_info
     from dyadlab.acquisition.xdf import XdfWriter
-    from tests.synchrony.xdf_fixtures import _Source
+    from tests.synchrony.xdf_fixtures import FIXTURE_DEVICE
 
     rate = 100.0
     n = int(seconds * rate)
     rng = np.random.default_rng(0)
     with XdfWriter(path, file_metadata={"study": "test", "dyad": "d01"}) as writer:
         for stream_id, label in ((1, "A"), (2, "B")):
-            source = _Source(sampling_rate=rate, eeg_channel_names=["Fz", "Cz"])
+            source = SourceLayout(rate, ["Fz", "Cz"], description=FIXTURE_DEVICE)
             info = eeg_stream_info("test", "d01", ParticipantInfo(label, f"sub-{label}"), source)
             writer.add_stream(stream_id, info.as_xml())
         writer.add_stream(3, event_stream_info("test", "d01", "markers").as_xml())

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from dyadlab.acquisition.streams import ChannelInfo, declared_channels
 from dyadlab.channel_quality import ChannelThresholds, classify_channels, noisy_throughout
 
 logger = logging.getLogger(__name__)
@@ -85,27 +86,12 @@ class StreamSelection:
         return source_id in self.source_ids or name in self.names
 
 
-@dataclass(frozen=True)
-class ChannelInfo:
-    """One channel's label, type and unit from the stream's ``desc/channels``."""
-
-    label: str
-    type: str
-    unit: str
-
-
 def _channels(info: Any, count: int, stream_type: str) -> list[ChannelInfo]:
-    found: list[ChannelInfo] = []
-    channel = info.desc().child("channels").child("channel")
-    while not channel.empty() and len(found) < count:
-        found.append(
-            ChannelInfo(
-                label=channel.child_value("label") or f"ch{len(found) + 1}",
-                type=channel.child_value("type") or stream_type,
-                unit=channel.child_value("unit"),
-            )
-        )
-        channel = channel.next_sibling()
+    """The stream's ``count`` channels as declared; ``chN`` and the stream's type where not."""
+    found = [
+        ChannelInfo(label=channel.label or f"ch{number}", type=channel.type or stream_type, unit=channel.unit)
+        for number, channel in enumerate(declared_channels(info)[:count], start=1)
+    ]
     found.extend(ChannelInfo(f"ch{i + 1}", stream_type, "") for i in range(len(found), count))
     return found
 

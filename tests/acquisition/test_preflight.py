@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pylsl
@@ -28,7 +27,7 @@ from dyadlab.acquisition.lslconfig import LslConfig, session_id_in_force
 from dyadlab.acquisition.markers import MarkerOutlet
 from dyadlab.acquisition.preflight import PreflightConfig, PreflightReport, run_preflight
 from dyadlab.acquisition.simulator import DEFAULT_CHANNEL_NAMES, simulate_dyad
-from dyadlab.acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_info, source_id
+from dyadlab.acquisition.streams import ParticipantInfo, SourceLayout, eeg_stream_info, event_stream_info, source_id
 
 STUDY = "preflighttest"
 FS = 250.0
@@ -75,10 +74,8 @@ class CraftedStream:
         stamp_rate: float | None = None,
         stamp_offset: float = 0.0,
     ) -> None:
-        fake_source = SimpleNamespace(
-            sampling_rate=declared_rate, eeg_channel_names=list(DEFAULT_CHANNEL_NAMES), description={"board": "test"}
-        )
-        self.info = eeg_stream_info(STUDY, dyad, ParticipantInfo(label, f"sub-{label}"), fake_source)
+        layout = SourceLayout(declared_rate, list(DEFAULT_CHANNEL_NAMES), description={"board": "test"})
+        self.info = eeg_stream_info(STUDY, dyad, ParticipantInfo(label, f"sub-{label}"), layout)
         self.outlet = pylsl.StreamOutlet(self.info)
         self.data = np.vstack([data, np.zeros((1, data.shape[1]))]).astype(np.float32)  # + Marker channel
         self.push_rate = push_rate
@@ -331,11 +328,10 @@ _OTHER_SESSION_PUSHER = textwrap.dedent(
     """
     import sys, time
     import numpy as np, pylsl
-    from types import SimpleNamespace
-    from dyadlab.acquisition.streams import ParticipantInfo, eeg_stream_info
+    from dyadlab.acquisition.streams import ParticipantInfo, SourceLayout, eeg_stream_info
 
     study, dyad = sys.argv[1], sys.argv[2]
-    source = SimpleNamespace(sampling_rate=250.0, eeg_channel_names=["Fz", "Cz"], description={})
+    source = SourceLayout(250.0, ["Fz", "Cz"])
     outlet = pylsl.StreamOutlet(eeg_stream_info(study, dyad, ParticipantInfo("B", "sub-B"), source))
     found = pylsl.resolve_byprop("source_id", outlet.get_info().source_id(), 1, 5.0)
     print("visible-in-own-session" if found else "not-visible", flush=True)

@@ -26,7 +26,7 @@ import numpy as np
 import pylsl
 import pytest
 
-from benchmarks.bench_monitor import PacedOutlet, ReplayDevice, launch_chromium, start_monitor
+from benchmarks.bench_monitor import PacedOutlet, launch_chromium, replay_device, start_monitor
 from dyadlab.acquisition.brainflow_source import BrainFlowSource
 from dyadlab.acquisition.bridge import BoardBridge
 from dyadlab.acquisition.markers import Marker, MarkerOutlet
@@ -204,10 +204,10 @@ def test_real_eeg_flat_channel_dropped_samples_and_a_stall_are_shown(
     streams meanwhile and, after the monitor is killed (SIGKILL) with its page open, still has
     every sample sent."""
     data, labels, rate = eeglab
-    device = ReplayDevice(rate, labels)
+    device = replay_device(rate, labels)
     outlets = {
         label: PacedOutlet(
-            eeg_stream_info("montest", f"r{unique_id}", ParticipantInfo(label, f"sub-{label}"), device),  # type: ignore[arg-type]
+            eeg_stream_info("montest", f"r{unique_id}", ParticipantInfo(label, f"sub-{label}"), device),
             data[int(start * rate) :],
         )
         for label, start in (("A", 0.0), ("B", 100.0))

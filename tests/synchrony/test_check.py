@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -407,16 +406,14 @@ def _damaged_dyad(path, *, header_rate=250.0, offsets=(0.0, 0.0), stamp_nan=Fals
     import re as re_module
 
     from dyadlab.acquisition.markers import Marker
-    from dyadlab.acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_info
+    from dyadlab.acquisition.streams import ParticipantInfo, SourceLayout, eeg_stream_info, event_stream_info
     from dyadlab.acquisition.xdf import XdfWriter
 
     rng = np.random.default_rng(1)
     n, t0 = int(seconds * rate), 1000.0
     with XdfWriter(path, file_metadata={"study": "repro", "dyad": "d01"}) as writer:
         for stream_id, label in ((1, "A"), (2, "B")):
-            source = SimpleNamespace(
-                sampling_rate=rate, eeg_channel_names=["Fz", "Cz", "Pz", "Oz"], aux_channel_names=[], description={}
-            )
+            source = SourceLayout(rate, ["Fz", "Cz", "Pz", "Oz"])
             xml = eeg_stream_info("repro", "d01", ParticipantInfo(label, f"sub-{label}"), source).as_xml()
             xml = re_module.sub(
                 r"<nominal_srate>[^<]*</nominal_srate>", f"<nominal_srate>{header_rate!r}</nominal_srate>", xml

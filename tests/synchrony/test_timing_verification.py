@@ -16,7 +16,13 @@ import pytest
 
 from dyadlab.acquisition.markers import Marker
 from dyadlab.acquisition.simulator import TimingSignals, simulate_timing_signals
-from dyadlab.acquisition.streams import ParticipantInfo, aux_stream_info, eeg_stream_info, event_stream_info
+from dyadlab.acquisition.streams import (
+    ParticipantInfo,
+    SourceLayout,
+    aux_stream_info,
+    eeg_stream_info,
+    event_stream_info,
+)
 from dyadlab.acquisition.xdf import XdfWriter
 from dyadlab.synchrony.check import run_check
 from dyadlab.synchrony.io import DyadRecording, EventMarker, load_dyad
@@ -33,7 +39,7 @@ from dyadlab.synchrony.timing_verification import (
     verify_timing,
 )
 from tests.synchrony import independent_xdf as ix
-from tests.synchrony.xdf_fixtures import _Source
+from tests.synchrony.xdf_fixtures import FIXTURE_DEVICE
 
 FS = 250.0
 PERIOD = 1.0 / FS
@@ -214,7 +220,7 @@ def _write_dyadlab_session(path, times, aux_a, aux_b, flips, names):
     with XdfWriter(path, file_metadata={"study": "t", "dyad": "d01"}) as writer:
         for offset, (label, aux) in enumerate((("A", aux_a), ("B", aux_b))):
             person = ParticipantInfo(label, f"sub-{label}", "partner")
-            source = _Source(sampling_rate=FS, eeg_channel_names=["Fz", "Cz", "Pz", "Oz"], aux_channel_names=names)
+            source = SourceLayout(FS, ["Fz", "Cz", "Pz", "Oz"], aux_channel_names=names, description=FIXTURE_DEVICE)
             eeg_id, aux_id = 1 + 2 * offset, 2 + 2 * offset
             writer.add_stream(eeg_id, eeg_stream_info("t", "d01", person, source).as_xml())
             writer.add_stream(aux_id, aux_stream_info("t", "d01", person, source).as_xml())

@@ -22,22 +22,13 @@ import numpy as np
 from scipy import signal
 
 from dyadlab.acquisition.markers import Marker
-from dyadlab.acquisition.streams import ParticipantInfo, eeg_stream_info, event_stream_info
+from dyadlab.acquisition.streams import ParticipantInfo, SourceLayout, eeg_stream_info, event_stream_info
 from dyadlab.acquisition.xdf import XdfWriter
 
 T0 = 5000.0  # LSL time of the first sample (any positive value)
 BLOCK_GAP_S = 2.0  # baseline before, between and after condition blocks
 CHANNELS = ("Fz", "Cz", "Pz", "Oz", "C3", "C4", "P3", "P4")
-
-
-@dataclass
-class _Source:
-    """The subset of ``dyadlab.acquisition.sources.EegSource`` that ``eeg_stream_info`` reads."""
-
-    sampling_rate: float
-    eeg_channel_names: list[str]
-    aux_channel_names: list[str] = field(default_factory=list)
-    description: dict[str, str] = field(default_factory=lambda: {"board": "test-fixture"})
+FIXTURE_DEVICE = {"board": "test-fixture"}  # the streams' desc/device
 
 
 @dataclass
@@ -191,7 +182,7 @@ def write_session_xdf(
             if index >= spec.eeg_streams:
                 break
             stream_id += 1
-            source = _Source(sampling_rate=rate, eeg_channel_names=list(channel_labels))
+            source = SourceLayout(rate, list(channel_labels), description=FIXTURE_DEVICE)
             info = eeg_stream_info(spec.study, spec.dyad, ParticipantInfo(label, f"sub-{label}", "partner"), source)
             xml = info.as_xml() if spec.labels else _strip_identity(info.as_xml(), label)
             writer.add_stream(stream_id, xml)
