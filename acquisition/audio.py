@@ -37,7 +37,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -151,6 +151,20 @@ class InputDevice:
     def full_name(self) -> str:
         """``"<name>, <host API>"``, unique on a machine in practice."""
         return f"{self.name}, {self.host_api}"
+
+
+@dataclass(frozen=True)
+class VirtualInput:
+    """An input that PortAudio does not list (a simulated microphone): its name and how it opens.
+
+    ``open_stream`` is called with the keyword arguments of ``sounddevice.InputStream``
+    (``channels``, ``samplerate``, ``blocksize``, ``callback``) and returns an object with the members
+    :class:`MicrophoneCapture` uses (``start``, ``stop``, ``abort``, ``close``, ``active``,
+    ``latency``, ``time``).
+    """
+
+    device: InputDevice
+    open_stream: Callable[..., Any]
 
 
 def _sounddevice() -> Any:
@@ -440,6 +454,11 @@ class MicrophoneCapture:
         The input already found by :func:`resolve_microphones`; found by name otherwise.
     level_window_s : float
         Seconds of the latest audio kept for :meth:`recent_audio` (preflight).
+    stream_factory : callable or None
+        Opens the input instead of PortAudio: called with the keyword arguments of
+        ``sounddevice.InputStream`` (``channels``, ``samplerate``, ``blocksize``, ``callback``) and
+        returning an object with its members; used for simulated microphones
+        (:class:`dyadlab.acquisition.simulated_microphones.SimulatedInputStream`).
     """
 
     def __init__(
@@ -452,8 +471,10 @@ class MicrophoneCapture:
         flac_path: Path | None = None,
         device: InputDevice | None = None,
         level_window_s: float = 10.0,
+        stream_factory: Callable[..., Any] | None = None,
     ) -> None:
         self.spec = spec
+        self._stream_factory = stream_factory
         self.study = study
         self.dyad = dyad
         self.participant = participant
@@ -489,33 +510,18 @@ class MicrophoneCapture:
         AudioDeviceError
             The device is missing or refuses the channel count or rate.
         """
-        global _open_streams
         if self._stream is not None:
             return
-        sd = _sounddevice()
-        if self.device is None:
-            self.device = find_input_device(self.spec, list_input_devices())
         rate = self.spec.sample_rate
-        try:
-            with _open_lock:
-                self._stream = sd.InputStream(
-                    device=self.device.index,
-                    channels=self.spec.channel,  # the wanted channel is the last one opened
-                    samplerate=rate,
-                    dtype="float32",
-                    blocksize=max(1, round(BLOCK_SECONDS * rate)),
-                    latency="high",  # fewer overflows on a busy PC; stamps do not depend on it
-                    callback=self._callback,
-                )
-                _open_streams += 1
-                self._counted_open = True
-        except sd.PortAudioError as error:
-            raise AudioDeviceError(
-                f"cannot open {self.device.full_name!r} for participant {self.participant.label} "
-                f"(channel {self.spec.channel}, {rate:g} Hz): {error}. Check that no other program holds "
-                f"it exclusively and that it supports {rate:g} Hz (its default is "
-                f"{self.device.default_sample_rate:g} Hz)."
-            ) from None
+        if self._stream_factory is not None:
+            self._stream = self._stream_factory(
+                channels=self.spec.channel,
+                samplerate=rate,
+                blocksize=max(1, round(BLOCK_SECONDS * rate)),
+                callback=self._callback,
+            )
+        else:
+            self._open_portaudio_stream()
         import pylsl
 
         self._outlet = pylsl.StreamOutlet(
@@ -545,6 +551,33 @@ class MicrophoneCapture:
             except (OSError, RuntimeError) as error:  # soundfile reports unwritable paths as RuntimeError
                 self.release()
                 raise AudioCaptureError(f"cannot create the audio file {self.flac_path}: {error}") from None
+
+    def _open_portaudio_stream(self) -> None:
+        global _open_streams
+        sd = _sounddevice()
+        if self.device is None:
+            self.device = find_input_device(self.spec, list_input_devices())
+        rate = self.spec.sample_rate
+        try:
+            with _open_lock:
+                self._stream = sd.InputStream(
+                    device=self.device.index,
+                    channels=self.spec.channel,  # the wanted channel is the last one opened
+                    samplerate=rate,
+                    dtype="float32",
+                    blocksize=max(1, round(BLOCK_SECONDS * rate)),
+                    latency="high",  # fewer overflows on a busy PC; stamps do not depend on it
+                    callback=self._callback,
+                )
+                _open_streams += 1
+                self._counted_open = True
+        except sd.PortAudioError as error:
+            raise AudioDeviceError(
+                f"cannot open {self.device.full_name!r} for participant {self.participant.label} "
+                f"(channel {self.spec.channel}, {rate:g} Hz): {error}. Check that no other program holds "
+                f"it exclusively and that it supports {rate:g} Hz (its default is "
+                f"{self.device.default_sample_rate:g} Hz)."
+            ) from None
 
     def device_description(self) -> dict[str, object]:
         """What the stream's ``desc/device`` and the session record say about the input."""
@@ -784,6 +817,7 @@ def open_microphones(
     study: str,
     dyad: str,
     flac_stem: Path | None,
+    virtual: Mapping[str, VirtualInput] | None = None,
 ) -> list[MicrophoneCapture]:
     """Find every microphone, then prepare one capture per participant (none started).
 
@@ -795,13 +829,16 @@ def open_microphones(
         The session's participants (those without a spec get no capture).
     flac_stem : Path | None
         Files go to ``<flac_stem>_audio-<label>.flac``; ``None`` writes none.
+    virtual : mapping of str to VirtualInput, optional
+        Participant label -> a simulated microphone used instead of the device ``specs`` names.
 
     Raises
     ------
     AudioDeviceError
         Before any device opens, if any microphone is missing or ambiguous.
     """
-    devices = resolve_microphones(specs)
+    virtual = dict(virtual or {})
+    devices = resolve_microphones({label: spec for label, spec in specs.items() if label not in virtual})
     captures: list[MicrophoneCapture] = []
     try:
         for person in participants:
@@ -813,7 +850,8 @@ def open_microphones(
                 dyad=dyad,
                 participant=person,
                 flac_path=None if flac_stem is None else flac_path(flac_stem, person.label),
-                device=devices[person.label],
+                device=virtual[person.label].device if person.label in virtual else devices[person.label],
+                stream_factory=virtual[person.label].open_stream if person.label in virtual else None,
             )
             capture.prepare()
             captures.append(capture)

@@ -33,7 +33,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple, TypedDict
 
@@ -75,13 +75,20 @@ DEFAULT_COUPLING: dict[str, dict[str, float]] = {
     "tapping": {"theta": 0.8},
     "tapping-computer": {},
     "conversation": {"theta": 0.7},
+    "conversation:A-speaks": {"theta": 0.8},
+    "conversation:B-speaks": {},
+    "conversation:overlap": {},
+    "conversation:silence": {},
 }
 """Coupling strength per condition and band (0 = independent, 1 = one shared band source).
 
 A 30-40 s block of 2-s epochs in a coupled condition gives a clear PLV excess over an
 epoch-shuffle null on the channels where the band dominates (see ``docs/simulator.md``);
 The rests, ``competition`` and tapping with a computer partner (the paradigms' control
-conditions) are uncoupled.
+conditions) are uncoupled. With simulated voices
+(:class:`dyadlab.acquisition.simulated_microphones.VoiceRoom`) a conversation block is split into
+speaking states: the two brains couple in theta only while A speaks alone (B listens), so that
+only the quick-check's speaking-state split can find where the block's coupling comes from.
 """
 
 
@@ -881,7 +888,12 @@ class CoupledDyadSimulator:
         return change
 
     def follow_markers(
-        self, marker_source_id: str, *, resolve_timeout_s: float | None = None, poll_s: float = 0.02
+        self,
+        marker_source_id: str,
+        *,
+        resolve_timeout_s: float | None = None,
+        poll_s: float = 0.02,
+        also: Sequence[Callable[[Marker, float], None]] = (),
     ) -> MarkerFollower:
         """Follow the session marker stream: ``block_start`` sets its condition, ``block_end`` the baseline.
 
@@ -898,16 +910,34 @@ class CoupledDyadSimulator:
             Give up (log an error) if the stream has not appeared after this long; ``None`` waits.
         poll_s : float
             Longest wait for the next marker; it bounds the stop latency, not the switch latency.
+        also : sequence of callables
+            Called with each marker and its timestamp after the simulator applied it, in order (e.g.
+            :meth:`dyadlab.acquisition.simulated_voices.VoiceRoom.on_marker`, whose speaking states
+            then refine the condition the block marker set).
 
         Returns
         -------
         MarkerFollower
         """
-        follower = MarkerFollower(self, marker_source_id, resolve_timeout_s=resolve_timeout_s, poll_s=poll_s)
+        follower = MarkerFollower(
+            marker_source_id,
+            [self._on_marker, *also],
+            resolve_timeout_s=resolve_timeout_s,
+            poll_s=poll_s,
+        )
         with self._lock:
             self._followers.append(follower)
         follower.start()
         return follower
+
+    _RETURN_TO_BASELINE = ("block_end", "session_end", "abort")
+
+    def _on_marker(self, marker: Marker, stamp: float) -> None:
+        self.flash(stamp)
+        if marker.event == "block_start" and marker.condition:
+            self.set_condition(marker.condition, at=stamp)
+        elif marker.event in self._RETURN_TO_BASELINE:
+            self.set_condition(self.baseline_condition, at=stamp)
 
     def close(self) -> None:
         """Stop marker followers and release both sources for good; idempotent."""
@@ -1206,23 +1236,34 @@ class SimulatedEegSource:
 
 
 class MarkerFollower:
-    """A thread that sets the simulator's condition from the session marker stream.
+    """A thread that hands every marker of the session marker stream to simulated devices.
 
     Created by :meth:`CoupledDyadSimulator.follow_markers`. ``connected`` is set once the inlet
     is open (markers pushed before that are not seen).
-    """
 
-    _RETURN_TO_BASELINE = ("block_end", "session_end", "abort")
+    Parameters
+    ----------
+    marker_source_id : str
+        The session marker stream's ``source_id``.
+    handlers : sequence of callables
+        Each called in order with every parsed :class:`~dyadlab.acquisition.markers.Marker` and its
+        timestamp (``local_clock()``, clock-synchronised); an exception in one is logged and the
+        next marker still reaches all of them.
+    resolve_timeout_s : float | None
+        Give up (log an error) if the stream has not appeared after this long; ``None`` waits.
+    poll_s : float
+        Longest wait for the next marker (bounds the stop latency).
+    """
 
     def __init__(
         self,
-        simulator: CoupledDyadSimulator,
         marker_source_id: str,
+        handlers: Sequence[Callable[[Marker, float], None]],
         *,
         resolve_timeout_s: float | None,
         poll_s: float,
     ) -> None:
-        self._sim = simulator
+        self._handlers = list(handlers)
         self.marker_source_id = marker_source_id
         self._resolve_timeout_s = resolve_timeout_s
         self._poll_s = poll_s
@@ -1255,11 +1296,10 @@ class MarkerFollower:
                 waited = time.monotonic() - started
                 if self._resolve_timeout_s is not None and waited >= self._resolve_timeout_s:
                     logger.error(
-                        "Simulator: marker stream %r not found after %.1f s; the coupling stays at %r. Start the "
-                        "marker outlet (session) first, or check the LSL SessionID.",
+                        "Simulator: marker stream %r not found after %.1f s; the simulation does not follow the "
+                        "session. Start the marker outlet (session) first, or check the LSL SessionID.",
                         self.marker_source_id,
                         waited,
-                        self._sim.current_condition,
                     )
                     return None
             return None
@@ -1305,11 +1345,11 @@ class MarkerFollower:
             logger.warning("Simulator ignores a marker it cannot parse (%s): %r", error, text[:200])
             return
         self.markers_seen += 1
-        self._sim.flash(stamp)
-        if marker.event == "block_start" and marker.condition:
-            self._sim.set_condition(marker.condition, at=stamp)
-        elif marker.event in self._RETURN_TO_BASELINE:
-            self._sim.set_condition(self._sim.baseline_condition, at=stamp)
+        for handler in self._handlers:
+            try:
+                handler(marker, stamp)
+            except Exception:
+                logger.exception("Simulator: handling the marker %r failed", marker.event)
 
 
 def simulate_dyad(

@@ -9,6 +9,7 @@ another tool's.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -242,8 +243,14 @@ def audio_stream_info(
     return info
 
 
-def event_stream_info(study: str, dyad: str, kind: Literal["markers", "responses"]) -> pylsl.StreamInfo:
-    """LSL info of the session's marker or response stream: one JSON string per event."""
+def event_stream_info(
+    study: str, dyad: str, kind: Literal["markers", "responses"], participants: Sequence[ParticipantInfo] = ()
+) -> pylsl.StreamInfo:
+    """LSL info of the session's marker or response stream: one JSON string per event.
+
+    ``participants`` go into ``desc/participants/participant`` (label, id, role), so that a reader
+    of the events alone maps their ``participant`` labels to people.
+    """
     import pylsl
 
     info = pylsl.StreamInfo(
@@ -263,16 +270,23 @@ def event_stream_info(study: str, dyad: str, kind: Literal["markers", "responses
     _append_text(tags, "kind", kind)
     _append_text(tags, "study", study)
     _append_text(tags, "dyad", dyad)
+    people = desc.append_child("participants")
+    for participant in participants:
+        _append_participant(people, participant)
     return info
+
+
+def _append_participant(parent: pylsl.XMLElement, participant: ParticipantInfo) -> None:
+    person = parent.append_child("participant")
+    _append_text(person, "label", participant.label)
+    _append_text(person, "id", participant.participant_id)
+    _append_text(person, "role", participant.role)
 
 
 def _describe_owner(
     desc: pylsl.XMLElement, study: str, dyad: str, participant: ParticipantInfo, kind: StreamKind
 ) -> None:
-    person = desc.append_child("participant")
-    _append_text(person, "label", participant.label)
-    _append_text(person, "id", participant.participant_id)
-    _append_text(person, "role", participant.role)
+    _append_participant(desc, participant)
     tags = desc.append_child("dyadlab")
     _append_text(tags, "kind", kind)
     _append_text(tags, "study", study)

@@ -32,6 +32,7 @@ _COMMANDS: dict[str, str] = {
     "new-paradigm": "dyadlab.protocols.lab_commands:new_paradigm",
     "monitor": "dyadlab.protocols.monitor.command:monitor",
     "live-synchrony": "dyadlab.protocols.live_synchrony:live_synchrony",
+    "live-speech": "dyadlab.protocols.live_speech:live_speech",
 }
 
 

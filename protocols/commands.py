@@ -243,7 +243,11 @@ def _identity_options(command: Any) -> Any:
 
 @click.command()
 @click.argument("protocol")
-@click.option("--simulate", is_flag=True, help="Use the coupled-dyad simulator instead of every board.")
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Use the simulators instead of every board and microphone (scripted voices for microphones).",
+)
 @click.option("--autopilot", is_flag=True, help="Simulated participants respond (no one at the keyboard).")
 @click.option(
     "--speed",
@@ -339,18 +343,24 @@ def demo(
     participants: tuple[str, ...],
     roster: Path | None,
 ) -> None:
-    """The bundled demo: a ~2-minute simulated dyad session with autopilot, recorded and checked.
+    """The bundled demo: a ~3-minute simulated dyad session with autopilot, recorded and checked.
 
     Several demos with different --dyad and --participant values make a small study for
     `dyadlab group` (pseudo-dyads, longitudinal view).
     """
     loaded = _load("demo", dyad, session, participants=participants, roster=roster)
-    # The demo shows the experimenter's view too: live synchrony recorded, the monitor's address printed.
+    # The demo shows the experimenter's view too: live synchrony and live speech detection recorded,
+    # the monitor's address printed.
     from dataclasses import replace
 
     from dyadlab.protocols.schema import LiveSynchronySettings, MonitorSettings
 
-    shown = {"live_synchrony": LiveSynchronySettings(enabled=True), "monitor": MonitorSettings(enabled=True)}
+    shown: dict[str, object] = {
+        "live_synchrony": LiveSynchronySettings(enabled=True),
+        "monitor": MonitorSettings(enabled=True),
+    }
+    if loaded.protocol.microphones is not None:
+        shown["microphones"] = loaded.protocol.microphones.model_copy(update={"live_speech": True})
     loaded = replace(loaded, protocol=loaded.protocol.model_copy(update=shown))
     sys.exit(
         _run_session(

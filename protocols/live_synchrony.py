@@ -15,9 +15,10 @@ the session's recorder records and the dyad monitor draws. The stream (``docs/li
   ``bands/<name>/{low_hz,high_hz}``, ``band_filter``, ``session_id``, ``source_id_a``, ``source_id_b``,
   ``eeg_rate_hz``.
 
-:class:`SessionHelpers` starts the publisher and the monitor (``dyadlab monitor``) for
-``dyadlab run`` as separate processes (``python -m dyadlab ...``), so that a crash, a stall or a
-``kill -9`` of either never touches the recording; the run records what ran (command, pid,
+:class:`SessionHelpers` starts the publisher, the live speech detector (``dyadlab live-speech``,
+:mod:`dyadlab.protocols.live_speech`) and the monitor (``dyadlab monitor``) for ``dyadlab run`` as
+separate processes (``python -m dyadlab ...``), so that a crash, a stall or a ``kill -9`` of any
+never touches the recording; the run records what ran (command, pid,
 address, exit code) in ``session.json`` and treats any failure of theirs as a warning.
 """
 
@@ -43,7 +44,7 @@ import numpy as np
 
 from dyadlab import DyadlabError
 from dyadlab.acquisition.lslconfig import LslConfig, apply_lsl_config, discard_lsl_config, session_id_in_force
-from dyadlab.acquisition.streams import source_id
+from dyadlab.acquisition.streams import declared_channels, source_id
 from dyadlab.synchrony.live import (
     CHANCE_QUANTILE,
     LIVE_METRICS,
@@ -75,7 +76,11 @@ HELPER_STOP_TIMEOUT_S = 5.0
 _URL = re.compile(r"^\s*(https?://\S+)\s*$")
 
 
-class LiveSynchronyError(DyadlabError, RuntimeError):
+class HelperStreamError(DyadlabError, RuntimeError):
+    """A live helper (synchrony, speech) cannot run: a stream it reads is missing or unfit."""
+
+
+class LiveSynchronyError(HelperStreamError):
     """The live synchrony publisher cannot run (a stream missing, rates that differ...)."""
 
 
@@ -89,9 +94,15 @@ class EegInput:
     labels: list[str]
 
 
-def _open_eeg(wanted: str, stop: threading.Event, timeout: float) -> EegInput | None:
-    """Resolve the stream with ``source_id`` ``wanted`` and open a clock-synchronised inlet on it
-    (``None`` if ``stop`` is set first)."""
+def resolve_source(wanted: str, what: str, stop: threading.Event, timeout: float) -> pylsl.StreamInfo | None:
+    """The stream with ``source_id`` ``wanted`` (``what`` names its kind in the error), ``None`` if
+    ``stop`` is set first.
+
+    Raises
+    ------
+    HelperStreamError
+        No such stream within ``timeout`` seconds.
+    """
     import pylsl
 
     resolver = pylsl.ContinuousResolver(prop="source_id", value=wanted)
@@ -100,18 +111,28 @@ def _open_eeg(wanted: str, stop: threading.Event, timeout: float) -> EegInput | 
         while True:
             found = resolver.results()
             if found:
-                break
+                return found[0]
             if stop.wait(0.1):
                 return None
             if time.monotonic() - began >= timeout:
-                raise LiveSynchronyError(
-                    f"no EEG stream with source_id {wanted!r} within {timeout:g} s (LSL SessionID in force: "
+                raise HelperStreamError(
+                    f"no {what} stream with source_id {wanted!r} within {timeout:g} s (LSL SessionID in force: "
                     f"{session_id_in_force()!r}); start the session's streams first, or pass the right --source-id-a/-b"
                 )
     finally:
         del resolver
+
+
+def _open_eeg(wanted: str, stop: threading.Event, timeout: float) -> EegInput | None:
+    """Resolve the stream with ``source_id`` ``wanted`` and open a clock-synchronised inlet on it
+    (``None`` if ``stop`` is set first)."""
+    import pylsl
+
+    found = resolve_source(wanted, "EEG", stop, timeout)
+    if found is None:
+        return None
     inlet = pylsl.StreamInlet(
-        found[0], max_buflen=30, processing_flags=pylsl.proc_clocksync | pylsl.proc_dejitter, recover=True
+        found, max_buflen=30, processing_flags=pylsl.proc_clocksync | pylsl.proc_dejitter, recover=True
     )
     info = inlet.info(timeout=5.0)
     rate = float(info.nominal_srate())
@@ -119,12 +140,9 @@ def _open_eeg(wanted: str, stop: threading.Event, timeout: float) -> EegInput | 
         raise LiveSynchronyError(f"stream {wanted!r} has no regular sampling rate: it is not an EEG stream")
     # EEG channels: those declared EEG, or every channel of a stream that declares no types (the
     # board's marker channel of a dyadlab stream is declared "Marker").
-    labels, types = [], []
-    channel = info.desc().child("channels").child("channel")
-    while not channel.empty():
-        labels.append(channel.child_value("label"))
-        types.append(channel.child_value("type").strip().lower())
-        channel = channel.next_sibling("channel")
+    declared = declared_channels(info)
+    labels = [channel.label for channel in declared]
+    types = [channel.type.strip().lower() for channel in declared]
     count = int(info.channel_count())
     if len(types) != count:
         labels, types = [f"ch{i + 1}" for i in range(count)], [""] * count
@@ -284,16 +302,7 @@ def live_synchrony(
         wanted_b = source_id_b or source_id(study, dyad, "eeg", "B")
     except ValueError as error:
         raise click.BadParameter(str(error)) from error
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda *_: stop.set())
-    if until_stdin_closes:  # `dyadlab run` holds the other end: killed outright, it takes us with it
-
-        def stop_at_end_of_input() -> None:
-            sys.stdin.read()
-            stop.set()
-
-        threading.Thread(target=stop_at_end_of_input, name="stdin-watch", daemon=True).start()
+    stop = helper_stop_event(until_stdin_closes)
     try:
         published = publish_live_synchrony(
             study,
@@ -304,9 +313,26 @@ def live_synchrony(
             stop,
             on_ready=lambda sid: click.echo(f"publishing live synchrony as {sid}"),
         )
-    except LiveSynchronyError as error:
+    except HelperStreamError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"live synchrony stopped after {published} windows")
+
+
+def helper_stop_event(until_stdin_closes: bool) -> threading.Event:
+    """An event a helper command stops on: set by SIGTERM, SIGINT or SIGHUP, and with
+    ``until_stdin_closes`` when standard input closes (``dyadlab run`` holds the other end: killed
+    outright, it takes the helper with it)."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stop.set())
+    if until_stdin_closes:
+
+        def stop_at_end_of_input() -> None:
+            sys.stdin.read()
+            stop.set()
+
+        threading.Thread(target=stop_at_end_of_input, name="stdin-watch", daemon=True).start()
+    return stop
 
 
 # -- helper processes of `dyadlab run` ------------------------------------------------------------------
@@ -424,7 +450,8 @@ class HelperProcess:
 
 @dataclass
 class SessionHelpers:
-    """The helper processes of one ``dyadlab run``: live synchrony publisher and dyad monitor.
+    """The helper processes of one ``dyadlab run``: live synchrony publisher, live speech detector
+    and dyad monitor.
 
     Parameters
     ----------
@@ -476,28 +503,38 @@ class SessionHelpers:
             self.warn(f"{name} {helper.error}; the session goes on without it")
         return helper
 
-    def start(self, *, live_synchrony: Any | None, monitor: Any | None) -> None:
-        """Start the publisher (``live_synchrony``: the protocol's settings, or None) and the monitor
-        (``monitor``: its settings, or None) side by side, then wait for the publisher's stream and the
+    def start(
+        self, *, live_synchrony: Any | None, monitor: Any | None, live_speech: Sequence[str] | None = None
+    ) -> None:
+        """Start the publisher (``live_synchrony``: the protocol's settings, or None), the live speech
+        detector (``live_speech``: the two microphones' participant labels, or None) and the monitor
+        (``monitor``: its settings, or None) side by side, then wait for the publishers' streams and the
         monitor's address (a warning, not an error, when they do not come)."""
-        if live_synchrony is None and monitor is None:
+        if live_synchrony is None and monitor is None and live_speech is None:
             return
         env = self._environment()
-        publisher = monitor_process = None
+        publishers: list[tuple[HelperProcess, str, str]] = []  # helper, its stream's source_id, what it is
+        monitor_process = None
         if live_synchrony is not None:
             arguments = ["live-synchrony", "--study", self.study, "--dyad", self.dyad]
             arguments += ["--window-s", f"{live_synchrony.window_seconds:g}"]
             arguments += ["--step-s", f"{live_synchrony.step_seconds:g}", "--until-stdin-closes"]
             publisher = self._start("live-synchrony", arguments, env, stdin_pipe=True)
+            publishers.append((publisher, source_id(self.study, self.dyad, "synchrony"), "live synchrony"))
+        if live_speech is not None:
+            arguments = ["live-speech", "--study", self.study, "--dyad", self.dyad]
+            arguments += ["--label-a", live_speech[0], "--label-b", live_speech[1], "--until-stdin-closes"]
+            detector = self._start("live-speech", arguments, env, stdin_pipe=True)
+            publishers.append((detector, source_id(self.study, self.dyad, "speech"), "live speech"))
         if monitor is not None:
             # The recorder's file (written once the recorder starts) fills the monitor's recorder panel.
             recording = self.log_stem.with_name(self.log_stem.name + ".xdf")
             arguments = ["monitor", "--port", str(monitor.port), "--recording", str(recording)]
             monitor_process = self._start("monitor", arguments + ([] if monitor.browser else ["--no-browser"]), env)
-        if publisher is not None and publisher.process is not None:
-            if not _wait_for_stream(source_id(self.study, self.dyad, "synchrony"), HELPER_START_TIMEOUT_S, publisher):
+        for publisher, wanted, what in publishers:
+            if publisher.process is not None and not _wait_for_stream(wanted, HELPER_START_TIMEOUT_S, publisher):
                 self.warn(
-                    f"the live synchrony stream did not appear within {HELPER_START_TIMEOUT_S:g} s (log: "
+                    f"the {what} stream did not appear within {HELPER_START_TIMEOUT_S:g} s (log: "
                     f"{publisher.log}); it is recorded if it appears later"
                 )
         if monitor_process is not None and monitor_process.process is not None:
@@ -559,9 +596,13 @@ def start_session_helpers(
     helpers = SessionHelpers(protocol.study, protocol.dyad, lsl_config, log_stem, status, warn)
     resources.callback(helpers.stop)
     try:
+        microphones = protocol.microphones
         helpers.start(
             live_synchrony=protocol.live_synchrony if protocol.live_synchrony.enabled else None,
             monitor=protocol.monitor if protocol.monitor.enabled else None,
+            live_speech=[person.label for person in protocol.participants]
+            if microphones is not None and microphones.record_audio and microphones.live_speech
+            else None,
         )
     except Exception as error:  # whatever goes wrong with a helper, the session goes on without it
         logger.exception("starting the session's helper processes failed")

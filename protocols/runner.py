@@ -273,7 +273,8 @@ class SessionRunner:
     out_dir : Path
         Root output folder; files go where ``protocol.output.pattern`` puts them.
     simulate : bool
-        Use the coupled-dyad simulator for both participants, whatever the devices say.
+        Use the coupled-dyad simulator for both participants, whatever the devices say, and the
+        simulated voices for every microphone the protocol names (docs/audio.md).
     autopilot : bool
         Simulated participants respond through the task kit's input path.
     speed : float
@@ -532,6 +533,7 @@ class _SessionState:
         self.context: Any = None  # the TaskContext while the blocks run
         self.simulator_follower: Any = None  # sets the simulated coupling from the block markers
         self.microphones: list[Any] = []  # MicrophoneCapture per participant with a microphone
+        self.voice_room: Any = None  # the simulated participants' voices (VoiceRoom), if any microphone is simulated
         self.helpers: Any = None  # live synchrony publisher and monitor processes (SessionHelpers)
         self.block_plans: list[_BlockPlan] = []  # parallel to self.blocks
         self.block_first_flip = 0  # index in context.flip_log where the running block's flips begin
@@ -694,10 +696,10 @@ class _SessionState:
 
         self.stage = "outlets"
         marker_outlet = resources.enter_context(
-            MarkerOutlet(event_stream_info(protocol.study, protocol.dyad, "markers"))
+            MarkerOutlet(event_stream_info(protocol.study, protocol.dyad, "markers", self.runner.participants))
         )
         response_outlet = resources.enter_context(
-            MarkerOutlet(event_stream_info(protocol.study, protocol.dyad, "responses"))
+            MarkerOutlet(event_stream_info(protocol.study, protocol.dyad, "responses", self.runner.participants))
         )
         hub = MarkerHub(marker_outlet)
         # liblsl has read its configuration (once per process): a kill -9 from here on leaves no
@@ -717,6 +719,10 @@ class _SessionState:
         self.bridges = bridges
         for capture in self.microphones:
             capture.start()
+        if self.voice_room is not None:
+            from pylsl import local_clock
+
+            self.voice_room.start_microphone_check(local_clock())
 
         _wait_until_published(
             self,
@@ -730,6 +736,10 @@ class _SessionState:
             _preflight(self, bridges)
             if self.microphones:
                 _preflight_microphones(self)
+        if self.voice_room is not None:
+            from pylsl import local_clock
+
+            self.voice_room.end_microphone_check(local_clock())
 
         self.stage = "helpers"  # before the recorder, so that it records the live synchrony stream
         from dyadlab.protocols.live_synchrony import start_session_helpers
@@ -759,6 +769,10 @@ class _SessionState:
             StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "markers")),
             StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "responses")),
         ]
+        if protocol.microphones is not None and protocol.microphones.live_speech and self.microphones:
+            selectors.append(  # optional too: the live speech detector (docs/speech.md)
+                StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "speech"), required=False)
+            )
         if protocol.live_synchrony.enabled:  # optional: its publisher failing never stops the recording
             selectors.append(
                 StreamSelector(source_id=source_id(protocol.study, protocol.dyad, "synchrony"), required=False)
@@ -938,7 +952,7 @@ class _SessionState:
             "microphones": _microphones_record(self),
             "helpers": None if self.helpers is None else self.helpers.record(),
             "quickcheck": self.quickcheck_info,
-            "simulator": self.simulator_truth() if self.simulator_truth is not None else None,
+            "simulator": _simulation_record(self),
             "problems": self.problems,
             "versions": _versions(),
         }
@@ -1006,8 +1020,24 @@ def _start_sources(state: _SessionState, resources: contextlib.ExitStack, hub: A
         simulator = CoupledDyadSimulator(participants=tuple(sorted(by_label)), seed=_session_seed(protocol))
         resources.callback(simulator.close)  # after the bridges (LIFO): stops the marker follower
         simulator_sources = dict(zip(simulator.participants, simulator.sources))
-        state.simulator_follower = simulator.follow_markers(source_id(protocol.study, protocol.dyad, "markers"))
+        room = state.voice_room
+        if room is not None:
+            room.drive_coupling(simulator.set_condition)
+        state.simulator_follower = simulator.follow_markers(
+            source_id(protocol.study, protocol.dyad, "markers"), also=[] if room is None else [room.on_marker]
+        )
         state.simulator_truth = simulator.ground_truth
+    elif state.voice_room is not None:  # simulated voices with real EEG devices
+        from dyadlab.acquisition.simulator import MarkerFollower
+
+        follower = MarkerFollower(
+            source_id(protocol.study, protocol.dyad, "markers"),
+            [state.voice_room.on_marker],
+            resolve_timeout_s=None,
+            poll_s=0.02,
+        )
+        resources.callback(follower.stop)
+        follower.start()
     bridges = []
     for person in runner.participants:
         device = by_label[person.label]
@@ -1075,8 +1105,20 @@ def _open_microphones(state: _SessionState, resources: contextlib.ExitStack) -> 
         )
         for person in protocol.participants
     }
+    simulated = [
+        runner.plan.labels[person.id]
+        for person in protocol.participants
+        if runner.simulate or settings.devices[person.label].simulated
+    ]
+    virtual = {}
+    if simulated:
+        from dyadlab.acquisition.simulated_microphones import VoiceRoom
+
+        state.status("microphones", "synthesising the simulated participants' voices (eSpeak NG)")
+        state.voice_room = VoiceRoom(rate=float(settings.sample_rate), seed=_session_seed(protocol))
+        virtual = {label: state.voice_room.microphone(label, specs[label].channel) for label in simulated}
     captures = open_microphones(
-        specs, runner.participants, study=protocol.study, dyad=protocol.dyad, flac_stem=state.stem
+        specs, runner.participants, study=protocol.study, dyad=protocol.dyad, flac_stem=state.stem, virtual=virtual
     )
     for capture in captures:
         resources.callback(_release_microphone, capture)
@@ -1088,6 +1130,14 @@ def _open_microphones(state: _SessionState, resources: contextlib.ExitStack) -> 
             f"at {capture.spec.sample_rate:g} Hz as {capture.stream_name}",
         )
     return captures
+
+
+def _simulation_record(state: _SessionState) -> dict[str, Any] | None:
+    """What the simulators put in the data: the EEG simulator's truth and the voices played."""
+    record = state.simulator_truth() if state.simulator_truth is not None else None
+    if state.voice_room is not None:
+        record = {**(record or {}), "voices": state.voice_room.ground_truth()}
+    return record
 
 
 def _release_microphone(capture: Any) -> None:
@@ -1105,10 +1155,12 @@ def _preflight_microphones(state: _SessionState) -> None:
     from dyadlab.acquisition.audio import microphone_problems
 
     seconds = state.protocol.preflight.seconds
-    deadline = time.monotonic() + seconds + 10.0  # a capture starting up publishes after ~1-2 s
-    while time.monotonic() < deadline and any(
-        c.status.samples < seconds * c.spec.sample_rate for c in state.microphones
-    ):
+    labels = " and ".join(c.participant.label for c in state.microphones)
+    state.status("preflight", f"microphones: ask {labels} to say a few words, one after the other, now ({seconds:g} s)")
+    # Only audio captured after the prompt counts (a capture starting up publishes after ~1-2 s).
+    wanted = {id(c): c.status.samples + seconds * c.spec.sample_rate for c in state.microphones}
+    deadline = time.monotonic() + seconds + 10.0
+    while time.monotonic() < deadline and any(c.status.samples < wanted[id(c)] for c in state.microphones):
         time.sleep(0.1)
     recordings = {c.participant.label: c.recent_audio(seconds) for c in state.microphones}
     problems = microphone_problems(recordings, state.microphones[0].spec.sample_rate)

@@ -398,9 +398,15 @@ class Microphone(_Strict):
     device: str = Field(
         min_length=1,
         description="Part of the input device's name as the audio system lists it (a missing name lists them) "
-        "(case-insensitive), e.g. 'Scarlett 2i2'; add the host API ('Scarlett 2i2, ALSA') if it appears twice.",
+        "(case-insensitive), e.g. 'Scarlett 2i2'; add the host API ('Scarlett 2i2, ALSA') if it appears twice. "
+        "'simulator': the simulated participants' scripted voices (eSpeak NG), as board: simulator is for EEG.",
     )
     channel: int = Field(default=1, ge=1, le=64, description="1-based input channel of that device.")
+
+    @property
+    def simulated(self) -> bool:
+        """Whether this is a simulated microphone (``device: simulator``: scripted voices, docs/audio.md)."""
+        return self.device.strip().casefold() == SIMULATOR_BOARD
 
 
 class MicrophoneSettings(_Strict):
@@ -414,6 +420,12 @@ class MicrophoneSettings(_Strict):
     devices: dict[str, Microphone] = Field(
         description="Participant label as written under participants -> their microphone (it follows the person "
         "when counterbalancing swaps labels, as their EEG device does)."
+    )
+    live_speech: bool = Field(
+        default=False,
+        description="Also detect each participant's speech live, in a process of its own (dyadlab live-speech, "
+        "docs/speech.md), and record its speech on/off events with the session; needs record_audio: true and a "
+        "sample_rate of 8000, 16000, 32000 or 48000.",
     )
 
 
@@ -815,6 +827,8 @@ def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple
         assigned: dict[tuple[str, int], str] = {}
         for label, microphone in protocol.microphones.devices.items():
             key = (microphone.device.strip().casefold(), microphone.channel)
+            if microphone.simulated:
+                continue
             if key in assigned:
                 issue(
                     ("microphones", "devices", label),
@@ -822,6 +836,21 @@ def _semantic_issues(protocol: Protocol, file: str, positions: dict[tuple, tuple
                     "give each participant their own microphone, or their own channel of one interface",
                 )
             assigned[key] = label
+        if protocol.microphones.live_speech:
+            from dyadlab.synchrony.speech import VAD_RATES
+
+            if not protocol.microphones.record_audio:
+                issue(
+                    ("microphones", "live_speech"),
+                    "live speech detection needs the audio, but record_audio is false",
+                    "set record_audio: true, or live_speech: false",
+                )
+            if protocol.microphones.sample_rate not in VAD_RATES:
+                issue(
+                    ("microphones", "sample_rate"),
+                    f"live speech detection cannot use {protocol.microphones.sample_rate} Hz audio",
+                    f"use a sample_rate of {', '.join(str(rate) for rate in VAD_RATES)} (16000 is the default)",
+                )
     specs: dict[int, Any] = {}
     lsl_specs: dict[int, Any] = {}
     for index, person in enumerate(protocol.participants):

@@ -39,6 +39,11 @@ How each frame is decided, and why:
    when X speaks and the partner does not, or X holds the floor and nobody speaks (a pause inside
    X's turn: the listener still listens); ``overlap`` when both speak; ``silence`` otherwise (gaps
    between turns, lead-in, long silences).
+
+Steps 1-3 are public functions (:func:`frame_starts`, :func:`locate_frames`,
+:func:`levels_and_voicing`, :func:`noise_floor`, :func:`estimate_leak_db`,
+:func:`crosstalk_tests`, :func:`hysteresis`, :func:`clean_runs`, :func:`mask_runs`): the live
+detector (:mod:`dyadlab.synchrony.live_speech`) decides its frames with them.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ VAD_RATES = (8000, 16000, 32000, 48000)
 VAD_RATE = 16000
 #: Seconds of audio framed at once (bounds memory on hour-long recordings: 4 MB per chunk at 16 kHz).
 CHUNK_S = 60.0
+#: Percentile of a microphone's frame levels taken as its noise floor.
+NOISE_FLOOR_PERCENTILE = 5.0
 
 
 class SpeechError(DyadlabError, ValueError):
@@ -201,7 +208,9 @@ class ConversationSpeech:
 
     def segments(self, label: str) -> list[tuple[float, float]]:
         """``label``'s speech as (onset, offset) times."""
-        return [(self.start + a * self.frame_s, self.start + b * self.frame_s) for a, b in _runs(self.speech[label])]
+        return [
+            (self.start + a * self.frame_s, self.start + b * self.frame_s) for a, b in mask_runs(self.speech[label])
+        ]
 
     def state_fractions(self, starts: np.ndarray, length_s: float) -> dict[str, np.ndarray]:
         """For windows ``[start, start + length_s)``: the fraction of their time in each state
@@ -330,7 +339,7 @@ def detect_speech(microphones: Sequence[Microphone], settings: SpeechSettings | 
         levels[mic.label], voiced[mic.label], mic_notes = _frame_analysis(mic, start, n_frames, settings)
         notes += mic_notes
     (a, b) = (m.label for m in microphones)
-    leak = {a: _leak_db(levels[a], levels[b]), b: _leak_db(levels[b], levels[a])}
+    leak = {a: estimate_leak_db(levels[a], levels[b]), b: estimate_leak_db(levels[b], levels[a])}
     speech = {}
     for own, partner in ((a, b), (b, a)):
         if not math.isnan(leak[own]) and leak[own] > -settings.dominance_db:
@@ -338,12 +347,10 @@ def detect_speech(microphones: Sequence[Microphone], settings: SpeechSettings | 
                 f"Microphone {own} hears {partner} only {-leak[own]:.1f} dB below {partner}'s own microphone: the two "
                 f"voices cannot be told apart reliably (move each microphone closer to its own speaker)."
             )
-        explained = levels[partner] + (leak[own] if not math.isnan(leak[own]) else -np.inf)
-        excess = levels[own] - explained
-        floor = np.percentile(levels[own], 5)
-        loud = levels[own] >= floor + settings.floor_margin_db
-        dominant = _hysteresis(excess >= settings.dominance_db, excess >= settings.release_db)
-        speech[own] = _clean_runs(voiced[own] & loud & dominant, settings)
+        candidate, enter, stay = crosstalk_tests(
+            levels[own], levels[partner], voiced[own], noise_floor(levels[own]), leak[own], settings
+        )
+        speech[own] = clean_runs(candidate & hysteresis(enter, stay), settings)
         if not speech[own].any():
             notes.append(
                 f"No speech found in microphone {own} ({n_frames * settings.frame_s:.0f} s analysed): check that it was "
@@ -385,15 +392,10 @@ def _frame_analysis(
         rate = float(VAD_RATE)
     frame = int(round(settings.frame_s * rate))
     notes = []
-    # Each frame's first sample: the first sample at or after the frame's start on the LSL clock.
     # Timestamps that step back (clock corrections) are held at their last high value, without a
     # copy of an hour's timestamps when they never do.
     monotonic = timestamps if np.all(timestamps[1:] >= timestamps[:-1]) else np.maximum.accumulate(timestamps)
-    first = np.searchsorted(monotonic, start + settings.frame_s * np.arange(n_frames) - 0.5 / rate)
-    first = np.minimum(first, samples.size - frame)
-    # A frame whose samples span much more than a frame of time straddles lost audio: not speech.
-    spans = monotonic[first + frame - 1] - monotonic[first]
-    intact = spans <= 1.5 * settings.frame_s
+    first, intact = locate_frames(monotonic, frame_starts(start, np.arange(n_frames), settings), rate, settings)
     if not intact.all():
         notes.append(
             f"Microphone {mic.label}: {int((~intact).sum())} frame(s) fall on lost audio (timestamp gaps); they are "
@@ -405,19 +407,86 @@ def _frame_analysis(
     levels = np.empty(n_frames)
     voiced = np.zeros(n_frames, bool)
     per_chunk = max(1, int(CHUNK_S / settings.frame_s))
-    offsets = np.arange(frame)
     for lo in range(0, n_frames, per_chunk):
         hi = min(lo + per_chunk, n_frames)
-        frames = samples[first[lo:hi, None] + offsets]
-        levels[lo:hi] = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
-        pcm = (np.clip(frames, -1.0, 1.0) * 32767).astype("<i2")
-        buffer = pcm.tobytes()
-        size = 2 * frame
-        voiced[lo:hi] = [vad.is_speech(buffer[k * size : (k + 1) * size], int(rate)) for k in range(hi - lo)]
+        levels[lo:hi], voiced[lo:hi] = levels_and_voicing(samples, first[lo:hi], frame, vad, int(rate))
     return levels, voiced & intact, notes
 
 
-def _leak_db(own: np.ndarray, partner: np.ndarray) -> float:
+def frame_starts(start: float, indices: np.ndarray, settings: SpeechSettings) -> np.ndarray:
+    """LSL start time of the frames ``indices`` of the grid that begins at ``start``."""
+    return start + settings.frame_s * np.asarray(indices, dtype=float)
+
+
+def locate_frames(
+    monotonic: np.ndarray, starts: np.ndarray, rate: float, settings: SpeechSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame's first sample and whether the frame is intact.
+
+    The first sample is the first one at or after the frame's start on the LSL clock (half a sample
+    early counts), moved back where a whole frame would not fit before the end of ``monotonic``
+    (non-decreasing timestamps). A frame whose samples span much more than a frame of time
+    straddles lost audio: it is not intact (not speech).
+    """
+    frame = int(round(settings.frame_s * rate))
+    first = np.searchsorted(monotonic, starts - 0.5 / rate)
+    first = np.minimum(first, monotonic.size - frame)
+    spans = monotonic[first + frame - 1] - monotonic[first]
+    return first, spans <= 1.5 * settings.frame_s
+
+
+def levels_and_voicing(
+    samples: np.ndarray, first: np.ndarray, frame: int, vad: Any, rate: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Level (dB re full scale) and the WebRTC detector's verdict of the frames of ``frame`` samples
+    starting at ``first``, fed to ``vad`` in order (the detector adapts to what it heard before)."""
+    frames = samples[np.asarray(first)[:, None] + np.arange(frame)]
+    levels = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    buffer = (np.clip(frames, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    size = 2 * frame
+    voiced = np.array([vad.is_speech(buffer[k * size : (k + 1) * size], rate) for k in range(len(frames))], bool)
+    return levels, voiced
+
+
+def noise_floor(levels: np.ndarray) -> float:
+    """A microphone's noise floor: the :data:`NOISE_FLOOR_PERCENTILE` percentile of its frame levels."""
+    return float(np.percentile(levels, NOISE_FLOOR_PERCENTILE))
+
+
+def crosstalk_tests(
+    own: np.ndarray,
+    partner: np.ndarray,
+    voiced: np.ndarray,
+    floor_db: float,
+    leak_db: float,
+    settings: SpeechSettings,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cross-talk rule per frame (module docstring, step 2), before hysteresis and segments.
+
+    Parameters
+    ----------
+    own, partner : np.ndarray
+        Frame levels (dB) of the wearer's and the partner's microphones.
+    voiced : np.ndarray of bool
+        The detector's verdict on the wearer's frames.
+    floor_db : float
+        The wearer's microphone noise floor (:func:`noise_floor`).
+    leak_db : float
+        The partner's voice in the wearer's microphone (:func:`estimate_leak_db`; NaN: the partner's level
+        explains nothing).
+
+    Returns
+    -------
+    candidate, enter, stay : np.ndarray of bool
+        Voiced and loud enough; excess over the leak enough to enter speech; enough to stay in it.
+        Speech is ``candidate & hysteresis(enter, stay)``, then :func:`clean_runs`.
+    """
+    excess = own - (partner + (leak_db if not math.isnan(leak_db) else -np.inf))
+    candidate = voiced & (own >= floor_db + settings.floor_margin_db)
+    return candidate, excess >= settings.dominance_db, excess >= settings.release_db
+
+
+def estimate_leak_db(own: np.ndarray, partner: np.ndarray) -> float:
     """The partner's voice in ``own``'s microphone relative to the partner's microphone (dB).
 
     In frames where the partner speaks alone, ``own - partner`` is the leak; those are the frames
@@ -425,13 +494,13 @@ def _leak_db(own: np.ndarray, partner: np.ndarray) -> float:
     median over them, NaN with fewer than 50 such frames (half a second of the partner alone).
     """
     difference = own - partner
-    speaking = (partner >= np.percentile(partner, 5) + 20.0) & (difference < 0)
+    speaking = (partner >= noise_floor(partner) + 20.0) & (difference < 0)
     if speaking.sum() < 50:
         return math.nan
     return float(np.median(difference[speaking]))
 
 
-def _hysteresis(enter: np.ndarray, stay: np.ndarray) -> np.ndarray:
+def hysteresis(enter: np.ndarray, stay: np.ndarray) -> np.ndarray:
     """Runs of ``stay`` that contain at least one ``enter`` frame."""
     labels, n = ndimage.label(stay)
     if n == 0:
@@ -442,21 +511,21 @@ def _hysteresis(enter: np.ndarray, stay: np.ndarray) -> np.ndarray:
     return entered[labels]
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+def mask_runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """(first, stop) frame of every run of True."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
     return [(int(a), int(b)) for a, b in edges.reshape(-1, 2)]
 
 
-def _clean_runs(mask: np.ndarray, settings: SpeechSettings) -> np.ndarray:
+def clean_runs(mask: np.ndarray, settings: SpeechSettings) -> np.ndarray:
     """Fill holes shorter than ``bridge_s``, then drop runs shorter than ``min_speech_s``."""
     out = mask.copy()
     bridge = int(round(settings.bridge_s / settings.frame_s))
-    for first, stop in _runs(~out):
+    for first, stop in mask_runs(~out):
         if stop - first < bridge and first > 0 and stop < out.size:
             out[first:stop] = True
     shortest = int(round(settings.min_speech_s / settings.frame_s))
-    for first, stop in _runs(out):
+    for first, stop in mask_runs(out):
         if stop - first < shortest:
             out[first:stop] = False
     return out

@@ -401,7 +401,14 @@ def test_a_session_with_microphones_records_both_voices(virtual_audio: VirtualAu
     path = tmp_path / "audio-pilot.yaml"
     path.write_text(yaml.safe_dump(protocol, sort_keys=False))
     runner = SessionRunner(
-        load_protocol(path), out_dir=tmp_path / "out", simulate=True, autopilot=True, speed=3.0, lsl_config=LslConfig()
+        # simulate=False: the boards are simulators by the protocol, the microphones real (--simulate
+        # would simulate them too).
+        load_protocol(path),
+        out_dir=tmp_path / "out",
+        simulate=False,
+        autopilot=True,
+        speed=3.0,
+        lsl_config=LslConfig(),
     )
     with talking({label: virtual_audio.speaker(label) for label in ("A", "B")}, RATE):
         result = runner.run()

@@ -106,7 +106,7 @@ def test_disk_full_mid_session_ends_it_keeps_the_recording_and_releases_devices(
     if disk is None:
         _file_too_large_mid_session(tmp_path)
         return
-    loaded = shortened("demo", tmp_path, blocks=BLOCKS)
+    loaded = shortened("demo", tmp_path, blocks=BLOCKS, microphones=None)  # the EEG fills the disk
     filled = threading.Event()
 
     def status(stage: str, message: str) -> None:
@@ -161,7 +161,7 @@ def test_disk_full_mid_session_ends_it_keeps_the_recording_and_releases_devices(
 
 def _file_too_large_mid_session(tmp_path: Path) -> None:
     """The same session without a mount: the XDF reaches RLIMIT_FSIZE during the second block."""
-    loaded = shortened("demo", tmp_path, blocks=BLOCKS)
+    loaded = shortened("demo", tmp_path, blocks=BLOCKS, microphones=None)  # the EEG fills the disk
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-c", UNDER_LIMIT, str(loaded.path), str(out), str(FILE_SIZE_LIMIT)],
@@ -209,6 +209,7 @@ def test_session_that_cannot_fit_is_refused_before_recording(small_disk, tmp_pat
         "demo",
         tmp_path,
         blocks=[{"id": "rest", "task": "rest", "params": {"duration_s": 3.0, "show_instructions": False}}],
+        microphones=None,
     )
     with pytest.raises(SessionError, match="not enough free space") as caught:
         run_session(loaded, disk / "out")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import pyxdf
 import yaml
@@ -124,7 +125,8 @@ def test_preflight_failure_leaves_the_run_number_free(tmp_path: Path) -> None:
 
 
 def _xdf_identities(xdf: Path) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
-    """The file header's fields and each EEG stream's (participant id, role) by label, via pyxdf."""
+    """The file header's fields and each EEG stream's (participant id, role) by label, via pyxdf;
+    the marker and response streams name the same people (their events say only A or B)."""
     streams, header = pyxdf.load_xdf(str(xdf))
     info = {key: values[0] for key, values in header["info"].items() if values and isinstance(values[0], str)}
     people = {}
@@ -133,7 +135,30 @@ def _xdf_identities(xdf: Path) -> tuple[dict[str, str], dict[str, tuple[str, str
             continue
         person = stream["info"]["desc"][0]["participant"][0]
         people[person["label"][0]] = (person["id"][0], person["role"][0])
+    for stream in streams:
+        if stream["info"]["type"][0] == "Markers" and stream["info"]["name"][0].endswith(("-Markers", "-Responses")):
+            listed = stream["info"]["desc"][0]["participants"][0]["participant"]
+            named = {p["label"][0]: (p["id"][0], p["role"][0]) for p in listed}
+            assert named == people, (stream["info"]["name"][0], named, people)
     return info, people
+
+
+def _assert_live_speech_matches_offline(xdf: Path, speech_tsv: Path) -> None:
+    """The demo's live speech detector (a session helper, its stream recorded) put each
+    ``speech_on`` on the frame where the quick-check's offline detection starts that person's
+    speech (the same 10-ms frames; a live event may lack its offline twin only at the recording's
+    edges, where the two see different audio)."""
+    streams, _ = pyxdf.load_xdf(str(xdf), dejitter_timestamps=False)
+    live = next(s for s in streams if s["info"]["name"][0] == "dyadlab-live-speech")
+    onsets = [
+        (event["participant"], float(t))
+        for t, (text,) in zip(live["time_stamps"], live["time_series"])
+        if (event := json.loads(text))["event"] == "speech_on"
+    ]
+    offline = pd.read_csv(speech_tsv, sep="\t")
+    offline = offline[offline.event == "speech"]
+    matched = [any(abs(offline[offline.participant == who].onset - t) <= 0.011) for who, t in onsets]
+    assert len(onsets) >= 2 and sum(matched) >= len(onsets) - 1, (onsets, offline)
 
 
 @pytest.mark.integration
@@ -176,6 +201,7 @@ def test_three_demo_dyads_make_pseudo_dyads(tmp_path: Path) -> None:
         # does not fall back to "aligned by LSL timestamps alone" (that note is for LSL amplifiers).
         assert all(check["quality"][label]["marker_residuals"]["matched"] > 0 for label in "AB")
         assert "LSL timestamps alone" not in " ".join(check["timing_verification"]["notes"])
+        _assert_live_speech_matches_offline(xdf, stem.with_name(stem.name + "_speech.tsv"))
         xdfs.append(xdf)
 
     report = tmp_path / "group.json"
