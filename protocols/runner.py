@@ -7,11 +7,15 @@ stopped and released in ``finally`` blocks, in reverse order):
    PsychoPy stops the run before anything is started or written;
 1. apply the LSL configuration (before any LSL call of the process);
 2. create the marker and response outlets (a recorder only sees outlets that exist);
-3. prepare and start the sources (simulator or BrainFlow boards) and their LSL bridges;
-4. preflight: both EEG streams and the marker stream present, signals plausible; a failure stops
-   here with the report and nothing recorded is lost, because nothing was recorded yet;
-5. start the recorder on exactly this session's streams;
-6. open the windows, push ``session_start``, run the blocks in their counterbalanced order;
+3. prepare and start the sources (simulator or BrainFlow boards, LSL amplifiers) and their LSL
+   bridges, and the microphones;
+4. preflight: both EEG streams and the marker stream present, signals plausible, each microphone
+   hearing its participant; a failure stops here with the report and nothing recorded is lost,
+   because nothing was recorded yet;
+5. open the windows and, with response devices, have each participant press once (a missing or
+   silent device stops here, nothing recorded);
+6. start the session's helper processes and the recorder on exactly this session's streams, push
+   ``session_start``, run the blocks in their counterbalanced order;
 7. push ``session_end`` (``complete`` or ``aborted``), close the windows, stop the recorder
    (the XDF is finalized), stop and release the bridges;
 8. write ``session.json`` and run the quick-check on the XDF.
@@ -22,7 +26,7 @@ as :class:`SessionError` naming the stage that failed and where the files are.
 
 SIGTERM, SIGINT and SIGHUP end a run as Escape does (:meth:`SessionRunner.run` handles them while
 it runs in the main thread): during the blocks the running block ends at its next flip with the
-``abort`` marker (its value names the signal) and ``block_end``; before the windows open, the
+``abort`` marker (its value names the signal) and ``block_end``; before the blocks, the
 setup unwinds at once; while the session is being finalised (recorder stop, ``session.json``), a
 signal changes nothing; during the quick-check, the check is skipped. ``session.json`` is
 rewritten after every block, so a run killed outright (``kill -9``, power cut) leaves a record
@@ -35,7 +39,7 @@ into one folder never share a run number. A run that ends before its recording s
 (preflight failed, a device missing) gives its number back: its ``session.json`` is renamed
 ``<stem>_not-recorded_<UTC time>.json``, and the next run takes the same number.
 
-Disk space: the recorder refuses to start (step 5, nothing recorded) when the disk cannot hold the
+Disk space: the recorder refuses to start (step 6, nothing recorded) when the disk cannot hold the
 planned session (block durations; 10 minutes for a block whose length is not a duration) twice
 over. If the recording fails anyway (disk full, I/O error), the recorder reports it at once; the
 running block ends at its next flip (``TaskContext.request_abort``), no further block starts,
@@ -741,6 +745,11 @@ class _SessionState:
 
             self.voice_room.end_microphone_check(local_clock())
 
+        # The windows open and each participant's response device answers before anything is
+        # recorded: a dead or swapped button box stops the run without using up its number.
+        self.stage = "windows"
+        context = _open_windows(self, resources, hub, response_outlet)
+
         self.stage = "helpers"  # before the recorder, so that it records the live synchrony stream
         from dyadlab.protocols.live_synchrony import start_session_helpers
 
@@ -749,8 +758,8 @@ class _SessionState:
         self.stage = "recorder"
         self._start_recorder(resources, bridges)
 
-        self.stage = "windows"
-        _run_tasks(self, resources, hub, response_outlet)
+        self.stage = "blocks"
+        _run_tasks(self, context, hub)
 
     def _helper_problem(self, message: str) -> None:
         """A helper process (live synchrony, monitor) failed: a warning, never a failed session."""
@@ -1283,10 +1292,11 @@ def _preflight(state: _SessionState, bridges: list[Any]) -> None:
     state.status("preflight", "both participants ready")
 
 
-def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, responses: Any) -> None:
-    """Open the windows, frame the blocks with session_start / session_end, run them in order."""
-    from dyadlab.acquisition.markers import Marker
-    from dyadlab.tasks.kit import SessionAborted, TaskContext
+def _open_windows(state: _SessionState, resources: contextlib.ExitStack, hub: Any, responses: Any) -> Any:
+    """Open the participants' windows (a :class:`~dyadlab.tasks.kit.TaskContext`) and, with response
+    devices, have each participant press once; raise :class:`PreflightFailed` if a device is silent."""
+    from dyadlab.tasks.input import ResponseDeviceError
+    from dyadlab.tasks.kit import TaskContext
 
     runner = state.runner
     protocol = state.protocol
@@ -1313,19 +1323,33 @@ def _run_tasks(state: _SessionState, resources: contextlib.ExitStack, hub: Any, 
     resources.callback(context.close)
     context.open()
     state.context = context
-    state.phase = "tasks"
-    if state.abort_reason is not None:  # a stop signal came while the windows opened
-        context.request_abort(state.abort_reason)
     state.status(
         "windows",
         f"{protocol.screens.layout} layout, {len(context.views)} window(s)"
         + (f", autopilot at speed {autopilot.speed:g}" if autopilot else ""),
     )
     if protocol.keys.uses_devices and autopilot is None:  # each participant presses once: whose device answers
-        for label, device in context.check_response_devices().items():
+        try:
+            answered = context.check_response_devices()
+        except ResponseDeviceError as error:
+            raise PreflightFailed(
+                "devices", f"{error} Nothing was recorded; fix the device and start again.", {}
+            ) from None
+        for label, device in answered.items():
             state.status("devices", f"participant {label}'s button answered from {device}")
+    return context
 
-    state.stage = "blocks"
+
+def _run_tasks(state: _SessionState, context: Any, hub: Any) -> None:
+    """Frame the blocks with session_start / session_end and run them in order."""
+    from dyadlab.acquisition.markers import Marker
+    from dyadlab.tasks.kit import SessionAborted
+
+    runner = state.runner
+    protocol = state.protocol
+    state.phase = "tasks"
+    if state.abort_reason is not None:  # a stop signal came before the blocks
+        context.request_abort(state.abort_reason)
     registry = paradigms()
     ids = protocol.block_ids()
     for position, index in enumerate(runner.plan.block_order, start=1):

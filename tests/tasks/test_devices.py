@@ -212,3 +212,40 @@ def test_a_serial_button_box_answers_for_its_participant(make_context, streams, 
 def test_a_missing_device_is_named_before_anything_runs(make_context) -> None:
     with pytest.raises(ResponseDeviceError, match="No keyboard matches 'Cedrus RB-740'. Keyboards here:"):
         make_context(autopilot=None, keys=_settings({"A": KeyboardMatch(product="Cedrus RB-740"), "B": None}, "a"))
+
+
+@needs_display
+@pytest.mark.display
+@pytest.mark.integration
+def test_a_session_with_a_missing_device_records_nothing_and_keeps_its_run_number(tmp_path) -> None:
+    """The windows open and the devices are found before the recorder starts: a missing button box
+    stops the run with its name, leaves no XDF and lets the next attempt take run-01."""
+    import yaml
+
+    from dyadlab.acquisition.lslconfig import LslConfig
+    from dyadlab.protocols.runner import SessionError, SessionRunner
+    from dyadlab.protocols.schema import load_protocol
+
+    data = yaml.safe_load((Path(__file__).parents[2] / "protocols" / "bundled" / "demo.yaml").read_text())
+    data.update(
+        blocks=[{"id": "rest", "task": "rest", "params": {"duration_s": 1.0, "show_instructions": False}}],
+        microphones=None,
+        preflight={"enabled": False},
+        quickcheck={"enabled": False},
+        keys={
+            "participants": {
+                "A": {"respond": "a", "device": {"kind": "keyboard", "product": "Cedrus RB-740"}},
+                "B": {"respond": "l"},
+            }
+        },
+    )
+    data["screens"].update(size=[640, 480])
+    path = tmp_path / "devices.yaml"
+    path.write_text(yaml.safe_dump(data))
+    runner = SessionRunner(load_protocol(path), out_dir=tmp_path / "out", simulate=True, lsl_config=LslConfig())
+    with pytest.raises(SessionError, match="during windows: ResponseDeviceError: No keyboard matches 'Cedrus RB-740'"):
+        runner.run()
+    folder = tmp_path / "out" / "sub-D01" / "ses-01"
+    assert not list(folder.glob("*.xdf"))
+    assert not (folder / "sub-D01_ses-01_task-demo_run-01_session.json").exists()
+    assert list(folder.glob("sub-D01_ses-01_task-demo_run-01_not-recorded_*.json"))
