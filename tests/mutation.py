@@ -71,6 +71,10 @@ def _mutmut(root: Path, *args: str, check: bool = True) -> subprocess.CompletedP
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # mutmut puts mutants/ first itself
     env["DYADLAB_TEST_ARTIFACTS"] = str(root / "test-artifacts")
+    # mutmut runs the tests once, then forks a child per mutant; GNU OpenMP (numba's default
+    # threading layer here) kills a process forked after its parent ran a parallel kernel, which
+    # showed as mutants "ended by SIGTERM" whatever they changed (docs/testing.md, surrogates.py).
+    env.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     command = [sys.executable, "-m", "mutmut", *args]
     done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
     if check and done.returncode != 0:
