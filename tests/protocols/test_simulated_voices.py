@@ -1,6 +1,6 @@
 """A simulated session with simulated microphones: what the room played is what the XDF holds.
 
-One real session (coupled-dyad simulator, autopilot, PsychoPy under Xvfb, recorder, quick-check)
+One real session (a 16-s conversation; coupled-dyad simulator, autopilot, PsychoPy under Xvfb, recorder, quick-check)
 whose protocol names ``device: simulator`` for both microphones. The voices go through the real
 capture path (:class:`~dyadlab.acquisition.audio.MicrophoneCapture`: settling, clock fit against a
 sound-card clock 1000 s off ``local_clock()`` and drifting 20 ppm, LSL outlet, FLAC file), so:
@@ -40,7 +40,7 @@ pytestmark = [
     pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng (.ci/system-deps.sh installs it)"),
 ]
 
-CONVERSATION_S = 24.0
+CONVERSATION_S = 16.0
 RATE = 16000
 
 

@@ -350,7 +350,8 @@ def test_real_eeg_report_shows_its_spectra_mains_and_scalp_maps(tmp_path):
 
 
 def _short_demo(tmp_path: Path):
-    """The bundled demo protocol with shorter blocks (still enough epochs for statistics)."""
+    """The bundled demo protocol with shorter blocks (still enough epochs for statistics), without
+    its spoken conversation (the report's conversation section: tests/synchrony/test_speech.py)."""
     from dyadlab.protocols.schema import BUNDLED_DIR, load_protocol
 
     data = copy.deepcopy(yaml.safe_load((BUNDLED_DIR / "demo.yaml").read_text()))
@@ -359,6 +360,8 @@ def _short_demo(tmp_path: Path):
         "joint-press": {"n_trials": 6},
         "tapping": {"n_pacer_ticks": 12, "continuation_s": 6.0},
     }
+    data["blocks"] = [block for block in data["blocks"] if block["task"] in shorter]
+    data["microphones"] = None
     for block in data["blocks"]:
         block.pop("duration", None)
         block["params"] = {**(block.get("params") or {}), **shorter[block["task"]]}
