@@ -8,14 +8,16 @@
 # session console (dyadlab run works without it: cues are then shown only) and for the simulated
 # voices of the conversation tests and benchmark (acquisition/voices.py), PulseAudio
 # (pulseaudio, pulseaudio-utils) and ALSA's pulse plugin (libasound2-plugins) for the virtual
-# microphones of the audio capture tests and benchmark (tests/acquisition/virtual_audio.py).
+# microphones of the audio capture tests and benchmark (tests/acquisition/virtual_audio.py),
+# strace for the XDF writer's failure tests (tests/acquisition/test_xdf_writer_exact.py: it makes
+# fsync, ftruncate, close and writes of the recording fail as a failing disk would).
 set -euo pipefail
 
 packages=(
   make python3-venv xvfb xauth xdotool libjack-jackd2-0 fonts-dejavu-core
   libgl1 libglu1-mesa libegl1 libgtk-3-0 libxxf86vm1 libasound2 libportaudio2 libsndfile1
   libusb-1.0-0 libxkbcommon-x11-0 libxcb-cursor0 chromium espeak-ng
-  pulseaudio pulseaudio-utils libasound2-plugins
+  pulseaudio pulseaudio-utils libasound2-plugins strace
 )
 
 missing=()

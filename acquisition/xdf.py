@@ -85,8 +85,9 @@ class XdfWriterError(DyadlabError, RuntimeError):
 class XdfWriteError(XdfWriterError, OSError):
     """The operating system refused a write, flush or fsync (full disk, size limit, I/O error).
 
-    The file was cut back to its last complete chunk and stays a valid (incomplete) XDF file;
-    the writer accepts no further chunk.
+    The file was cut back to its last complete chunk and stays a valid (incomplete) XDF file (the
+    message says so when the operating system refused the cut too); the writer accepts no further
+    chunk.
 
     Attributes
     ----------
@@ -430,11 +431,19 @@ class XdfWriter:
         self.bytes_written = kept
         strerror = exc.strerror or str(exc)
         name = errno_codes.errorcode.get(exc.errno, "?") if exc.errno is not None else "?"
+        if kept in (self._synced_end, *self._chunk_ends):
+            state = (
+                f"The file was cut back to its last complete chunk and stays a valid XDF file: {kept:,} "
+                "bytes kept, holding everything written before this moment"
+            )
+        else:  # the cut itself failed (logged above), or the file shrank behind the writer's back
+            state = (
+                f"The file could not be cut back to its last complete chunk: {kept:,} bytes kept, the "
+                "last chunk incomplete (a reader may drop or misread its samples)"
+            )
         self._failure = XdfWriteError(
-            f"{action} to {self.path} failed: {strerror} ({name}). The file was cut back to its last "
-            f"complete chunk and stays a valid XDF file: {kept:,} bytes kept, holding everything "
-            f"written before this moment; nothing more can be recorded into it. "
-            f"Fix: {_fix_for(exc.errno)}.",
+            f"{action} to {self.path} failed: {strerror} ({name}). {state}; nothing more can be "
+            f"recorded into it. Fix: {_fix_for(exc.errno)}.",
             errno=exc.errno,
             strerror=strerror,
             path=self.path,
@@ -590,13 +599,13 @@ class XdfWriter:
                 f"stream {spec.name!r} ({spec.channel_format}): values must be numeric, got dtype {array.dtype}"
             )
         target = NUMERIC_FORMATS[spec.channel_format]
-        converted = array.astype(target, copy=False)
+        # NaN, inf or out-of-range floats cast to an integer format warn; they are refused just below.
+        with np.errstate(invalid="ignore"):
+            converted = array.astype(target, copy=False)
         if target.kind == "i" and not np.can_cast(array.dtype, target, "safe"):
             if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
                 raise ValueError(f"stream {spec.name!r} ({spec.channel_format}): values contain NaN or inf")
-            with np.errstate(invalid="ignore"):
-                exact = np.array_equal(converted, array)
-            if not exact:
+            if not np.array_equal(converted, array):
                 raise ValueError(
                     f"stream {spec.name!r}: values do not fit {spec.channel_format} exactly "
                     f"(out of range or not integral); convert them before writing"
