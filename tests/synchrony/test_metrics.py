@@ -425,6 +425,22 @@ def test_accorr_takes_direction_zero_for_a_sum_that_vanishes_exactly():
     np.testing.assert_allclose(accorr, [[0.5, -0.5]], rtol=0, atol=1e-12)
 
 
+def test_accorr_takes_direction_zero_for_a_vanishing_cross_sum_and_keeps_the_other_sum_s_length():
+    """The other vanishing sum: ``u_a = (1, 1, 1, i)``, ``u_b = (1, -1, -1, i)`` give
+    ``sum u_a conj(u_b) = 0`` exactly and ``sum u_a u_b = -2``. So ``d = 0``, ``s = pi``,
+    ``m = k = pi/2``; ``sum sin^2(p_a - pi/2) = 3`` (three phases 0, one pi/2) and
+    ``sum sin^2(p_b - pi/2) = 3`` (0, pi, pi, pi/2): accorr = (0 - 2) / (2 sqrt(3 x 3)) = -1/3.
+    The centring terms here are not zero (``sum u_a^2 = 2``), so the scale of the sum that does not
+    vanish shows: taking ``1 / |sum u_a u_b|`` for it gives another value. (The float reference
+    of this module cannot check this case: ``e^{i pi}`` is not exactly -1, so its sum is 1e-16
+    with an arbitrary angle.)"""
+    u_a = np.array([1, 1, 1, 1j])
+    u_b = np.array([1, -1, -1, 1j])
+    assert np.sum(u_a * u_b.conj()) == 0 and np.sum(u_a * u_b) == -2 and np.sum(u_a**2) == 2  # exact
+    accorr = inter_brain_connectivity(u_a.reshape(1, 1, 4), u_b.reshape(1, 1, 4), ["accorr"])["accorr"]
+    np.testing.assert_allclose(accorr, [[-1 / 3]], rtol=0, atol=1e-12)
+
+
 # The per-channel terms each metric's formula reads (EpochTerms fields), as the module documents them.
 _TERMS_READ = {
     "plv": ["unit"],
