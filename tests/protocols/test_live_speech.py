@@ -28,6 +28,7 @@ from dyadlab.protocols.live_synchrony import SessionHelpers
 from dyadlab.protocols.schema import ProtocolError, validate_protocol_text
 from dyadlab.synchrony import speech as speech_mod
 from dyadlab.synchrony.io import _stream_kind as xdf_stream_kind
+from tests.protocols.test_schema import BASE
 
 pytestmark = [
     pytest.mark.integration,
@@ -152,24 +153,14 @@ def test_live_speech_over_lsl_equals_the_offline_detector(lsl_session_id: str) -
 
 
 def _protocol(microphones: dict[str, Any]) -> str:
-    data: dict[str, Any] = {
-        "version": 1,
-        "name": "unit",
-        "study": "unit",
-        "dyad": "D01",
-        "session": 1,
-        "participants": [
-            {"label": "A", "id": "sub-01", "role": "patient", "device": {"board": "simulator"}},
-            {"label": "B", "id": "sub-02", "role": "therapist", "device": {"board": "simulator"}},
-        ],
-        "blocks": [{"id": "rest", "task": "rest", "duration": 10, "params": {"variant": "eyes-open"}}],
-        "microphones": {
-            "record_audio": True,
-            "devices": {"A": {"device": "simulator"}, "B": {"device": "simulator"}},
-            **microphones,
-        },
+    data: dict[str, Any] = copy.deepcopy(BASE)
+    data["blocks"] = data["blocks"][:1]
+    data["microphones"] = {
+        "record_audio": True,
+        "devices": {"A": {"device": "simulator"}, "B": {"device": "simulator"}},
+        **microphones,
     }
-    return yaml.safe_dump(copy.deepcopy(data), sort_keys=False)
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def test_the_protocol_option_is_off_by_default_and_checked() -> None:

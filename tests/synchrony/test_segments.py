@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import weakref
 
 import numpy as np
 import pytest
 
 from dyadlab.synchrony import segments as seg
-from dyadlab.synchrony.io import EventMarker, ParticipantEeg, load_dyad
+from dyadlab.synchrony.io import load_dyad
 from dyadlab.synchrony.metrics import inter_brain_connectivity
+from tests.synchrony.segment_fixtures import json_marker, participant_eeg, plain_marker
 from tests.synchrony.xdf_fixtures import DyadSpec, write_dyad_xdf
-
-
-def _marker(t: float, event: str, **fields) -> EventMarker:
-    payload = {"event": event, **fields}
-    return EventMarker(time=t, text=json.dumps(payload), fields=payload, stream="m")
-
-
-def _plain(t: float, text: str) -> EventMarker:
-    return EventMarker(time=t, text=text, fields=None, stream="m")
-
-
-def _participant(label: str, data: np.ndarray, rate: float, t0: float = 0.0, timestamps=None) -> ParticipantEeg:
-    n = data.shape[1]
-    return ParticipantEeg(
-        label=label,
-        stream_name=label,
-        source_id=label,
-        participant={},
-        nominal_rate=rate,
-        channel_labels=[f"c{i}" for i in range(data.shape[0])],
-        data=data.astype(np.float32),
-        timestamps=t0 + np.arange(n) / rate if timestamps is None else timestamps,
-        unit="microvolts",
-        board_markers=None,
-        package_numbers=None,
-        clock_times=np.zeros(1),
-        clock_values=np.zeros(1),
-        footer_sample_count=n,
-    )
 
 
 def test_condition_spec_parsing():
@@ -56,11 +27,11 @@ def test_condition_spec_parsing():
 
 def test_blocks_from_dyadlab_markers_close_open_blocks_with_a_warning():
     markers = [
-        _marker(1.0, "block_start", condition="rest", block="rest-1"),
-        _marker(2.0, "trial_start", condition="rest"),
-        _marker(11.0, "block_end", condition="rest", block="rest-1"),
-        _marker(12.0, "block_start", condition="coop", block="coop-1"),
-        _marker(30.0, "session_end", value="aborted"),
+        json_marker(1.0, "block_start", condition="rest", block="rest-1"),
+        json_marker(2.0, "trial_start", condition="rest"),
+        json_marker(11.0, "block_end", condition="rest", block="rest-1"),
+        json_marker(12.0, "block_start", condition="coop", block="coop-1"),
+        json_marker(30.0, "session_end", value="aborted"),
     ]
     blocks, warnings = seg.blocks_from_markers(markers, recording_end=40.0)
     assert [(b.condition, b.start, b.end) for b in blocks] == [("rest", 1.0, 11.0), ("coop", 12.0, 30.0)]
@@ -69,11 +40,11 @@ def test_blocks_from_dyadlab_markers_close_open_blocks_with_a_warning():
 
 def test_blocks_from_specs_with_regular_expressions_and_unmatched_names():
     markers = [
-        _plain(1, "start_coop"),
-        _plain(5, "end_coop"),
-        _plain(6, "S 10"),
-        _plain(9, "S 11"),
-        _plain(10, "start_coop"),
+        plain_marker(1, "start_coop"),
+        plain_marker(5, "end_coop"),
+        plain_marker(6, "S 10"),
+        plain_marker(9, "S 11"),
+        plain_marker(10, "start_coop"),
     ]
     specs = [
         seg.parse_condition_spec("coop=start_coop:end_coop"),
@@ -101,8 +72,8 @@ def test_alignment_resamples_the_faster_participant_and_keeps_the_signal(tmp_pat
     t = np.arange(int(20 * rate)) / rate
     tone = np.sin(2 * np.pi * 10 * t)[None, :]
     fast_t = np.arange(int(20 * 500)) / 500.0
-    a = _participant("A", tone, rate, t0=100.0)
-    b = _participant("B", np.sin(2 * np.pi * 10 * fast_t)[None, :], 500.0, t0=100.0)
+    a = participant_eeg("A", tone, rate, t0=100.0)
+    b = participant_eeg("B", np.sin(2 * np.pi * 10 * fast_t)[None, :], 500.0, t0=100.0)
     aligned = seg.align_dyad(a, b)
     assert aligned.rate == rate
     assert (
@@ -118,13 +89,13 @@ def test_alignment_corrects_a_start_offset_and_refuses_disjoint_recordings():
     rate = 100.0
     t = np.arange(3000) / rate
     x = np.sin(2 * np.pi * 3 * t)[None, :]
-    a = _participant("A", x, rate, t0=10.0)
+    a = participant_eeg("A", x, rate, t0=10.0)
     # B started 0.255 s later: its sample k is A's sample k + 25.5.
-    b = _participant("B", np.sin(2 * np.pi * 3 * (t + 0.255))[None, :], rate, t0=10.255)
+    b = participant_eeg("B", np.sin(2 * np.pi * 3 * (t + 0.255))[None, :], rate, t0=10.255)
     aligned = seg.align_dyad(a, b)
     assert aligned.start == pytest.approx(10.255)
     np.testing.assert_allclose(aligned.a[0, :-2], aligned.b[0, :-2], atol=0.01)
-    late = _participant("B", x, rate, t0=100.0)
+    late = participant_eeg("B", x, rate, t0=100.0)
     with pytest.raises(seg.SegmentationError, match="do not overlap"):
         seg.align_dyad(a, late)
 
@@ -133,12 +104,12 @@ def test_gaps_and_nans_invalidate_only_the_epochs_near_them():
     rate = 100.0
     n = 6000
     rng = np.random.default_rng(1)
-    a = _participant("A", rng.standard_normal((2, n)), rate)
+    a = participant_eeg("A", rng.standard_normal((2, n)), rate)
     b_data = rng.standard_normal((2, n))
     b_data[1, 1000:1010] = np.nan  # 10.0-10.1 s
     stamps = np.arange(n) / rate
     stamps[3000:] += 1.0  # a 1-s gap at 30 s: B lost 100 samples
-    b = _participant("B", b_data, rate, timestamps=stamps)
+    b = participant_eeg("B", b_data, rate, timestamps=stamps)
     aligned = seg.align_dyad(a, b)
     plans = seg.plan_epochs(aligned, [seg.Block("all", 0.0, 60.0, "all")], epoch_length=2.0, margin=0.5)
     invalid_starts = plans[0].starts[~plans[0].valid] / rate
@@ -168,8 +139,8 @@ def test_epochs_within_the_theta_filter_margin_of_a_gap_or_the_recording_start_a
     rng = np.random.default_rng(8)
     data = rng.standard_normal((2, n))
     data[:, int(20.0 * rate) : int(20.1 * rate)] = np.nan  # NaN in both at 20.0-20.1 s
-    a = _participant("A", data, rate)
-    b = _participant("B", rng.standard_normal((2, n)), rate)
+    a = participant_eeg("A", data, rate)
+    b = participant_eeg("B", rng.standard_normal((2, n)), rate)
     aligned = seg.align_dyad(a, b)
     blocks = [
         seg.Block("early", 0.6, 2.6, "early"),  # 0.6 s after the recording start
@@ -194,10 +165,10 @@ def test_samples_lost_in_a_short_hole_leave_the_rest_at_their_true_times():
     rng = np.random.default_rng(2)
     true_t = 20.0 + np.arange(n) / rate
     tone = lambda t: np.sin(2 * np.pi * 7.0 * t)  # noqa: E731
-    a = _participant("A", tone(true_t)[None, :], rate, t0=20.0)
+    a = participant_eeg("A", tone(true_t)[None, :], rate, t0=20.0)
     kept = np.r_[0:7500, 7510:n]  # samples 7500-7509 (50.00-50.04 s) lost
     stamps = true_t[kept] + rng.uniform(-0.1, 0.1, kept.size) / rate  # ordinary jitter
-    b = _participant("B", tone(true_t[kept])[None, :], rate, timestamps=stamps)
+    b = participant_eeg("B", tone(true_t[kept])[None, :], rate, timestamps=stamps)
     aligned = seg.align_dyad(a, b)
     grid_t = aligned.start + np.arange(aligned.n_samples) / rate
     invalid = np.flatnonzero(~aligned.valid)
@@ -212,13 +183,13 @@ def test_samples_stamped_in_bursts_are_not_taken_for_lost_ones():
     n = int(30 * rate)
     data = np.random.default_rng(6).standard_normal((2, n))
     arrival = (np.arange(n) // 4 + 1) * 4 / rate + np.arange(n) * 1e-6  # 16-ms bursts, increasing
-    a = _participant("A", data, rate)
-    b = _participant("B", data, rate, timestamps=arrival)
+    a = participant_eeg("A", data, rate)
+    b = participant_eeg("B", data, rate, timestamps=arrival)
     aligned = seg.align_dyad(a, b)
     assert aligned.valid.all()
     # The same delivery with samples 3000-3009 (12.00-12.04 s) lost: only they are invalid.
     kept = np.r_[0:3000, 3010:n]
-    b = _participant("B", data[:, kept], rate, timestamps=arrival[kept])
+    b = participant_eeg("B", data[:, kept], rate, timestamps=arrival[kept])
     invalid = np.flatnonzero(~seg.align_dyad(a, b).valid)
     assert set(range(3001, 3009)) <= set(invalid.tolist()) and invalid.min() >= 2998 and invalid.max() <= 3011
 
@@ -228,8 +199,8 @@ def test_continuous_filtering_gives_no_spurious_envelope_correlation():
     rate = 256.0
     rng = np.random.default_rng(7)
     n = int(130 * rate)
-    a = _participant("A", rng.standard_normal((4, n)), rate)
-    b = _participant("B", rng.standard_normal((4, n)), rate)
+    a = participant_eeg("A", rng.standard_normal((4, n)), rate)
+    b = participant_eeg("B", rng.standard_normal((4, n)), rate)
     aligned = seg.align_dyad(a, b)
     plans = seg.plan_epochs(aligned, [seg.Block("all", 2.0, 122.0, "all")], 2.0)
     used = np.ones(4, bool)
@@ -359,8 +330,8 @@ def test_grid_interpolation_matches_numpy_interp_for_a_drifting_clock():
     data = rng.standard_normal((3, n)).astype(np.float32)
     data[1, 4000:4003] = np.nan
     stamps = 7.0 + np.arange(n) / (rate * 1.003) + rng.uniform(-0.05, 0.05, n) / rate
-    a = _participant("A", data, rate, timestamps=stamps)
-    b = _participant("B", np.zeros((1, n + 200)), rate, t0=6.0)
+    a = participant_eeg("A", data, rate, timestamps=stamps)
+    b = participant_eeg("B", np.zeros((1, n + 200)), rate, t0=6.0)
     aligned = seg.align_dyad(a, b)
     numbers = np.arange(n)
     t0, period = seg._regular_times(stamps, numbers)
@@ -391,8 +362,8 @@ def test_band_epochs_from_the_screening_spectra_equal_fresh_ones(monkeypatch):
     rate = 250.0
     n = int(80 * rate)
     rng = np.random.default_rng(10)
-    a = _participant("A", rng.standard_normal((3, n)), rate)
-    b = _participant("B", rng.standard_normal((3, n)), rate)
+    a = participant_eeg("A", rng.standard_normal((3, n)), rate)
+    b = participant_eeg("B", rng.standard_normal((3, n)), rate)
     aligned = seg.align_dyad(a, b)
     blocks = [seg.Block("x", 5.0, 35.0, "x-1"), seg.Block("x", 40.0, 75.0, "x-2")]
     used = np.array([True, False, True])
@@ -419,7 +390,7 @@ def test_condition_bands_are_made_one_at_a_time_as_iterated_and_equal_all_bands_
     n = int(80 * rate)
     rng = np.random.default_rng(14)
     aligned = seg.align_dyad(
-        _participant("A", rng.standard_normal((3, n)), rate), _participant("B", rng.standard_normal((3, n)), rate)
+        participant_eeg("A", rng.standard_normal((3, n)), rate), participant_eeg("B", rng.standard_normal((3, n)), rate)
     )
     blocks = [seg.Block("x", 5.0, 35.0, "x-1"), seg.Block("x", 40.0, 75.0, "x-2")]
     used = np.ones(3, bool)
@@ -458,7 +429,7 @@ def test_screening_and_band_signals_share_one_padded_range_when_the_screening_fi
     n = int(60 * rate)
     rng = np.random.default_rng(12)
     aligned = seg.align_dyad(
-        _participant("A", rng.standard_normal((2, n)), rate), _participant("B", rng.standard_normal((2, n)), rate)
+        participant_eeg("A", rng.standard_normal((2, n)), rate), participant_eeg("B", rng.standard_normal((2, n)), rate)
     )
     gamma = {"gamma": (30.0, 45.0)}
     blocks = [seg.Block("x", 10.0, 20.0, "x-1"), seg.Block("x", 30.0, 44.0, "x-2")]
@@ -493,7 +464,7 @@ def test_kept_spectra_stop_where_single_precision_results_stop_changing(monkeypa
     n = int(40 * rate)
     rng = np.random.default_rng(13)
     aligned = seg.align_dyad(
-        _participant("A", rng.standard_normal((2, n)), rate), _participant("B", rng.standard_normal((2, n)), rate)
+        participant_eeg("A", rng.standard_normal((2, n)), rate), participant_eeg("B", rng.standard_normal((2, n)), rate)
     )
     used = np.ones(2, bool)
     plans, _, keep = seg.select_epochs(aligned, [seg.Block("x", 5.0, 35.0, "x")], 2.0, 45.0, used, used)
@@ -517,8 +488,8 @@ def test_screening_log_variance_at_the_decimated_rate_is_the_all_sample_one_to_s
     n = int(60 * rate)
     rng = np.random.default_rng(11)
     pink = np.cumsum(rng.standard_normal((4, n)), axis=1) * 0.05 + rng.standard_normal((4, n))
-    a = _participant("A", pink, rate)
-    aligned = seg.align_dyad(a, _participant("B", pink[::-1].copy(), rate))
+    a = participant_eeg("A", pink, rate)
+    aligned = seg.align_dyad(a, participant_eeg("B", pink[::-1].copy(), rate))
     plans = seg.plan_epochs(aligned, [seg.Block("x", 5.0, 55.0, "x")], 2.0)
     logvar, _ = seg.epoch_log_variance(aligned, plans, 2.0, 45.0)
     # All samples of the same 1-45 Hz signal.

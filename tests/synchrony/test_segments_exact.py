@@ -5,44 +5,13 @@ docs/testing.md "segments.py")."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dyadlab.synchrony import segments as seg
-from dyadlab.synchrony.io import EventMarker, ParticipantEeg
-
-
-def _marker(t: float, event: str, **fields: object) -> EventMarker:
-    payload = {"event": event, **fields}
-    return EventMarker(time=t, text=json.dumps(payload), fields=payload, stream="m")
-
-
-def _plain(t: float, text: str) -> EventMarker:
-    return EventMarker(time=t, text=text, fields=None, stream="m")
-
-
-def _participant(label: str, data: np.ndarray, rate: float, timestamps: np.ndarray | None = None) -> ParticipantEeg:
-    n = data.shape[1]
-    return ParticipantEeg(
-        label=label,
-        stream_name=label,
-        source_id=label,
-        participant={},
-        nominal_rate=rate,
-        channel_labels=[f"c{i}" for i in range(data.shape[0])],
-        data=data.astype(np.float32),
-        timestamps=np.arange(n) / rate if timestamps is None else timestamps,
-        unit="microvolts",
-        board_markers=None,
-        package_numbers=None,
-        clock_times=np.zeros(1),
-        clock_values=np.zeros(1),
-        footer_sample_count=n,
-    )
-
+from tests.synchrony.segment_fixtures import json_marker, participant_eeg, plain_marker
 
 # --- Conditions -------------------------------------------------------------------------------
 
@@ -66,18 +35,18 @@ def test_condition_spec_strips_the_name_keeps_the_markers_and_explains_each_refu
 
 def test_dyadlab_blocks_pair_by_block_id_and_condition_and_warn_about_open_ones():
     markers = [
-        _marker(1.0, "block_start", condition="rest"),  # no block id: named after its condition
-        _marker(2.0, "block_end", condition="coop"),  # another condition's end: ignored
-        _marker(3.0, "block_end", block="other"),  # another block's end: ignored
-        _marker(4.0, "block_end", condition="rest"),
-        _marker(5.0, "block_end", condition="rest"),  # nothing open: ignored
-        _marker(6.0, "block_start", condition="coop", block="c1"),
-        _marker(6.0, "block_start", condition="coop", block="c2"),  # c1 is empty: dropped, with a warning
-        _marker(7.5, "block_start", block="x"),  # no condition: skipped
-        _marker(8.0, "block_start", condition="talk", block="t1"),
-        _plain(9.0, "not ours"),
-        _marker(10.0, "session_end"),
-        _marker(10.5, "block_start", condition="rest", block="r2"),
+        json_marker(1.0, "block_start", condition="rest"),  # no block id: named after its condition
+        json_marker(2.0, "block_end", condition="coop"),  # another condition's end: ignored
+        json_marker(3.0, "block_end", block="other"),  # another block's end: ignored
+        json_marker(4.0, "block_end", condition="rest"),
+        json_marker(5.0, "block_end", condition="rest"),  # nothing open: ignored
+        json_marker(6.0, "block_start", condition="coop", block="c1"),
+        json_marker(6.0, "block_start", condition="coop", block="c2"),  # c1 is empty: dropped, with a warning
+        json_marker(7.5, "block_start", block="x"),  # no condition: skipped
+        json_marker(8.0, "block_start", condition="talk", block="t1"),
+        plain_marker(9.0, "not ours"),
+        json_marker(10.0, "session_end"),
+        json_marker(10.5, "block_start", condition="rest", block="r2"),
     ]
     blocks, warnings = seg.blocks_from_markers(markers, recording_end=12.0)
     assert blocks == [
@@ -97,7 +66,7 @@ def test_dyadlab_blocks_pair_by_block_id_and_condition_and_warn_about_open_ones(
 
 def test_spec_blocks_are_numbered_sorted_by_start_and_list_the_markers_seen():
     texts = ["off", "on", "m1", "off", "m2", "on", "m3", "off", "on", "m4"]  # an end before any start: ignored
-    markers = [_plain(t, text) for t, text in enumerate(texts)]
+    markers = [plain_marker(t, text) for t, text in enumerate(texts)]
     blocks, warnings = seg.blocks_from_specs(
         markers,
         [seg.ConditionSpec("b", "m\\d", "m\\d"), seg.ConditionSpec("a", "on", "off")],
@@ -113,7 +82,7 @@ def test_spec_blocks_are_numbered_sorted_by_start_and_list_the_markers_seen():
     assert warnings == [
         "Condition 'a': a block opened by 'on' has no 'off' after it; it is taken to end at the end of the recording."
     ]
-    many = [_plain(t, f"s{t}") for t in range(9)]
+    many = [plain_marker(t, f"s{t}") for t in range(9)]
     _, warnings = seg.blocks_from_specs(many, [seg.ConditionSpec("x", "go", "stop")], 10.0)
     shown = ", ".join(f"'s{t}'" for t in range(8))
     assert warnings == [f"Condition 'x': no marker matches the start 'go' (marker strings in the file: {shown}, ...)."]
@@ -835,9 +804,9 @@ def test_a_gap_and_isolated_samples_leave_exactly_the_uncovered_grid_samples_inv
     rate = 100.0
     n = 6000
     t = 100.0 + np.arange(n) / rate
-    a = _participant("A", _tone(t)[None, :], rate, timestamps=t)
+    a = participant_eeg("A", _tone(t)[None, :], rate, timestamps=t)
     kept = np.r_[0:3000, 3100:3960, 4000, 4040:4960, 5000:5002, 5040:n]
-    b = _participant("B", _tone(t[kept])[None, :], rate, timestamps=t[kept])
+    b = participant_eeg("B", _tone(t[kept])[None, :], rate, timestamps=t[kept])
     aligned = seg.align_dyad(a, b)
     invalid = np.flatnonzero(~aligned.valid)
     expected = np.r_[3000:3100, 3960:4040, 4960:5000, 5002:5040]
@@ -859,10 +828,10 @@ def test_lost_samples_are_counted(lost):
     rate = 250.0
     n = int(20 * rate) - 2
     true_t = np.arange(n) / rate
-    a = _participant("A", _tone(true_t)[None, :], rate)
+    a = participant_eeg("A", _tone(true_t)[None, :], rate)
     kept = np.setdiff1d(np.arange(n), lost)
     stamps = true_t[kept] + np.random.default_rng(len(lost)).uniform(-0.1, 0.1, kept.size) / rate
-    b = _participant("B", _tone(true_t[kept])[None, :], rate, timestamps=stamps)
+    b = participant_eeg("B", _tone(true_t[kept])[None, :], rate, timestamps=stamps)
     aligned = seg.align_dyad(a, b)
     invalid = np.flatnonzero(~aligned.valid)
     assert set(lost) <= set(invalid.tolist()) and invalid.min() >= lost[0] - 1 and invalid.max() <= lost[-1] + 1
@@ -905,8 +874,8 @@ def test_grid_values_are_numpy_interp_of_each_segment_on_its_fitted_line(drift):
     # A gap (100 samples, beyond the limit of 25), after which the first sample lies 0.4 of a
     # sample after a grid sample (the drift has moved it by 9000 / drift - 9000 samples).
     stamps[9000:] += 0.5 + ((0.4 - 9000 / drift) % 1.0) / rate
-    a = _participant("A", data, rate, timestamps=stamps)
-    b = _participant("B", np.zeros((1, n + 400)), rate, timestamps=49.0 + np.arange(n + 400) / rate)
+    a = participant_eeg("A", data, rate, timestamps=stamps)
+    b = participant_eeg("B", np.zeros((1, n + 400)), rate, timestamps=49.0 + np.arange(n + 400) / rate)
     aligned = seg.align_dyad(a, b)
     assert aligned.a.dtype == np.float32 and aligned.b.dtype == np.float32
     grid_t = aligned.start + np.arange(aligned.n_samples) / rate
@@ -927,8 +896,8 @@ def test_grid_values_are_numpy_interp_of_each_segment_on_its_fitted_line(drift):
 
 def test_alignment_refuses_touching_recordings_and_ends_with_the_earlier_one():
     rate = 100.0
-    a = _participant("A", np.zeros((1, 1001)), rate, timestamps=np.arange(1001) / rate)
-    b = _participant("B", np.zeros((1, 500)), rate, timestamps=10.0 + np.arange(500) / rate)
+    a = participant_eeg("A", np.zeros((1, 1001)), rate, timestamps=np.arange(1001) / rate)
+    b = participant_eeg("B", np.zeros((1, 500)), rate, timestamps=10.0 + np.arange(500) / rate)
     with pytest.raises(seg.SegmentationError) as refused:
         seg.align_dyad(a, b)  # A ends at 10.000 s, where B starts: no overlap
     assert str(refused.value) == (
@@ -936,7 +905,7 @@ def test_alignment_refuses_touching_recordings_and_ends_with_the_earlier_one():
         "after clock synchronisation). They were recorded at different times or without clock offsets; check "
         "the file with `dyadlab inspect`."
     )
-    b = _participant("B", np.zeros((1, 500)), rate, timestamps=5.0 + np.arange(500) / rate)
+    b = participant_eeg("B", np.zeros((1, 500)), rate, timestamps=5.0 + np.arange(500) / rate)
     aligned = seg.align_dyad(a, b)  # B: 5.00-9.99 s
     assert (aligned.start, aligned.n_samples, aligned.valid.all()) == (5.0, 500, True)
 
@@ -944,8 +913,8 @@ def test_alignment_refuses_touching_recordings_and_ends_with_the_earlier_one():
 def test_a_participant_at_a_rate_that_is_not_a_multiple_is_resampled_onto_the_grid():
     """500 Hz onto a 200-Hz grid (2/5): a 7-Hz tone stays itself at the grid's times."""
     t_a, t_b = np.arange(int(20 * 200)) / 200.0, np.arange(int(20 * 500)) / 500.0
-    a = _participant("A", _tone(t_a)[None, :], 200.0, timestamps=t_a)
-    b = _participant("B", _tone(t_b)[None, :], 500.0, timestamps=t_b)
+    a = participant_eeg("A", _tone(t_a)[None, :], 200.0, timestamps=t_a)
+    b = participant_eeg("B", _tone(t_b)[None, :], 500.0, timestamps=t_b)
     aligned = seg.align_dyad(a, b)
     assert aligned.rate == 200.0 and aligned.b.dtype == np.float32
     inner = slice(100, -100)  # resample_poly's edges
@@ -956,7 +925,7 @@ def test_a_participant_at_a_rate_that_is_not_a_multiple_is_resampled_onto_the_gr
     # (more than 1e-3 of it) are invalid, up to 50 ms beyond it; the valid ones stay accurate.
     with_nan = _tone(t_b)
     with_nan[5000:5050] = np.nan
-    aligned = seg.align_dyad(a, _participant("B", with_nan[None, :], 500.0, timestamps=t_b))
+    aligned = seg.align_dyad(a, participant_eeg("B", with_nan[None, :], 500.0, timestamps=t_b))
     invalid = np.flatnonzero(~aligned.valid)
     assert invalid.min() >= 2000 - 10 and invalid.max() <= 2019 + 10 and set(range(2000, 2020)) <= set(invalid)
     kept = (
